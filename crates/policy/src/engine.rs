@@ -1,0 +1,421 @@
+//! Loading a policy and evaluating decisions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cordon_types::{Capability, Decider, Decision};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::vm::{RegoVM, VmError};
+use regorus::rvm::Program;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, LimitError, MemoryBudgetConfig, Value};
+
+use crate::error::syntax_error;
+use crate::{modules, PolicyError, PolicyFile, PolicySource, Result};
+
+/// Which regorus evaluator decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// The bytecode VM: decisions are compiled once at load time. The default: on the default
+    /// policy it is several times faster than the interpreter with identical decisions.
+    #[default]
+    Rvm,
+    /// The tree-walking interpreter. Supports every construct, including `with`.
+    Interpreter,
+}
+
+impl EngineKind {
+    /// The name used in configuration and on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Rvm => "rvm",
+            EngineKind::Interpreter => "interpreter",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rvm" => Ok(EngineKind::Rvm),
+            "interpreter" => Ok(EngineKind::Interpreter),
+            other => Err(format!("unknown engine `{other}`: expected `rvm` or `interpreter`")),
+        }
+    }
+}
+
+/// Bounds on one evaluation. Exceeding any of them denies.
+///
+/// The checks are cooperative: regorus tests them between instructions, so one builtin call
+/// (a huge `numbers.range`, say) can overshoot before it is stopped. The memory budget and the
+/// instruction count apply to the bytecode VM; the interpreter is bounded by time only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time for one decision.
+    pub time: Duration,
+    /// Bytes allocated during one decision.
+    pub memory_bytes: NonZeroU64,
+    /// Bytecode instructions executed for one decision.
+    pub instructions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_millis(100),
+            memory_bytes: NonZeroU64::new(64 << 20).unwrap_or(NonZeroU64::MIN),
+            instructions: 10_000_000,
+        }
+    }
+}
+
+impl Limits {
+    fn timer(&self) -> ExecutionTimerConfig {
+        ExecutionTimerConfig { limit: self.time, check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN) }
+    }
+}
+
+/// How to load a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyOptions {
+    /// Which evaluator decides.
+    pub engine: EngineKind,
+    /// Bounds on each evaluation.
+    pub limits: Limits,
+}
+
+/// A loaded, checked policy, ready to decide from many threads at once.
+///
+/// Every `data.cordon.<capability>.decision` rule found at load time gets an evaluator: a
+/// compiled bytecode program with a pool of VMs, or a pool of interpreter engines. Each
+/// thread takes one from the pool for the duration of a decision, so no lock is held while
+/// evaluating.
+pub struct Policy {
+    origin: String,
+    revision: String,
+    options: PolicyOptions,
+    engine: Engine,
+    decisions: BTreeMap<String, Evaluator>,
+    interpreters: Pool<Engine>,
+    warnings: Vec<String>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("origin", &self.origin)
+            .field("revision", &self.revision)
+            .field("options", &self.options)
+            .field("capabilities", &self.decisions.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Evaluator {
+    Rvm { program: Arc<Program>, data: Value, vms: Pool<RegoVM> },
+    Interpreter,
+}
+
+struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn give(&self, item: T) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(item);
+    }
+}
+
+/// Why an evaluation produced no value.
+enum EvalFailure {
+    Limit(String),
+    Error(String),
+}
+
+impl EvalFailure {
+    fn into_decision(self) -> Decision {
+        match self {
+            EvalFailure::Limit(what) => Decision::deny(format!("policy evaluation stopped: {what}; denying")),
+            EvalFailure::Error(what) => Decision::deny(format!("policy evaluation failed: {what}; denying")),
+        }
+    }
+}
+
+fn describe_limit(err: &LimitError) -> String {
+    match err {
+        LimitError::TimeLimitExceeded { limit, .. } => format!("exceeded its time limit of {limit:?}"),
+        LimitError::MemoryLimitExceeded { limit, .. } => format!("exceeded its memory limit of {limit} bytes"),
+        LimitError::RegexSizeLimitExceeded { limit } => format!("a regular expression exceeded {limit} bytes"),
+    }
+}
+
+fn vm_failure(err: VmError) -> EvalFailure {
+    match err {
+        VmError::TimeLimitExceeded { limit, .. } => EvalFailure::Limit(format!("exceeded its time limit of {limit:?}")),
+        VmError::MemoryBudgetExceeded { budget, .. } => {
+            EvalFailure::Limit(format!("exceeded its memory budget of {budget} bytes"))
+        }
+        VmError::MemoryLimitExceeded { limit, .. } => EvalFailure::Limit(format!("exceeded its memory limit of {limit} bytes")),
+        VmError::InstructionLimitExceeded { limit, .. } => {
+            EvalFailure::Limit(format!("exceeded its limit of {limit} instructions"))
+        }
+        other => EvalFailure::Error(other.to_string()),
+    }
+}
+
+fn interpreter_failure(err: &(dyn std::error::Error + 'static)) -> EvalFailure {
+    match err.downcast_ref::<LimitError>() {
+        Some(limit) => EvalFailure::Limit(describe_limit(limit)),
+        None => EvalFailure::Error(first_line(&err.to_string())),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    // regorus renders errors with a source excerpt; the decision reason keeps the message.
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim_start().strip_prefix("error: "))
+        .or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("unknown error")
+        .to_owned()
+}
+
+/// Loads `source` into a fresh regorus engine: every module, then every data document.
+pub(crate) fn load_engine(source: &PolicySource) -> Result<Engine> {
+    let mut engine = Engine::new();
+    for file in source.files().iter().filter(|f| f.is_rego()) {
+        engine
+            .add_policy(file.display.clone(), file.text.clone())
+            .map_err(|e| syntax_error(&file.display, &e))?;
+    }
+    for file in source.files().iter().filter(|f| !f.is_rego()) {
+        engine.add_data(parse_data(file)?).map_err(|e| PolicyError::Data {
+            file: file.display.clone(),
+            message: first_line(&e.to_string()),
+        })?;
+    }
+    // Preparing the engine runs regorus's semantic checks (unsafe variables, unknown
+    // functions, recursion), so those errors surface at load time, not on the first request.
+    engine
+        .eval_bool_query("true".to_owned(), false)
+        .map_err(|e| syntax_error(source.origin(), &e))?;
+    Ok(engine)
+}
+
+fn parse_data(file: &PolicyFile) -> Result<Value> {
+    let data_error = |message: String| PolicyError::Data { file: file.display.clone(), message };
+    let value = if file.relative.ends_with(".json") {
+        Value::from_json_str(&file.text)
+    } else {
+        Value::from_yaml_str(&file.text)
+    }
+    .map_err(|e| data_error(first_line(&e.to_string())))?;
+    if !matches!(value, Value::Object(_)) {
+        return Err(data_error("a data document must be an object at the top level".to_owned()));
+    }
+    let mut value = value;
+    for key in file.data_prefix().into_iter().rev() {
+        let mut wrapper = Value::new_object();
+        if let Ok(map) = wrapper.as_object_mut() {
+            map.insert(Value::from(key), value);
+        }
+        value = wrapper;
+    }
+    Ok(value)
+}
+
+impl Policy {
+    /// Loads and checks `source`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Syntax`] with `file:line:col` for parse and semantic errors,
+    /// [`PolicyError::Data`] for a bad data document.
+    pub fn load(source: &PolicySource, options: PolicyOptions) -> Result<Self> {
+        let mut engine = load_engine(source)?;
+        let mut warnings = Vec::new();
+        let mut decisions = BTreeMap::new();
+        let data = engine.get_data();
+        for rule in modules::rules(&mut engine) {
+            let Some(capability) = rule.package.strip_prefix("cordon.") else { continue };
+            if rule.name != "decision" || Capability::new(capability).is_err() || decisions.contains_key(capability) {
+                continue;
+            }
+            let path = format!("data.cordon.{capability}.decision");
+            // The bytecode compiler resolves every function and variable the decision can
+            // reach, which the interpreter only does when a request arrives; its verdict is
+            // used to check the policy whichever evaluator is chosen.
+            let compiled = compile(&mut engine, &path);
+            let evaluator = match (options.engine, compiled) {
+                (_, Err(CompileFailure::Policy(err))) => return Err(syntax_error(source.origin(), &err)),
+                (EngineKind::Interpreter, _) => Evaluator::Interpreter,
+                (EngineKind::Rvm, Ok(program)) => Evaluator::Rvm { program, data: data.clone(), vms: Pool::new() },
+                (EngineKind::Rvm, Err(CompileFailure::Unsupported(why))) => {
+                    warnings.push(format!(
+                        "`{path}` uses a construct the bytecode VM does not support ({why}); it is evaluated by the interpreter"
+                    ));
+                    Evaluator::Interpreter
+                }
+            };
+            decisions.insert(capability.to_owned(), evaluator);
+        }
+        engine.set_execution_timer_config(options.limits.timer());
+        Ok(Self {
+            origin: source.origin().to_owned(),
+            revision: source.revision().to_owned(),
+            options,
+            engine,
+            decisions,
+            interpreters: Pool::new(),
+            warnings,
+        })
+    }
+
+    /// The capabilities this policy has a `decision` rule for.
+    pub fn capabilities(&self) -> impl Iterator<Item = &str> {
+        self.decisions.keys().map(String::as_str)
+    }
+
+    /// Where the policy came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Things worth knowing that do not stop the policy from working.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The options the policy was loaded with.
+    pub fn options(&self) -> PolicyOptions {
+        self.options
+    }
+
+    /// Which evaluator decides `capability`, if the policy has a rule for it.
+    pub fn engine_for(&self, capability: &Capability) -> Option<EngineKind> {
+        self.decisions.get(capability.as_str()).map(|e| match e {
+            Evaluator::Rvm { .. } => EngineKind::Rvm,
+            Evaluator::Interpreter => EngineKind::Interpreter,
+        })
+    }
+
+    /// Decides `input` under `capability`. Never fails: errors, limits, a missing rule and a
+    /// malformed answer all deny with a reason.
+    pub fn evaluate(&self, capability: &Capability, input: &serde_json::Value) -> Decision {
+        self.evaluate_value(capability, Value::from(input.clone()))
+    }
+
+    /// As [`Policy::evaluate`], for an input already in regorus's representation.
+    pub fn evaluate_value(&self, capability: &Capability, input: Value) -> Decision {
+        let Some(evaluator) = self.decisions.get(capability.as_str()) else {
+            return Decision::deny(format!(
+                "the policy has no `{}` rule; denying by default",
+                capability.decision_path()
+            ));
+        };
+        let result = match evaluator {
+            Evaluator::Rvm { program, data, vms } => self.run_vm(program, data, vms, input),
+            Evaluator::Interpreter => self.run_interpreter(&capability.decision_path(), input),
+        };
+        match result {
+            Ok(Value::Undefined) => Decision::from_policy_value(None),
+            Ok(value) => match serde_json::to_value(&value) {
+                Ok(json) => Decision::from_policy_value(Some(&json)),
+                Err(e) => Decision::deny(format!("malformed decision: cannot read it as JSON ({e})")),
+            },
+            Err(failure) => failure.into_decision(),
+        }
+    }
+
+    fn run_vm(&self, program: &Arc<Program>, data: &Value, vms: &Pool<RegoVM>, input: Value) -> Result<Value, EvalFailure> {
+        let mut vm = match vms.take() {
+            Some(vm) => vm,
+            None => {
+                let mut vm = RegoVM::new();
+                vm.load_program(Arc::clone(program));
+                vm.set_data(data.clone()).map_err(|e| EvalFailure::Error(e.to_string()))?;
+                vm.set_execution_timer_config(Some(self.options.limits.timer()));
+                vm.set_memory_budget_config(Some(MemoryBudgetConfig { limit: self.options.limits.memory_bytes }));
+                vm.set_max_instructions(self.options.limits.instructions);
+                vm
+            }
+        };
+        vm.set_input(input);
+        let result = vm.execute();
+        // A VM that failed is dropped rather than reused, so no state of a stopped
+        // evaluation can leak into the next decision.
+        if result.is_ok() {
+            vms.give(vm);
+        }
+        result.map_err(vm_failure)
+    }
+
+    fn run_interpreter(&self, path: &str, input: Value) -> Result<Value, EvalFailure> {
+        let mut engine = self.interpreters.take().unwrap_or_else(|| self.engine.clone());
+        engine.set_input(input);
+        let result = engine.eval_rule(path.to_owned());
+        if result.is_ok() {
+            self.interpreters.give(engine);
+        }
+        result.map_err(|e| interpreter_failure(&*e))
+    }
+
+    /// A clone of the loaded engine, for explanations and tests.
+    pub(crate) fn engine(&self) -> Engine {
+        self.engine.clone()
+    }
+}
+
+enum CompileFailure {
+    /// The policy is wrong: an unknown function or an undefined variable.
+    Policy(String),
+    /// The policy is fine but uses something the bytecode compiler lacks.
+    Unsupported(String),
+}
+
+/// Messages of the bytecode compiler that mean the policy itself is wrong.
+const POLICY_ERRORS: [&str; 4] =
+    ["Unknown function", "Unknown builtin function", "Not a builtin function", "Undefined variable"];
+
+fn compile(engine: &mut Engine, path: &str) -> Result<Arc<Program>, CompileFailure> {
+    let entry: regorus::Rc<str> = path.into();
+    let compiled = engine
+        .compile_with_entrypoint(&entry)
+        .map_err(|e| CompileFailure::Policy(e.to_string()))?;
+    Compiler::compile_from_policy(&compiled, &[path]).map_err(|e| {
+        let text = e.to_string();
+        if POLICY_ERRORS.iter().any(|p| text.contains(p)) {
+            CompileFailure::Policy(text)
+        } else {
+            CompileFailure::Unsupported(first_line(&text))
+        }
+    })
+}
+
+impl Decider for Policy {
+    fn decide(&self, capability: &Capability, input: &serde_json::Value) -> Decision {
+        self.evaluate(capability, input)
+    }
+
+    fn revision(&self) -> &str {
+        &self.revision
+    }
+}

@@ -1,0 +1,2 @@
+//! Integration tests of the policy engine: one binary, cases in `suite/`.
+mod suite;

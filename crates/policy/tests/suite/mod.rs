@@ -1,0 +1,5 @@
+mod cases;
+mod errors;
+mod limits;
+mod opa_compat;
+mod threads;

@@ -1,0 +1,36 @@
+//! The seam through which every decision is recorded.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{AuditError, Decision};
+
+/// One decision, as it is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When the decision was made, RFC 3339.
+    pub time: String,
+    /// The capability decided.
+    pub capability: String,
+    /// The action decided.
+    pub action: String,
+    /// The input document the policy saw.
+    pub input: Value,
+    /// What the policy answered, after cordon's own checks.
+    pub decision: Decision,
+    /// The revision (content digest) of the policy that decided.
+    pub policy_revision: String,
+    /// The cordon version that decided.
+    pub cordon_version: String,
+}
+
+/// Where decisions are recorded. Implementations must be durable enough for their purpose and
+/// must report failure: an action whose decision could not be recorded is refused.
+pub trait AuditSink: Send + Sync {
+    /// Records one event.
+    ///
+    /// # Errors
+    ///
+    /// An [`AuditError`] when the event was not recorded; the caller then refuses the action.
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+}

@@ -1,0 +1,287 @@
+//! The input document: what a policy sees as `input`.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use crate::{Capability, InputError, Request};
+
+/// What the orchestrator knows about the machine and the person, used to fill in and resolve
+/// a [`Request`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputEnv {
+    /// The user name, used when the request names none.
+    pub user: Option<String>,
+    /// The device identifier, used when the request names none.
+    pub device: Option<String>,
+    /// The home directory: `~` in paths expands to it and policies read it as `context.home`.
+    pub home: Option<PathBuf>,
+    /// The working directory that relative paths resolve against.
+    pub cwd: Option<PathBuf>,
+    /// The workspace roots the user chose. When set, these replace whatever the request says.
+    pub workspace: Vec<PathBuf>,
+    /// The time to stamp on requests that carry none, as RFC 3339.
+    pub time: Option<String>,
+}
+
+/// Builds the input document of the design from a [`Request`].
+///
+/// The builder is the one place where request fields are resolved, so every surface gives
+/// policies the same shape: absolute, lexically normalised paths (no `.`, `..` or `~`), the
+/// sensitivity name *and* its level number, a lowercase host without a trailing dot, the
+/// workspace roots and the home directory.
+#[derive(Debug, Clone, Default)]
+pub struct InputBuilder {
+    env: InputEnv,
+}
+
+impl InputBuilder {
+    /// A builder that resolves requests against `env`.
+    pub fn new(env: InputEnv) -> Self {
+        Self { env }
+    }
+
+    /// The environment requests are resolved against.
+    pub fn env(&self) -> &InputEnv {
+        &self.env
+    }
+
+    /// Builds the input document for `request`.
+    ///
+    /// # Errors
+    ///
+    /// An [`InputError`] when the capability is missing or invalid, the action is empty, or a
+    /// path cannot be made absolute.
+    pub fn build(&self, request: &Request) -> Result<Value, InputError> {
+        let capability = Capability::new(request.capability.as_deref().unwrap_or_default())?;
+        self.build_for(&capability, request)
+    }
+
+    /// Builds the input document for `request`, decided under `capability` whatever the
+    /// request itself says.
+    ///
+    /// # Errors
+    ///
+    /// As [`InputBuilder::build`].
+    pub fn build_for(&self, capability: &Capability, request: &Request) -> Result<Value, InputError> {
+        if request.action.trim().is_empty() {
+            return Err(InputError::MissingAction);
+        }
+        let mut subject = to_object(&request.subject);
+        insert_default(&mut subject, "user", self.env.user.as_deref());
+        insert_default(&mut subject, "device", self.env.device.as_deref());
+
+        let mut resource = to_object(&request.resource);
+        if let Some(path) = &request.resource.path {
+            let resolved = self.resolve(path)?;
+            resource.insert("path".into(), Value::String(path_string(&resolved)));
+        }
+        if let Some(host) = &request.resource.host {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            resource.insert("host".into(), Value::String(host));
+        }
+        let sensitivity = request.resource.sensitivity.unwrap_or_default();
+        resource.insert("sensitivity".into(), json!(sensitivity.as_str()));
+        resource.insert("sensitivity_level".into(), json!(sensitivity.level()));
+
+        let mut context = to_object(&request.context);
+        let workspace: Vec<Value> = if self.env.workspace.is_empty() {
+            let mut roots = Vec::with_capacity(request.context.workspace.len());
+            for root in &request.context.workspace {
+                roots.push(Value::String(path_string(&self.resolve(root)?)));
+            }
+            roots
+        } else {
+            self.env
+                .workspace
+                .iter()
+                .map(|root| Value::String(path_string(&normalize_path(root))))
+                .collect()
+        };
+        context.insert("workspace".into(), Value::Array(workspace));
+        if let Some(home) = &self.env.home {
+            context.insert("home".into(), Value::String(path_string(&normalize_path(home))));
+        }
+        insert_default(&mut context, "time", self.env.time.as_deref());
+
+        Ok(json!({
+            "capability": capability.as_str(),
+            "action": request.action,
+            "subject": subject,
+            "resource": resource,
+            "context": context,
+        }))
+    }
+
+    /// Makes `path` absolute: `~` becomes the home directory, relative paths join the working
+    /// directory, and `.` and `..` are folded lexically.
+    fn resolve(&self, path: &str) -> Result<PathBuf, InputError> {
+        let expanded = if path == "~" || path.starts_with("~/") {
+            let home = self
+                .env
+                .home
+                .as_ref()
+                .ok_or_else(|| InputError::UnknownHome(path.to_owned()))?;
+            home.join(path.trim_start_matches('~').trim_start_matches('/'))
+        } else {
+            PathBuf::from(path)
+        };
+        let absolute = if expanded.is_absolute() {
+            expanded
+        } else {
+            let cwd = self
+                .env
+                .cwd
+                .as_ref()
+                .ok_or_else(|| InputError::RelativePath(path.to_owned()))?;
+            cwd.join(expanded)
+        };
+        Ok(normalize_path(&absolute))
+    }
+}
+
+/// Folds `.` and `..` out of an absolute path without touching the file system; `..` above
+/// the root stays at the root, as the kernel does.
+pub fn normalize_path(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(prefix) => out.push(prefix.as_os_str()),
+            Component::RootDir => out.push(Component::RootDir.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(part) => out.push(part),
+        }
+    }
+    out
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        // The request types always serialise to objects.
+        _ => Map::new(),
+    }
+}
+
+fn insert_default(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        map.entry(key).or_insert_with(|| Value::String(value.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::{Resource, Sensitivity};
+
+    fn env() -> InputEnv {
+        InputEnv {
+            user: Some("alice".into()),
+            device: None,
+            home: Some("/home/alice".into()),
+            cwd: Some("/home/alice/work".into()),
+            workspace: vec!["/home/alice/work/".into()],
+            time: Some("2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    fn file_request(path: &str) -> Request {
+        Request {
+            capability: Some("file".into()),
+            action: "read".into(),
+            resource: Resource { path: Some(path.into()), ..Resource::default() },
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn builds_the_documented_shape() {
+        let mut request = file_request("notes/../plan.md");
+        request.resource.sensitivity = Some(Sensitivity::Restricted);
+        let input = InputBuilder::new(env()).build(&request).unwrap();
+        assert_eq!(
+            input,
+            json!({
+                "capability": "file",
+                "action": "read",
+                "subject": {"user": "alice"},
+                "resource": {
+                    "path": "/home/alice/work/plan.md",
+                    "sensitivity": "restricted",
+                    "sensitivity_level": 3
+                },
+                "context": {
+                    "workspace": ["/home/alice/work"],
+                    "home": "/home/alice",
+                    "time": "2026-01-01T00:00:00Z"
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn traversal_is_folded_before_the_policy_sees_it() {
+        let builder = InputBuilder::new(env());
+        let input = builder.build(&file_request("/home/alice/work/../.ssh/id_ed25519")).unwrap();
+        assert_eq!(input["resource"]["path"], "/home/alice/.ssh/id_ed25519");
+        let input = builder.build(&file_request("~/../../etc/./shadow")).unwrap();
+        assert_eq!(input["resource"]["path"], "/etc/shadow");
+        let input = builder.build(&file_request("/../../x")).unwrap();
+        assert_eq!(input["resource"]["path"], "/x");
+    }
+
+    #[test]
+    fn a_request_cannot_claim_a_lower_level_or_its_own_workspace() {
+        let request: Request = serde_json::from_value(json!({
+            "capability": "file", "action": "read",
+            "resource": {"path": "/srv/x", "sensitivity": "restricted", "sensitivity_level": 0},
+            "context": {"workspace": ["/"]}
+        }))
+        .unwrap();
+        let input = InputBuilder::new(env()).build(&request).unwrap();
+        assert_eq!(input["resource"]["sensitivity_level"], 3);
+        assert_eq!(input["context"]["workspace"], json!(["/home/alice/work"]));
+    }
+
+    #[test]
+    fn hosts_are_lowercased_without_trailing_dot() {
+        let request = Request {
+            capability: Some("net".into()),
+            action: "connect".into(),
+            resource: Resource { host: Some("API.GitHub.com.".into()), ..Resource::default() },
+            ..Request::default()
+        };
+        let input = InputBuilder::new(env()).build(&request).unwrap();
+        assert_eq!(input["resource"]["host"], "api.github.com");
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let builder = InputBuilder::new(InputEnv::default());
+        let err = builder.build(&file_request("rel/path")).unwrap_err();
+        assert_eq!(err.to_string(), "path `rel/path` is relative and no working directory is known to resolve it");
+        let err = builder.build(&file_request("~/x")).unwrap_err();
+        assert!(matches!(err, InputError::UnknownHome(_)));
+        let mut request = file_request("/x");
+        request.action.clear();
+        assert!(matches!(builder.build(&request), Err(InputError::MissingAction)));
+        request.capability = None;
+        request.action = "read".into();
+        assert!(matches!(builder.build(&request), Err(InputError::Capability(_))));
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_rejected() {
+        let err = serde_json::from_value::<Request>(json!({"action": "read", "resorce": {}}));
+        assert!(err.unwrap_err().to_string().contains("resorce"));
+    }
+}

@@ -1,0 +1,99 @@
+package cordon.file_test
+
+import data.cordon.file
+import rego.v1
+
+ctx := {"home": "/home/alice", "workspace": ["/home/alice/work"]}
+
+req(action, path, level) := {
+	"capability": "file",
+	"action": action,
+	"resource": {"path": path, "sensitivity": ["public", "internal", "confidential", "restricted"][level], "sensitivity_level": level},
+	"context": ctx,
+}
+
+test_read_in_workspace_allowed if {
+	d := file.decision with input as req("read", "/home/alice/work/src/main.rs", 1)
+	d.allow
+	d.obligations == []
+	d.reasons == ["`/home/alice/work/src/main.rs` is inside the workspace `/home/alice/work`"]
+}
+
+test_workspace_root_itself_allowed if {
+	file.decision.allow with input as req("list", "/home/alice/work", 1)
+}
+
+test_write_in_workspace_is_journaled if {
+	d := file.decision with input as req("write", "/home/alice/work/out.txt", 1)
+	d.allow
+	d.obligations == [{"type": "journal"}]
+}
+
+test_sibling_with_common_prefix_denied if {
+	d := file.decision with input as req("read", "/home/alice/work-old/notes.txt", 1)
+	not d.allow
+	d.reasons == ["`/home/alice/work-old/notes.txt` is outside the workspace [\"/home/alice/work\"]"]
+}
+
+test_outside_workspace_denied if {
+	not file.decision.allow with input as req("read", "/etc/hostname", 0)
+}
+
+test_ssh_key_denied if {
+	d := file.decision with input as req("read", "/home/alice/.ssh/id_ed25519", 0)
+	not d.allow
+	d.reasons == ["`/home/alice/.ssh/id_ed25519` is a credentials or secrets location: agents may never read it"]
+}
+
+test_every_home_secret_denied if {
+	every rel in data.cordon.settings.secrets.home {
+		p := concat("/", ["/home/alice", rel, "x"])
+		not file.decision.allow with input as req("read", p, 0)
+	}
+}
+
+test_secret_inside_workspace_still_denied if {
+	w := {"home": "/home/alice", "workspace": ["/home/alice"]}
+	not file.decision.allow with input as object.union(req("read", "/home/alice/.aws/credentials", 0), {"context": w})
+	file.decision.allow with input as object.union(req("read", "/home/alice/notes.md", 0), {"context": w})
+}
+
+test_system_secrets_denied if {
+	not file.decision.allow with input as req("read", "/etc/shadow", 0) with input.context.workspace as ["/"]
+	not file.decision.allow with input as req("read", "/etc/ssh/ssh_host_ed25519_key", 0) with input.context.workspace as ["/"]
+	file.decision.allow with input as req("read", "/etc/ssh/ssh_config", 0) with input.context.workspace as ["/"]
+}
+
+test_confidential_needs_consent if {
+	d := file.decision with input as req("read", "/home/alice/work/plan.pdf", 2)
+	d.allow
+	d.obligations == [{"type": "consent", "message": "Allow the agent to read confidential file `/home/alice/work/plan.pdf`?"}]
+}
+
+test_restricted_write_needs_consent_and_journal if {
+	d := file.decision with input as req("write", "/home/alice/work/payroll.xlsx", 3)
+	d.allow
+	count(d.obligations) == 2
+	{o.type | some o in d.obligations} == {"consent", "journal"}
+}
+
+test_internal_read_needs_no_consent if {
+	d := file.decision with input as req("read", "/home/alice/work/a", 1)
+	d.obligations == []
+}
+
+test_unknown_action_denied if {
+	d := file.decision with input as req("exfiltrate", "/home/alice/work/a", 0)
+	not d.allow
+	d.reasons == ["unknown file action `exfiltrate`"]
+}
+
+test_missing_path_denied if {
+	d := file.decision with input as {"action": "read", "resource": {}, "context": ctx}
+	not d.allow
+	"file request has no `resource.path`" in d.reasons
+}
+
+test_no_workspace_denies if {
+	not file.decision.allow with input as req("read", "/home/alice/work/a", 0) with input.context.workspace as []
+}

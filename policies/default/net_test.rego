@@ -1,0 +1,69 @@
+package cordon.net_test
+
+import data.cordon.net
+import rego.v1
+
+req(host, port) := {
+	"capability": "net",
+	"action": "connect",
+	"resource": {"host": host, "port": port, "sensitivity": "internal", "sensitivity_level": 1},
+}
+
+test_allowlisted_host_allowed_with_upload_budget if {
+	d := net.decision with input as req("api.github.com", 443)
+	d.allow
+	d.reasons == ["`api.github.com` matches allowlist entry `api.github.com`"]
+	d.obligations == [{"type": "limit", "bytes": 33554432}]
+}
+
+test_wildcard_entry_matches_subdomain if {
+	net.decision.allow with input as req("raw.githubusercontent.com", 443)
+}
+
+test_wildcard_entry_does_not_match_lookalike if {
+	not net.decision.allow with input as req("evilgithubusercontent.com", 443)
+}
+
+test_wrong_port_denied if {
+	d := net.decision with input as req("api.github.com", 22)
+	not d.allow
+	d.reasons == ["`api.github.com:22` is not on the egress allowlist"]
+}
+
+test_entry_without_ports_allows_any_port if {
+	net.decision.allow with input as req("example.org", 8443) with data.cordon.settings.net.allow as [{"host": "example.org"}]
+}
+
+test_unlisted_host_denied if {
+	not net.decision.allow with input as req("paste.example", 443)
+}
+
+test_metadata_denied_even_if_allowlisted if {
+	d := net.decision with input as req("169.254.169.254", 80) with data.cordon.settings.net.allow as [{"host": "169.254.169.254"}]
+	not d.allow
+	"`169.254.169.254` is a cloud metadata address and is never reachable" in d.reasons
+}
+
+test_link_local_denied if {
+	d := net.decision with input as req("169.254.10.1", 80) with data.cordon.settings.net.allow as [{"host": "169.254.10.1"}]
+	not d.allow
+	d.reasons == ["`169.254.10.1` is link-local (169.254.0.0/16) and is never reachable"]
+}
+
+test_restricted_payload_denied if {
+	r := req("api.github.com", 443)
+	d := net.decision with input as object.union(r, {"resource": {"sensitivity": "restricted", "sensitivity_level": 3}})
+	not d.allow
+	d.reasons == ["restricted data never leaves the device"]
+}
+
+test_confidential_payload_to_allowlist_allowed if {
+	r := req("api.github.com", 443)
+	net.decision.allow with input as object.union(r, {"resource": {"sensitivity": "confidential", "sensitivity_level": 2}})
+}
+
+test_missing_host_denied if {
+	d := net.decision with input as {"action": "connect", "resource": {"port": 443, "sensitivity_level": 1}}
+	not d.allow
+	"network request has no `resource.host`" in d.reasons
+}
