@@ -5,15 +5,42 @@
 
 /// `(relative path, text)` of every file of the default policy.
 pub(crate) const FILES: &[(&str, &str)] = &[
-    ("data.json", include_str!("../../../policies/default/data.json")),
-    ("file.rego", include_str!("../../../policies/default/file.rego")),
-    ("file_test.rego", include_str!("../../../policies/default/file_test.rego")),
-    ("infer.rego", include_str!("../../../policies/default/infer.rego")),
-    ("infer_test.rego", include_str!("../../../policies/default/infer_test.rego")),
-    ("net.rego", include_str!("../../../policies/default/net.rego")),
-    ("net_test.rego", include_str!("../../../policies/default/net_test.rego")),
-    ("paths.rego", include_str!("../../../policies/default/paths.rego")),
-    ("paths_test.rego", include_str!("../../../policies/default/paths_test.rego")),
+    (
+        "data.json",
+        include_str!("../../../policies/default/data.json"),
+    ),
+    (
+        "file.rego",
+        include_str!("../../../policies/default/file.rego"),
+    ),
+    (
+        "file_test.rego",
+        include_str!("../../../policies/default/file_test.rego"),
+    ),
+    (
+        "infer.rego",
+        include_str!("../../../policies/default/infer.rego"),
+    ),
+    (
+        "infer_test.rego",
+        include_str!("../../../policies/default/infer_test.rego"),
+    ),
+    (
+        "net.rego",
+        include_str!("../../../policies/default/net.rego"),
+    ),
+    (
+        "net_test.rego",
+        include_str!("../../../policies/default/net_test.rego"),
+    ),
+    (
+        "paths.rego",
+        include_str!("../../../policies/default/paths.rego"),
+    ),
+    (
+        "paths_test.rego",
+        include_str!("../../../policies/default/paths_test.rego"),
+    ),
 ];
 
 #[cfg(test)]
@@ -28,7 +55,10 @@ mod tests {
         let on_disk = PolicySource::from_path(&dir).unwrap();
         let embedded = PolicySource::embedded_default();
         let pairs = |s: &PolicySource| -> Vec<(String, String)> {
-            s.files().iter().map(|f| (f.relative.clone(), f.text.clone())).collect()
+            s.files()
+                .iter()
+                .map(|f| (f.relative.clone(), f.text.clone()))
+                .collect()
         };
         assert_eq!(pairs(&on_disk), pairs(&embedded));
         assert_eq!(on_disk.revision(), embedded.revision());

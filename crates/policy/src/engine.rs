@@ -51,7 +51,9 @@ impl FromStr for EngineKind {
         match s {
             "rvm" => Ok(EngineKind::Rvm),
             "interpreter" => Ok(EngineKind::Interpreter),
-            other => Err(format!("unknown engine `{other}`: expected `rvm` or `interpreter`")),
+            other => Err(format!(
+                "unknown engine `{other}`: expected `rvm` or `interpreter`"
+            )),
         }
     }
 }
@@ -83,7 +85,10 @@ impl Default for Limits {
 
 impl Limits {
     fn timer(&self) -> ExecutionTimerConfig {
-        ExecutionTimerConfig { limit: self.time, check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN) }
+        ExecutionTimerConfig {
+            limit: self.time,
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        }
     }
 }
 
@@ -124,7 +129,11 @@ impl fmt::Debug for Policy {
 }
 
 enum Evaluator {
-    Rvm { program: Arc<Program>, data: Value, vms: Pool<RegoVM> },
+    Rvm {
+        program: Arc<Program>,
+        data: Value,
+        vms: Pool<RegoVM>,
+    },
     Interpreter,
 }
 
@@ -140,7 +149,10 @@ impl<T> Pool<T> {
     }
 
     fn give(&self, item: T) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(item);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(item);
     }
 }
 
@@ -153,27 +165,41 @@ enum EvalFailure {
 impl EvalFailure {
     fn into_decision(self) -> Decision {
         match self {
-            EvalFailure::Limit(what) => Decision::deny(format!("policy evaluation stopped: {what}; denying")),
-            EvalFailure::Error(what) => Decision::deny(format!("policy evaluation failed: {what}; denying")),
+            EvalFailure::Limit(what) => {
+                Decision::deny(format!("policy evaluation stopped: {what}; denying"))
+            }
+            EvalFailure::Error(what) => {
+                Decision::deny(format!("policy evaluation failed: {what}; denying"))
+            }
         }
     }
 }
 
 fn describe_limit(err: &LimitError) -> String {
     match err {
-        LimitError::TimeLimitExceeded { limit, .. } => format!("exceeded its time limit of {limit:?}"),
-        LimitError::MemoryLimitExceeded { limit, .. } => format!("exceeded its memory limit of {limit} bytes"),
-        LimitError::RegexSizeLimitExceeded { limit } => format!("a regular expression exceeded {limit} bytes"),
+        LimitError::TimeLimitExceeded { limit, .. } => {
+            format!("exceeded its time limit of {limit:?}")
+        }
+        LimitError::MemoryLimitExceeded { limit, .. } => {
+            format!("exceeded its memory limit of {limit} bytes")
+        }
+        LimitError::RegexSizeLimitExceeded { limit } => {
+            format!("a regular expression exceeded {limit} bytes")
+        }
     }
 }
 
 fn vm_failure(err: VmError) -> EvalFailure {
     match err {
-        VmError::TimeLimitExceeded { limit, .. } => EvalFailure::Limit(format!("exceeded its time limit of {limit:?}")),
+        VmError::TimeLimitExceeded { limit, .. } => {
+            EvalFailure::Limit(format!("exceeded its time limit of {limit:?}"))
+        }
         VmError::MemoryBudgetExceeded { budget, .. } => {
             EvalFailure::Limit(format!("exceeded its memory budget of {budget} bytes"))
         }
-        VmError::MemoryLimitExceeded { limit, .. } => EvalFailure::Limit(format!("exceeded its memory limit of {limit} bytes")),
+        VmError::MemoryLimitExceeded { limit, .. } => {
+            EvalFailure::Limit(format!("exceeded its memory limit of {limit} bytes"))
+        }
         VmError::InstructionLimitExceeded { limit, .. } => {
             EvalFailure::Limit(format!("exceeded its limit of {limit} instructions"))
         }
@@ -207,10 +233,12 @@ pub(crate) fn load_engine(source: &PolicySource) -> Result<Engine> {
             .map_err(|e| syntax_error(&file.display, &e))?;
     }
     for file in source.files().iter().filter(|f| !f.is_rego()) {
-        engine.add_data(parse_data(file)?).map_err(|e| PolicyError::Data {
-            file: file.display.clone(),
-            message: first_line(&e.to_string()),
-        })?;
+        engine
+            .add_data(parse_data(file)?)
+            .map_err(|e| PolicyError::Data {
+                file: file.display.clone(),
+                message: first_line(&e.to_string()),
+            })?;
     }
     // Preparing the engine runs regorus's semantic checks (unsafe variables, unknown
     // functions, recursion), so those errors surface at load time, not on the first request.
@@ -221,7 +249,10 @@ pub(crate) fn load_engine(source: &PolicySource) -> Result<Engine> {
 }
 
 fn parse_data(file: &PolicyFile) -> Result<Value> {
-    let data_error = |message: String| PolicyError::Data { file: file.display.clone(), message };
+    let data_error = |message: String| PolicyError::Data {
+        file: file.display.clone(),
+        message,
+    };
     let value = if file.relative.ends_with(".json") {
         Value::from_json_str(&file.text)
     } else {
@@ -229,7 +260,9 @@ fn parse_data(file: &PolicyFile) -> Result<Value> {
     }
     .map_err(|e| data_error(first_line(&e.to_string())))?;
     if !matches!(value, Value::Object(_)) {
-        return Err(data_error("a data document must be an object at the top level".to_owned()));
+        return Err(data_error(
+            "a data document must be an object at the top level".to_owned(),
+        ));
     }
     let mut value = value;
     for key in file.data_prefix().into_iter().rev() {
@@ -255,8 +288,13 @@ impl Policy {
         let mut decisions = BTreeMap::new();
         let data = engine.get_data();
         for rule in modules::rules(&mut engine) {
-            let Some(capability) = rule.package.strip_prefix("cordon.") else { continue };
-            if rule.name != "decision" || Capability::new(capability).is_err() || decisions.contains_key(capability) {
+            let Some(capability) = rule.package.strip_prefix("cordon.") else {
+                continue;
+            };
+            if rule.name != "decision"
+                || Capability::new(capability).is_err()
+                || decisions.contains_key(capability)
+            {
                 continue;
             }
             let path = format!("data.cordon.{capability}.decision");
@@ -265,9 +303,15 @@ impl Policy {
             // used to check the policy whichever evaluator is chosen.
             let compiled = compile(&mut engine, &path);
             let evaluator = match (options.engine, compiled) {
-                (_, Err(CompileFailure::Policy(err))) => return Err(syntax_error(source.origin(), &err)),
+                (_, Err(CompileFailure::Policy(err))) => {
+                    return Err(syntax_error(source.origin(), &err))
+                }
                 (EngineKind::Interpreter, _) => Evaluator::Interpreter,
-                (EngineKind::Rvm, Ok(program)) => Evaluator::Rvm { program, data: data.clone(), vms: Pool::new() },
+                (EngineKind::Rvm, Ok(program)) => Evaluator::Rvm {
+                    program,
+                    data: data.clone(),
+                    vms: Pool::new(),
+                },
                 (EngineKind::Rvm, Err(CompileFailure::Unsupported(why))) => {
                     warnings.push(format!(
                         "`{path}` uses a construct the bytecode VM does not support ({why}); it is evaluated by the interpreter"
@@ -339,21 +383,32 @@ impl Policy {
             Ok(Value::Undefined) => Decision::from_policy_value(None),
             Ok(value) => match serde_json::to_value(&value) {
                 Ok(json) => Decision::from_policy_value(Some(&json)),
-                Err(e) => Decision::deny(format!("malformed decision: cannot read it as JSON ({e})")),
+                Err(e) => {
+                    Decision::deny(format!("malformed decision: cannot read it as JSON ({e})"))
+                }
             },
             Err(failure) => failure.into_decision(),
         }
     }
 
-    fn run_vm(&self, program: &Arc<Program>, data: &Value, vms: &Pool<RegoVM>, input: Value) -> Result<Value, EvalFailure> {
+    fn run_vm(
+        &self,
+        program: &Arc<Program>,
+        data: &Value,
+        vms: &Pool<RegoVM>,
+        input: Value,
+    ) -> Result<Value, EvalFailure> {
         let mut vm = match vms.take() {
             Some(vm) => vm,
             None => {
                 let mut vm = RegoVM::new();
                 vm.load_program(Arc::clone(program));
-                vm.set_data(data.clone()).map_err(|e| EvalFailure::Error(e.to_string()))?;
+                vm.set_data(data.clone())
+                    .map_err(|e| EvalFailure::Error(e.to_string()))?;
                 vm.set_execution_timer_config(Some(self.options.limits.timer()));
-                vm.set_memory_budget_config(Some(MemoryBudgetConfig { limit: self.options.limits.memory_bytes }));
+                vm.set_memory_budget_config(Some(MemoryBudgetConfig {
+                    limit: self.options.limits.memory_bytes,
+                }));
                 vm.set_max_instructions(self.options.limits.instructions);
                 vm
             }
@@ -369,7 +424,10 @@ impl Policy {
     }
 
     fn run_interpreter(&self, path: &str, input: Value) -> Result<Value, EvalFailure> {
-        let mut engine = self.interpreters.take().unwrap_or_else(|| self.engine.clone());
+        let mut engine = self
+            .interpreters
+            .take()
+            .unwrap_or_else(|| self.engine.clone());
         engine.set_input(input);
         let result = engine.eval_rule(path.to_owned());
         if result.is_ok() {
@@ -392,8 +450,12 @@ enum CompileFailure {
 }
 
 /// Messages of the bytecode compiler that mean the policy itself is wrong.
-const POLICY_ERRORS: [&str; 4] =
-    ["Unknown function", "Unknown builtin function", "Not a builtin function", "Undefined variable"];
+const POLICY_ERRORS: [&str; 4] = [
+    "Unknown function",
+    "Unknown builtin function",
+    "Not a builtin function",
+    "Undefined variable",
+];
 
 fn compile(engine: &mut Engine, path: &str) -> Result<Arc<Program>, CompileFailure> {
     let entry: regorus::Rc<str> = path.into();

@@ -95,7 +95,10 @@ mod tests {
     fn regorus_rendering_becomes_one_line() {
         let rendered = "\n--> bad.rego:4:5\n  |\n4 |   1 = \n  |     ^\nerror: expecting `}` while parsing set";
         let err = syntax_error("x.rego", &rendered);
-        assert_eq!(err.to_string(), "bad.rego:4:5: expecting `}` while parsing set");
+        assert_eq!(
+            err.to_string(),
+            "bad.rego:4:5: expecting `}` while parsing set"
+        );
         let err = syntax_error("x.rego", &"something odd");
         assert_eq!(err.to_string(), "x.rego: something odd");
     }

@@ -53,8 +53,15 @@ impl Policy {
             for file in report.files {
                 let lines: Vec<&str> = file.code.split('\n').collect();
                 for line in file.covered {
-                    let text = lines.get(line.saturating_sub(1) as usize).map(|l| l.trim()).unwrap_or_default();
-                    evaluated.push(EvaluatedLine { file: file.path.clone(), line, text: text.to_owned() });
+                    let text = lines
+                        .get(line.saturating_sub(1) as usize)
+                        .map(|l| l.trim())
+                        .unwrap_or_default();
+                    evaluated.push(EvaluatedLine {
+                        file: file.path.clone(),
+                        line,
+                        text: text.to_owned(),
+                    });
                 }
             }
         }
@@ -62,10 +69,19 @@ impl Policy {
 
         let mut rules = BTreeMap::new();
         let package = format!("data.cordon.{}", capability.as_str());
-        if let Ok(Value::Object(values)) = engine.eval_rule(package) {
+        let package_value = engine
+            .eval_query(package, false)
+            .ok()
+            .and_then(|results| results.result.into_iter().next())
+            .and_then(|result| result.expressions.into_iter().next())
+            .map(|expr| expr.value);
+        if let Some(Value::Object(values)) = package_value {
             for (name, value) in values.iter() {
                 let defined = !matches!(value, Value::Undefined) && !is_empty_set(value);
-                let name = name.as_string().map(|s| s.to_string()).unwrap_or_else(|_| name.to_string());
+                let name = name
+                    .as_string()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|_| name.to_string());
                 if defined && name != "decision" {
                     rules.insert(name, serde_json::to_value(value).unwrap_or_default());
                 }
@@ -88,7 +104,12 @@ impl Policy {
                 }
             }
         }
-        Explanation { decision, rules, data, evaluated }
+        Explanation {
+            decision,
+            rules,
+            data,
+            evaluated,
+        }
     }
 }
 
@@ -103,7 +124,10 @@ fn data_references(line: &str) -> Vec<String> {
     let mut start = 0;
     while let Some(found) = line[start..].find("data.") {
         let at = start + found;
-        let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b'.');
+        let boundary = at == 0
+            || !(bytes[at - 1].is_ascii_alphanumeric()
+                || bytes[at - 1] == b'_'
+                || bytes[at - 1] == b'.');
         let end = line[at..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
             .map_or(line.len(), |len| at + len);

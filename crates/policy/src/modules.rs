@@ -22,11 +22,18 @@ pub(crate) fn rules(engine: &mut Engine) -> Vec<RuleRef> {
         let file = module.package.span.source.file().clone();
         for rule in &module.policy {
             let refr = match rule.as_ref() {
-                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. }, .. } => refr,
+                Rule::Spec {
+                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. },
+                    ..
+                } => refr,
                 Rule::Default { refr, args, .. } if args.is_empty() => refr,
                 _ => continue,
             };
-            out.push(RuleRef { package: package.clone(), name: refr.span().text().to_owned(), file: file.clone() });
+            out.push(RuleRef {
+                package: package.clone(),
+                name: refr.span().text().to_owned(),
+                file: file.clone(),
+            });
         }
     }
     out

@@ -76,12 +76,17 @@ impl PolicySource {
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
         let mut files = Vec::new();
         for path in paths {
-            let meta = fs_err::metadata(path)
-                .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+            let meta = fs_err::metadata(path).map_err(|source| PolicyError::Read {
+                path: path.clone(),
+                source,
+            })?;
             if meta.is_dir() {
                 walk(path, path, &mut files)?;
             } else {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 files.push(read_file(path, name)?);
             }
         }
@@ -89,7 +94,11 @@ impl PolicySource {
             let path = paths.first().cloned().unwrap_or_default();
             return Err(PolicyError::Empty { path });
         }
-        let origin = paths.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ");
+        let origin = paths
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(Self::from_files(origin, files))
     }
 
@@ -113,7 +122,11 @@ impl PolicySource {
             }
         }
         let revision = hex(&hasher.finalize());
-        Self { origin, files, revision }
+        Self {
+            origin,
+            files,
+            revision,
+        }
     }
 
     /// Where the policy came from, for messages.
@@ -134,7 +147,10 @@ impl PolicySource {
 }
 
 fn walk(root: &Path, dir: &Path, files: &mut Vec<PolicyFile>) -> Result<()> {
-    let read_err = |source| PolicyError::Read { path: dir.to_path_buf(), source };
+    let read_err = |source| PolicyError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut entries = fs_err::read_dir(dir)
         .map_err(read_err)?
         .collect::<std::io::Result<Vec<_>>>()
@@ -146,9 +162,10 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PolicyFile>) -> Result<()> {
             continue;
         }
         let path = entry.path();
-        let file_type = entry
-            .file_type()
-            .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+        let file_type = entry.file_type().map_err(|source| PolicyError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if file_type.is_dir() {
             walk(root, &path, files)?;
         } else if is_policy_file(&name) {
@@ -166,17 +183,25 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PolicyFile>) -> Result<()> {
 }
 
 fn read_file(path: &Path, relative: String) -> Result<PolicyFile> {
-    let text = fs_err::read_to_string(path)
-        .map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
-    Ok(PolicyFile { relative, display: path.display().to_string(), text })
+    let text = fs_err::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(PolicyFile {
+        relative,
+        display: path.display().to_string(),
+        text,
+    })
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 #[cfg(test)]
@@ -215,9 +240,15 @@ mod tests {
     fn empty_and_missing_directories_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = PolicySource::from_path(dir.path()).unwrap_err();
-        assert_eq!(err.to_string(), format!("no `.rego` files found in `{}`", dir.path().display()));
+        assert_eq!(
+            err.to_string(),
+            format!("no `.rego` files found in `{}`", dir.path().display())
+        );
         let missing = dir.path().join("nope");
         let err = PolicySource::from_path(&missing).unwrap_err();
-        assert_eq!(err.to_string(), format!("cannot read policy at `{}`", missing.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read policy at `{}`", missing.display())
+        );
     }
 }

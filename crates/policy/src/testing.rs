@@ -21,7 +21,10 @@ pub struct TestOptions {
 
 impl Default for TestOptions {
     fn default() -> Self {
-        Self { filter: None, timeout: Duration::from_secs(5) }
+        Self {
+            filter: None,
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -32,9 +35,14 @@ impl TestOptions {
     ///
     /// [`PolicyError::Pattern`] when `pattern` is not a valid regular expression.
     pub fn with_filter(pattern: &str) -> Result<Self> {
-        let filter = Regex::new(pattern)
-            .map_err(|source| PolicyError::Pattern { pattern: pattern.to_owned(), source })?;
-        Ok(Self { filter: Some(filter), ..Self::default() })
+        let filter = Regex::new(pattern).map_err(|source| PolicyError::Pattern {
+            pattern: pattern.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            filter: Some(filter),
+            ..Self::default()
+        })
     }
 }
 
@@ -133,7 +141,8 @@ pub fn run_tests(source: &PolicySource, options: &TestOptions) -> Result<TestRep
             continue;
         }
         let name = format!("data.{}.{}", rule.package, rule.name);
-        if !seen.insert(name.clone()) || options.filter.as_ref().is_some_and(|f| !f.is_match(&name)) {
+        if !seen.insert(name.clone()) || options.filter.as_ref().is_some_and(|f| !f.is_match(&name))
+        {
             continue;
         }
         let started = Instant::now();
@@ -146,7 +155,12 @@ pub fn run_tests(source: &PolicySource, options: &TestOptions) -> Result<TestRep
                 Err(e) => Outcome::Error(e.to_string().trim().to_owned()),
             }
         };
-        report.results.push(TestResult { file: rule.file, name, outcome, duration: started.elapsed() });
+        report.results.push(TestResult {
+            file: rule.file,
+            name,
+            outcome,
+            duration: started.elapsed(),
+        });
     }
     Ok(report)
 }

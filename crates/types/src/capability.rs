@@ -64,7 +64,10 @@ mod tests {
 
     #[test]
     fn accepts_identifiers_and_rejects_paths() {
-        assert_eq!(Capability::new("file").unwrap().decision_path(), "data.cordon.file.decision");
+        assert_eq!(
+            Capability::new("file").unwrap().decision_path(),
+            "data.cordon.file.decision"
+        );
         assert!(Capability::new("my_cap2").is_ok());
         for bad in ["", "File", "2net", "file.decision", "a-b", "x[1]", "é"] {
             assert!(Capability::new(bad).is_err(), "{bad:?} accepted");

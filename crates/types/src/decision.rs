@@ -114,12 +114,18 @@ impl Obligation {
     /// A message naming the field that is wrong.
     pub fn from_value(value: &Value) -> Result<Self, String> {
         let Value::Object(map) = value else {
-            return Err(format!("obligation is not an object (got {})", json_type(value)));
+            return Err(format!(
+                "obligation is not an object (got {})",
+                json_type(value)
+            ));
         };
         let kind = match map.get("type") {
             Some(Value::String(kind)) => kind.clone(),
             Some(other) => {
-                return Err(format!("obligation `type` is not a string (got {})", json_type(other)))
+                return Err(format!(
+                    "obligation `type` is not a string (got {})",
+                    json_type(other)
+                ))
             }
             None => return Err("obligation has no `type`".to_owned()),
         };
@@ -129,19 +135,27 @@ impl Obligation {
         let parsed = match kind.as_str() {
             "consent" => fields_of::<ConsentFields>(&kind, fields)
                 .map(|f| Obligation::Consent { message: f.message }),
-            "mfa" => fields_of::<MfaFields>(&kind, fields)
-                .map(|f| Obligation::Mfa { max_age_s: f.max_age_s }),
-            "redact" => fields_of::<RedactFields>(&kind, fields)
-                .map(|f| Obligation::Redact { patterns: f.patterns }),
+            "mfa" => fields_of::<MfaFields>(&kind, fields).map(|f| Obligation::Mfa {
+                max_age_s: f.max_age_s,
+            }),
+            "redact" => fields_of::<RedactFields>(&kind, fields).map(|f| Obligation::Redact {
+                patterns: f.patterns,
+            }),
             "journal" => fields_of::<JournalFields>(&kind, fields).map(|_| Obligation::Journal),
             "limit" => fields_of::<LimitFields>(&kind, fields).and_then(|f| {
                 if f.per_minute.is_none() && f.bytes.is_none() {
                     Err("obligation `limit` sets neither `per_minute` nor `bytes`".to_owned())
                 } else {
-                    Ok(Obligation::Limit { per_minute: f.per_minute, bytes: f.bytes })
+                    Ok(Obligation::Limit {
+                        per_minute: f.per_minute,
+                        bytes: f.bytes,
+                    })
                 }
             }),
-            _ => Ok(Obligation::Unknown { kind, raw: value.clone() }),
+            _ => Ok(Obligation::Unknown {
+                kind,
+                raw: value.clone(),
+            }),
         }?;
         Ok(parsed)
     }
@@ -192,7 +206,11 @@ impl<'de> Deserialize<'de> for Obligation {
 impl Decision {
     /// A denial with one reason.
     pub fn deny(reason: impl Into<String>) -> Self {
-        Self { allow: false, reasons: vec![reason.into()], obligations: Vec::new() }
+        Self {
+            allow: false,
+            reasons: vec![reason.into()],
+            obligations: Vec::new(),
+        }
     }
 
     /// Reads the value a policy gave for `data.cordon.<capability>.decision`; `None` when the
@@ -203,7 +221,9 @@ impl Decision {
     /// is a denial too.
     pub fn from_policy_value(value: Option<&Value>) -> Self {
         let Some(value) = value else {
-            return Decision::deny("the policy defines no decision for this request (undefined); denying by default");
+            return Decision::deny(
+                "the policy defines no decision for this request (undefined); denying by default",
+            );
         };
         let Value::Object(map) = value else {
             return Decision::deny(format!(
@@ -264,12 +284,19 @@ impl Decision {
                 ))
             }
         };
-        if let Some(key) = map.keys().find(|k| !["allow", "reasons", "obligations"].contains(&k.as_str())) {
+        if let Some(key) = map
+            .keys()
+            .find(|k| !["allow", "reasons", "obligations"].contains(&k.as_str()))
+        {
             return Decision::deny(format!(
                 "malformed decision: unknown field `{key}` (expected `allow`, `reasons`, `obligations`)"
             ));
         }
-        let mut decision = Decision { allow, reasons, obligations };
+        let mut decision = Decision {
+            allow,
+            reasons,
+            obligations,
+        };
         let unknown: Vec<String> = decision
             .obligations
             .iter()
@@ -323,9 +350,14 @@ mod tests {
                 allow: true,
                 reasons: vec!["in workspace".into()],
                 obligations: vec![
-                    Obligation::Consent { message: Some("read plan?".into()) },
+                    Obligation::Consent {
+                        message: Some("read plan?".into())
+                    },
                     Obligation::Journal,
-                    Obligation::Limit { per_minute: None, bytes: Some(1024) },
+                    Obligation::Limit {
+                        per_minute: None,
+                        bytes: Some(1024)
+                    },
                 ],
             }
         );
@@ -360,15 +392,23 @@ mod tests {
 
     #[test]
     fn unknown_obligations_fail_closed() {
-        let decision = parse(json!({"allow": true, "obligations": [{"type": "notify", "to": "soc"}]}));
+        let decision =
+            parse(json!({"allow": true, "obligations": [{"type": "notify", "to": "soc"}]}));
         assert!(!decision.allow);
-        assert_eq!(decision.reasons, vec!["denied: this cordon cannot carry out obligation `notify`"]);
+        assert_eq!(
+            decision.reasons,
+            vec!["denied: this cordon cannot carry out obligation `notify`"]
+        );
         assert_eq!(
             decision.obligations,
-            vec![Obligation::Unknown { kind: "notify".into(), raw: json!({"type": "notify", "to": "soc"}) }]
+            vec![Obligation::Unknown {
+                kind: "notify".into(),
+                raw: json!({"type": "notify", "to": "soc"})
+            }]
         );
         // A denial with an unknown obligation stays a plain denial.
-        let decision = parse(json!({"allow": false, "reasons": ["no"], "obligations": [{"type": "notify"}]}));
+        let decision =
+            parse(json!({"allow": false, "reasons": ["no"], "obligations": [{"type": "notify"}]}));
         assert_eq!(decision.reasons, vec!["no"]);
     }
 }

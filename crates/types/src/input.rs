@@ -63,7 +63,11 @@ impl InputBuilder {
     /// # Errors
     ///
     /// As [`InputBuilder::build`].
-    pub fn build_for(&self, capability: &Capability, request: &Request) -> Result<Value, InputError> {
+    pub fn build_for(
+        &self,
+        capability: &Capability,
+        request: &Request,
+    ) -> Result<Value, InputError> {
         if request.action.trim().is_empty() {
             return Err(InputError::MissingAction);
         }
@@ -100,7 +104,10 @@ impl InputBuilder {
         };
         context.insert("workspace".into(), Value::Array(workspace));
         if let Some(home) = &self.env.home {
-            context.insert("home".into(), Value::String(path_string(&normalize_path(home))));
+            context.insert(
+                "home".into(),
+                Value::String(path_string(&normalize_path(home))),
+            );
         }
         insert_default(&mut context, "time", self.env.time.as_deref());
 
@@ -116,6 +123,18 @@ impl InputBuilder {
     /// Makes `path` absolute: `~` becomes the home directory, relative paths join the working
     /// directory, and `.` and `..` are folded lexically.
     fn resolve(&self, path: &str) -> Result<PathBuf, InputError> {
+        Ok(normalize_path(&self.absolute(path)?))
+    }
+
+    /// Makes `path` absolute without folding `.` and `..`: `~` becomes the home directory and
+    /// relative paths join the working directory. Callers that can consult the file system
+    /// resolve symbolic links on this path, before `..` is folded, as the kernel would.
+    ///
+    /// # Errors
+    ///
+    /// [`InputError::UnknownHome`] or [`InputError::RelativePath`] when the path cannot be
+    /// made absolute.
+    pub fn absolute(&self, path: &str) -> Result<PathBuf, InputError> {
         let expanded = if path == "~" || path.starts_with("~/") {
             let home = self
                 .env
@@ -126,17 +145,16 @@ impl InputBuilder {
         } else {
             PathBuf::from(path)
         };
-        let absolute = if expanded.is_absolute() {
-            expanded
+        if expanded.is_absolute() {
+            Ok(expanded)
         } else {
             let cwd = self
                 .env
                 .cwd
                 .as_ref()
                 .ok_or_else(|| InputError::RelativePath(path.to_owned()))?;
-            cwd.join(expanded)
-        };
-        Ok(normalize_path(&absolute))
+            Ok(cwd.join(expanded))
+        }
     }
 }
 
@@ -172,7 +190,8 @@ fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
 
 fn insert_default(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     if let Some(value) = value {
-        map.entry(key).or_insert_with(|| Value::String(value.to_owned()));
+        map.entry(key)
+            .or_insert_with(|| Value::String(value.to_owned()));
     }
 }
 
@@ -198,7 +217,10 @@ mod tests {
         Request {
             capability: Some("file".into()),
             action: "read".into(),
-            resource: Resource { path: Some(path.into()), ..Resource::default() },
+            resource: Resource {
+                path: Some(path.into()),
+                ..Resource::default()
+            },
             ..Request::default()
         }
     }
@@ -231,9 +253,13 @@ mod tests {
     #[test]
     fn traversal_is_folded_before_the_policy_sees_it() {
         let builder = InputBuilder::new(env());
-        let input = builder.build(&file_request("/home/alice/work/../.ssh/id_ed25519")).unwrap();
+        let input = builder
+            .build(&file_request("/home/alice/work/../.ssh/id_ed25519"))
+            .unwrap();
         assert_eq!(input["resource"]["path"], "/home/alice/.ssh/id_ed25519");
-        let input = builder.build(&file_request("~/../../etc/./shadow")).unwrap();
+        let input = builder
+            .build(&file_request("~/../../etc/./shadow"))
+            .unwrap();
         assert_eq!(input["resource"]["path"], "/etc/shadow");
         let input = builder.build(&file_request("/../../x")).unwrap();
         assert_eq!(input["resource"]["path"], "/x");
@@ -257,7 +283,10 @@ mod tests {
         let request = Request {
             capability: Some("net".into()),
             action: "connect".into(),
-            resource: Resource { host: Some("API.GitHub.com.".into()), ..Resource::default() },
+            resource: Resource {
+                host: Some("API.GitHub.com.".into()),
+                ..Resource::default()
+            },
             ..Request::default()
         };
         let input = InputBuilder::new(env()).build(&request).unwrap();
@@ -268,15 +297,24 @@ mod tests {
     fn bad_requests_are_named() {
         let builder = InputBuilder::new(InputEnv::default());
         let err = builder.build(&file_request("rel/path")).unwrap_err();
-        assert_eq!(err.to_string(), "path `rel/path` is relative and no working directory is known to resolve it");
+        assert_eq!(
+            err.to_string(),
+            "path `rel/path` is relative and no working directory is known to resolve it"
+        );
         let err = builder.build(&file_request("~/x")).unwrap_err();
         assert!(matches!(err, InputError::UnknownHome(_)));
         let mut request = file_request("/x");
         request.action.clear();
-        assert!(matches!(builder.build(&request), Err(InputError::MissingAction)));
+        assert!(matches!(
+            builder.build(&request),
+            Err(InputError::MissingAction)
+        ));
         request.capability = None;
         request.action = "read".into();
-        assert!(matches!(builder.build(&request), Err(InputError::Capability(_))));
+        assert!(matches!(
+            builder.build(&request),
+            Err(InputError::Capability(_))
+        ));
     }
 
     #[test]

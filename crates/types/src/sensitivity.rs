@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 /// How sensitive a resource is. The order is meaningful: `public < internal < confidential <
 /// restricted`, and the input document carries [`Sensitivity::level`] so that rules compare
 /// numbers, never strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Anyone may see it.
     Public,
     /// The default for unlabelled data: inside the organisation.
+    #[default]
     Internal,
     /// Needs the user's consent before an agent uses it.
     Confidential,
@@ -51,12 +52,6 @@ impl Sensitivity {
     }
 }
 
-impl Default for Sensitivity {
-    fn default() -> Self {
-        Sensitivity::Internal
-    }
-}
-
 impl fmt::Display for Sensitivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -85,7 +80,10 @@ mod tests {
         let levels: Vec<u8> = Sensitivity::ALL.iter().map(|s| s.level()).collect();
         assert_eq!(levels, vec![0, 1, 2, 3]);
         assert!(Sensitivity::Public < Sensitivity::Restricted);
-        assert_eq!("confidential".parse::<Sensitivity>(), Ok(Sensitivity::Confidential));
+        assert_eq!(
+            "confidential".parse::<Sensitivity>(),
+            Ok(Sensitivity::Confidential)
+        );
         assert!("secret".parse::<Sensitivity>().is_err());
     }
 }

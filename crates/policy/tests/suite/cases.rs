@@ -28,27 +28,51 @@ fn builder() -> InputBuilder {
 
 fn load_cases() -> Vec<(String, Case)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
-    let mut files: Vec<_> = fs_err::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = fs_err::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut cases = Vec::new();
     for file in files {
         let text = fs_err::read_to_string(&file).unwrap();
-        let parsed: Vec<Case> = yaml_serde::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let parsed: Vec<Case> =
+            yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         cases.extend(parsed.into_iter().map(|c| (name.clone(), c)));
     }
-    assert!(cases.len() >= 10, "case files not found in {}", dir.display());
+    assert!(
+        cases.len() >= 10,
+        "case files not found in {}",
+        dir.display()
+    );
     cases
 }
 
 #[test]
 fn default_policy_cases_on_both_engines() {
     let source = PolicySource::embedded_default();
-    let rvm = Policy::load(&source, PolicyOptions { engine: EngineKind::Rvm, ..PolicyOptions::default() }).unwrap();
-    let interpreter =
-        Policy::load(&source, PolicyOptions { engine: EngineKind::Interpreter, ..PolicyOptions::default() }).unwrap();
-    assert!(rvm.warnings().is_empty(), "the default policy must compile for the VM: {:?}", rvm.warnings());
+    let rvm = Policy::load(
+        &source,
+        PolicyOptions {
+            engine: EngineKind::Rvm,
+            ..PolicyOptions::default()
+        },
+    )
+    .unwrap();
+    let interpreter = Policy::load(
+        &source,
+        PolicyOptions {
+            engine: EngineKind::Interpreter,
+            ..PolicyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        rvm.warnings().is_empty(),
+        "the default policy must compile for the VM: {:?}",
+        rvm.warnings()
+    );
     let file = Capability::new("file").unwrap();
     assert_eq!(rvm.engine_for(&file), Some(EngineKind::Rvm));
     assert_eq!(interpreter.engine_for(&file), Some(EngineKind::Interpreter));
@@ -60,7 +84,11 @@ fn default_policy_cases_on_both_engines() {
         let by_rvm = rvm.evaluate(&capability, &input);
         let by_interpreter = interpreter.evaluate(&capability, &input);
         assert_eq!(by_rvm, case.want, "{file}: {} (rvm)", case.note);
-        assert_eq!(by_interpreter, case.want, "{file}: {} (interpreter)", case.note);
+        assert_eq!(
+            by_interpreter, case.want,
+            "{file}: {} (interpreter)",
+            case.note
+        );
     }
 }
 
@@ -69,13 +97,36 @@ fn default_policy_cases_on_both_engines() {
 fn rvm_matches_interpreter_on_a_request_grid() {
     let source = PolicySource::embedded_default();
     let rvm = Policy::load(&source, PolicyOptions::default()).unwrap();
-    let interpreter =
-        Policy::load(&source, PolicyOptions { engine: EngineKind::Interpreter, ..PolicyOptions::default() }).unwrap();
+    let interpreter = Policy::load(
+        &source,
+        PolicyOptions {
+            engine: EngineKind::Interpreter,
+            ..PolicyOptions::default()
+        },
+    )
+    .unwrap();
     let builder = builder();
-    let paths = ["a.txt", "/home/alice/work", "/home/alice/.ssh/config", "/home/alice/.config/gcloud/x",
-                 "/etc/passwd", "/etc/ssh/ssh_host_rsa_key", "/home/alice/workx", "~/.kube/config", "../x"];
-    let hosts = ["api.github.com", "github.com", "x.githubusercontent.com", "evil.example", "169.254.169.254",
-                 "metadata.google.internal", "127.0.0.1", "169.254.1.1"];
+    let paths = [
+        "a.txt",
+        "/home/alice/work",
+        "/home/alice/.ssh/config",
+        "/home/alice/.config/gcloud/x",
+        "/etc/passwd",
+        "/etc/ssh/ssh_host_rsa_key",
+        "/home/alice/workx",
+        "~/.kube/config",
+        "../x",
+    ];
+    let hosts = [
+        "api.github.com",
+        "github.com",
+        "x.githubusercontent.com",
+        "evil.example",
+        "169.254.169.254",
+        "metadata.google.internal",
+        "127.0.0.1",
+        "169.254.1.1",
+    ];
     let mut compared = 0;
     for sensitivity in ["public", "internal", "confidential", "restricted"] {
         for action in ["read", "write", "list", "delete", "exfiltrate"] {
@@ -83,10 +134,15 @@ fn rvm_matches_interpreter_on_a_request_grid() {
                 let request: Request = serde_json::from_value(serde_json::json!({
                     "capability": "file", "action": action,
                     "resource": {"path": path, "sensitivity": sensitivity}
-                })).unwrap();
+                }))
+                .unwrap();
                 let input = builder.build(&request).unwrap();
                 let cap = Capability::new("file").unwrap();
-                assert_eq!(rvm.evaluate(&cap, &input), interpreter.evaluate(&cap, &input), "{input}");
+                assert_eq!(
+                    rvm.evaluate(&cap, &input),
+                    interpreter.evaluate(&cap, &input),
+                    "{input}"
+                );
                 compared += 1;
             }
         }
@@ -96,10 +152,15 @@ fn rvm_matches_interpreter_on_a_request_grid() {
                     let request: Request = serde_json::from_value(serde_json::json!({
                         "capability": capability, "action": "connect",
                         "resource": {"host": host, "port": port, "sensitivity": sensitivity}
-                    })).unwrap();
+                    }))
+                    .unwrap();
                     let input = builder.build(&request).unwrap();
                     let cap = Capability::new(capability).unwrap();
-                    assert_eq!(rvm.evaluate(&cap, &input), interpreter.evaluate(&cap, &input), "{input}");
+                    assert_eq!(
+                        rvm.evaluate(&cap, &input),
+                        interpreter.evaluate(&cap, &input),
+                        "{input}"
+                    );
                     compared += 1;
                 }
             }

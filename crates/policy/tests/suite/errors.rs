@@ -15,7 +15,13 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 fn load(dir: &Path, engine: EngineKind) -> Result<Policy, PolicyError> {
     let source = PolicySource::from_path(dir)?;
-    Policy::load(&source, PolicyOptions { engine, ..PolicyOptions::default() })
+    Policy::load(
+        &source,
+        PolicyOptions {
+            engine,
+            ..PolicyOptions::default()
+        },
+    )
 }
 
 const ENGINES: [EngineKind; 2] = [EngineKind::Rvm, EngineKind::Interpreter];
@@ -23,12 +29,19 @@ const ENGINES: [EngineKind; 2] = [EngineKind::Rvm, EngineKind::Interpreter];
 #[test]
 fn syntax_error_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "ok.rego", "package cordon.file\nimport rego.v1\ndefault decision := {\"allow\": false}\n");
+    write(
+        dir.path(),
+        "ok.rego",
+        "package cordon.file\nimport rego.v1\ndefault decision := {\"allow\": false}\n",
+    );
     write(dir.path(), "bad.rego", "package cordon.net\nimport rego.v1\n\ndecision := {\"allow\": true} if {\n    input.x ==\n}\n");
     let err = load(dir.path(), EngineKind::Rvm).unwrap_err();
     let file = dir.path().join("bad.rego");
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{}:6:1: ", file.display())), "{text}");
+    assert!(
+        text.starts_with(&format!("{}:6:1: ", file.display())),
+        "{text}"
+    );
 }
 
 #[test]
@@ -39,7 +52,10 @@ fn semantic_error_is_reported_at_load_time() {
         let err = load(dir.path(), engine).unwrap_err();
         assert!(matches!(err, PolicyError::Syntax { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains("p.rego:4:39: Unknown function: 'no_such_function'"), "{text}");
+        assert!(
+            text.contains("p.rego:4:39: Unknown function: 'no_such_function'"),
+            "{text}"
+        );
     }
 }
 
@@ -49,22 +65,41 @@ fn bad_data_names_the_file() {
     write(dir.path(), "p.rego", "package cordon.file\n");
     write(dir.path(), "sub/data.json", "{\"a\": [1,}");
     let err = load(dir.path(), EngineKind::Rvm).unwrap_err();
-    assert!(matches!(&err, PolicyError::Data { file, .. } if file.ends_with("sub/data.json")), "{err:?}");
+    assert!(
+        matches!(&err, PolicyError::Data { file, .. } if file.ends_with("sub/data.json")),
+        "{err:?}"
+    );
     write(dir.path(), "sub/data.json", "[1, 2]");
     let err = load(dir.path(), EngineKind::Rvm).unwrap_err();
-    assert!(err.to_string().ends_with("data.json: a data document must be an object at the top level"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("data.json: a data document must be an object at the top level"),
+        "{err}"
+    );
 }
 
 #[test]
 fn nested_data_is_mounted_at_its_directory() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "p.rego", "package cordon.net\nimport rego.v1\n\ndecision := {\"allow\": input.resource.host in data.team.hosts}\n");
-    write(dir.path(), "team/data.yaml", "hosts: [a.example, b.example]\n");
+    write(
+        dir.path(),
+        "team/data.yaml",
+        "hosts: [a.example, b.example]\n",
+    );
     for engine in ENGINES {
         let policy = load(dir.path(), engine).unwrap();
         let net = Capability::new("net").unwrap();
-        assert!(policy.evaluate(&net, &json!({"resource": {"host": "b.example"}})).allow);
-        assert!(!policy.evaluate(&net, &json!({"resource": {"host": "c.example"}})).allow);
+        assert!(
+            policy
+                .evaluate(&net, &json!({"resource": {"host": "b.example"}}))
+                .allow
+        );
+        assert!(
+            !policy
+                .evaluate(&net, &json!({"resource": {"host": "c.example"}}))
+                .allow
+        );
     }
 }
 
@@ -91,14 +126,22 @@ decision := {"allow": true, "obligations": [{"type": "notify"}]} if input.kind =
             Decision::deny("malformed decision: expected an object with `allow`, got a string"),
             "{engine}"
         );
-        assert_eq!(decide("number"), Decision::deny("malformed decision: `allow` must be a boolean, got a number"));
+        assert_eq!(
+            decide("number"),
+            Decision::deny("malformed decision: `allow` must be a boolean, got a number")
+        );
         assert_eq!(
             decide("none"),
-            Decision::deny("the policy defines no decision for this request (undefined); denying by default")
+            Decision::deny(
+                "the policy defines no decision for this request (undefined); denying by default"
+            )
         );
         let unknown = decide("unknown_obligation");
         assert!(!unknown.allow);
-        assert_eq!(unknown.reasons, vec!["denied: this cordon cannot carry out obligation `notify`"]);
+        assert_eq!(
+            unknown.reasons,
+            vec!["denied: this cordon cannot carry out obligation `notify`"]
+        );
         assert_eq!(
             policy.evaluate(&Capability::new("net").unwrap(), &json!({})),
             Decision::deny("the policy has no `data.cordon.net.decision` rule; denying by default")
@@ -123,7 +166,10 @@ decision := {"allow": false} if input.b
     let file = Capability::new("file").unwrap();
     for engine in ENGINES {
         let policy = load(dir.path(), engine).unwrap();
-        assert!(policy.evaluate(&file, &json!({"a": true})).allow, "{engine}");
+        assert!(
+            policy.evaluate(&file, &json!({"a": true})).allow,
+            "{engine}"
+        );
         let both = policy.evaluate(&file, &json!({"a": true, "b": true}));
         assert!(!both.allow, "{engine}");
         // The interpreter reports the conflict; regorus's VM leaves the rule undefined.
@@ -132,6 +178,10 @@ decision := {"allow": false} if input.b
             EngineKind::Interpreter => "policy evaluation failed: ",
             EngineKind::Rvm => "the policy defines no decision",
         };
-        assert!(both.reasons[0].starts_with(expected), "{engine}: {:?}", both.reasons);
+        assert!(
+            both.reasons[0].starts_with(expected),
+            "{engine}: {:?}",
+            both.reasons
+        );
     }
 }

@@ -22,7 +22,10 @@ blob := concat("", [s | some i in numbers.range(1, input.n); s := sprintf("%0100
     )
     .unwrap();
     let source = PolicySource::from_path(dir.path()).unwrap();
-    let limits = Limits { time: std::time::Duration::from_millis(50), ..Limits::default() };
+    let limits = Limits {
+        time: std::time::Duration::from_millis(50),
+        ..Limits::default()
+    };
     Policy::load(&source, PolicyOptions { engine, limits }).unwrap()
 }
 
@@ -58,9 +61,20 @@ fn memory_budget_stops_a_growing_value() {
         time: std::time::Duration::from_secs(30),
         ..Limits::default()
     };
-    let policy = Policy::load(&source, PolicyOptions { engine: EngineKind::Rvm, limits }).unwrap();
+    let policy = Policy::load(
+        &source,
+        PolicyOptions {
+            engine: EngineKind::Rvm,
+            limits,
+        },
+    )
+    .unwrap();
     assert!(policy.evaluate(&file, &json!({"n": 10})).allow);
     let decision = policy.evaluate(&file, &json!({"n": 400000}));
     assert!(!decision.allow);
-    assert!(decision.reasons[0].contains("memory"), "{:?}", decision.reasons);
+    assert!(
+        decision.reasons[0].contains("memory"),
+        "{:?}",
+        decision.reasons
+    );
 }

@@ -6,7 +6,8 @@ use cordon_policy::{run_tests, Outcome, PolicySource, TestOptions};
 use pretty_assertions::assert_eq;
 
 fn fixture() -> PolicySource {
-    PolicySource::from_path(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opa-rbac")).unwrap()
+    PolicySource::from_path(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opa-rbac"))
+        .unwrap()
 }
 
 #[test]
@@ -37,9 +38,20 @@ fn opa_style_package_gives_opa_results() {
         ("data.app.rbac_test.test_conflict", "ERROR"),
         ("data.app.rbac_test.todo_test_billing_reports", "SKIPPED"),
     ];
-    let expected: Vec<(String, &str)> = expected.into_iter().map(|(n, k)| (n.to_owned(), k)).collect();
+    let expected: Vec<(String, &str)> = expected
+        .into_iter()
+        .map(|(n, k)| (n.to_owned(), k))
+        .collect();
     assert_eq!(outcomes, expected);
-    assert_eq!((report.passed(), report.failed(), report.errors(), report.skipped()), (5, 2, 1, 1));
+    assert_eq!(
+        (
+            report.passed(),
+            report.failed(),
+            report.errors(),
+            report.skipped()
+        ),
+        (5, 2, 1, 1)
+    );
     assert!(!report.success());
 }
 
@@ -48,14 +60,24 @@ fn filter_selects_tests_like_opa_run() {
     let options = TestOptions::with_filter("admin").unwrap();
     let report = run_tests(&fixture(), &options).unwrap();
     let names: Vec<&str> = report.results.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, vec!["data.app.rbac_test.test_admin_allowed", "data.app.rbac_test.test_bob_is_admin"]);
+    assert_eq!(
+        names,
+        vec![
+            "data.app.rbac_test.test_admin_allowed",
+            "data.app.rbac_test.test_bob_is_admin"
+        ]
+    );
     assert!(TestOptions::with_filter("(").is_err());
 }
 
 #[test]
 fn default_policy_tests_all_pass() {
     let report = run_tests(&PolicySource::embedded_default(), &TestOptions::default()).unwrap();
-    let failures: Vec<_> = report.results.iter().filter(|r| r.outcome != Outcome::Pass).collect();
+    let failures: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Pass)
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(report.passed() >= 30, "only {} tests ran", report.passed());
 }

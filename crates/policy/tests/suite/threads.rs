@@ -10,8 +10,14 @@ use serde_json::json;
 fn concurrent_decisions_agree() {
     for engine in [EngineKind::Rvm, EngineKind::Interpreter] {
         let policy = Arc::new(
-            Policy::load(&PolicySource::embedded_default(), PolicyOptions { engine, ..PolicyOptions::default() })
-                .unwrap(),
+            Policy::load(
+                &PolicySource::embedded_default(),
+                PolicyOptions {
+                    engine,
+                    ..PolicyOptions::default()
+                },
+            )
+            .unwrap(),
         );
         let handles: Vec<_> = (0..8)
             .map(|t| {

@@ -1,0 +1,205 @@
+//! `cordon eval`: decide one request.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use cordon_supervisor::Supervisor;
+use cordon_types::{Capability, Request};
+use serde_json::{json, Value};
+
+use super::shared::{load_config, PolicyArgs};
+use crate::report::{CliError, Hint};
+use crate::{Cli, Exit};
+
+/// Decide one request and print the decision as JSON
+///
+/// The request is a JSON object with `capability`, `action`, `subject`, `resource` and
+/// `context`. cordon resolves it first: `~` and relative paths become absolute, symbolic
+/// links are followed, `..` is folded, the sensitivity label gets its level number, and the
+/// workspace and home directory are added. The policy's `data.cordon.<capability>.decision`
+/// then decides, and the decision is recorded in the audit log.
+///
+/// The decision is printed to stdout: `{"allow": bool, "reasons": [...], "obligations": [...]}`.
+/// Exit status is 0 whatever the decision, unless `--fail-on-deny` is given.
+///
+/// Examples:
+///   echo '{"capability":"file","action":"read","resource":{"path":"~/.ssh/id_ed25519"}}' | cordon eval
+///   cordon eval --capability net --input request.json --fail-on-deny
+///   cordon eval --policy ./my-policy --explain --input request.json
+///   cordon eval --raw --capability file --input input.json     # an input document, as is
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct EvalCommand {
+    #[command(flatten)]
+    policy: PolicyArgs,
+
+    /// Decide under this capability (`data.cordon.<CAP>.decision`), whatever the request says
+    #[arg(long, short = 'c', value_name = "CAP")]
+    capability: Option<String>,
+
+    /// The request: a JSON file, or `-` for standard input
+    #[arg(long, short = 'i', value_name = "FILE", default_value = "-")]
+    input: PathBuf,
+
+    /// Exit with status 1 when the decision is a denial
+    #[arg(long)]
+    fail_on_deny: bool,
+
+    /// Also print which rules, data and policy lines decided
+    #[arg(long)]
+    explain: bool,
+
+    /// Give the input to the policy unchanged, without resolving it as a request
+    #[arg(long)]
+    raw: bool,
+
+    /// Workspace root (repeat for several) [default: `workspace.roots` of the config, else the current directory]
+    #[arg(long, value_name = "PATH")]
+    workspace: Vec<PathBuf>,
+
+    /// Do not record the decision in the audit log
+    #[arg(long)]
+    no_audit: bool,
+
+    /// Record decisions in this JSON Lines file [default: `audit.path`, else $XDG_DATA_HOME/cordon/audit.jsonl]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_audit")]
+    audit_log: Option<PathBuf>,
+}
+
+impl EvalCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let mut config = load_config(cli, &self.policy)?;
+        if !self.workspace.is_empty() {
+            config.workspace.roots = self.workspace.clone();
+        }
+        if self.no_audit {
+            config.audit.enabled = Some(false);
+        }
+        if let Some(path) = &self.audit_log {
+            config.audit.enabled = Some(true);
+            config.audit.path = Some(path.clone());
+        }
+        let bytes = read_input(&self.input, config.max_input_bytes())?;
+        let source_name = source_name(&self.input);
+
+        let supervisor = Supervisor::start(&config)
+            .hint("check the policy with `cordon policy check PATH`, or run without `--policy` to use the built-in one")?;
+        let pipeline = supervisor.pipeline();
+
+        let (capability, decided) = if self.raw {
+            let input: Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{source_name} is not valid JSON"))?;
+            if !input.is_object() {
+                return Err(anyhow!(
+                    "{source_name} must hold a JSON object, not {}",
+                    kind(&input)
+                )
+                .into());
+            }
+            let name = self
+                .capability
+                .clone()
+                .or_else(|| input["capability"].as_str().map(str::to_owned))
+                .ok_or_else(|| anyhow!("{source_name} names no capability"))
+                .hint("add `\"capability\": \"file\"` to the input, or pass `--capability file`")?;
+            let capability = Capability::new(&name)?;
+            let decided = pipeline.decide_input(&capability, input);
+            (capability, decided)
+        } else {
+            let request: Request = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{source_name} is not a valid request"))
+                .hint("a request looks like {\"capability\": \"file\", \"action\": \"read\", \"resource\": {\"path\": \"notes.md\"}}")?;
+            let name = self
+                .capability
+                .clone()
+                .or_else(|| request.capability.clone())
+                .ok_or_else(|| anyhow!("{source_name} names no capability"))
+                .hint(
+                    "add `\"capability\": \"file\"` to the request, or pass `--capability file`",
+                )?;
+            let capability = Capability::new(&name)?;
+            let decided = pipeline.decide_as(&capability, &request);
+            (capability, decided)
+        };
+
+        let mut output = serde_json::to_value(&decided.decision)?;
+        if self.explain {
+            let input = decided.input.clone().unwrap_or(Value::Null);
+            let explanation = supervisor.policy().explain(&capability, &input);
+            let engine = supervisor
+                .policy()
+                .engine_for(&capability)
+                .map(|e| e.as_str());
+            output["explain"] = json!({
+                "engine": engine,
+                "policy": supervisor.policy().origin(),
+                "revision": pipeline.revision(),
+                "input": input,
+                "rules": explanation.rules,
+                "data": explanation.data,
+                "evaluated": explanation.evaluated,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&output)?);
+        Ok(if self.fail_on_deny && !decided.decision.allow {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        })
+    }
+}
+
+fn source_name(path: &std::path::Path) -> String {
+    if path.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        format!("`{}`", path.display())
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads at most `limit` bytes of the request; more is an error rather than a slow decision.
+fn read_input(path: &std::path::Path, limit: usize) -> Result<Vec<u8>, CliError> {
+    let name = source_name(path);
+    let mut bytes = Vec::new();
+    let take = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    if path.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(anyhow!("no request given")).hint(
+                "pipe a JSON request on standard input, or pass `--input FILE`; see `cordon eval --help`",
+            );
+        }
+        stdin
+            .lock()
+            .take(take)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
+    } else {
+        fs_err::File::open(path)
+            .and_then(|file| file.take(take).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read request {name}"))?;
+    }
+    if bytes.len() > limit {
+        return Err(anyhow!(
+            "{name} is larger than the {limit}-byte limit for one request"
+        ))
+        .hint(
+            "raise `policy.max_input_bytes` in the configuration if such requests are legitimate",
+        );
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand, each an `Args` struct with a `run` method.
+
+mod eval;
+mod policy;
+mod shared;
+mod test;
+
+pub use eval::EvalCommand;
+pub use policy::PolicyCommand;
+pub use test::TestCommand;

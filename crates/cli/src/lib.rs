@@ -1,0 +1,94 @@
+//! The `cordon` command line: clap definitions, one module per subcommand.
+//!
+//! Exit codes are a contract:
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success; for `cordon eval`, a decision was printed (allow or deny) |
+//! | 1 | denied (`cordon eval --fail-on-deny`), tests failed, or a policy does not check |
+//! | 2 | usage or runtime error |
+#![forbid(unsafe_code)]
+
+mod commands;
+mod exit;
+mod logging;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{EvalCommand, PolicyCommand, TestCommand};
+pub use crate::exit::Exit;
+
+/// Run desktop AI agents under a policy that decides every action
+///
+/// cordon asks a Rego policy about every file an agent reads or writes, every host it
+/// connects to and every model it calls, and records each decision. With no setup it uses the
+/// built-in default policy: the current directory is the workspace, secrets such as `~/.ssh`
+/// are never readable, and egress goes only to an allowlist.
+///
+/// Examples:
+///   echo '{"capability":"file","action":"read","resource":{"path":"~/.ssh/id_ed25519"}}' | cordon eval
+///   cordon test policies/default
+///   cordon policy init ./my-policy && cordon eval --policy ./my-policy --input request.json
+#[derive(Debug, Parser)]
+#[command(
+    name = "cordon",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
+pub struct Cli {
+    /// Configuration file [default: $XDG_CONFIG_HOME/cordon/config.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "CORDON_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Log more to stderr (repeat for more); RUST_LOG overrides
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log only errors
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    // Each variant takes its help from the command's own doc comment.
+    Eval(EvalCommand),
+    Test(TestCommand),
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Parses the command line, runs the command and prints any error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Eval(cmd) => cmd.run(&cli),
+        Command::Test(cmd) => cmd.run(&cli),
+        Command::Policy(cmd) => cmd.run(&cli),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            report::print_error(&err);
+            err.exit().into()
+        }
+    }
+}

@@ -1,0 +1,5 @@
+mod common;
+mod eval;
+mod help;
+mod policy_cmd;
+mod test_cmd;

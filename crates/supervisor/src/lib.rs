@@ -1,0 +1,145 @@
+//! cordon's wiring: configuration and the request pipeline.
+//!
+//! [`CordonConfig`] reads `~/.config/cordon/config.toml`; [`Supervisor::start`] turns it into
+//! a loaded policy, an audit sink and a [`Pipeline`] that decides requests. This is the only
+//! crate that knows all the others; they meet through the traits of `cordon-types`.
+//!
+//! Trust boundary: everything an agent sends arrives here as a [`cordon_types::Request`] and
+//! leaves as a recorded [`cordon_types::Decision`]. Errors at any step deny.
+//!
+//! ```no_run
+//! use cordon_supervisor::{CordonConfig, Supervisor};
+//! use cordon_types::Request;
+//!
+//! let (config, _) = CordonConfig::load(None).unwrap();
+//! let supervisor = Supervisor::start(&config).unwrap();
+//! let request: Request = serde_json::from_str(
+//!     r#"{"capability": "file", "action": "read", "resource": {"path": "README.md"}}"#,
+//! ).unwrap();
+//! println!("{:?}", supervisor.pipeline().decide(&request).decision);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod pipeline;
+
+use std::sync::Arc;
+
+pub use config::{
+    expand_home, AuditConfig, CordonConfig, PolicyConfig, SubjectConfig, WorkspaceConfig,
+    DEFAULT_MAX_INPUT_BYTES,
+};
+use cordon_audit::JsonlSink;
+use cordon_policy::{Policy, PolicySource};
+use cordon_types::{AuditSink, InputBuilder, InputEnv};
+pub use error::{Result, SetupError};
+pub use pipeline::{real_path, Decided, Pipeline};
+
+/// A started cordon: the loaded policy and the pipeline that uses it.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Arc<Policy>,
+    pipeline: Pipeline,
+    audit_path: Option<std::path::PathBuf>,
+}
+
+impl Supervisor {
+    /// Loads the policy, opens the audit log and resolves the workspace, as `config` says.
+    ///
+    /// # Errors
+    ///
+    /// A [`SetupError`] naming the file or value that is wrong.
+    pub fn start(config: &CordonConfig) -> Result<Self> {
+        let source = load_source(config)?;
+        let options = config.policy_options()?;
+        let policy = Policy::load(&source, options).map_err(|source_err| SetupError::Policy {
+            origin: source.origin().to_owned(),
+            source: source_err,
+        })?;
+        for warning in policy.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let policy = Arc::new(policy);
+        let audit_path = config.audit_path().map(|p| expand_home(&p));
+        let sink: Option<Arc<dyn AuditSink>> = match &audit_path {
+            Some(path) => Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?)),
+            None => None,
+        };
+        let builder = InputBuilder::new(input_env(config));
+        let pipeline = Pipeline::new(policy.clone(), builder, sink);
+        Ok(Self {
+            policy,
+            pipeline,
+            audit_path,
+        })
+    }
+
+    /// The loaded policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The pipeline deciding requests.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Where decisions are recorded, if anywhere.
+    pub fn audit_path(&self) -> Option<&std::path::Path> {
+        self.audit_path.as_deref()
+    }
+}
+
+/// The policy the configuration names: a directory or file, or the built-in default.
+///
+/// # Errors
+///
+/// [`SetupError::Policy`] when the path cannot be read.
+pub fn load_source(config: &CordonConfig) -> Result<PolicySource> {
+    match &config.policy.path {
+        Some(path) => {
+            let path = expand_home(path);
+            PolicySource::from_path(&path).map_err(|source| SetupError::Policy {
+                origin: format!("`{}`", path.display()),
+                source,
+            })
+        }
+        None => Ok(PolicySource::embedded_default()),
+    }
+}
+
+/// What requests are resolved against: the person, their home, the working directory and the
+/// workspace roots (symbolic links resolved, so that policies compare real paths).
+fn input_env(config: &CordonConfig) -> InputEnv {
+    let cwd = std::env::current_dir().ok();
+    let roots: Vec<std::path::PathBuf> = if config.workspace.roots.is_empty() {
+        cwd.iter().cloned().collect()
+    } else {
+        config
+            .workspace
+            .roots
+            .iter()
+            .map(|root| {
+                let root = expand_home(root);
+                match (&cwd, root.is_absolute()) {
+                    (Some(cwd), false) => cwd.join(root),
+                    _ => root,
+                }
+            })
+            .collect()
+    };
+    InputEnv {
+        user: config
+            .subject
+            .user
+            .clone()
+            .or_else(|| std::env::var("USER").ok()),
+        device: config.subject.device.clone(),
+        home: dirs::home_dir(),
+        cwd,
+        workspace: roots.iter().map(|root| real_path(root)).collect(),
+        time: None,
+    }
+}

@@ -1,0 +1,321 @@
+//! One request's path through cordon: resolve, build the input, decide, record.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cordon_types::{
+    normalize_path, AuditEvent, AuditSink, Capability, Decider, Decision, InputBuilder, Request,
+};
+use serde_json::Value;
+
+/// A decision and the input document it was made on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    /// What the policy saw; `None` when the request could not be turned into an input.
+    pub input: Option<Value>,
+    /// The decision, after cordon's own checks (audit included).
+    pub decision: Decision,
+}
+
+/// Turns requests into recorded decisions.
+///
+/// Fails closed at every step: a request that cannot be resolved, a policy that errs and an
+/// audit log that cannot take the event all give a denial whose reason says which.
+pub struct Pipeline {
+    decider: Arc<dyn Decider>,
+    builder: InputBuilder,
+    sink: Option<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("revision", &self.decider.revision())
+            .field("env", self.builder.env())
+            .field("audited", &self.sink.is_some())
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline deciding with `decider`, resolving requests with `builder` and recording to
+    /// `sink` (nothing is recorded when `None`).
+    pub fn new(
+        decider: Arc<dyn Decider>,
+        builder: InputBuilder,
+        sink: Option<Arc<dyn AuditSink>>,
+    ) -> Self {
+        Self {
+            decider,
+            builder,
+            sink,
+        }
+    }
+
+    /// The revision of the policy deciding.
+    pub fn revision(&self) -> &str {
+        self.decider.revision()
+    }
+
+    /// The builder requests are resolved with.
+    pub fn builder(&self) -> &InputBuilder {
+        &self.builder
+    }
+
+    /// Decides `request` under the capability it names.
+    pub fn decide(&self, request: &Request) -> Decided {
+        match Capability::new(request.capability.as_deref().unwrap_or_default()) {
+            Ok(capability) => self.decide_as(&capability, request),
+            Err(err) => {
+                let decision = Decision::deny(format!("invalid request: {err}"));
+                self.record("", request, None, decision)
+            }
+        }
+    }
+
+    /// Decides `request` under `capability`, whatever the request names.
+    ///
+    /// A resource path is resolved the way the kernel will resolve it: symbolic links in
+    /// its existing part are followed before `..` is folded, so a link planted in the
+    /// workspace that points at `~/.ssh` is decided as `~/.ssh`.
+    pub fn decide_as(&self, capability: &Capability, request: &Request) -> Decided {
+        let input = self
+            .builder
+            .build_for(capability, request)
+            .and_then(|mut input| {
+                if let Some(path) = &request.resource.path {
+                    let real = real_path(&self.builder.absolute(path)?);
+                    input["resource"]["path"] = Value::String(real.to_string_lossy().into_owned());
+                }
+                Ok(input)
+            });
+        match input {
+            Ok(input) => self.decide_input(capability, input),
+            Err(err) => {
+                let decision = Decision::deny(format!("invalid request: {err}"));
+                self.record(capability.as_str(), request, None, decision)
+            }
+        }
+    }
+
+    /// Decides an input document given as is (`cordon eval --raw`), stamping the time when
+    /// it carries none.
+    pub fn decide_input(&self, capability: &Capability, mut input: Value) -> Decided {
+        if let Some(context) = input.as_object_mut().map(|o| {
+            o.entry("context")
+                .or_insert_with(|| Value::Object(Default::default()))
+        }) {
+            if let Some(context) = context.as_object_mut() {
+                context
+                    .entry("time")
+                    .or_insert_with(|| Value::String(now()));
+            }
+        }
+        let decision = self.decider.decide(capability, &input);
+        let action = input["action"].as_str().unwrap_or_default().to_owned();
+        self.record_event(capability.as_str(), &action, input, decision)
+    }
+
+    fn record(
+        &self,
+        capability: &str,
+        request: &Request,
+        input: Option<Value>,
+        decision: Decision,
+    ) -> Decided {
+        let logged = input
+            .clone()
+            .unwrap_or_else(|| serde_json::to_value(request).unwrap_or_default());
+        let mut decided = self.record_event(capability, &request.action, logged, decision);
+        decided.input = input;
+        decided
+    }
+
+    fn record_event(
+        &self,
+        capability: &str,
+        action: &str,
+        input: Value,
+        mut decision: Decision,
+    ) -> Decided {
+        if let Some(sink) = &self.sink {
+            let event = AuditEvent {
+                time: now(),
+                capability: capability.to_owned(),
+                action: action.to_owned(),
+                input,
+                decision,
+                policy_revision: self.decider.revision().to_owned(),
+                cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let recorded = sink.record(&event);
+            let AuditEvent {
+                input,
+                decision: recorded_decision,
+                ..
+            } = event;
+            decision = recorded_decision;
+            if let Err(err) = recorded {
+                let mut cause = err.to_string();
+                if let Some(source) = std::error::Error::source(&err) {
+                    cause = format!("{cause}: {source}");
+                }
+                decision = Decision::deny(format!(
+                    "denied because the decision could not be recorded ({cause}); no action proceeds unaudited"
+                ));
+            }
+            return Decided {
+                input: Some(input),
+                decision,
+            };
+        }
+        Decided {
+            input: Some(input),
+            decision,
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Resolves symbolic links in the longest existing prefix of an absolute path, then folds
+/// the rest lexically. A path with no existing prefix is only folded.
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = fs_err::canonicalize(&existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return normalize_path(&out);
+        }
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return normalize_path(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use cordon_types::{AuditError, InputEnv};
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Allows reads of exactly `/ok` and records what it saw.
+    struct Fixed;
+
+    impl Decider for Fixed {
+        fn decide(&self, _: &Capability, input: &Value) -> Decision {
+            if input["resource"]["path"] == "/ok" {
+                Decision {
+                    allow: true,
+                    reasons: vec!["ok".into()],
+                    obligations: vec![],
+                }
+            } else {
+                Decision::deny(format!("not {}", input["resource"]["path"]))
+            }
+        }
+
+        fn revision(&self) -> &str {
+            "fixed"
+        }
+    }
+
+    #[derive(Default)]
+    struct Memory(Mutex<Vec<AuditEvent>>);
+
+    impl AuditSink for Memory {
+        fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+            self.0.lock().unwrap().push(event.clone());
+            Ok(())
+        }
+    }
+
+    struct Broken;
+
+    impl AuditSink for Broken {
+        fn record(&self, _: &AuditEvent) -> Result<(), AuditError> {
+            Err(AuditError::Write {
+                target: "/audit".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        }
+    }
+
+    fn request(path: &str) -> Request {
+        serde_json::from_value(
+            json!({"capability": "file", "action": "read", "resource": {"path": path}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_decision_is_recorded() {
+        let sink = Arc::new(Memory::default());
+        let pipeline = Pipeline::new(
+            Arc::new(Fixed),
+            InputBuilder::new(InputEnv::default()),
+            Some(sink.clone()),
+        );
+        assert!(pipeline.decide(&request("/ok")).decision.allow);
+        assert!(!pipeline.decide(&request("relative")).decision.allow);
+        let events = sink.0.lock().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].policy_revision, "fixed");
+        assert!(events[0].input["context"]["time"].is_string());
+        assert_eq!(
+            events[1].decision,
+            Decision::deny("invalid request: path `relative` is relative and no working directory is known to resolve it")
+        );
+    }
+
+    #[test]
+    fn an_unrecorded_decision_is_a_denial() {
+        let pipeline = Pipeline::new(
+            Arc::new(Fixed),
+            InputBuilder::new(InputEnv::default()),
+            Some(Arc::new(Broken)),
+        );
+        let decided = pipeline.decide(&request("/ok"));
+        assert_eq!(
+            decided.decision,
+            Decision::deny(
+                "denied because the decision could not be recorded (cannot write audit event to `/audit`: disk full); no action proceeds unaudited"
+            )
+        );
+    }
+
+    #[test]
+    fn symlinks_are_resolved_before_deciding() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_err::canonicalize(dir.path()).unwrap();
+        fs_err::create_dir_all(root.join("secret")).unwrap();
+        fs_err::create_dir_all(root.join("work")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("work/link")).unwrap();
+        assert_eq!(
+            real_path(&root.join("work/link/key")),
+            root.join("secret/key")
+        );
+        // `..` after a link is taken from the link's target, as the kernel does.
+        assert_eq!(real_path(&root.join("work/link/../x")), root.join("x"));
+        assert_eq!(real_path(&root.join("work/new/../y")), root.join("work/y"));
+        assert_eq!(
+            real_path(Path::new("/nonexistent-root/a/../b")),
+            PathBuf::from("/nonexistent-root/b")
+        );
+    }
+}
