@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// How sensitive a resource is. The order is meaningful: `public < internal < confidential <
 /// restricted`, and the input document carries [`Sensitivity::level`] so that rules compare
 /// numbers, never strings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Anyone may see it.
