@@ -132,6 +132,6 @@ mod tests {
         let AuditError::Write { source, .. } = err else {
             panic!("{err:?}")
         };
-        assert_eq!(source.raw_os_error(), Some(28), "{source}");
+        assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}");
     }
 }
