@@ -1,10 +1,10 @@
 # Files an agent may read and write: the workspace the person chose, minus secrets.
+#
+# The rules are written for the bytecode VM: few rules, no helper functions, and one builtin
+# call (strings.any_prefix_match) to test a path against every secrets location.
 package cordon.file
 
-import data.cordon.lib.paths
 import rego.v1
-
-settings := data.cordon.settings.file
 
 default decision := {
 	"allow": false,
@@ -12,43 +12,68 @@ default decision := {
 	"obligations": [],
 }
 
-decision := {"allow": false, "reasons": sort([r | some r in deny]), "obligations": []} if {
+decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []} if {
 	count(deny) > 0
-} else := {"allow": true, "reasons": [allow_reason], "obligations": [o | some o in obligations]} if {
-	allow_reason
-} else := {"allow": false, "reasons": [outside_reason], "obligations": []}
-
-is_read if input.action in settings.read_actions
-
-is_write if input.action in settings.write_actions
+} else := {
+	"allow": true,
+	"reasons": [sprintf("`%s` is inside the workspace `%s`", [input.resource.path, workspace_root])],
+	"obligations": [o | some o in obligations],
+} if {
+	workspace_root
+} else := {
+	"allow": false,
+	"reasons": [sprintf("`%s` is outside the workspace %v", [input.resource.path, input.context.workspace])],
+	"obligations": [],
+}
 
 deny contains "file request has no `resource.path`" if not input.resource.path
 
+# Without the home directory the secrets under it cannot be recognised: refuse.
+deny contains "file request has no `context.home`, so secrets locations cannot be ruled out" if {
+	not input.context.home
+}
+
 deny contains msg if {
-	not is_read
-	not is_write
+	not data.cordon.settings.file.read_actions[input.action]
+	not data.cordon.settings.file.write_actions[input.action]
 	msg := sprintf("unknown file action `%v`", [input.action])
 }
 
 deny contains msg if {
-	paths.is_secret(input.resource.path, input.context.home)
-	msg := sprintf("`%s` is a credentials or secrets location: agents may never %s it", [input.resource.path, input.action])
+	is_secret
+	msg := sprintf(
+		"`%s` is a credentials or secrets location: agents may never %s it",
+		[input.resource.path, input.action],
+	)
 }
 
+# Secrets locations are data.cordon.settings.secrets.home (relative to the home directory)
+# and .system (absolute). An entry ending in `/` names a file or directory and matches it and
+# everything below it (`.ssh/` matches `~/.ssh` and `~/.ssh/id_rsa`, not `~/.sshrc`); any
+# other entry is a plain prefix (`/etc/ssh/ssh_host_`). Paths in the input are absolute,
+# normalised and resolved by cordon, so the prefix tests are exact.
+home_relative := concat("", [substring(input.resource.path, count(input.context.home) + 1, -1), "/"]) if {
+	startswith(input.resource.path, concat("", [input.context.home, "/"]))
+}
+
+is_secret if strings.any_prefix_match(home_relative, data.cordon.settings.secrets.home)
+
+is_secret if strings.any_prefix_match(concat("", [input.resource.path, "/"]), data.cordon.settings.secrets.system)
+
+# The workspace root the path lies in (or is).
 workspace_root := root if {
 	some root in input.context.workspace
-	paths.within(input.resource.path, root)
+	startswith(concat("", [input.resource.path, "/"]), concat("", [trim_suffix(root, "/"), "/"]))
 }
-
-allow_reason := sprintf("`%s` is inside the workspace `%s`", [input.resource.path, workspace_root])
-
-outside_reason := sprintf("`%s` is outside the workspace %v", [input.resource.path, input.context.workspace])
 
 # Confidential and restricted files need the person's consent, every time.
 obligations contains {"type": "consent", "message": msg} if {
 	input.resource.sensitivity_level >= 2
-	msg := sprintf("Allow the agent to %s %s file `%s`?", [input.action, input.resource.sensitivity, input.resource.path])
+	msg := sprintf(
+		"Allow the agent to %s %s file `%s`?",
+		[input.action, input.resource.sensitivity, input.resource.path],
+	)
 }
 
 # Every write is journaled so it can be undone.
-obligations contains {"type": "journal"} if is_write
+obligations contains {"type": "journal"} if data.cordon.settings.file.write_actions[input.action]

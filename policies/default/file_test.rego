@@ -47,7 +47,7 @@ test_ssh_key_denied if {
 
 test_every_home_secret_denied if {
 	every rel in data.cordon.settings.secrets.home {
-		p := concat("/", ["/home/alice", rel, "x"])
+		p := concat("", ["/home/alice/", rel, "x"])
 		not file.decision.allow with input as req("read", p, 0)
 	}
 }
@@ -94,6 +94,47 @@ test_missing_path_denied if {
 	"file request has no `resource.path`" in d.reasons
 }
 
+test_missing_home_denied if {
+	d := file.decision with input as {"action": "read", "resource": {"path": "/home/alice/work/a"}, "context": {"workspace": ["/home/alice/work"]}}
+	not d.allow
+	d.reasons == ["file request has no `context.home`, so secrets locations cannot be ruled out"]
+}
+
 test_no_workspace_denies if {
 	not file.decision.allow with input as req("read", "/home/alice/work/a", 0) with input.context.workspace as []
+}
+
+test_secret_entry_matches_itself_and_below_only if {
+	not file.decision.allow with input as req("read", "/home/alice/.ssh", 0) with input.context.workspace as ["/home/alice"]
+	not file.decision.allow with input as req("read", "/home/alice/.netrc", 0) with input.context.workspace as ["/home/alice"]
+	not file.decision.allow with input as req("read", "/home/alice/.var/app/org.mozilla.firefox/c.sqlite", 0) with input.context.workspace as ["/home/alice"]
+	file.decision.allow with input as req("read", "/home/alice/.sshrc", 0) with input.context.workspace as ["/home/alice"]
+	file.decision.allow with input as req("read", "/home/alice/.netrc.bak", 0) with input.context.workspace as ["/home/alice"]
+	file.decision.allow with input as req("read", "/home/alice/code/.ssh/notes", 0) with input.context.workspace as ["/home/alice"]
+	file.decision.allow with input as req("read", "/home/alice/.config/app.toml", 0) with input.context.workspace as ["/home/alice"]
+}
+
+test_home_of_another_user_is_not_mistaken if {
+	file.decision.allow with input as req("read", "/home/alicex/.ssh/id_rsa", 0) with input.context.workspace as ["/home"]
+}
+
+test_system_prefix_entry if {
+	not file.decision.allow with input as req("read", "/etc/ssh/ssh_host_rsa_key.pub", 0) with input.context.workspace as ["/"]
+	file.decision.allow with input as req("read", "/etc/shadowsocks.json", 0) with input.context.workspace as ["/"]
+}
+
+test_within_root_and_below if {
+	file.decision.allow with input as req("read", "/srv/a", 0) with input.context.workspace as ["/srv/a/"]
+	file.decision.allow with input as req("read", "/etc/hosts", 0) with input.context.workspace as ["/"]
+	not file.decision.allow with input as req("read", "/srv", 0) with input.context.workspace as ["/srv/a"]
+}
+
+test_secret_entries_are_well_formed if {
+	every e in data.cordon.settings.secrets.home {
+		endswith(e, "/")
+		not startswith(e, "/")
+	}
+	every e in data.cordon.settings.secrets.system {
+		startswith(e, "/")
+	}
 }

@@ -1,9 +1,10 @@
 # Network egress: only to the allowlist in data, never to cloud metadata, never restricted data.
+#
+# The rules are written for the bytecode VM: few rules, no helper functions, map lookups
+# instead of scans of the allowlist.
 package cordon.net
 
 import rego.v1
-
-settings := data.cordon.settings.net
 
 default decision := {
 	"allow": false,
@@ -11,12 +12,12 @@ default decision := {
 	"obligations": [],
 }
 
-decision := {"allow": false, "reasons": sort([r | some r in deny]), "obligations": []} if {
+decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []} if {
 	count(deny) > 0
 } else := {
 	"allow": true,
-	"reasons": [sprintf("`%s` matches allowlist entry `%s`", [input.resource.host, allow_entry.host])],
-	"obligations": [{"type": "limit", "bytes": settings.upload_budget_bytes}],
+	"reasons": [sprintf("`%s` matches allowlist entry `%s`", [input.resource.host, allow_entry])],
+	"obligations": [{"type": "limit", "bytes": data.cordon.settings.net.upload_budget_bytes}],
 } if {
 	allow_entry
 } else := {
@@ -28,35 +29,30 @@ decision := {"allow": false, "reasons": sort([r | some r in deny]), "obligations
 deny contains "network request has no `resource.host`" if not input.resource.host
 
 deny contains msg if {
-	input.resource.host in settings.metadata_hosts
+	data.cordon.settings.net.metadata_hosts[input.resource.host]
 	msg := sprintf("`%s` is a cloud metadata address and is never reachable", [input.resource.host])
 }
 
 deny contains msg if {
-	is_link_local(input.resource.host)
+	startswith(input.resource.host, "169.254.")
 	msg := sprintf("`%s` is link-local (169.254.0.0/16) and is never reachable", [input.resource.host])
 }
 
 deny contains "restricted data never leaves the device" if input.resource.sensitivity_level >= 3
 
-is_link_local(host) if {
-	regex.match(`^[0-9.]+$`, host)
-	startswith(host, "169.254.")
+# The allowlist entry that admits the connection: the host itself in `allow`, else a parent
+# domain in `allow_subdomains` (`githubusercontent.com` there admits `a.githubusercontent.com`
+# and `a.b.githubusercontent.com`, not `githubusercontent.com` itself). An entry without
+# `ports` admits any port.
+allow_entry := input.resource.host if {
+	entry := data.cordon.settings.net.allow[input.resource.host]
+	input.resource.port in object.get(entry, "ports", [input.resource.port])
+} else := sprintf("*.%s", [min(subdomain_matches)]) if {
+	count(subdomain_matches) > 0
 }
 
-host_matches(host, pattern) if host == pattern
-
-host_matches(host, pattern) if {
-	startswith(pattern, "*.")
-	endswith(host, substring(pattern, 1, -1))
-}
-
-port_matches(entry) if not entry.ports
-
-port_matches(entry) if input.resource.port in entry.ports
-
-allow_entry := entry if {
-	some entry in settings.allow
-	host_matches(input.resource.host, entry.host)
-	port_matches(entry)
+subdomain_matches contains domain if {
+	some domain, entry in data.cordon.settings.net.allow_subdomains
+	endswith(input.resource.host, concat("", [".", domain]))
+	input.resource.port in object.get(entry, "ports", [input.resource.port])
 }

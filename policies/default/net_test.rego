@@ -22,6 +22,8 @@ test_wildcard_entry_matches_subdomain if {
 
 test_wildcard_entry_does_not_match_lookalike if {
 	not net.decision.allow with input as req("evilgithubusercontent.com", 443)
+	not net.decision.allow with input as req("githubusercontent.com", 443)
+	net.decision.allow with input as req("a.b.githubusercontent.com", 443)
 }
 
 test_wrong_port_denied if {
@@ -31,7 +33,7 @@ test_wrong_port_denied if {
 }
 
 test_entry_without_ports_allows_any_port if {
-	net.decision.allow with input as req("example.org", 8443) with data.cordon.settings.net.allow as [{"host": "example.org"}]
+	net.decision.allow with input as req("example.org", 8443) with data.cordon.settings.net.allow as {"example.org": {}}
 }
 
 test_unlisted_host_denied if {
@@ -39,13 +41,24 @@ test_unlisted_host_denied if {
 }
 
 test_metadata_denied_even_if_allowlisted if {
-	d := net.decision with input as req("169.254.169.254", 80) with data.cordon.settings.net.allow as [{"host": "169.254.169.254"}]
+	d := net.decision with input as req("169.254.169.254", 80) with data.cordon.settings.net.allow as {"169.254.169.254": {}}
 	not d.allow
 	"`169.254.169.254` is a cloud metadata address and is never reachable" in d.reasons
 }
 
+test_nested_subdomain_entries_do_not_conflict if {
+	d := net.decision with input as req("a.b.example.org", 443)
+		with data.cordon.settings.net.allow_subdomains as {"example.org": {}, "b.example.org": {}}
+	d.allow
+	d.reasons == ["`a.b.example.org` matches allowlist entry `*.b.example.org`"]
+}
+
+test_subdomain_entry_applies_its_ports if {
+	not net.decision.allow with input as req("raw.githubusercontent.com", 80)
+}
+
 test_link_local_denied if {
-	d := net.decision with input as req("169.254.10.1", 80) with data.cordon.settings.net.allow as [{"host": "169.254.10.1"}]
+	d := net.decision with input as req("169.254.10.1", 80) with data.cordon.settings.net.allow as {"169.254.10.1": {}}
 	not d.allow
 	d.reasons == ["`169.254.10.1` is link-local (169.254.0.0/16) and is never reachable"]
 }

@@ -3,44 +3,21 @@
 //! The files live in `policies/default/` at the root of the repository; a test checks that
 //! this list and that directory agree.
 
+macro_rules! default_policy_files {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../policies/default/", $name)))),*]
+    };
+}
+
 /// `(relative path, text)` of every file of the default policy.
-pub(crate) const FILES: &[(&str, &str)] = &[
-    (
-        "data.json",
-        include_str!("../../../policies/default/data.json"),
-    ),
-    (
-        "file.rego",
-        include_str!("../../../policies/default/file.rego"),
-    ),
-    (
-        "file_test.rego",
-        include_str!("../../../policies/default/file_test.rego"),
-    ),
-    (
-        "infer.rego",
-        include_str!("../../../policies/default/infer.rego"),
-    ),
-    (
-        "infer_test.rego",
-        include_str!("../../../policies/default/infer_test.rego"),
-    ),
-    (
-        "net.rego",
-        include_str!("../../../policies/default/net.rego"),
-    ),
-    (
-        "net_test.rego",
-        include_str!("../../../policies/default/net_test.rego"),
-    ),
-    (
-        "paths.rego",
-        include_str!("../../../policies/default/paths.rego"),
-    ),
-    (
-        "paths_test.rego",
-        include_str!("../../../policies/default/paths_test.rego"),
-    ),
+pub(crate) const FILES: &[(&str, &str)] = default_policy_files![
+    "data.json",
+    "file.rego",
+    "file_test.rego",
+    "infer.rego",
+    "infer_test.rego",
+    "net.rego",
+    "net_test.rego",
 ];
 
 #[cfg(test)]

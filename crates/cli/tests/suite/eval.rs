@@ -114,16 +114,17 @@ fn explain_names_rules_data_and_lines() {
     assert_eq!(output["allow"], true);
     let explain = &output["explain"];
     assert_eq!(explain["engine"], "rvm");
+    assert_eq!(explain["rules"]["allow_entry"], "api.github.com");
+    assert!(explain["rules"].get("deny").is_none(), "empty sets are left out");
     assert_eq!(
-        explain["rules"]["allow_entry"],
-        json!({"host": "api.github.com", "ports": [443]})
+        explain["data"]["data.cordon.settings.net.allow"]["api.github.com"],
+        json!({"ports": [443]})
     );
-    assert!(explain["data"]["data.cordon.settings.net"]["allow"].is_array());
     let lines = explain["evaluated"].as_array().unwrap();
     assert!(
         lines
             .iter()
-            .any(|l| l["text"] == "some entry in settings.allow"),
+            .any(|l| l["text"] == "entry := data.cordon.settings.net.allow[input.resource.host]"),
         "{lines:?}"
     );
 }
