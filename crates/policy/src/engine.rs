@@ -364,7 +364,13 @@ impl Policy {
     /// Decides `input` under `capability`. Never fails: errors, limits, a missing rule and a
     /// malformed answer all deny with a reason.
     pub fn evaluate(&self, capability: &Capability, input: &serde_json::Value) -> Decision {
-        self.evaluate_value(capability, Value::from(input.clone()))
+        // Converted by reference: cheaper than cloning the JSON value and converting that.
+        match <Value as serde::Deserialize>::deserialize(input) {
+            Ok(input) => self.evaluate_value(capability, input),
+            Err(e) => Decision::deny(format!(
+                "cannot convert the input document for the policy engine: {e}"
+            )),
+        }
     }
 
     /// As [`Policy::evaluate`], for an input already in regorus's representation.

@@ -12,7 +12,11 @@
 //!
 //! Criterion reports means; after it, each case is timed call by call to print p50/p99.
 //! Run: `cargo bench -p cordon-supervisor --bench decision`
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails by panicking"
+)]
 
 use std::hint::black_box;
 use std::path::Path;
@@ -43,7 +47,12 @@ fn cases(builder: &InputBuilder) -> Vec<Case> {
             let capability = Capability::new(request.capability.as_deref().unwrap()).unwrap();
             let mut input = builder.build(&request).unwrap();
             input["context"]["time"] = "2026-11-26T12:00:00Z".into();
-            Case { name, capability, request, input }
+            Case {
+                name,
+                capability,
+                request,
+                input,
+            }
         })
         .collect()
 }
@@ -52,9 +61,13 @@ fn bare_engine(source: &PolicySource) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
     for file in source.files() {
         if file.is_rego() {
-            engine.add_policy(file.display.clone(), file.text.clone()).unwrap();
+            engine
+                .add_policy(file.display.clone(), file.text.clone())
+                .unwrap();
         } else {
-            engine.add_data(regorus::Value::from_json_str(&file.text).unwrap()).unwrap();
+            engine
+                .add_data(regorus::Value::from_json_str(&file.text).unwrap())
+                .unwrap();
         }
     }
     engine
@@ -99,12 +112,18 @@ fn runners<'a>(
                 black_box(vm.execute().unwrap());
             }),
         ),
-        ("cordon-policy", Box::new(move || {
-            black_box(policy.evaluate(&case.capability, &case.input));
-        })),
-        ("cordon-pipeline", Box::new(move || {
-            black_box(pipeline.decide(&case.request));
-        })),
+        (
+            "cordon-policy",
+            Box::new(move || {
+                black_box(policy.evaluate(&case.capability, &case.input));
+            }),
+        ),
+        (
+            "cordon-pipeline",
+            Box::new(move || {
+                black_box(pipeline.decide(&case.request));
+            }),
+        ),
     ]
 }
 
@@ -128,7 +147,16 @@ fn main() {
     let builder = InputBuilder::new(env);
     let cases = cases(&builder);
     let source = PolicySource::embedded_default();
-    let policy = Arc::new(Policy::load(&source, PolicyOptions { engine: EngineKind::Rvm, ..PolicyOptions::default() }).unwrap());
+    let policy = Arc::new(
+        Policy::load(
+            &source,
+            PolicyOptions {
+                engine: EngineKind::Rvm,
+                ..PolicyOptions::default()
+            },
+        )
+        .unwrap(),
+    );
     let pipeline = Pipeline::new(policy.clone(), builder, None);
 
     let mut criterion = Criterion::default().configure_from_args();
@@ -154,7 +182,12 @@ fn main() {
                 })
                 .collect();
             samples.sort_unstable();
-            table.push((case.name.clone(), *layer, percentile(&samples, 0.5), percentile(&samples, 0.99)));
+            table.push((
+                case.name.clone(),
+                *layer,
+                percentile(&samples, 0.5),
+                percentile(&samples, 0.99),
+            ));
         }
     }
     criterion.final_summary();

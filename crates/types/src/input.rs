@@ -71,24 +71,59 @@ impl InputBuilder {
         if request.action.trim().is_empty() {
             return Err(InputError::MissingAction);
         }
-        let mut subject = to_object(&request.subject);
-        insert_default(&mut subject, "user", self.env.user.as_deref());
-        insert_default(&mut subject, "device", self.env.device.as_deref());
+        // The maps are built field by field rather than through `serde_json::to_value`: this
+        // runs on every decision.
+        let subject = &request.subject;
+        let mut subject_map = subject.extra.clone();
+        insert_some(
+            &mut subject_map,
+            "user",
+            subject.user.as_deref().or(self.env.user.as_deref()),
+        );
+        insert_some(
+            &mut subject_map,
+            "device",
+            subject.device.as_deref().or(self.env.device.as_deref()),
+        );
+        insert_some(&mut subject_map, "agent", subject.agent.as_deref());
+        insert_some(&mut subject_map, "model", subject.model.as_deref());
+        if let Some(skill) = &subject.skill {
+            let mut skill_map = Map::new();
+            skill_map.insert("name".into(), Value::String(skill.name.clone()));
+            insert_some(&mut skill_map, "sha256", skill.sha256.as_deref());
+            subject_map.insert("skill".into(), Value::Object(skill_map));
+        }
 
-        let mut resource = to_object(&request.resource);
-        if let Some(path) = &request.resource.path {
+        let res = &request.resource;
+        let mut resource = res.extra.clone();
+        if let Some(path) = &res.path {
             let resolved = self.resolve(path)?;
             resource.insert("path".into(), Value::String(path_string(&resolved)));
         }
-        if let Some(host) = &request.resource.host {
+        if let Some(host) = &res.host {
             let host = host.trim_end_matches('.').to_ascii_lowercase();
             resource.insert("host".into(), Value::String(host));
         }
-        let sensitivity = request.resource.sensitivity.unwrap_or_default();
-        resource.insert("sensitivity".into(), json!(sensitivity.as_str()));
-        resource.insert("sensitivity_level".into(), json!(sensitivity.level()));
+        if let Some(port) = res.port {
+            resource.insert("port".into(), Value::from(port));
+        }
+        if let Some(size) = res.size {
+            resource.insert("size".into(), Value::from(size));
+        }
+        insert_some(&mut resource, "sha256", res.sha256.as_deref());
+        let sensitivity = res.sensitivity.unwrap_or_default();
+        resource.insert(
+            "sensitivity".into(),
+            Value::String(sensitivity.as_str().to_owned()),
+        );
+        resource.insert("sensitivity_level".into(), Value::from(sensitivity.level()));
 
-        let mut context = to_object(&request.context);
+        let mut context = request.context.extra.clone();
+        insert_some(
+            &mut context,
+            "time",
+            request.context.time.as_deref().or(self.env.time.as_deref()),
+        );
         let workspace: Vec<Value> = if self.env.workspace.is_empty() {
             let mut roots = Vec::with_capacity(request.context.workspace.len());
             for root in &request.context.workspace {
@@ -109,12 +144,11 @@ impl InputBuilder {
                 Value::String(path_string(&normalize_path(home))),
             );
         }
-        insert_default(&mut context, "time", self.env.time.as_deref());
 
         Ok(json!({
             "capability": capability.as_str(),
             "action": request.action,
-            "subject": subject,
+            "subject": subject_map,
             "resource": resource,
             "context": context,
         }))
@@ -180,18 +214,9 @@ fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => map,
-        // The request types always serialise to objects.
-        _ => Map::new(),
-    }
-}
-
-fn insert_default(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     if let Some(value) = value {
-        map.entry(key)
-            .or_insert_with(|| Value::String(value.to_owned()));
+        map.insert(key.to_owned(), Value::String(value.to_owned()));
     }
 }
 

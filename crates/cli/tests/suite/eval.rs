@@ -115,7 +115,10 @@ fn explain_names_rules_data_and_lines() {
     let explain = &output["explain"];
     assert_eq!(explain["engine"], "rvm");
     assert_eq!(explain["rules"]["allow_entry"], "api.github.com");
-    assert!(explain["rules"].get("deny").is_none(), "empty sets are left out");
+    assert!(
+        explain["rules"].get("deny").is_none(),
+        "empty sets are left out"
+    );
     assert_eq!(
         explain["data"]["data.cordon.settings.net.allow"]["api.github.com"],
         json!({"ports": [443]})
