@@ -1,5 +1,6 @@
 mod common;
 mod eval;
+mod examples;
 mod help;
 mod policy_cmd;
 mod test_cmd;

@@ -1,0 +1,46 @@
+//! cordon's development tasks, run as `cargo xtask <task>`.
+//!
+//! - `ci`: everything CI checks, in order: formatting, clippy with warnings denied, the
+//!   whole test suite, and the default policy's own Rego tests through `cordon test`.
+//! - `fmt`: format the workspace.
+//! - `lint`: clippy only.
+#![forbid(unsafe_code)]
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <ci|fmt|lint>";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let steps: &[(&str, &[&str])] = match task.as_str() {
+        "ci" => &[
+            ("formatting", &["fmt", "--all", "--check"]),
+            ("clippy", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+            ("tests", &["test", "--workspace", "--locked"]),
+            ("default policy tests", &["run", "--locked", "--quiet", "-p", "cordon-cli", "--", "test", "policies/default"]),
+        ],
+        "fmt" => &[("formatting", &["fmt", "--all"])],
+        "lint" => &[("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])],
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for (name, args) in steps {
+        eprintln!("xtask: {name}: cargo {}", args.join(" "));
+        match Command::new(&cargo).args(*args).status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                eprintln!("xtask: {name} failed ({status})");
+                return ExitCode::FAILURE;
+            }
+            Err(err) => {
+                eprintln!("xtask: cannot run cargo for {name}: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("xtask: {task}: all steps passed");
+    ExitCode::SUCCESS
+}
