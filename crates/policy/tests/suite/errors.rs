@@ -185,3 +185,31 @@ decision := {"allow": false} if input.b
         );
     }
 }
+
+/// regorus 0.14.1's VM skips an `else` when the first body failed inside an iteration
+/// (`x[_] == y`); the interpreter takes it. The default policy is written with `in` instead,
+/// and the request grid in `cases.rs` compares both evaluators on it. This test records the
+/// difference so that a regorus upgrade that changes it is noticed.
+#[test]
+fn known_rvm_divergence_else_after_failed_iteration() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.rego",
+        r#"package cordon.net
+import rego.v1
+
+decision := {"allow": true, "reasons": ["first"]} if {
+    [1, 2][_] == input.n
+} else := {"allow": true, "reasons": ["else"]}
+"#,
+    );
+    let net = Capability::new("net").unwrap();
+    let interpreter = load(dir.path(), EngineKind::Interpreter).unwrap();
+    let rvm = load(dir.path(), EngineKind::Rvm).unwrap();
+    assert_eq!(interpreter.evaluate(&net, &json!({"n": 3})).reasons, vec!["else"]);
+    let by_rvm = rvm.evaluate(&net, &json!({"n": 3}));
+    // Fail closed either way: the VM's undefined result is a denial.
+    assert!(!by_rvm.allow, "{by_rvm:?}");
+    assert_eq!(rvm.evaluate(&net, &json!({"n": 2})).reasons, vec!["first"]);
+}
