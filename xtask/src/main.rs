@@ -15,12 +15,45 @@ fn main() -> ExitCode {
     let steps: &[(&str, &[&str])] = match task.as_str() {
         "ci" => &[
             ("formatting", &["fmt", "--all", "--check"]),
-            ("clippy", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+            (
+                "clippy",
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
             ("tests", &["test", "--workspace", "--locked"]),
-            ("default policy tests", &["run", "--locked", "--quiet", "-p", "cordon-cli", "--", "test", "policies/default"]),
+            (
+                "default policy tests",
+                &[
+                    "run",
+                    "--locked",
+                    "--quiet",
+                    "-p",
+                    "cordon-cli",
+                    "--",
+                    "test",
+                    "policies/default",
+                ],
+            ),
         ],
         "fmt" => &[("formatting", &["fmt", "--all"])],
-        "lint" => &[("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])],
+        "lint" => &[(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )],
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -22,11 +22,21 @@ fn example_requests_decide_as_documented() {
     ];
     for (file, allow, obligations) in cases {
         let input = root.join("examples/requests").join(file);
-        let mut cmd = home.cordon(&["--config", config.to_str().unwrap(), "eval", "--input", input.to_str().unwrap()]);
+        let mut cmd = home.cordon(&[
+            "--config",
+            config.to_str().unwrap(),
+            "eval",
+            "--input",
+            input.to_str().unwrap(),
+        ]);
         let out = cmd.current_dir(&root).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
         let decision = json(&out);
         assert_eq!(decision["allow"], allow, "{file}: {decision}");
-        assert_eq!(decision["obligations"].as_array().unwrap().len(), obligations, "{file}: {decision}");
+        assert_eq!(
+            decision["obligations"].as_array().unwrap().len(),
+            obligations,
+            "{file}: {decision}"
+        );
     }
 }

@@ -207,7 +207,10 @@ decision := {"allow": true, "reasons": ["first"]} if {
     let net = Capability::new("net").unwrap();
     let interpreter = load(dir.path(), EngineKind::Interpreter).unwrap();
     let rvm = load(dir.path(), EngineKind::Rvm).unwrap();
-    assert_eq!(interpreter.evaluate(&net, &json!({"n": 3})).reasons, vec!["else"]);
+    assert_eq!(
+        interpreter.evaluate(&net, &json!({"n": 3})).reasons,
+        vec!["else"]
+    );
     let by_rvm = rvm.evaluate(&net, &json!({"n": 3}));
     // Fail closed either way: the VM's undefined result is a denial.
     assert!(!by_rvm.allow, "{by_rvm:?}");
