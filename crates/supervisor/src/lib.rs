@@ -137,6 +137,7 @@ fn input_env(config: &CordonConfig) -> InputEnv {
             .clone()
             .or_else(|| std::env::var("USER").ok()),
         device: config.subject.device.clone(),
+        agent: config.subject.agent.clone(),
         home: dirs::home_dir(),
         cwd,
         workspace: roots.iter().map(|root| real_path(root)).collect(),

@@ -14,6 +14,8 @@ pub struct InputEnv {
     pub user: Option<String>,
     /// The device identifier, used when the request names none.
     pub device: Option<String>,
+    /// The agent's name, used when the request names none.
+    pub agent: Option<String>,
     /// The home directory: `~` in paths expands to it and policies read it as `context.home`.
     pub home: Option<PathBuf>,
     /// The working directory that relative paths resolve against.
@@ -85,7 +87,11 @@ impl InputBuilder {
             "device",
             subject.device.as_deref().or(self.env.device.as_deref()),
         );
-        insert_some(&mut subject_map, "agent", subject.agent.as_deref());
+        insert_some(
+            &mut subject_map,
+            "agent",
+            subject.agent.as_deref().or(self.env.agent.as_deref()),
+        );
         insert_some(&mut subject_map, "model", subject.model.as_deref());
         if let Some(skill) = &subject.skill {
             let mut skill_map = Map::new();
@@ -231,6 +237,7 @@ mod tests {
         InputEnv {
             user: Some("alice".into()),
             device: None,
+            agent: None,
             home: Some("/home/alice".into()),
             cwd: Some("/home/alice/work".into()),
             workspace: vec!["/home/alice/work/".into()],

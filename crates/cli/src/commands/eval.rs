@@ -63,6 +63,22 @@ pub struct EvalCommand {
     #[arg(long)]
     no_audit: bool,
 
+    /// Largest request accepted, in bytes [default: `policy.max_input_bytes`, else 1048576]
+    #[arg(long, value_name = "BYTES")]
+    max_input_bytes: Option<usize>,
+
+    /// The person, when the request names none [default: `subject.user`, else $USER]
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+
+    /// The device, when the request names none [default: `subject.device`]
+    #[arg(long, value_name = "ID")]
+    device: Option<String>,
+
+    /// The agent, when the request names none [default: `subject.agent`]
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+
     /// Record decisions in this JSON Lines file [default: `audit.path`, else $XDG_DATA_HOME/cordon/audit.jsonl]
     #[arg(long, value_name = "FILE", conflicts_with = "no_audit")]
     audit_log: Option<PathBuf>,
@@ -74,6 +90,18 @@ impl EvalCommand {
         let mut config = load_config(cli, &self.policy)?;
         if !self.workspace.is_empty() {
             config.workspace.roots = self.workspace.clone();
+        }
+        if let Some(bytes) = self.max_input_bytes {
+            config.policy.max_input_bytes = Some(bytes);
+        }
+        for (key, flag) in [
+            (&mut config.subject.user, &self.user),
+            (&mut config.subject.device, &self.device),
+            (&mut config.subject.agent, &self.agent),
+        ] {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
         }
         if self.no_audit {
             config.audit.enabled = Some(false);

@@ -50,13 +50,7 @@ impl TestCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
         let source = if self.paths.is_empty() {
-            let config = load_config(
-                cli,
-                &PolicyArgs {
-                    policy: None,
-                    engine: None,
-                },
-            )?;
+            let config = load_config(cli, &PolicyArgs::default())?;
             cordon_supervisor::load_source(&config)?
         } else {
             PolicySource::from_paths(&self.paths)?

@@ -262,3 +262,46 @@ fn a_broken_policy_is_named_with_file_line_and_column() {
         .filter(&stderr(&out))
         .contains("Caused by: no `.rego` files found in `[HOME]/empty`"));
 }
+
+#[test]
+fn every_config_key_has_a_flag() {
+    let home = Home::new();
+    let out = home.run(
+        &[
+            "eval",
+            "--explain",
+            "--user",
+            "bob",
+            "--device",
+            "d1",
+            "--agent",
+            "coder",
+            "--engine",
+            "interpreter",
+        ],
+        &read("notes.md"),
+    );
+    let output = json(&out);
+    assert_eq!(output["explain"]["engine"], "interpreter");
+    assert_eq!(
+        output["explain"]["input"]["subject"],
+        json!({"user": "bob", "device": "d1", "agent": "coder"})
+    );
+    let out = home.run(&["eval", "--max-input-bytes", "10"], &read("notes.md"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: standard input is larger than the 10-byte limit"));
+    let out = home.run(&["eval", "--time-limit-ms", "0"], &read("notes.md"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "invalid configuration value `policy.time_limit_ms`: must be a positive number"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = home.run(
+        &["eval", "--time-limit-ms", "50", "--memory-limit-mib", "8"],
+        &read("notes.md"),
+    );
+    assert_eq!(json(&out)["allow"], true);
+}
