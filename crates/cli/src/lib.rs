@@ -67,6 +67,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     // Each variant takes its help from the command's own doc comment.
     Eval(EvalCommand),
