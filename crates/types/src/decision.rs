@@ -314,7 +314,8 @@ impl Decision {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// How a JSON value's type reads in a message: `a string`, `an object`, `null`.
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

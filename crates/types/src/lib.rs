@@ -41,7 +41,7 @@ mod sensitivity;
 pub use audit::{AuditEvent, AuditSink};
 pub use capability::Capability;
 pub use decider::Decider;
-pub use decision::{Decision, Obligation};
+pub use decision::{json_type, Decision, Obligation};
 pub use error::{AuditError, InputError};
 pub use input::{normalize_path, InputBuilder, InputEnv};
 pub use request::{Context, Request, Resource, Skill, Subject};

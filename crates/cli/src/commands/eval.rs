@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_supervisor::Supervisor;
-use cordon_types::{Capability, Request};
+use cordon_types::{json_type, Capability, Request};
 use serde_json::{json, Value};
 
 use super::shared::{load_config, PolicyArgs};
@@ -123,7 +123,7 @@ impl EvalCommand {
             if !input.is_object() {
                 return Err(anyhow!(
                     "{source_name} must hold a JSON object, not {}",
-                    kind(&input)
+                    json_type(&input)
                 )
                 .into());
             }
@@ -185,17 +185,6 @@ fn source_name(path: &std::path::Path) -> String {
         "standard input".to_owned()
     } else {
         format!("`{}`", path.display())
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
