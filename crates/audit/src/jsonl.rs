@@ -77,6 +77,7 @@ mod tests {
             action: format!("read-{n}"),
             input: serde_json::json!({"n": n}),
             decision: Decision::deny("no"),
+            outcome: cordon_types::Outcome::Refused,
             policy_revision: "rev".into(),
             cordon_version: "0".into(),
         }

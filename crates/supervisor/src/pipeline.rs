@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cordon_types::{
-    normalize_path, AuditEvent, AuditSink, Capability, Decider, Decision, InputBuilder, Request,
+    normalize_path, AuditEvent, AuditSink, Capability, Decider, Decision, InputBuilder, Outcome,
+    Request,
 };
 use serde_json::Value;
 
@@ -144,6 +145,11 @@ impl Pipeline {
                 capability: capability.to_owned(),
                 action: action.to_owned(),
                 input,
+                outcome: if decision.allow {
+                    Outcome::Evaluated
+                } else {
+                    Outcome::Refused
+                },
                 decision,
                 policy_revision: self.decider.revision().to_owned(),
                 cordon_version: env!("CARGO_PKG_VERSION").to_owned(),

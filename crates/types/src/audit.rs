@@ -5,6 +5,32 @@ use serde_json::Value;
 
 use crate::{AuditError, Decision};
 
+/// What happened to the action after the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action was carried out.
+    Performed,
+    /// The action was not carried out: denied, or an obligation could not be met.
+    Refused,
+    /// The action was allowed but failed while being carried out.
+    Failed,
+    /// Only decided, nothing to carry out (`cordon eval`).
+    Evaluated,
+}
+
+impl Outcome {
+    /// The name stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Performed => "performed",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::Evaluated => "evaluated",
+        }
+    }
+}
+
 /// One decision, as it is recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -18,6 +44,8 @@ pub struct AuditEvent {
     pub input: Value,
     /// What the policy answered, after cordon's own checks.
     pub decision: Decision,
+    /// What happened to the action.
+    pub outcome: Outcome,
     /// The revision (content digest) of the policy that decided.
     pub policy_revision: String,
     /// The cordon version that decided.

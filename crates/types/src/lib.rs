@@ -38,7 +38,7 @@ mod input;
 mod request;
 mod sensitivity;
 
-pub use audit::{AuditEvent, AuditSink};
+pub use audit::{AuditEvent, AuditSink, Outcome};
 pub use capability::Capability;
 pub use decider::Decider;
 pub use decision::{json_type, Decision, Obligation};
