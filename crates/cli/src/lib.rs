@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{EvalCommand, PolicyCommand, TestCommand};
+use crate::commands::{AuditCommand, EvalCommand, PolicyCommand, TestCommand};
 pub use crate::exit::Exit;
 
 /// Run desktop AI agents under a policy that decides every action
@@ -67,13 +67,13 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     // Each variant takes its help from the command's own doc comment.
     Eval(EvalCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
+    Audit(AuditCommand),
 }
 
 /// Parses the command line, runs the command and prints any error.
@@ -84,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
+        Command::Audit(cmd) => cmd.run(&cli),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -22,7 +22,8 @@ use crate::{Result, SetupError};
 ///
 /// [audit]
 /// enabled = true
-/// path = "~/.local/share/cordon/audit.jsonl"
+/// format = "sqlite"                   # or "jsonl"
+/// path = "~/.local/share/cordon/audit.db"
 ///
 /// [subject]
 /// user = "alice"
@@ -77,8 +78,21 @@ pub struct WorkspaceConfig {
 pub struct AuditConfig {
     /// Whether decisions are recorded (default true).
     pub enabled: Option<bool>,
-    /// The JSON Lines file; `$XDG_DATA_HOME/cordon/audit.jsonl` when absent.
+    /// `sqlite` (default: the tamper-evident store) or `jsonl` (a plain file).
+    pub format: Option<AuditFormat>,
+    /// The database or file; `$XDG_DATA_HOME/cordon/audit.db` (or `audit.jsonl`) when absent.
     pub path: Option<PathBuf>,
+}
+
+/// How decisions are recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// The hash-chained SQLite store.
+    #[default]
+    Sqlite,
+    /// One JSON object per line, not tamper-evident.
+    Jsonl,
 }
 
 /// `[subject]`.
@@ -182,15 +196,22 @@ impl CordonConfig {
             .unwrap_or(DEFAULT_MAX_INPUT_BYTES)
     }
 
-    /// The audit log file, when auditing is on.
-    pub fn audit_path(&self) -> Option<PathBuf> {
+    /// The audit log and its format, when auditing is on.
+    pub fn audit_target(&self) -> Option<(PathBuf, AuditFormat)> {
         if self.audit.enabled == Some(false) {
             return None;
         }
-        self.audit
+        let format = self.audit.format.unwrap_or_default();
+        let default_name = match format {
+            AuditFormat::Sqlite => "audit.db",
+            AuditFormat::Jsonl => "audit.jsonl",
+        };
+        let path = self
+            .audit
             .path
             .clone()
-            .or_else(|| dirs::data_dir().map(|dir| dir.join("cordon").join("audit.jsonl")))
+            .or_else(|| dirs::data_dir().map(|dir| dir.join("cordon").join(default_name)))?;
+        Some((expand_home(&path), format))
     }
 }
 
@@ -240,7 +261,7 @@ agent = "claude"
             Some(PathBuf::from("/etc/cordon/policy"))
         );
         assert_eq!(config.workspace.roots.len(), 2);
-        assert_eq!(config.audit_path(), None);
+        assert_eq!(config.audit_target(), None);
         let options = config.policy_options().unwrap();
         assert_eq!(options.engine, EngineKind::Interpreter);
         assert_eq!(options.limits.time, std::time::Duration::from_millis(20));

@@ -44,6 +44,9 @@ pub enum SetupError {
     /// The audit log could not be opened.
     #[error("cannot open the audit log")]
     Audit(#[source] cordon_types::AuditError),
+    /// The audit store could not be opened.
+    #[error("cannot open the audit log")]
+    AuditStore(#[source] cordon_audit::StoreError),
 }
 
 /// Result of the supervisor's fallible operations.

@@ -28,10 +28,10 @@ mod pipeline;
 use std::sync::Arc;
 
 pub use config::{
-    expand_home, AuditConfig, CordonConfig, PolicyConfig, SubjectConfig, WorkspaceConfig,
-    DEFAULT_MAX_INPUT_BYTES,
+    expand_home, AuditConfig, AuditFormat, CordonConfig, PolicyConfig, SubjectConfig,
+    WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
 };
-use cordon_audit::JsonlSink;
+use cordon_audit::{JsonlSink, Store, StoreOptions};
 use cordon_policy::{Policy, PolicySource};
 use cordon_types::{AuditSink, InputBuilder, InputEnv};
 pub use error::{Result, SetupError};
@@ -62,11 +62,17 @@ impl Supervisor {
             tracing::warn!("{warning}");
         }
         let policy = Arc::new(policy);
-        let audit_path = config.audit_path().map(|p| expand_home(&p));
-        let sink: Option<Arc<dyn AuditSink>> = match &audit_path {
-            Some(path) => Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?)),
+        let audit_target = config.audit_target();
+        let sink: Option<Arc<dyn AuditSink>> = match &audit_target {
+            Some((path, AuditFormat::Jsonl)) => {
+                Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?))
+            }
+            Some((path, AuditFormat::Sqlite)) => Some(Arc::new(
+                Store::open(path, StoreOptions::default()).map_err(SetupError::AuditStore)?,
+            )),
             None => None,
         };
+        let audit_path = audit_target.map(|(path, _)| path);
         let builder = InputBuilder::new(input_env(config));
         let pipeline = Pipeline::new(policy.clone(), builder, sink);
         Ok(Self {

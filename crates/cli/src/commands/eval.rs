@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use cordon_supervisor::Supervisor;
+use cordon_supervisor::{AuditFormat, Supervisor};
 use cordon_types::{json_type, Capability, Request};
 use serde_json::{json, Value};
 
@@ -79,9 +79,13 @@ pub struct EvalCommand {
     #[arg(long, value_name = "NAME")]
     agent: Option<String>,
 
-    /// Record decisions in this JSON Lines file [default: `audit.path`, else $XDG_DATA_HOME/cordon/audit.jsonl]
+    /// Record decisions in this audit database [default: `audit.path`, else $XDG_DATA_HOME/cordon/audit.db]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["no_audit", "audit_jsonl"])]
+    audit_db: Option<PathBuf>,
+
+    /// Record decisions in this JSON Lines file instead of the database (not tamper-evident)
     #[arg(long, value_name = "FILE", conflicts_with = "no_audit")]
-    audit_log: Option<PathBuf>,
+    audit_jsonl: Option<PathBuf>,
 }
 
 impl EvalCommand {
@@ -106,9 +110,15 @@ impl EvalCommand {
         if self.no_audit {
             config.audit.enabled = Some(false);
         }
-        if let Some(path) = &self.audit_log {
-            config.audit.enabled = Some(true);
-            config.audit.path = Some(path.clone());
+        for (path, format) in [
+            (&self.audit_db, AuditFormat::Sqlite),
+            (&self.audit_jsonl, AuditFormat::Jsonl),
+        ] {
+            if let Some(path) = path {
+                config.audit.enabled = Some(true);
+                config.audit.format = Some(format);
+                config.audit.path = Some(path.clone());
+            }
         }
         let bytes = read_input(&self.input, config.max_input_bytes())?;
         let source_name = source_name(&self.input);

@@ -1,10 +1,12 @@
 //! One module per subcommand, each an `Args` struct with a `run` method.
 
+mod audit;
 mod eval;
 mod policy;
 mod shared;
 mod test;
 
+pub use audit::AuditCommand;
 pub use eval::EvalCommand;
 pub use policy::PolicyCommand;
 pub use test::TestCommand;

@@ -28,8 +28,8 @@ impl Home {
         self.path().join("work")
     }
 
-    pub fn audit_log(&self) -> PathBuf {
-        self.path().join("data/cordon/audit.jsonl")
+    pub fn audit_db(&self) -> PathBuf {
+        self.path().join("data/cordon/audit.db")
     }
 
     /// `cordon ARGS` with this home, run in the workspace.

@@ -79,25 +79,29 @@ fn every_decision_is_audited() {
     home.run(&["eval"], &read("notes.md"));
     home.run(&["eval"], &read("~/.ssh/id_ed25519"));
     home.run(&["eval", "--no-audit"], &read("notes.md"));
-    let log = fs_err::read_to_string(home.audit_log()).unwrap();
-    let events: Vec<serde_json::Value> = log
+    let out = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.len(), 2);
-    assert_eq!(events[0]["decision"]["allow"], true);
-    assert_eq!(events[1]["decision"]["allow"], false);
+    assert_eq!(events[0]["allow"], true);
+    assert_eq!(events[0]["outcome"], "evaluated");
+    assert_eq!(events[1]["allow"], false);
+    assert_eq!(events[1]["outcome"], "refused");
     assert_eq!(
-        events[1]["input"]["resource"]["path"],
+        events[1]["resource"]["path"],
         format!("{}/.ssh/id_ed25519", home.path().display())
     );
     assert_eq!(events[0]["policy_revision"].as_str().unwrap().len(), 64);
+    assert!(home.audit_db().exists());
 }
 
 #[test]
 fn an_audit_log_that_cannot_be_written_denies() {
     let home = Home::new();
-    let out = home.run(&["eval", "--audit-log", "/dev/full"], &read("notes.md"));
+    let out = home.run(&["eval", "--audit-jsonl", "/dev/full"], &read("notes.md"));
     assert_eq!(out.status.code(), Some(0));
     let decision = json(&out);
     assert_eq!(decision["allow"], false);

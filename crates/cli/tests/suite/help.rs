@@ -28,3 +28,8 @@ fn test_help() {
 fn policy_help() {
     insta::assert_snapshot!(help(&["policy", "init", "--help"]));
 }
+
+#[test]
+fn audit_help() {
+    insta::assert_snapshot!(help(&["audit", "--help"]));
+}
