@@ -13,6 +13,14 @@ use crate::record::{hex, Record, GENESIS};
 use crate::store::{checkpoint_message, open_reader};
 use crate::{Result, StoreError};
 
+/// The two fields of a record the chain check needs; decoded without copying the rest.
+#[derive(serde::Deserialize)]
+struct ChainFields<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    prev_hash: &'a str,
+}
+
 /// Which records a query returns; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -283,7 +291,7 @@ impl Reader {
                         format!("record {expected_seq} is missing (the next record is {seq})"),
                     )
                 } else {
-                    match serde_json::from_str::<Record>(&text) {
+                    match serde_json::from_str::<ChainFields<'_>>(&text) {
                         Err(e) => problem("edited", format!("record {seq} cannot be decoded ({e}): it was edited")),
                         Ok(record) if record.seq != seq => problem(
                             "reordered",

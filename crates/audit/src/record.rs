@@ -24,7 +24,8 @@ pub struct ObligationRecord {
 pub struct Record {
     /// Position in the log, from 1, without gaps.
     pub seq: u64,
-    /// Random identifier, 128 bits in hex.
+    /// Unique identifier: 64 random bits drawn when the writer starts, then the sequence
+    /// number (`3f9a...c2-1041`).
     pub id: String,
     /// When the decision was made, RFC 3339.
     pub time: String,
@@ -129,13 +130,13 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// 128 random bits in hex, for record ids.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    // An id only needs to be unique; if the system's source fails, fall back to the time.
+/// 64 random bits in hex: the part of record ids that differs between writer sessions.
+pub fn random_prefix() -> String {
+    let mut bytes = [0u8; 8];
+    // Ids only need to be unique; if the system's source fails, the time will do.
     if getrandom::fill(&mut bytes).is_err() {
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
+        bytes.copy_from_slice(&nanos.to_le_bytes());
     }
     hex(&bytes)
 }

@@ -10,7 +10,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::keys::{key_path_for, load_or_create};
-use crate::record::{random_id, Record, GENESIS};
+use crate::record::{random_prefix, Record, GENESIS};
 use crate::{Result, StoreError};
 
 /// The newest schema this build reads and writes.
@@ -204,6 +204,7 @@ impl Store {
                     path: writer_path,
                     options,
                     last_checkpoint: (Instant::now(), 0),
+                    id_prefix: random_prefix(),
                 }
                 .run(queue)
             })
@@ -297,6 +298,8 @@ struct Writer {
     options: StoreOptions,
     /// When the last checkpoint was written, and the sequence it covered.
     last_checkpoint: (Instant, u64),
+    /// The random part of this session's record ids.
+    id_prefix: String,
 }
 
 impl Writer {
@@ -350,7 +353,7 @@ impl Writer {
                 .map_err(sql(&path, "prepare insert"))?;
             for event in events {
                 seq += 1;
-                let record = Record::new(event, seq, random_id(), hash);
+                let record = Record::new(event, seq, format!("{}-{seq}", self.id_prefix), hash);
                 let bytes = record.canonical();
                 hash = crate::record::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
                 let text = String::from_utf8(bytes).unwrap_or_default();
