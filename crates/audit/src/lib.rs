@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod forward;
 mod jsonl;
 mod keys;
 mod ocsf;
@@ -49,6 +50,7 @@ mod redact;
 mod store;
 
 pub use error::{Result, StoreError};
+pub use forward::{http_body, syslog_line, DeliveryError, Forwarder, HttpFormat, Target};
 pub use jsonl::JsonlSink;
 pub use keys::key_path_for;
 pub use ocsf::to_ocsf;

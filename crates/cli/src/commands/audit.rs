@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use cordon_audit::{to_ocsf, Filter, Reader, Record, Store, StoreOptions};
+use cordon_audit::{
+    to_ocsf, Filter, Forwarder, HttpFormat, Reader, Record, Store, StoreOptions, Target,
+};
 use cordon_supervisor::AuditFormat;
 use cordon_types::{AuditEvent, Decision, Outcome};
 
@@ -47,6 +49,7 @@ enum AuditSubcommand {
     Query(QueryCommand),
     Export(ExportCommand),
     Stats(StatsCommand),
+    Forward(ForwardCommand),
     #[command(hide = true)]
     LoadTest(LoadTestCommand),
 }
@@ -115,6 +118,111 @@ struct StatsCommand {
     /// Print as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// Send records to a syslog or HTTP collector, keeping a cursor so none is lost or repeated
+///
+/// Records after the target's cursor are sent in batches; the cursor (stored in the audit
+/// database) moves only when the collector accepted a batch. While the collector is down
+/// the database is the backlog: the forwarder retries with growing pauses (up to 30 s) and
+/// delivers everything, once, when it is back. Runs until interrupted, unless `--once`.
+///
+/// Targets:
+///   syslog+udp://HOST:PORT     RFC 5424, one datagram per record
+///   syslog+tcp://HOST:PORT     RFC 5424, octet-counted frames (RFC 6587)
+///   syslog+unix:///dev/log     RFC 5424 to a local datagram socket
+///   http(s)://HOST/PATH        JSON batches: `--format hec` (Splunk) or `elastic` (_bulk)
+///
+/// Examples:
+///   cordon audit forward --to syslog+tcp://siem.example:6514
+///   CORDON_FORWARD_TOKEN=... cordon audit forward --to https://splunk.example:8088/services/collector/event
+///   cordon audit forward --once --to http://127.0.0.1:9200/_bulk --format elastic
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+struct ForwardCommand {
+    /// Where to send records
+    #[arg(long, value_name = "TARGET")]
+    to: String,
+
+    /// Body of HTTP batches
+    #[arg(long, value_enum, default_value_t = HttpBody::Hec)]
+    format: HttpBody,
+
+    /// Records per batch
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+
+    /// Time limit of one delivery, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    timeout_ms: u64,
+
+    /// Environment variable holding the collector's token (HEC token or bearer token)
+    #[arg(long, value_name = "NAME", default_value = "CORDON_FORWARD_TOKEN")]
+    token_env: String,
+
+    /// Send what is there and stop; exit 1 if the collector stays unreachable after 3 tries
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HttpBody {
+    Hec,
+    Elastic,
+}
+
+impl ForwardCommand {
+    fn run(&self, db: &std::path::Path) -> Result<Exit, CliError> {
+        let mut target: Target = self.to.parse().map_err(|e: String| anyhow!(e))?;
+        if let Target::Http { format, .. } = &mut target {
+            *format = match self.format {
+                HttpBody::Hec => HttpFormat::Hec,
+                HttpBody::Elastic => HttpFormat::Elastic,
+            };
+        }
+        // The log must exist and be ours before a cursor is written into it.
+        Reader::open(db)
+            .context("cannot read the audit log")
+            .hint("pass `--db FILE` to forward another log")?;
+        let token = std::env::var(&self.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let forwarder = Forwarder::new(
+            db,
+            target,
+            self.batch,
+            Duration::from_millis(self.timeout_ms),
+            token,
+        )?;
+        let mut pause = Duration::from_millis(250);
+        let mut failures = 0u32;
+        loop {
+            match forwarder.deliver_batch()? {
+                Ok(0) if self.once => return Ok(Exit::Ok),
+                Ok(0) => std::thread::sleep(Duration::from_millis(500)),
+                Ok(sent) => {
+                    tracing::info!(
+                        "forwarded {sent} records, through record {}",
+                        forwarder.cursor()?
+                    );
+                    pause = Duration::from_millis(250);
+                    failures = 0;
+                }
+                Err(err) => {
+                    failures += 1;
+                    if self.once && failures >= 3 {
+                        return Err(CliError::from(err).with_exit(Exit::Failed)).hint(format!(
+                            "the records after {} stay in the database and are sent by the next `cordon audit forward`",
+                            forwarder.cursor()?
+                        ));
+                    }
+                    eprintln!("warning: {err}; retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
 }
 
 /// Append synthetic events as fast as possible, printing each acknowledged sequence number
@@ -186,8 +294,10 @@ impl AuditCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
         let db = self.database(cli)?;
-        if let AuditSubcommand::LoadTest(cmd) = &self.command {
-            return cmd.run(&db);
+        match &self.command {
+            AuditSubcommand::LoadTest(cmd) => return cmd.run(&db),
+            AuditSubcommand::Forward(cmd) => return cmd.run(&db),
+            _ => {}
         }
         let reader = Reader::open(&db)
             .with_context(|| "cannot read the audit log".to_owned())
@@ -272,7 +382,7 @@ impl AuditCommand {
                     writeln!(out, "{} signed checkpoints", stats.checkpoints)?;
                 }
             }
-            AuditSubcommand::LoadTest(_) => {}
+            AuditSubcommand::LoadTest(_) | AuditSubcommand::Forward(_) => {}
         }
         Ok(Exit::Ok)
     }

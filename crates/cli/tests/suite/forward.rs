@@ -1,0 +1,233 @@
+//! `cordon audit forward` to real local collectors: every record arrives exactly once, also
+//! when the collector was down while records were written.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::common::{stderr, Home};
+
+fn decide(home: &Home, n: usize) {
+    for i in 0..n {
+        let request = json!({"capability": "file", "action": "read", "resource": {"path": format!("f{i}.md")}});
+        let out = home.run(&["eval"], &request.to_string());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP collector: answers every POST with 200 and keeps the bodies.
+fn http_collector(port: u16, bodies: Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            bodies
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(body).unwrap());
+            let mut stream = reader.into_inner();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        }
+    });
+}
+
+fn seqs_in_bulk(bodies: &[String]) -> Vec<u64> {
+    bodies
+        .iter()
+        .flat_map(|b| b.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn http_collector_down_then_up_gets_every_record_once() {
+    let home = Home::new();
+    decide(&home, 5);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/_bulk");
+    let mut forwarder = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--to",
+            &url,
+            "--format",
+            "elastic",
+            "--timeout-ms",
+            "1000",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The collector is down: the forwarder fails and retries; nothing is lost meanwhile.
+    std::thread::sleep(Duration::from_millis(800));
+    decide(&home, 2);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    http_collector(port, bodies.clone());
+    wait_for("7 records at the collector", || {
+        seqs_in_bulk(&bodies.lock().unwrap()).len() >= 7
+    });
+    decide(&home, 1);
+    wait_for("the 8th record", || {
+        seqs_in_bulk(&bodies.lock().unwrap()).len() >= 8
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    forwarder.kill().unwrap();
+    let mut errors = String::new();
+    forwarder
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    forwarder.wait().unwrap();
+    assert_eq!(
+        seqs_in_bulk(&bodies.lock().unwrap()),
+        (1..=8).collect::<Vec<u64>>()
+    );
+    assert!(
+        errors.contains(&format!("warning: cannot deliver to `{url}#Elastic`")),
+        "{errors}"
+    );
+    // Each record is indexed under its id, so a resent batch would overwrite, not duplicate.
+    let first = bodies.lock().unwrap()[0].lines().next().unwrap().to_owned();
+    assert!(first.starts_with("{\"index\":{\"_id\":\""), "{first}");
+}
+
+#[test]
+fn syslog_tcp_and_udp_receive_rfc5424_frames() {
+    let home = Home::new();
+    decide(&home, 3);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--once",
+            "--to",
+            &format!("syslog+tcp://{addr}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    // Octet counting: "LEN SP MSG", three times.
+    let mut rest = text.as_str();
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_once(' ').unwrap();
+        let len: usize = len.parse().unwrap();
+        messages.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    assert_eq!(messages.len(), 3);
+    assert!(messages[0].starts_with("<110>1 "), "{}", messages[0]);
+    assert!(messages[0].contains(
+        " cordon - decision [cordon@32473 seq=\"1\" capability=\"file\" allow=\"true\"] {"
+    ));
+
+    // A second run sends nothing: the cursor remembers.
+    let out = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--once",
+            "--to",
+            &format!("syslog+tcp://{addr}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let target = format!("syslog+udp://{}", socket.local_addr().unwrap());
+    let out = home
+        .cordon(&["audit", "forward", "--once", "--to", &target])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut buf = [0u8; 65536];
+    for seq in 1..=3 {
+        let n = socket.recv(&mut buf).unwrap();
+        let message = String::from_utf8_lossy(&buf[..n]);
+        assert!(message.contains(&format!("seq=\"{seq}\"")), "{message}");
+    }
+}
+
+#[test]
+fn an_unreachable_collector_with_once_exits_one_and_keeps_the_backlog() {
+    let home = Home::new();
+    decide(&home, 2);
+    let port = free_port();
+    let out = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--once",
+            "--timeout-ms",
+            "300",
+            "--to",
+            &format!("syslog+tcp://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("hint: the records after 0 stay in the database"),
+        "{err}"
+    );
+}
