@@ -38,9 +38,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// A minimal HTTP collector: answers every POST with 200 and keeps the bodies.
 fn http_collector(port: u16, bodies: Arc<Mutex<Vec<String>>>) {
+    flaky_http_collector(port, bodies, 0);
+}
+
+/// As `http_collector`, but answers the first `refuse` requests with 503 and drops their
+/// bodies.
+fn flaky_http_collector(port: u16, bodies: Arc<Mutex<Vec<String>>>, refuse: usize) {
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for (n, stream) in listener.incoming().enumerate() {
             let Ok(stream) = stream else { continue };
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
@@ -61,11 +67,16 @@ fn http_collector(port: u16, bodies: Arc<Mutex<Vec<String>>>) {
             }
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
+            let mut stream = reader.into_inner();
+            if n < refuse {
+                let refusal = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                stream.write_all(refusal.as_bytes()).unwrap();
+                continue;
+            }
             bodies
                 .lock()
                 .unwrap()
                 .push(String::from_utf8(body).unwrap());
-            let mut stream = reader.into_inner();
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .unwrap();
@@ -230,4 +241,81 @@ fn an_unreachable_collector_with_once_exits_one_and_keeps_the_backlog() {
         err.contains("hint: the records after 0 stay in the database"),
         "{err}"
     );
+}
+
+#[test]
+fn a_refusing_collector_is_retried_and_gets_each_record_once() {
+    let home = Home::new();
+    decide(&home, 4);
+    let port = free_port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    flaky_http_collector(port, bodies.clone(), 2);
+    let url = format!("http://127.0.0.1:{port}/services/collector/event");
+    let out = home
+        .cordon(&["audit", "forward", "--once", "--to", &url])
+        .env("CORDON_FORWARD_TOKEN", "secret-token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out)
+            .matches("refused the batch with HTTP 503")
+            .count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+    // HEC: one `{"event": record, ...}` object per line.
+    let seqs: Vec<u64> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_hanging_collector_times_out() {
+    let home = Home::new();
+    decide(&home, 1);
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        listener
+            .incoming()
+            .take(3)
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let started = Instant::now();
+    let out = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--once",
+            "--timeout-ms",
+            "300",
+            "--to",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("cannot deliver to"),
+        "{}",
+        stderr(&out)
+    );
+    drop(held);
 }
