@@ -330,38 +330,18 @@ impl AuditCommand {
                 }
             }
             AuditSubcommand::Query(cmd) => {
-                let mut failed = None;
-                reader.scan(&cmd.filter.filter()?, |record| {
-                    match print_record(&mut out, &record, cmd.json) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    }
+                write_records(&reader, &cmd.filter.filter()?, &mut out, |out, record| {
+                    print_record(out, record, cmd.json)
                 })?;
-                if let Some(e) = failed {
-                    return Err(e.into());
-                }
             }
             AuditSubcommand::Export(cmd) => {
-                let mut failed = None;
-                reader.scan(&cmd.filter.filter()?, |record| {
+                write_records(&reader, &cmd.filter.filter()?, &mut out, |out, record| {
                     let value = match cmd.format {
-                        ExportFormat::Jsonl => serde_json::to_value(&record).unwrap_or_default(),
-                        ExportFormat::Ocsf => to_ocsf(&record),
+                        ExportFormat::Jsonl => serde_json::to_value(record).unwrap_or_default(),
+                        ExportFormat::Ocsf => to_ocsf(record),
                     };
-                    match writeln!(out, "{value}") {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    }
+                    writeln!(out, "{value}")
                 })?;
-                if let Some(e) = failed {
-                    return Err(e.into());
-                }
             }
             AuditSubcommand::Stats(cmd) => {
                 let stats = reader.stats()?;
@@ -453,6 +433,25 @@ fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| anyhow!("`{hex}` is not 32 bytes long"))
+}
+
+/// Writes every record matching `filter` with `write`; stops at, and returns, the first
+/// write error (a closed pipe, a full disk).
+fn write_records<W: Write>(
+    reader: &Reader,
+    filter: &Filter,
+    out: &mut W,
+    mut write: impl FnMut(&mut W, &Record) -> std::io::Result<()>,
+) -> Result<(), CliError> {
+    let mut failed = None;
+    reader.scan(filter, |record| match write(out, &record) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })?;
+    failed.map_or(Ok(()), |e| Err(e.into()))
 }
 
 fn print_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::Result<()> {
