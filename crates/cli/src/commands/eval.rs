@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use cordon_supervisor::{AuditFormat, Supervisor};
+use cordon_supervisor::{AuditFormat, SetupError, Supervisor};
 use cordon_types::{json_type, Capability, Request};
 use serde_json::{json, Value};
 
@@ -123,8 +123,18 @@ impl EvalCommand {
         let bytes = read_input(&self.input, config.max_input_bytes())?;
         let source_name = source_name(&self.input);
 
-        let supervisor = Supervisor::start(&config)
-            .hint("check the policy with `cordon policy check PATH`, or run without `--policy` to use the built-in one")?;
+        let supervisor = match Supervisor::start(&config) {
+            Ok(supervisor) => supervisor,
+            Err(err) => {
+                let hint = match err {
+                    SetupError::Audit(_) | SetupError::AuditStore(_) => {
+                        "decisions are not made unaudited: make the audit log writable, pass `--audit-db FILE` to use another one, or `--no-audit` for a dry run"
+                    }
+                    _ => "check the policy with `cordon policy check PATH`, or run without `--policy` to use the built-in one",
+                };
+                return Err(err).hint(hint);
+            }
+        };
         let pipeline = supervisor.pipeline();
 
         let (capability, decided) = if self.raw {

@@ -226,3 +226,43 @@ fn tail_follow_prints_new_records() {
         .unwrap()
         .ends_with("/work/later.md"));
 }
+
+/// A database that cannot be written is an error before any decision, not a silent dry run.
+#[test]
+fn a_read_only_database_refuses_to_decide() {
+    let home = Home::new();
+    decide_some(&home);
+    let db = home.audit_db();
+    // Root ignores file modes; the immutable attribute binds root too.
+    let made_immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&db)
+        .status()
+        .map(|s| s.success());
+    if made_immutable.ok() != Some(true) {
+        eprintln!("skipped: `chattr +i` is not available on this file system, so a read-only database cannot be made");
+        return;
+    }
+    let request = json!({"capability": "file", "action": "read", "resource": {"path": "notes.md"}})
+        .to_string();
+    let out = home.run(&["eval"], &request);
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&db)
+        .status();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no decision may be printed");
+    let err = home.filter(&stderr(&out));
+    assert!(
+        err.starts_with("error: cannot open the audit log\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("attempt to write a readonly database"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: decisions are not made unaudited"),
+        "{err}"
+    );
+}

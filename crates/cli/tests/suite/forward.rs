@@ -319,3 +319,51 @@ fn a_hanging_collector_times_out() {
     );
     drop(held);
 }
+
+#[test]
+fn syslog_collector_down_then_up_gets_every_record_once() {
+    let home = Home::new();
+    decide(&home, 3);
+    let port = free_port();
+    let mut forwarder = home
+        .cordon(&[
+            "audit",
+            "forward",
+            "--timeout-ms",
+            "500",
+            "--to",
+            &format!("syslog+tcp://127.0.0.1:{port}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    decide(&home, 2);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let received = Arc::new(Mutex::new(String::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        }
+    });
+    let seqs = |text: &str| -> Vec<u64> {
+        text.split(" cordon - decision [cordon@32473 seq=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    wait_for("5 syslog messages", || {
+        seqs(&received.lock().unwrap()).len() >= 5
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    forwarder.kill().unwrap();
+    forwarder.wait().unwrap();
+    assert_eq!(seqs(&received.lock().unwrap()), vec![1, 2, 3, 4, 5]);
+}
