@@ -266,3 +266,48 @@ fn a_read_only_database_refuses_to_decide() {
         "{err}"
     );
 }
+
+/// A full disk: the event that does not fit is refused with the reason, every event
+/// acknowledged before it is kept, and the log still verifies.
+#[test]
+fn a_full_disk_refuses_and_keeps_what_was_acknowledged() {
+    let home = Home::new();
+    let dir = home.path().join("small");
+    fs_err::create_dir_all(&dir).unwrap();
+    let cordon = env!("CARGO_BIN_EXE_cordon");
+    // A private mount namespace: the 300 KiB file system disappears with the shell.
+    let script = format!(
+        "mount -t tmpfs -o size=300k tmpfs {dir} || exit 77
+         {cordon} audit --db {dir}/a.db load-test --events 100000 --threads 1 > {dir}/../acks.txt 2> {dir}/../load.err
+         echo load=$?
+         {cordon} audit --db {dir}/a.db verify --json",
+        dir = dir.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.code() != Some(77) && !stdout(&out).is_empty() => out,
+        _ => {
+            eprintln!("skipped: no permission to mount a small tmpfs in a private mount namespace (`unshare -m`)");
+            return;
+        }
+    };
+    let text = stdout(&out);
+    let (load, report) = text.split_once('\n').unwrap();
+    assert_eq!(
+        load, "load=2",
+        "the load test must end in an error, not in success"
+    );
+    let acks = fs_err::read_to_string(home.path().join("acks.txt")).unwrap();
+    let acknowledged: Vec<u64> = acks.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(!acknowledged.is_empty());
+    let report: serde_json::Value = serde_json::from_str(report).unwrap();
+    assert_eq!(report["problem"], serde_json::Value::Null);
+    assert_eq!(
+        report["records"].as_u64().unwrap(),
+        *acknowledged.iter().max().unwrap()
+    );
+    let err = fs_err::read_to_string(home.path().join("load.err")).unwrap();
+    assert!(err.contains("database or disk is full"), "{err}");
+}
