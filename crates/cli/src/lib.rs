@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{AuditCommand, EvalCommand, PolicyCommand, TestCommand};
+use crate::commands::{AuditCommand, DoctorCommand, EvalCommand, PolicyCommand, TestCommand};
 pub use crate::exit::Exit;
 
 /// Run desktop AI agents under a policy that decides every action
@@ -74,6 +74,7 @@ pub enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     Audit(AuditCommand),
+    Doctor(DoctorCommand),
 }
 
 /// Parses the command line, runs the command and prints any error.
@@ -85,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
+        Command::Doctor(cmd) => cmd.run(&cli),
     };
     match result {
         Ok(exit) => exit.into(),

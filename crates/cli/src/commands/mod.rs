@@ -1,12 +1,14 @@
 //! One module per subcommand, each an `Args` struct with a `run` method.
 
 mod audit;
+mod doctor;
 mod eval;
 mod policy;
 mod shared;
 mod test;
 
 pub use audit::AuditCommand;
+pub use doctor::DoctorCommand;
 pub use eval::EvalCommand;
 pub use policy::PolicyCommand;
 pub use test::TestCommand;

@@ -1,5 +1,6 @@
 mod audit;
 mod common;
+mod doctor;
 mod eval;
 mod examples;
 mod forward;
