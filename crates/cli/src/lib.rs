@@ -19,7 +19,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{AuditCommand, DoctorCommand, EvalCommand, PolicyCommand, TestCommand};
+use crate::commands::{
+    AuditCommand, DoctorCommand, EvalCommand, PolicyCommand, SeccompProbeCommand, TestCommand,
+};
 pub use crate::exit::Exit;
 
 /// Run desktop AI agents under a policy that decides every action
@@ -75,6 +77,8 @@ pub enum Command {
     Policy(PolicyCommand),
     Audit(AuditCommand),
     Doctor(DoctorCommand),
+    #[command(name = "__seccomp-probe", hide = true)]
+    SeccompProbe(SeccompProbeCommand),
 }
 
 /// Parses the command line, runs the command and prints any error.
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),
+        Command::SeccompProbe(cmd) => cmd.run(&cli),
     };
     match result {
         Ok(exit) => exit.into(),

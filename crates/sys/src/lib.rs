@@ -18,7 +18,10 @@
 mod linux;
 
 #[cfg(target_os = "linux")]
-pub use linux::{landlock_abi_version, seccomp_filter_supported, user_namespace_probe_in_child};
+pub use linux::{
+    landlock_abi_version, probe_denied_syscalls, seccomp_filter_supported,
+    user_namespace_probe_in_child,
+};
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported {
@@ -36,6 +39,11 @@ mod unsupported {
     /// Not available on this platform.
     pub fn seccomp_filter_supported() -> io::Result<bool> {
         Err(unsupported())
+    }
+
+    /// Not available on this platform.
+    pub fn probe_denied_syscalls() -> Vec<(&'static str, Result<(), i32>)> {
+        Vec::new()
     }
 
     /// Not available on this platform.

@@ -104,6 +104,142 @@ pub fn user_namespace_probe_in_child() -> io::Result<Result<(), io::Error>> {
     }
 }
 
+/// Calls each system call the sandbox's seccomp profile denies, with arguments that do no
+/// harm, and returns how each ended: `Ok(())` or the errno. Used by the sandbox's own tests
+/// to show that each call goes through without the filter and fails with `EPERM` under it.
+///
+/// Acts on the calling process: the last probe moves it into a new UTS namespace. Run it
+/// in a throw-away process.
+pub fn probe_denied_syscalls() -> Vec<(&'static str, Result<(), i32>)> {
+    fn errno_of(ret: libc::c_long) -> Result<(), i32> {
+        if ret < 0 {
+            Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(())
+        }
+    }
+    fn close_fd(ret: libc::c_long) -> Result<(), i32> {
+        let result = errno_of(ret);
+        if ret >= 0 {
+            // SAFETY: `ret` is a file descriptor the probe just created and owns.
+            unsafe { libc::close(ret as libc::c_int) };
+        }
+        result
+    }
+    let mut out = Vec::new();
+    let dev_null = fs_err::File::open("/dev/null");
+    let null_fd = dev_null
+        .as_ref()
+        .map(std::os::fd::AsRawFd::as_raw_fd)
+        .unwrap_or(-1);
+    let mut byte: libc::c_char = 0;
+    // SAFETY: for every call below, the arguments are integers, null pointers the kernel
+    // rejects before reading, or pointers to locals that outlive the call; no call maps or
+    // frees memory the program uses. File descriptors created are closed by `close_fd`.
+    unsafe {
+        out.push((
+            "ptrace",
+            errno_of(libc::syscall(
+                libc::SYS_ptrace,
+                libc::PTRACE_PEEKDATA,
+                libc::getppid(),
+                0,
+                0,
+            )),
+        ));
+        out.push((
+            "process_vm_readv",
+            errno_of(libc::syscall(
+                libc::SYS_process_vm_readv,
+                libc::getpid(),
+                0,
+                0,
+                0,
+                0,
+                0,
+            )),
+        ));
+        out.push((
+            "mount",
+            errno_of(libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0)),
+        ));
+        out.push(("setns", errno_of(libc::syscall(libc::SYS_setns, -1, 0))));
+        out.push(("bpf", errno_of(libc::syscall(libc::SYS_bpf, 0, 0, 0))));
+        out.push((
+            "perf_event_open",
+            errno_of(libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0)),
+        ));
+        out.push((
+            "keyctl",
+            errno_of(libc::syscall(libc::SYS_keyctl, 0, -3, 0)),
+        ));
+        out.push((
+            "io_uring_setup",
+            close_fd(libc::syscall(libc::SYS_io_uring_setup, 0, 0)),
+        ));
+        out.push((
+            "open_by_handle_at",
+            errno_of(libc::syscall(libc::SYS_open_by_handle_at, -1, 0, 0)),
+        ));
+        out.push((
+            "userfaultfd",
+            close_fd(libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC)),
+        ));
+        out.push((
+            "ioctl TIOCSTI",
+            errno_of(libc::syscall(
+                libc::SYS_ioctl,
+                null_fd,
+                libc::TIOCSTI as libc::c_ulong,
+                &mut byte as *mut libc::c_char,
+            )),
+        ));
+        out.push((
+            "ioctl TIOCSTI | 1 << 32",
+            errno_of(libc::syscall(
+                libc::SYS_ioctl,
+                null_fd,
+                (libc::TIOCSTI as libc::c_ulong) | (1 << 32),
+                &mut byte as *mut libc::c_char,
+            )),
+        ));
+        out.push((
+            "socket AF_PACKET",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                0,
+            )),
+        ));
+        out.push((
+            "socket AF_INET SOCK_RAW|SOCK_CLOEXEC",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            )),
+        ));
+        // A control: ordinary sockets must keep working under the filter.
+        out.push((
+            "control: socket AF_INET SOCK_STREAM",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_INET,
+                libc::SOCK_STREAM,
+                0,
+            )),
+        ));
+        out.push((
+            "unshare",
+            errno_of(libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS)),
+        ));
+    }
+    drop(dev_null);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ mod audit;
 mod doctor;
 mod eval;
 mod policy;
+mod probe;
 mod shared;
 mod test;
 
@@ -11,4 +12,5 @@ pub use audit::AuditCommand;
 pub use doctor::DoctorCommand;
 pub use eval::EvalCommand;
 pub use policy::PolicyCommand;
+pub use probe::SeccompProbeCommand;
 pub use test::TestCommand;

@@ -6,4 +6,5 @@ mod examples;
 mod forward;
 mod help;
 mod policy_cmd;
+mod seccomp;
 mod test_cmd;

@@ -1,0 +1,36 @@
+//! cordon's Linux sandbox for native agents.
+//!
+//! This crate turns a grant set into kernel restrictions. It holds the seccomp profile
+//! today ([`seccomp`]); namespaces, mounts and Landlock follow. It contains no `unsafe`:
+//! raw system calls live in `cordon-sys`.
+//!
+//! Trust boundary: everything this crate sets up binds the agent process and all its
+//! descendants; the agent is assumed hostile.
+//!
+//! ```
+//! # #[cfg(target_os = "linux")] {
+//! let filters = cordon_sandbox::seccomp::compile().unwrap();
+//! assert_eq!(filters.len(), 2);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+
+/// Why a sandbox could not be set up. Setting up is all or nothing: on any error the agent
+/// does not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The seccomp filter could not be compiled.
+    #[error("cannot compile the seccomp filter")]
+    CompileSeccomp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The kernel refused the seccomp filter.
+    #[error("cannot apply the seccomp filter")]
+    ApplySeccomp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// This platform has no sandbox.
+    #[error("cordon's native sandbox needs Linux")]
+    Unsupported,
+}

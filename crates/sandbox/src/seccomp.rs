@@ -1,0 +1,455 @@
+//! The seccomp profile of native agents, as data.
+//!
+//! Each row of [`DENIED`] names a system call and, where only some uses are dangerous, the
+//! argument pattern that is. The table is compiled to BPF by [`compile`] and installed by
+//! [`apply_to_current_thread`] (also setting `no_new_privs`) just before the sandbox helper
+//! executes the agent; the filter is inherited by every descendant.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use crate::SandboxError;
+
+/// When a denied system call matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Always.
+    Always,
+    /// When argument `arg` has every bit of `mask` set (`clone` namespace flags).
+    FlagsSet {
+        /// Argument index.
+        arg: u8,
+        /// The bits.
+        mask: u64,
+    },
+    /// When the low 32 bits of argument `arg` equal `value`. The kernel reads `ioctl`
+    /// requests and socket families as 32-bit values, so the high bits must not be able to
+    /// hide a match (`TIOCSTI | 1 << 32` is still `TIOCSTI`).
+    Low32Eq {
+        /// Argument index.
+        arg: u8,
+        /// The value.
+        value: u32,
+    },
+    /// When argument 0 is `family` and the type (argument 1, without `SOCK_NONBLOCK` /
+    /// `SOCK_CLOEXEC`) is `kind`.
+    Socket {
+        /// Address family.
+        family: u32,
+        /// Socket type, e.g. `SOCK_RAW`.
+        kind: u32,
+    },
+}
+
+/// One denied pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// The system call's name, for people.
+    pub name: &'static str,
+    /// Its number on this architecture.
+    pub nr: i64,
+    /// Which uses are denied.
+    pub when: When,
+    /// Why, in a few words.
+    pub why: &'static str,
+}
+
+const NS_FLAGS: [(u64, &str); 6] = [
+    (libc::CLONE_NEWUSER as u64, "new user namespace"),
+    (libc::CLONE_NEWNS as u64, "new mount namespace"),
+    (libc::CLONE_NEWPID as u64, "new pid namespace"),
+    (libc::CLONE_NEWNET as u64, "new network namespace"),
+    (libc::CLONE_NEWIPC as u64, "new ipc namespace"),
+    (libc::CLONE_NEWUTS as u64, "new uts namespace"),
+];
+
+macro_rules! always {
+    ($($name:ident => $why:literal),* $(,)?) => {
+        [$(Denied { name: stringify!($name), nr: paste_nr!($name), when: When::Always, why: $why }),*]
+    };
+}
+
+macro_rules! paste_nr {
+    (ptrace) => {
+        libc::SYS_ptrace
+    };
+    (process_vm_readv) => {
+        libc::SYS_process_vm_readv
+    };
+    (process_vm_writev) => {
+        libc::SYS_process_vm_writev
+    };
+    (mount) => {
+        libc::SYS_mount
+    };
+    (umount2) => {
+        libc::SYS_umount2
+    };
+    (fsopen) => {
+        libc::SYS_fsopen
+    };
+    (fsmount) => {
+        libc::SYS_fsmount
+    };
+    (fsconfig) => {
+        libc::SYS_fsconfig
+    };
+    (move_mount) => {
+        libc::SYS_move_mount
+    };
+    (open_tree) => {
+        libc::SYS_open_tree
+    };
+    (mount_setattr) => {
+        libc::SYS_mount_setattr
+    };
+    (pivot_root) => {
+        libc::SYS_pivot_root
+    };
+    (unshare) => {
+        libc::SYS_unshare
+    };
+    (setns) => {
+        libc::SYS_setns
+    };
+    (bpf) => {
+        libc::SYS_bpf
+    };
+    (perf_event_open) => {
+        libc::SYS_perf_event_open
+    };
+    (keyctl) => {
+        libc::SYS_keyctl
+    };
+    (add_key) => {
+        libc::SYS_add_key
+    };
+    (request_key) => {
+        libc::SYS_request_key
+    };
+    (io_uring_setup) => {
+        libc::SYS_io_uring_setup
+    };
+    (io_uring_enter) => {
+        libc::SYS_io_uring_enter
+    };
+    (io_uring_register) => {
+        libc::SYS_io_uring_register
+    };
+    (open_by_handle_at) => {
+        libc::SYS_open_by_handle_at
+    };
+    (name_to_handle_at) => {
+        libc::SYS_name_to_handle_at
+    };
+    (userfaultfd) => {
+        libc::SYS_userfaultfd
+    };
+    (kexec_load) => {
+        libc::SYS_kexec_load
+    };
+    (kexec_file_load) => {
+        libc::SYS_kexec_file_load
+    };
+    (init_module) => {
+        libc::SYS_init_module
+    };
+    (finit_module) => {
+        libc::SYS_finit_module
+    };
+    (delete_module) => {
+        libc::SYS_delete_module
+    };
+    (acct) => {
+        libc::SYS_acct
+    };
+    (swapon) => {
+        libc::SYS_swapon
+    };
+    (swapoff) => {
+        libc::SYS_swapoff
+    };
+    (reboot) => {
+        libc::SYS_reboot
+    };
+    (syslog) => {
+        libc::SYS_syslog
+    };
+}
+
+/// Calls denied whatever their arguments.
+pub const ALWAYS: [Denied; 35] = always![
+    ptrace => "inspect or control other processes",
+    process_vm_readv => "read another process's memory",
+    process_vm_writev => "write another process's memory",
+    mount => "change the filesystem view",
+    umount2 => "uncover what a mount hides",
+    fsopen => "new-style mount API",
+    fsmount => "new-style mount API",
+    fsconfig => "new-style mount API",
+    move_mount => "new-style mount API",
+    open_tree => "new-style mount API",
+    mount_setattr => "change mount flags",
+    pivot_root => "change the root",
+    unshare => "leave the sandbox's namespaces",
+    setns => "join other namespaces",
+    bpf => "load kernel programs",
+    perf_event_open => "observe other processes and the kernel",
+    keyctl => "reach the kernel keyrings",
+    add_key => "reach the kernel keyrings",
+    request_key => "reach the kernel keyrings",
+    io_uring_setup => "io_uring bypasses seccomp",
+    io_uring_enter => "io_uring bypasses seccomp",
+    io_uring_register => "io_uring bypasses seccomp",
+    open_by_handle_at => "open files by handle, past the mount view",
+    name_to_handle_at => "file handles",
+    userfaultfd => "kernel exploitation primitive",
+    kexec_load => "replace the kernel",
+    kexec_file_load => "replace the kernel",
+    init_module => "load kernel modules",
+    finit_module => "load kernel modules",
+    delete_module => "unload kernel modules",
+    acct => "process accounting",
+    swapon => "swap devices",
+    swapoff => "swap devices",
+    reboot => "reboot",
+    syslog => "read the kernel log",
+];
+
+/// Every denied pattern: [`ALWAYS`], namespace flags of `clone`, terminal injection ioctls,
+/// and packet, raw and non-route netlink sockets.
+pub fn denied() -> Vec<Denied> {
+    let mut rows: Vec<Denied> = ALWAYS.to_vec();
+    for (mask, why) in NS_FLAGS {
+        rows.push(Denied {
+            name: "clone",
+            nr: libc::SYS_clone,
+            when: When::FlagsSet { arg: 0, mask },
+            why,
+        });
+    }
+    for (request, why) in [
+        (libc::TIOCSTI, "inject keystrokes into a terminal"),
+        (libc::TIOCLINUX, "console control, can inject input"),
+    ] {
+        rows.push(Denied {
+            name: "ioctl",
+            nr: libc::SYS_ioctl,
+            when: When::Low32Eq {
+                arg: 1,
+                value: request as u32,
+            },
+            why,
+        });
+    }
+    rows.push(Denied {
+        name: "socket",
+        nr: libc::SYS_socket,
+        when: When::Low32Eq {
+            arg: 0,
+            value: libc::AF_PACKET as u32,
+        },
+        why: "packet sockets see and forge all traffic",
+    });
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        rows.push(Denied {
+            name: "socket",
+            nr: libc::SYS_socket,
+            when: When::Socket {
+                family: family as u32,
+                kind: libc::SOCK_RAW as u32,
+            },
+            why: "raw IP sockets forge traffic",
+        });
+    }
+    rows
+}
+
+fn condition(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SandboxError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
+        .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
+}
+
+fn rule(when: When) -> Result<Option<SeccompRule>, SandboxError> {
+    let conditions = match when {
+        When::Always => return Ok(None),
+        When::FlagsSet { arg, mask } => vec![condition(arg, SeccompCmpOp::MaskedEq(mask), mask)?],
+        When::Low32Eq { arg, value } => vec![condition(
+            arg,
+            SeccompCmpOp::MaskedEq(0xffff_ffff),
+            u64::from(value),
+        )?],
+        When::Socket { family, kind } => vec![
+            condition(0, SeccompCmpOp::MaskedEq(0xffff_ffff), u64::from(family))?,
+            // The low four bits are the type; SOCK_NONBLOCK and SOCK_CLOEXEC sit above them.
+            condition(1, SeccompCmpOp::MaskedEq(0xf), u64::from(kind))?,
+        ],
+    };
+    SeccompRule::new(conditions)
+        .map(Some)
+        .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
+}
+
+fn arch() -> Result<TargetArch, SandboxError> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
+}
+
+/// Compiles the profile: the [`denied`] patterns failing with `EPERM`, and `clone3`
+/// failing with `ENOSYS` (its flags are behind a pointer a filter cannot read, so the C
+/// library must fall back to `clone`).
+///
+/// # Errors
+///
+/// [`SandboxError::CompileSeccomp`] on an architecture seccompiler does not know.
+pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut unconditional = Vec::new();
+    for row in denied() {
+        match rule(row.when)? {
+            Some(rule) => rules.entry(row.nr).or_default().push(rule),
+            None => unconditional.push(row.nr),
+        }
+    }
+    // An empty rule list matches every call, whatever conditional rows say.
+    for nr in unconditional {
+        rules.insert(nr, Vec::new());
+    }
+    let eperm = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch()?,
+    )
+    .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch()?,
+    )
+    .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
+    [eperm, clone3]
+        .into_iter()
+        .map(|f| BpfProgram::try_from(f).map_err(|e| SandboxError::CompileSeccomp(Box::new(e))))
+        .collect()
+}
+
+/// Installs the profile on the calling thread (and sets `no_new_privs`, which seccomp
+/// requires). Threads created afterwards and executed programs inherit it; other existing
+/// threads are not affected, so call this in the single-threaded helper just before exec.
+///
+/// # Errors
+///
+/// [`SandboxError::ApplySeccomp`] when the kernel refuses the filter.
+pub fn apply_to_current_thread() -> Result<(), SandboxError> {
+    for program in compile()? {
+        seccompiler::apply_filter(&program).map_err(|e| SandboxError::ApplySeccomp(Box::new(e)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denies(name: &str, when: When) -> bool {
+        denied().iter().any(|d| d.name == name && d.when == when)
+    }
+
+    #[test]
+    fn the_issue_list_is_denied() {
+        for name in [
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "open_by_handle_at",
+            "userfaultfd",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+        ] {
+            assert!(denies(name, When::Always), "{name} is not denied");
+        }
+        for (mask, _) in NS_FLAGS {
+            assert!(denies("clone", When::FlagsSet { arg: 0, mask }));
+        }
+        assert!(denies(
+            "ioctl",
+            When::Low32Eq {
+                arg: 1,
+                value: libc::TIOCSTI as u32
+            }
+        ));
+        assert!(denies(
+            "ioctl",
+            When::Low32Eq {
+                arg: 1,
+                value: libc::TIOCLINUX as u32
+            }
+        ));
+        assert!(denies(
+            "socket",
+            When::Low32Eq {
+                arg: 0,
+                value: libc::AF_PACKET as u32
+            }
+        ));
+        assert!(denies(
+            "socket",
+            When::Socket {
+                family: libc::AF_INET as u32,
+                kind: libc::SOCK_RAW as u32
+            }
+        ));
+        assert!(denies(
+            "socket",
+            When::Socket {
+                family: libc::AF_INET6 as u32,
+                kind: libc::SOCK_RAW as u32
+            }
+        ));
+    }
+
+    #[test]
+    fn ordinary_calls_are_not_in_the_table() {
+        let names: Vec<&str> = denied().iter().map(|d| d.name).collect();
+        for allowed in [
+            "read", "write", "openat", "connect", "execve", "fork", "kill",
+        ] {
+            assert!(!names.contains(&allowed), "{allowed} must stay allowed");
+        }
+        // Plain TCP/UDP sockets are allowed: only the raw type is denied.
+        assert!(!denied().iter().any(|d| d.when
+            == When::Low32Eq {
+                arg: 0,
+                value: libc::AF_INET as u32
+            }));
+    }
+
+    #[test]
+    fn the_profile_compiles() {
+        let programs = compile().unwrap();
+        assert_eq!(programs.len(), 2);
+        assert!(programs.iter().all(|p| !p.is_empty()));
+    }
+}
