@@ -35,6 +35,14 @@ pub enum When {
         /// The value.
         value: u32,
     },
+    /// When argument 0 is `family` and the protocol (argument 2) is anything but `allowed`
+    /// (compared on all 64 bits, so stray high bits deny too).
+    SocketProtocolOtherThan {
+        /// Address family.
+        family: u32,
+        /// The one protocol still allowed.
+        allowed: u32,
+    },
     /// When argument 0 is `family` and the type (argument 1, without `SOCK_NONBLOCK` /
     /// `SOCK_CLOEXEC`) is `kind`.
     Socket {
@@ -255,6 +263,15 @@ pub fn denied() -> Vec<Denied> {
         },
         why: "packet sockets see and forge all traffic",
     });
+    rows.push(Denied {
+        name: "socket",
+        nr: libc::SYS_socket,
+        when: When::SocketProtocolOtherThan {
+            family: libc::AF_NETLINK as u32,
+            allowed: libc::NETLINK_ROUTE as u32,
+        },
+        why: "netlink reaches the kernel's audit, firewall and device interfaces; only routing queries are needed",
+    });
     for family in [libc::AF_INET, libc::AF_INET6] {
         rows.push(Denied {
             name: "socket",
@@ -283,6 +300,10 @@ fn rule(when: When) -> Result<Option<SeccompRule>, SandboxError> {
             SeccompCmpOp::MaskedEq(0xffff_ffff),
             u64::from(value),
         )?],
+        When::SocketProtocolOtherThan { family, allowed } => vec![
+            condition(0, SeccompCmpOp::MaskedEq(0xffff_ffff), u64::from(family))?,
+            condition(2, SeccompCmpOp::Ne, u64::from(allowed))?,
+        ],
         When::Socket { family, kind } => vec![
             condition(0, SeccompCmpOp::MaskedEq(0xffff_ffff), u64::from(family))?,
             // The low four bits are the type; SOCK_NONBLOCK and SOCK_CLOEXEC sit above them.
@@ -412,6 +433,13 @@ mod tests {
             When::Low32Eq {
                 arg: 0,
                 value: libc::AF_PACKET as u32
+            }
+        ));
+        assert!(denies(
+            "socket",
+            When::SocketProtocolOtherThan {
+                family: libc::AF_NETLINK as u32,
+                allowed: libc::NETLINK_ROUTE as u32
             }
         ));
         assert!(denies(

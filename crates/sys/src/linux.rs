@@ -221,6 +221,24 @@ pub fn probe_denied_syscalls() -> Vec<(&'static str, Result<(), i32>)> {
                 libc::IPPROTO_ICMP,
             )),
         ));
+        out.push((
+            "socket AF_NETLINK NETLINK_AUDIT",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_NETLINK,
+                libc::SOCK_RAW,
+                libc::NETLINK_AUDIT,
+            )),
+        ));
+        out.push((
+            "control: socket AF_NETLINK NETLINK_ROUTE",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_NETLINK,
+                libc::SOCK_RAW,
+                libc::NETLINK_ROUTE,
+            )),
+        ));
         // A control: ordinary sockets must keep working under the filter.
         out.push((
             "control: socket AF_INET SOCK_STREAM",
