@@ -20,7 +20,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    AuditCommand, DoctorCommand, EvalCommand, PolicyCommand, SeccompProbeCommand, TestCommand,
+    AuditCommand, DoctorCommand, EvalCommand, LandlockProbeCommand, PolicyCommand,
+    SeccompProbeCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -79,6 +80,8 @@ pub enum Command {
     Doctor(DoctorCommand),
     #[command(name = "__seccomp-probe", hide = true)]
     SeccompProbe(SeccompProbeCommand),
+    #[command(name = "__landlock-probe", hide = true)]
+    LandlockProbe(LandlockProbeCommand),
 }
 
 /// Parses the command line, runs the command and prints any error.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),
         Command::SeccompProbe(cmd) => cmd.run(&cli),
+        Command::LandlockProbe(cmd) => cmd.run(&cli),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -1,7 +1,7 @@
 //! cordon's Linux sandbox for native agents.
 //!
 //! This crate turns a grant set into kernel restrictions. It holds the seccomp profile
-//! today ([`seccomp`]); namespaces, mounts and Landlock follow. It contains no `unsafe`:
+//! and the Landlock rules today ([`seccomp`], [`landlock`]); namespaces and mounts follow. It contains no `unsafe`:
 //! raw system calls live in `cordon-sys`.
 //!
 //! Trust boundary: everything this crate sets up binds the agent process and all its
@@ -17,6 +17,8 @@
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]
+pub mod landlock;
+#[cfg(target_os = "linux")]
 pub mod seccomp;
 
 /// Why a sandbox could not be set up. Setting up is all or nothing: on any error the agent
@@ -30,6 +32,21 @@ pub enum SandboxError {
     /// The kernel refused the seccomp filter.
     #[error("cannot apply the seccomp filter")]
     ApplySeccomp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A granted path cannot be opened; grants must exist.
+    #[error("cannot grant `{}`: it cannot be opened", path.display())]
+    GrantPath {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The kernel refused the Landlock rules.
+    #[error("cannot apply the Landlock rules")]
+    Landlock(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The kernel enforces no Landlock rule.
+    #[error("this kernel does not enforce Landlock, so file access cannot be confined")]
+    LandlockUnavailable,
     /// This platform has no sandbox.
     #[error("cordon's native sandbox needs Linux")]
     Unsupported,

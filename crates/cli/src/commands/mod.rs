@@ -12,5 +12,5 @@ pub use audit::AuditCommand;
 pub use doctor::DoctorCommand;
 pub use eval::EvalCommand;
 pub use policy::PolicyCommand;
-pub use probe::SeccompProbeCommand;
+pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
 pub use test::TestCommand;

@@ -36,3 +36,60 @@ impl SeccompProbeCommand {
         Ok(Exit::Ok)
     }
 }
+
+/// Confine this process to the grants with Landlock, then try to read and write the given
+/// paths and print how each try ended, as JSON (`"ok"` or the errno); without grants, no
+/// Landlock rule is applied
+#[derive(Debug, Args)]
+pub struct LandlockProbeCommand {
+    /// Grant read access below this path
+    #[arg(long)]
+    read: Vec<std::path::PathBuf>,
+
+    /// Grant read and write access below this path
+    #[arg(long)]
+    write: Vec<std::path::PathBuf>,
+
+    /// Try to read this file
+    #[arg(long)]
+    try_read: Vec<std::path::PathBuf>,
+
+    /// Try to create this file
+    #[arg(long)]
+    try_write: Vec<std::path::PathBuf>,
+}
+
+impl LandlockProbeCommand {
+    /// Runs the command.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the probe reports the kernel's errno, which fs_err wraps into a message"
+    )]
+    pub fn run(&self, _cli: &Cli) -> Result<Exit, CliError> {
+        let mut results = serde_json::Map::new();
+        #[cfg(target_os = "linux")]
+        if !(self.read.is_empty() && self.write.is_empty()) {
+            let grants = cordon_sandbox::landlock::FsGrants {
+                read: self.read.clone(),
+                write: self.write.clone(),
+            };
+            let enforcement = cordon_sandbox::landlock::restrict_current_thread(&grants)?;
+            results.insert("enforcement".into(), format!("{enforcement:?}").into());
+        }
+        let outcome = |r: std::io::Result<()>| match r {
+            Ok(()) => serde_json::Value::from("ok"),
+            Err(e) => serde_json::Value::from(e.raw_os_error().unwrap_or(-1)),
+        };
+        for path in &self.try_read {
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 16]).map(|_| ()));
+            results.insert(format!("read {}", path.display()), outcome(read));
+        }
+        for path in &self.try_write {
+            let write = std::fs::File::create(path).map(|_| ());
+            results.insert(format!("write {}", path.display()), outcome(write));
+        }
+        println!("{}", serde_json::Value::Object(results));
+        Ok(Exit::Ok)
+    }
+}

@@ -5,6 +5,7 @@ mod eval;
 mod examples;
 mod forward;
 mod help;
+mod landlock;
 mod policy_cmd;
 mod seccomp;
 mod test_cmd;

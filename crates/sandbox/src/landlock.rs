@@ -1,0 +1,77 @@
+//! Landlock rules from a grant set: what the agent may read, and what it may also write.
+
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, ABI,
+};
+
+use crate::SandboxError;
+
+/// The newest Landlock ABI this build asks for; older kernels enforce what they can and
+/// [`restrict_current_thread`] says so.
+const ABI_WANTED: ABI = ABI::V7;
+
+/// Paths the agent may use. Everything else on the file system is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsGrants {
+    /// Read (and execute) access, recursively.
+    pub read: Vec<PathBuf>,
+    /// Read and write access, recursively.
+    pub write: Vec<PathBuf>,
+}
+
+/// How completely the kernel enforces the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Every requested restriction is enforced.
+    Full,
+    /// This kernel lacks some Landlock features; the others are enforced.
+    Partial,
+}
+
+fn rights_for(path: &Path, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
+    // Rights that only make sense on directories are refused by the kernel on a file.
+    if path.is_dir() {
+        rights
+    } else {
+        rights & AccessFs::from_file(ABI_WANTED)
+    }
+}
+
+/// Restricts the calling thread (and what it executes) to `grants`. Threads that already
+/// exist are not restricted: call this in the single-threaded sandbox helper just before it
+/// executes the agent. Also sets `no_new_privs`.
+///
+/// # Errors
+///
+/// [`SandboxError::GrantPath`] naming a grant that cannot be opened (it must exist),
+/// [`SandboxError::Landlock`] when the kernel has no Landlock at all or refuses the rules.
+pub fn restrict_current_thread(grants: &FsGrants) -> Result<Enforcement, SandboxError> {
+    let landlock = |e: landlock::RulesetError| SandboxError::Landlock(Box::new(e));
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI_WANTED))
+        .map_err(landlock)?
+        .create()
+        .map_err(landlock)?;
+    let read = AccessFs::from_read(ABI_WANTED);
+    let write = AccessFs::from_all(ABI_WANTED);
+    for (paths, rights) in [(&grants.read, read), (&grants.write, write)] {
+        for path in paths {
+            let fd = PathFd::new(path).map_err(|e| SandboxError::GrantPath {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd, rights_for(path, rights)))
+                .map_err(landlock)?;
+        }
+    }
+    let status = ruleset.restrict_self().map_err(landlock)?;
+    match status.ruleset {
+        RulesetStatus::FullyEnforced => Ok(Enforcement::Full),
+        RulesetStatus::PartiallyEnforced => Ok(Enforcement::Partial),
+        RulesetStatus::NotEnforced => Err(SandboxError::LandlockUnavailable),
+    }
+}
