@@ -157,7 +157,7 @@ impl<T> Pool<T> {
 }
 
 /// Why an evaluation produced no value.
-enum EvalFailure {
+pub(crate) enum EvalFailure {
     Limit(String),
     Error(String),
 }
@@ -207,14 +207,27 @@ fn vm_failure(err: VmError) -> EvalFailure {
     }
 }
 
-fn interpreter_failure(err: &(dyn std::error::Error + 'static)) -> EvalFailure {
+/// Reads an evaluation's outcome as a decision: undefined, malformed and failed
+/// evaluations all deny with their reason.
+pub(crate) fn decision_from(result: Result<Value, EvalFailure>) -> Decision {
+    match result {
+        Ok(Value::Undefined) => Decision::from_policy_value(None),
+        Ok(value) => match serde_json::to_value(&value) {
+            Ok(json) => Decision::from_policy_value(Some(&json)),
+            Err(e) => Decision::deny(format!("malformed decision: cannot read it as JSON ({e})")),
+        },
+        Err(failure) => failure.into_decision(),
+    }
+}
+
+pub(crate) fn interpreter_failure(err: &(dyn std::error::Error + 'static)) -> EvalFailure {
     match err.downcast_ref::<LimitError>() {
         Some(limit) => EvalFailure::Limit(describe_limit(limit)),
         None => EvalFailure::Error(first_line(&err.to_string())),
     }
 }
 
-fn first_line(text: &str) -> String {
+pub(crate) fn first_line(text: &str) -> String {
     // regorus renders errors with a source excerpt; the decision reason keeps the message.
     text.lines()
         .rev()
@@ -385,16 +398,7 @@ impl Policy {
             Evaluator::Rvm { program, data, vms } => self.run_vm(program, data, vms, input),
             Evaluator::Interpreter => self.run_interpreter(&capability.decision_path(), input),
         };
-        match result {
-            Ok(Value::Undefined) => Decision::from_policy_value(None),
-            Ok(value) => match serde_json::to_value(&value) {
-                Ok(json) => Decision::from_policy_value(Some(&json)),
-                Err(e) => {
-                    Decision::deny(format!("malformed decision: cannot read it as JSON ({e})"))
-                }
-            },
-            Err(failure) => failure.into_decision(),
-        }
+        decision_from(result)
     }
 
     fn run_vm(

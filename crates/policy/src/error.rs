@@ -72,18 +72,7 @@ pub(crate) fn syntax_error(fallback_file: &str, err: &dyn std::fmt::Display) -> 
         .find_map(|line| line.trim_start().strip_prefix("--> "))
         .map(|loc| loc.trim().to_owned())
         .unwrap_or_else(|| fallback_file.to_owned());
-    let message = text
-        .lines()
-        .rev()
-        .find_map(|line| line.trim_start().strip_prefix("error: "))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            text.lines()
-                .map(str::trim)
-                .find(|line| !line.is_empty())
-                .unwrap_or("unknown error")
-                .to_owned()
-        });
+    let message = crate::engine::first_line(&text);
     PolicyError::Syntax { location, message }
 }
 

@@ -6,6 +6,7 @@ use cordon_types::{Capability, Decision};
 use regorus::Value;
 use serde::Serialize;
 
+use crate::engine::{decision_from, interpreter_failure};
 use crate::Policy;
 
 /// Why a decision came out as it did.
@@ -40,14 +41,11 @@ impl Policy {
         let mut engine = self.engine();
         engine.set_input(Value::from(input.clone()));
         engine.set_enable_coverage(true);
-        let decision = match engine.eval_rule(capability.decision_path()) {
-            Ok(Value::Undefined) => Decision::from_policy_value(None),
-            Ok(value) => match serde_json::to_value(&value) {
-                Ok(json) => Decision::from_policy_value(Some(&json)),
-                Err(e) => Decision::deny(format!("malformed decision: {e}")),
-            },
-            Err(e) => Decision::deny(format!("policy evaluation failed: {e}; denying")),
-        };
+        let decision = decision_from(
+            engine
+                .eval_rule(capability.decision_path())
+                .map_err(|e| interpreter_failure(&*e)),
+        );
         let mut evaluated = Vec::new();
         if let Ok(report) = engine.get_coverage_report() {
             for file in report.files {

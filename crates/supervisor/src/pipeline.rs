@@ -137,43 +137,42 @@ impl Pipeline {
         capability: &str,
         action: &str,
         input: Value,
-        mut decision: Decision,
+        decision: Decision,
     ) -> Decided {
-        if let Some(sink) = &self.sink {
-            let event = AuditEvent {
-                time: now(),
-                capability: capability.to_owned(),
-                action: action.to_owned(),
-                input,
-                outcome: if decision.allow {
-                    Outcome::Evaluated
-                } else {
-                    Outcome::Refused
-                },
-                decision,
-                policy_revision: self.decider.revision().to_owned(),
-                cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
-            };
-            let recorded = sink.record(&event);
-            let AuditEvent {
-                input,
-                decision: recorded_decision,
-                ..
-            } = event;
-            decision = recorded_decision;
-            if let Err(err) = recorded {
-                let mut cause = err.to_string();
-                if let Some(source) = std::error::Error::source(&err) {
-                    cause = format!("{cause}: {source}");
-                }
-                decision = Decision::deny(format!(
-                    "denied because the decision could not be recorded ({cause}); no action proceeds unaudited"
-                ));
-            }
+        let Some(sink) = &self.sink else {
             return Decided {
                 input: Some(input),
                 decision,
             };
+        };
+        let event = AuditEvent {
+            time: now(),
+            capability: capability.to_owned(),
+            action: action.to_owned(),
+            input,
+            outcome: if decision.allow {
+                Outcome::Evaluated
+            } else {
+                Outcome::Refused
+            },
+            decision,
+            policy_revision: self.decider.revision().to_owned(),
+            cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let recorded = sink.record(&event);
+        let AuditEvent {
+            input,
+            mut decision,
+            ..
+        } = event;
+        if let Err(err) = recorded {
+            let mut cause = err.to_string();
+            if let Some(source) = std::error::Error::source(&err) {
+                cause = format!("{cause}: {source}");
+            }
+            decision = Decision::deny(format!(
+                "denied because the decision could not be recorded ({cause}); no action proceeds unaudited"
+            ));
         }
         Decided {
             input: Some(input),
