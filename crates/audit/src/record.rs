@@ -119,16 +119,7 @@ impl Record {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
+pub(crate) use cordon_types::hex;
 
 /// 64 random bits in hex: the part of record ids that differs between writer sessions.
 pub fn random_prefix() -> String {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cordon_types::hex;
 use sha2::{Digest, Sha256};
 
 use crate::{PolicyError, Result};
@@ -192,16 +193,6 @@ fn read_file(path: &Path, relative: String) -> Result<PolicyFile> {
         display: path.display().to_string(),
         text,
     })
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Each way of tampering with the log is detected, at the right sequence number.
 
 use cordon_audit::{Reader, Record, StoreOptions};
+use cordon_types::hex;
 use pretty_assertions::assert_eq;
 use sha2::{Digest, Sha256};
 
@@ -31,10 +32,6 @@ fn record(db: &std::path::Path, seq: u64) -> Record {
         )
         .unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
