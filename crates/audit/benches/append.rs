@@ -36,6 +36,7 @@ fn event(i: u64) -> AuditEvent {
             allow: true,
             reasons: vec!["inside the workspace".into()],
             obligations: vec![],
+            grants: None,
         },
         outcome: Outcome::Evaluated,
         policy_revision: "5ef5f132f33683281db01e78f7a7dc80a7275ca646c842647befdd3b97640dbb".into(),

@@ -46,6 +46,9 @@ pub struct Record {
     pub reasons: Vec<String>,
     /// Each obligation and whether it was carried out.
     pub obligations: Vec<ObligationRecord>,
+    /// What a launch decision granted (paths, hosts, variables, limits); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Value>,
     /// What happened to the action.
     pub outcome: Outcome,
     /// The content digest of the policy that decided.
@@ -85,6 +88,7 @@ impl Record {
                     carried_out,
                 })
                 .collect(),
+            grants: event.decision.grants.clone(),
             outcome: event.outcome,
             policy_revision: event.policy_revision.clone(),
             bundle_digest: None,
@@ -115,6 +119,7 @@ impl Record {
                 .iter()
                 .map(|o| o.obligation.clone())
                 .collect(),
+            grants: self.grants.clone(),
         }
     }
 }

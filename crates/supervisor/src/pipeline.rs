@@ -229,6 +229,7 @@ mod tests {
                     allow: true,
                     reasons: vec!["ok".into()],
                     obligations: vec![],
+                    grants: None,
                 }
             } else {
                 Decision::deny(format!("not {}", input["resource"]["path"]))

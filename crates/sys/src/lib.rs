@@ -16,6 +16,8 @@
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+pub mod process;
 
 #[cfg(target_os = "linux")]
 pub use linux::{

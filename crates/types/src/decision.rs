@@ -15,6 +15,11 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// What must be carried out before the action proceeds.
     pub obligations: Vec<Obligation>,
+    /// What a launch decision grants (`data.cordon.sandbox.decision.grants`): the paths,
+    /// hosts, variables and limits of a native sandbox. Read by the sandbox, which refuses
+    /// a grant set it cannot read; absent for every other capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Value>,
 }
 
 /// Something that must happen before an allowed action proceeds. An obligation that cannot be
@@ -210,6 +215,7 @@ impl Decision {
             allow: false,
             reasons: vec![reason.into()],
             obligations: Vec::new(),
+            grants: None,
         }
     }
 
@@ -286,16 +292,17 @@ impl Decision {
         };
         if let Some(key) = map
             .keys()
-            .find(|k| !["allow", "reasons", "obligations"].contains(&k.as_str()))
+            .find(|k| !["allow", "reasons", "obligations", "grants"].contains(&k.as_str()))
         {
             return Decision::deny(format!(
-                "malformed decision: unknown field `{key}` (expected `allow`, `reasons`, `obligations`)"
+                "malformed decision: unknown field `{key}` (expected `allow`, `reasons`, `obligations`, `grants`)"
             ));
         }
         let mut decision = Decision {
             allow,
             reasons,
             obligations,
+            grants: map.get("grants").cloned(),
         };
         let unknown: Vec<String> = decision
             .obligations
@@ -360,6 +367,7 @@ mod tests {
                         bytes: Some(1024)
                     },
                 ],
+                grants: None,
             }
         );
         assert_eq!(
@@ -383,7 +391,7 @@ mod tests {
              "malformed decision: obligation `limit` sets neither `per_minute` nor `bytes`"),
             (json!({"allow": true, "obligations": [{"kind": "mfa"}]}), "malformed decision: obligation has no `type`"),
             (json!({"allow": true, "alow": false}),
-             "malformed decision: unknown field `alow` (expected `allow`, `reasons`, `obligations`)"),
+             "malformed decision: unknown field `alow` (expected `allow`, `reasons`, `obligations`, `grants`)"),
         ];
         for (value, reason) in cases {
             assert_eq!(parse(value.clone()), Decision::deny(reason), "for {value}");

@@ -23,6 +23,7 @@ pub fn event(n: u64) -> AuditEvent {
                 allow: true,
                 reasons: vec!["ok".into()],
                 obligations: vec![],
+                grants: None,
             }
         },
         outcome: Outcome::Evaluated,

@@ -1,0 +1,634 @@
+//! Processes, namespaces, mounts, signals and terminals: what the sandbox launcher needs to
+//! build an isolated process tree.
+//!
+//! Every function acts on the calling process (or thread, where it says so). The launcher
+//! runs them in a freshly executed, single-threaded helper, never in the multi-threaded
+//! `cordon` process itself.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A process id as the kernel gives it.
+pub type Pid = libc::pid_t;
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_long(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    c_str(path.as_os_str())
+}
+
+fn c_str(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` contains a NUL byte", s.to_string_lossy()),
+        )
+    })
+}
+
+/// Which side of a fork the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The original process; the child's id.
+    Parent(Pid),
+}
+
+/// The number of threads of the calling process, from `/proc/self/task`.
+///
+/// # Errors
+///
+/// When `/proc` cannot be read.
+pub fn thread_count() -> io::Result<usize> {
+    Ok(fs_err::read_dir("/proc/self/task")?.count())
+}
+
+/// Forks the calling process. Refuses unless the process has exactly one thread: a fork of
+/// a multi-threaded process may leave locks held by threads that do not exist in the child.
+///
+/// # Errors
+///
+/// When the process has other threads or the kernel refuses the fork.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked above and nothing in this crate
+    // starts one), so the child is a complete copy with no lock held by a vanished thread.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        ..0 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Moves the calling process into new namespaces (`CLONE_NEW*` flags). With
+/// `CLONE_NEWPID` only the process's future children are in the new pid namespace.
+///
+/// # Errors
+///
+/// The kernel's refusal (`EPERM` when user namespaces are disabled, `EINVAL` when the
+/// process is multi-threaded and asks for a user namespace).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes only flags and reads no memory.
+    check(unsafe { libc::unshare(flags) })
+}
+
+/// Asks the kernel to send `signal` to the calling thread when its parent exits.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is read or written.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) })
+}
+
+/// The parent's process id.
+pub fn parent_pid() -> Pid {
+    // SAFETY: getppid has no arguments and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// The calling process's real user and group ids.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid have no arguments and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// `mount(2)`.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = source.map(c_path).transpose()?;
+    let target = c_path(target)?;
+    let fstype = fstype.map(|s| c_str(OsStr::new(s))).transpose()?;
+    let data = data.map(|s| c_str(OsStr::new(s))).transpose()?;
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    })
+}
+
+/// `struct mount_attr` from `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Makes the mount at `target` and every mount below it read-only, `nosuid` and `nodev`
+/// (`mount_setattr` with `AT_RECURSIVE`), leaving their other flags as they were.
+///
+/// # Errors
+///
+/// The kernel's refusal (`ENOSYS` before Linux 5.12).
+pub fn make_read_only_recursive(target: &Path) -> io::Result<()> {
+    set_attributes_recursive(
+        target,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+}
+
+/// Makes the mount at `target` and every mount below it `nosuid` and `nodev`.
+///
+/// # Errors
+///
+/// As [`make_read_only_recursive`].
+pub fn make_nosuid_recursive(target: &Path) -> io::Result<()> {
+    set_attributes_recursive(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+}
+
+fn set_attributes_recursive(target: &Path, attr_set: u64) -> io::Result<()> {
+    let target = c_path(target)?;
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `target` is a NUL-terminated path and `attr` a correctly laid out
+    // `struct mount_attr` whose size is passed; both outlive the call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// `pivot_root(2)`: `new_root` becomes `/`, the old root moves to `put_old`.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    let new_root = c_path(new_root)?;
+    let put_old = c_path(put_old)?;
+    // SAFETY: both pointers are NUL-terminated paths that outlive the call.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+}
+
+/// Detaches the mount at `target` (`umount2` with `MNT_DETACH`).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn unmount_detached(target: &Path) -> io::Result<()> {
+    let target = c_path(target)?;
+    // SAFETY: `target` is a NUL-terminated path that outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })
+}
+
+/// Sets the host name of the calling process's UTS namespace.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_hostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+}
+
+/// Starts a new session with the calling process as its leader and no controlling
+/// terminal.
+///
+/// # Errors
+///
+/// `EPERM` when the process already leads a process group.
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments.
+    let ret = unsafe { libc::setsid() };
+    check(ret)
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session leader.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); `fd` is open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) })
+}
+
+/// Sets the process group `pgid` as the foreground group of the terminal `fd`.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_foreground_group(fd: BorrowedFd<'_>, pgid: Pid) -> io::Result<()> {
+    // SAFETY: tcsetpgrp takes an open descriptor and a process group id.
+    check(unsafe { libc::tcsetpgrp(fd.as_raw_fd(), pgid) })
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability of the calling thread for good: empties the bounding and ambient
+/// sets, then the effective, permitted and inheritable sets. A program it then executes
+/// gets no capability, even as uid 0.
+///
+/// # Errors
+///
+/// The kernel's refusal of any step.
+pub fn drop_all_capabilities() -> io::Result<()> {
+    let last: libc::c_ulong = fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; no memory is involved.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            // Numbers above what this kernel knows are EINVAL: nothing to drop.
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointer.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and the two-element `data` array are laid out as the kernel's
+    // version-3 capability structures and outlive the call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    })
+}
+
+/// Marks every file descriptor from `first` up as close-on-exec, so that nothing inherited
+/// reaches the program executed next.
+///
+/// # Errors
+///
+/// The kernel's refusal (`close_range` needs Linux 5.11).
+pub fn set_cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // closes none, so no owned descriptor of this process is invalidated.
+    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) })
+}
+
+/// Duplicates `fd` onto descriptor number `target` (0, 1 or 2 for the standard streams).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn duplicate_onto(fd: BorrowedFd<'_>, target: libc::c_int) -> io::Result<()> {
+    if fd.as_raw_fd() == target {
+        return Ok(());
+    }
+    // SAFETY: dup2 closes `target` and reuses the number. Callers only target the standard
+    // streams, which this process does not hold as `OwnedFd`s.
+    check(unsafe { libc::dup2(fd.as_raw_fd(), target) })
+}
+
+/// Executes `argv[0]`, searched in `PATH`, with the calling process's environment. Returns
+/// only on failure.
+pub fn exec(argv: &[std::ffi::OsString]) -> io::Error {
+    let args: io::Result<Vec<CString>> = argv.iter().map(|a| c_str(a)).collect();
+    let args = match args {
+        Ok(args) if !args.is_empty() => args,
+        Ok(_) => return io::Error::new(io::ErrorKind::InvalidInput, "no command to run"),
+        Err(e) => return e,
+    };
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: `pointers` is a NULL-terminated array of NUL-terminated strings owned by
+    // `args`, alive for the call; execvp only returns on failure.
+    unsafe { libc::execvp(pointers[0], pointers.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Ends the calling process at once with `code`: no destructor, no `atexit` handler, no
+/// buffered output flushed.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sends `signal` to process `pid` (to the process group `-pid` when negative).
+///
+/// # Errors
+///
+/// The kernel's refusal (`ESRCH` when it is gone).
+pub fn kill(pid: Pid, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes integers only.
+    check(unsafe { libc::kill(pid, signal) })
+}
+
+/// The signals a supervising process passes on to the process it supervises.
+pub const FORWARDED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// A signal mask saved by [`block_supervisor_signals`].
+#[derive(Clone, Copy)]
+pub struct SavedSignalMask(libc::sigset_t);
+
+impl std::fmt::Debug for SavedSignalMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedSignalMask")
+    }
+}
+
+fn supervisor_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and update the local set; the signal numbers
+    // are valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in FORWARDED_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
+}
+
+/// Blocks the forwarded signals and `SIGCHLD` in the calling thread, so that
+/// [`supervise`] receives them with `sigwaitinfo`; children inherit the mask, so they must
+/// restore it with [`restore_signal_mask`] before executing anything.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn block_supervisor_signals() -> io::Result<SavedSignalMask> {
+    let set = supervisor_set();
+    // SAFETY: both pointers refer to valid sigset_t values that outlive the call.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        check(libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old))?;
+        Ok(SavedSignalMask(old))
+    }
+}
+
+/// Restores a mask saved by [`block_supervisor_signals`].
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn restore_signal_mask(saved: &SavedSignalMask) -> io::Result<()> {
+    // SAFETY: `saved.0` is a valid sigset_t; the old mask is not wanted (null).
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &saved.0, std::ptr::null_mut()) })
+}
+
+/// How a child ended, as a shell reports it: its exit code, or 128 + the signal that
+/// killed it.
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Waits for `child` while passing on each of [`FORWARDED_SIGNALS`] to it (to its process
+/// group when `to_group`), and reaps every other child that ends meanwhile (as the init of
+/// a pid namespace must). Returns the child's exit code, 128 + N when signal N killed it.
+/// Call [`block_supervisor_signals`] before forking `child`.
+///
+/// # Errors
+///
+/// When waiting fails for a reason other than an interruption.
+pub fn supervise(child: Pid, to_group: bool) -> io::Result<i32> {
+    let set = supervisor_set();
+    loop {
+        // Reap everything that has ended; the child's status ends the wait.
+        loop {
+            let mut status: libc::c_int = 0;
+            // SAFETY: `status` is a valid, writable c_int.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid == child {
+                return Ok(exit_code(status));
+            }
+            if pid <= 0 {
+                if pid < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    return Err(err);
+                }
+                break;
+            }
+        }
+        // SAFETY: `info` is a writable siginfo_t; `set` a valid sigset_t.
+        let signal = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(&set, &mut info)
+        };
+        if signal < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        if signal != libc::SIGCHLD {
+            let target = if to_group { -child } else { child };
+            // The child may be gone already; its status is collected on the next round.
+            let _ = kill(target, signal);
+        }
+    }
+}
+
+/// Whether `fd` refers to a terminal.
+pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+/// A new pseudo-terminal: the controlling side (kept by cordon) and the terminal side
+/// (given to the sandboxed program as its standard streams).
+///
+/// # Errors
+///
+/// The kernel's refusal at any step.
+pub fn open_pseudo_terminal() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: posix_openpt takes flags and returns a new descriptor that we own.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if master < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `master` is a descriptor just opened by this function and owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: grantpt and unlockpt take the open master descriptor.
+    check(unsafe { libc::grantpt(master.as_raw_fd()) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `name` is a writable buffer of the length passed.
+    let ret = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name` (checked: ret == 0).
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    // SAFETY: `path` is NUL-terminated; open returns a new descriptor or -1.
+    let slave = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `slave` was just opened and is owned by nobody else.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// A terminal's settings, saved so they can be put back.
+#[derive(Clone, Copy)]
+pub struct TerminalMode(libc::termios);
+
+impl std::fmt::Debug for TerminalMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TerminalMode")
+    }
+}
+
+/// Reads the settings of the terminal `fd`.
+///
+/// # Errors
+///
+/// The kernel's refusal (`ENOTTY` when `fd` is no terminal).
+pub fn terminal_mode(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
+    // SAFETY: `mode` is a writable termios; `fd` is open.
+    unsafe {
+        let mut mode: libc::termios = std::mem::zeroed();
+        check(libc::tcgetattr(fd.as_raw_fd(), &mut mode))?;
+        Ok(TerminalMode(mode))
+    }
+}
+
+/// Applies saved settings to the terminal `fd`.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_terminal_mode(fd: BorrowedFd<'_>, mode: &TerminalMode) -> io::Result<()> {
+    // SAFETY: `mode.0` is a valid termios; `fd` is open.
+    check(unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSAFLUSH, &mode.0) })
+}
+
+/// Puts the terminal `fd` in raw mode (no echo, no line editing, no signals from keys), so
+/// that every key reaches the program on the other side of a pseudo-terminal. Returns the
+/// settings to restore.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn make_raw(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
+    let saved = terminal_mode(fd)?;
+    let mut raw = saved.0;
+    // SAFETY: cfmakeraw updates the local termios in place.
+    unsafe { libc::cfmakeraw(&mut raw) };
+    set_terminal_mode(fd, &TerminalMode(raw))?;
+    Ok(saved)
+}
+
+/// Copies the window size of terminal `from` to terminal `to`.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCGWINSZ writes a winsize into `size`; TIOCSWINSZ reads it; both fds are open.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        check(libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut size))?;
+        check(libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &size))
+    }
+}
