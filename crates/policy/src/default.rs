@@ -12,12 +12,16 @@ macro_rules! default_policy_files {
 /// `(relative path, text)` of every file of the default policy.
 pub(crate) const FILES: &[(&str, &str)] = default_policy_files![
     "data.json",
+    "env.rego",
+    "env_test.rego",
     "file.rego",
     "file_test.rego",
     "infer.rego",
     "infer_test.rego",
     "net.rego",
     "net_test.rego",
+    "sandbox.rego",
+    "sandbox_test.rego",
 ];
 
 #[cfg(test)]

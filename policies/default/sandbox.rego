@@ -1,0 +1,99 @@
+# What a native agent launched with `cordon exec` may see: decided once, at launch.
+#
+# The person's flags (--allow-read, --allow-write, --allow-net, --keep-env) arrive as
+# `input.context.request`; this package turns them, the workspace and the settings in
+# data.cordon.settings.sandbox into the grant set the sandbox enforces. Secrets locations are
+# never granted, whatever is asked, and are masked inside every granted tree.
+package cordon.sandbox
+
+import rego.v1
+
+default decision := {
+	"allow": false,
+	"reasons": ["no rule allows this launch; denying by default"],
+	"obligations": [],
+}
+
+decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []} if {
+	count(deny) > 0
+} else := {
+	"allow": true,
+	"reasons": [sprintf("`%s` may read the system directories and %d granted paths, and write %v", [
+		input.resource.command[0], count(read_requested), write,
+	])],
+	"obligations": [],
+	"grants": {
+		"read": array.concat(settings.system_read, read_requested),
+		"read_optional": [concat("/", [home, p]) | some p in settings.home_read],
+		"write": write,
+		"mask": mask,
+		"protect": protect,
+		"env": env,
+		"net": [n | some n in requested.net],
+		"limits": settings.limits,
+		"require": settings.require,
+	},
+}
+
+settings := data.cordon.settings.sandbox
+
+home := input.context.home
+
+requested := object.union({"read": [], "write": [], "net": [], "keep_env": []}, object.get(input.context, "request", {}))
+
+deny contains "sandbox request has no `context.home`, so secrets locations cannot be ruled out" if not input.context.home
+
+deny contains "sandbox request has no `resource.command`" if count(object.get(input.resource, "command", [])) == 0
+
+deny contains msg if {
+	some path in array.concat(requested.read, requested.write)
+	secret(path)
+	msg := sprintf("`%s` is a credentials or secrets location: agents may never be granted it", [path])
+}
+
+deny contains msg if {
+	some path in requested.write
+	system(path)
+	msg := sprintf("`%s` is or holds a system directory: sandboxes may read it, never write it", [path])
+}
+
+read_requested := [p | some p in requested.read]
+
+# The workspace roots are writable unless they are, or hold, a system directory (`cordon exec`
+# started from `/` gets no writable workspace).
+write := sort({p | some p in input.context.workspace; not system(p)} | {p | some p in requested.write})
+
+secret(path) if {
+	startswith(path, concat("", [home, "/"]))
+	strings.any_prefix_match(concat("", [substring(path, count(home) + 1, -1), "/"]), data.cordon.settings.secrets.home)
+}
+
+secret(path) if strings.any_prefix_match(concat("", [path, "/"]), data.cordon.settings.secrets.system)
+
+system(path) if path == "/"
+
+system(path) if {
+	some dir in settings.system_read
+	startswith(concat("", [path, "/"]), concat("", [dir, "/"]))
+}
+
+system(path) if {
+	some dir in settings.system_read
+	startswith(dir, concat("", [path, "/"]))
+}
+
+# Entries ending in `/` are exact paths; others are name prefixes (`/etc/ssh/ssh_host_`).
+mask := array.concat(
+	[concat("/", [home, s]) | some s in data.cordon.settings.secrets.home],
+	data.cordon.settings.secrets.system,
+)
+
+# Files whose change would act on the next run (shell start-up, git hooks, agent and editor
+# configuration) stay read-only inside every writable tree and the home directory, and so do
+# cordon's own configuration, policy and state.
+protect := sort(
+	{concat("/", [trim_suffix(root, "/"), name]) | some root in array.concat(write, [home]); some name in settings.protected} |
+	{p | some p in object.get(input.context, "cordon_paths", [])},
+)
+
+env := sort({n | some n in input.context.env; not data.cordon.env.secret(n)} | {n | some n in requested.keep_env})

@@ -1,0 +1,98 @@
+package cordon.sandbox_test
+
+import data.cordon.sandbox
+import rego.v1
+
+launch(request) := {
+	"capability": "sandbox",
+	"action": "launch",
+	"resource": {"command": ["bash"], "cwd": "/home/alice/proj"},
+	"context": {
+		"home": "/home/alice",
+		"workspace": ["/home/alice/proj"],
+		"env": ["PATH", "HOME", "GITHUB_TOKEN", "SSH_AUTH_SOCK", "GIT_AUTHOR_NAME", "LANG"],
+		"request": request,
+	},
+}
+
+test_workspace_is_writable_and_system_readable if {
+	d := sandbox.decision with input as launch({})
+	d.allow
+	d.grants.write == ["/home/alice/proj"]
+	"/usr" in d.grants.read
+	"/etc" in d.grants.read
+	"/home/alice/.rustup" in d.grants.read_optional
+}
+
+test_secret_locations_are_masked if {
+	d := sandbox.decision with input as launch({})
+	"/home/alice/.ssh/" in d.grants.mask
+	"/etc/shadow/" in d.grants.mask
+	"/etc/ssh/ssh_host_" in d.grants.mask
+}
+
+test_requested_paths_are_granted if {
+	d := sandbox.decision with input as launch({"read": ["/data/corpus"], "write": ["/home/alice/out"]})
+	d.allow
+	"/data/corpus" in d.grants.read
+	d.grants.write == ["/home/alice/out", "/home/alice/proj"]
+}
+
+test_secret_location_refused_whatever_is_asked if {
+	d := sandbox.decision with input as launch({"read": ["/home/alice/.ssh/id_ed25519"]})
+	not d.allow
+	d.reasons == ["`/home/alice/.ssh/id_ed25519` is a credentials or secrets location: agents may never be granted it"]
+	not sandbox.decision.allow with input as launch({"write": ["/home/alice/.aws"]})
+	not sandbox.decision.allow with input as launch({"read": ["/etc/shadow"]})
+}
+
+test_lookalike_of_a_secret_is_not_a_secret if {
+	sandbox.decision.allow with input as launch({"read": ["/home/alice/.sshrc"]})
+}
+
+test_system_directories_are_never_writable if {
+	d := sandbox.decision with input as launch({"write": ["/usr/local"]})
+	not d.allow
+	d.reasons == ["`/usr/local` is or holds a system directory: sandboxes may read it, never write it"]
+	not sandbox.decision.allow with input as launch({"write": ["/"]})
+}
+
+test_workspace_at_the_root_is_not_writable if {
+	d := sandbox.decision with input as object.union(launch({}), {"context": {"workspace": ["/"]}})
+	d.allow
+	d.grants.write == []
+}
+
+test_protected_files_inside_writable_trees if {
+	d := sandbox.decision with input as launch({})
+	"/home/alice/proj/.git/hooks" in d.grants.protect
+	"/home/alice/proj/.mcp.json" in d.grants.protect
+	"/home/alice/.bashrc" in d.grants.protect
+}
+
+test_cordon_paths_are_protected if {
+	d := sandbox.decision with input as object.union(launch({}), {"context": {"cordon_paths": ["/home/alice/proj/policy"]}})
+	"/home/alice/proj/policy" in d.grants.protect
+}
+
+test_credentials_are_scrubbed_from_the_environment if {
+	d := sandbox.decision with input as launch({})
+	d.grants.env == ["GIT_AUTHOR_NAME", "HOME", "LANG", "PATH"]
+}
+
+test_keep_env_keeps_what_the_person_names if {
+	d := sandbox.decision with input as launch({"keep_env": ["GITHUB_TOKEN"]})
+	"GITHUB_TOKEN" in d.grants.env
+	not "SSH_AUTH_SOCK" in d.grants.env
+}
+
+test_limits_and_requirements_come_from_settings if {
+	d := sandbox.decision with input as launch({})
+	d.grants.limits == {"pids": 4096, "memory_bytes": 8589934592}
+	"landlock" in d.grants.require
+}
+
+test_launch_without_home_or_command_is_refused if {
+	not sandbox.decision.allow with input as {"capability": "sandbox", "action": "launch", "resource": {"command": ["x"]}, "context": {}}
+	not sandbox.decision.allow with input as object.union(launch({}), {"resource": {"command": []}})
+}
