@@ -23,8 +23,7 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 	])],
 	"obligations": [],
 	"grants": {
-		"read": array.concat(settings.system_read, read_requested),
-		"read_optional": [concat("/", [home, p]) | some p in settings.home_read],
+		"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
 		"write": write,
 		"mask": mask,
 		"protect": protect,
@@ -58,6 +57,10 @@ deny contains msg if {
 }
 
 read_requested := [p | some p in requested.read]
+
+# Tool chains installed under the home directory (rustup, pyenv, nvm) stay usable, read-only.
+# Grants that do not exist on this machine are skipped by the sandbox.
+toolchains := [concat("/", [home, p]) | some p in settings.home_read]
 
 # The workspace roots are writable unless they are, or hold, a system directory (`cordon exec`
 # started from `/` gets no writable workspace).

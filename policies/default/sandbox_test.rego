@@ -21,7 +21,7 @@ test_workspace_is_writable_and_system_readable if {
 	d.grants.write == ["/home/alice/proj"]
 	"/usr" in d.grants.read
 	"/etc" in d.grants.read
-	"/home/alice/.rustup" in d.grants.read_optional
+	"/home/alice/.rustup" in d.grants.read
 }
 
 test_secret_locations_are_masked if {

@@ -11,6 +11,9 @@ pub enum Exit {
     Failed,
     /// 2: usage or runtime error.
     Error,
+    /// `cordon exec`: the program's own status, or 125 when cordon refused or could not
+    /// set up the sandbox (126 and 127 as in shells).
+    Code(u8),
 }
 
 impl From<Exit> for ExitCode {
@@ -19,6 +22,7 @@ impl From<Exit> for ExitCode {
             Exit::Ok => ExitCode::SUCCESS,
             Exit::Failed => ExitCode::from(1),
             Exit::Error => ExitCode::from(2),
+            Exit::Code(code) => ExitCode::from(code),
         }
     }
 }

@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    AuditCommand, DoctorCommand, EvalCommand, LandlockProbeCommand, PolicyCommand,
-    SeccompProbeCommand, TestCommand,
+    AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand, PolicyCommand,
+    SandboxHelperCommand, SeccompProbeCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -73,6 +73,7 @@ pub struct Cli {
 pub enum Command {
     // Each variant takes its help from the command's own doc comment.
     Eval(EvalCommand),
+    Exec(ExecCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -82,6 +83,8 @@ pub enum Command {
     SeccompProbe(SeccompProbeCommand),
     #[command(name = "__landlock-probe", hide = true)]
     LandlockProbe(LandlockProbeCommand),
+    #[command(name = "__sandbox-helper", hide = true)]
+    SandboxHelper(SandboxHelperCommand),
 }
 
 /// Parses the command line, runs the command and prints any error.
@@ -90,12 +93,14 @@ pub fn main() -> ExitCode {
     logging::init(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Eval(cmd) => cmd.run(&cli),
+        Command::Exec(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),
         Command::SeccompProbe(cmd) => cmd.run(&cli),
         Command::LandlockProbe(cmd) => cmd.run(&cli),
+        Command::SandboxHelper(cmd) => cmd.run(&cli),
     };
     match result {
         Ok(exit) => exit.into(),

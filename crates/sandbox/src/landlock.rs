@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use landlock::{
     Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, ABI,
+    RulesetStatus, Scope, ABI,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::SandboxError;
 
@@ -14,7 +15,7 @@ use crate::SandboxError;
 const ABI_WANTED: ABI = ABI::V7;
 
 /// Paths the agent may use. Everything else on the file system is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsGrants {
     /// Read (and execute) access, recursively.
     pub read: Vec<PathBuf>,
@@ -44,6 +45,10 @@ fn rights_for(path: &Path, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
 /// exist are not restricted: call this in the single-threaded sandbox helper just before it
 /// executes the agent. Also sets `no_new_privs`.
 ///
+/// Beyond the grants, directories can be listed anywhere (names only; `ls /` and path
+/// walks work), and where the kernel has Landlock ABI 6 the thread can neither connect to
+/// abstract unix sockets nor signal processes outside its own Landlock domain.
+///
 /// # Errors
 ///
 /// [`SandboxError::GrantPath`] naming a grant that cannot be opened (it must exist),
@@ -53,7 +58,16 @@ pub fn restrict_current_thread(grants: &FsGrants) -> Result<Enforcement, Sandbox
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_WANTED))
         .map_err(landlock)?
+        .scope(Scope::from_all(ABI_WANTED))
+        .map_err(landlock)?
         .create()
+        .map_err(landlock)?;
+    let root = PathFd::new("/").map_err(|e| SandboxError::GrantPath {
+        path: PathBuf::from("/"),
+        source: Box::new(e),
+    })?;
+    ruleset = ruleset
+        .add_rule(PathBeneath::new(root, AccessFs::ReadDir))
         .map_err(landlock)?;
     let read = AccessFs::from_read(ABI_WANTED);
     let write = AccessFs::from_all(ABI_WANTED);

@@ -1,8 +1,9 @@
 //! cordon's Linux sandbox for native agents.
 //!
-//! This crate turns a grant set into kernel restrictions. It holds the seccomp profile
-//! and the Landlock rules today ([`seccomp`], [`landlock`]); namespaces and mounts follow. It contains no `unsafe`:
-//! raw system calls live in `cordon-sys`.
+//! This crate turns a grant set ([`grants`], from the policy's launch decision) into kernel
+//! restrictions: a planned file-system view ([`plan`]) built in new namespaces by a helper
+//! process ([`launch`]), Landlock rules ([`landlock`]), the seccomp profile ([`seccomp`]) and
+//! cgroup caps ([`cgroup`]). It contains no `unsafe`: raw system calls live in `cordon-sys`.
 //!
 //! Trust boundary: everything this crate sets up binds the agent process and all its
 //! descendants; the agent is assumed hostile.
@@ -17,9 +18,18 @@
 #![deny(missing_docs)]
 
 #[cfg(target_os = "linux")]
+pub mod cgroup;
+pub mod grants;
+#[cfg(target_os = "linux")]
 pub mod landlock;
 #[cfg(target_os = "linux")]
+pub mod launch;
+#[cfg(target_os = "linux")]
+pub mod plan;
+#[cfg(target_os = "linux")]
 pub mod seccomp;
+#[cfg(target_os = "linux")]
+mod view;
 
 /// Why a sandbox could not be set up. Setting up is all or nothing: on any error the agent
 /// does not run.
@@ -47,6 +57,12 @@ pub enum SandboxError {
     /// The kernel enforces no Landlock rule.
     #[error("this kernel does not enforce Landlock, so file access cannot be confined")]
     LandlockUnavailable,
+    /// The cgroups for the process and memory caps cannot be set up.
+    #[error("cannot set up the cgroups that cap processes and memory: {0}")]
+    Cgroup(String),
+    /// The sandbox helper failed or said something unexpected.
+    #[error("the sandbox helper failed: {0}")]
+    Helper(String),
     /// This platform has no sandbox.
     #[error("cordon's native sandbox needs Linux")]
     Unsupported,

@@ -117,6 +117,47 @@ impl Pipeline {
         self.record_event(capability.as_str(), &action, input, decision)
     }
 
+    /// Records what became of an action decided earlier: performed, refused by cordon
+    /// itself after the policy allowed it (a kernel feature missing), or failed. `input` is
+    /// the decided input, with whatever the surface adds about the outcome.
+    ///
+    /// # Errors
+    ///
+    /// The audit log's refusal; the caller decides whether the action may still proceed.
+    pub fn record_outcome(
+        &self,
+        capability: &Capability,
+        input: Value,
+        decision: Decision,
+        outcome: Outcome,
+    ) -> Result<(), cordon_types::AuditError> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
+        let action = input["action"].as_str().unwrap_or_default().to_owned();
+        sink.record(&self.event(capability.as_str(), &action, input, decision, outcome))
+    }
+
+    fn event(
+        &self,
+        capability: &str,
+        action: &str,
+        input: Value,
+        decision: Decision,
+        outcome: Outcome,
+    ) -> AuditEvent {
+        AuditEvent {
+            time: now(),
+            capability: capability.to_owned(),
+            action: action.to_owned(),
+            input,
+            outcome,
+            decision,
+            policy_revision: self.decider.revision().to_owned(),
+            cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
     fn record(
         &self,
         capability: &str,
@@ -145,20 +186,12 @@ impl Pipeline {
                 decision,
             };
         };
-        let event = AuditEvent {
-            time: now(),
-            capability: capability.to_owned(),
-            action: action.to_owned(),
-            input,
-            outcome: if decision.allow {
-                Outcome::Evaluated
-            } else {
-                Outcome::Refused
-            },
-            decision,
-            policy_revision: self.decider.revision().to_owned(),
-            cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        let outcome = if decision.allow {
+            Outcome::Evaluated
+        } else {
+            Outcome::Refused
         };
+        let event = self.event(capability, action, input, decision, outcome);
         let recorded = sink.record(&event);
         let AuditEvent {
             input,

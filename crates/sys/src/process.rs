@@ -632,3 +632,76 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<
         check(libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &size))
     }
 }
+
+/// Lets `fd` be inherited across `exec` (clears `FD_CLOEXEC`) or not.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn set_inheritable(fd: BorrowedFd<'_>, inheritable: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD read and set the descriptor flags of an open descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFD);
+        check(flags)?;
+        let flags = if inheritable {
+            flags & !libc::FD_CLOEXEC
+        } else {
+            flags | libc::FD_CLOEXEC
+        };
+        check(libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags))
+    }
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that executed this one,
+/// and marks it close-on-exec.
+///
+/// # Errors
+///
+/// `EBADF` when no such descriptor is open, or when `fd` is a standard stream.
+pub fn take_inherited_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only checks that the descriptor is open.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+    // parent for this purpose; nothing else in the process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_inheritable(std::os::fd::AsFd::as_fd(&owned), false)?;
+    Ok(owned)
+}
+
+/// Brings the loopback interface of the calling process's network namespace up, as a new
+/// network namespace starts with it down.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn bring_loopback_up() -> io::Result<()> {
+    // SAFETY: socket returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `request` is a zeroed ifreq whose name holds "lo" NUL-terminated; the two
+    // ioctls read and write its flags field only.
+    unsafe {
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut request,
+        ))?;
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &request,
+        ))
+    }
+}

@@ -3,6 +3,7 @@
 mod audit;
 mod doctor;
 mod eval;
+mod exec;
 mod policy;
 mod probe;
 mod shared;
@@ -11,6 +12,7 @@ mod test;
 pub use audit::AuditCommand;
 pub use doctor::DoctorCommand;
 pub use eval::EvalCommand;
+pub use exec::{ExecCommand, SandboxHelperCommand};
 pub use policy::PolicyCommand;
 pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
 pub use test::TestCommand;

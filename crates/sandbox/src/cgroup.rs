@@ -1,0 +1,188 @@
+//! Process and memory caps for a sandboxed tree, with cgroups.
+//!
+//! `RLIMIT_NPROC` does not bind uid 0, and an agent run as root inside its user namespace
+//! counts as its outside uid anyway, so caps come from cgroups: v2 where the `pids` and
+//! `memory` controllers are available to cordon's own cgroup, else the v1 `pids` and `memory`
+//! hierarchies of hybrid hosts.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::grants::Limits;
+use crate::SandboxError;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// Which cgroup controllers this host offers for the caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    /// cgroup v2 (unified), with `pids` and `memory` available below `dir`, cordon's own
+    /// cgroup.
+    V2 {
+        /// cordon's own cgroup directory.
+        dir: PathBuf,
+        /// The controllers the host lists.
+        controllers: String,
+    },
+    /// The v1 `pids` and `memory` hierarchies (a hybrid host).
+    V1 {
+        /// cordon's own cgroup in the pids hierarchy.
+        pids: PathBuf,
+        /// cordon's own cgroup in the memory hierarchy.
+        memory: PathBuf,
+    },
+    /// Neither.
+    None,
+}
+
+impl Support {
+    /// What this host offers, from `/proc/self/cgroup` and `/sys/fs/cgroup`.
+    pub fn detect() -> Self {
+        let own = fs_err::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let path_of = |controller: &str| {
+            own.lines().find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then(|| path.trim_start_matches('/').to_owned())
+            })
+        };
+        let unified_only = !own.trim().is_empty() && own.lines().all(|l| l.starts_with("0::"));
+        if unified_only {
+            let controllers = fs_err::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            if has("pids") && has("memory") {
+                return Support::V2 {
+                    dir: Path::new(ROOT).join(path_of("").unwrap_or_default()),
+                    controllers,
+                };
+            }
+            return Support::None;
+        }
+        let v1 = |controller: &str| {
+            let mount = Path::new(ROOT).join(controller);
+            mount
+                .join("tasks")
+                .exists()
+                .then(|| mount.join(path_of(controller).unwrap_or_default()))
+        };
+        match (v1("pids"), v1("memory")) {
+            (Some(pids), Some(memory)) => Support::V1 { pids, memory },
+            _ => Support::None,
+        }
+    }
+
+    /// One line for people: what was found.
+    pub fn describe(&self) -> String {
+        match self {
+            Support::V2 { controllers, .. } => {
+                format!("cgroup v2 with the pids and memory controllers ({controllers})")
+            }
+            Support::V1 { .. } => "cgroup v1 pids and memory controllers (hybrid host)".into(),
+            Support::None => "no cgroup controller for pids and memory is available".into(),
+        }
+    }
+}
+
+/// The cgroups holding one sandboxed tree; removed (after killing what is left) on drop.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
+    fs_err::write(path, value).map_err(|e| SandboxError::Cgroup(e.to_string()))
+}
+
+impl Cgroup {
+    /// Creates the cgroups for a tree named `name` under cordon's own, with `limits`.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Cgroup`] when the host has no usable controller or cordon may not
+    /// create cgroups (not delegated to this user).
+    pub fn create(support: &Support, name: &str, limits: &Limits) -> Result<Self, SandboxError> {
+        let mut cgroup = Cgroup { dirs: Vec::new() };
+        match support {
+            Support::None => {
+                return Err(SandboxError::Cgroup(support.describe()));
+            }
+            Support::V2 { dir, .. } => {
+                let dir = dir.join(name);
+                cgroup.make(&dir)?;
+                if let Some(pids) = limits.pids {
+                    write(&dir.join("pids.max"), &pids.to_string())?;
+                }
+                if let Some(bytes) = limits.memory_bytes {
+                    write(&dir.join("memory.max"), &bytes.to_string())?;
+                    write(&dir.join("memory.swap.max"), "0").ok();
+                }
+            }
+            Support::V1 { pids, memory } => {
+                let pids = pids.join(name);
+                cgroup.make(&pids)?;
+                if let Some(max) = limits.pids {
+                    write(&pids.join("pids.max"), &max.to_string())?;
+                }
+                let memory = memory.join(name);
+                cgroup.make(&memory)?;
+                if let Some(bytes) = limits.memory_bytes {
+                    write(&memory.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    // Swap counts too where the kernel accounts it.
+                    let memsw = memory.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &bytes.to_string())?;
+                    }
+                }
+            }
+        }
+        Ok(cgroup)
+    }
+
+    fn make(&mut self, dir: &Path) -> Result<(), SandboxError> {
+        fs_err::create_dir(dir).map_err(|e| {
+            SandboxError::Cgroup(format!(
+                "{e} (cgroups must be delegated to this user for cordon to cap processes and memory)"
+            ))
+        })?;
+        self.dirs.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// The `cgroup.procs` files a process writes its pid to, to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Kills whatever is still in the cgroups and removes them, waiting at most a second.
+    pub fn remove(mut self) {
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for dir in std::mem::take(&mut self.dirs) {
+            loop {
+                let procs = fs_err::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = cordon_sys::process::kill(pid, libc::SIGKILL);
+                }
+                if fs_err::remove_dir(&dir).is_ok() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}

@@ -1,0 +1,244 @@
+//! Starting a program in the sandbox.
+//!
+//! `cordon` is multi-threaded (the audit writer, the policy engine), and a multi-threaded
+//! process can neither enter a new user namespace nor fork safely. So the launch runs in a
+//! fresh, single-threaded copy of cordon's own executable, the *helper*, given a
+//! [`LaunchSpec`]:
+//!
+//! ```text
+//! cordon ─spawn─▶ helper ─unshare(user, mount, pid, net, ipc, uts, cgroup)─fork─▶ init (pid 1)
+//!                                                        builds the view ─fork─▶ program
+//!                                         caps dropped, Landlock, seccomp ─exec─┘
+//! ```
+//!
+//! The helper joins the tree's cgroups and enters the namespaces; its child is pid 1 of the
+//! new pid namespace, builds the file-system view and starts the program, then reaps. When
+//! the program exits, init exits with its status and the kernel kills everything left in
+//! the namespace: no daemon survives. Each process dies with its parent (`PDEATHSIG`), so
+//! killing cordon kills the tree. Errors before the program runs are sent to cordon over a
+//! close-on-exec pipe, whose end-of-file tells cordon the program was executed.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use cordon_sys::process::{self as sys, Forked};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+use crate::{landlock, seccomp, SandboxError};
+
+/// Everything the helper needs; passed as JSON on its command line (it holds paths and the
+/// command, no variable values: the environment travels as the helper's own environment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// The working directory, the same path inside as outside.
+    pub cwd: PathBuf,
+    /// The user and group ids, mapped to themselves.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// The view and its Landlock rules.
+    pub plan: Plan,
+    /// Whether to apply the Landlock rules (off only when degraded on purpose).
+    pub landlock: bool,
+    /// Whether to apply the seccomp profile.
+    pub seccomp: bool,
+    /// `cgroup.procs` files to join before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Whether standard input is a pseudo-terminal the program should control.
+    pub terminal: bool,
+    /// The descriptor of the status pipe's write end.
+    pub status_fd: i32,
+    /// cordon's pid: the helper stops if its parent is already another process.
+    pub parent: i32,
+}
+
+/// Exit code of the helper when the sandbox could not be set up.
+pub const SETUP_FAILED: i32 = 125;
+/// Exit code when the program exists but cannot be executed.
+pub const CANNOT_EXECUTE: i32 = 126;
+/// Exit code when the program is not found.
+pub const NOT_FOUND: i32 = 127;
+
+/// What the helper reports before the program runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum Status {
+    /// The sandbox could not be set up.
+    Setup(String),
+    /// The program could not be executed.
+    Exec(String),
+}
+
+/// The helper's whole life. Never returns: ends the process with the program's status.
+pub fn helper_main(spec: &LaunchSpec) -> ! {
+    let status = match sys::take_inherited_fd(spec.status_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("cordon: the sandbox helper has no status pipe: {e}");
+            sys::exit_now(SETUP_FAILED);
+        }
+    };
+    match helper(spec, status) {
+        Ok(code) => sys::exit_now(code),
+        Err((status, message)) => fail(status, Status::Setup(message), SETUP_FAILED),
+    }
+}
+
+fn fail(status: OwnedFd, report: Status, code: i32) -> ! {
+    let mut pipe = std::fs::File::from(status);
+    if let Ok(line) = serde_json::to_string(&report) {
+        let _ = writeln!(pipe, "{line}");
+    }
+    sys::exit_now(code)
+}
+
+type HelperError = (OwnedFd, String);
+
+fn helper(spec: &LaunchSpec, status: OwnedFd) -> Result<i32, HelperError> {
+    macro_rules! try_step {
+        ($what:expr, $result:expr) => {
+            match $result {
+                Ok(v) => v,
+                Err(e) => return Err((status, format!("{}: {e}", $what))),
+            }
+        };
+    }
+    try_step!(
+        "cannot ask to die with cordon",
+        sys::set_parent_death_signal(libc::SIGKILL)
+    );
+    if sys::parent_pid() != spec.parent {
+        return Err((status, "cordon exited before the sandbox started".into()));
+    }
+    // Signals from cordon's terminal go to cordon, which passes them on: one delivery.
+    try_step!("cannot start a session", sys::new_session());
+    let pid = std::process::id().to_string();
+    for procs in &spec.cgroup_procs {
+        try_step!(
+            format!("cannot join the cgroup `{}`", procs.display()),
+            fs_err::write(procs, &pid)
+        );
+    }
+    let saved = try_step!("cannot block signals", sys::block_supervisor_signals());
+    let namespaces = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    try_step!(
+        "cannot create the sandbox's namespaces (are user namespaces enabled? see `cordon doctor`)",
+        sys::unshare(namespaces)
+    );
+    try_step!(
+        "cannot map the user id",
+        fs_err::write("/proc/self/setgroups", "deny")
+            .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", spec.uid)))
+            .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", spec.gid)))
+    );
+    match try_step!(
+        "cannot start the sandbox's init",
+        sys::fork_single_threaded()
+    ) {
+        Forked::Child => init(spec, status, saved),
+        Forked::Parent(init) => {
+            drop(status);
+            Ok(sys::supervise(init, false).unwrap_or(SETUP_FAILED))
+        }
+    }
+}
+
+/// Pid 1 of the sandbox: builds the view, starts the program, reaps, passes signals on.
+fn init(spec: &LaunchSpec, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
+    let setup = || -> Result<(), String> {
+        sys::set_parent_death_signal(libc::SIGKILL)
+            .map_err(|e| format!("cannot ask to die with the helper: {e}"))?;
+        sys::set_hostname("cordon").map_err(|e| format!("cannot set the host name: {e}"))?;
+        sys::bring_loopback_up().map_err(|e| format!("cannot bring up loopback: {e}"))?;
+        crate::view::build(&spec.plan.mounts, &spec.cwd)
+    };
+    if let Err(message) = setup() {
+        fail(status, Status::Setup(message), SETUP_FAILED);
+    }
+    match sys::fork_single_threaded() {
+        Ok(Forked::Child) => program(spec, status, &saved),
+        Ok(Forked::Parent(child)) => {
+            drop(status);
+            sys::exit_now(sys::supervise(child, true).unwrap_or(SETUP_FAILED))
+        }
+        Err(e) => fail(
+            status,
+            Status::Setup(format!("cannot start the program: {e}")),
+            SETUP_FAILED,
+        ),
+    }
+}
+
+/// The program's process: confine, then execute.
+fn program(spec: &LaunchSpec, status: OwnedFd, saved: &sys::SavedSignalMask) -> ! {
+    let confine = || -> Result<(), String> {
+        sys::restore_signal_mask(saved).map_err(|e| format!("cannot restore signals: {e}"))?;
+        sys::new_session().map_err(|e| format!("cannot start a session: {e}"))?;
+        if spec.terminal {
+            let stdin = std::io::stdin();
+            sys::set_controlling_terminal(stdin.as_fd())
+                .map_err(|e| format!("cannot take the terminal: {e}"))?;
+        }
+        sys::set_cloexec_from(3).map_err(|e| format!("cannot close inherited descriptors: {e}"))?;
+        sys::drop_all_capabilities().map_err(|e| format!("cannot drop capabilities: {e}"))?;
+        if spec.landlock {
+            landlock::restrict_current_thread(&spec.plan.landlock).map_err(|e| {
+                let mut message = e.to_string();
+                if let Some(source) = std::error::Error::source(&e) {
+                    message = format!("{message}: {source}");
+                }
+                message
+            })?;
+        }
+        if spec.seccomp {
+            seccomp::apply_to_current_thread().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    if let Err(message) = confine() {
+        fail(status, Status::Setup(message), SETUP_FAILED);
+    }
+    let argv: Vec<OsString> = spec.command.iter().map(OsString::from).collect();
+    let err = sys::exec(&argv);
+    let name = spec.command.first().map(String::as_str).unwrap_or_default();
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        NOT_FOUND
+    } else {
+        CANNOT_EXECUTE
+    };
+    fail(
+        status,
+        Status::Exec(format!("cannot run `{name}` in the sandbox: {err}")),
+        code,
+    )
+}
+
+/// Reads what the helper reported before the program ran: `None` when the program was
+/// executed (the pipe closed without a word).
+///
+/// # Errors
+///
+/// When the pipe cannot be read, or holds something other than a status.
+pub fn read_status(mut reader: impl Read) -> Result<Option<Status>, SandboxError> {
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| SandboxError::Helper(format!("cannot read the helper's status: {e}")))?;
+    let Some(line) = text.lines().next() else {
+        return Ok(None);
+    };
+    serde_json::from_str(line)
+        .map(Some)
+        .map_err(|e| SandboxError::Helper(format!("unreadable status `{line}`: {e}")))
+}

@@ -1,0 +1,336 @@
+//! From a grant set to the file-system view the sandboxed program gets: which mounts, in
+//! which order, and the Landlock rules that repeat them.
+//!
+//! Planning only reads the host file system (what exists, what is a link); the launcher's
+//! helper carries the plan out inside the new mount namespace. Paths inside the sandbox are
+//! the paths outside, so what an agent reports makes sense to the person.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grants::Grants;
+use crate::landlock::FsGrants;
+
+/// One step of building the view. Paths are as the program sees them (and as they are on
+/// the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountOp {
+    /// The host's `path`, at the same place; read-only unless `writable`.
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Whether the program may write below it.
+        writable: bool,
+    },
+    /// An empty, private, writable file system.
+    Tmpfs {
+        /// Where.
+        path: PathBuf,
+        /// Permission bits of its root.
+        mode: u32,
+    },
+    /// A directory on whatever is mounted above it.
+    Dir {
+        /// Where.
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A symbolic link, copied from the host (`/bin -> usr/bin`).
+    Symlink {
+        /// Where.
+        path: PathBuf,
+        /// What it points to.
+        target: PathBuf,
+    },
+    /// A fresh `/proc` for the sandbox's own pid namespace.
+    Proc,
+    /// A minimal `/dev`: null, zero, full, random, urandom, tty, a private `pts` and `shm`.
+    Dev,
+    /// A secret file replaced by an empty read-only file.
+    MaskFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A secret directory replaced by an empty read-only directory.
+    MaskDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A path made read-only inside a writable tree.
+    Protect {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+impl MountOp {
+    /// Where the operation acts.
+    pub fn path(&self) -> &Path {
+        match self {
+            MountOp::Bind { path, .. }
+            | MountOp::Tmpfs { path, .. }
+            | MountOp::Dir { path, .. }
+            | MountOp::Symlink { path, .. }
+            | MountOp::MaskFile { path }
+            | MountOp::MaskDir { path }
+            | MountOp::Protect { path } => path,
+            MountOp::Proc => Path::new("/proc"),
+            MountOp::Dev => Path::new("/dev"),
+        }
+    }
+
+    /// Masks and protections go on top of everything at their depth.
+    fn layer(&self) -> u8 {
+        match self {
+            MountOp::MaskFile { .. } | MountOp::MaskDir { .. } | MountOp::Protect { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The whole view and its Landlock rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Mounts, parents before children.
+    pub mounts: Vec<MountOp>,
+    /// The Landlock rules: the same paths, read or read-write.
+    pub landlock: FsGrants,
+    /// Protected paths that do not exist yet, so cannot be mounted read-only: the launcher
+    /// checks after the run that none was created.
+    pub absent_protected: Vec<PathBuf>,
+    /// Granted paths that do not exist on this machine and were skipped.
+    pub skipped: Vec<PathBuf>,
+}
+
+fn depth(path: &Path) -> usize {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
+}
+
+fn is_below(path: &Path, root: &Path) -> bool {
+    path.starts_with(root)
+}
+
+/// Plans the view for `grants`, with a private home at `home` and a private runtime
+/// directory for `uid`.
+pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
+    let mut plan = Plan::default();
+    let mut ops = Vec::new();
+    let mut binds: Vec<(PathBuf, bool)> = Vec::new();
+    for (paths, writable) in [(&grants.read, false), (&grants.write, true)] {
+        for path in paths {
+            let Ok(meta) = fs_err::symlink_metadata(path) else {
+                plan.skipped.push(path.clone());
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                // `/bin -> usr/bin`: the link itself, pointing where it points on the host;
+                // what it points to is granted (or not) on its own.
+                if let Ok(target) = fs_err::read_link(path) {
+                    ops.push(MountOp::Symlink {
+                        path: path.clone(),
+                        target,
+                    });
+                }
+                continue;
+            }
+            // A path granted both ways is writable.
+            binds.retain(|(p, _)| p != path);
+            binds.push((path.clone(), writable));
+        }
+    }
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    let private = [
+        (PathBuf::from("/tmp"), 0o1777),
+        (PathBuf::from("/var/tmp"), 0o1777),
+        (PathBuf::from("/run"), 0o755),
+        (home.to_path_buf(), 0o700),
+    ];
+    for (path, mode) in &private {
+        // A granted path replaces the private one (`--allow-write /tmp`).
+        if !binds.iter().any(|(p, _)| p == path) {
+            ops.push(MountOp::Tmpfs {
+                path: path.clone(),
+                mode: *mode,
+            });
+            plan.landlock.write.push(path.clone());
+        }
+    }
+    ops.push(MountOp::Dir {
+        path: run_user.clone(),
+        mode: 0o700,
+    });
+    ops.push(MountOp::Proc);
+    ops.push(MountOp::Dev);
+    plan.landlock.write.push(PathBuf::from("/proc"));
+    plan.landlock.write.push(PathBuf::from("/dev"));
+    for (path, writable) in &binds {
+        ops.push(MountOp::Bind {
+            path: path.clone(),
+            writable: *writable,
+        });
+        if *writable {
+            plan.landlock.write.push(path.clone());
+        } else {
+            plan.landlock.read.push(path.clone());
+        }
+    }
+
+    let visible = |path: &Path| {
+        binds.iter().any(|(root, _)| is_below(path, root)) || is_below(path, Path::new("/proc"))
+    };
+    for entry in &grants.mask {
+        for path in expand_mask(entry) {
+            if !visible(&path) {
+                continue;
+            }
+            match fs_err::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => ops.push(MountOp::MaskDir { path }),
+                Ok(meta) if meta.file_type().is_symlink() => {}
+                Ok(_) => ops.push(MountOp::MaskFile { path }),
+                Err(_) => {}
+            }
+        }
+    }
+    let writable_roots: Vec<&PathBuf> = binds.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
+    for path in &grants.protect {
+        if !writable_roots.iter().any(|root| is_below(path, root)) {
+            continue;
+        }
+        match fs_err::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_symlink() => {
+                ops.push(MountOp::Protect { path: path.clone() })
+            }
+            // A link inside a writable tree could be replaced; what it points to is
+            // protected (or not) on its own.
+            Ok(_) => {}
+            Err(_) => plan.absent_protected.push(path.clone()),
+        }
+    }
+    // Parents before children; at one depth, masks and protections last. The sort is
+    // stable, so the order above holds otherwise.
+    ops.sort_by_key(|op| (depth(op.path()), op.layer()));
+    plan.mounts = ops;
+    plan
+}
+
+/// The paths a mask entry names: itself when it ends in `/`, else every entry of its
+/// directory whose name starts with the given prefix.
+fn expand_mask(entry: &str) -> Vec<PathBuf> {
+    if let Some(exact) = entry.strip_suffix('/') {
+        return vec![PathBuf::from(exact)];
+    }
+    let path = Path::new(entry);
+    let (Some(dir), Some(prefix)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = prefix.to_string_lossy();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix.as_ref()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants_in(dir: &Path) -> Grants {
+        Grants {
+            read: vec!["/usr".into(), "/bin".into(), dir.join("absent")],
+            write: vec![dir.join("work")],
+            mask: vec![
+                format!("{}/", dir.join("work/.ssh").display()),
+                format!("{}", dir.join("work/key_").display()),
+            ],
+            protect: vec![dir.join("work/.git/hooks"), dir.join("work/.mcp.json")],
+            ..Grants::default()
+        }
+    }
+
+    #[test]
+    fn plans_parents_first_with_masks_and_protections_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs_err::create_dir_all(work.join(".ssh")).unwrap();
+        fs_err::create_dir_all(work.join(".git/hooks")).unwrap();
+        fs_err::write(work.join("key_a"), "a").unwrap();
+        fs_err::write(work.join("key_b"), "b").unwrap();
+        let plan = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000);
+
+        let position = |op: &MountOp| plan.mounts.iter().position(|o| o == op).unwrap();
+        let bind = position(&MountOp::Bind {
+            path: work.clone(),
+            writable: true,
+        });
+        assert!(
+            bind < position(&MountOp::MaskDir {
+                path: work.join(".ssh")
+            })
+        );
+        assert!(
+            bind < position(&MountOp::MaskFile {
+                path: work.join("key_a")
+            })
+        );
+        assert!(
+            bind < position(&MountOp::MaskFile {
+                path: work.join("key_b")
+            })
+        );
+        assert!(
+            bind < position(&MountOp::Protect {
+                path: work.join(".git/hooks")
+            })
+        );
+        assert!(
+            position(&MountOp::Tmpfs {
+                path: "/home/u".into(),
+                mode: 0o700
+            }) < position(&MountOp::Dir {
+                path: "/run/user/1000".into(),
+                mode: 0o700
+            }) || depth(Path::new("/home/u")) == depth(Path::new("/run/user/1000"))
+        );
+        assert_eq!(plan.absent_protected, vec![work.join(".mcp.json")]);
+        assert_eq!(plan.skipped, vec![dir.path().join("absent")]);
+        assert!(plan.landlock.write.contains(&work));
+        assert!(plan.landlock.read.contains(&PathBuf::from("/usr")));
+        for window in plan.mounts.windows(2) {
+            assert!(
+                depth(window[0].path()) <= depth(window[1].path()),
+                "{window:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn links_are_copied_and_granted_private_dirs_are_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("target", &link).unwrap();
+        let grants = Grants {
+            read: vec![link.clone()],
+            write: vec!["/tmp".into()],
+            ..Grants::default()
+        };
+        let plan = plan(&grants, Path::new("/home/u"), 0);
+        assert!(plan.mounts.contains(&MountOp::Symlink {
+            path: link,
+            target: "target".into()
+        }));
+        assert!(!plan
+            .mounts
+            .iter()
+            .any(|op| matches!(op, MountOp::Tmpfs { path, .. } if path == Path::new("/tmp"))));
+    }
+}

@@ -1,0 +1,272 @@
+//! Carries out a [`Plan`](crate::plan::Plan) inside a new mount namespace.
+//!
+//! The way is bubblewrap's: a tmpfs becomes the root and the host's root is moved under
+//! `/oldroot`, so every host path stays reachable as a bind source while the new root is
+//! assembled under `/newroot`; then `/newroot` becomes `/` and the host's root is detached.
+
+use std::path::{Path, PathBuf};
+
+use cordon_sys::process::{
+    make_nosuid_recursive, make_read_only_recursive, mount, pivot_root, unmount_detached,
+};
+
+use crate::plan::MountOp;
+
+const BASE: &str = "/tmp";
+const OLD: &str = "/oldroot";
+const NEW: &str = "/newroot";
+const EMPTY_FILE: &str = "/empty";
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// A failed step: what was being done, and the kernel's answer.
+pub(crate) type ViewError = String;
+
+fn step<T>(what: impl FnOnce() -> String, result: std::io::Result<T>) -> Result<T, ViewError> {
+    result.map_err(|e| format!("{}: {e}", what()))
+}
+
+fn inside(root: &str, path: &Path) -> PathBuf {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    Path::new(root).join(relative)
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), ViewError> {
+    step(
+        || format!("cannot bind `{}`", source.display()),
+        mount(
+            Some(source),
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        ),
+    )
+}
+
+fn tmpfs(target: &Path, mode: u32, extra_flags: libc::c_ulong) -> Result<(), ViewError> {
+    step(
+        || format!("cannot mount a tmpfs on `{}`", target.display()),
+        mount(
+            Some(Path::new("tmpfs")),
+            target,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | extra_flags,
+            Some(&format!("mode={mode:o}")),
+        ),
+    )
+}
+
+fn mkdir_all(path: &Path) -> Result<(), ViewError> {
+    step(
+        || format!("cannot create `{}`", path.display()),
+        fs_err::create_dir_all(path),
+    )
+}
+
+/// Creates an empty file or directory at `target` to mount `source`'s kind on.
+fn mount_point_for(source: &Path, target: &Path) -> Result<(), ViewError> {
+    if fs_err::symlink_metadata(target).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = target.parent() {
+        mkdir_all(parent)?;
+    }
+    if source.is_dir() {
+        mkdir_all(target)
+    } else {
+        step(
+            || format!("cannot create `{}`", target.display()),
+            fs_err::File::create(target).map(drop),
+        )
+    }
+}
+
+/// Builds the view and makes it the root of the calling process's mount namespace, with
+/// `cwd` as the working directory.
+pub(crate) fn build(ops: &[MountOp], cwd: &Path) -> Result<(), ViewError> {
+    let root = Path::new("/");
+    step(
+        || "cannot make the mount tree private".into(),
+        mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None),
+    )?;
+    let base = Path::new(BASE);
+    tmpfs(base, 0o755, 0)?;
+    step(
+        || format!("cannot enter `{BASE}`"),
+        std::env::set_current_dir(base),
+    )?;
+    mkdir_all(Path::new("newroot"))?;
+    mkdir_all(Path::new("oldroot"))?;
+    step(
+        || "cannot switch to the sandbox's root".into(),
+        pivot_root(Path::new("."), Path::new("oldroot")),
+    )?;
+    step(
+        || "cannot enter the sandbox's root".into(),
+        std::env::set_current_dir(root),
+    )?;
+    step(
+        || "cannot create the mask file".into(),
+        fs_err::write(EMPTY_FILE, b""),
+    )?;
+    let new = Path::new(NEW);
+    tmpfs(new, 0o755, 0)?;
+    for op in ops {
+        apply(op)?;
+    }
+    // Nothing may be created at the top of the view.
+    step(
+        || "cannot make the sandbox's root read-only".into(),
+        mount(
+            None,
+            new,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            None,
+        ),
+    )?;
+    step(
+        || "cannot detach the host's root".into(),
+        unmount_detached(Path::new(OLD)),
+    )?;
+    step(
+        || "cannot enter the new root".into(),
+        std::env::set_current_dir(new),
+    )?;
+    step(
+        || "cannot switch to the new root".into(),
+        pivot_root(Path::new("."), Path::new(".")),
+    )?;
+    step(
+        || "cannot detach the setup root".into(),
+        unmount_detached(Path::new(".")),
+    )?;
+    step(
+        || "cannot enter the new root".into(),
+        std::env::set_current_dir(root),
+    )?;
+    step(
+        || {
+            format!(
+                "the working directory `{}` is not visible inside the sandbox (grant it with --allow-read or --allow-write)",
+                cwd.display()
+            )
+        },
+        std::env::set_current_dir(cwd),
+    )
+}
+
+fn apply(op: &MountOp) -> Result<(), ViewError> {
+    match op {
+        MountOp::Bind { path, writable } => {
+            let source = inside(OLD, path);
+            let target = inside(NEW, path);
+            mount_point_for(&source, &target)?;
+            bind(&source, &target)?;
+            let restrict = if *writable {
+                make_nosuid_recursive(&target)
+            } else {
+                make_read_only_recursive(&target)
+            };
+            step(|| format!("cannot restrict `{}`", path.display()), restrict)
+        }
+        MountOp::Tmpfs { path, mode } => {
+            let target = inside(NEW, path);
+            mkdir_all(&target)?;
+            tmpfs(&target, *mode, 0)
+        }
+        MountOp::Dir { path, mode } => {
+            let target = inside(NEW, path);
+            mkdir_all(&target)?;
+            step(
+                || format!("cannot set the mode of `{}`", path.display()),
+                fs_err::set_permissions(
+                    &target,
+                    std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                ),
+            )
+        }
+        MountOp::Symlink { path, target } => {
+            let link = inside(NEW, path);
+            if let Some(parent) = link.parent() {
+                mkdir_all(parent)?;
+            }
+            step(
+                || format!("cannot create the link `{}`", path.display()),
+                fs_err::os::unix::fs::symlink(target, &link),
+            )
+        }
+        MountOp::Proc => {
+            let target = inside(NEW, Path::new("/proc"));
+            mkdir_all(&target)?;
+            step(
+                || "cannot mount a /proc for the sandbox".into(),
+                mount(
+                    Some(Path::new("proc")),
+                    &target,
+                    Some("proc"),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    None,
+                ),
+            )
+        }
+        MountOp::Dev => dev(),
+        MountOp::MaskFile { path } => {
+            let target = inside(NEW, path);
+            bind(Path::new(EMPTY_FILE), &target)?;
+            step(
+                || format!("cannot mask `{}`", path.display()),
+                make_read_only_recursive(&target),
+            )
+        }
+        MountOp::MaskDir { path } => tmpfs(&inside(NEW, path), 0o755, libc::MS_RDONLY),
+        MountOp::Protect { path } => {
+            let target = inside(NEW, path);
+            bind(&target, &target)?;
+            step(
+                || format!("cannot make `{}` read-only", path.display()),
+                make_read_only_recursive(&target),
+            )
+        }
+    }
+}
+
+fn dev() -> Result<(), ViewError> {
+    let dev = inside(NEW, Path::new("/dev"));
+    mkdir_all(&dev)?;
+    tmpfs(&dev, 0o755, libc::MS_NOEXEC)?;
+    for name in DEVICES {
+        let source = Path::new(OLD).join("dev").join(name);
+        let target = dev.join(name);
+        mount_point_for(&source, &target)?;
+        bind(&source, &target)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        step(
+            || format!("cannot create /dev/{link}"),
+            fs_err::os::unix::fs::symlink(target, dev.join(link)),
+        )?;
+    }
+    let pts = dev.join("pts");
+    mkdir_all(&pts)?;
+    step(
+        || "cannot mount a private /dev/pts".into(),
+        mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=620"),
+        ),
+    )?;
+    let shm = dev.join("shm");
+    mkdir_all(&shm)?;
+    tmpfs(&shm, 0o1777, 0)
+}
