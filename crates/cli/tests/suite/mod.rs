@@ -3,6 +3,7 @@ mod common;
 mod doctor;
 mod eval;
 mod examples;
+mod exec_attacks;
 mod forward;
 mod help;
 mod landlock;
