@@ -600,7 +600,7 @@ pub fn terminal_mode(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
 /// The kernel's refusal.
 pub fn set_terminal_mode(fd: BorrowedFd<'_>, mode: &TerminalMode) -> io::Result<()> {
     // SAFETY: `mode.0` is a valid termios; `fd` is open.
-    check(unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSAFLUSH, &mode.0) })
+    check(unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &mode.0) })
 }
 
 /// Puts the terminal `fd` in raw mode (no echo, no line editing, no signals from keys), so

@@ -1,7 +1,6 @@
 //! `cordon exec`: run a native program in the sandbox, with what the policy grants.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -451,20 +450,22 @@ impl TerminalRelay {
         let master = std::sync::Arc::new(master);
         let input = master.clone();
         std::thread::spawn(move || {
-            if let Ok(fd) = input.try_clone() {
+            let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+            if let (Ok(fd), Ok(stdin)) = (input.try_clone(), stdin) {
                 let mut to_program = std::fs::File::from(fd);
-                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_program);
+                let _ = std::io::copy(&mut std::fs::File::from(stdin), &mut to_program);
             }
         });
         let (done, output_done) = std::sync::mpsc::channel();
         let output = master.clone();
         std::thread::spawn(move || {
-            if let Ok(fd) = output.try_clone() {
+            // Unbuffered both ways: a prompt has no newline to flush a line buffer.
+            let stdout = std::io::stdout().as_fd().try_clone_to_owned();
+            if let (Ok(fd), Ok(stdout)) = (output.try_clone(), stdout) {
                 let mut from_program = std::fs::File::from(fd);
-                let mut stdout = std::io::stdout().lock();
+                let mut stdout = std::fs::File::from(stdout);
                 // Ends with EIO once no process holds the program's side any more.
                 let _ = std::io::copy(&mut from_program, &mut stdout);
-                let _ = stdout.flush();
             }
             let _ = done.send(());
         });

@@ -1,0 +1,404 @@
+//! Everyday workloads inside `cordon exec`, each checked from outside; the interactive
+//! terminal; exit statuses; bad input.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pretty_assertions::assert_eq;
+
+use super::common::{stderr, Home};
+
+fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
+    let mut args = vec!["exec"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "bash", "-c", script]);
+    home.cordon(&args)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    fs_err::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn git_init_commit_and_clone() {
+    let home = Home::new();
+    let out = inside(
+        &home,
+        &[],
+        "set -e; git init -q repo; cd repo; git config user.email a@b; git config user.name A; \
+         echo hi > f; git add f; git commit -qm first; cd ..; git clone -q repo copy",
+    );
+    ok(&out);
+    let log = Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(home.workspace().join("copy"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "first\n");
+}
+
+#[test]
+fn make_and_gcc_build_and_run() {
+    let home = Home::new();
+    let work = home.workspace();
+    fs_err::write(
+        work.join("hello.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"hello from make\"); return 0; }\n",
+    )
+    .unwrap();
+    fs_err::write(
+        work.join("Makefile"),
+        "out.txt: hello\n\t./hello > out.txt\nhello: hello.c\n\tgcc -O2 -o hello hello.c\n",
+    )
+    .unwrap();
+    ok(&inside(&home, &[], "make -s"));
+    assert_eq!(read(work.join("out.txt")), "hello from make\n");
+}
+
+/// A wheel built by hand: enough for pip to install from a local index.
+fn write_wheel(dir: &Path) {
+    fs_err::create_dir_all(dir).unwrap();
+    let script = format!(
+        "import zipfile\n\
+         z = zipfile.ZipFile('{}/cordonprobe-1.0-py3-none-any.whl', 'w')\n\
+         z.writestr('cordonprobe/__init__.py', 'VALUE = 42\\n')\n\
+         z.writestr('cordonprobe-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: cordonprobe\\nVersion: 1.0\\n')\n\
+         z.writestr('cordonprobe-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+         z.writestr('cordonprobe-1.0.dist-info/RECORD', '')\n\
+         z.close()\n",
+        dir.display()
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn python_venv_and_pip_from_a_local_index() {
+    let home = Home::new();
+    write_wheel(&home.workspace().join("wheels"));
+    let out = inside(
+        &home,
+        &[],
+        "set -e; /usr/bin/python3 -m venv venv; \
+         venv/bin/pip install -q --no-index --find-links wheels cordonprobe; \
+         venv/bin/python -c 'import cordonprobe; print(cordonprobe.VALUE)' > out.txt",
+    );
+    ok(&out);
+    assert_eq!(read(home.workspace().join("out.txt")), "42\n");
+}
+
+#[test]
+fn node_and_npm_install_a_local_package() {
+    let home = Home::new();
+    let package = home.workspace().join("localpkg");
+    fs_err::create_dir_all(&package).unwrap();
+    fs_err::write(
+        package.join("package.json"),
+        r#"{"name": "localpkg", "version": "1.0.0", "main": "index.js"}"#,
+    )
+    .unwrap();
+    fs_err::write(package.join("index.js"), "module.exports = { v: 7 };\n").unwrap();
+    let out = inside(
+        &home,
+        &[],
+        "set -e; mkdir app; cd app; npm init -y > /dev/null; \
+         npm install --offline --no-audit --no-fund ../localpkg > /dev/null; \
+         node -e \"console.log(require('localpkg').v)\" > ../out.txt",
+    );
+    ok(&out);
+    assert_eq!(read(home.workspace().join("out.txt")), "7\n");
+}
+
+#[test]
+fn cargo_builds_a_crate() {
+    let home = Home::new();
+    let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").into()));
+    let cargo = fs_err::canonicalize(&cargo).unwrap();
+    let toolchain = cargo.parent().unwrap().parent().unwrap().to_path_buf();
+    let rustc = toolchain.join("bin/rustc");
+    let toolchain_arg = toolchain.display().to_string();
+    let script = format!(
+        "set -e; export CARGO_HOME=$PWD/.cargo-home RUSTC={}; {} new -q --offline hello; cd hello; \
+         {} build -q --offline; ./target/debug/hello > ../out.txt",
+        rustc.display(),
+        cargo.display(),
+        cargo.display()
+    );
+    let out = inside(&home, &["--allow-read", &toolchain_arg], &script);
+    ok(&out);
+    assert_eq!(read(home.workspace().join("out.txt")), "Hello, world!\n");
+}
+
+#[test]
+fn jobs_signals_and_timeout() {
+    let home = Home::new();
+    let out = inside(
+        &home,
+        &[],
+        "sleep 5 & p=$!; kill -TERM $p; wait $p; echo \"killed:$?\" > out.txt; \
+         timeout 0.2 sleep 5; echo \"timeout:$?\" >> out.txt; \
+         trap 'echo trapped >> out.txt' USR1; kill -USR1 $$; \
+         (sleep 0.1; echo background >> out.txt) & wait",
+    );
+    ok(&out);
+    assert_eq!(
+        read(home.workspace().join("out.txt")),
+        "killed:143\ntimeout:124\ntrapped\nbackground\n"
+    );
+}
+
+#[test]
+fn large_pipes_inside_and_through_the_standard_streams() {
+    let home = Home::new();
+    ok(&inside(
+        &home,
+        &[],
+        "head -c 400M /dev/zero | wc -c > out.txt",
+    ));
+    assert_eq!(read(home.workspace().join("out.txt")).trim(), "419430400");
+
+    // 200 MiB out through cordon's stdout, and 64 MiB in through its stdin.
+    let out = inside(&home, &[], "head -c 200M /dev/zero");
+    ok(&out);
+    assert_eq!(out.stdout.len(), 200 << 20);
+    let mut child = home
+        .cordon(&["exec", "--", "wc", "-c"])
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&vec![b'x'; 64 << 20]).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "67108864");
+}
+
+#[test]
+fn same_paths_inside_and_a_private_writable_home() {
+    let home = Home::new();
+    let out = inside(
+        &home,
+        &[],
+        "pwd > out.txt; echo \"$HOME\" >> out.txt; touch ~/scratch && mkdir -p ~/.cache/tool && echo home-ok >> out.txt",
+    );
+    ok(&out);
+    assert_eq!(
+        read(home.workspace().join("out.txt")),
+        format!(
+            "{}\n{}\nhome-ok\n",
+            home.workspace().display(),
+            home.path().display()
+        )
+    );
+    assert!(!home.path().join("scratch").exists());
+}
+
+#[test]
+fn exit_status_is_the_programs() {
+    let home = Home::new();
+    assert_eq!(inside(&home, &[], "exit 7").status.code(), Some(7));
+    assert_eq!(inside(&home, &[], "kill -9 $$").status.code(), Some(137));
+}
+
+#[test]
+fn a_missing_program_exits_127_with_a_message() {
+    let home = Home::new();
+    let out = home
+        .cordon(&["exec", "--", "no-such-program-xyz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: cannot run `no-such-program-xyz` in the sandbox: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_125() {
+    let home = Home::new();
+    let out = home
+        .cordon(&["exec", "--allow-read", "/no/such/path", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("cannot grant `/no/such/path`: it does not exist"),
+        "{}",
+        stderr(&out)
+    );
+
+    let policy = home.path().join("bad-policy");
+    fs_err::create_dir_all(&policy).unwrap();
+    fs_err::write(
+        policy.join("sandbox.rego"),
+        "package cordon.sandbox\nimport rego.v1\ndecision := {\"allow\": true, \"grants\": 1 / 0}\n",
+    )
+    .unwrap();
+    let policy_arg = policy.display().to_string();
+    let out = home
+        .cordon(&["exec", "--policy", &policy_arg, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the policy refused to launch `true`"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs_err::write(
+        policy.join("sandbox.rego"),
+        "package cordon.sandbox\nimport rego.v1\ndecision := {\"allow\": true, \"grants\": {\"read\": [\"usr\"]}}\n",
+    )
+    .unwrap();
+    let out = home
+        .cordon(&["exec", "--policy", &policy_arg, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("`usr` is not an absolute path"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = home.cordon(&["exec"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn launches_are_audited() {
+    let home = Home::new();
+    ok(&inside(&home, &[], "exit 0"));
+    let key = home.path().join(".ssh/id_ed25519").display().to_string();
+    inside(&home, &["--allow-read", &key], "exit 0");
+    let out = home
+        .cordon(&["audit", "query", "--capability", "sandbox", "--json"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<(&str, bool)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["allow"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("evaluated", true),
+            ("performed", true),
+            ("refused", false),
+            ("refused", false)
+        ]
+    );
+    assert!(records[0]["grants"]["write"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("/work"));
+    assert_eq!(records[1]["input"]["result"]["exit_code"], 0);
+}
+
+#[test]
+fn interactive_shell_with_job_control_and_ctrl_c() {
+    let home = Home::new();
+    let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
+    let mut child = home
+        .cordon(&["exec", "--", "bash", "--norc", "--noprofile", "-i"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("TERM", "dumb")
+        .env("PS1", "$ ")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(master);
+    let mut seen = String::new();
+    let mut send = |master: &mut std::fs::File, text: &str| {
+        master.write_all(text.as_bytes()).unwrap();
+    };
+    // A reader thread hands over what the terminal shows; waits on it are bounded.
+    let reader = {
+        let mut clone = master.try_clone().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = clone.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let mut wait_for = |seen: &mut String, expected: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(expected) && Instant::now() < deadline {
+            if let Ok(chunk) = reader.recv_timeout(Duration::from_millis(100)) {
+                seen.push_str(&chunk);
+            }
+        }
+        assert!(seen.contains(expected), "{expected:?} not in {seen:?}");
+    };
+    wait_for(&mut seen, "$ ");
+    send(&mut master, "echo $((6*7))\r");
+    wait_for(&mut seen, "42");
+    send(&mut master, "sleep 30\r");
+    std::thread::sleep(Duration::from_millis(300));
+    send(&mut master, "\x03");
+    send(&mut master, "echo status=$?\r");
+    wait_for(&mut seen, "status=130");
+    send(&mut master, "sleep 0.2 & wait; test -t 0 && echo tty-ok\r");
+    wait_for(&mut seen, "tty-ok");
+    send(&mut master, "exit 3\r");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cordon exec did not end: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3), "{seen:?}");
+    assert!(
+        !seen.contains("no job control"),
+        "bash has no terminal: {seen:?}"
+    );
+}
