@@ -344,7 +344,7 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
         .unwrap();
     let mut master = std::fs::File::from(master);
     let mut seen = String::new();
-    let mut send = |master: &mut std::fs::File, text: &str| {
+    let send = |master: &mut std::fs::File, text: &str| {
         master.write_all(text.as_bytes()).unwrap();
     };
     // A reader thread hands over what the terminal shows; waits on it are bounded.
@@ -365,7 +365,7 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
         });
         rx
     };
-    let mut wait_for = |seen: &mut String, expected: &str| {
+    let wait_for = |seen: &mut String, expected: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !seen.contains(expected) && Instant::now() < deadline {
             if let Ok(chunk) = reader.recv_timeout(Duration::from_millis(100)) {
