@@ -89,6 +89,12 @@ pub enum Command {
 
 /// Parses the command line, runs the command and prints any error.
 pub fn main() -> ExitCode {
+    // Libraries (the policy engine among them) create and discard errors on their normal
+    // path; with RUST_BACKTRACE set, each would capture a backtrace, which costs more than
+    // deciding. Panics still get theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.quiet);
     let result = match &cli.command {
