@@ -93,6 +93,7 @@ impl Support {
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
+    version: Support,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
@@ -100,48 +101,62 @@ fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
 }
 
 impl Cgroup {
-    /// Creates the cgroups for a tree named `name` under cordon's own, with `limits`.
+    /// Creates the (empty, uncapped) cgroups for a tree named `name` under cordon's own.
     ///
     /// # Errors
     ///
     /// [`SandboxError::Cgroup`] when the host has no usable controller or cordon may not
     /// create cgroups (not delegated to this user).
-    pub fn create(support: &Support, name: &str, limits: &Limits) -> Result<Self, SandboxError> {
-        let mut cgroup = Cgroup { dirs: Vec::new() };
+    pub fn create(support: &Support, name: &str) -> Result<Self, SandboxError> {
+        let mut cgroup = Cgroup {
+            dirs: Vec::new(),
+            version: support.clone(),
+        };
         match support {
-            Support::None => {
-                return Err(SandboxError::Cgroup(support.describe()));
-            }
-            Support::V2 { dir, .. } => {
-                let dir = dir.join(name);
-                cgroup.make(&dir)?;
-                if let Some(pids) = limits.pids {
-                    write(&dir.join("pids.max"), &pids.to_string())?;
-                }
-                if let Some(bytes) = limits.memory_bytes {
-                    write(&dir.join("memory.max"), &bytes.to_string())?;
-                    write(&dir.join("memory.swap.max"), "0").ok();
-                }
-            }
+            Support::None => return Err(SandboxError::Cgroup(support.describe())),
+            Support::V2 { dir, .. } => cgroup.make(&dir.join(name))?,
             Support::V1 { pids, memory } => {
-                let pids = pids.join(name);
-                cgroup.make(&pids)?;
-                if let Some(max) = limits.pids {
-                    write(&pids.join("pids.max"), &max.to_string())?;
+                cgroup.make(&pids.join(name))?;
+                cgroup.make(&memory.join(name))?;
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// Caps the tree.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Cgroup`] when a controller refuses the value (or, on cgroup v2, the
+    /// controllers are not enabled for cordon's cgroup).
+    pub fn set_limits(&self, limits: &Limits) -> Result<(), SandboxError> {
+        let dir = |i: usize| self.dirs.get(i).cloned().unwrap_or_default();
+        match &self.version {
+            Support::None => {}
+            Support::V2 { .. } => {
+                if let Some(pids) = limits.pids {
+                    write(&dir(0).join("pids.max"), &pids.to_string())?;
                 }
-                let memory = memory.join(name);
-                cgroup.make(&memory)?;
                 if let Some(bytes) = limits.memory_bytes {
-                    write(&memory.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    write(&dir(0).join("memory.max"), &bytes.to_string())?;
+                    write(&dir(0).join("memory.swap.max"), "0").ok();
+                }
+            }
+            Support::V1 { .. } => {
+                if let Some(max) = limits.pids {
+                    write(&dir(0).join("pids.max"), &max.to_string())?;
+                }
+                if let Some(bytes) = limits.memory_bytes {
+                    write(&dir(1).join("memory.limit_in_bytes"), &bytes.to_string())?;
                     // Swap counts too where the kernel accounts it.
-                    let memsw = memory.join("memory.memsw.limit_in_bytes");
+                    let memsw = dir(1).join("memory.memsw.limit_in_bytes");
                     if memsw.exists() {
                         write(&memsw, &bytes.to_string())?;
                     }
                 }
             }
         }
-        Ok(cgroup)
+        Ok(())
     }
 
     fn make(&mut self, dir: &Path) -> Result<(), SandboxError> {

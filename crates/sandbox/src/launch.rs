@@ -2,8 +2,8 @@
 //!
 //! `cordon` is multi-threaded (the audit writer, the policy engine), and a multi-threaded
 //! process can neither enter a new user namespace nor fork safely. So the launch runs in a
-//! fresh, single-threaded copy of cordon's own executable, the *helper*, given a
-//! [`LaunchSpec`]:
+//! fresh, single-threaded *helper* process (the small `cordon-sandbox-helper` executable, or
+//! cordon's own as a fallback):
 //!
 //! ```text
 //! cordon ─spawn─▶ helper ─unshare(user, mount, pid, net, ipc, uts, cgroup)─fork─▶ init (pid 1)
@@ -11,12 +11,17 @@
 //!                                         caps dropped, Landlock, seccomp ─exec─┘
 //! ```
 //!
-//! The helper joins the tree's cgroups and enters the namespaces; its child is pid 1 of the
-//! new pid namespace, builds the file-system view and starts the program, then reaps. When
-//! the program exits, init exits with its status and the kernel kills everything left in
-//! the namespace: no daemon survives. Each process dies with its parent (`PDEATHSIG`), so
-//! killing cordon kills the tree. Errors before the program runs are sent to cordon over a
-//! close-on-exec pipe, whose end-of-file tells cordon the program was executed.
+//! cordon starts the helper first, with only what it knows before the policy has decided
+//! ([`Early`]: the cgroups to join, ids, the terminal); the helper joins the cgroups, enters
+//! the namespaces and compiles the seccomp filter while cordon loads the policy and
+//! decides. cordon then sends the [`LaunchSpec`] over a pipe, or closes it to cancel.
+//!
+//! The helper's child is pid 1 of the new pid namespace: it builds the file-system view and
+//! starts the program, then reaps. When the program exits, init exits with its status and
+//! the kernel kills everything left in the namespace: no daemon survives. Each process dies
+//! with its parent (`PDEATHSIG`), so killing cordon kills the tree. Errors before the
+//! program runs are sent to cordon over a close-on-exec status pipe, whose end-of-file tells
+//! cordon the program was executed.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -29,32 +34,41 @@ use serde::{Deserialize, Serialize};
 use crate::plan::Plan;
 use crate::{landlock, seccomp, SandboxError};
 
-/// Everything the helper needs; passed as JSON on its command line (it holds paths and the
-/// command, no variable values: the environment travels as the helper's own environment).
+/// What the helper is told on its command line, before the policy has decided. Holds no
+/// secret: anyone on the machine can read a command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Early {
+    /// `cgroup.procs` files to join before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The user and group ids, mapped to themselves.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// Whether standard input is a pseudo-terminal the program should control.
+    pub terminal: bool,
+    /// The descriptor of the status pipe's write end.
+    pub status_fd: i32,
+    /// The descriptor of the read end of the pipe the [`LaunchSpec`] arrives on.
+    pub spec_fd: i32,
+    /// cordon's pid: the helper stops if its parent is already another process.
+    pub parent: i32,
+}
+
+/// What the policy granted, sent to the helper over a pipe once decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchSpec {
     /// The program and its arguments.
     pub command: Vec<String>,
     /// The working directory, the same path inside as outside.
     pub cwd: PathBuf,
-    /// The user and group ids, mapped to themselves.
-    pub uid: u32,
-    /// See `uid`.
-    pub gid: u32,
+    /// The program's environment, already scrubbed.
+    pub env: Vec<(String, String)>,
     /// The view and its Landlock rules.
     pub plan: Plan,
     /// Whether to apply the Landlock rules (off only when degraded on purpose).
     pub landlock: bool,
     /// Whether to apply the seccomp profile.
     pub seccomp: bool,
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
-    /// Whether standard input is a pseudo-terminal the program should control.
-    pub terminal: bool,
-    /// The descriptor of the status pipe's write end.
-    pub status_fd: i32,
-    /// cordon's pid: the helper stops if its parent is already another process.
-    pub parent: i32,
 }
 
 /// Exit code of the helper when the sandbox could not be set up.
@@ -75,15 +89,15 @@ pub enum Status {
 }
 
 /// The helper's whole life. Never returns: ends the process with the program's status.
-pub fn helper_main(spec: &LaunchSpec) -> ! {
-    let status = match sys::take_inherited_fd(spec.status_fd) {
+pub fn helper_main(early: &Early) -> ! {
+    let status = match sys::take_inherited_fd(early.status_fd) {
         Ok(fd) => fd,
         Err(e) => {
             eprintln!("cordon: the sandbox helper has no status pipe: {e}");
             sys::exit_now(SETUP_FAILED);
         }
     };
-    match helper(spec, status) {
+    match helper(early, status) {
         Ok(code) => sys::exit_now(code),
         Err((status, message)) => fail(status, Status::Setup(message), SETUP_FAILED),
     }
@@ -99,7 +113,7 @@ fn fail(status: OwnedFd, report: Status, code: i32) -> ! {
 
 type HelperError = (OwnedFd, String);
 
-fn helper(spec: &LaunchSpec, status: OwnedFd) -> Result<i32, HelperError> {
+fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     macro_rules! try_step {
         ($what:expr, $result:expr) => {
             match $result {
@@ -112,13 +126,17 @@ fn helper(spec: &LaunchSpec, status: OwnedFd) -> Result<i32, HelperError> {
         "cannot ask to die with cordon",
         sys::set_parent_death_signal(libc::SIGKILL)
     );
-    if sys::parent_pid() != spec.parent {
+    if sys::parent_pid() != early.parent {
         return Err((status, "cordon exited before the sandbox started".into()));
     }
+    let spec_pipe = try_step!(
+        "the sandbox helper has no specification pipe",
+        sys::take_inherited_fd(early.spec_fd)
+    );
     // Signals from cordon's terminal go to cordon, which passes them on: one delivery.
     try_step!("cannot start a session", sys::new_session());
     let pid = std::process::id().to_string();
-    for procs in &spec.cgroup_procs {
+    for procs in &early.cgroup_procs {
         try_step!(
             format!("cannot join the cgroup `{}`", procs.display()),
             fs_err::write(procs, &pid)
@@ -139,14 +157,44 @@ fn helper(spec: &LaunchSpec, status: OwnedFd) -> Result<i32, HelperError> {
     try_step!(
         "cannot map the user id",
         fs_err::write("/proc/self/setgroups", "deny")
-            .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", spec.uid)))
-            .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", spec.gid)))
+            .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", early.uid)))
+            .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", early.gid)))
     );
+    let filters = try_step!("cannot compile the seccomp filter", seccomp::compile());
+    let mut text = String::new();
+    try_step!(
+        "cannot read the launch specification",
+        std::fs::File::from(spec_pipe).read_to_string(&mut text)
+    );
+    if text.is_empty() {
+        // cordon cancelled the launch (the policy refused, or cordon failed); it says why.
+        drop(status);
+        return Ok(SETUP_FAILED);
+    }
+    let spec: LaunchSpec = try_step!(
+        "malformed launch specification",
+        serde_json::from_str(&text)
+    );
+    let filters = if spec.seccomp { filters } else { Vec::new() };
+    // The helper is single-threaded: setting its environment races with nothing, and init
+    // and the program inherit it.
+    let inherited: Vec<OsString> = std::env::vars_os().map(|(name, _)| name).collect();
+    for name in inherited {
+        std::env::remove_var(name);
+    }
+    for (name, value) in &spec.env {
+        std::env::set_var(name, value);
+    }
+    let program = Program {
+        spec: &spec,
+        terminal: early.terminal,
+        filters: &filters,
+    };
     match try_step!(
         "cannot start the sandbox's init",
         sys::fork_single_threaded()
     ) {
-        Forked::Child => init(spec, status, saved),
+        Forked::Child => init(&program, status, saved),
         Forked::Parent(init) => {
             drop(status);
             Ok(sys::supervise(init, false).unwrap_or(SETUP_FAILED))
@@ -154,8 +202,16 @@ fn helper(spec: &LaunchSpec, status: OwnedFd) -> Result<i32, HelperError> {
     }
 }
 
+/// What init and the program need.
+struct Program<'a> {
+    spec: &'a LaunchSpec,
+    terminal: bool,
+    filters: &'a [seccompiler::BpfProgram],
+}
+
 /// Pid 1 of the sandbox: builds the view, starts the program, reaps, passes signals on.
-fn init(spec: &LaunchSpec, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
+fn init(program: &Program<'_>, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
+    let spec = program.spec;
     let setup = || -> Result<(), String> {
         sys::set_parent_death_signal(libc::SIGKILL)
             .map_err(|e| format!("cannot ask to die with the helper: {e}"))?;
@@ -167,7 +223,7 @@ fn init(spec: &LaunchSpec, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
         fail(status, Status::Setup(message), SETUP_FAILED);
     }
     match sys::fork_single_threaded() {
-        Ok(Forked::Child) => program(spec, status, &saved),
+        Ok(Forked::Child) => run(program, status, &saved),
         Ok(Forked::Parent(child)) => {
             drop(status);
             sys::exit_now(sys::supervise(child, true).unwrap_or(SETUP_FAILED))
@@ -181,11 +237,12 @@ fn init(spec: &LaunchSpec, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
 }
 
 /// The program's process: confine, then execute.
-fn program(spec: &LaunchSpec, status: OwnedFd, saved: &sys::SavedSignalMask) -> ! {
+fn run(program: &Program<'_>, status: OwnedFd, saved: &sys::SavedSignalMask) -> ! {
+    let spec = program.spec;
     let confine = || -> Result<(), String> {
         sys::restore_signal_mask(saved).map_err(|e| format!("cannot restore signals: {e}"))?;
         sys::new_session().map_err(|e| format!("cannot start a session: {e}"))?;
-        if spec.terminal {
+        if program.terminal {
             let stdin = std::io::stdin();
             sys::set_controlling_terminal(stdin.as_fd())
                 .map_err(|e| format!("cannot take the terminal: {e}"))?;
@@ -201,9 +258,7 @@ fn program(spec: &LaunchSpec, status: OwnedFd, saved: &sys::SavedSignalMask) -> 
                 message
             })?;
         }
-        if spec.seccomp {
-            seccomp::apply_to_current_thread().map_err(|e| e.to_string())?;
-        }
+        seccomp::apply_compiled(program.filters).map_err(|e| e.to_string())?;
         Ok(())
     };
     if let Err(message) = confine() {

@@ -368,8 +368,17 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
 ///
 /// [`SandboxError::ApplySeccomp`] when the kernel refuses the filter.
 pub fn apply_to_current_thread() -> Result<(), SandboxError> {
-    for program in compile()? {
-        seccompiler::apply_filter(&program).map_err(|e| SandboxError::ApplySeccomp(Box::new(e)))?;
+    apply_compiled(&compile()?)
+}
+
+/// Installs programs made by [`compile`] on the calling thread (and sets `no_new_privs`).
+///
+/// # Errors
+///
+/// [`SandboxError::ApplySeccomp`] when the kernel refuses a program.
+pub fn apply_compiled(programs: &[BpfProgram]) -> Result<(), SandboxError> {
+    for program in programs {
+        seccompiler::apply_filter(program).map_err(|e| SandboxError::ApplySeccomp(Box::new(e)))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cordon exec`: run a native program in the sandbox, with what the policy grants.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +11,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::cgroup::{Cgroup, Support};
 use cordon_sandbox::grants::{Feature, Grants};
-use cordon_sandbox::launch::{self, LaunchSpec, Status, SETUP_FAILED};
+use cordon_sandbox::launch::{self, Early, LaunchSpec, Status, SETUP_FAILED};
 use cordon_supervisor::{real_path, Supervisor};
 use cordon_sys::process as sys;
 use cordon_types::{Capability, Decision, Outcome, Request};
@@ -118,9 +119,6 @@ impl ExecCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
         let config = load_config(cli, &self.policy).map_err(refused)?;
-        let supervisor = Supervisor::start(&config)
-            .context("cannot start cordon")
-            .map_err(refused)?;
         let command: Vec<String> = self
             .command
             .iter()
@@ -140,64 +138,32 @@ impl ExecCommand {
         let write = resolve_all(&self.allow_write, &cwd)?;
         let kernel = Kernel::probe();
 
-        let env_names: Vec<String> = std::env::vars_os()
-            .filter_map(|(name, _)| name.into_string().ok())
-            .collect();
-        let mut cordon_paths = Vec::new();
-        if let Some(path) = &config.policy.path {
-            cordon_paths.push(real_path(&cordon_supervisor::expand_home(path)));
-        }
-        if let Some(path) = supervisor.audit_path().and_then(Path::parent) {
-            cordon_paths.push(path.to_path_buf());
-        }
-        let mut request = Request {
-            action: "launch".into(),
-            ..Request::default()
+        // The helper starts now and prepares the namespaces while the policy loads.
+        let mut helper = if self.dry_run {
+            None
+        } else {
+            Some(Helper::start(&kernel)?)
         };
-        request
-            .resource
-            .extra
-            .insert("command".into(), json!(command));
-        request
-            .resource
-            .extra
-            .insert("cwd".into(), json!(real_path(&cwd)));
-        let context = &mut request.context.extra;
-        context.insert(
-            "request".into(),
-            json!({"read": read, "write": write, "net": self.allow_net, "keep_env": self.keep_env}),
-        );
-        context.insert("env".into(), json!(env_names));
-        context.insert("kernel".into(), kernel.to_json());
-        context.insert("cordon_paths".into(), json!(cordon_paths));
-        let capability = Capability::new("sandbox").map_err(refused)?;
-        let input = supervisor
-            .pipeline()
-            .builder()
-            .build_for(&capability, &request)
-            .map_err(refused)?;
-        let decided = supervisor
-            .pipeline()
-            .decide_input(&capability, input.clone());
-        let launch = Launch {
-            supervisor: &supervisor,
-            capability,
-            input: decided.input.unwrap_or(input),
-            decision: decided.decision,
+        let supervisor = match Supervisor::start(&config).context("cannot start cordon") {
+            Ok(supervisor) => supervisor,
+            Err(err) => {
+                if let Some(helper) = helper.take() {
+                    helper.cancel();
+                }
+                return Err(refused(err));
+            }
         };
-        if !launch.decision.allow {
-            launch.record(Outcome::Refused, json!({ "refused": "policy" }));
-            return Err(refused(anyhow!(
-                "the policy refused to launch `{}`: {}",
-                command[0],
-                launch.decision.reasons.join("; ")
-            )))
-            .hint("see what the policy grants with `cordon exec --dry-run -- CMD`; ask for less, or change the policy");
-        }
-        let grants = Grants::from_decision(launch.decision.grants.as_ref())
-            .map_err(|reason| launch.refuse(Outcome::Refused, &reason))?;
-
-        let (uid, gid) = sys::real_ids();
+        let decided = self.decide(&supervisor, &config, &command, &cwd, read, write, &kernel);
+        let (launch, grants) = match decided {
+            Ok(decided) => decided,
+            Err(err) => {
+                if let Some(helper) = helper.take() {
+                    helper.cancel();
+                }
+                return Err(err);
+            }
+        };
+        let (uid, _) = sys::real_ids();
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
         let plan = cordon_sandbox::plan::plan(&grants, &home, uid);
         for path in &plan.skipped {
@@ -219,26 +185,28 @@ impl ExecCommand {
                 "this kernel has no seccomp filters, so dangerous system calls stay open".into(),
             ));
         }
-        let pid = std::process::id();
-        let cgroup = if wants_caps {
-            match Cgroup::create(&kernel.cgroups, &format!("cordon-{pid}"), &grants.limits) {
-                Ok(cgroup) => Some(cgroup),
-                Err(err) => {
-                    missing.push((
-                        Feature::Cgroups,
-                        format!("{err}, so the process and memory caps cannot hold"),
-                    ));
-                    None
-                }
+        if wants_caps {
+            let capped = match &helper {
+                Some(helper) => helper.cap(&grants.limits),
+                None => Cgroup::create(&kernel.cgroups, "cordon-dry-run")
+                    .map(Cgroup::remove)
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(why) = capped {
+                missing.push((
+                    Feature::Cgroups,
+                    format!("{why}, so the process and memory caps cannot hold"),
+                ));
             }
-        } else {
-            None
-        };
+        }
         let required: Vec<&(Feature, String)> = missing
             .iter()
             .filter(|(f, _)| grants.require.contains(f))
             .collect();
         if !required.is_empty() && !self.allow_degraded {
+            if let Some(helper) = helper.take() {
+                helper.cancel();
+            }
             let why: Vec<&str> = required.iter().map(|(_, why)| why.as_str()).collect();
             return Err(launch.refuse(Outcome::Refused, &why.join("; ")))
                 .hint("`cordon doctor` shows what this kernel has; `--allow-degraded` runs anyway, and records that it did");
@@ -248,7 +216,7 @@ impl ExecCommand {
             tracing::warn!("running without {}: {why}", feature.name());
         }
 
-        if self.dry_run {
+        let Some(helper) = helper else {
             let report = json!({
                 "decision": launch.decision,
                 "plan": plan,
@@ -256,85 +224,22 @@ impl ExecCommand {
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(Exit::Ok);
-        }
-
-        let terminal = {
-            let stdin = std::io::stdin();
-            let stdout = std::io::stdout();
-            sys::is_terminal(stdin.as_fd()) && sys::is_terminal(stdout.as_fd())
         };
-        let pty = if terminal {
-            Some(
-                sys::open_pseudo_terminal()
-                    .context("cannot open a pseudo-terminal")
-                    .map_err(|e| launch.refuse(Outcome::Failed, &format!("{e:#}")))?,
-            )
-        } else {
-            None
-        };
-        let (status_read, status_write) = std::io::pipe()
-            .context("cannot create the status pipe")
-            .map_err(refused)?;
-        let status_write = OwnedFd::from(status_write);
-        sys::set_inheritable(status_write.as_fd(), true)
-            .context("cannot pass the status pipe")
-            .map_err(refused)?;
+        let kept: std::collections::BTreeSet<&str> =
+            grants.env.iter().map(String::as_str).collect();
+        let env = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(name, _)| kept.contains(name.as_str()))
+            .collect();
         let spec = LaunchSpec {
-            command: command.clone(),
+            command,
             cwd: real_path(&cwd),
-            uid,
-            gid,
+            env,
             plan: plan.clone(),
             landlock: kernel.landlock_abi > 0,
             seccomp: kernel.seccomp,
-            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
-            terminal,
-            status_fd: std::os::fd::AsRawFd::as_raw_fd(&status_write),
-            parent: i32::try_from(pid).unwrap_or_default(),
         };
-        let mut helper = Command::new("/proc/self/exe");
-        helper
-            .arg("__sandbox-helper")
-            .arg(serde_json::to_string(&spec)?)
-            .env_clear();
-        let kept: std::collections::BTreeSet<&str> =
-            grants.env.iter().map(String::as_str).collect();
-        for (name, value) in std::env::vars_os() {
-            if name.to_str().is_some_and(|n| kept.contains(n)) {
-                helper.env(name, value);
-            }
-        }
-        if let Some((_, slave)) = &pty {
-            for stream in 0..3 {
-                let fd = slave.try_clone().context("cannot share the terminal")?;
-                match stream {
-                    0 => helper.stdin(Stdio::from(fd)),
-                    1 => helper.stdout(Stdio::from(fd)),
-                    _ => helper.stderr(Stdio::from(fd)),
-                };
-            }
-        }
-        let child = helper.spawn();
-        drop(status_write);
-        let mut child = child
-            .context("cannot start the sandbox helper")
-            .map_err(|e| launch.refuse(Outcome::Failed, &format!("{e:#}")))?;
-        let helper_pid = i32::try_from(child.id()).unwrap_or_default();
-        let relay = pty.map(|(master, slave)| {
-            drop(slave);
-            TerminalRelay::start(master)
-        });
-        forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
-
-        let status = launch::read_status(status_read);
-        let exit = child
-            .wait()
-            .map(|s| exit_code(&s))
-            .unwrap_or(i32::from(SETUP_FAILED as u8));
-        if let Some(relay) = relay {
-            relay.finish();
-        }
-        drop(cgroup);
+        let (exit, status) = helper.run(&spec);
         match status {
             Ok(None) => {}
             Ok(Some(Status::Setup(message))) => {
@@ -359,6 +264,223 @@ impl ExecCommand {
             json!({ "exit_code": exit, "degraded": degraded, "quarantined": created }),
         );
         Ok(Exit::Code(u8::try_from(exit).unwrap_or(255)))
+    }
+
+    /// Asks the policy for the grant set, and records the decision.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces of one request"
+    )]
+    fn decide<'a>(
+        &self,
+        supervisor: &'a Supervisor,
+        config: &cordon_supervisor::CordonConfig,
+        command: &[String],
+        cwd: &Path,
+        read: Vec<PathBuf>,
+        write: Vec<PathBuf>,
+        kernel: &Kernel,
+    ) -> Result<(Launch<'a>, Grants), CliError> {
+        let env_names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        let mut cordon_paths = Vec::new();
+        if let Some(path) = &config.policy.path {
+            cordon_paths.push(real_path(&cordon_supervisor::expand_home(path)));
+        }
+        if let Some(path) = supervisor.audit_path().and_then(Path::parent) {
+            cordon_paths.push(path.to_path_buf());
+        }
+        let mut request = Request {
+            action: "launch".into(),
+            ..Request::default()
+        };
+        let resource = &mut request.resource.extra;
+        resource.insert("command".into(), json!(command));
+        resource.insert("cwd".into(), json!(real_path(cwd)));
+        let context = &mut request.context.extra;
+        context.insert(
+            "request".into(),
+            json!({"read": read, "write": write, "net": self.allow_net, "keep_env": self.keep_env}),
+        );
+        context.insert("env".into(), json!(env_names));
+        context.insert("kernel".into(), kernel.to_json());
+        context.insert("cordon_paths".into(), json!(cordon_paths));
+        let capability = Capability::new("sandbox").map_err(refused)?;
+        let input = supervisor
+            .pipeline()
+            .builder()
+            .build_for(&capability, &request)
+            .map_err(refused)?;
+        let decided = supervisor
+            .pipeline()
+            .decide_input(&capability, input.clone());
+        let launch = Launch {
+            supervisor,
+            capability,
+            input: decided.input.unwrap_or(input),
+            decision: decided.decision,
+        };
+        if !launch.decision.allow {
+            return Err(refused(anyhow!(
+                "the policy refused to launch `{}`: {}",
+                command[0],
+                launch.decision.reasons.join("; ")
+            )))
+            .hint("see what the policy grants with `cordon exec --dry-run -- CMD`; ask for less, or change the policy");
+        }
+        let grants = Grants::from_decision(launch.decision.grants.as_ref())
+            .map_err(|reason| launch.refuse(Outcome::Refused, &reason))?;
+        Ok((launch, grants))
+    }
+}
+
+/// A started helper, waiting for the launch specification.
+struct Helper {
+    child: std::process::Child,
+    spec: std::fs::File,
+    status: std::io::PipeReader,
+    cgroup: Option<Cgroup>,
+    cgroup_error: Option<String>,
+    pty: Option<OwnedFd>,
+}
+
+impl Helper {
+    /// Creates the cgroups and the pipes and starts the helper.
+    fn start(kernel: &Kernel) -> Result<Self, CliError> {
+        let (cgroup, cgroup_error) =
+            match Cgroup::create(&kernel.cgroups, &format!("cordon-{}", std::process::id())) {
+                Ok(cgroup) => (Some(cgroup), None),
+                Err(err) => (None, Some(err.to_string())),
+            };
+        let terminal = {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            sys::is_terminal(stdin.as_fd()) && sys::is_terminal(stdout.as_fd())
+        };
+        let pty = if terminal {
+            Some(
+                sys::open_pseudo_terminal()
+                    .context("cannot open a pseudo-terminal")
+                    .map_err(refused)?,
+            )
+        } else {
+            None
+        };
+        let pipe = || -> Result<(std::io::PipeReader, OwnedFd), CliError> {
+            let (read, write) = std::io::pipe()
+                .context("cannot create a pipe to the sandbox helper")
+                .map_err(refused)?;
+            Ok((read, OwnedFd::from(write)))
+        };
+        let (status_read, status_write) = pipe()?;
+        let (spec_read, spec_write) = pipe()?;
+        let spec_read = OwnedFd::from(spec_read);
+        for fd in [status_write.as_fd(), spec_read.as_fd()] {
+            sys::set_inheritable(fd, true)
+                .context("cannot pass a pipe to the sandbox helper")
+                .map_err(refused)?;
+        }
+        let (uid, gid) = sys::real_ids();
+        let early = Early {
+            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
+            uid,
+            gid,
+            terminal,
+            status_fd: std::os::fd::AsRawFd::as_raw_fd(&status_write),
+            spec_fd: std::os::fd::AsRawFd::as_raw_fd(&spec_read),
+            parent: i32::try_from(std::process::id()).unwrap_or_default(),
+        };
+        let early = serde_json::to_string(&early)?;
+        // The small helper next to cordon starts fastest; cordon itself can stand in.
+        let small = std::env::current_exe()
+            .ok()
+            .map(|exe| exe.with_file_name("cordon-sandbox-helper"))
+            .filter(|path| path.is_file());
+        let mut command = match &small {
+            Some(path) => Command::new(path),
+            None => {
+                tracing::debug!(
+                    "no cordon-sandbox-helper next to cordon; cordon starts the sandbox itself"
+                );
+                let mut command = Command::new("/proc/self/exe");
+                command.arg("__sandbox-helper");
+                command
+            }
+        };
+        command.arg(early).env_clear();
+        if let Some((_, slave)) = &pty {
+            for stream in 0..3 {
+                let fd = slave.try_clone().context("cannot share the terminal")?;
+                match stream {
+                    0 => command.stdin(Stdio::from(fd)),
+                    1 => command.stdout(Stdio::from(fd)),
+                    _ => command.stderr(Stdio::from(fd)),
+                };
+            }
+        }
+        let child = command.spawn();
+        drop(status_write);
+        drop(spec_read);
+        let child = child
+            .context("cannot start the sandbox helper")
+            .map_err(refused)?;
+        Ok(Self {
+            child,
+            spec: std::fs::File::from(spec_write),
+            status: status_read,
+            cgroup,
+            cgroup_error,
+            pty: pty.map(|(master, _slave)| master),
+        })
+    }
+
+    /// Applies the caps to the tree's cgroups.
+    fn cap(&self, limits: &cordon_sandbox::grants::Limits) -> Result<(), String> {
+        match (&self.cgroup, &self.cgroup_error) {
+            (Some(cgroup), _) => cgroup.set_limits(limits).map_err(|e| e.to_string()),
+            (None, Some(err)) => Err(err.clone()),
+            (None, None) => Err("no cgroup".into()),
+        }
+    }
+
+    /// Stops the helper before it runs anything.
+    fn cancel(mut self) {
+        drop(self.spec);
+        let _ = self.child.wait();
+        drop(self.cgroup);
+    }
+
+    /// Sends the specification, relays the terminal and signals, and waits. Returns the
+    /// exit code and what the helper reported before the program ran.
+    fn run(
+        mut self,
+        spec: &LaunchSpec,
+    ) -> (i32, Result<Option<Status>, cordon_sandbox::SandboxError>) {
+        let helper_pid = i32::try_from(self.child.id()).unwrap_or_default();
+        let sent = serde_json::to_vec(spec)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| self.spec.write_all(&bytes));
+        drop(self.spec);
+        let relay = self.pty.take().map(TerminalRelay::start);
+        forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
+        let status = launch::read_status(self.status);
+        let exit = self
+            .child
+            .wait()
+            .map(|s| exit_code(&s))
+            .unwrap_or(i32::from(SETUP_FAILED as u8));
+        if let Some(relay) = relay {
+            relay.finish();
+        }
+        drop(self.cgroup);
+        let status = match (status, sent) {
+            (Ok(None), Err(err)) => Err(cordon_sandbox::SandboxError::Helper(format!(
+                "cannot send the launch specification: {err}"
+            ))),
+            (status, _) => status,
+        };
+        (exit, status)
     }
 }
 
@@ -514,18 +636,19 @@ fn quarantine_created(absent: &[PathBuf]) -> Vec<String> {
     moved
 }
 
-/// Runs the sandbox helper (the hidden `cordon __sandbox-helper SPEC`).
+/// Runs the sandbox helper (the hidden `cordon __sandbox-helper EARLY`), when the small
+/// `cordon-sandbox-helper` is not installed next to cordon.
 #[derive(Debug, Args)]
 pub struct SandboxHelperCommand {
-    /// The launch specification, as JSON
-    spec: String,
+    /// What the helper needs before the policy decides, as JSON
+    early: String,
 }
 
 impl SandboxHelperCommand {
     /// Runs the command: never returns.
     pub fn run(&self, _cli: &Cli) -> Result<Exit, CliError> {
-        let spec: LaunchSpec = serde_json::from_str(&self.spec)
-            .context("the sandbox helper's specification is malformed")?;
-        launch::helper_main(&spec)
+        let early: Early = serde_json::from_str(&self.early)
+            .context("the sandbox helper's start arguments are malformed")?;
+        launch::helper_main(&early)
     }
 }
