@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use cordon_types::{AuditError, AuditEvent, AuditSink};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use ed25519_dalek::{Signer, SigningKey};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::keys::{key_path_for, load_or_create};
@@ -114,15 +115,40 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     })?;
     conn.busy_timeout(busy_timeout)
         .map_err(sql(path, "set busy timeout"))?;
-    check_schema(&conn, path)?;
+    let version = check_schema(&conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql(path, "enable WAL"))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql(path, "set synchronous"))?;
-    conn.execute_batch(SCHEMA)
-        .map_err(sql(path, "create schema"))?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(sql(path, "set schema version"))?;
+    // Each cordon command opens the log; copying the WAL back into the database at every
+    // close would cost several syncs per command. The WAL is checkpointed once it passes
+    // 128 pages instead: small enough that the next opener reads it back quickly.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(sql(path, "keep the WAL at close"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 128)
+        .map_err(sql(path, "set the WAL size"))?;
+    // A log that cannot take a write (read-only, immutable, locked) is refused now, not at
+    // the first decision. An empty write transaction writes nothing and syncs nothing.
+    // (SQLite opens a file it may not write read-only without saying so.)
+    let read_only = conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(sql(path, "check that the database is writable"))?;
+    if read_only {
+        return Err(sql(path, "check that the database is writable")(
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("attempt to write a readonly database".into()),
+            ),
+        ));
+    }
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(sql(path, "check that the database is writable"))?;
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA)
+            .map_err(sql(path, "create schema"))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql(path, "set schema version"))?;
+    }
     Ok(conn)
 }
 
@@ -142,7 +168,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
+fn check_schema(conn: &Connection, path: &Path) -> Result<i64> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql(path, "read schema version"))?;
@@ -153,7 +179,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 struct Head {

@@ -128,7 +128,7 @@ impl TestReport {
 /// A [`PolicyError`] when the policy does not load: a parse error fails the whole run, as
 /// with `opa test`.
 pub fn run_tests(source: &PolicySource, options: &TestOptions) -> Result<TestReport> {
-    let mut engine = load_engine(source)?;
+    let mut engine = load_engine(source, true)?;
     engine.set_execution_timer_config(ExecutionTimerConfig {
         limit: options.timeout,
         check_interval: std::num::NonZeroU32::MIN,

@@ -12,9 +12,10 @@
 //! ```
 //!
 //! cordon starts the helper first, with only what it knows before the policy has decided
-//! ([`Early`]: the cgroups to join, ids, the terminal); the helper joins the cgroups, enters
-//! the namespaces and compiles the seccomp filter while cordon loads the policy and
-//! decides. cordon then sends the [`LaunchSpec`] over a pipe, or closes it to cancel.
+//! ([`Early`]: ids, the terminal); the helper enters the namespaces and compiles the seccomp
+//! filter while cordon moves it into the tree's cgroups, loads the policy and decides.
+//! cordon then sends the [`LaunchSpec`] over a pipe, or closes it to cancel; the helper
+//! forks nothing before, so everything it starts is in the cgroups.
 //!
 //! The helper's child is pid 1 of the new pid namespace: it builds the file-system view and
 //! starts the program, then reaps. When the program exits, init exits with its status and
@@ -38,8 +39,6 @@ use crate::{landlock, seccomp, SandboxError};
 /// secret: anyone on the machine can read a command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Early {
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
     /// The user and group ids, mapped to themselves.
     pub uid: u32,
     /// See `uid`.
@@ -135,13 +134,6 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     );
     // Signals from cordon's terminal go to cordon, which passes them on: one delivery.
     try_step!("cannot start a session", sys::new_session());
-    let pid = std::process::id().to_string();
-    for procs in &early.cgroup_procs {
-        try_step!(
-            format!("cannot join the cgroup `{}`", procs.display()),
-            fs_err::write(procs, &pid)
-        );
-    }
     let saved = try_step!("cannot block signals", sys::block_supervisor_signals());
     let namespaces = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS

@@ -15,7 +15,11 @@ use crate::plan::MountOp;
 const BASE: &str = "/tmp";
 const OLD: &str = "/oldroot";
 const NEW: &str = "/newroot";
-const EMPTY_FILE: &str = "/empty";
+/// A read-only tmpfs holding an empty file and an empty directory; a bind mount of either
+/// is read-only too, so one mount hides one secret.
+const MASKS: &str = "/masks";
+const EMPTY_FILE: &str = "/masks/file";
+const EMPTY_DIR: &str = "/masks/dir";
 
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -106,9 +110,22 @@ pub(crate) fn build(ops: &[MountOp], cwd: &Path) -> Result<(), ViewError> {
         || "cannot enter the sandbox's root".into(),
         std::env::set_current_dir(root),
     )?;
+    let masks = Path::new(MASKS);
+    mkdir_all(masks)?;
+    tmpfs(masks, 0o755, 0)?;
     step(
-        || "cannot create the mask file".into(),
-        fs_err::write(EMPTY_FILE, b""),
+        || "cannot create the masks".into(),
+        fs_err::write(EMPTY_FILE, b"").and_then(|()| fs_err::create_dir(EMPTY_DIR)),
+    )?;
+    step(
+        || "cannot make the masks read-only".into(),
+        mount(
+            None,
+            masks,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            None,
+        ),
     )?;
     let new = Path::new(NEW);
     tmpfs(new, 0o755, 0)?;
@@ -212,15 +229,8 @@ fn apply(op: &MountOp) -> Result<(), ViewError> {
             )
         }
         MountOp::Dev => dev(),
-        MountOp::MaskFile { path } => {
-            let target = inside(NEW, path);
-            bind(Path::new(EMPTY_FILE), &target)?;
-            step(
-                || format!("cannot mask `{}`", path.display()),
-                make_read_only_recursive(&target),
-            )
-        }
-        MountOp::MaskDir { path } => tmpfs(&inside(NEW, path), 0o755, libc::MS_RDONLY),
+        MountOp::MaskFile { path } => bind(Path::new(EMPTY_FILE), &inside(NEW, path)),
+        MountOp::MaskDir { path } => bind(Path::new(EMPTY_DIR), &inside(NEW, path)),
         MountOp::Protect { path } => {
             let target = inside(NEW, path);
             bind(&target, &target)?;

@@ -186,6 +186,7 @@ impl CordonConfig {
                 memory_bytes,
                 ..defaults
             },
+            only: None,
         })
     }
 

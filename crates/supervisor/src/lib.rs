@@ -25,6 +25,7 @@ mod config;
 mod error;
 mod pipeline;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{
@@ -52,26 +53,45 @@ impl Supervisor {
     ///
     /// A [`SetupError`] naming the file or value that is wrong.
     pub fn start(config: &CordonConfig) -> Result<Self> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`Supervisor::start`], for a command that decides only `capabilities`: only their
+    /// decisions are compiled, and the policy's tests are not loaded.
+    ///
+    /// # Errors
+    ///
+    /// As [`Supervisor::start`].
+    pub fn start_for(config: &CordonConfig, capabilities: &'static [&'static str]) -> Result<Self> {
+        Self::start_with(config, Some(capabilities))
+    }
+
+    fn start_with(config: &CordonConfig, only: Option<&'static [&'static str]>) -> Result<Self> {
         let source = load_source(config)?;
-        let options = config.policy_options()?;
-        let policy = Policy::load(&source, options).map_err(|source_err| SetupError::Policy {
-            origin: source.origin().to_owned(),
-            source: source_err,
-        })?;
+        let mut options = config.policy_options()?;
+        options.only = only;
+        let audit_target = config.audit_target();
+        // The audit log opens (and syncs) while the policy compiles.
+        let (policy, sink) = std::thread::scope(|scope| {
+            let sink = scope.spawn(|| open_sink(audit_target.as_ref()));
+            let policy = Policy::load(&source, options).map_err(|source_err| SetupError::Policy {
+                origin: source.origin().to_owned(),
+                source: source_err,
+            });
+            let sink = sink.join().unwrap_or_else(|_| {
+                Err(SetupError::Audit(cordon_types::AuditError::Write {
+                    target: "the audit log".into(),
+                    source: std::io::Error::other("its opener panicked"),
+                }))
+            });
+            (policy, sink)
+        });
+        let policy = policy?;
+        let sink = sink?;
         for warning in policy.warnings() {
             tracing::warn!("{warning}");
         }
         let policy = Arc::new(policy);
-        let audit_target = config.audit_target();
-        let sink: Option<Arc<dyn AuditSink>> = match &audit_target {
-            Some((path, AuditFormat::Jsonl)) => {
-                Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?))
-            }
-            Some((path, AuditFormat::Sqlite)) => Some(Arc::new(
-                Store::open(path, StoreOptions::default()).map_err(SetupError::AuditStore)?,
-            )),
-            None => None,
-        };
         let audit_path = audit_target.map(|(path, _)| path);
         let builder = InputBuilder::new(input_env(config));
         let pipeline = Pipeline::new(policy.clone(), builder, sink);
@@ -96,6 +116,18 @@ impl Supervisor {
     pub fn audit_path(&self) -> Option<&std::path::Path> {
         self.audit_path.as_deref()
     }
+}
+
+fn open_sink(target: Option<&(PathBuf, AuditFormat)>) -> Result<Option<Arc<dyn AuditSink>>> {
+    Ok(match target {
+        Some((path, AuditFormat::Jsonl)) => {
+            Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?))
+        }
+        Some((path, AuditFormat::Sqlite)) => Some(Arc::new(
+            Store::open(path, StoreOptions::default()).map_err(SetupError::AuditStore)?,
+        )),
+        None => None,
+    })
 }
 
 /// The policy the configuration names: a directory or file, or the built-in default.

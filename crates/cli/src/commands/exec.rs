@@ -61,7 +61,7 @@ pub struct ExecCommand {
     #[arg(long, value_name = "PATH")]
     allow_write: Vec<PathBuf>,
 
-    /// Ask to let the program reach HOST (through cordon's proxy)
+    /// Ask to let the program reach HOST; recorded in the grant set (until cordon's egress proxy lands, the program has loopback only)
     #[arg(long, value_name = "HOST[:PORT]")]
     allow_net: Vec<String>,
 
@@ -118,6 +118,7 @@ impl Launch<'_> {
 impl ExecCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let started = std::time::Instant::now();
         let config = load_config(cli, &self.policy).map_err(refused)?;
         let command: Vec<String> = self
             .command
@@ -144,15 +145,18 @@ impl ExecCommand {
         } else {
             Some(Helper::start(&kernel)?)
         };
-        let supervisor = match Supervisor::start(&config).context("cannot start cordon") {
-            Ok(supervisor) => supervisor,
-            Err(err) => {
-                if let Some(helper) = helper.take() {
-                    helper.cancel();
+        tracing::debug!("helper started after {:?}", started.elapsed());
+        let supervisor =
+            match Supervisor::start_for(&config, &["sandbox"]).context("cannot start cordon") {
+                Ok(supervisor) => supervisor,
+                Err(err) => {
+                    if let Some(helper) = helper.take() {
+                        helper.cancel();
+                    }
+                    return Err(refused(err));
                 }
-                return Err(refused(err));
-            }
-        };
+            };
+        tracing::debug!("policy loaded after {:?}", started.elapsed());
         let decided = self.decide(&supervisor, &config, &command, &cwd, read, write, &kernel);
         let (launch, grants) = match decided {
             Ok(decided) => decided,
@@ -163,6 +167,7 @@ impl ExecCommand {
                 return Err(err);
             }
         };
+        tracing::debug!("decided after {:?}", started.elapsed());
         let (uid, _) = sys::real_ids();
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
         let plan = cordon_sandbox::plan::plan(&grants, &home, uid);
@@ -186,9 +191,9 @@ impl ExecCommand {
             ));
         }
         if wants_caps {
-            let capped = match &helper {
+            let capped = match &mut helper {
                 Some(helper) => helper.cap(&grants.limits),
-                None => Cgroup::create(&kernel.cgroups, "cordon-dry-run")
+                None => Cgroup::create(&kernel.cgroups, &format!("cordon-{}", std::process::id()))
                     .map(Cgroup::remove)
                     .map_err(|e| e.to_string()),
             };
@@ -239,7 +244,7 @@ impl ExecCommand {
             landlock: kernel.landlock_abi > 0,
             seccomp: kernel.seccomp,
         };
-        let (exit, status) = helper.run(&spec);
+        let (exit, status) = helper.run(&spec, started);
         match status {
             Ok(None) => {}
             Ok(Some(Status::Setup(message))) => {
@@ -258,6 +263,7 @@ impl ExecCommand {
             }
             Err(err) => return Err(launch.refuse(Outcome::Failed, &err.to_string())),
         }
+        tracing::debug!("program ended after {:?}", started.elapsed());
         let created = quarantine_created(&plan.absent_protected);
         launch.record(
             Outcome::Performed,
@@ -337,6 +343,8 @@ impl ExecCommand {
 
 /// A started helper, waiting for the launch specification.
 struct Helper {
+    /// Moves the helper into the cgroups; finished before the helper may fork.
+    joining: Option<std::thread::JoinHandle<Result<(), String>>>,
     child: std::process::Child,
     spec: std::fs::File,
     status: std::io::PipeReader,
@@ -383,7 +391,6 @@ impl Helper {
         }
         let (uid, gid) = sys::real_ids();
         let early = Early {
-            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
             uid,
             gid,
             terminal,
@@ -425,7 +432,18 @@ impl Helper {
         let child = child
             .context("cannot start the sandbox helper")
             .map_err(refused)?;
+        // Joining a cgroup waits for the kernel (an RCU grace period on cgroup v1): done
+        // here, it overlaps with loading the policy.
+        let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
+        let pid = child.id().to_string();
+        let joining = std::thread::spawn(move || {
+            for file in procs {
+                fs_err::write(&file, &pid).map_err(|e| format!("cannot join the cgroup: {e}"))?;
+            }
+            Ok(())
+        });
         Ok(Self {
+            joining: Some(joining),
             child,
             spec: std::fs::File::from(spec_write),
             status: status_read,
@@ -436,11 +454,24 @@ impl Helper {
     }
 
     /// Applies the caps to the tree's cgroups.
-    fn cap(&self, limits: &cordon_sandbox::grants::Limits) -> Result<(), String> {
+    fn cap(&mut self, limits: &cordon_sandbox::grants::Limits) -> Result<(), String> {
+        self.joined()?;
         match (&self.cgroup, &self.cgroup_error) {
             (Some(cgroup), _) => cgroup.set_limits(limits).map_err(|e| e.to_string()),
             (None, Some(err)) => Err(err.clone()),
             (None, None) => Err("no cgroup".into()),
+        }
+    }
+
+    /// Waits until the helper is in its cgroups.
+    fn joined(&mut self) -> Result<(), String> {
+        match self.joining.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(err))) => {
+                self.cgroup_error = Some(err.clone());
+                Err(err)
+            }
+            Some(Err(_)) => Err("the cgroup join panicked".into()),
         }
     }
 
@@ -456,15 +487,20 @@ impl Helper {
     fn run(
         mut self,
         spec: &LaunchSpec,
+        started: std::time::Instant,
     ) -> (i32, Result<Option<Status>, cordon_sandbox::SandboxError>) {
         let helper_pid = i32::try_from(self.child.id()).unwrap_or_default();
+        // Nothing may start outside the cgroups (a failure to join was decided on already).
+        let _ = self.joined();
         let sent = serde_json::to_vec(spec)
             .map_err(std::io::Error::other)
             .and_then(|bytes| self.spec.write_all(&bytes));
         drop(self.spec);
         let relay = self.pty.take().map(TerminalRelay::start);
         forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
+        tracing::debug!("specification sent after {:?}", started.elapsed());
         let status = launch::read_status(self.status);
+        tracing::debug!("program executed after {:?}", started.elapsed());
         let exit = self
             .child
             .wait()

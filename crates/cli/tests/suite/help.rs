@@ -33,3 +33,8 @@ fn policy_help() {
 fn audit_help() {
     insta::assert_snapshot!(help(&["audit", "--help"]));
 }
+
+#[test]
+fn exec_help() {
+    insta::assert_snapshot!(help(&["exec", "--help"]));
+}

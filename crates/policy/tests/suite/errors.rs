@@ -216,3 +216,37 @@ decision := {"allow": true, "reasons": ["first"]} if {
     assert!(!by_rvm.allow, "{by_rvm:?}");
     assert_eq!(rvm.evaluate(&net, &json!({"n": 2})).reasons, vec!["first"]);
 }
+
+#[test]
+fn a_load_for_some_capabilities_compiles_only_those_and_skips_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "file.rego",
+        "package cordon.file\nimport rego.v1\ndecision := {\"allow\": true}\n",
+    );
+    write(
+        dir.path(),
+        "net.rego",
+        "package cordon.net\nimport rego.v1\ndecision := {\"allow\": true}\n",
+    );
+    write(
+        dir.path(),
+        "file_test.rego",
+        "package cordon.file_test\nthis is not rego\n",
+    );
+    let source = PolicySource::from_path(dir.path()).unwrap();
+    assert!(Policy::load(&source, PolicyOptions::default()).is_err());
+    let only = PolicyOptions {
+        only: Some(&["file"]),
+        ..PolicyOptions::default()
+    };
+    let policy = Policy::load(&source, only).unwrap();
+    assert_eq!(policy.capabilities().collect::<Vec<_>>(), vec!["file"]);
+    let file = Capability::new("file").unwrap();
+    assert!(policy.evaluate(&file, &json!({})).allow);
+    // Modules of other capabilities are still checked.
+    write(dir.path(), "net.rego", "package cordon.net\nbroken(\n");
+    let source = PolicySource::from_path(dir.path()).unwrap();
+    assert!(Policy::load(&source, only).is_err());
+}

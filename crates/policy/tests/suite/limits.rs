@@ -26,7 +26,15 @@ blob := concat("", [s | some i in numbers.range(1, input.n); s := sprintf("%0100
         time: std::time::Duration::from_millis(50),
         ..Limits::default()
     };
-    Policy::load(&source, PolicyOptions { engine, limits }).unwrap()
+    Policy::load(
+        &source,
+        PolicyOptions {
+            engine,
+            limits,
+            only: None,
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -66,6 +74,7 @@ fn memory_budget_stops_a_growing_value() {
         PolicyOptions {
             engine: EngineKind::Rvm,
             limits,
+            only: None,
         },
     )
     .unwrap();
