@@ -22,7 +22,7 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 		input.resource.command[0], count(read_requested), write,
 	])],
 	"obligations": [],
-	"grants": {
+	"grants": object.union(tcp, {
 		"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
 		"write": write,
 		"mask": mask,
@@ -31,8 +31,15 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 		"net": [n | some n in requested.net],
 		"limits": settings.limits,
 		"require": settings.require,
-	},
+	}),
 }
+
+# TCP ports (settings.sandbox.tcp: {"bind": [...], "connect": [...]}) are confined with
+# Landlock only when the settings name them: the network namespace already has no route
+# out, and programs inside run their own loopback services on ports nobody can predict.
+tcp := {"tcp": settings.tcp} if {
+	settings.tcp
+} else := {}
 
 settings := data.cordon.settings.sandbox
 

@@ -96,3 +96,10 @@ test_launch_without_home_or_command_is_refused if {
 	not sandbox.decision.allow with input as {"capability": "sandbox", "action": "launch", "resource": {"command": ["x"]}, "context": {}}
 	not sandbox.decision.allow with input as object.union(launch({}), {"resource": {"command": []}})
 }
+
+test_tcp_ports_only_when_the_settings_name_them if {
+	d := sandbox.decision with input as launch({})
+	not d.grants.tcp
+	t := sandbox.decision with input as launch({}) with data.cordon.settings.sandbox.tcp as {"bind": [], "connect": [443]}
+	t.grants.tcp == {"bind": [], "connect": [443]}
+}

@@ -29,6 +29,10 @@ pub struct Grants {
     /// Hosts the program may reach through cordon's proxy, as the person asked for them.
     #[serde(default)]
     pub net: Vec<String>,
+    /// TCP ports the program may bind and connect to, enforced with Landlock; absent, the
+    /// network namespace alone confines TCP (it has loopback only).
+    #[serde(default)]
+    pub tcp: Option<TcpPorts>,
     /// Caps on the whole process tree.
     #[serde(default)]
     pub limits: Limits,
@@ -36,6 +40,18 @@ pub struct Grants {
     /// `--allow-degraded`).
     #[serde(default)]
     pub require: Vec<Feature>,
+}
+
+/// TCP ports, for Landlock's network rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpPorts {
+    /// Ports the agent may listen on.
+    #[serde(default)]
+    pub bind: Vec<u16>,
+    /// Ports the agent may connect to.
+    #[serde(default)]
+    pub connect: Vec<u16>,
 }
 
 /// Caps on the sandboxed process tree, enforced with cgroups.

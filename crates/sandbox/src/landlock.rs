@@ -3,24 +3,29 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::grants::TcpPorts;
 use crate::SandboxError;
 
 /// The newest Landlock ABI this build asks for; older kernels enforce what they can and
 /// [`restrict_current_thread`] says so.
 const ABI_WANTED: ABI = ABI::V7;
 
-/// Paths the agent may use. Everything else on the file system is denied.
+/// What the agent may use. Everything else on the file system is denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FsGrants {
+pub struct Rules {
     /// Read (and execute) access, recursively.
     pub read: Vec<PathBuf>,
     /// Read and write access, recursively.
     pub write: Vec<PathBuf>,
+    /// TCP ports the agent may bind and connect to (Landlock ABI 4); `None` leaves TCP to
+    /// the network namespace.
+    #[serde(default)]
+    pub tcp: Option<TcpPorts>,
 }
 
 /// How completely the kernel enforces the rules.
@@ -53,15 +58,31 @@ fn rights_for(path: &Path, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
 ///
 /// [`SandboxError::GrantPath`] naming a grant that cannot be opened (it must exist),
 /// [`SandboxError::Landlock`] when the kernel has no Landlock at all or refuses the rules.
-pub fn restrict_current_thread(grants: &FsGrants) -> Result<Enforcement, SandboxError> {
+pub fn restrict_current_thread(grants: &Rules) -> Result<Enforcement, SandboxError> {
     let landlock = |e: landlock::RulesetError| SandboxError::Landlock(Box::new(e));
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_WANTED))
         .map_err(landlock)?
         .scope(Scope::from_all(ABI_WANTED))
-        .map_err(landlock)?
-        .create()
         .map_err(landlock)?;
+    if grants.tcp.is_some() {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(landlock)?;
+    }
+    let mut ruleset = ruleset.create().map_err(landlock)?;
+    if let Some(tcp) = &grants.tcp {
+        for (ports, access) in [
+            (&tcp.bind, AccessNet::BindTcp),
+            (&tcp.connect, AccessNet::ConnectTcp),
+        ] {
+            for port in ports {
+                ruleset = ruleset
+                    .add_rule(NetPort::new(*port, access))
+                    .map_err(landlock)?;
+            }
+        }
+    }
     let root = PathFd::new("/").map_err(|e| SandboxError::GrantPath {
         path: PathBuf::from("/"),
         source: Box::new(e),

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::grants::Grants;
-use crate::landlock::FsGrants;
+use crate::landlock::Rules;
 
 /// One step of building the view. Paths are as the program sees them (and as they are on
 /// the host).
@@ -96,7 +96,7 @@ pub struct Plan {
     /// Mounts, parents before children.
     pub mounts: Vec<MountOp>,
     /// The Landlock rules: the same paths, read or read-write.
-    pub landlock: FsGrants,
+    pub landlock: Rules,
     /// Protected paths that do not exist yet, so cannot be mounted read-only: the launcher
     /// checks after the run that none was created.
     pub absent_protected: Vec<PathBuf>,
@@ -118,6 +118,7 @@ fn is_below(path: &Path, root: &Path) -> bool {
 /// directory for `uid`.
 pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
     let mut plan = Plan::default();
+    plan.landlock.tcp = grants.tcp.clone();
     let mut ops = Vec::new();
     let mut binds: Vec<(PathBuf, bool)> = Vec::new();
     for (paths, writable) in [(&grants.read, false), (&grants.write, true)] {

@@ -69,9 +69,10 @@ impl LandlockProbeCommand {
         let mut results = serde_json::Map::new();
         #[cfg(target_os = "linux")]
         if !(self.read.is_empty() && self.write.is_empty()) {
-            let grants = cordon_sandbox::landlock::FsGrants {
+            let grants = cordon_sandbox::landlock::Rules {
                 read: self.read.clone(),
                 write: self.write.clone(),
+                tcp: None,
             };
             let enforcement = cordon_sandbox::landlock::restrict_current_thread(&grants)?;
             results.insert("enforcement".into(), format!("{enforcement:?}").into());

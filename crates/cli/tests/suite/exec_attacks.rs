@@ -389,6 +389,14 @@ for c in 'echo pwned\\n':
 
 /// A copy of the default policy with other caps.
 fn policy_with_limits(home: &Home, pids: u64, memory: u64) -> String {
+    policy_with_settings(
+        home,
+        serde_json::json!({"limits": {"pids": pids, "memory_bytes": memory}}),
+    )
+}
+
+/// A copy of the default policy with `sandbox` settings replaced by those in `patch`.
+fn policy_with_settings(home: &Home, patch: serde_json::Value) -> String {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
     let dir = home.path().join("policy");
     fs_err::create_dir_all(&dir).unwrap();
@@ -399,8 +407,9 @@ fn policy_with_limits(home: &Home, pids: u64, memory: u64) -> String {
     let data_path = dir.join("data.json");
     let mut data: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(&data_path).unwrap()).unwrap();
-    data["cordon"]["settings"]["sandbox"]["limits"] =
-        serde_json::json!({"pids": pids, "memory_bytes": memory});
+    for (key, value) in patch.as_object().unwrap() {
+        data["cordon"]["settings"]["sandbox"][key] = value.clone();
+    }
     fs_err::write(&data_path, data.to_string()).unwrap();
     dir.display().to_string()
 }
@@ -522,4 +531,29 @@ fn io_uring_is_unavailable() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     leaks_only_without_sandbox(&home, &[], "./uring", "io_uring");
+}
+
+#[test]
+fn tcp_ports_are_confined_when_the_policy_names_them() {
+    let home = Home::new();
+    let script = "/usr/bin/python3 -c \"
+import socket
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+c = socket.create_connection(s.getsockname(), timeout=2)
+open('leak', 'w').write('bound and connected')
+\"";
+    // The default policy leaves loopback TCP inside the sandbox alone.
+    reset(&home);
+    let out = sandboxed(&home, &[], script);
+    assert_eq!(
+        read(&leak(&home)),
+        "bound and connected",
+        "{}",
+        stderr(&out)
+    );
+    let policy = policy_with_settings(
+        &home,
+        serde_json::json!({"tcp": {"bind": [], "connect": []}}),
+    );
+    leaks_only_without_sandbox(&home, &["--policy", &policy], script, "bound");
 }
