@@ -1,7 +1,5 @@
 //! `cordon doctor`: which kernel features the native sandbox can use here.
 
-use std::path::Path;
-
 use clap::Args;
 use serde::Serialize;
 
@@ -140,41 +138,20 @@ fn seccomp() -> Feature {
     }
 }
 
-fn read(path: &str) -> Option<String> {
-    fs_err::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
 fn cgroups() -> Feature {
-    let own = read("/proc/self/cgroup").unwrap_or_default();
-    let unified_only = !own.is_empty() && own.lines().all(|l| l.starts_with("0::"));
-    let v2_controllers = read("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-    let v2_has = |c: &str| v2_controllers.split_whitespace().any(|x| x == c);
-    let v1_has = |c: &str| Path::new("/sys/fs/cgroup").join(c).join("tasks").exists();
-    let (status, found, consequence) = if unified_only && v2_has("pids") && v2_has("memory") {
-        (
-            "ok",
-            format!("cgroup v2 with the pids and memory controllers ({v2_controllers})"),
-            String::new(),
-        )
-    } else if v1_has("pids") && v1_has("memory") {
-        (
-            "ok",
-            "cgroup v1 pids and memory controllers (hybrid host)".to_owned(),
-            String::new(),
-        )
-    } else {
-        (
+    use cordon_sandbox::cgroup::Support;
+    let support = Support::detect();
+    let (status, consequence) = match support {
+        Support::V2 { .. } | Support::V1 { .. } => ("ok", String::new()),
+        Support::None => (
             "missing",
-            "no cgroup controller for pids and memory is available".to_owned(),
             "process and memory caps cannot hold when cordon runs as root (RLIMIT_NPROC does not bind uid 0): cordon exec refuses when the policy sets caps".to_owned(),
-        )
+        ),
     };
     Feature {
         name: "cgroups",
         status,
-        found,
+        found: support.describe(),
         consequence,
     }
 }
