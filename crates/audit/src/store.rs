@@ -74,6 +74,8 @@ pub fn checkpoint_message(seq: u64, head_hash: &str) -> Vec<u8> {
 
 struct Job {
     event: AuditEvent,
+    /// Write a checkpoint with this event (the last of a command).
+    checkpoint: bool,
     ack: Sender<Result<u64, String>>,
 }
 
@@ -258,10 +260,25 @@ impl Store {
     /// [`StoreError::QueueFull`], [`StoreError::Timeout`], [`StoreError::Commit`] or
     /// [`StoreError::WriterGone`]: the event is not stored and the action must be refused.
     pub fn append(&self, event: &AuditEvent) -> Result<u64> {
+        self.submit(event, false)
+    }
+
+    /// As [`Store::append`], with a signed checkpoint in the same commit: for the last event
+    /// a command writes, so that closing the store has nothing left to sign.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::append`].
+    pub fn append_with_checkpoint(&self, event: &AuditEvent) -> Result<u64> {
+        self.submit(event, true)
+    }
+
+    fn submit(&self, event: &AuditEvent, checkpoint: bool) -> Result<u64> {
         let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         let (ack, confirmed) = bounded(1);
         match jobs.try_send(Job {
             event: event.clone(),
+            checkpoint,
             ack,
         }) {
             Ok(()) => {}
@@ -296,12 +313,20 @@ impl Drop for Store {
 
 impl AuditSink for Store {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        self.append(event)
-            .map(|_| ())
-            .map_err(|err| AuditError::Write {
-                target: self.path.display().to_string(),
-                source: std::io::Error::other(error_chain(&err)),
-            })
+        self.sink_result(self.append(event))
+    }
+
+    fn record_last(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.sink_result(self.append_with_checkpoint(event))
+    }
+}
+
+impl Store {
+    fn sink_result(&self, appended: Result<u64>) -> Result<(), AuditError> {
+        appended.map(|_| ()).map_err(|err| AuditError::Write {
+            target: self.path.display().to_string(),
+            source: std::io::Error::other(error_chain(&err)),
+        })
     }
 }
 
@@ -339,7 +364,8 @@ impl Writer {
                 }
             }
             let events: Vec<&AuditEvent> = batch.iter().map(|j| &j.event).collect();
-            match self.commit(&events, false) {
+            let checkpoint = batch.iter().any(|j| j.checkpoint);
+            match self.commit(&events, checkpoint) {
                 Ok(first_seq) => {
                     for (i, job) in batch.iter().enumerate() {
                         let _ = job.ack.send(Ok(first_seq + i as u64));

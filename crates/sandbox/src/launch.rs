@@ -153,20 +153,16 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
             .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", early.gid)))
     );
     let filters = try_step!("cannot compile the seccomp filter", seccomp::compile());
-    let mut text = String::new();
-    try_step!(
-        "cannot read the launch specification",
-        std::fs::File::from(spec_pipe).read_to_string(&mut text)
-    );
-    if text.is_empty() {
+    let mut spec_pipe = std::fs::File::from(spec_pipe);
+    let spec = match read_spec(&mut spec_pipe) {
+        Ok(Some(spec)) => spec,
         // cordon cancelled the launch (the policy refused, or cordon failed); it says why.
-        drop(status);
-        return Ok(SETUP_FAILED);
-    }
-    let spec: LaunchSpec = try_step!(
-        "malformed launch specification",
-        serde_json::from_str(&text)
-    );
+        Ok(None) => {
+            drop(status);
+            return Ok(SETUP_FAILED);
+        }
+        Err(e) => return Err((status, format!("cannot read the launch specification: {e}"))),
+    };
     let filters = if spec.seccomp { filters } else { Vec::new() };
     // The helper is single-threaded: setting its environment races with nothing, and init
     // and the program inherit it.
@@ -181,6 +177,7 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         spec: &spec,
         terminal: early.terminal,
         filters: &filters,
+        go: &spec_pipe,
     };
     match try_step!(
         "cannot start the sandbox's init",
@@ -199,6 +196,46 @@ struct Program<'a> {
     spec: &'a LaunchSpec,
     terminal: bool,
     filters: &'a [seccompiler::BpfProgram],
+    /// The specification pipe, on which cordon sends [`GO`] once the decision is durably
+    /// recorded.
+    go: &'a std::fs::File,
+}
+
+/// The byte that lets the program run.
+pub const GO: u8 = b'1';
+
+/// The largest specification accepted.
+const MAX_SPEC: u64 = 16 << 20;
+
+/// Writes `spec` as cordon sends it: its length (8 bytes, little-endian), then its JSON.
+///
+/// # Errors
+///
+/// The pipe's.
+pub fn write_spec(mut pipe: impl Write, spec: &LaunchSpec) -> std::io::Result<()> {
+    let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    pipe.write_all(&(json.len() as u64).to_le_bytes())?;
+    pipe.write_all(&json)
+}
+
+/// Reads what [`write_spec`] wrote, without reading past it (the go byte follows);
+/// `None` when cordon closed the pipe instead.
+fn read_spec(pipe: &mut std::fs::File) -> std::io::Result<Option<LaunchSpec>> {
+    let mut len = [0u8; 8];
+    match pipe.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u64::from_le_bytes(len);
+    if len > MAX_SPEC {
+        return Err(std::io::Error::other(format!("{len} bytes is too long")));
+    }
+    let mut json = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    pipe.read_exact(&mut json)?;
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 /// Pid 1 of the sandbox: builds the view, starts the program, reaps, passes signals on.
@@ -255,6 +292,14 @@ fn run(program: &Program<'_>, status: OwnedFd, saved: &sys::SavedSignalMask) -> 
     };
     if let Err(message) = confine() {
         fail(status, Status::Setup(message), SETUP_FAILED);
+    }
+    // Nothing runs before cordon has recorded the decision; without the go byte, leave
+    // quietly: cordon reports why.
+    let mut go = [0u8; 1];
+    let mut pipe = program.go;
+    if !matches!(pipe.read(&mut go), Ok(1)) || go[0] != GO {
+        drop(status);
+        sys::exit_now(SETUP_FAILED);
     }
     let argv: Vec<OsString> = spec.command.iter().map(OsString::from).collect();
     let err = sys::exec(&argv);

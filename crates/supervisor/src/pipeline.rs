@@ -101,7 +101,15 @@ impl Pipeline {
 
     /// Decides an input document given as is (`cordon eval --raw`), stamping the time when
     /// it carries none.
-    pub fn decide_input(&self, capability: &Capability, mut input: Value) -> Decided {
+    pub fn decide_input(&self, capability: &Capability, input: Value) -> Decided {
+        let decided = self.decide_unrecorded(capability, input);
+        self.record_decided(capability, decided)
+    }
+
+    /// As [`Pipeline::decide_input`] without recording: the caller must pass the result to
+    /// [`Pipeline::record_decided`], and act on what that returns, before the action
+    /// proceeds. Lets a surface prepare the action while the record is made durable.
+    pub fn decide_unrecorded(&self, capability: &Capability, mut input: Value) -> Decided {
         if let Some(context) = input.as_object_mut().map(|o| {
             o.entry("context")
                 .or_insert_with(|| Value::Object(Default::default()))
@@ -113,8 +121,18 @@ impl Pipeline {
             }
         }
         let decision = self.decider.decide(capability, &input);
+        Decided {
+            input: Some(input),
+            decision,
+        }
+    }
+
+    /// Records a decision made by [`Pipeline::decide_unrecorded`]; the decision returned is
+    /// a denial when the record could not be made.
+    pub fn record_decided(&self, capability: &Capability, decided: Decided) -> Decided {
+        let input = decided.input.unwrap_or_default();
         let action = input["action"].as_str().unwrap_or_default().to_owned();
-        self.record_event(capability.as_str(), &action, input, decision)
+        self.record_event(capability.as_str(), &action, input, decided.decision)
     }
 
     /// Records what became of an action decided earlier: performed, refused by cordon
@@ -124,18 +142,26 @@ impl Pipeline {
     /// # Errors
     ///
     /// The audit log's refusal; the caller decides whether the action may still proceed.
+    /// With `last`, this is the last event of the command: a durable sink may seal the log
+    /// in the same write.
     pub fn record_outcome(
         &self,
         capability: &Capability,
         input: Value,
         decision: Decision,
         outcome: Outcome,
+        last: bool,
     ) -> Result<(), cordon_types::AuditError> {
         let Some(sink) = &self.sink else {
             return Ok(());
         };
         let action = input["action"].as_str().unwrap_or_default().to_owned();
-        sink.record(&self.event(capability.as_str(), &action, input, decision, outcome))
+        let event = self.event(capability.as_str(), &action, input, decision, outcome);
+        if last {
+            sink.record_last(&event)
+        } else {
+            sink.record(&event)
+        }
     }
 
     fn event(

@@ -61,4 +61,15 @@ pub trait AuditSink: Send + Sync {
     ///
     /// An [`AuditError`] when the event was not recorded; the caller then refuses the action.
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+
+    /// Records the last event of a command. A log that seals itself when it is closed (a
+    /// signed checkpoint) may do it in the same write; by default, the same as
+    /// [`AuditSink::record`].
+    ///
+    /// # Errors
+    ///
+    /// As [`AuditSink::record`].
+    fn record_last(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.record(event)
+    }
 }

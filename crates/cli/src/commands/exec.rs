@@ -12,7 +12,7 @@ use clap::Args;
 use cordon_sandbox::cgroup::{Cgroup, Support};
 use cordon_sandbox::grants::{Feature, Grants};
 use cordon_sandbox::launch::{self, Early, LaunchSpec, Status, SETUP_FAILED};
-use cordon_supervisor::{real_path, Supervisor};
+use cordon_supervisor::{real_path, Decided, Supervisor};
 use cordon_sys::process as sys;
 use cordon_types::{Capability, Decision, Outcome, Request};
 use serde_json::{json, Value};
@@ -92,11 +92,29 @@ struct Launch<'a> {
     capability: Capability,
     input: Value,
     decision: Decision,
+    /// The decision, until it is recorded: the sandbox is prepared meanwhile, and the
+    /// program runs only once the record is durable.
+    pending: Option<Decided>,
 }
 
 impl Launch<'_> {
-    /// Records what became of the launch; a failure to record is reported, not hidden.
-    fn record(&self, outcome: Outcome, result: Value) {
+    /// Records the decision if it is not yet; returns whether the launch is still allowed
+    /// (a decision that cannot be recorded is a denial).
+    fn commit(&mut self) -> bool {
+        if let Some(decided) = self.pending.take() {
+            let recorded = self
+                .supervisor
+                .pipeline()
+                .record_decided(&self.capability, decided);
+            self.decision = recorded.decision;
+        }
+        self.decision.allow
+    }
+
+    /// Records what became of the launch (after the decision); a failure to record is
+    /// reported, not hidden.
+    fn record(&mut self, outcome: Outcome, result: Value) {
+        self.commit();
         let mut input = self.input.clone();
         input["result"] = result;
         if let Err(err) = self.supervisor.pipeline().record_outcome(
@@ -104,12 +122,13 @@ impl Launch<'_> {
             input,
             self.decision.clone(),
             outcome,
+            true,
         ) {
             tracing::error!("cannot record the outcome of the launch: {err}");
         }
     }
 
-    fn refuse(&self, outcome: Outcome, reason: &str) -> CliError {
+    fn refuse(&mut self, outcome: Outcome, reason: &str) -> CliError {
         self.record(outcome, json!({ "refused": reason }));
         refused(anyhow!("{reason}"))
     }
@@ -158,7 +177,7 @@ impl ExecCommand {
             };
         tracing::debug!("policy loaded after {:?}", started.elapsed());
         let decided = self.decide(&supervisor, &config, &command, &cwd, read, write, &kernel);
-        let (launch, grants) = match decided {
+        let (mut launch, grants) = match decided {
             Ok(decided) => decided,
             Err(err) => {
                 if let Some(helper) = helper.take() {
@@ -221,7 +240,8 @@ impl ExecCommand {
             tracing::warn!("running without {}: {why}", feature.name());
         }
 
-        let Some(helper) = helper else {
+        let Some(mut helper) = helper else {
+            launch.commit();
             let report = json!({
                 "decision": launch.decision,
                 "plan": plan,
@@ -244,7 +264,20 @@ impl ExecCommand {
             landlock: kernel.landlock_abi > 0,
             seccomp: kernel.seccomp,
         };
-        let (exit, status) = helper.run(&spec, started);
+        // The helper builds the view while the decision is made durable; the program
+        // starts only after.
+        let sent = helper.send(&spec);
+        tracing::debug!("specification sent after {:?}", started.elapsed());
+        if !launch.commit() {
+            helper.cancel();
+            return Err(refused(anyhow!(
+                "the launch of `{}` was refused: {}",
+                spec.command[0],
+                launch.decision.reasons.join("; ")
+            )));
+        }
+        tracing::debug!("decision recorded after {:?}", started.elapsed());
+        let (exit, status) = helper.go(sent, started);
         match status {
             Ok(None) => {}
             Ok(Some(Status::Setup(message))) => {
@@ -320,14 +353,16 @@ impl ExecCommand {
             .map_err(refused)?;
         let decided = supervisor
             .pipeline()
-            .decide_input(&capability, input.clone());
-        let launch = Launch {
+            .decide_unrecorded(&capability, input.clone());
+        let mut launch = Launch {
             supervisor,
             capability,
-            input: decided.input.unwrap_or(input),
-            decision: decided.decision,
+            input: decided.input.clone().unwrap_or(input),
+            decision: decided.decision.clone(),
+            pending: Some(decided),
         };
         if !launch.decision.allow {
+            launch.commit();
             return Err(refused(anyhow!(
                 "the policy refused to launch `{}`: {}",
                 command[0],
@@ -482,23 +517,25 @@ impl Helper {
         drop(self.cgroup);
     }
 
-    /// Sends the specification, relays the terminal and signals, and waits. Returns the
-    /// exit code and what the helper reported before the program ran.
-    fn run(
+    /// Sends the specification: the helper builds the view, then waits for [`Helper::go`].
+    fn send(&mut self, spec: &LaunchSpec) -> std::io::Result<()> {
+        // Nothing may start outside the cgroups (a failure to join was decided on already).
+        let _ = self.joined();
+        launch::write_spec(&mut self.spec, spec)
+    }
+
+    /// Lets the program run, relays the terminal and signals, and waits. Returns the exit
+    /// code and what the helper reported before the program ran.
+    fn go(
         mut self,
-        spec: &LaunchSpec,
+        sent: std::io::Result<()>,
         started: std::time::Instant,
     ) -> (i32, Result<Option<Status>, cordon_sandbox::SandboxError>) {
         let helper_pid = i32::try_from(self.child.id()).unwrap_or_default();
-        // Nothing may start outside the cgroups (a failure to join was decided on already).
-        let _ = self.joined();
-        let sent = serde_json::to_vec(spec)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| self.spec.write_all(&bytes));
+        let sent = sent.and_then(|()| self.spec.write_all(&[launch::GO]));
         drop(self.spec);
         let relay = self.pty.take().map(TerminalRelay::start);
         forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
-        tracing::debug!("specification sent after {:?}", started.elapsed());
         let status = launch::read_status(self.status);
         tracing::debug!("program executed after {:?}", started.elapsed());
         let exit = self

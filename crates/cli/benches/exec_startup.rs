@@ -1,0 +1,188 @@
+//! Start-up cost of `cordon exec -- true`, beside bare `true`, `unshare` and bubblewrap
+//! running `true` with a comparable profile, in one run.
+//!
+//! Each round runs every variant once, in turn, so that the machine's noise falls on all of
+//! them alike; the table gives wall-clock percentiles over the rounds. bubblewrap must be on
+//! PATH (`scripts/bench-exec.sh` installs Debian's).
+//!
+//! ```sh
+//! cargo bench -p cordon-cli --bench exec_startup            # 200 rounds
+//! CORDON_BENCH_ROUNDS=50 cargo bench -p cordon-cli --bench exec_startup
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark fails by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Variant {
+    name: &'static str,
+    what: &'static str,
+    command: Command,
+    times: Vec<Duration>,
+}
+
+fn variant(name: &'static str, what: &'static str, argv: &[String]) -> Variant {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Variant {
+        name,
+        what,
+        command,
+        times: Vec::new(),
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// bubblewrap with the view cordon builds: system directories read-only, the workspace
+/// read-write, private /tmp, /var/tmp, /run and home, fresh /proc and /dev, secrets in /etc
+/// masked, every namespace, a new session, death with the parent.
+fn bwrap_argv(home: &Path, workspace: &Path) -> Vec<String> {
+    let mut argv = strings(&[
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--ro-bind-try",
+        "/opt",
+        "/opt",
+    ]);
+    for dir in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
+        let path = Path::new(dir);
+        if let Ok(target) = fs_err::read_link(path) {
+            argv.extend(strings(&["--symlink", target.to_str().unwrap(), dir]));
+        } else if path.exists() {
+            argv.extend(strings(&["--ro-bind", dir, dir]));
+        }
+    }
+    for dir in ["/tmp", "/var/tmp", "/run", home.to_str().unwrap()] {
+        argv.extend(strings(&["--tmpfs", dir]));
+    }
+    argv.extend(strings(&["--proc", "/proc", "--dev", "/dev"]));
+    for secret in ["/etc/shadow", "/etc/gshadow", "/etc/sudoers"] {
+        if Path::new(secret).exists() {
+            argv.extend(strings(&["--ro-bind", "/dev/null", secret]));
+        }
+    }
+    let workspace = workspace.to_str().unwrap();
+    argv.extend(strings(&[
+        "--bind", workspace, workspace, "--chdir", workspace, "true",
+    ]));
+    argv
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let rounds: usize = std::env::var("CORDON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let cordon = PathBuf::from(env!("CARGO_BIN_EXE_cordon"));
+    let scratch = tempfile::tempdir().unwrap();
+    let workspace = scratch.path().join("work");
+    fs_err::create_dir_all(&workspace).unwrap();
+    let config = scratch.path().join("no-audit.toml");
+    fs_err::write(&config, "[audit]\nenabled = false\n").unwrap();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+    let cordon_s = cordon.to_str().unwrap().to_owned();
+
+    let mut variants = vec![
+        variant("true", "the program alone", &strings(&["true"])),
+        variant(
+            "unshare",
+            "`unshare -Urmnpf true`: namespaces only, no view",
+            &strings(&["unshare", "-Urmnpf", "true"]),
+        ),
+        variant(
+            "bwrap",
+            "bubblewrap, comparable view (see the bench source)",
+            &bwrap_argv(&home, &workspace),
+        ),
+        variant(
+            "cordon exec",
+            "policy decision, audit log (two durable records), namespaces, view, Landlock, seccomp, cgroup caps",
+            &[cordon_s.clone(), "exec".into(), "--".into(), "true".into()],
+        ),
+        variant(
+            "cordon exec, no audit",
+            "as above with `[audit] enabled = false`",
+            &[
+                cordon_s.clone(),
+                "--config".into(),
+                config.to_str().unwrap().into(),
+                "exec".into(),
+                "--".into(),
+                "true".into(),
+            ],
+        ),
+        variant(
+            "cordon exec --dry-run",
+            "policy decision and audit record only: no sandbox, nothing run",
+            &[
+                cordon_s,
+                "exec".into(),
+                "--dry-run".into(),
+                "--".into(),
+                "true".into(),
+            ],
+        ),
+    ];
+    for v in &mut variants {
+        v.command
+            .current_dir(&workspace)
+            .env("XDG_DATA_HOME", scratch.path().join("data"))
+            .env_remove("RUST_BACKTRACE");
+        let out = v.command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "`{}` does not run here: {}",
+            v.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("{rounds} rounds of {} variants...", variants.len());
+    for round in 0..rounds {
+        for v in &mut variants {
+            let start = Instant::now();
+            let status = v.command.status().unwrap();
+            v.times.push(start.elapsed());
+            assert!(status.success(), "`{}` failed in round {round}", v.name);
+        }
+    }
+    println!("| variant | what runs | p50 (ms) | p90 (ms) | mean (ms) |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for v in &mut variants {
+        v.times.sort();
+        let mean = v.times.iter().map(Duration::as_secs_f64).sum::<f64>() / v.times.len() as f64;
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} |",
+            v.name,
+            v.what,
+            percentile(&v.times, 0.5),
+            percentile(&v.times, 0.9),
+            mean * 1000.0
+        );
+    }
+}
