@@ -95,3 +95,33 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn default_policy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
 }
+
+/// Whether this kernel has what `cordon exec` needs (user namespaces, Landlock, seccomp,
+/// cgroups), per `cordon doctor`; when not, says which is missing so the test can skip.
+pub fn sandbox_ready() -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cordon"))
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let report: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let missing: Vec<String> = report
+            .iter()
+            .filter(|f| f["status"] != "ok")
+            .map(|f| format!("{} ({})", f["name"], f["found"]))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join(", "))
+        }
+    });
+    match ready {
+        Ok(()) => true,
+        Err(missing) => {
+            eprintln!("skipped: this kernel lacks {missing}");
+            false
+        }
+    }
+}

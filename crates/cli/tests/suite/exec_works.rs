@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pretty_assertions::assert_eq;
 
-use super::common::{stderr, Home};
+use super::common::{sandbox_ready, stderr, Home};
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
     let mut args = vec!["exec"];
@@ -37,6 +37,9 @@ fn read(path: impl AsRef<Path>) -> String {
 
 #[test]
 fn git_init_commit_and_clone() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let out = inside(
         &home,
@@ -55,6 +58,9 @@ fn git_init_commit_and_clone() {
 
 #[test]
 fn make_and_gcc_build_and_run() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let work = home.workspace();
     fs_err::write(
@@ -93,6 +99,9 @@ fn write_wheel(dir: &Path) {
 
 #[test]
 fn python_venv_and_pip_from_a_local_index() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     write_wheel(&home.workspace().join("wheels"));
     let out = inside(
@@ -108,6 +117,9 @@ fn python_venv_and_pip_from_a_local_index() {
 
 #[test]
 fn node_and_npm_install_a_local_package() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let package = home.workspace().join("localpkg");
     fs_err::create_dir_all(&package).unwrap();
@@ -130,6 +142,9 @@ fn node_and_npm_install_a_local_package() {
 
 #[test]
 fn cargo_builds_a_crate() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").into()));
     let cargo = fs_err::canonicalize(&cargo).unwrap();
@@ -150,6 +165,9 @@ fn cargo_builds_a_crate() {
 
 #[test]
 fn jobs_signals_and_timeout() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let out = inside(
         &home,
@@ -168,6 +186,9 @@ fn jobs_signals_and_timeout() {
 
 #[test]
 fn large_pipes_inside_and_through_the_standard_streams() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     ok(&inside(
         &home,
@@ -196,6 +217,9 @@ fn large_pipes_inside_and_through_the_standard_streams() {
 
 #[test]
 fn same_paths_inside_and_a_private_writable_home() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let out = inside(
         &home,
@@ -216,6 +240,9 @@ fn same_paths_inside_and_a_private_writable_home() {
 
 #[test]
 fn exit_status_is_the_programs() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     assert_eq!(inside(&home, &[], "exit 7").status.code(), Some(7));
     assert_eq!(inside(&home, &[], "kill -9 $$").status.code(), Some(137));
@@ -223,6 +250,9 @@ fn exit_status_is_the_programs() {
 
 #[test]
 fn a_missing_program_exits_127_with_a_message() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let out = home
         .cordon(&["exec", "--", "no-such-program-xyz"])
@@ -237,6 +267,9 @@ fn a_missing_program_exits_127_with_a_message() {
 
 #[test]
 fn bad_input_is_refused_with_exit_125() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let out = home
         .cordon(&["exec", "--allow-read", "/no/such/path", "--", "true"])
@@ -290,6 +323,9 @@ fn bad_input_is_refused_with_exit_125() {
 
 #[test]
 fn launches_are_audited() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     ok(&inside(&home, &[], "exit 0"));
     let key = home.path().join(".ssh/id_ed25519").display().to_string();
@@ -325,6 +361,9 @@ fn launches_are_audited() {
 
 #[test]
 fn interactive_shell_with_job_control_and_ctrl_c() {
+    if !sandbox_ready() {
+        return;
+    }
     let home = Home::new();
     let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
     let mut child = home
