@@ -1,4 +1,10 @@
-# Network egress: only to the allowlist in data, never to cloud metadata, never restricted data.
+# Network egress: only to the allowlist in data or what the person named with --allow-net,
+# never to cloud metadata, never restricted data, never to an internal address that was not
+# named explicitly, never through a host name that looks like a data channel.
+#
+# cordon's proxy fills in `resource.addresses` (what the host resolved to, each with its
+# `class`), `resource.host_is_ip`, `resource.exfil` (label length and entropy, distinct
+# subdomains of the parent in the last minute) and `context.request.net`.
 #
 # The rules are written for the bytecode VM: few rules, no helper functions, map lookups
 # instead of scans of the allowlist.
@@ -17,7 +23,11 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 } else := {
 	"allow": true,
 	"reasons": [sprintf("`%s` matches allowlist entry `%s`", [input.resource.host, allow_entry])],
-	"obligations": [{"type": "limit", "bytes": data.cordon.settings.net.upload_budget_bytes}],
+	"obligations": [{
+		"type": "limit",
+		"bytes": data.cordon.settings.net.upload_budget_bytes,
+		"per_minute": data.cordon.settings.net.connections_per_minute,
+	}],
 } if {
 	allow_entry
 } else := {
@@ -55,4 +65,63 @@ subdomain_matches contains domain if {
 	some domain, entry in data.cordon.settings.net.allow_subdomains
 	endswith(input.resource.host, concat("", [".", domain]))
 	input.resource.port in object.get(entry, "ports", [input.resource.port])
+}
+
+# What the person asked for: `host` (any port) or `host:port`. An internal address is only
+# reachable when named with its port.
+allow_entry := entry if {
+	not allow_by_data
+	some entry in object.get(object.get(input.context, "request", {}), "net", [])
+	entry == sprintf("%s:%d", [input.resource.host, input.resource.port])
+} else := entry if {
+	not allow_by_data
+	not internal
+	some entry in object.get(object.get(input.context, "request", {}), "net", [])
+	entry == input.resource.host
+}
+
+allow_by_data if data.cordon.settings.net.allow[input.resource.host]
+
+allow_by_data if count(subdomain_matches) > 0
+
+internal if {
+	some address in object.get(input.resource, "addresses", [])
+	address.class != "public"
+}
+
+named_explicitly if {
+	input.resource.host_is_ip
+	sprintf("%s:%d", [input.resource.host, input.resource.port]) in object.get(object.get(input.context, "request", {}), "net", [])
+}
+
+deny contains msg if {
+	some address in object.get(input.resource, "addresses", [])
+	address.class in {"metadata", "link_local", "reserved"}
+	msg := sprintf("`%s` resolves to %s, a %s address, which is never reachable", [input.resource.host, address.ip, address.class])
+}
+
+deny contains msg if {
+	some address in object.get(input.resource, "addresses", [])
+	address.class in {"loopback", "private"}
+	not named_explicitly
+	msg := sprintf(
+		"`%s` resolves to %s, a %s address: an internal address is reachable only when named explicitly with its port (--allow-net %s:%d)",
+		[input.resource.host, address.ip, address.class, address.ip, input.resource.port],
+	)
+}
+
+deny contains msg if {
+	input.resource.exfil.longest_label > data.cordon.settings.net.exfil.max_label
+	msg := sprintf("`%s` has a %d-character label, which looks like data encoded in a host name", [input.resource.host, input.resource.exfil.longest_label])
+}
+
+deny contains msg if {
+	input.resource.exfil.longest_label >= data.cordon.settings.net.exfil.entropy_min_label
+	input.resource.exfil.entropy > data.cordon.settings.net.exfil.max_entropy
+	msg := sprintf("`%s` has a random-looking label (entropy %v bits per character), which looks like data encoded in a host name", [input.resource.host, input.resource.exfil.entropy])
+}
+
+deny contains msg if {
+	input.resource.exfil.unique_subdomains > data.cordon.settings.net.exfil.max_unique_subdomains
+	msg := sprintf("`%s` is one of %d distinct subdomains asked for in a minute, which looks like data sent through names", [input.resource.host, input.resource.exfil.unique_subdomains])
 }

@@ -13,7 +13,7 @@ test_allowlisted_host_allowed_with_upload_budget if {
 	d := net.decision with input as req("api.github.com", 443)
 	d.allow
 	d.reasons == ["`api.github.com` matches allowlist entry `api.github.com`"]
-	d.obligations == [{"type": "limit", "bytes": 33554432}]
+	d.obligations == [{"type": "limit", "bytes": 33554432, "per_minute": 600}]
 }
 
 test_wildcard_entry_matches_subdomain if {
@@ -79,4 +79,58 @@ test_missing_host_denied if {
 	d := net.decision with input as {"action": "connect", "resource": {"port": 443, "sensitivity_level": 1}}
 	not d.allow
 	"network request has no `resource.host`" in d.reasons
+}
+
+proxied(host, port, addresses, request) := {
+	"capability": "net",
+	"action": "connect",
+	"resource": {
+		"host": host, "port": port, "sensitivity": "internal", "sensitivity_level": 1,
+		"host_is_ip": regex.match(`^[0-9.:]+$`, host),
+		"addresses": addresses,
+	},
+	"context": {"request": {"net": request}},
+}
+
+public := [{"ip": "140.82.112.5", "class": "public"}]
+
+loopback := [{"ip": "127.0.0.1", "class": "loopback"}]
+
+test_person_can_allow_a_host_by_name if {
+	d := net.decision with input as proxied("example.org", 443, public, ["example.org"])
+	d.allow
+	d.reasons == ["`example.org` matches allowlist entry `example.org`"]
+	net.decision.allow with input as proxied("example.org", 8443, public, ["example.org:8443"])
+	not net.decision.allow with input as proxied("example.org", 8443, public, ["example.org:443"])
+}
+
+test_internal_address_only_when_named_with_its_port if {
+	net.decision.allow with input as proxied("127.0.0.1", 8080, loopback, ["127.0.0.1:8080"])
+	not net.decision.allow with input as proxied("127.0.0.1", 8080, loopback, ["127.0.0.1"])
+	not net.decision.allow with input as proxied("127.0.0.1", 9090, loopback, ["127.0.0.1:8080"])
+}
+
+test_name_resolving_inside_is_refused_even_when_allowed if {
+	d := net.decision with input as proxied("api.github.com", 443, loopback, [])
+	not d.allow
+	d.reasons == ["`api.github.com` resolves to 127.0.0.1, a loopback address: an internal address is reachable only when named explicitly with its port (--allow-net 127.0.0.1:443)"]
+	not net.decision.allow with input as proxied("localhost", 8080, loopback, ["localhost:8080"])
+}
+
+test_metadata_never_even_when_named if {
+	meta := [{"ip": "169.254.169.254", "class": "metadata"}]
+	d := net.decision with input as proxied("169.254.169.254", 80, meta, ["169.254.169.254:80"])
+	not d.allow
+	not net.decision.allow with input as proxied("rebind.example", 80, meta, ["rebind.example"])
+}
+
+test_exfiltration_shaped_names_are_refused if {
+	long := object.union(proxied("x.example", 443, public, ["x.example"]), {"resource": {"exfil": {"longest_label": 50, "entropy": 3.0, "unique_subdomains": 1}}})
+	not net.decision.allow with input as long
+	random := object.union(proxied("x.example", 443, public, ["x.example"]), {"resource": {"exfil": {"longest_label": 32, "entropy": 4.6, "unique_subdomains": 1}}})
+	not net.decision.allow with input as random
+	many := object.union(proxied("x.example", 443, public, ["x.example"]), {"resource": {"exfil": {"longest_label": 5, "entropy": 2.0, "unique_subdomains": 31}}})
+	not net.decision.allow with input as many
+	plain := object.union(proxied("x.example", 443, public, ["x.example"]), {"resource": {"exfil": {"longest_label": 7, "entropy": 2.5, "unique_subdomains": 2}}})
+	net.decision.allow with input as plain
 }

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand, PolicyCommand,
-    SandboxHelperCommand, SeccompProbeCommand, TestCommand,
+    ProxyCommand, SandboxHelperCommand, SeccompProbeCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -74,6 +74,7 @@ pub enum Command {
     // Each variant takes its help from the command's own doc comment.
     Eval(EvalCommand),
     Exec(ExecCommand),
+    Proxy(ProxyCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -100,6 +101,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Exec(cmd) => cmd.run(&cli),
+        Command::Proxy(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),

@@ -51,6 +51,18 @@ pub struct Early {
     pub spec_fd: i32,
     /// cordon's pid: the helper stops if its parent is already another process.
     pub parent: i32,
+    /// Where the sandbox's egress proxy listens, if it has one.
+    pub proxy: Option<ProxyEndpoint>,
+}
+
+/// The proxy's listening socket inside the sandbox's network namespace: the helper creates
+/// it there (on loopback, the only interface) and hands it to cordon, which serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyEndpoint {
+    /// The unix socket over which the listener is sent.
+    pub socket_fd: i32,
+    /// The port on 127.0.0.1 inside the sandbox.
+    pub port: u16,
 }
 
 /// What the policy granted, sent to the helper over a pipe once decided.
@@ -152,6 +164,24 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
             .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", early.uid)))
             .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", early.gid)))
     );
+    try_step!("cannot bring up loopback", sys::bring_loopback_up());
+    if let Some(proxy) = early.proxy {
+        let socket = try_step!(
+            "the sandbox helper has no proxy socket",
+            sys::take_inherited_fd(proxy.socket_fd)
+        );
+        let listener = try_step!(
+            format!(
+                "cannot listen on 127.0.0.1:{} inside the sandbox",
+                proxy.port
+            ),
+            std::net::TcpListener::bind(("127.0.0.1", proxy.port))
+        );
+        try_step!(
+            "cannot hand the proxy socket to cordon",
+            sys::send_fd(socket.as_fd(), listener.as_fd())
+        );
+    }
     let filters = try_step!("cannot compile the seccomp filter", seccomp::compile());
     let mut spec_pipe = std::fs::File::from(spec_pipe);
     let spec = match read_spec(&mut spec_pipe) {
@@ -245,7 +275,6 @@ fn init(program: &Program<'_>, status: OwnedFd, saved: sys::SavedSignalMask) -> 
         sys::set_parent_death_signal(libc::SIGKILL)
             .map_err(|e| format!("cannot ask to die with the helper: {e}"))?;
         sys::set_hostname("cordon").map_err(|e| format!("cannot set the host name: {e}"))?;
-        sys::bring_loopback_up().map_err(|e| format!("cannot bring up loopback: {e}"))?;
         crate::view::build(&spec.plan.mounts, &spec.cwd)
     };
     if let Err(message) = setup() {

@@ -705,3 +705,96 @@ pub fn bring_loopback_up() -> io::Result<()> {
         ))
     }
 }
+
+/// Sends the descriptor `fd` over the unix socket `socket` (`SCM_RIGHTS`), with one byte of
+/// data.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    let mut byte = [0u8; 1];
+    // SAFETY: `space` is sized with CMSG_SPACE for one int and aligned for cmsghdr (u64
+    // array); `msg` points at locals that outlive sendmsg; CMSG_FIRSTHDR of that buffer is
+    // non-null (the control length is at least one header), and CMSG_DATA has room for the
+    // one descriptor copied into it.
+    unsafe {
+        let mut space = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::copy_nonoverlapping(
+            (&raw as *const libc::c_int).cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        if libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives a descriptor sent with [`send_fd`]; `Ok(None)` when the peer closed without
+/// sending one.
+///
+/// # Errors
+///
+/// The kernel's refusal (`EAGAIN` after the socket's receive timeout).
+pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    // SAFETY: as in send_fd, `msg` describes locals that outlive recvmsg. The kernel writes
+    // at most msg_controllen bytes of control data; a descriptor is read only from an
+    // SCM_RIGHTS header of the right length, and MSG_CMSG_CLOEXEC marks it close-on-exec.
+    unsafe {
+        let mut space = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&space);
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0 || cmsg.is_null() {
+            return Ok(None);
+        }
+        if (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            || (*cmsg).cmsg_len
+                != libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected control message",
+            ));
+        }
+        let mut raw: libc::c_int = -1;
+        std::ptr::copy_nonoverlapping(
+            libc::CMSG_DATA(cmsg),
+            (&mut raw as *mut libc::c_int).cast::<u8>(),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        if raw < 0 {
+            return Ok(None);
+        }
+        Ok(Some(OwnedFd::from_raw_fd(raw)))
+    }
+}

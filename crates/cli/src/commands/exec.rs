@@ -5,13 +5,14 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::cgroup::{Cgroup, Support};
 use cordon_sandbox::grants::{Feature, Grants};
-use cordon_sandbox::launch::{self, Early, LaunchSpec, Status, SETUP_FAILED};
+use cordon_sandbox::launch::{self, Early, LaunchSpec, ProxyEndpoint, Status, SETUP_FAILED};
 use cordon_supervisor::{real_path, Decided, Supervisor};
 use cordon_sys::process as sys;
 use cordon_types::{Capability, Decision, Outcome, Request};
@@ -157,6 +158,7 @@ impl ExecCommand {
         let read = resolve_all(&self.allow_read, &cwd)?;
         let write = resolve_all(&self.allow_write, &cwd)?;
         let kernel = Kernel::probe();
+        let requested_net = super::proxy::requested_hosts(&self.allow_net).map_err(refused)?;
 
         // The helper starts now and prepares the namespaces while the policy loads.
         let mut helper = if self.dry_run {
@@ -165,16 +167,17 @@ impl ExecCommand {
             Some(Helper::start(&kernel)?)
         };
         tracing::debug!("helper started after {:?}", started.elapsed());
-        let supervisor =
-            match Supervisor::start_for(&config, &["sandbox"]).context("cannot start cordon") {
-                Ok(supervisor) => supervisor,
-                Err(err) => {
-                    if let Some(helper) = helper.take() {
-                        helper.cancel();
-                    }
-                    return Err(refused(err));
+        let supervisor = match Supervisor::start_for(&config, &["sandbox", "net"])
+            .context("cannot start cordon")
+        {
+            Ok(supervisor) => Arc::new(supervisor),
+            Err(err) => {
+                if let Some(helper) = helper.take() {
+                    helper.cancel();
                 }
-            };
+                return Err(refused(err));
+            }
+        };
         tracing::debug!("policy loaded after {:?}", started.elapsed());
         let decided = self.decide(&supervisor, &config, &command, &cwd, read, write, &kernel);
         let (mut launch, grants) = match decided {
@@ -252,10 +255,31 @@ impl ExecCommand {
         };
         let kept: std::collections::BTreeSet<&str> =
             grants.env.iter().map(String::as_str).collect();
-        let env = std::env::vars_os()
+        let proxy_url = format!("http://127.0.0.1:{PROXY_PORT}");
+        let socks_url = format!("socks5h://127.0.0.1:{PROXY_PORT}");
+        let proxy_env = [
+            ("HTTP_PROXY", &proxy_url),
+            ("HTTPS_PROXY", &proxy_url),
+            ("ALL_PROXY", &socks_url),
+            ("http_proxy", &proxy_url),
+            ("https_proxy", &proxy_url),
+            ("all_proxy", &socks_url),
+        ];
+        let no_proxy = "localhost".to_owned();
+        let mut env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
             .filter(|(name, _)| kept.contains(name.as_str()))
+            .filter(|(name, _)| {
+                !proxy_env.iter().any(|(n, _)| n == name) && !name.eq_ignore_ascii_case("no_proxy")
+            })
             .collect();
+        env.extend(
+            proxy_env
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).clone())),
+        );
+        env.push(("NO_PROXY".into(), no_proxy.clone()));
+        env.push(("no_proxy".into(), no_proxy));
         let spec = LaunchSpec {
             command,
             cwd: real_path(&cwd),
@@ -277,6 +301,15 @@ impl ExecCommand {
             )));
         }
         tracing::debug!("decision recorded after {:?}", started.elapsed());
+        // The proxy serves the listening socket the helper made inside the sandbox.
+        let options = cordon_egress::ProxyOptions {
+            requested: requested_net,
+            ..cordon_egress::ProxyOptions::default()
+        };
+        if let Err(reason) = helper.serve_proxy(&supervisor, options) {
+            helper.cancel();
+            return Err(launch.refuse(Outcome::Failed, &reason));
+        }
         let (exit, status) = helper.go(sent, started);
         match status {
             Ok(None) => {}
@@ -386,7 +419,12 @@ struct Helper {
     cgroup: Option<Cgroup>,
     cgroup_error: Option<String>,
     pty: Option<OwnedFd>,
+    /// cordon's end of the socket the helper sends the proxy's listener over.
+    proxy_socket: std::os::unix::net::UnixStream,
 }
+
+/// The port of the egress proxy on 127.0.0.1 inside every sandbox.
+const PROXY_PORT: u16 = 3128;
 
 impl Helper {
     /// Creates the cgroups and the pipes and starts the helper.
@@ -424,6 +462,12 @@ impl Helper {
                 .context("cannot pass a pipe to the sandbox helper")
                 .map_err(refused)?;
         }
+        let (proxy_socket, helper_socket) = std::os::unix::net::UnixStream::pair()
+            .context("cannot create the proxy socket pair")
+            .map_err(refused)?;
+        sys::set_inheritable(helper_socket.as_fd(), true)
+            .context("cannot pass the proxy socket to the sandbox helper")
+            .map_err(refused)?;
         let (uid, gid) = sys::real_ids();
         let early = Early {
             uid,
@@ -432,6 +476,10 @@ impl Helper {
             status_fd: std::os::fd::AsRawFd::as_raw_fd(&status_write),
             spec_fd: std::os::fd::AsRawFd::as_raw_fd(&spec_read),
             parent: i32::try_from(std::process::id()).unwrap_or_default(),
+            proxy: Some(ProxyEndpoint {
+                socket_fd: std::os::fd::AsRawFd::as_raw_fd(&helper_socket),
+                port: PROXY_PORT,
+            }),
         };
         let early = serde_json::to_string(&early)?;
         // The small helper next to cordon starts fastest; cordon itself can stand in.
@@ -464,6 +512,7 @@ impl Helper {
         let child = command.spawn();
         drop(status_write);
         drop(spec_read);
+        drop(helper_socket);
         let child = child
             .context("cannot start the sandbox helper")
             .map_err(refused)?;
@@ -485,7 +534,53 @@ impl Helper {
             cgroup,
             cgroup_error,
             pty: pty.map(|(master, _slave)| master),
+            proxy_socket,
         })
+    }
+
+    /// Receives the proxy's listening socket from the helper and serves it on a runtime of
+    /// its own, for as long as cordon runs.
+    fn serve_proxy(
+        &self,
+        supervisor: &Arc<Supervisor>,
+        options: cordon_egress::ProxyOptions,
+    ) -> Result<(), String> {
+        let _ = self
+            .proxy_socket
+            .set_read_timeout(Some(Duration::from_secs(10)));
+        let listener = match sys::recv_fd(self.proxy_socket.as_fd()) {
+            Ok(Some(fd)) => std::net::TcpListener::from(fd),
+            Ok(None) => return Err("the sandbox helper sent no proxy socket".into()),
+            Err(err) => return Err(format!("cannot receive the proxy socket: {err}")),
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot set up the proxy socket: {e}"))?;
+        let gate: Arc<dyn cordon_egress::Gate> = Arc::new(
+            super::proxy::PipelineGate::new(Arc::clone(supervisor)).map_err(|e| e.to_string())?,
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cordon-proxy")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the proxy: {e}"))?;
+        std::thread::Builder::new()
+            .name("cordon-proxy".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            cordon_egress::Proxy::new(gate, options)
+                                .serve(listener)
+                                .await
+                        }
+                        Err(err) => tracing::error!("cannot serve the proxy socket: {err}"),
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the proxy: {e}"))?;
+        Ok(())
     }
 
     /// Applies the caps to the tree's cgroups.

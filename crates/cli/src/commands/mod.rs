@@ -6,6 +6,7 @@ mod eval;
 mod exec;
 mod policy;
 mod probe;
+mod proxy;
 mod shared;
 mod test;
 
@@ -15,4 +16,5 @@ pub use eval::EvalCommand;
 pub use exec::{ExecCommand, SandboxHelperCommand};
 pub use policy::PolicyCommand;
 pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
+pub use proxy::ProxyCommand;
 pub use test::TestCommand;
