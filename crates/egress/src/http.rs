@@ -700,7 +700,7 @@ where
         Framing::None => Ok(()),
         Framing::Length(n) => {
             let mut remaining = n;
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; crate::relay::BUFFER];
             while remaining > 0 {
                 let want = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
                 let got = from.read(&mut buf[..want]).await.map_err(Cut::Io)?;
@@ -714,7 +714,7 @@ where
             Ok(())
         }
         Framing::Close => {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; crate::relay::BUFFER];
             loop {
                 let got = from.read(&mut buf).await.map_err(Cut::Io)?;
                 if got == 0 {

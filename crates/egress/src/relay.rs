@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-const BUFFER: usize = 64 * 1024;
+/// Bytes moved per read and write while relaying.
+pub(crate) const BUFFER: usize = 256 * 1024;
 
 /// The upload budget of a host was used up.
 #[derive(Debug)]
@@ -51,9 +52,15 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy(from, to).await.map_err(Cut::Io)?;
-    let _ = to.shutdown().await;
-    Ok(())
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await.map_err(Cut::Io)?;
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await.map_err(Cut::Io)?;
+    }
 }
 
 /// Why a relay stopped early.

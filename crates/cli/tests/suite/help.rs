@@ -38,3 +38,8 @@ fn audit_help() {
 fn exec_help() {
     insta::assert_snapshot!(help(&["exec", "--help"]));
 }
+
+#[test]
+fn proxy_help() {
+    insta::assert_snapshot!(help(&["proxy", "--help"]));
+}
