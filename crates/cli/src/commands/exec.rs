@@ -30,7 +30,8 @@ use crate::{Cli, Exit};
 /// /etc/shadow are hidden even inside what it sees; shell start-up files, .git/hooks and
 /// agent configuration stay read-only. Landlock and a seccomp filter repeat those limits in
 /// the kernel, cgroups cap its processes and memory, and its network namespace has only
-/// loopback. Secret-looking environment variables are removed.
+/// loopback and cordon's egress proxy (HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point at it),
+/// which decides every connection. Secret-looking environment variables are removed.
 ///
 /// --allow-* and --keep-env are requests: the policy (data.cordon.sandbox) decides what is
 /// granted, and refuses secrets locations whatever is asked. The decision, the grants and
@@ -62,7 +63,7 @@ pub struct ExecCommand {
     #[arg(long, value_name = "PATH")]
     allow_write: Vec<PathBuf>,
 
-    /// Ask to let the program reach HOST; recorded in the grant set (until cordon's egress proxy lands, the program has loopback only)
+    /// Ask to let the program reach HOST (any port) or HOST:PORT through cordon's proxy; an internal address must be named with its port
     #[arg(long, value_name = "HOST[:PORT]")]
     allow_net: Vec<String>,
 
@@ -158,7 +159,8 @@ impl ExecCommand {
         let read = resolve_all(&self.allow_read, &cwd)?;
         let write = resolve_all(&self.allow_write, &cwd)?;
         let kernel = Kernel::probe();
-        let requested_net = super::proxy::requested_hosts(&self.allow_net).map_err(refused)?;
+        // Malformed --allow-net entries are refused before anything starts.
+        super::proxy::requested_hosts(&self.allow_net).map_err(refused)?;
 
         // The helper starts now and prepares the namespaces while the policy loads.
         let mut helper = if self.dry_run {
@@ -302,8 +304,24 @@ impl ExecCommand {
         }
         tracing::debug!("decision recorded after {:?}", started.elapsed());
         // The proxy serves the listening socket the helper made inside the sandbox.
+        // The hosts the sandbox decision granted (the person's --allow-net, as the policy
+        // let them through) are what the proxy's decisions see as requested.
+        let granted_net = match grants
+            .net
+            .iter()
+            .map(|entry| cordon_egress::normalize_allow_entry(entry))
+            .collect::<Result<Vec<_>, String>>()
+        {
+            Ok(granted) => granted,
+            Err(err) => {
+                helper.cancel();
+                return Err(
+                    launch.refuse(Outcome::Refused, &format!("malformed `grants.net`: {err}"))
+                );
+            }
+        };
         let options = cordon_egress::ProxyOptions {
-            requested: requested_net,
+            requested: granted_net,
             ..cordon_egress::ProxyOptions::default()
         };
         if let Err(reason) = helper.serve_proxy(&supervisor, options) {
@@ -373,7 +391,12 @@ impl ExecCommand {
         let context = &mut request.context.extra;
         context.insert(
             "request".into(),
-            json!({"read": read, "write": write, "net": self.allow_net, "keep_env": self.keep_env}),
+            json!({
+                "read": read,
+                "write": write,
+                "net": super::proxy::requested_hosts(&self.allow_net).map_err(refused)?,
+                "keep_env": self.keep_env,
+            }),
         );
         context.insert("env".into(), json!(env_names));
         context.insert("kernel".into(), kernel.to_json());
