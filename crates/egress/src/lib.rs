@@ -55,6 +55,19 @@ pub trait Gate: Send + Sync + 'static {
     /// Records that an allowed connection was cut or refused afterwards (a limit reached, a
     /// TLS server name that is not the decided host), with the reason.
     fn cut(&self, action: &str, resource: Value, context: Value, decision: &Decision, reason: &str);
+
+    /// Decides whether a host *name* may be looked up at all, before any DNS query leaves
+    /// (the query itself can carry data to whoever runs the name's DNS). `resource` has no
+    /// addresses yet. A gate records denials; an allowance is followed by the recorded
+    /// decision on the resolved addresses. By default every name may be looked up.
+    fn may_resolve(&self, _resource: Value, _context: Value) -> Decision {
+        Decision {
+            allow: true,
+            reasons: Vec::new(),
+            obligations: Vec::new(),
+            grants: None,
+        }
+    }
 }
 
 /// Normalises an `--allow-net` entry, `HOST` or `HOST:PORT`, to the form the policy
@@ -187,6 +200,14 @@ pub(crate) struct Decided {
     pub(crate) budget: Option<u64>,
 }
 
+fn reasons(decision: &Decision) -> String {
+    if decision.reasons.is_empty() {
+        "denied by policy".to_owned()
+    } else {
+        decision.reasons.join("; ")
+    }
+}
+
 /// Why a destination is not reached.
 pub(crate) enum Refusal {
     /// The name does not resolve.
@@ -219,6 +240,38 @@ impl Proxy {
         action: &'static str,
         extra: Value,
     ) -> Result<Decided, Refusal> {
+        let host_key = host.as_policy_string();
+        let mut resource = json!({
+            "host": host_key,
+            "port": port,
+            "host_is_ip": matches!(host, Host::Ip(_)),
+        });
+        if let Host::Name(name) = &host {
+            let score = self.session().score_name(name);
+            resource["exfil"] = json!({
+                "longest_label": score.longest_label,
+                "entropy": (score.entropy * 100.0).round() / 100.0,
+                "unique_subdomains": score.unique_subdomains,
+            });
+        }
+        if let (Value::Object(resource), Value::Object(extra)) = (&mut resource, extra) {
+            resource.extend(extra);
+        }
+        let (bytes_sent, recent) = self.session().usage(&host_key);
+        let context = json!({
+            "request": {"net": self.options().requested},
+            "session": {"bytes_sent": bytes_sent, "connections_last_minute": recent},
+        });
+        if matches!(host, Host::Name(_)) {
+            let gate = Arc::clone(self.gate());
+            let (r, c) = (resource.clone(), context.clone());
+            let verdict = tokio::task::spawn_blocking(move || gate.may_resolve(r, c))
+                .await
+                .unwrap_or_else(|_| Decision::deny("the policy decision failed"));
+            if !verdict.allow {
+                return Err(Refusal::Denied(reasons(&verdict)));
+            }
+        }
         let addresses = match &host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => {
@@ -248,44 +301,18 @@ impl Proxy {
                 host.as_policy_string()
             )));
         }
-        let host_key = host.as_policy_string();
-        let mut resource = json!({
-            "host": host_key,
-            "port": port,
-            "host_is_ip": matches!(host, Host::Ip(_)),
-            "addresses": addresses
-                .iter()
-                .map(|ip| json!({"ip": ip.to_string(), "class": classify(*ip).as_str()}))
-                .collect::<Vec<_>>(),
-        });
-        if let Host::Name(name) = &host {
-            let score = self.session().score_name(name);
-            resource["exfil"] = json!({
-                "longest_label": score.longest_label,
-                "entropy": (score.entropy * 100.0).round() / 100.0,
-                "unique_subdomains": score.unique_subdomains,
-            });
-        }
-        if let (Value::Object(resource), Value::Object(extra)) = (&mut resource, extra) {
-            resource.extend(extra);
-        }
-        let (bytes_sent, recent) = self.session().usage(&host_key);
-        let context = json!({
-            "request": {"net": self.options().requested},
-            "session": {"bytes_sent": bytes_sent, "connections_last_minute": recent},
-        });
+        resource["addresses"] = addresses
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "class": classify(*ip).as_str()}))
+            .collect::<Vec<_>>()
+            .into();
         let gate = Arc::clone(self.gate());
         let (r, c) = (resource.clone(), context.clone());
         let decision = tokio::task::spawn_blocking(move || gate.decide(action, r, c))
             .await
             .unwrap_or_else(|_| Decision::deny("the policy decision failed"));
         if !decision.allow {
-            let reason = if decision.reasons.is_empty() {
-                "denied by policy".to_owned()
-            } else {
-                decision.reasons.join("; ")
-            };
-            return Err(Refusal::Denied(reason));
+            return Err(Refusal::Denied(reasons(&decision)));
         }
         let mut budget = None;
         for obligation in &decision.obligations {

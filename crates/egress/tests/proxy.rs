@@ -456,3 +456,29 @@ fn chunked_bodies_are_relayed_whole() {
         .ends_with("5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"));
     assert!(allowed.received().contains("Connection: close\r\n"));
 }
+
+#[test]
+fn many_concurrent_connections_are_served() {
+    let allowed = Server::start();
+    let h = harness(allowing(&allowed), ProxyOptions::default());
+    let a = allowed.addr.port();
+    let proxy = h.proxy;
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                exchange(
+                    proxy,
+                    format!("GET http://127.0.0.1:{a}/{i} HTTP/1.1\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                    None,
+                )
+            })
+        })
+        .collect();
+    let ok = clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|answer| answer.contains("200 OK"))
+        .count();
+    assert_eq!(ok, 64);
+}

@@ -131,6 +131,24 @@ impl Gate for PipelineGate {
         self.supervisor.pipeline().decide(&request).decision
     }
 
+    fn may_resolve(&self, resource: Value, context: Value) -> Decision {
+        // Only a refusal is recorded: an allowance is followed by the recorded decision on
+        // the addresses the name resolved to.
+        let request = self.request("resolve", resource, context);
+        let pipeline = self.supervisor.pipeline();
+        match pipeline.builder().build_for(&self.capability, &request) {
+            Ok(input) => {
+                let decided = pipeline.decide_unrecorded(&self.capability, input);
+                if decided.decision.allow {
+                    decided.decision
+                } else {
+                    pipeline.record_decided(&self.capability, decided).decision
+                }
+            }
+            Err(_) => pipeline.decide(&request).decision,
+        }
+    }
+
     fn cut(
         &self,
         action: &str,

