@@ -191,8 +191,9 @@ impl Headers {
     /// The headers to pass on: without hop-by-hop headers and those `Connection` names.
     fn forwarded(&self) -> Vec<(&str, &[u8])> {
         let named = self.connection_tokens();
-        const HOP: [&str; 8] = [
+        const HOP: [&str; 9] = [
             "connection",
+            "expect",
             "proxy-connection",
             "keep-alive",
             "proxy-authorization",
@@ -565,6 +566,18 @@ where
         .write_all(&out)
         .await
         .map_err(|e| answer(502, format!("cordon: upstream write failed: {e}")))?;
+    // `Expect: 100-continue` is answered here (the server is not asked: the request was
+    // already decided), so the client sends its body without waiting.
+    let expects_continue = request
+        .headers
+        .all("expect")
+        .any(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && framing != Framing::None {
+        write
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| answer(400, e.to_string()))?;
+    }
     relay_body(
         reader,
         &mut upstream_write,

@@ -482,3 +482,25 @@ fn many_concurrent_connections_are_served() {
         .count();
     assert_eq!(ok, 64);
 }
+
+#[test]
+fn expect_continue_is_answered_by_the_proxy() {
+    let allowed = Server::start();
+    let h = harness(allowing(&allowed), ProxyOptions::default());
+    let a = allowed.addr.port();
+    let mut stream = connect(h.proxy);
+    stream
+        .write_all(
+            format!("POST http://127.0.0.1:{a}/ HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("200 OK"), "{rest}");
+    assert!(!allowed.received().to_ascii_lowercase().contains("expect:"));
+}
