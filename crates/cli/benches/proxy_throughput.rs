@@ -79,13 +79,24 @@ fn wait_for_port(port: u16) {
     }
 }
 
-/// `curl` through `proxy` (or direct): seconds for the whole transfer.
-fn fetch(proxy: Option<u16>, url: &str) -> f64 {
+/// How a variant reaches the server.
+#[derive(Clone, Copy)]
+enum Path {
+    Direct,
+    /// Absolute-form requests to the proxy on this port.
+    Forward(u16),
+    /// A `CONNECT` tunnel through the proxy on this port (how HTTPS goes).
+    Tunnel(u16),
+}
+
+/// `curl` along `path`: seconds for the whole transfer.
+fn fetch(path: Path, url: &str) -> f64 {
     let mut curl = Command::new("curl");
     curl.args(["-s", "-o", "/dev/null", "-w", "%{time_total}"]);
-    match proxy {
-        Some(port) => curl.args(["-x", &format!("http://127.0.0.1:{port}")]),
-        None => curl.args(["--noproxy", "*"]),
+    match path {
+        Path::Forward(port) => curl.args(["-x", &format!("http://127.0.0.1:{port}")]),
+        Path::Tunnel(port) => curl.args(["-p", "-x", &format!("http://127.0.0.1:{port}")]),
+        Path::Direct => curl.args(["--noproxy", "*"]),
     };
     let out = curl.arg(url).output().unwrap();
     assert!(out.status.success(), "curl {url} failed");
@@ -152,10 +163,17 @@ fn main() {
 
     let big = format!("http://127.0.0.1:{port}/big");
     let small = format!("http://127.0.0.1:{port}/small");
-    let mut variants: Vec<(&str, Option<u16>)> =
-        vec![("direct", None), ("cordon proxy", Some(cordon_port))];
+    let mut variants: Vec<(&str, Path)> = vec![
+        ("direct", Path::Direct),
+        ("cordon proxy, HTTP request", Path::Forward(cordon_port)),
+        (
+            "cordon proxy, CONNECT tunnel (spliced)",
+            Path::Tunnel(cordon_port),
+        ),
+    ];
     if _tiny.is_some() {
-        variants.push(("tinyproxy 1.11", Some(tiny_port)));
+        variants.push(("tinyproxy 1.11, HTTP request", Path::Forward(tiny_port)));
+        variants.push(("tinyproxy 1.11, CONNECT tunnel", Path::Tunnel(tiny_port)));
     }
     // Warm-up.
     for (_, proxy) in &variants {

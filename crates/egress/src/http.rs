@@ -10,8 +10,9 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::json;
 use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::host::{parse_authority, Host};
@@ -390,21 +391,15 @@ async fn connect(
 /// upstream: when it is a TLS ClientHello, the server name in it must be the host decided
 /// on (else domain fronting). The server may speak first (SSH, SMTP): the download
 /// direction runs meanwhile.
-pub(crate) async fn tunnel_checked<CR, CW, UR, UW>(
+pub(crate) async fn tunnel_checked(
     proxy: &Proxy,
     decided: &Decided,
-    client_read: &mut CR,
-    client_write: &mut CW,
-    upstream_read: &mut UR,
-    upstream_write: &mut UW,
+    client_read: &mut OwnedReadHalf,
+    client_write: &mut OwnedWriteHalf,
+    upstream_read: &mut OwnedReadHalf,
+    upstream_write: &mut OwnedWriteHalf,
     leftover: &[u8],
-) -> Result<(), Cut>
-where
-    CR: AsyncRead + Unpin + ?Sized,
-    CW: AsyncWrite + Unpin + ?Sized,
-    UR: AsyncRead + Unpin + ?Sized,
-    UW: AsyncWrite + Unpin + ?Sized,
-{
+) -> Result<(), Cut> {
     let sent = proxy
         .session()
         .sent_counter(&decided.host.as_policy_string());
@@ -439,10 +434,27 @@ where
         }
         count(&sent, first.len(), decided.budget).map_err(Cut::Budget)?;
         upstream_write.write_all(&first).await.map_err(Cut::Io)?;
-        crate::relay::upload(client_read, upstream_write, &sent, decided.budget).await
+        copy(client_read, upstream_write, Some((&sent, decided.budget))).await
     };
-    let down = crate::relay::download(upstream_read, client_write);
+    let down = copy(upstream_read, client_write, None);
     tokio::try_join!(up, down).map(|_| ())
+}
+
+/// The rest of a tunnel, one way: in the kernel where it can splice.
+async fn copy(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    budget: Option<(&AtomicU64, Option<u64>)>,
+) -> Result<(), Cut> {
+    #[cfg(target_os = "linux")]
+    {
+        crate::relay::splice_copy(from, to, budget).await
+    }
+    #[cfg(not(target_os = "linux"))]
+    match budget {
+        Some((sent, limit)) => crate::relay::upload(from, to, sent, limit).await,
+        None => crate::relay::download(from, to).await,
+    }
 }
 
 fn check_hello(decided: &Decided, record: &[u8]) -> Result<(), Cut> {

@@ -73,3 +73,59 @@ pub(crate) enum Cut {
     /// A read or write failed (the peer went away).
     Io(std::io::Error),
 }
+
+/// Copies `from` to `to` until end of file through a pipe with `splice`, so the bytes
+/// never enter user space; counts them against `budget` (when given) before they leave.
+/// Falls back to [`upload`]/[`download`] where the kernel cannot splice these sockets.
+#[cfg(target_os = "linux")]
+pub(crate) async fn splice_copy(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    budget: Option<(&AtomicU64, Option<u64>)>,
+) -> Result<(), Cut> {
+    use std::os::fd::AsFd;
+
+    use tokio::io::Interest;
+
+    let (pipe_read, pipe_write) = std::io::pipe().map_err(Cut::Io)?;
+    let _ = cordon_sys::process::set_pipe_size(pipe_write.as_fd(), BUFFER * 4);
+    let mut first = true;
+    loop {
+        let source = from.as_ref();
+        source.readable().await.map_err(Cut::Io)?;
+        let moved = source.try_io(Interest::READABLE, || {
+            cordon_sys::process::splice(source.as_fd(), pipe_write.as_fd(), BUFFER * 4)
+        });
+        let mut pending = match moved {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // EINVAL: these descriptors cannot be spliced (not sockets the kernel supports).
+            Err(e) if first && e.kind() == std::io::ErrorKind::InvalidInput => {
+                return match budget {
+                    Some((sent, limit)) => upload(from, to, sent, limit).await,
+                    None => download(from, to).await,
+                };
+            }
+            Err(e) => return Err(Cut::Io(e)),
+        };
+        first = false;
+        if let Some((sent, limit)) = budget {
+            count(sent, pending, limit).map_err(Cut::Budget)?;
+        }
+        while pending > 0 {
+            let sink = to.as_ref();
+            sink.writable().await.map_err(Cut::Io)?;
+            match sink.try_io(Interest::WRITABLE, || {
+                cordon_sys::process::splice(pipe_read.as_fd(), sink.as_fd(), pending)
+            }) {
+                Ok(n) => pending -= n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Cut::Io(e)),
+            }
+        }
+    }
+}

@@ -798,3 +798,46 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
         Ok(Some(OwnedFd::from_raw_fd(raw)))
     }
 }
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel (`splice`, without
+/// blocking on the pipe end); one of the two must be a pipe. `Ok(0)` at end of input;
+/// `WouldBlock` when either side is not ready.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: splice takes two open descriptors, null offsets (both are streams), a length
+    // and flags; it touches no memory of this process.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Grows the pipe `fd` to `size` bytes (`F_SETPIPE_SZ`); returns the size granted.
+///
+/// # Errors
+///
+/// The kernel's refusal (`EPERM` above `/proc/sys/fs/pipe-max-size` for unprivileged users).
+pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: F_SETPIPE_SZ takes an integer; no memory is involved.
+    let granted = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if granted < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(granted as usize)
+    }
+}
