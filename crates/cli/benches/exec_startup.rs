@@ -166,9 +166,15 @@ fn main() {
     for round in 0..rounds {
         for v in &mut variants {
             let start = Instant::now();
-            let status = v.command.status().unwrap();
+            let out = v.command.output().unwrap();
             v.times.push(start.elapsed());
-            assert!(status.success(), "`{}` failed in round {round}", v.name);
+            assert!(
+                out.status.success(),
+                "`{}` failed in round {round} ({}): {}",
+                v.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     println!("| variant | what runs | p50 (ms) | p90 (ms) | mean (ms) |");

@@ -89,6 +89,42 @@ impl Support {
     }
 }
 
+/// The name prefix of cordon's cgroups.
+const PREFIX: &str = "cordon-";
+
+/// A name no other run uses: cordon's pid and the time.
+pub fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{PREFIX}{}-{nanos:x}", std::process::id())
+}
+
+/// Removes the empty cgroups of earlier runs that could not clean up (cordon was killed).
+/// A cgroup that still holds processes is left alone.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs_err::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let owner_alive = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        let empty = fs_err::read_to_string(entry.path().join("cgroup.procs"))
+            .is_ok_and(|procs| procs.trim().is_empty());
+        if empty && !owner_alive {
+            let _ = fs_err::remove_dir(entry.path());
+        }
+    }
+}
+
 /// The cgroups holding one sandboxed tree; removed (after killing what is left) on drop.
 #[derive(Debug)]
 pub struct Cgroup {
@@ -108,6 +144,14 @@ impl Cgroup {
     /// [`SandboxError::Cgroup`] when the host has no usable controller or cordon may not
     /// create cgroups (not delegated to this user).
     pub fn create(support: &Support, name: &str) -> Result<Self, SandboxError> {
+        match support {
+            Support::None => {}
+            Support::V2 { dir, .. } => remove_stale(dir),
+            Support::V1 { pids, memory } => {
+                remove_stale(pids);
+                remove_stale(memory);
+            }
+        }
         let mut cgroup = Cgroup {
             dirs: Vec::new(),
             version: support.clone(),

@@ -217,7 +217,7 @@ impl ExecCommand {
         if wants_caps {
             let capped = match &mut helper {
                 Some(helper) => helper.cap(&grants.limits),
-                None => Cgroup::create(&kernel.cgroups, &format!("cordon-{}", std::process::id()))
+                None => Cgroup::create(&kernel.cgroups, &cordon_sandbox::cgroup::unique_name())
                     .map(Cgroup::remove)
                     .map_err(|e| e.to_string()),
             };
@@ -453,7 +453,7 @@ impl Helper {
     /// Creates the cgroups and the pipes and starts the helper.
     fn start(kernel: &Kernel) -> Result<Self, CliError> {
         let (cgroup, cgroup_error) =
-            match Cgroup::create(&kernel.cgroups, &format!("cordon-{}", std::process::id())) {
+            match Cgroup::create(&kernel.cgroups, &cordon_sandbox::cgroup::unique_name()) {
                 Ok(cgroup) => (Some(cgroup), None),
                 Err(err) => (None, Some(err.to_string())),
             };
@@ -652,7 +652,10 @@ impl Helper {
         let helper_pid = i32::try_from(self.child.id()).unwrap_or_default();
         let sent = sent.and_then(|()| self.spec.write_all(&[launch::GO]));
         drop(self.spec);
-        let relay = self.pty.take().map(TerminalRelay::start);
+        let relay = self
+            .pty
+            .take()
+            .map(|master| TerminalRelay::start(master, helper_pid));
         forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
         let status = launch::read_status(self.status);
         tracing::debug!("program executed after {:?}", started.elapsed());
@@ -756,7 +759,7 @@ struct TerminalRelay {
 }
 
 impl TerminalRelay {
-    fn start(master: OwnedFd) -> Self {
+    fn start(master: OwnedFd, helper: i32) -> Self {
         let stdin = std::io::stdin();
         let _ = sys::copy_window_size(stdin.as_fd(), master.as_fd());
         let saved = sys::make_raw(stdin.as_fd()).ok();
@@ -768,6 +771,8 @@ impl TerminalRelay {
                 let mut to_program = std::fs::File::from(fd);
                 let _ = std::io::copy(&mut std::fs::File::from(stdin), &mut to_program);
             }
+            // A terminal in raw mode ends only when it hangs up: so does the program's.
+            let _ = sys::kill(helper, libc::SIGHUP);
         });
         let (done, output_done) = std::sync::mpsc::channel();
         let output = master.clone();

@@ -125,3 +125,14 @@ pub fn sandbox_ready() -> bool {
         }
     }
 }
+
+/// Kills a `cordon` process when a test ends early, so that no sandbox or proxy outlives a
+/// failed test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{sandbox_ready, stderr, stdout, Home};
+use super::common::{sandbox_ready, stderr, stdout, Home, KillOnDrop};
 
 const SECRET: &str = "PRIVATE KEY";
 
@@ -651,8 +651,8 @@ fn killing_cordon_kills_the_whole_tree() {
     }
     let home = Home::new();
     let log = home.workspace().join("ticks.log");
-    let mut child = home
-        .cordon(&[
+    let mut child = KillOnDrop(
+        home.cordon(&[
             "exec",
             "--",
             "sh",
@@ -662,14 +662,15 @@ fn killing_cordon_kills_the_whole_tree() {
         .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while read(&log).is_empty() {
         assert!(Instant::now() < deadline, "the program never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let before = read(&log).len();
     std::thread::sleep(Duration::from_millis(600));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::common::{sandbox_ready, stderr, Home};
+use super::common::{sandbox_ready, stderr, Home, KillOnDrop};
 
 /// A listener that counts the bytes it receives and answers `200 ok` to each connection.
 struct Listener {
@@ -219,12 +219,13 @@ fn the_standalone_proxy_serves_other_clients() {
     let allowed = Listener::start();
     let exfil = Listener::start();
     let grant = format!("127.0.0.1:{}", allowed.port);
-    let mut proxy = home
-        .cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(proxy.stderr.take().unwrap()).lines();
+    let mut proxy = KillOnDrop(
+        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(proxy.0.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(10);
     let address = loop {
         assert!(Instant::now() < deadline, "the proxy did not start");
@@ -254,8 +255,6 @@ fn the_standalone_proxy_serves_other_clients() {
     assert_eq!(curl(allowed.port), "200");
     assert_eq!(curl(exfil.port), "403");
     assert_eq!(exfil.received(), 0);
-    proxy.kill().unwrap();
-    proxy.wait().unwrap();
 }
 
 #[test]

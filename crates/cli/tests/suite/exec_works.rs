@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pretty_assertions::assert_eq;
 
-use super::common::{sandbox_ready, stderr, Home};
+use super::common::{sandbox_ready, stderr, Home, KillOnDrop};
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
     let mut args = vec!["exec"];
@@ -365,17 +365,7 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
         return;
     }
     let home = Home::new();
-    let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
-    let mut child = home
-        .cordon(&["exec", "--", "bash", "--norc", "--noprofile", "-i"])
-        .env("PATH", "/usr/bin:/bin")
-        .env("TERM", "dumb")
-        .env("PS1", "$ ")
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
+    let (master, mut child) = interactive_bash(&home);
     let mut master = std::fs::File::from(master);
     let mut seen = String::new();
     let send = |master: &mut std::fs::File, text: &str| {
@@ -421,7 +411,7 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
     send(&mut master, "exit 3\r");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -435,4 +425,52 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
         !seen.contains("no job control"),
         "bash has no terminal: {seen:?}"
     );
+}
+
+/// `cordon exec -- bash -i` on a pseudo-terminal of the test's own.
+fn interactive_bash(home: &Home) -> (std::os::fd::OwnedFd, KillOnDrop) {
+    let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
+    let child = home
+        .cordon(&["exec", "--", "bash", "--norc", "--noprofile", "-i"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("TERM", "dumb")
+        .env("PS1", "$ ")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    (master, KillOnDrop(child))
+}
+
+#[test]
+fn a_terminal_that_hangs_up_ends_the_sandbox() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let (master, mut child) = interactive_bash(&home);
+    let mut reader = std::fs::File::from(master.try_clone().unwrap());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("$ ") {
+        assert!(Instant::now() < deadline, "no prompt");
+        let mut buf = [0u8; 256];
+        let n = reader.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The person's terminal goes away (every descriptor of its controlling side closed).
+    drop(reader);
+    drop(master);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cordon exec outlived its terminal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
