@@ -451,10 +451,7 @@ async fn copy(
         crate::relay::splice_copy(from, to, budget).await
     }
     #[cfg(not(target_os = "linux"))]
-    match budget {
-        Some((sent, limit)) => crate::relay::upload(from, to, sent, limit).await,
-        None => crate::relay::download(from, to).await,
-    }
+    crate::relay::copy(from, to, budget).await
 }
 
 fn check_hello(decided: &Decided, record: &[u8]) -> Result<(), Cut> {

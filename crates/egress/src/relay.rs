@@ -23,12 +23,11 @@ pub(crate) fn count(sent: &AtomicU64, n: usize, budget: Option<u64>) -> Result<(
 }
 
 /// Copies `from` to `to` until end of file, counting each chunk against the budget before
-/// it is sent; then shuts `to` down for writing.
-pub(crate) async fn upload<R, W>(
+/// it is sent (when `counted` is given); then shuts `to` down for writing.
+pub(crate) async fn copy<R, W>(
     from: &mut R,
     to: &mut W,
-    sent: &AtomicU64,
-    budget: Option<u64>,
+    counted: Option<(&AtomicU64, Option<u64>)>,
 ) -> Result<(), Cut>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -41,23 +40,8 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
-        count(sent, n, budget).map_err(Cut::Budget)?;
-        to.write_all(&buf[..n]).await.map_err(Cut::Io)?;
-    }
-}
-
-/// Copies `from` to `to` until end of file, then shuts `to` down for writing.
-pub(crate) async fn download<R, W>(from: &mut R, to: &mut W) -> Result<(), Cut>
-where
-    R: AsyncRead + Unpin + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = from.read(&mut buf).await.map_err(Cut::Io)?;
-        if n == 0 {
-            let _ = to.shutdown().await;
-            return Ok(());
+        if let Some((sent, budget)) = counted {
+            count(sent, n, budget).map_err(Cut::Budget)?;
         }
         to.write_all(&buf[..n]).await.map_err(Cut::Io)?;
     }
@@ -76,7 +60,7 @@ pub(crate) enum Cut {
 
 /// Copies `from` to `to` until end of file through a pipe with `splice`, so the bytes
 /// never enter user space; counts them against `budget` (when given) before they leave.
-/// Falls back to [`upload`]/[`download`] where the kernel cannot splice these sockets.
+/// Falls back to [`copy`] where the kernel cannot splice these sockets.
 #[cfg(target_os = "linux")]
 pub(crate) async fn splice_copy(
     from: &mut tokio::net::tcp::OwnedReadHalf,
@@ -105,10 +89,7 @@ pub(crate) async fn splice_copy(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             // EINVAL: these descriptors cannot be spliced (not sockets the kernel supports).
             Err(e) if first && e.kind() == std::io::ErrorKind::InvalidInput => {
-                return match budget {
-                    Some((sent, limit)) => upload(from, to, sent, limit).await,
-                    None => download(from, to).await,
-                };
+                return copy(from, to, budget).await;
             }
             Err(e) => return Err(Cut::Io(e)),
         };

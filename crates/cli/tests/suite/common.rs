@@ -136,3 +136,20 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A copy of the default policy in this home, with `patch` applied to its
+/// `data.cordon.settings`; returns the directory, for `--policy`.
+pub fn default_policy_with(home: &Home, patch: impl FnOnce(&mut serde_json::Value)) -> String {
+    let dir = home.path().join("policy");
+    fs_err::create_dir_all(&dir).unwrap();
+    for entry in fs_err::read_dir(default_policy_dir()).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let data_path = dir.join("data.json");
+    let mut data: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&data_path).unwrap()).unwrap();
+    patch(&mut data["cordon"]["settings"]);
+    fs_err::write(&data_path, data.to_string()).unwrap();
+    dir.display().to_string()
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{sandbox_ready, stderr, stdout, Home, KillOnDrop};
+use super::common::{default_policy_with, sandbox_ready, stderr, stdout, Home, KillOnDrop};
 
 const SECRET: &str = "PRIVATE KEY";
 
@@ -436,21 +436,11 @@ fn policy_with_limits(home: &Home, pids: u64, memory: u64) -> String {
 
 /// A copy of the default policy with `sandbox` settings replaced by those in `patch`.
 fn policy_with_settings(home: &Home, patch: serde_json::Value) -> String {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
-    let dir = home.path().join("policy");
-    fs_err::create_dir_all(&dir).unwrap();
-    for entry in fs_err::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        fs_err::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    let data_path = dir.join("data.json");
-    let mut data: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(&data_path).unwrap()).unwrap();
-    for (key, value) in patch.as_object().unwrap() {
-        data["cordon"]["settings"]["sandbox"][key] = value.clone();
-    }
-    fs_err::write(&data_path, data.to_string()).unwrap();
-    dir.display().to_string()
+    default_policy_with(home, |settings| {
+        for (key, value) in patch.as_object().unwrap() {
+            settings["sandbox"][key] = value.clone();
+        }
+    })
 }
 
 #[test]

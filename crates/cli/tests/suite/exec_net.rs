@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::common::{sandbox_ready, stderr, Home, KillOnDrop};
+use super::common::{default_policy_with, sandbox_ready, stderr, Home, KillOnDrop};
 
 /// A listener that counts the bytes it receives and answers `200 ok` to each connection.
 struct Listener {
@@ -168,18 +168,9 @@ fn a_bulk_upload_is_cut_at_the_budget() {
     let allowed = Listener::start();
     let a = allowed.port;
     // A policy with a 100 kB upload budget per host.
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
-    let dir = home.path().join("policy");
-    fs_err::create_dir_all(&dir).unwrap();
-    for entry in fs_err::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        fs_err::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    let data_path = dir.join("data.json");
-    let mut data: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(&data_path).unwrap()).unwrap();
-    data["cordon"]["settings"]["net"]["upload_budget_bytes"] = 100_000.into();
-    fs_err::write(&data_path, data.to_string()).unwrap();
+    let policy = default_policy_with(&home, |settings| {
+        settings["net"]["upload_budget_bytes"] = 100_000.into();
+    });
     fs_err::write(home.workspace().join("bulk.bin"), vec![b'x'; 1_000_000]).unwrap();
 
     let bare = Command::new("curl")
@@ -193,7 +184,6 @@ fn a_bulk_upload_is_cut_at_the_budget() {
     allowed.received.store(0, Ordering::SeqCst);
 
     let grant = format!("127.0.0.1:{a}");
-    let policy = dir.display().to_string();
     let out = inside(
         &home,
         &["--policy", &policy, "--allow-net", &grant],
