@@ -125,6 +125,42 @@ fn remove_stale(parent: &Path) {
     }
 }
 
+/// On cgroup v2, a child cgroup has the `pids` and `memory` files only when its parent
+/// enables those controllers (`cgroup.subtree_control`), and a cgroup holding processes
+/// cannot enable them (no internal processes). So when cordon's own cgroup has them off,
+/// cordon moves itself into a leaf of its own (`cordon-self-<pid>`) and enables them. That
+/// succeeds in a cgroup delegated to cordon alone, such as
+/// `systemd-run --user --scope -p Delegate=yes cordon exec ...`, and fails with a message
+/// saying so in a cgroup shared with other processes (a login session's scope).
+fn enable_v2_controllers(own: &Path) -> Result<(), SandboxError> {
+    let enabled = |dir: &Path| {
+        let list = fs_err::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let has = |c: &str| list.split_whitespace().any(|x| x == c);
+        has("pids") && has("memory")
+    };
+    if enabled(own) {
+        return Ok(());
+    }
+    let delegate_hint = format!(
+        "cordon's cgroup `{}` does not enable the pids and memory controllers for its children and cordon cannot enable them there; run cordon in a cgroup delegated to it alone, for example `systemd-run --user --scope -p Delegate=yes cordon exec ...`",
+        own.display()
+    );
+    let leaf = own.join(format!("{PREFIX}self-{}", std::process::id()));
+    if !leaf.exists() {
+        fs_err::create_dir(&leaf)
+            .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
+    }
+    fs_err::write(leaf.join("cgroup.procs"), std::process::id().to_string())
+        .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
+    fs_err::write(own.join("cgroup.subtree_control"), "+pids +memory")
+        .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
+    if enabled(own) {
+        Ok(())
+    } else {
+        Err(SandboxError::Cgroup(delegate_hint))
+    }
+}
+
 /// The cgroups holding one sandboxed tree; removed (after killing what is left) on drop.
 #[derive(Debug)]
 pub struct Cgroup {
@@ -158,7 +194,10 @@ impl Cgroup {
         };
         match support {
             Support::None => return Err(SandboxError::Cgroup(support.describe())),
-            Support::V2 { dir, .. } => cgroup.make(&dir.join(name))?,
+            Support::V2 { dir, .. } => {
+                enable_v2_controllers(dir)?;
+                cgroup.make(&dir.join(name))?;
+            }
             Support::V1 { pids, memory } => {
                 cgroup.make(&pids.join(name))?;
                 cgroup.make(&memory.join(name))?;
