@@ -153,3 +153,21 @@ pub fn default_policy_with(home: &Home, patch: impl FnOnce(&mut serde_json::Valu
     fs_err::write(&data_path, data.to_string()).unwrap();
     dir.display().to_string()
 }
+
+/// `cordon exec FLAGS -- SHELL -c SCRIPT` in this home's workspace, with the system `PATH`
+/// and no standard input.
+pub fn exec_script(home: &Home, flags: &[&str], shell: &str, script: &str) -> Command {
+    let mut args = vec!["exec"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", shell, "-c", script]);
+    let mut command = home.cordon(&args);
+    command
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A file's text, or nothing when it does not exist.
+pub fn read_or_empty(path: impl AsRef<Path>) -> String {
+    fs_err::read_to_string(path).unwrap_or_default()
+}

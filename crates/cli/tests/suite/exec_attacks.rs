@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{default_policy_with, sandbox_ready, stderr, stdout, Home, KillOnDrop};
+use super::common::{
+    default_policy_with, exec_script, read_or_empty as read, sandbox_ready, stderr, stdout, Home,
+    KillOnDrop,
+};
 
 const SECRET: &str = "PRIVATE KEY";
 
@@ -30,19 +33,10 @@ fn bare(home: &Home, script: &str) -> Output {
 
 /// Runs `script` with `sh -c` in the workspace, inside `cordon exec FLAGS`.
 fn sandboxed(home: &Home, flags: &[&str], script: &str) -> Output {
-    let mut args = vec!["exec"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["--", "sh", "-c", script]);
-    home.cordon(&args)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+    exec_script(home, flags, "sh", script)
         .env("GITHUB_TOKEN", "ghp_canary")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn read(path: &Path) -> String {
-    fs_err::read_to_string(path).unwrap_or_default()
 }
 
 /// The file `leak` in the workspace: what an attack managed to copy out.
@@ -60,14 +54,14 @@ fn leaks_only_without_sandbox(home: &Home, flags: &[&str], script: &str, canary:
     reset(home);
     let out = bare(home, script);
     assert!(
-        read(&leak(home)).contains(canary),
+        read(leak(home)).contains(canary),
         "the attack does not work even without the sandbox: {}",
         stderr(&out)
     );
     reset(home);
     let out = sandboxed(home, flags, script);
     assert!(
-        !read(&leak(home)).contains(canary),
+        !read(leak(home)).contains(canary),
         "the sandbox let the attack through; stderr: {}",
         stderr(&out)
     );
@@ -155,7 +149,7 @@ fn secret_environment_variables_are_removed() {
         &["--keep-env", "GITHUB_TOKEN"],
         "echo \"$GITHUB_TOKEN\" > leak",
     );
-    assert!(read(&leak(&home)).contains("ghp_canary"));
+    assert!(read(leak(&home)).contains("ghp_canary"));
 }
 
 #[test]
@@ -211,10 +205,10 @@ fn git_hooks_in_the_workspace_stay_read_only() {
 
     let out = sandboxed(&home, &[], script);
     assert!(!hook.exists(), "{}", stderr(&out));
-    assert_eq!(read(&home.workspace().join(".git/config")), "[core]\n");
+    assert_eq!(read(home.workspace().join(".git/config")), "[core]\n");
     // The rest of the workspace is writable.
     sandboxed(&home, &[], "echo ok > result");
-    assert_eq!(read(&home.workspace().join("result")), "ok\n");
+    assert_eq!(read(home.workspace().join("result")), "ok\n");
 }
 
 /// Accepts one connection (or datagram) within `wait`, and returns what it carried.
@@ -468,7 +462,7 @@ for pid in children:
     os.kill(pid, 9)
 \"";
     let started = |out: &Output| -> u32 {
-        read(&leak(&home))
+        read(leak(&home))
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("no count: {}", stderr(out)))
@@ -508,7 +502,7 @@ fn no_daemon_survives_the_program() {
     };
     bare(&home, script);
     assert!(grows(), "the bare daemon should keep running");
-    let pid: i32 = read(&home.workspace().join("daemon.pid"))
+    let pid: i32 = read(home.workspace().join("daemon.pid"))
         .trim()
         .parse()
         .unwrap();
@@ -531,7 +525,7 @@ fn inherited_descriptors_are_closed() {
     let bare_script = format!("exec 7< '{secret}'; sh -c '{inner}'");
     reset(&home);
     bare(&home, &bare_script);
-    assert!(read(&leak(&home)).contains(SECRET));
+    assert!(read(leak(&home)).contains(SECRET));
     reset(&home);
     let cordon = env!("CARGO_BIN_EXE_cordon");
     let script = format!("exec 7< '{secret}'; {cordon} exec -- sh -c '{inner}'");
@@ -545,7 +539,7 @@ fn inherited_descriptors_are_closed() {
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .output()
         .unwrap();
-    assert!(!read(&leak(&home)).contains(SECRET), "{}", stderr(&out));
+    assert!(!read(leak(&home)).contains(SECRET), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("Bad file descriptor"),
         "{}",
@@ -592,12 +586,7 @@ open('leak', 'w').write('bound and connected')
     // The default policy leaves loopback TCP inside the sandbox alone.
     reset(&home);
     let out = sandboxed(&home, &[], script);
-    assert_eq!(
-        read(&leak(&home)),
-        "bound and connected",
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(read(leak(&home)), "bound and connected", "{}", stderr(&out));
     let policy = policy_with_settings(
         &home,
         serde_json::json!({"tcp": {"bind": [], "connect": []}}),
@@ -618,7 +607,7 @@ fn system_secrets_are_masked_although_etc_is_readable() {
     // As root the bare read works; as another user there is nothing to prove.
     reset(&home);
     bare(&home, "cat /etc/shadow > leak");
-    let shadow = read(&leak(&home));
+    let shadow = read(leak(&home));
     if shadow.is_empty() {
         eprintln!("skipped: /etc/shadow is not readable by this user even without the sandbox");
         return;
@@ -631,7 +620,7 @@ fn system_secrets_are_masked_although_etc_is_readable() {
         &first,
     );
     // /etc itself stays readable.
-    assert!(!read(&leak(&home)).is_empty());
+    assert!(!read(leak(&home)).is_empty());
 }
 
 #[test]

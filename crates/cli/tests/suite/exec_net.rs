@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::common::{default_policy_with, sandbox_ready, stderr, Home, KillOnDrop};
+use super::common::{
+    default_policy_with, exec_script, read_or_empty, sandbox_ready, stderr, Home, KillOnDrop,
+};
 
 /// A listener that counts the bytes it receives and answers `200 ok` to each connection.
 struct Listener {
@@ -52,18 +54,11 @@ impl Listener {
 }
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
-    let mut args = vec!["exec"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["--", "bash", "-c", script]);
-    home.cordon(&args)
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    exec_script(home, flags, "bash", script).output().unwrap()
 }
 
 fn out_file(home: &Home) -> String {
-    fs_err::read_to_string(home.workspace().join("out.txt")).unwrap_or_default()
+    read_or_empty(home.workspace().join("out.txt"))
 }
 
 fn audit_net(home: &Home) -> Vec<serde_json::Value> {

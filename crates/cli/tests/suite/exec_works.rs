@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 use pretty_assertions::assert_eq;
 
-use super::common::{sandbox_ready, stderr, Home, KillOnDrop};
+use super::common::{exec_script, read_or_empty as read, sandbox_ready, stderr, Home, KillOnDrop};
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
-    let mut args = vec!["exec"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["--", "bash", "-c", script]);
-    home.cordon(&args)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    exec_script(home, flags, "bash", script).output().unwrap()
 }
 
 fn ok(out: &Output) {
@@ -29,10 +22,6 @@ fn ok(out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         stderr(out)
     );
-}
-
-fn read(path: impl AsRef<Path>) -> String {
-    fs_err::read_to_string(path).unwrap_or_default()
 }
 
 #[test]
