@@ -160,7 +160,7 @@ impl ExecCommand {
         let write = resolve_all(&self.allow_write, &cwd)?;
         let kernel = Kernel::probe();
         // Malformed --allow-net entries are refused before anything starts.
-        super::proxy::requested_hosts(&self.allow_net).map_err(refused)?;
+        let net = super::proxy::requested_hosts(&self.allow_net).map_err(refused)?;
 
         // The helper starts now and prepares the namespaces while the policy loads.
         let mut helper = if self.dry_run {
@@ -174,20 +174,17 @@ impl ExecCommand {
         {
             Ok(supervisor) => Arc::new(supervisor),
             Err(err) => {
-                if let Some(helper) = helper.take() {
-                    helper.cancel();
-                }
+                Helper::cancel_if_started(&mut helper);
                 return Err(refused(err));
             }
         };
         tracing::debug!("policy loaded after {:?}", started.elapsed());
-        let decided = self.decide(&supervisor, &config, &command, &cwd, read, write, &kernel);
+        let requested = Requested { read, write, net };
+        let decided = self.decide(&supervisor, &config, &command, &cwd, requested, &kernel);
         let (mut launch, grants) = match decided {
             Ok(decided) => decided,
             Err(err) => {
-                if let Some(helper) = helper.take() {
-                    helper.cancel();
-                }
+                Helper::cancel_if_started(&mut helper);
                 return Err(err);
             }
         };
@@ -233,9 +230,7 @@ impl ExecCommand {
             .filter(|(f, _)| grants.require.contains(f))
             .collect();
         if !required.is_empty() && !self.allow_degraded {
-            if let Some(helper) = helper.take() {
-                helper.cancel();
-            }
+            Helper::cancel_if_started(&mut helper);
             let why: Vec<&str> = required.iter().map(|(_, why)| why.as_str()).collect();
             return Err(launch.refuse(Outcome::Refused, &why.join("; ")))
                 .hint("`cordon doctor` shows what this kernel has; `--allow-degraded` runs anyway, and records that it did");
@@ -356,19 +351,14 @@ impl ExecCommand {
         Ok(Exit::Code(u8::try_from(exit).unwrap_or(255)))
     }
 
-    /// Asks the policy for the grant set, and records the decision.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; the pieces of one request"
-    )]
+    /// Asks the policy for the grant set; the decision is recorded by [`Launch::commit`].
     fn decide<'a>(
         &self,
         supervisor: &'a Supervisor,
         config: &cordon_supervisor::CordonConfig,
         command: &[String],
         cwd: &Path,
-        read: Vec<PathBuf>,
-        write: Vec<PathBuf>,
+        requested: Requested,
         kernel: &Kernel,
     ) -> Result<(Launch<'a>, Grants), CliError> {
         let env_names: Vec<String> = std::env::vars_os()
@@ -392,9 +382,9 @@ impl ExecCommand {
         context.insert(
             "request".into(),
             json!({
-                "read": read,
-                "write": write,
-                "net": super::proxy::requested_hosts(&self.allow_net).map_err(refused)?,
+                "read": requested.read,
+                "write": requested.write,
+                "net": requested.net,
                 "keep_env": self.keep_env,
             }),
         );
@@ -628,6 +618,13 @@ impl Helper {
         }
     }
 
+    /// Stops the helper, when one was started, before it runs anything.
+    fn cancel_if_started(helper: &mut Option<Helper>) {
+        if let Some(helper) = helper.take() {
+            helper.cancel();
+        }
+    }
+
     /// Stops the helper before it runs anything.
     fn cancel(mut self) {
         drop(self.spec);
@@ -676,6 +673,13 @@ impl Helper {
         };
         (exit, status)
     }
+}
+
+/// What the person asked for, resolved: real paths, normalised hosts.
+struct Requested {
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    net: Vec<String>,
 }
 
 /// What the running kernel offers.
