@@ -32,14 +32,16 @@ use std::path::PathBuf;
 use cordon_sys::process::{self as sys, Forked};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Plan;
+use crate::ids::{self, Mapper, Source};
+use crate::plan::{MountOp, Plan};
 use crate::{landlock, seccomp, SandboxError};
 
 /// What the helper is told on its command line, before the policy has decided. Holds no
 /// secret: anyone on the machine can read a command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Early {
-    /// The user and group ids, mapped to themselves.
+    /// cordon's real user and group ids: mapped to themselves, except root, which the
+    /// program never is on the host (see [`crate::ids`]).
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
@@ -147,6 +149,14 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     // Signals from cordon's terminal go to cordon, which passes them on: one delivery.
     try_step!("cannot start a session", sys::new_session());
     let saved = try_step!("cannot block signals", sys::block_supervisor_signals());
+    let mut mapper = if early.uid == 0 {
+        Some(try_step!(
+            "cannot start the sandbox's id mapper",
+            Mapper::start()
+        ))
+    } else {
+        None
+    };
     let namespaces = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -158,12 +168,31 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         "cannot create the sandbox's namespaces (are user namespaces enabled? see `cordon doctor`)",
         sys::unshare(namespaces)
     );
-    try_step!(
-        "cannot map the user id",
-        fs_err::write("/proc/self/setgroups", "deny")
-            .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", early.uid)))
-            .and_then(|()| fs_err::write("/proc/self/gid_map", format!("{0} {0} 1", early.gid)))
-    );
+    match mapper.as_mut() {
+        Some(mapper) => {
+            try_step!("cannot map the user id", mapper.map_ids());
+            // From here on the helper, and everything it starts, is host `nobody`. A change
+            // of ids clears the parent-death signal: ask again, then check cordon did not
+            // exit in between.
+            try_step!("cannot take the sandbox's user id", sys::set_ids(0, 0));
+            try_step!(
+                "cannot ask to die with cordon",
+                sys::set_parent_death_signal(libc::SIGKILL)
+            );
+            if sys::parent_pid() != early.parent {
+                return Err((status, "cordon exited before the sandbox started".into()));
+            }
+        }
+        None => try_step!(
+            "cannot map the user id",
+            fs_err::write("/proc/self/setgroups", "deny")
+                .and_then(|()| fs_err::write("/proc/self/uid_map", format!("{0} {0} 1", early.uid)))
+                .and_then(|()| fs_err::write(
+                    "/proc/self/gid_map",
+                    format!("{0} {0} 1", early.gid)
+                ))
+        ),
+    }
     try_step!("cannot bring up loopback", sys::bring_loopback_up());
     if let Some(proxy) = early.proxy {
         let socket = try_step!(
@@ -194,6 +223,12 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         Err(e) => return Err((status, format!("cannot read the launch specification: {e}"))),
     };
     let filters = if spec.seccomp { filters } else { Vec::new() };
+    let sources = sources(&spec.plan);
+    let trees = match mapper {
+        Some(mapper) => mapper.open(&sources),
+        None => ids::open_here(&sources),
+    };
+    let trees = try_step!("cannot open the granted paths", trees);
     // The helper is single-threaded: setting its environment races with nothing, and init
     // and the program inherit it.
     let inherited: Vec<OsString> = std::env::vars_os().map(|(name, _)| name).collect();
@@ -213,8 +248,9 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         "cannot start the sandbox's init",
         sys::fork_single_threaded()
     ) {
-        Forked::Child => init(&program, status, saved),
+        Forked::Child => init(&program, trees, status, saved),
         Forked::Parent(init) => {
+            drop(trees);
             drop(status);
             Ok(sys::supervise(init, false).unwrap_or(SETUP_FAILED))
         }
@@ -229,6 +265,20 @@ struct Program<'a> {
     /// The specification pipe, on which cordon sends [`GO`] once the decision is durably
     /// recorded.
     go: &'a std::fs::File,
+}
+
+/// The trees the view attaches, in its order.
+fn sources(plan: &Plan) -> Vec<Source> {
+    plan.mounts
+        .iter()
+        .filter_map(|op| match op {
+            MountOp::Bind { path, writable } => Some(Source {
+                path: path.clone(),
+                writable: *writable,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The byte that lets the program run.
@@ -269,13 +319,18 @@ fn read_spec(pipe: &mut std::fs::File) -> std::io::Result<Option<LaunchSpec>> {
 }
 
 /// Pid 1 of the sandbox: builds the view, starts the program, reaps, passes signals on.
-fn init(program: &Program<'_>, status: OwnedFd, saved: sys::SavedSignalMask) -> ! {
+fn init(
+    program: &Program<'_>,
+    trees: Vec<OwnedFd>,
+    status: OwnedFd,
+    saved: sys::SavedSignalMask,
+) -> ! {
     let spec = program.spec;
     let setup = || -> Result<(), String> {
         sys::set_parent_death_signal(libc::SIGKILL)
             .map_err(|e| format!("cannot ask to die with the helper: {e}"))?;
         sys::set_hostname("cordon").map_err(|e| format!("cannot set the host name: {e}"))?;
-        crate::view::build(&spec.plan.mounts, &spec.cwd)
+        crate::view::build(&spec.plan.mounts, trees, &spec.cwd)
     };
     if let Err(message) = setup() {
         fail(status, Status::Setup(message), SETUP_FAILED);

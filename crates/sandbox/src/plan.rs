@@ -166,7 +166,13 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
     });
     ops.push(MountOp::Proc);
     ops.push(MountOp::Dev);
-    plan.landlock.write.push(PathBuf::from("/proc"));
+    // `/proc` is read-only to Landlock but for the program's own entries (`/proc/self` is
+    // resolved when the rules are made, in the program's process): its comm, oom score,
+    // attributes. Writes through `/proc/self/fd/N` reopen the file itself and are decided
+    // on its own path.
+    plan.landlock.read.push(PathBuf::from("/proc"));
+    plan.landlock.write.push(PathBuf::from("/proc/self"));
+    plan.landlock.write.push(PathBuf::from("/proc/thread-self"));
     plan.landlock.write.push(PathBuf::from("/dev"));
     for (path, writable) in &binds {
         ops.push(MountOp::Bind {

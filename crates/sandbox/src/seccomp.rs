@@ -43,6 +43,18 @@ pub enum When {
         /// The one protocol still allowed.
         allowed: u32,
     },
+    /// When argument `flags_arg` has every bit of `flags` set and argument `mode_arg` every
+    /// bit of `mode` (`open(path, O_CREAT, 04755)`).
+    CreateWith {
+        /// Index of the open flags.
+        flags_arg: u8,
+        /// The flag bits (`O_CREAT`, `O_TMPFILE`).
+        flags: u64,
+        /// Index of the mode.
+        mode_arg: u8,
+        /// The mode bits (`S_ISUID`, `S_ISGID`).
+        mode: u64,
+    },
     /// When argument 0 is `family` and the type (argument 1, without `SOCK_NONBLOCK` /
     /// `SOCK_CLOEXEC`) is `kind`.
     Socket {
@@ -228,10 +240,76 @@ pub const ALWAYS: [Denied; 35] = always![
     syslog => "read the kernel log",
 ];
 
+/// Calls that set a mode, with the index of their mode argument.
+fn mode_setters() -> Vec<(&'static str, i64, u8)> {
+    let mut calls = vec![
+        ("fchmod", libc::SYS_fchmod, 1),
+        ("fchmodat", libc::SYS_fchmodat, 2),
+        ("fchmodat2", libc::SYS_fchmodat2, 2),
+        ("mkdirat", libc::SYS_mkdirat, 2),
+        ("mknodat", libc::SYS_mknodat, 2),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    calls.extend([
+        ("chmod", libc::SYS_chmod, 1),
+        ("creat", libc::SYS_creat, 1),
+        ("mkdir", libc::SYS_mkdir, 1),
+        ("mknod", libc::SYS_mknod, 1),
+    ]);
+    calls
+}
+
+/// Calls that create a file with a mode, with the index of their flags and mode arguments.
+fn creating_opens() -> Vec<(&'static str, i64, u8, u8)> {
+    let mut calls = vec![("openat", libc::SYS_openat, 2, 3)];
+    #[cfg(target_arch = "x86_64")]
+    calls.push(("open", libc::SYS_open, 1, 2));
+    calls
+}
+
+/// Set-user-id and set-group-id files: the program may not make any. A file it creates in a
+/// writable grant outlives the sandbox, and its owner is the user who ran cordon (root, for
+/// a root-run cordon, through the idmapped workspace): a set-uid copy of a shell left there
+/// would give anyone on the machine that user's rights. As systemd's `RestrictSUIDSGID=`.
+fn set_id_rows() -> Vec<Denied> {
+    let why = "make a set-user-id or set-group-id file that outlives the sandbox";
+    let bits = [libc::S_ISUID as u64, libc::S_ISGID as u64];
+    let mut rows = Vec::new();
+    for (name, nr, arg) in mode_setters() {
+        for mask in bits {
+            rows.push(Denied {
+                name,
+                nr,
+                when: When::FlagsSet { arg, mask },
+                why,
+            });
+        }
+    }
+    for (name, nr, flags_arg, mode_arg) in creating_opens() {
+        for flags in [libc::O_CREAT as u64, libc::O_TMPFILE as u64] {
+            for mode in bits {
+                rows.push(Denied {
+                    name,
+                    nr,
+                    when: When::CreateWith {
+                        flags_arg,
+                        flags,
+                        mode_arg,
+                        mode,
+                    },
+                    why,
+                });
+            }
+        }
+    }
+    rows
+}
+
 /// Every denied pattern: [`ALWAYS`], namespace flags of `clone`, terminal injection ioctls,
-/// and packet, raw and non-route netlink sockets.
+/// packet, raw and non-route netlink sockets, and set-id file modes.
 pub fn denied() -> Vec<Denied> {
     let mut rows: Vec<Denied> = ALWAYS.to_vec();
+    rows.extend(set_id_rows());
     for (mask, why) in NS_FLAGS {
         rows.push(Denied {
             name: "clone",
@@ -304,6 +382,15 @@ fn rule(when: When) -> Result<Option<SeccompRule>, SandboxError> {
             condition(0, SeccompCmpOp::MaskedEq(0xffff_ffff), u64::from(family))?,
             condition(2, SeccompCmpOp::Ne, u64::from(allowed))?,
         ],
+        When::CreateWith {
+            flags_arg,
+            flags,
+            mode_arg,
+            mode,
+        } => vec![
+            condition(flags_arg, SeccompCmpOp::MaskedEq(flags), flags)?,
+            condition(mode_arg, SeccompCmpOp::MaskedEq(mode), mode)?,
+        ],
         When::Socket { family, kind } => vec![
             condition(0, SeccompCmpOp::MaskedEq(0xffff_ffff), u64::from(family))?,
             // The low four bits are the type; SOCK_NONBLOCK and SOCK_CLOEXEC sit above them.
@@ -320,9 +407,9 @@ fn arch() -> Result<TargetArch, SandboxError> {
         .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
 }
 
-/// Compiles the profile: the [`denied`] patterns failing with `EPERM`, and `clone3`
-/// failing with `ENOSYS` (its flags are behind a pointer a filter cannot read, so the C
-/// library must fall back to `clone`).
+/// Compiles the profile: the [`denied`] patterns failing with `EPERM`, and `clone3` and
+/// `openat2` failing with `ENOSYS` (their flags and modes are behind a pointer a filter
+/// cannot read, so the C library must fall back to `clone` and `openat`).
 ///
 /// # Errors
 ///
@@ -348,7 +435,10 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
     )
     .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
     let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        BTreeMap::from([
+            (libc::SYS_clone3, Vec::new()),
+            (libc::SYS_openat2, Vec::new()),
+        ]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch()?,
@@ -470,10 +560,14 @@ mod tests {
     #[test]
     fn ordinary_calls_are_not_in_the_table() {
         let names: Vec<&str> = denied().iter().map(|d| d.name).collect();
-        for allowed in [
-            "read", "write", "openat", "connect", "execve", "fork", "kill",
-        ] {
+        for allowed in ["read", "write", "connect", "execve", "fork", "kill"] {
             assert!(!names.contains(&allowed), "{allowed} must stay allowed");
+        }
+        // Opening, creating and changing modes stay allowed but for the set-id bits.
+        for row in denied() {
+            if ["openat", "fchmodat", "mkdirat"].contains(&row.name) {
+                assert_ne!(row.when, When::Always, "{}", row.name);
+            }
         }
         // Plain TCP/UDP sockets are allowed: only the raw type is denied.
         assert!(!denied().iter().any(|d| d.when
@@ -481,6 +575,30 @@ mod tests {
                 arg: 0,
                 value: libc::AF_INET as u32
             }));
+    }
+
+    #[test]
+    fn set_id_modes_are_denied_on_every_call_that_sets_a_mode() {
+        for bit in [libc::S_ISUID as u64, libc::S_ISGID as u64] {
+            for name in ["fchmod", "fchmodat", "fchmodat2", "mkdirat", "mknodat"] {
+                assert!(
+                    denied().iter().any(|d| d.name == name
+                        && matches!(d.when, When::FlagsSet { mask, .. } if mask == bit)),
+                    "{name} {bit:o}"
+                );
+            }
+            for flags in [libc::O_CREAT as u64, libc::O_TMPFILE as u64] {
+                assert!(denies(
+                    "openat",
+                    When::CreateWith {
+                        flags_arg: 2,
+                        flags,
+                        mode_arg: 3,
+                        mode: bit
+                    }
+                ));
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Carries out a [`Plan`](crate::plan::Plan) inside a new mount namespace.
 //!
 //! The way is bubblewrap's: a tmpfs becomes the root and the host's root is moved under
-//! `/oldroot`, so every host path stays reachable as a bind source while the new root is
-//! assembled under `/newroot`; then `/newroot` becomes `/` and the host's root is detached.
+//! `/oldroot` while the new root is assembled under `/newroot`; then `/newroot` becomes `/`
+//! and the host's root is detached. The granted trees are not looked up here: they arrive
+//! as detached mounts opened before the namespace's processes took their ids (see
+//! [`crate::ids`]), and are attached in the plan's order.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cordon_sys::process::{
-    make_nosuid_recursive, make_read_only_recursive, mount, pivot_root, unmount_detached,
+    attach_mount_tree, make_nosuid_recursive, make_read_only_recursive, mount, pivot_root,
+    unmount_detached,
 };
 
 use crate::plan::MountOp;
@@ -22,6 +26,11 @@ const EMPTY_FILE: &str = "/masks/file";
 const EMPTY_DIR: &str = "/masks/dir";
 
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Parts of `/proc` that reach past the sandbox's namespaces (global sysctls, the magic
+/// SysRq key, interrupt and bus settings, file system tunables): read-only, as runc and
+/// bubblewrap make them.
+const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// A failed step: what was being done, and the kernel's answer.
 pub(crate) type ViewError = String;
@@ -68,15 +77,15 @@ fn mkdir_all(path: &Path) -> Result<(), ViewError> {
     )
 }
 
-/// Creates an empty file or directory at `target` to mount `source`'s kind on.
-fn mount_point_for(source: &Path, target: &Path) -> Result<(), ViewError> {
+/// Creates an empty directory (or file, unless `dir`) at `target` to mount on.
+fn mount_point(dir: bool, target: &Path) -> Result<(), ViewError> {
     if fs_err::symlink_metadata(target).is_ok() {
         return Ok(());
     }
     if let Some(parent) = target.parent() {
         mkdir_all(parent)?;
     }
-    if source.is_dir() {
+    if dir {
         mkdir_all(target)
     } else {
         step(
@@ -87,8 +96,9 @@ fn mount_point_for(source: &Path, target: &Path) -> Result<(), ViewError> {
 }
 
 /// Builds the view and makes it the root of the calling process's mount namespace, with
-/// `cwd` as the working directory.
-pub(crate) fn build(ops: &[MountOp], cwd: &Path) -> Result<(), ViewError> {
+/// `cwd` as the working directory. `trees` holds the detached tree of each
+/// [`MountOp::Bind`], in order.
+pub(crate) fn build(ops: &[MountOp], trees: Vec<OwnedFd>, cwd: &Path) -> Result<(), ViewError> {
     let root = Path::new("/");
     step(
         || "cannot make the mount tree private".into(),
@@ -129,8 +139,9 @@ pub(crate) fn build(ops: &[MountOp], cwd: &Path) -> Result<(), ViewError> {
     )?;
     let new = Path::new(NEW);
     tmpfs(new, 0o755, 0)?;
+    let mut trees = trees.into_iter();
     for op in ops {
-        apply(op)?;
+        apply(op, &mut trees)?;
     }
     // Nothing may be created at the top of the view.
     step(
@@ -174,13 +185,24 @@ pub(crate) fn build(ops: &[MountOp], cwd: &Path) -> Result<(), ViewError> {
     )
 }
 
-fn apply(op: &MountOp) -> Result<(), ViewError> {
+fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), ViewError> {
     match op {
         MountOp::Bind { path, writable } => {
-            let source = inside(OLD, path);
+            let tree = trees
+                .next()
+                .ok_or_else(|| format!("no tree was opened for `{}`", path.display()))?;
+            let tree = std::fs::File::from(tree);
+            let dir = step(
+                || format!("cannot inspect `{}`", path.display()),
+                tree.metadata(),
+            )?
+            .is_dir();
             let target = inside(NEW, path);
-            mount_point_for(&source, &target)?;
-            bind(&source, &target)?;
+            mount_point(dir, &target)?;
+            step(
+                || format!("cannot attach `{}`", path.display()),
+                attach_mount_tree(tree.as_fd(), &target),
+            )?;
             let restrict = if *writable {
                 make_nosuid_recursive(&target)
             } else {
@@ -226,7 +248,19 @@ fn apply(op: &MountOp) -> Result<(), ViewError> {
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     None,
                 ),
-            )
+            )?;
+            for name in PROC_READ_ONLY {
+                let part = target.join(name);
+                if fs_err::symlink_metadata(&part).is_err() {
+                    continue;
+                }
+                bind(&part, &part)?;
+                step(
+                    || format!("cannot make /proc/{name} read-only"),
+                    make_read_only_recursive(&part),
+                )?;
+            }
+            Ok(())
         }
         MountOp::Dev => dev(),
         MountOp::MaskFile { path } => bind(Path::new(EMPTY_FILE), &inside(NEW, path)),
@@ -249,7 +283,7 @@ fn dev() -> Result<(), ViewError> {
     for name in DEVICES {
         let source = Path::new(OLD).join("dev").join(name);
         let target = dev.join(name);
-        mount_point_for(&source, &target)?;
+        mount_point(false, &target)?;
         bind(&source, &target)?;
     }
     for (link, target) in [

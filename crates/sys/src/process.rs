@@ -204,6 +204,88 @@ fn set_attributes_recursive(target: &Path, attr_set: u64) -> io::Result<()> {
     })
 }
 
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// A detached copy of the mount tree at `path` and everything mounted below it
+/// (`open_tree` with `OPEN_TREE_CLONE | AT_RECURSIVE`), to be attached elsewhere with
+/// [`attach_mount_tree`], possibly in another mount namespace. A symbolic link at `path`
+/// itself is not followed. The caller needs `CAP_SYS_ADMIN` over its mount namespace.
+///
+/// # Errors
+///
+/// The kernel's refusal (`ENOSYS` before Linux 5.2).
+pub fn clone_mount_tree(path: &Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: `path` is a NUL-terminated path that outlives the call; open_tree returns a
+    // new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the detached tree `tree` (from [`clone_mount_tree`]) an idmapped mount, recursively:
+/// file owners are shown, and new files stored, through the id mapping of the user
+/// namespace `userns` (a descriptor of `/proc/PID/ns/user`). The caller needs
+/// `CAP_SYS_ADMIN` over the file system's user namespace and over `userns`.
+///
+/// # Errors
+///
+/// The kernel's refusal: `EINVAL` when the file system cannot be idmapped, `EPERM` without
+/// the privileges above, `ENOSYS` before Linux 5.12.
+pub fn set_idmap_recursive(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::try_from(userns.as_raw_fd()).map_err(io::Error::other)?,
+    };
+    // SAFETY: the path is the empty C string (AT_EMPTY_PATH acts on `tree` itself) and
+    // `attr` a correctly laid out `struct mount_attr` whose size is passed; both outlive the
+    // call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
+/// Attaches the detached tree `tree` at `target` in the calling process's mount namespace
+/// (`move_mount` with `MOVE_MOUNT_F_EMPTY_PATH`).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn attach_mount_tree(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let target = c_path(target)?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call; the empty one
+    // names `tree` itself.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+}
+
 /// `pivot_root(2)`: `new_root` becomes `/`, the old root moves to `put_old`.
 ///
 /// # Errors
@@ -337,6 +419,71 @@ pub fn drop_all_capabilities() -> io::Result<()> {
             data.as_ptr(),
         )
     })
+}
+
+/// Empties the calling process's supplementary groups (needs `CAP_SETGID`).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn clear_supplementary_groups() -> io::Result<()> {
+    // SAFETY: a count of 0 with a null list reads no memory.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) })
+}
+
+/// Sets the real, effective and saved group ids to `gid`, then the user ids to `uid`, as
+/// numbered in the calling process's user namespace.
+///
+/// # Errors
+///
+/// The kernel's refusal (`EINVAL` when an id is not mapped in the namespace).
+pub fn set_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setresgid and setresuid take plain integers.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(uid, uid, uid) })
+}
+
+/// A connected pair of `SOCK_SEQPACKET` unix sockets: each write is one message, read
+/// whole, and a closed peer reads as end of file. Both ends are close-on-exec.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: the kernel just returned both descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits for the child `pid` to end and returns its exit code (128 + N when signal N
+/// killed it).
+///
+/// # Errors
+///
+/// When waiting fails for a reason other than an interruption (`ECHILD`: not a child).
+pub fn wait_for(pid: Pid) -> io::Result<i32> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid, writable c_int.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == pid {
+            return Ok(exit_code(status));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
 }
 
 /// Marks every file descriptor from `first` up as close-on-exec, so that nothing inherited

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
-use super::common::{stderr, stdout, Home};
+use super::common::{skip, stderr, stdout, Home};
 
 fn decide_some(home: &Home) {
     for path in ["notes.md", "~/.ssh/id_ed25519", "notes.md", "/etc/shadow"] {
@@ -240,7 +240,7 @@ fn a_read_only_database_refuses_to_decide() {
         .status()
         .map(|s| s.success());
     if made_immutable.ok() != Some(true) {
-        eprintln!("skipped: `chattr +i` is not available on this file system, so a read-only database cannot be made");
+        skip("`chattr +i` is not available on this file system, so a read-only database cannot be made");
         return;
     }
     let request = json!({"capability": "file", "action": "read", "resource": {"path": "notes.md"}})
@@ -289,7 +289,9 @@ fn a_full_disk_refuses_and_keeps_what_was_acknowledged() {
     let out = match out {
         Ok(out) if out.status.code() != Some(77) && !stdout(&out).is_empty() => out,
         _ => {
-            eprintln!("skipped: no permission to mount a small tmpfs in a private mount namespace (`unshare -m`)");
+            skip(
+                "no permission to mount a small tmpfs in a private mount namespace (`unshare -m`)",
+            );
             return;
         }
     };

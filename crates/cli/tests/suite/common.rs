@@ -120,10 +120,37 @@ pub fn sandbox_ready() -> bool {
     match ready {
         Ok(()) => true,
         Err(missing) => {
-            eprintln!("skipped: this kernel lacks {missing}");
+            skip(&format!("this kernel lacks {missing}"));
             false
         }
     }
+}
+
+/// Whether a skipped test must fail instead: set on this project's machines (and so in CI),
+/// where every kernel feature is present and tests run as root, so that a green run means
+/// every sandbox test ran.
+fn skips_are_failures() -> bool {
+    std::env::var_os("CORDON_REQUIRE_SANDBOX").is_some_and(|v| v == "1")
+}
+
+/// Reports a skipped test, or fails it where skips are failures.
+pub fn skip(why: &str) {
+    assert!(
+        !skips_are_failures(),
+        "CORDON_REQUIRE_SANDBOX=1, but this test would skip: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// Whether the tests run as root (the case of containers and CI); when not, says so so the
+/// test can skip.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root = fs_err::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        skip("this test needs root");
+    }
+    root
 }
 
 /// Kills a `cordon` process when a test ends early, so that no sandbox or proxy outlives a

@@ -6,68 +6,15 @@
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed, SECRET};
 use super::common::{
-    default_policy_with, exec_script, read_or_empty as read, sandbox_ready, stderr, stdout, Home,
+    default_policy_with, read_or_empty as read, sandbox_ready, skip, stderr, stdout, Home,
     KillOnDrop,
 };
-
-const SECRET: &str = "PRIVATE KEY";
-
-/// Runs `script` with `sh -c` in the workspace, without the sandbox.
-fn bare(home: &Home, script: &str) -> Output {
-    Command::new("sh")
-        .args(["-c", script])
-        .current_dir(home.workspace())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", home.path())
-        .env("GITHUB_TOKEN", "ghp_canary")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Runs `script` with `sh -c` in the workspace, inside `cordon exec FLAGS`.
-fn sandboxed(home: &Home, flags: &[&str], script: &str) -> Output {
-    exec_script(home, flags, "sh", script)
-        .env("GITHUB_TOKEN", "ghp_canary")
-        .output()
-        .unwrap()
-}
-
-/// The file `leak` in the workspace: what an attack managed to copy out.
-fn leak(home: &Home) -> PathBuf {
-    home.workspace().join("leak")
-}
-
-fn reset(home: &Home) {
-    let _ = fs_err::remove_file(leak(home));
-}
-
-/// Runs `script` bare, then sandboxed with `flags`, and checks that the leak file holds
-/// `canary` only in the bare run.
-fn leaks_only_without_sandbox(home: &Home, flags: &[&str], script: &str, canary: &str) {
-    reset(home);
-    let out = bare(home, script);
-    assert!(
-        read(leak(home)).contains(canary),
-        "the attack does not work even without the sandbox: {}",
-        stderr(&out)
-    );
-    reset(home);
-    let out = sandboxed(home, flags, script);
-    assert!(
-        !read(leak(home)).contains(canary),
-        "the sandbox let the attack through; stderr: {}",
-        stderr(&out)
-    );
-    // The attack ran inside: the sandbox itself did not refuse to start.
-    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
-}
 
 #[test]
 fn secret_under_home_is_unreadable() {
@@ -601,7 +548,7 @@ fn system_secrets_are_masked_although_etc_is_readable() {
     }
     let home = Home::new();
     if !Path::new("/etc/shadow").exists() {
-        eprintln!("skipped: this machine has no /etc/shadow");
+        skip("this machine has no /etc/shadow");
         return;
     }
     // As root the bare read works; as another user there is nothing to prove.
@@ -609,7 +556,7 @@ fn system_secrets_are_masked_although_etc_is_readable() {
     bare(&home, "cat /etc/shadow > leak");
     let shadow = read(leak(&home));
     if shadow.is_empty() {
-        eprintln!("skipped: /etc/shadow is not readable by this user even without the sandbox");
+        skip("/etc/shadow is not readable by this user even without the sandbox");
         return;
     }
     let first = shadow.lines().next().unwrap().to_owned();

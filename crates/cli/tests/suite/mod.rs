@@ -1,9 +1,11 @@
+mod attack;
 mod audit;
 mod common;
 mod doctor;
 mod eval;
 mod examples;
 mod exec_attacks;
+mod exec_hardening;
 mod exec_net;
 mod exec_works;
 mod forward;

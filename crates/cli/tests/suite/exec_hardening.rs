@@ -1,0 +1,145 @@
+//! Attacks found in review of `cordon exec`, each shown working without the sandbox (or
+//! without the fix) and stopped by it, judged by what is observed from outside.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed};
+use super::common::{read_or_empty as read, running_as_root, sandbox_ready, stderr, Home};
+
+/// A global sysctl that is harmless to change for a moment: how many kernel messages may
+/// pass before rate limiting starts.
+const SYSCTL: &str = "/proc/sys/kernel/printk_ratelimit_burst";
+
+fn sysctl() -> String {
+    fs_err::read_to_string(SYSCTL).unwrap().trim().to_string()
+}
+
+/// Root in the sandbox must not be host root: a global sysctl written from inside changes
+/// the host (and `core_pattern` would run a command as root outside every namespace).
+#[test]
+fn global_sysctls_are_not_writable_from_a_root_run_sandbox() {
+    if !sandbox_ready() || !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    let before = sysctl();
+    let changed: u32 = before.parse::<u32>().unwrap() + 1;
+    let script = format!("echo {changed} > {SYSCTL}");
+    bare(&home, &script);
+    let bare_value = sysctl();
+    fs_err::write(SYSCTL, &before).unwrap();
+    assert_eq!(
+        bare_value,
+        changed.to_string(),
+        "the attack does not work even without the sandbox"
+    );
+
+    let core_pattern = fs_err::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let script = format!(
+        "echo {changed} > {SYSCTL}; echo '|/bin/true cordon-test' > /proc/sys/kernel/core_pattern"
+    );
+    let out = sandboxed(&home, &[], &script);
+    let inside_value = sysctl();
+    let inside_core = fs_err::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    if inside_value != before {
+        fs_err::write(SYSCTL, &before).unwrap();
+    }
+    if inside_core != core_pattern {
+        fs_err::write("/proc/sys/kernel/core_pattern", core_pattern.trim()).unwrap();
+    }
+    assert_eq!(inside_value, before, "a sysctl was changed from inside");
+    assert_eq!(
+        inside_core, core_pattern,
+        "core_pattern was changed from inside"
+    );
+    // The attempt ran inside: the sandbox itself did not refuse to start.
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+}
+
+/// Files only root may read, in a tree granted read-only, stay unreadable: the program is
+/// not root on the host, whatever it is called inside.
+#[test]
+fn root_only_files_in_a_read_grant_are_unreadable() {
+    if !sandbox_ready() || !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    let granted = home.path().join("configs");
+    fs_err::create_dir_all(&granted).unwrap();
+    let secret = granted.join("wg0.conf");
+    fs_err::write(&secret, "PrivateKey = ROOT-ONLY").unwrap();
+    fs_err::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let flags = ["--allow-read", granted.to_str().unwrap()];
+    let script = format!("cat {} > leak", secret.display());
+    leaks_only_without_sandbox(&home, &flags, &script, "ROOT-ONLY");
+    // The rest of the tree is readable: the grant works.
+    fs_err::write(granted.join("public.conf"), "PUBLIC").unwrap();
+    reset(&home);
+    let out = sandboxed(
+        &home,
+        &flags,
+        &format!("cat {} > leak", granted.join("public.conf").display()),
+    );
+    assert_eq!(read(leak(&home)), "PUBLIC", "{}", stderr(&out));
+}
+
+/// A root-owned workspace stays writable to the program, which calls itself root, and what
+/// it writes is owned by root on disk, as if cordon were not there.
+#[test]
+fn a_root_run_sandbox_writes_its_workspace_as_root() {
+    if !sandbox_ready() || !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    let out = sandboxed(
+        &home,
+        &[],
+        "id -u > made && mkdir dir && echo x > dir/file && echo more >> notes.md",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(read(home.workspace().join("made")).trim(), "0");
+    for path in ["made", "dir", "dir/file", "notes.md"] {
+        let meta = fs_err::metadata(home.workspace().join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path}");
+    }
+    assert_eq!(read(home.workspace().join("notes.md")), "notesmore\n");
+}
+
+/// The program cannot leave a set-user-id or set-group-id file behind: outside the sandbox
+/// it would run with the rights of the user who ran cordon (root here) for anyone.
+#[test]
+fn set_id_files_cannot_be_made() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let script = "cp /bin/true suid && chmod u+s suid; \
+                  cp /bin/true sgid && chmod g+s sgid; \
+                  python3 -c \"import os; os.close(os.open('created', os.O_CREAT | os.O_WRONLY, 0o4755))\"; \
+                  mkdir -m 2755 setgid-dir";
+    let set_id = |home: &Home| -> Vec<String> {
+        ["suid", "sgid", "created", "setgid-dir"]
+            .into_iter()
+            .filter(|name| {
+                fs_err::metadata(home.workspace().join(name)).is_ok_and(|m| m.mode() & 0o6000 != 0)
+            })
+            .map(String::from)
+            .collect()
+    };
+    let out = bare(&home, script);
+    assert_eq!(
+        set_id(&home).len(),
+        4,
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    for name in ["suid", "sgid", "created", "setgid-dir"] {
+        let path = home.workspace().join(name);
+        let _ = fs_err::remove_file(&path).or_else(|_| fs_err::remove_dir(&path));
+    }
+    let out = sandboxed(&home, &[], script);
+    assert_eq!(set_id(&home), Vec::<String>::new(), "{}", stderr(&out));
+    // Ordinary modes still work.
+    let out = sandboxed(&home, &[], "cp /bin/true tool && chmod 755 tool && ./tool");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
