@@ -11,7 +11,7 @@
 //! ```
 //! # #[cfg(target_os = "linux")] {
 //! let filters = cordon_sandbox::seccomp::compile().unwrap();
-//! assert_eq!(filters.len(), 2);
+//! assert!(filters.len() >= 3);
 //! # }
 //! ```
 #![forbid(unsafe_code)]

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
 };
 
 use crate::SandboxError;
@@ -305,8 +305,21 @@ fn set_id_rows() -> Vec<Denied> {
     rows
 }
 
+/// The only socket families a program may create; every other fails with `EAFNOSUPPORT`, as
+/// on a kernel without it. `AF_VSOCK` above all: its address space is the virtual machine's,
+/// not the network namespace's, so it would reach the hypervisor's services (WSL2 interop,
+/// port forwarders, guest agents) past the proxy. Packet, `AF_XDP`, Bluetooth, `AF_ALG` and
+/// the rest are kernel surface no agent needs. Within netlink only routing queries are
+/// allowed, and raw IP sockets are refused ([`denied`]).
+pub const SOCKET_FAMILIES: [(libc::c_int, &str); 4] = [
+    (libc::AF_UNIX, "unix"),
+    (libc::AF_INET, "inet"),
+    (libc::AF_INET6, "inet6"),
+    (libc::AF_NETLINK, "netlink"),
+];
+
 /// Every denied pattern: [`ALWAYS`], namespace flags of `clone`, terminal injection ioctls,
-/// packet, raw and non-route netlink sockets, and set-id file modes.
+/// raw and non-route netlink sockets, and set-id file modes.
 pub fn denied() -> Vec<Denied> {
     let mut rows: Vec<Denied> = ALWAYS.to_vec();
     rows.extend(set_id_rows());
@@ -332,15 +345,6 @@ pub fn denied() -> Vec<Denied> {
             why,
         });
     }
-    rows.push(Denied {
-        name: "socket",
-        nr: libc::SYS_socket,
-        when: When::Low32Eq {
-            arg: 0,
-            value: libc::AF_PACKET as u32,
-        },
-        why: "packet sockets see and forge all traffic",
-    });
     rows.push(Denied {
         name: "socket",
         nr: libc::SYS_socket,
@@ -407,9 +411,58 @@ fn arch() -> Result<TargetArch, SandboxError> {
         .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
 }
 
-/// Compiles the profile: the [`denied`] patterns failing with `EPERM`, and `clone3` and
-/// `openat2` failing with `ENOSYS` (their flags and modes are behind a pointer a filter
-/// cannot read, so the C library must fall back to `clone` and `openat`).
+/// The socket calls whose family is not one of [`SOCKET_FAMILIES`]. The family is compared
+/// on all 64 bits, so stray high bits deny too.
+fn other_families() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
+    let not_allowed = || -> Result<SeccompRule, SandboxError> {
+        let conditions = SOCKET_FAMILIES
+            .iter()
+            .map(|(family, _)| condition(0, SeccompCmpOp::Ne, *family as u64))
+            .collect::<Result<Vec<_>, _>>()?;
+        SeccompRule::new(conditions).map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))
+    };
+    Ok(BTreeMap::from([
+        (libc::SYS_socket, vec![not_allowed()?]),
+        (libc::SYS_socketpair, vec![not_allowed()?]),
+    ]))
+}
+
+/// On x86_64, system calls of the x32 ABI share the architecture tag but carry bit 30 in
+/// their number: a filter written for x86_64 numbers would let them all through on kernels
+/// built with x32 support. They fail with `ENOSYS`, as on kernels without it.
+#[cfg(target_arch = "x86_64")]
+fn no_x32() -> BpfProgram {
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        // Load the system call number (offset 0 of `struct seccomp_data`).
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+            0,
+            1,
+            X32_SYSCALL_BIT,
+        ),
+        op(
+            libc::BPF_RET | libc::BPF_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// Compiles the profile: the [`denied`] patterns failing with `EPERM`; sockets of families
+/// other than [`SOCKET_FAMILIES`] with `EAFNOSUPPORT`; `clone3` and `openat2` with
+/// `ENOSYS` (their flags and modes are behind a pointer a filter cannot read, so the C
+/// library must fall back to `clone` and `openat`); on x86_64, x32 system calls with
+/// `ENOSYS`.
 ///
 /// # Errors
 ///
@@ -444,10 +497,21 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
         arch()?,
     )
     .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
-    [eperm, clone3]
+    let families = SeccompFilter::new(
+        other_families()?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        arch()?,
+    )
+    .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
+    #[allow(unused_mut)]
+    let mut programs = [eperm, clone3, families]
         .into_iter()
         .map(|f| BpfProgram::try_from(f).map_err(|e| SandboxError::CompileSeccomp(Box::new(e))))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    #[cfg(target_arch = "x86_64")]
+    programs.push(no_x32());
+    Ok(programs)
 }
 
 /// Installs the profile on the calling thread (and sets `no_new_privs`, which seccomp
@@ -529,13 +593,6 @@ mod tests {
         ));
         assert!(denies(
             "socket",
-            When::Low32Eq {
-                arg: 0,
-                value: libc::AF_PACKET as u32
-            }
-        ));
-        assert!(denies(
-            "socket",
             When::SocketProtocolOtherThan {
                 family: libc::AF_NETLINK as u32,
                 allowed: libc::NETLINK_ROUTE as u32
@@ -604,7 +661,8 @@ mod tests {
     #[test]
     fn the_profile_compiles() {
         let programs = compile().unwrap();
-        assert_eq!(programs.len(), 2);
+        let expected = if cfg!(target_arch = "x86_64") { 4 } else { 3 };
+        assert_eq!(programs.len(), expected);
         assert!(programs.iter().all(|p| !p.is_empty()));
     }
 }

@@ -213,6 +213,24 @@ pub fn probe_denied_syscalls() -> Vec<(&'static str, Result<(), i32>)> {
             )),
         ));
         out.push((
+            "socket AF_VSOCK",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                libc::AF_VSOCK,
+                libc::SOCK_STREAM,
+                0,
+            )),
+        ));
+        out.push((
+            "socket AF_VSOCK | 1 << 32",
+            close_fd(libc::syscall(
+                libc::SYS_socket,
+                (libc::AF_VSOCK as libc::c_long) | (1 << 32),
+                libc::SOCK_STREAM,
+                0,
+            )),
+        ));
+        out.push((
             "socket AF_INET SOCK_RAW|SOCK_CLOEXEC",
             close_fd(libc::syscall(
                 libc::SYS_socket,

@@ -2,9 +2,13 @@
 //! without the fix) and stopped by it, judged by what is observed from outside.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
 
 use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed};
-use super::common::{read_or_empty as read, running_as_root, sandbox_ready, stderr, Home};
+use super::common::{
+    exec_script, read_or_empty as read, running_as_root, sandbox_ready, skip, stderr, Home,
+    KillOnDrop,
+};
 
 /// A global sysctl that is harmless to change for a moment: how many kernel messages may
 /// pass before rate limiting starts.
@@ -142,4 +146,63 @@ fn set_id_files_cannot_be_made() {
     // Ordinary modes still work.
     let out = sandboxed(&home, &[], "cp /bin/true tool && chmod 755 tool && ./tool");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Whether the host can bind vsock `port` (`None` when this kernel has no vsock).
+fn host_vsock_bind(port: u32) -> Option<bool> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,sys\ntry: s=socket.socket(socket.AF_VSOCK)\nexcept OSError: sys.exit(3)\ntry: s.bind((socket.VMADDR_CID_ANY,{port}))\nexcept OSError: sys.exit(1)"
+            ),
+        ])
+        .output()
+        .unwrap();
+    match out.status.code() {
+        Some(0) => Some(true),
+        Some(1) => Some(false),
+        _ => None,
+    }
+}
+
+/// vsock ignores network namespaces: one address space for the whole virtual machine, where
+/// the hypervisor's services listen. A socket bound inside takes the port from the host.
+#[test]
+fn vsock_is_not_a_way_past_the_proxy() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some(true) = host_vsock_bind(47_011) else {
+        skip("this kernel has no vsock");
+        return;
+    };
+    let home = Home::new();
+    let holder = "import socket,sys,time\ntry:\n    s=socket.socket(socket.AF_VSOCK); s.bind((socket.VMADDR_CID_ANY,47011))\nexcept OSError as e:\n    print('refused', e.errno, flush=True); sys.exit(0)\nprint('bound', flush=True); time.sleep(5)";
+    let taken_while_held = |command: Command| -> (bool, String) {
+        let mut child = KillOnDrop(
+            { command }
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        (host_vsock_bind(47_011) == Some(false), line)
+    };
+    let mut bare = Command::new("python3");
+    bare.args(["-c", holder]);
+    let (taken, line) = taken_while_held(bare);
+    assert!(
+        taken,
+        "the attack does not work even without the sandbox: {line}"
+    );
+    let (taken, line) = taken_while_held(exec_script(&home, &[], "python3", holder));
+    assert!(!taken, "the sandbox reached the host's vsock space: {line}");
+    assert!(line.starts_with("refused 97"), "{line}");
 }
