@@ -1,10 +1,16 @@
-# Environment variables an agent inherits: everything but what looks like a credential.
+# Environment variables an agent inherits: an allowlist (settings.env.allow and
+# allow_prefixes: the path, the locale, the terminal, tool-chain locations, CA bundles), less
+# anything that looks like a credential by name or carries credentials in its value.
 #
-# `cordon exec` asks data.cordon.sandbox, which keeps the variables for which `secret` is not
-# true (and those the person named with --keep-env); `cordon eval` can ask about one variable.
+# `cordon exec` asks data.cordon.sandbox, which keeps the variables `passed` allows (and those
+# the person named with --keep-env). It never sends values to the policy: it names the
+# variables whose value holds URL credentials (`scheme://user:password@`) in
+# `context.env_credentials`. `cordon eval` can ask about one variable.
 package cordon.env
 
 import rego.v1
+
+settings := data.cordon.settings.env
 
 default decision := {
 	"allow": false,
@@ -19,13 +25,31 @@ decision := {
 } if {
 	secret(input.resource.name)
 } else := {
+	"allow": false,
+	"reasons": [sprintf("`%s` is not in the environment allowlist (data.cordon.settings.env.allow); --keep-env %s passes it", [input.resource.name, input.resource.name])],
+	"obligations": [],
+} if {
+	is_string(input.resource.name)
+	not allowed(input.resource.name)
+} else := {
 	"allow": true,
-	"reasons": [sprintf("`%s` is not a credential", [input.resource.name])],
+	"reasons": [sprintf("`%s` is in the environment allowlist", [input.resource.name])],
 	"obligations": [],
 } if {
 	is_string(input.resource.name)
 }
 
-secret(name) if regex.match(data.cordon.settings.env.secret_pattern, name)
+passed(name) if {
+	allowed(name)
+	not secret(name)
+}
 
-secret(name) if data.cordon.settings.env.drop[name]
+allowed(name) if name in settings.allow
+
+allowed(name) if strings.any_prefix_match(name, settings.allow_prefixes)
+
+secret(name) if regex.match(settings.secret_pattern, name)
+
+secret(name) if settings.drop[name]
+
+secret(name) if name in object.get(input.context, "env_credentials", [])

@@ -12,9 +12,21 @@ test_credentials_are_secret if {
 }
 
 test_ordinary_variables_pass if {
-	every name in ["PATH", "HOME", "LANG", "TERM", "GIT_AUTHOR_NAME", "CARGO_HOME", "EDITOR"] {
+	every name in ["PATH", "HOME", "LANG", "LC_ALL", "TERM", "GIT_AUTHOR_NAME", "CARGO_HOME", "EDITOR", "SSL_CERT_FILE"] {
 		env.decision.allow with input as var(name)
 	}
+}
+
+test_names_the_pattern_misses_are_not_on_the_allowlist if {
+	every name in ["OPENAI_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SMTP_PASS", "MYSQL_PWD", "SLACK_WEBHOOK_URL", "AZURE_STORAGE_CONNECTION_STRING", "REDIS_URL"] {
+		not env.decision.allow with input as var(name)
+	}
+	d := env.decision with input as var("SMTP_PASS")
+	d.reasons == ["`SMTP_PASS` is not in the environment allowlist (data.cordon.settings.env.allow); --keep-env SMTP_PASS passes it"]
+}
+
+test_a_value_with_url_credentials_is_secret if {
+	not env.decision.allow with input as object.union(var("PIP_CERT"), {"context": {"env_credentials": ["PIP_CERT"]}})
 }
 
 test_reason_names_the_variable if {

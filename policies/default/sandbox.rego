@@ -45,7 +45,7 @@ settings := data.cordon.settings.sandbox
 
 home := input.context.home
 
-requested := object.union({"read": [], "write": [], "net": [], "keep_env": []}, object.get(input.context, "request", {}))
+requested := object.union({"read": [], "write": [], "net": [], "keep_env": [], "broad_write": false}, object.get(input.context, "request", {}))
 
 deny contains "sandbox request has no `context.home`, so secrets locations cannot be ruled out" if not input.context.home
 
@@ -62,6 +62,37 @@ deny contains msg if {
 	system(path)
 	msg := sprintf("`%s` is or holds a system directory: sandboxes may read it, never write it", [path])
 }
+
+# A writable home (or an ancestor of it) lets the agent plant what runs outside later: shell
+# start-up files, git and editor configuration, autostart entries, cordon's own configuration.
+# Shared temporary and runtime directories hold other programs' sockets and files. Neither is
+# a project: refused as a workspace or a write grant unless the person passes
+# --unsafe-broad-write, which is recorded with the decision.
+deny contains msg if {
+	some path in input.context.workspace
+	broad(path)
+	not system(path)
+	not requested.broad_write
+	msg := sprintf("the workspace `%s` (the current directory) is %s: cordon exec makes the workspace writable, so start it from a project directory, or pass --unsafe-broad-write", [path, broad_name(path)])
+}
+
+deny contains msg if {
+	some path in requested.write
+	broad(path)
+	not system(path)
+	not requested.broad_write
+	msg := sprintf("`%s` is %s: writing there would reach beyond a project; pass --unsafe-broad-write to grant it anyway", [path, broad_name(path)])
+}
+
+broad(path) if broad_name(path)
+
+broad_name(path) := "your home directory" if path == home
+
+else := "an ancestor of your home directory" if startswith(concat("", [home, "/"]), concat("", [trim_suffix(path, "/"), "/"]))
+
+else := "a shared temporary or runtime directory" if path in settings.dangerous_write
+
+else := "a user's runtime directory (sockets of the desktop session)" if startswith(concat("", [path, "/"]), "/run/user/")
 
 read_requested := [p | some p in requested.read]
 
@@ -106,4 +137,4 @@ protect := sort(
 	{p | some p in object.get(input.context, "cordon_paths", [])},
 )
 
-env := sort({n | some n in input.context.env; not data.cordon.env.secret(n)} | {n | some n in requested.keep_env})
+env := sort({n | some n in input.context.env; data.cordon.env.passed(n)} | {n | some n in requested.keep_env})

@@ -103,3 +103,30 @@ test_tcp_ports_only_when_the_settings_name_them if {
 	t := sandbox.decision with input as launch({}) with data.cordon.settings.sandbox.tcp as {"bind": [], "connect": [443]}
 	t.grants.tcp == {"bind": [], "connect": [443]}
 }
+
+launched_in(cwd) := object.union(launch({}), {"resource": {"command": ["bash"], "cwd": cwd}, "context": {"workspace": [cwd]}})
+
+test_home_and_shared_directories_are_not_workspaces if {
+	every cwd in ["/home/alice", "/home", "/tmp", "/var/tmp", "/run", "/run/user/1000", "/dev/shm"] {
+		not sandbox.decision.allow with input as launched_in(cwd)
+	}
+	d := sandbox.decision with input as launched_in("/home/alice")
+	d.reasons == ["the workspace `/home/alice` (the current directory) is your home directory: cordon exec makes the workspace writable, so start it from a project directory, or pass --unsafe-broad-write"]
+	sandbox.decision.allow with input as launched_in("/tmp/build")
+}
+
+test_broad_write_grants_need_the_explicit_flag if {
+	not sandbox.decision.allow with input as launch({"write": ["/home/alice"]})
+	not sandbox.decision.allow with input as launch({"write": ["/tmp"]})
+	d := sandbox.decision with input as launch({"write": ["/tmp"], "broad_write": true})
+	d.allow
+	"/tmp" in d.grants.write
+}
+
+test_environment_is_an_allowlist if {
+	d := sandbox.decision with input as object.union(launch({"keep_env": ["MY_TOOL_FLAG"]}), {"context": {
+		"env": ["PATH", "LANG", "LC_ALL", "OPENAI_KEY", "SMTP_PASS", "PIP_INDEX_URL", "MY_TOOL_FLAG", "SSL_CERT_FILE"],
+		"env_credentials": ["SSL_CERT_FILE"],
+	}})
+	d.grants.env == ["LANG", "LC_ALL", "MY_TOOL_FLAG", "PATH"]
+}

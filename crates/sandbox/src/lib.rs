@@ -21,6 +21,8 @@
 pub mod cgroup;
 pub mod grants;
 #[cfg(target_os = "linux")]
+pub mod guard;
+#[cfg(target_os = "linux")]
 pub mod ids;
 #[cfg(target_os = "linux")]
 pub mod landlock;

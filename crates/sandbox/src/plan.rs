@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::grants::Grants;
+use crate::guard::Guarded;
 use crate::landlock::Rules;
 
 /// One step of building the view. Paths are as the program sees them (and as they are on
@@ -63,6 +64,13 @@ pub enum MountOp {
         /// The path.
         path: PathBuf,
     },
+    /// A directory above a protected path, made a mount point of itself (still writable):
+    /// the kernel refuses to rename a mount point, so the protected path cannot be carried
+    /// away with its parent and replaced (`mv .git .git.orig && cp -a .git.orig .git`).
+    Pin {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 impl MountOp {
@@ -75,7 +83,8 @@ impl MountOp {
             | MountOp::Symlink { path, .. }
             | MountOp::MaskFile { path }
             | MountOp::MaskDir { path }
-            | MountOp::Protect { path } => path,
+            | MountOp::Protect { path }
+            | MountOp::Pin { path } => path,
             MountOp::Proc => Path::new("/proc"),
             MountOp::Dev => Path::new("/dev"),
         }
@@ -84,7 +93,10 @@ impl MountOp {
     /// Masks and protections go on top of everything at their depth.
     fn layer(&self) -> u8 {
         match self {
-            MountOp::MaskFile { .. } | MountOp::MaskDir { .. } | MountOp::Protect { .. } => 1,
+            MountOp::MaskFile { .. }
+            | MountOp::MaskDir { .. }
+            | MountOp::Protect { .. }
+            | MountOp::Pin { .. } => 1,
             _ => 0,
         }
     }
@@ -97,9 +109,9 @@ pub struct Plan {
     pub mounts: Vec<MountOp>,
     /// The Landlock rules: the same paths, read or read-write.
     pub landlock: Rules,
-    /// Protected paths that do not exist yet, so cannot be mounted read-only: the launcher
-    /// checks after the run that none was created.
-    pub absent_protected: Vec<PathBuf>,
+    /// Every protected path inside a writable tree, existing or not: the launcher records
+    /// them before the run and compares after it ([`crate::guard`]).
+    pub guarded: Vec<Guarded>,
     /// Granted paths that do not exist on this machine and were skipped.
     pub skipped: Vec<PathBuf>,
 }
@@ -203,20 +215,48 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
         }
     }
     let writable_roots: Vec<&PathBuf> = binds.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
+    let mut pinned: Vec<PathBuf> = Vec::new();
     for path in &grants.protect {
-        if !writable_roots.iter().any(|root| is_below(path, root)) {
+        // The innermost writable tree holding the path is where it can be changed from.
+        let Some(root) = writable_roots
+            .iter()
+            .filter(|root| is_below(path, root) && path != **root)
+            .max_by_key(|root| depth(root))
+        else {
             continue;
+        };
+        plan.guarded.push(Guarded {
+            root: (*root).clone(),
+            path: path.clone(),
+        });
+        // Every real directory between the tree's root and the path is pinned.
+        let mut ancestor = path.parent();
+        while let Some(dir) = ancestor {
+            if dir == root.as_path() || !is_below(dir, root) {
+                break;
+            }
+            let real_dir = fs_err::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+            if real_dir && !pinned.iter().any(|p| p == dir) {
+                pinned.push(dir.to_path_buf());
+            }
+            ancestor = dir.parent();
         }
         match fs_err::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_symlink() => {
                 ops.push(MountOp::Protect { path: path.clone() })
             }
-            // A link inside a writable tree could be replaced; what it points to is
-            // protected (or not) on its own.
-            Ok(_) => {}
-            Err(_) => plan.absent_protected.push(path.clone()),
+            // A link inside a writable tree could be replaced (the guard reports it); what it
+            // points to is protected (or not) on its own.
+            Ok(_) | Err(_) => {}
         }
     }
+    // A protected directory is a mount point already; pinning it as well would bind the
+    // writable directory over its read-only mount.
+    pinned.retain(|dir| {
+        !ops.iter()
+            .any(|op| matches!(op, MountOp::Protect { path } if path == dir))
+    });
+    ops.extend(pinned.into_iter().map(|path| MountOp::Pin { path }));
     // Parents before children; at one depth, masks and protections last. The sort is
     // stable, so the order above holds otherwise.
     ops.sort_by_key(|op| (depth(op.path()), op.layer()));
@@ -308,7 +348,23 @@ mod tests {
                 mode: 0o700
             }) || depth(Path::new("/home/u")) == depth(Path::new("/run/user/1000"))
         );
-        assert_eq!(plan.absent_protected, vec![work.join(".mcp.json")]);
+        assert_eq!(
+            plan.guarded
+                .iter()
+                .map(|g| g.path.clone())
+                .collect::<Vec<_>>(),
+            vec![work.join(".git/hooks"), work.join(".mcp.json")]
+        );
+        assert!(plan.mounts.contains(&MountOp::Pin {
+            path: work.join(".git")
+        }));
+        assert!(
+            position(&MountOp::Pin {
+                path: work.join(".git")
+            }) < position(&MountOp::Protect {
+                path: work.join(".git/hooks")
+            })
+        );
         assert_eq!(plan.skipped, vec![dir.path().join("absent")]);
         assert!(plan.landlock.write.contains(&work));
         assert!(plan.landlock.read.contains(&PathBuf::from("/usr")));

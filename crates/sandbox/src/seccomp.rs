@@ -504,7 +504,10 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
         arch()?,
     )
     .map_err(|e| SandboxError::CompileSeccomp(Box::new(e)))?;
-    #[allow(unused_mut)]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        expect(unused_mut, reason = "only x86_64 adds a program")
+    )]
     let mut programs = [eperm, clone3, families]
         .into_iter()
         .map(|f| BpfProgram::try_from(f).map_err(|e| SandboxError::CompileSeccomp(Box::new(e))))

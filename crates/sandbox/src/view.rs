@@ -265,6 +265,10 @@ fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), 
         MountOp::Dev => dev(),
         MountOp::MaskFile { path } => bind(Path::new(EMPTY_FILE), &inside(NEW, path)),
         MountOp::MaskDir { path } => bind(Path::new(EMPTY_DIR), &inside(NEW, path)),
+        MountOp::Pin { path } => {
+            let target = inside(NEW, path);
+            bind(&target, &target)
+        }
         MountOp::Protect { path } => {
             let target = inside(NEW, path);
             bind(&target, &target)?;

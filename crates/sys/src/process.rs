@@ -421,6 +421,61 @@ pub fn drop_all_capabilities() -> io::Result<()> {
     })
 }
 
+/// Opens the single name `name` in the directory `dir` without following any symbolic link
+/// or leaving `dir` (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), adding
+/// `O_NOFOLLOW | O_CLOEXEC` to `flags`. With `O_PATH` a trailing link is opened itself.
+///
+/// # Errors
+///
+/// The kernel's refusal: `ELOOP` for a link (without `O_PATH`), `EXDEV` for a name that
+/// leaves `dir`, `ENOSYS` before Linux 5.6.
+pub fn open_beneath(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let name = c_str(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: open_how is a plain struct of integers; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `name` is NUL-terminated and `how` a correctly laid out `struct open_how` whose
+    // size is passed; both outlive the call, which returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Renames `from` to `to`, both names in the directory `dir`, failing if `to` exists
+/// (`renameat2` with `RENAME_NOREPLACE`). Neither name is resolved through a link.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn rename_in(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let from = c_str(from)?;
+    let to = c_str(to)?;
+    // SAFETY: both names are NUL-terminated and outlive the call.
+    check(unsafe {
+        libc::renameat2(
+            dir.as_raw_fd(),
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    })
+}
+
 /// Empties the calling process's supplementary groups (needs `CAP_SETGID`).
 ///
 /// # Errors

@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::cgroup::{Cgroup, Support};
 use cordon_sandbox::grants::{Feature, Grants};
+use cordon_sandbox::guard::{Change, Finding, Guard};
 use cordon_sandbox::launch::{self, Early, LaunchSpec, ProxyEndpoint, Status, SETUP_FAILED};
 use cordon_supervisor::{real_path, Decided, Supervisor};
 use cordon_sys::process as sys;
@@ -31,7 +32,12 @@ use crate::{Cli, Exit};
 /// agent configuration stay read-only. Landlock and a seccomp filter repeat those limits in
 /// the kernel, cgroups cap its processes and memory, and its network namespace has only
 /// loopback and cordon's egress proxy (HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point at it),
-/// which decides every connection. Secret-looking environment variables are removed.
+/// which decides every connection. Only an allowlist of environment variables passes.
+///
+/// The workspace may not be your home, an ancestor of it, /tmp, /var/tmp or /run (nor may
+/// --allow-write name them) unless you pass --unsafe-broad-write. cordon's own configuration
+/// and state stay read-only whether or not they exist; protected paths are compared after
+/// the run, and what the program created, changed or replaced there is moved aside.
 ///
 /// --allow-* and --keep-env are requests: the policy (data.cordon.sandbox) decides what is
 /// granted, and refuses secrets locations whatever is asked. The decision, the grants and
@@ -67,9 +73,16 @@ pub struct ExecCommand {
     #[arg(long, value_name = "HOST[:PORT]")]
     allow_net: Vec<String>,
 
-    /// Ask to keep the environment variable NAME although it looks like a secret
+    /// Ask to keep the environment variable NAME (only an allowlist passes by default: PATH,
+    /// HOME, the locale, the terminal, tool-chain and CA-bundle variables)
     #[arg(long, value_name = "NAME")]
     keep_env: Vec<String>,
+
+    /// Allow a workspace or --allow-write that is your home, an ancestor of it, /tmp,
+    /// /var/tmp, /run or /run/user/*: the agent could then plant what runs outside later
+    /// (shell start-up files, git configuration, autostart entries). Recorded in the audit log
+    #[arg(long)]
+    unsafe_broad_write: bool,
 
     /// Run even when a kernel feature the policy requires is missing (recorded in the audit log)
     #[arg(long)]
@@ -189,6 +202,12 @@ impl ExecCommand {
             }
         };
         tracing::debug!("decided after {:?}", started.elapsed());
+        if !self.dry_run {
+            if let Err(err) = create_own_dirs(&own_paths(&config, &supervisor), &grants.write) {
+                Helper::cancel_if_started(&mut helper);
+                return Err(err);
+            }
+        }
         let (uid, _) = sys::real_ids();
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
         let plan = cordon_sandbox::plan::plan(&grants, &home, uid);
@@ -277,6 +296,8 @@ impl ExecCommand {
         );
         env.push(("NO_PROXY".into(), no_proxy.clone()));
         env.push(("no_proxy".into(), no_proxy));
+        // Protected paths as they are before anything runs; compared after the run.
+        let guard = Guard::record(&plan.guarded);
         let spec = LaunchSpec {
             command,
             cwd: real_path(&cwd),
@@ -343,10 +364,10 @@ impl ExecCommand {
             Err(err) => return Err(launch.refuse(Outcome::Failed, &err.to_string())),
         }
         tracing::debug!("program ended after {:?}", started.elapsed());
-        let created = quarantine_created(&plan.absent_protected);
+        let protected = check_protected(&guard);
         launch.record(
             Outcome::Performed,
-            json!({ "exit_code": exit, "degraded": degraded, "quarantined": created }),
+            json!({ "exit_code": exit, "degraded": degraded, "protected": protected }),
         );
         Ok(Exit::Code(u8::try_from(exit).unwrap_or(255)))
     }
@@ -364,13 +385,15 @@ impl ExecCommand {
         let env_names: Vec<String> = std::env::vars_os()
             .filter_map(|(name, _)| name.into_string().ok())
             .collect();
-        let mut cordon_paths = Vec::new();
-        if let Some(path) = &config.policy.path {
-            cordon_paths.push(real_path(&cordon_supervisor::expand_home(path)));
-        }
-        if let Some(path) = supervisor.audit_path().and_then(Path::parent) {
-            cordon_paths.push(path.to_path_buf());
-        }
+        // Values never reach the policy or the audit log: only the names of variables whose
+        // value carries credentials in a URL.
+        let env_credentials: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let value = value.to_string_lossy();
+                has_url_credentials(&value).then(|| name.into_string().ok())?
+            })
+            .collect();
+        let cordon_paths = own_paths(config, supervisor);
         let mut request = Request {
             action: "launch".into(),
             ..Request::default()
@@ -386,9 +409,11 @@ impl ExecCommand {
                 "write": requested.write,
                 "net": requested.net,
                 "keep_env": self.keep_env,
+                "broad_write": self.unsafe_broad_write,
             }),
         );
         context.insert("env".into(), json!(env_names));
+        context.insert("env_credentials".into(), json!(env_credentials));
         context.insert("kernel".into(), kernel.to_json());
         context.insert("cordon_paths".into(), json!(cordon_paths));
         let capability = Capability::new("sandbox").map_err(refused)?;
@@ -807,33 +832,101 @@ impl TerminalRelay {
     }
 }
 
-/// Protected paths that did not exist at launch cannot be mounted read-only; if the program
-/// created one, it is renamed aside so that the next run does not act on it.
-fn quarantine_created(absent: &[PathBuf]) -> Vec<String> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let mut moved = Vec::new();
-    for path in absent {
-        if fs_err::symlink_metadata(path).is_err() {
+/// cordon's own policy, configuration and state, whether or not they exist yet: an agent
+/// that could write them would set the next run's policy.
+fn own_paths(config: &cordon_supervisor::CordonConfig, supervisor: &Supervisor) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(path) = &config.policy.path {
+        paths.push(real_path(&cordon_supervisor::expand_home(path)));
+    }
+    if let Some(path) = supervisor.audit_path().and_then(Path::parent) {
+        paths.push(path.to_path_buf());
+    }
+    for dir in [
+        dirs::config_dir(),
+        dirs::data_dir(),
+        dirs::cache_dir(),
+        dirs::state_dir(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        paths.push(real_path(&dir).join("cordon"));
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Creates those of cordon's own directories that do not exist yet but lie in a writable
+/// grant, so that the view can hold them read-only instead of letting the agent create them.
+fn create_own_dirs(own: &[PathBuf], writable: &[PathBuf]) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for path in own {
+        if fs_err::symlink_metadata(path).is_ok()
+            || !writable.iter().any(|root| path.starts_with(root))
+        {
             continue;
         }
-        let mut aside = path.clone().into_os_string();
-        aside.push(format!(".cordon-quarantine-{stamp}"));
-        match fs_err::rename(path, &aside) {
-            Ok(()) => {
-                tracing::warn!(
-                    "the program created the protected path `{}`; moved to `{}`",
-                    path.display(),
-                    Path::new(&aside).display()
-                );
-                moved.push(path.display().to_string());
-            }
-            Err(err) => tracing::error!(
-                "the program created the protected path `{}` and it cannot be moved aside: {err}",
-                path.display()
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("cannot create cordon's directory `{}`", path.display()))
+            .map_err(refused)?;
+    }
+    Ok(())
+}
+
+/// Whether `value` holds a URL with a password (`scheme://user:password@host`, or
+/// `scheme://:password@host`).
+fn has_url_credentials(value: &str) -> bool {
+    value.match_indices("://").any(|(at, sep)| {
+        let scheme = &value[..at];
+        let scheme_ok = scheme
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest = &value[at + sep.len()..];
+        let authority = rest
+            .split(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        scheme_ok
+            && authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
+}
+
+/// Compares the protected paths with their state at launch and reports, as a warning each,
+/// what the program created, changed or swapped for a link (and where it was moved).
+fn check_protected(guard: &Guard) -> Vec<Finding> {
+    let findings = guard.check();
+    for finding in &findings {
+        let what = match finding.change {
+            Change::Created => "created",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+            Change::Diverted => "replaced with a link or a file",
+        };
+        match (&finding.moved_to, &finding.error) {
+            (Some(to), _) => tracing::warn!(
+                "the protected path `{}` was {what} during the run; moved to `{}`",
+                finding.path.display(),
+                to.display()
+            ),
+            (None, Some(error)) => tracing::error!(
+                "the protected path `{}` was {what} during the run: {error}",
+                finding.path.display()
+            ),
+            (None, None) => tracing::warn!(
+                "the protected path `{}` was {what} during the run",
+                finding.path.display()
             ),
         }
     }
-    moved
+    findings
 }
 
 /// Runs the sandbox helper (the hidden `cordon __sandbox-helper EARLY`), when the small
@@ -850,5 +943,29 @@ impl SandboxHelperCommand {
         let early: Early = serde_json::from_str(&self.early)
             .context("the sandbox helper's start arguments are malformed")?;
         launch::helper_main(&early)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_credentials_are_found_in_values() {
+        for value in [
+            "redis://:pw@h:6379",
+            "https://u:tok@pypi.example/simple",
+            "postgres://app:s3cret@db/app?sslmode=require",
+            "x git+https://me:ghp_x@github.com/o/r.git",
+        ] {
+            assert!(super::has_url_credentials(value), "{value}");
+        }
+        for value in [
+            "https://pypi.org/simple",
+            "ssh://git@github.com/o/r",
+            "/usr/bin:/bin",
+            "mailto:me@example.org",
+            "https://example.org/a:b@c",
+        ] {
+            assert!(!super::has_url_credentials(value), "{value}");
+        }
     }
 }

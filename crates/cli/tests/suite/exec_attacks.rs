@@ -121,14 +121,20 @@ fn persistence_files_in_home_are_not_changed() {
     assert_eq!(read(&bashrc), "# mine\n");
     assert!(!autostart.exists());
 
-    // Even with the home granted writable, .bashrc stays read-only and a new autostart
-    // entry is moved aside when the program ends.
+    // A writable home is refused unless asked for explicitly; even then .bashrc stays
+    // read-only and a new autostart entry is moved aside when the program ends.
     let home_dir = home.path().display().to_string();
     let out = sandboxed(&home, &["--allow-write", &home_dir], script);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let out = sandboxed(
+        &home,
+        &["--allow-write", &home_dir, "--unsafe-broad-write"],
+        script,
+    );
     assert_eq!(read(&bashrc), "# mine\n", "{}", stderr(&out));
     assert!(!home.path().join(".config/autostart").exists());
     assert!(
-        stderr(&out).contains("created the protected path"),
+        stderr(&out).contains(".config/autostart` was created during the run; moved to"),
         "{}",
         stderr(&out)
     );

@@ -206,3 +206,245 @@ fn vsock_is_not_a_way_past_the_proxy() {
     assert!(!taken, "the sandbox reached the host's vsock space: {line}");
     assert!(line.starts_with("refused 97"), "{line}");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap()
+}
+
+/// `.git/config` is read-only inside, but renaming `.git` carried the read-only mount away
+/// and left a writable copy in its place: the next `git status` outside ran the agent's
+/// `core.fsmonitor`. `.git/commondir` redirected git to a config of the agent's.
+#[test]
+fn renaming_the_parent_of_a_protected_path_does_not_free_it() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    let planted = |work: &std::path::Path| {
+        read(work.join(".git/config")).contains("fsmonitor") || work.join(".git/commondir").exists()
+    };
+    let swap = "mv .git .git.orig && cp -a .git.orig .git && printf '[core]\\n\\tfsmonitor = \"touch owned; false\"\\n' >> .git/config";
+    let out = bare(&home, swap);
+    assert!(
+        planted(&work),
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    fs_err::remove_dir_all(work.join(".git")).unwrap();
+    fs_err::rename(work.join(".git.orig"), work.join(".git")).unwrap();
+
+    let out = sandboxed(&home, &[], swap);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!planted(&work), "{}", stderr(&out));
+    assert!(
+        !work.join(".git.orig").exists(),
+        "the repository was carried away"
+    );
+
+    // No rename needed: a new file git reads.
+    let out = sandboxed(
+        &home,
+        &[],
+        "echo ../.evil > .git/commondir; mkdir -p .git/worktrees/x",
+    );
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".git/commondir` was created during the run; moved to"),
+        "{}",
+        stderr(&out)
+    );
+    let status = git(&work, &["status", "--short"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(!work.join("owned").exists());
+}
+
+/// The quarantine of a protected path followed a link the agent planted: cordon, outside
+/// the sandbox, renamed `~/.ssh/config` for it. Now the link itself is moved.
+#[test]
+fn the_after_run_check_never_follows_a_planted_link() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ssh_config = home.path().join(".ssh/config");
+    fs_err::write(&ssh_config, "Host *").unwrap();
+    let script = format!("ln -s {} .git", home.path().join(".ssh").display());
+    let out = sandboxed(&home, &[], &script);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        read(&ssh_config),
+        "Host *",
+        "a file outside the workspace was moved"
+    );
+    let git_dir = home.workspace().join(".git");
+    assert!(
+        fs_err::symlink_metadata(&git_dir).is_err(),
+        "the planted link is still there"
+    );
+    assert!(
+        stderr(&out).contains("replaced with a link or a file during the run; moved to"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Started from the home directory, the workspace was the whole home: the agent wrote
+/// cordon's own configuration (and with it the next run's policy), shell and git files.
+#[test]
+fn the_home_and_shared_directories_are_not_workspaces() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let mut in_home = exec_script(&home, &[], "sh", "touch planted");
+    in_home.current_dir(home.path());
+    let out = in_home.output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is your home directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!home.path().join("planted").exists());
+    for shared in ["/tmp", "/var/tmp"] {
+        let out = sandboxed(&home, &["--allow-write", shared], "true");
+        assert_eq!(out.status.code(), Some(125), "{shared}: {}", stderr(&out));
+    }
+    // Said explicitly, it runs.
+    let mut in_home = exec_script(&home, &["--unsafe-broad-write"], "sh", "touch planted");
+    in_home.current_dir(home.path());
+    let out = in_home.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(home.path().join("planted").exists());
+}
+
+/// cordon's configuration is protected whether or not it exists, and renaming its parent
+/// does not free it.
+#[test]
+fn cordons_own_configuration_cannot_be_planted() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    // The tests' XDG_CONFIG_HOME.
+    let config = home.path().join("config");
+    fs_err::create_dir_all(&config).unwrap();
+    let script = format!(
+        "mkdir -p {c}/cordon; printf '[policy]\\npath = \"/tmp\"\\n' > {c}/cordon/config.toml; \
+         mv {c}/cordon {c}/cordon.old; mkdir -p {c}/cordon; printf '[policy]\\npath = \"/tmp\"\\n' > {c}/cordon/config.toml",
+        c = config.display()
+    );
+    let planted = || read(config.join("cordon/config.toml")).contains("policy");
+    bare(&home, &script);
+    assert!(
+        planted(),
+        "the attack does not work even without the sandbox"
+    );
+    fs_err::remove_dir_all(config.join("cordon")).unwrap();
+    let _ = fs_err::remove_dir_all(config.join("cordon.old"));
+
+    let flags = ["--allow-write", config.to_str().unwrap()];
+    let out = sandboxed(&home, &flags, &script);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!planted(), "{}", stderr(&out));
+    assert!(!config.join("cordon.old").exists());
+}
+
+/// Credential files the first secrets list missed, readable with the home granted.
+#[test]
+fn more_credential_files_are_masked() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let files = [
+        ".npmrc",
+        ".pypirc",
+        ".cargo/credentials.toml",
+        ".claude/.credentials.json",
+        ".codex/auth.json",
+        ".config/rclone/rclone.conf",
+        ".config/containers/auth.json",
+        ".terraform.d/credentials.tfrc.json",
+        ".m2/settings.xml",
+        ".bash_history",
+    ];
+    for file in files {
+        let path = home.path().join(file);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, format!("token-{file}")).unwrap();
+    }
+    let home_dir = home.path().display().to_string();
+    for file in files {
+        let script = format!("cat \"$HOME/{file}\" > leak");
+        leaks_only_without_sandbox(
+            &home,
+            &["--allow-read", &home_dir],
+            &script,
+            &format!("token-{file}"),
+        );
+    }
+}
+
+/// The environment is an allowlist: names a secret pattern misses, and values carrying
+/// credentials in a URL, stay outside.
+#[test]
+fn only_allowlisted_environment_variables_pass() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let secrets = [
+        ("OPENAI_KEY", "canary-1"),
+        ("SUPABASE_SERVICE_ROLE_KEY", "canary-2"),
+        ("SMTP_PASS", "canary-3"),
+        ("MYSQL_PWD", "canary-4"),
+        ("REDIS_URL", "redis://:canary-5@cache:6379"),
+        ("AZURE_STORAGE_CONNECTION_STRING", "AccountKey=canary-6"),
+        ("SLACK_WEBHOOK_URL", "https://hooks.example/canary-7"),
+        ("SSL_CERT_FILE", "https://u:canary-8@ca.example/bundle"),
+    ];
+    let script = "env > leak";
+    let mut bare = Command::new("sh");
+    bare.args(["-c", script])
+        .current_dir(home.workspace())
+        .env_clear();
+    let mut inside = exec_script(&home, &[], "sh", script);
+    for (name, value) in secrets {
+        bare.env(name, value);
+        inside.env(name, value);
+    }
+    inside.env("LANG", "C.UTF-8").env("TERM", "xterm");
+    reset(&home);
+    bare.output().unwrap();
+    let leaked = read(leak(&home));
+    assert!(secrets.iter().all(|(_, v)| leaked.contains(v)), "{leaked}");
+    reset(&home);
+    let out = inside.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let leaked = read(leak(&home));
+    for (name, value) in secrets {
+        assert!(!leaked.contains(value), "{name} reached the sandbox");
+    }
+    for kept in [
+        "PATH=",
+        "HOME=",
+        "LANG=C.UTF-8",
+        "TERM=xterm",
+        "HTTPS_PROXY=",
+    ] {
+        assert!(
+            leaked.lines().any(|l| l.starts_with(kept)),
+            "{kept} missing: {leaked}"
+        );
+    }
+}

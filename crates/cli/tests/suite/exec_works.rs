@@ -360,33 +360,8 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
     let send = |master: &mut std::fs::File, text: &str| {
         master.write_all(text.as_bytes()).unwrap();
     };
-    // A reader thread hands over what the terminal shows; waits on it are bounded.
-    let reader = {
-        let mut clone = master.try_clone().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = clone.read(&mut buf) {
-                if n == 0
-                    || tx
-                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        rx
-    };
-    let wait_for = |seen: &mut String, expected: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !seen.contains(expected) && Instant::now() < deadline {
-            if let Ok(chunk) = reader.recv_timeout(Duration::from_millis(100)) {
-                seen.push_str(&chunk);
-            }
-        }
-        assert!(seen.contains(expected), "{expected:?} not in {seen:?}");
-    };
+    let reader = terminal_reader(&master);
+    let wait_for = |seen: &mut String, expected: &str| wait_for_text(&reader, seen, expected);
     wait_for(&mut seen, "$ ");
     send(&mut master, "echo $((6*7))\r");
     wait_for(&mut seen, "42");
@@ -416,11 +391,50 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
     );
 }
 
+/// A thread that hands over what the terminal shows, so that waits on it are bounded.
+fn terminal_reader(master: &std::fs::File) -> std::sync::mpsc::Receiver<String> {
+    let mut clone = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = clone.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits at most ten seconds for `expected` to show.
+fn wait_for_text(reader: &std::sync::mpsc::Receiver<String>, seen: &mut String, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(expected) && Instant::now() < deadline {
+        if let Ok(chunk) = reader.recv_timeout(Duration::from_millis(100)) {
+            seen.push_str(&chunk);
+        }
+    }
+    assert!(seen.contains(expected), "{expected:?} not in {seen:?}");
+}
+
 /// `cordon exec -- bash -i` on a pseudo-terminal of the test's own.
 fn interactive_bash(home: &Home) -> (std::os::fd::OwnedFd, KillOnDrop) {
     let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
     let child = home
-        .cordon(&["exec", "--", "bash", "--norc", "--noprofile", "-i"])
+        .cordon(&[
+            "exec",
+            "--keep-env",
+            "PS1",
+            "--",
+            "bash",
+            "--norc",
+            "--noprofile",
+            "-i",
+        ])
         .env("PATH", "/usr/bin:/bin")
         .env("TERM", "dumb")
         .env("PS1", "$ ")
@@ -439,17 +453,24 @@ fn a_terminal_that_hangs_up_ends_the_sandbox() {
     }
     let home = Home::new();
     let (master, mut child) = interactive_bash(&home);
-    let mut reader = std::fs::File::from(master.try_clone().unwrap());
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("$ ") {
-        assert!(Instant::now() < deadline, "no prompt");
+    // A reader that stops (and closes its copy of the terminal) once the prompt shows.
+    let mut clone = std::fs::File::from(master.try_clone().unwrap());
+    let (tx, prompt) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
         let mut buf = [0u8; 256];
-        let n = reader.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-    }
+        while let Ok(n) = clone.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&seen).contains("$ ") {
+                break;
+            }
+        }
+        let _ = tx.send(());
+    });
+    prompt
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no prompt");
     // The person's terminal goes away (every descriptor of its controlling side closed).
-    drop(reader);
     drop(master);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
