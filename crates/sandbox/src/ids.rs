@@ -6,8 +6,9 @@
 //! When cordon runs as root, the program must not be host root: the kernel grants some
 //! things to any process whose effective uid is the global root, whatever its namespace
 //! and capabilities (global sysctls such as `kernel.core_pattern`, root-owned `0600`
-//! files). So the namespace maps its uid and gid 0 to the unprivileged [`ROOT_RUNS_AS`]:
-//! the program still sees itself as root, while to the host it is `nobody`. Only a process
+//! files). So the namespace maps its uid and gid 0 to an unprivileged id of its own
+//! ([`root_runs_as`]): the program still sees itself as root, while to the host it is an id
+//! that owns nothing and that no other process shares (not `nobody`, which daemons use). Only a process
 //! with `CAP_SETUID` in the parent namespace may write such a mapping, and the helper has
 //! left that namespace when it needs one, so before entering the namespaces it forks a
 //! *mapper* that stays behind as host root. The mapper writes the helper's id maps, then
@@ -33,9 +34,19 @@ use std::path::PathBuf;
 use cordon_sys::process::{self as sys, Forked, Pid};
 use serde::{Deserialize, Serialize};
 
-/// The host user and group id the program runs as when cordon runs as root: the
-/// conventional unprivileged `nobody`, which owns nothing. Inside, the program is uid 0.
-pub const ROOT_RUNS_AS: u32 = 65534;
+use crate::plan::Identity;
+
+/// The first of the host ids a root-run sandbox takes, in the high range that container
+/// managers also draw from (systemd-nspawn's `--private-users=pick` above 0x80000).
+pub const ROOT_RUNS_AS_FIRST: u32 = 0x7A00_0000;
+
+/// The host user and group id of the sandbox whose helper is `helper`, when cordon runs as
+/// root: unique among running sandboxes (process ids are), owned by no file (every writable
+/// tree is idmapped, so files are stored as root's) and by no other process. Inside, the
+/// program is uid 0.
+pub fn root_runs_as(helper: Pid) -> u32 {
+    ROOT_RUNS_AS_FIRST + helper.unsigned_abs()
+}
 
 /// The largest message between helper and mapper.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -46,10 +57,40 @@ const OK: &[u8] = b"ok";
 /// One tree of the view, in the order the view attaches them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
-    /// The host path.
+    /// The host path, without links.
     pub path: PathBuf,
     /// Whether the program may write below it (idmapped when cordon runs as root).
     pub writable: bool,
+    /// What the path was when the view was planned.
+    pub identity: Identity,
+}
+
+/// Opens `source` as planned: no link may have appeared in its path, and it must still be
+/// the same file. Otherwise something swapped it after the plan (a race that could make a
+/// privileged opener mount another tree), and the launch stops.
+fn open_planned(source: &Source) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::MetadataExt;
+    let changed = || {
+        format!(
+            "`{}` changed between the decision and the launch (a link or another directory now stands there); refusing to launch",
+            source.path.display()
+        )
+    };
+    let fd = sys::open_no_symlinks(&source.path, libc::O_PATH).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            changed()
+        } else {
+            format!("cannot open `{}`: {e}", source.path.display())
+        }
+    })?;
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect `{}`: {e}", source.path.display()))?;
+    if (meta.dev(), meta.ino()) != (source.identity.dev, source.identity.ino) {
+        return Err(changed());
+    }
+    Ok(file.into())
 }
 
 /// The mapper, seen from the helper.
@@ -82,9 +123,10 @@ impl Mapper {
     /// Empties the helper's supplementary groups (root's groups must not follow the program
     /// into the namespace, where they could no longer be dropped) and forks the mapper.
     /// Call while the helper is single-threaded and still in the host's namespaces.
-    pub(crate) fn start() -> std::io::Result<Mapper> {
+    pub(crate) fn start(own_terminal: bool) -> std::io::Result<Mapper> {
         sys::clear_supplementary_groups()?;
         let helper = std::process::id() as Pid;
+        give_streams(root_runs_as(helper), own_terminal)?;
         let (ours, theirs) = sys::seqpacket_pair()?;
         match sys::fork_single_threaded()? {
             Forked::Child => {
@@ -180,13 +222,40 @@ fn mapper_main(socket: OwnedFd, helper: Pid) -> ! {
     }
 }
 
+/// Pipes, sockets and the pseudo-terminal cordon made for the program (`own_terminal`) on
+/// the standard streams, created by root, are `0600` root's: the program, no longer root,
+/// could still use the descriptors it inherits but not reopen them (`echo > /dev/stderr`,
+/// `curl -o /dev/stdout`). They are handed to its id. Regular files (a redirection to the
+/// person's own file) and any other terminal are left as they are.
+fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let streams = [
+        std::io::stdin().as_fd().try_clone_to_owned(),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+        std::io::stderr().as_fd().try_clone_to_owned(),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let file = std::fs::File::from(stream);
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        let kind = meta.file_type();
+        let terminal = own_terminal && kind.is_char_device() && sys::is_terminal(file.as_fd());
+        if meta.uid() == 0 && (kind.is_fifo() || kind.is_socket() || terminal) {
+            std::os::unix::fs::fchown(&file, Some(id), Some(id))?;
+        }
+    }
+    Ok(())
+}
+
 fn write_maps(helper: Pid) -> Result<(), String> {
-    let line = format!("0 {ROOT_RUNS_AS} 1");
+    let id = root_runs_as(helper);
+    let line = format!("0 {id} 1");
     let proc = PathBuf::from(format!("/proc/{helper}"));
     fs_err::write(proc.join("uid_map"), &line)
         .and_then(|()| fs_err::write(proc.join("setgroups"), "deny"))
         .and_then(|()| fs_err::write(proc.join("gid_map"), &line))
-        .map_err(|e| format!("cannot map root to the unprivileged id {ROOT_RUNS_AS}: {e}"))
+        .map_err(|e| format!("cannot map root to the unprivileged id {id}: {e}"))
 }
 
 /// Opens each source as a detached tree; writable ones idmapped through the helper's user
@@ -196,7 +265,9 @@ fn open_for(helper: Pid, sources: &[Source]) -> Result<Vec<OwnedFd>, String> {
     let userns = fs_err::File::open(&userns_path).map_err(|e| e.to_string())?;
     let mut trees = Vec::with_capacity(sources.len());
     for source in sources {
-        let tree = sys::clone_mount_tree(&source.path)
+        // A writable tree comes without the mounts below it: idmapped, they would become
+        // writable as root too. What is mounted there must be granted on its own.
+        let tree = sys::clone_mount_tree(open_planned(source)?.as_fd(), !source.writable)
             .map_err(|e| format!("cannot open `{}`: {e}", source.path.display()))?;
         if source.writable {
             sys::set_idmap_recursive(tree.as_fd(), userns.file().as_fd()).map_err(|e| {
@@ -223,8 +294,52 @@ pub(crate) fn open_here(sources: &[Source]) -> Result<Vec<OwnedFd>, String> {
     sources
         .iter()
         .map(|source| {
-            sys::clone_mount_tree(&source.path)
+            sys::clone_mount_tree(open_planned(source)?.as_fd(), true)
                 .map_err(|e| format!("cannot open `{}`: {e}", source.path.display()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(path: &std::path::Path) -> Source {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs_err::metadata(path).unwrap();
+        Source {
+            path: path.to_path_buf(),
+            writable: true,
+            identity: Identity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_tree_swapped_after_planning_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("p");
+        let work = parent.join("etc");
+        fs_err::create_dir_all(&work).unwrap();
+        let planned = source(&work);
+        assert!(open_planned(&planned).is_ok());
+        // Another directory of the same name in its place.
+        fs_err::rename(&parent, dir.path().join("p.old")).unwrap();
+        fs_err::create_dir_all(&work).unwrap();
+        let err = open_planned(&planned).unwrap_err();
+        assert!(
+            err.contains("changed between the decision and the launch"),
+            "{err}"
+        );
+        // A link in a parent (`p -> /`): the path now names the host's /etc.
+        fs_err::remove_dir_all(&parent).unwrap();
+        std::os::unix::fs::symlink("/", &parent).unwrap();
+        let err = open_planned(&planned).unwrap_err();
+        assert!(
+            err.contains("changed between the decision and the launch"),
+            "{err}"
+        );
+    }
 }

@@ -152,7 +152,7 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     let mut mapper = if early.uid == 0 {
         Some(try_step!(
             "cannot start the sandbox's id mapper",
-            Mapper::start()
+            Mapper::start(early.terminal)
         ))
     } else {
         None
@@ -272,9 +272,15 @@ fn sources(plan: &Plan) -> Vec<Source> {
     plan.mounts
         .iter()
         .filter_map(|op| match op {
-            MountOp::Bind { path, writable } => Some(Source {
-                path: path.clone(),
+            MountOp::Bind {
+                writable,
+                source,
+                identity,
+                ..
+            } => Some(Source {
+                path: source.clone(),
                 writable: *writable,
+                identity: *identity,
             }),
             _ => None,
         })

@@ -23,6 +23,12 @@ pub enum MountOp {
         path: PathBuf,
         /// Whether the program may write below it.
         writable: bool,
+        /// The same without links, as opened when the view is built: a link found in it
+        /// then, or another file than [`Identity`] says, means it was swapped after
+        /// planning, and the launch stops.
+        source: PathBuf,
+        /// What `source` was when planned.
+        identity: Identity,
     },
     /// An empty, private, writable file system.
     Tmpfs {
@@ -102,6 +108,23 @@ impl MountOp {
     }
 }
 
+/// A file's device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The device.
+    pub dev: u64,
+    /// The inode.
+    pub ino: u64,
+}
+
+/// A granted tree, as planned.
+struct Granted {
+    path: PathBuf,
+    writable: bool,
+    source: PathBuf,
+    identity: Identity,
+}
+
 /// The whole view and its Landlock rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -126,13 +149,66 @@ fn is_below(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
 }
 
+/// The most entries looked at below the writable trees for set-id files.
+const MAX_SCANNED: usize = 1_000_000;
+/// The most set-id files made read-only, one mount each.
+const MAX_SET_ID: usize = 256;
+
+/// Regular files below `root` with a set-user-id or set-group-id bit, or (when `caps`) file
+/// capabilities. The program must not rewrite them: a write through a shared memory mapping
+/// keeps the bits (the kernel drops them only on `write`), so the file would keep running with
+/// its owner's rights on the host. With `one_device`, mounts below `root` are not entered.
+fn set_id_files(root: &Path, caps: bool, one_device: bool) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let device = fs_err::metadata(root).map(|m| m.dev()).ok();
+    let mut found = Vec::new();
+    let mut seen = 0usize;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            seen += 1;
+            if seen > MAX_SCANNED {
+                return Err(format!(
+                    "`{}` holds more than {MAX_SCANNED} entries, too many to check for set-id files before granting it writable; grant a smaller directory",
+                    root.display()
+                ));
+            }
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if !one_device || Some(meta.dev()) == device {
+                    dirs.push(entry.path());
+                }
+            } else if meta.is_file() {
+                let path = entry.path();
+                let set_id = meta.mode() & (libc::S_ISUID | libc::S_ISGID) != 0;
+                if set_id
+                    || (caps && cordon_sys::process::has_file_capabilities(&path).unwrap_or(true))
+                {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Plans the view for `grants`, with a private home at `home` and a private runtime
 /// directory for `uid`.
-pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
+///
+/// # Errors
+///
+/// When a writable tree cannot be checked for set-id files, or holds too many of them.
+pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Result<Plan, String> {
     let mut plan = Plan::default();
     plan.landlock.tcp = grants.tcp.clone();
     let mut ops = Vec::new();
-    let mut binds: Vec<(PathBuf, bool)> = Vec::new();
+    let mut granted: Vec<Granted> = Vec::new();
     for (paths, writable) in [(&grants.read, false), (&grants.write, true)] {
         for path in paths {
             let Ok(meta) = fs_err::symlink_metadata(path) else {
@@ -150,11 +226,24 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
                 }
                 continue;
             }
+            let Some((source, identity)) = identify(path) else {
+                plan.skipped.push(path.clone());
+                continue;
+            };
             // A path granted both ways is writable.
-            binds.retain(|(p, _)| p != path);
-            binds.push((path.clone(), writable));
+            granted.retain(|g| &g.path != path);
+            granted.push(Granted {
+                path: path.clone(),
+                writable,
+                source,
+                identity,
+            });
         }
     }
+    let binds: Vec<(PathBuf, bool)> = granted
+        .iter()
+        .map(|g| (g.path.clone(), g.writable))
+        .collect();
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     let private = [
         (PathBuf::from("/tmp"), 0o1777),
@@ -186,16 +275,18 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
     plan.landlock.write.push(PathBuf::from("/proc/self"));
     plan.landlock.write.push(PathBuf::from("/proc/thread-self"));
     plan.landlock.write.push(PathBuf::from("/dev"));
-    for (path, writable) in &binds {
-        ops.push(MountOp::Bind {
-            path: path.clone(),
-            writable: *writable,
-        });
-        if *writable {
-            plan.landlock.write.push(path.clone());
+    for g in granted {
+        if g.writable {
+            plan.landlock.write.push(g.path.clone());
         } else {
-            plan.landlock.read.push(path.clone());
+            plan.landlock.read.push(g.path.clone());
         }
+        ops.push(MountOp::Bind {
+            path: g.path,
+            writable: g.writable,
+            source: g.source,
+            identity: g.identity,
+        });
     }
 
     let visible = |path: &Path| {
@@ -215,6 +306,21 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
         }
     }
     let writable_roots: Vec<&PathBuf> = binds.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
+    // Set-id files in writable trees stay read-only. Run by root, the trees hold root's files
+    // writable (idmapped), and only root can have set file capabilities: look for those too,
+    // on the tree's own file system (mounts below it are not part of the view).
+    let mut set_id = Vec::new();
+    for root in &writable_roots {
+        set_id.extend(set_id_files(root, uid == 0, uid == 0)?);
+    }
+    if set_id.len() > MAX_SET_ID {
+        return Err(format!(
+            "the writable trees hold {} set-id or capability files (the first: `{}`), more than {MAX_SET_ID} to keep read-only; grant them read-only",
+            set_id.len(),
+            set_id[0].display()
+        ));
+    }
+    ops.extend(set_id.into_iter().map(|path| MountOp::Protect { path }));
     let mut pinned: Vec<PathBuf> = Vec::new();
     for path in &grants.protect {
         // The innermost writable tree holding the path is where it can be changed from.
@@ -261,7 +367,21 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Plan {
     // stable, so the order above holds otherwise.
     ops.sort_by_key(|op| (depth(op.path()), op.layer()));
     plan.mounts = ops;
-    plan
+    Ok(plan)
+}
+
+/// `path` without links, and what it is.
+fn identify(path: &Path) -> Option<(PathBuf, Identity)> {
+    use std::os::unix::fs::MetadataExt;
+    let source = fs_err::canonicalize(path).ok()?;
+    let meta = fs_err::metadata(&source).ok()?;
+    Some((
+        source,
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+    ))
 }
 
 /// The paths a mask entry names: itself when it ends in `/`, else every entry of its
@@ -312,13 +432,16 @@ mod tests {
         fs_err::create_dir_all(work.join(".git/hooks")).unwrap();
         fs_err::write(work.join("key_a"), "a").unwrap();
         fs_err::write(work.join("key_b"), "b").unwrap();
-        let plan = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000);
+        let plan = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000).unwrap();
 
         let position = |op: &MountOp| plan.mounts.iter().position(|o| o == op).unwrap();
-        let bind = position(&MountOp::Bind {
-            path: work.clone(),
-            writable: true,
-        });
+        let bind = plan
+            .mounts
+            .iter()
+            .position(
+                |op| matches!(op, MountOp::Bind { path, writable: true, .. } if path == &work),
+            )
+            .unwrap();
         assert!(
             bind < position(&MountOp::MaskDir {
                 path: work.join(".ssh")
@@ -386,7 +509,7 @@ mod tests {
             write: vec!["/tmp".into()],
             ..Grants::default()
         };
-        let plan = plan(&grants, Path::new("/home/u"), 0);
+        let plan = plan(&grants, Path::new("/home/u"), 0).unwrap();
         assert!(plan.mounts.contains(&MountOp::Symlink {
             path: link,
             target: "target".into()

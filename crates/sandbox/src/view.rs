@@ -187,7 +187,7 @@ pub(crate) fn build(ops: &[MountOp], trees: Vec<OwnedFd>, cwd: &Path) -> Result<
 
 fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), ViewError> {
     match op {
-        MountOp::Bind { path, writable } => {
+        MountOp::Bind { path, writable, .. } => {
             let tree = trees
                 .next()
                 .ok_or_else(|| format!("no tree was opened for `{}`", path.display()))?;

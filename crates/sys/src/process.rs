@@ -208,23 +208,23 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
-/// A detached copy of the mount tree at `path` and everything mounted below it
-/// (`open_tree` with `OPEN_TREE_CLONE | AT_RECURSIVE`), to be attached elsewhere with
-/// [`attach_mount_tree`], possibly in another mount namespace. A symbolic link at `path`
-/// itself is not followed. The caller needs `CAP_SYS_ADMIN` over its mount namespace.
+/// A detached copy of the mount at `tree` (an `O_PATH` descriptor, see [`open_no_symlinks`]),
+/// with every mount below it when `recursive` (`open_tree` with `OPEN_TREE_CLONE`), to be
+/// attached elsewhere with [`attach_mount_tree`], possibly in another mount namespace. The
+/// caller needs `CAP_SYS_ADMIN` over its mount namespace.
 ///
 /// # Errors
 ///
 /// The kernel's refusal (`ENOSYS` before Linux 5.2).
-pub fn clone_mount_tree(path: &Path) -> io::Result<OwnedFd> {
-    let path = c_path(path)?;
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | libc::AT_RECURSIVE as libc::c_uint
-        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
-    // SAFETY: `path` is a NUL-terminated path that outlives the call; open_tree returns a
-    // new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+pub fn clone_mount_tree(tree: BorrowedFd<'_>, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the path is the empty C string (AT_EMPTY_PATH acts on `tree` itself);
+    // open_tree returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, tree.as_raw_fd(), c"".as_ptr(), flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -430,19 +430,48 @@ pub fn drop_all_capabilities() -> io::Result<()> {
 /// The kernel's refusal: `ELOOP` for a link (without `O_PATH`), `EXDEV` for a name that
 /// leaves `dir`, `ENOSYS` before Linux 5.6.
 pub fn open_beneath(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let name = c_str(name)?;
+    openat2(
+        dir.as_raw_fd(),
+        &c_str(name)?,
+        flags,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens the absolute path `path` without following any symbolic link in any of its
+/// components (`openat2` with `RESOLVE_NO_SYMLINKS`), adding `O_NOFOLLOW | O_CLOEXEC` to
+/// `flags`: a path planned as canonical that now holds a link has been tampered with.
+///
+/// # Errors
+///
+/// The kernel's refusal: `ELOOP` when a component is a link, `ENOSYS` before Linux 5.6.
+pub fn open_no_symlinks(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2(
+        libc::AT_FDCWD,
+        &c_path(path)?,
+        flags,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(
+    dir: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: open_how is a plain struct of integers; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `name` is NUL-terminated and `how` a correctly laid out `struct open_how` whose
+    how.resolve = resolve;
+    // SAFETY: `path` is NUL-terminated and `how` a correctly laid out `struct open_how` whose
     // size is passed; both outlive the call, which returns a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            dir.as_raw_fd(),
-            name.as_ptr(),
+            dir,
+            path.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )
@@ -474,6 +503,35 @@ pub fn rename_in(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()
             libc::RENAME_NOREPLACE,
         )
     })
+}
+
+/// Whether the file at `path` (not followed if a link) carries file capabilities (the
+/// `security.capability` extended attribute).
+///
+/// # Errors
+///
+/// The kernel's refusal, but for the attribute's absence or the file system's lack of
+/// extended attributes, which are `Ok(false)`.
+pub fn has_file_capabilities(path: &Path) -> io::Result<bool> {
+    let path = c_path(path)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; a null buffer of size 0
+    // asks only for the attribute's size.
+    let ret = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if ret >= 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA | libc::ENOTSUP) => Ok(false),
+        _ => Err(err),
+    }
 }
 
 /// Empties the calling process's supplementary groups (needs `CAP_SETGID`).

@@ -210,7 +210,13 @@ impl ExecCommand {
         }
         let (uid, _) = sys::real_ids();
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
-        let plan = cordon_sandbox::plan::plan(&grants, &home, uid);
+        let plan = match cordon_sandbox::plan::plan(&grants, &home, uid) {
+            Ok(plan) => plan,
+            Err(why) => {
+                Helper::cancel_if_started(&mut helper);
+                return Err(launch.refuse(Outcome::Refused, &why));
+            }
+        };
         for path in &plan.skipped {
             tracing::debug!("granted `{}` does not exist here; skipped", path.display());
         }

@@ -448,3 +448,57 @@ fn only_allowlisted_environment_variables_pass() {
         );
     }
 }
+
+/// A set-uid file already in the workspace: written through a shared memory mapping, it
+/// keeps its bit (the kernel drops it only on `write`), so the program could leave its own
+/// code there, set-uid to the owner (root, for a root-run cordon).
+#[test]
+fn set_id_files_in_a_writable_tree_cannot_be_rewritten() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let tool = home.workspace().join("tool");
+    let plant = || {
+        fs_err::copy("/bin/true", &tool).unwrap();
+        fs_err::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    };
+    let rewritten = || {
+        fs_err::read(&tool).unwrap().starts_with(b"PLANTED")
+            && fs_err::metadata(&tool).unwrap().mode() & 0o4000 != 0
+    };
+    let script = "python3 -c 'import mmap,os\nfd=os.open(\"tool\",os.O_RDWR); m=mmap.mmap(fd,0); m[:7]=b\"PLANTED\"; m.flush()'";
+    plant();
+    let out = bare(&home, script);
+    assert!(
+        rewritten(),
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    plant();
+    let out = sandboxed(&home, &[], script);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!rewritten(), "{}", stderr(&out));
+    assert_eq!(
+        fs_err::read(&tool).unwrap(),
+        fs_err::read("/bin/true").unwrap()
+    );
+}
+
+/// Run by root, the program is no longer root on the host, yet its standard streams (pipes
+/// made by root) can still be reopened by name.
+#[test]
+fn standard_streams_can_be_reopened_by_name() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let out = sandboxed(
+        &home,
+        &[],
+        "echo to-stderr > /dev/stderr && echo to-stdout > /proc/self/fd/1",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("to-stderr"));
+    assert!(super::common::stdout(&out).contains("to-stdout"));
+}
