@@ -72,13 +72,21 @@ subdomain_matches contains domain if {
 allow_entry := entry if {
 	not allow_by_data
 	some entry in object.get(object.get(input.context, "request", {}), "net", [])
-	entry == sprintf("%s:%d", [input.resource.host, input.resource.port])
+	entry == host_port
 } else := entry if {
 	not allow_by_data
 	not internal
 	some entry in object.get(object.get(input.context, "request", {}), "net", [])
 	entry == input.resource.host
 }
+
+# `host:port` as --allow-net entries are written: an IPv6 address in brackets, so that
+# `::1:8098` (an address) is never `[::1]:8098` (a port of ::1).
+host_port := entry_for(input.resource.host, input.resource.port)
+
+entry_for(host, port) := sprintf("[%s]:%d", [host, port]) if {
+	contains(host, ":")
+} else := sprintf("%s:%d", [host, port])
 
 allow_by_data if data.cordon.settings.net.allow[input.resource.host]
 
@@ -91,7 +99,7 @@ internal if {
 
 named_explicitly if {
 	input.resource.host_is_ip
-	sprintf("%s:%d", [input.resource.host, input.resource.port]) in object.get(object.get(input.context, "request", {}), "net", [])
+	host_port in object.get(object.get(input.context, "request", {}), "net", [])
 }
 
 deny contains msg if {
@@ -105,8 +113,8 @@ deny contains msg if {
 	address.class in {"loopback", "private"}
 	not named_explicitly
 	msg := sprintf(
-		"`%s` resolves to %s, a %s address: an internal address is reachable only when named explicitly with its port (--allow-net %s:%d)",
-		[input.resource.host, address.ip, address.class, address.ip, input.resource.port],
+		"`%s` resolves to %s, a %s address: an internal address is reachable only when named explicitly with its port (--allow-net %s)",
+		[input.resource.host, address.ip, address.class, entry_for(address.ip, input.resource.port)],
 	)
 }
 

@@ -134,3 +134,12 @@ test_exfiltration_shaped_names_are_refused if {
 	plain := object.union(proxied("x.example", 443, public, ["x.example"]), {"resource": {"exfil": {"longest_label": 7, "entropy": 2.5, "unique_subdomains": 2}}})
 	net.decision.allow with input as plain
 }
+
+test_ipv6_host_and_port_stay_apart if {
+	v6 := {"capability": "net", "action": "connect", "resource": {"host": "::1", "port": 8098, "host_is_ip": true, "addresses": [{"ip": "::1", "class": "loopback"}]}}
+	# `::1:8098` names an address (any port), not port 8098 of ::1.
+	not net.decision.allow with input as object.union(v6, {"context": {"request": {"net": ["::1:8098"]}}})
+	net.decision.allow with input as object.union(v6, {"context": {"request": {"net": ["[::1]:8098"]}}})
+	d := net.decision with input as v6
+	d.reasons == ["`::1` resolves to ::1, a loopback address: an internal address is reachable only when named explicitly with its port (--allow-net [::1]:8098)"]
+}

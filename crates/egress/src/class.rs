@@ -40,11 +40,56 @@ impl AddressClass {
     }
 }
 
-/// Classifies `ip` (IPv4-mapped IPv6 addresses as their IPv4 address).
+/// How an IPv6 address carries an IPv4 one.
+enum Embedded {
+    /// Reaches exactly the IPv4 address: mapped (`::ffff:0:0/96`), translated
+    /// (`::ffff:0:0:0/96`), or the well-known NAT64 prefix (`64:ff9b::/96`).
+    Same(std::net::Ipv4Addr),
+    /// Reaches it through a relay or a deprecated form: 6to4 (`2002::/16`) and
+    /// IPv4-compatible (`::/96`) addresses. Internal when the IPv4 address is; otherwise as
+    /// given by `otherwise`.
+    Via(std::net::Ipv4Addr, AddressClass),
+}
+
+fn embedded(v6: std::net::Ipv6Addr) -> Option<Embedded> {
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(Embedded::Same(v4));
+    }
+    match s {
+        [0, 0, 0, 0, 0xffff, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            Some(Embedded::Same(low))
+        }
+        // `::` and `::1` are themselves, not IPv4-compatible addresses.
+        [0, 0, 0, 0, 0, 0, _, _] if u32::from(low) > 1 => {
+            Some(Embedded::Via(low, AddressClass::Reserved))
+        }
+        [0x2002, hi, lo, ..] => Some(Embedded::Via(
+            std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8),
+            AddressClass::Public,
+        )),
+        // Local-use NAT64 (RFC 8215): a translator of this network.
+        [0x64, 0xff9b, 1, ..] => Some(Embedded::Via(low, AddressClass::Private)),
+        _ => None,
+    }
+}
+
+/// Classifies `ip`. An IPv6 address that carries an IPv4 address (mapped, translated,
+/// NAT64, 6to4, IPv4-compatible) is classified by that IPv4 address, so that no spelling of
+/// an internal address passes as public.
 pub fn classify(ip: IpAddr) -> AddressClass {
     let ip = match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match embedded(v6) {
+            Some(Embedded::Same(v4)) => IpAddr::V4(v4),
+            Some(Embedded::Via(v4, otherwise)) => {
+                let class = classify(IpAddr::V4(v4));
+                return if class.is_internal() {
+                    class
+                } else {
+                    otherwise
+                };
+            }
             None => IpAddr::V6(v6),
         },
         v4 => v4,
@@ -95,8 +140,12 @@ pub fn classify(ip: IpAddr) -> AddressClass {
                 AddressClass::LinkLocal
             } else if v6.is_unspecified()
                 || v6.is_multicast()
+                // Documentation.
                 || segments[0] == 0x2001 && segments[1] == 0x0db8
-                || segments[0] == 0x0064 && segments[1] == 0xff9b
+                // Teredo (its client address is obfuscated; a tunnel, never a destination).
+                || segments[0] == 0x2001 && segments[1] == 0
+                // Deprecated site-local.
+                || (segments[0] & 0xffc0) == 0xfec0
             {
                 AddressClass::Reserved
             } else {
@@ -134,6 +183,29 @@ mod tests {
             ("255.255.255.255", AddressClass::Reserved),
             ("224.0.0.1", AddressClass::Reserved),
             ("::", AddressClass::Reserved),
+            // IPv4 carried in IPv6.
+            ("::7f00:1", AddressClass::Loopback),
+            ("::127.0.0.1", AddressClass::Loopback),
+            ("::8.8.8.8", AddressClass::Reserved),
+            ("::ffff:0:127.0.0.1", AddressClass::Loopback),
+            ("::ffff:0:a9fe:a9fe", AddressClass::Metadata),
+            ("2002:7f00:1::1", AddressClass::Loopback),
+            ("2002:a9fe:a9fe::", AddressClass::Metadata),
+            ("2002:0a00:0001::1", AddressClass::Private),
+            ("2002:0808:0808::1", AddressClass::Public),
+            ("64:ff9b::127.0.0.1", AddressClass::Loopback),
+            ("64:ff9b::10.0.0.1", AddressClass::Private),
+            ("64:ff9b::8.8.8.8", AddressClass::Public),
+            ("64:ff9b:1::7f00:1", AddressClass::Loopback),
+            ("64:ff9b:1::808:808", AddressClass::Private),
+            ("2001::1", AddressClass::Reserved),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                AddressClass::Reserved,
+            ),
+            ("fec0::1", AddressClass::Reserved),
+            ("2001:db8::1", AddressClass::Reserved),
+            ("2606:4700::1111", AddressClass::Public),
         ] {
             assert_eq!(classify(ip.parse().unwrap()), class, "{ip}");
         }

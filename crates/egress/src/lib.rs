@@ -84,7 +84,12 @@ pub fn normalize_allow_entry(entry: &str) -> Result<String, String> {
     if has_port {
         let (host, port) = host::parse_authority(entry, None)
             .map_err(|e| format!("--allow-net `{entry}`: {e}"))?;
-        Ok(format!("{}:{port}", host.as_policy_string()))
+        // An IPv6 address keeps its brackets, so that `[::1]:8098` (a port of ::1) and
+        // `::1:8098` (an address, any port) never compare equal.
+        Ok(match host {
+            Host::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            host => format!("{}:{port}", host.as_policy_string()),
+        })
     } else {
         let host = Host::parse(entry).map_err(|e| format!("--allow-net `{entry}`: {e}"))?;
         Ok(host.as_policy_string())
@@ -381,5 +386,28 @@ impl Proxy {
         tokio::task::spawn_blocking(move || {
             gate.cut(action, resource, context, &decision, &reason)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn allow_entries_keep_ipv6_hosts_and_ports_apart() {
+        assert_eq!(
+            super::normalize_allow_entry("[::1]:8098").unwrap(),
+            "[::1]:8098"
+        );
+        assert_eq!(
+            super::normalize_allow_entry("::1:8098").unwrap(),
+            "::1:8098"
+        );
+        assert_eq!(
+            super::normalize_allow_entry("127.1:80").unwrap(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            super::normalize_allow_entry("Example.ORG").unwrap(),
+            "example.org"
+        );
     }
 }

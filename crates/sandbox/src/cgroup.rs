@@ -77,6 +77,29 @@ impl Support {
         }
     }
 
+    /// Whether [`Cgroup::create`] could work, changing nothing: the controllers exist and
+    /// cordon may create cgroups below its own (for `--dry-run`).
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Cgroup`] saying what is missing.
+    pub fn check(&self) -> Result<(), SandboxError> {
+        let dirs: Vec<&Path> = match self {
+            Support::None => return Err(SandboxError::Cgroup(self.describe())),
+            Support::V2 { dir, .. } => vec![dir],
+            Support::V1 { pids, memory } => vec![pids, memory],
+        };
+        for dir in dirs {
+            if !cordon_sys::process::may_create_in(dir) {
+                return Err(SandboxError::Cgroup(format!(
+                    "cordon may not create cgroups in `{}`",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// One line for people: what was found.
     pub fn describe(&self) -> String {
         match self {

@@ -534,6 +534,16 @@ pub fn has_file_capabilities(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Whether the calling process may create entries in the directory `path` (`access` with
+/// `W_OK | X_OK`, by the real ids).
+pub fn may_create_in(path: &Path) -> bool {
+    let Ok(path) = c_path(path) else {
+        return false;
+    };
+    // SAFETY: `path` is a NUL-terminated path that outlives the call.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
 /// Empties the calling process's supplementary groups (needs `CAP_SETGID`).
 ///
 /// # Errors

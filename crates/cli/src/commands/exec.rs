@@ -239,9 +239,8 @@ impl ExecCommand {
         if wants_caps {
             let capped = match &mut helper {
                 Some(helper) => helper.cap(&grants.limits),
-                None => Cgroup::create(&kernel.cgroups, &cordon_sandbox::cgroup::unique_name())
-                    .map(Cgroup::remove)
-                    .map_err(|e| e.to_string()),
+                // A dry run changes nothing: it only checks cgroups could be made.
+                None => kernel.cgroups.check().map_err(|e| e.to_string()),
             };
             if let Err(why) = capped {
                 missing.push((

@@ -502,3 +502,76 @@ fn standard_streams_can_be_reopened_by_name() {
     assert!(stderr(&out).contains("to-stderr"));
     assert!(super::common::stdout(&out).contains("to-stdout"));
 }
+
+/// The cgroup directory `cordon exec` started from here would create its cgroups in.
+fn own_pids_cgroup() -> std::path::PathBuf {
+    let own = fs_err::read_to_string("/proc/self/cgroup").unwrap();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            return std::path::Path::new("/sys/fs/cgroup/pids").join(path);
+        }
+        if controllers.is_empty() {
+            return std::path::Path::new("/sys/fs/cgroup").join(path);
+        }
+    }
+    panic!("no pids cgroup in {own}");
+}
+
+/// Runs `cordon exec FLAGS -- true` while watching the cgroup directory it would use; the
+/// names of the cgroups it created (`cordon-PID-*`).
+fn cgroups_created_by(home: &Home, flags: &[&str]) -> Vec<String> {
+    let watcher = "import ctypes,os,select,struct,sys\nlibc=ctypes.CDLL(None,use_errno=True)\nfd=libc.inotify_init1(0)\nassert libc.inotify_add_watch(fd,sys.argv[1].encode(),0x100)>=0\nprint('ready',flush=True)\nwhile True:\n    r,_,_=select.select([fd,sys.stdin],[],[],20)\n    if not r: break\n    if fd in r:\n        d=os.read(fd,65536); i=0\n        while i<len(d):\n            _,_,_,n=struct.unpack_from('iIII',d,i); print(d[i+16:i+16+n].rstrip(b'\\0').decode(),flush=True); i+=16+n\n    if sys.stdin in r and not sys.stdin.readline(): break";
+    let mut watch = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", watcher, own_pids_cgroup().to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(watch.0.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let mut args = vec!["exec"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "true"]);
+    let child = home
+        .cordon(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(watch.0.stdin.take());
+    let prefix = format!("cordon-{pid}-");
+    lines
+        .map_while(Result::ok)
+        .filter(|name| name.starts_with(&prefix))
+        .collect()
+}
+
+/// A dry run changes nothing: not even a cgroup made and removed.
+#[test]
+fn a_dry_run_creates_no_cgroup() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    assert!(
+        !cgroups_created_by(&home, &[]).is_empty(),
+        "a real run creates cgroups, so the watch works"
+    );
+    assert_eq!(
+        cgroups_created_by(&home, &["--dry-run"]),
+        Vec::<String>::new()
+    );
+}
