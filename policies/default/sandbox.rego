@@ -63,6 +63,32 @@ deny contains msg if {
 	msg := sprintf("`%s` is or holds a system directory: sandboxes may read it, never write it", [path])
 }
 
+# Sockets of the session and the system (the session bus, ssh and gpg agents, the display,
+# terminal multiplexers, container engines) live in these directories: a read-only grant does
+# not stop `connect`, and each is a way out. Refused, as is any ancestor of them unless the
+# person passes --unsafe-broad-write (sockets found at launch are then masked, but one made
+# later would be reachable).
+deny contains msg if {
+	some path in array.concat(requested.read, requested.write)
+	socket_dir(path)
+	msg := sprintf("`%s` holds the sockets of other programs (session bus, agents, display, container engines): a sandbox may not reach them", [path])
+}
+
+deny contains msg if {
+	some path in array.concat(requested.read, requested.write)
+	not socket_dir(path)
+	holds_socket_dir(path)
+	not requested.broad_write
+	msg := sprintf("`%s` holds the sockets of other programs (session bus, agents, display, container engines): grant a directory below it, or pass --unsafe-broad-write", [path])
+}
+
+socket_dir(path) if strings.any_prefix_match(concat("", [path, "/"]), settings.socket_dirs)
+
+holds_socket_dir(path) if {
+	some dir in settings.socket_dirs
+	startswith(dir, concat("", [trim_suffix(path, "/"), "/"]))
+}
+
 # A writable home (or an ancestor of it) lets the agent plant what runs outside later: shell
 # start-up files, git and editor configuration, autostart entries, cordon's own configuration.
 # Shared temporary and runtime directories hold other programs' sockets and files. Neither is

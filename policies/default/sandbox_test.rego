@@ -130,3 +130,12 @@ test_environment_is_an_allowlist if {
 	}})
 	d.grants.env == ["LANG", "LC_ALL", "MY_TOOL_FLAG", "PATH"]
 }
+
+test_socket_directories_are_refused if {
+	every path in ["/run", "/run/user/1000", "/var/run/docker.sock", "/tmp/.X11-unix", "/tmp/ssh-XXXX/agent.1", "/tmp/tmux-1000", "/tmp", "/"] {
+		not sandbox.decision.allow with input as launch({"read": [path]})
+	}
+	d := sandbox.decision with input as launch({"read": ["/run/user/1000"]})
+	d.reasons == ["`/run/user/1000` holds the sockets of other programs (session bus, agents, display, container engines): a sandbox may not reach them"]
+	sandbox.decision.allow with input as launch({"read": ["/tmp/build-cache"]})
+}

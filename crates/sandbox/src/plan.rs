@@ -154,14 +154,23 @@ const MAX_SCANNED: usize = 1_000_000;
 /// The most set-id files made read-only, one mount each.
 const MAX_SET_ID: usize = 256;
 
-/// Regular files below `root` with a set-user-id or set-group-id bit, or (when `caps`) file
-/// capabilities. The program must not rewrite them: a write through a shared memory mapping
-/// keeps the bits (the kernel drops them only on `write`), so the file would keep running with
-/// its owner's rights on the host. With `one_device`, mounts below `root` are not entered.
-fn set_id_files(root: &Path, caps: bool, one_device: bool) -> Result<Vec<PathBuf>, String> {
-    use std::os::unix::fs::MetadataExt;
+/// What a walk of a granted tree found.
+#[derive(Default)]
+struct Found {
+    /// Regular files with a set-user-id or set-group-id bit, or (when asked) file
+    /// capabilities. The program must not rewrite them: a write through a shared memory
+    /// mapping keeps the bits (the kernel drops them only on `write`), so the file would keep
+    /// running with its owner's rights on the host.
+    set_id: Vec<PathBuf>,
+    /// Unix sockets: a read-only mount does not stop `connect`, and a socket of the host
+    /// (an agent, a multiplexer, a display server) is a way out of the sandbox.
+    sockets: Vec<PathBuf>,
+}
+
+/// Walks `root` (not following links; with `one_device`, not entering mounts below it).
+fn walk(root: &Path, caps: bool, one_device: bool, found: &mut Found) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let device = fs_err::metadata(root).map(|m| m.dev()).ok();
-    let mut found = Vec::new();
     let mut seen = 0usize;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -172,39 +181,42 @@ fn set_id_files(root: &Path, caps: bool, one_device: bool) -> Result<Vec<PathBuf
             seen += 1;
             if seen > MAX_SCANNED {
                 return Err(format!(
-                    "`{}` holds more than {MAX_SCANNED} entries, too many to check for set-id files before granting it writable; grant a smaller directory",
+                    "`{}` holds more than {MAX_SCANNED} entries, too many to check for set-id files and sockets before granting it; grant a smaller directory",
                     root.display()
                 ));
             }
             let Ok(meta) = entry.metadata() else {
                 continue;
             };
-            if meta.is_dir() {
+            let kind = meta.file_type();
+            if kind.is_dir() {
                 if !one_device || Some(meta.dev()) == device {
                     dirs.push(entry.path());
                 }
-            } else if meta.is_file() {
+            } else if kind.is_socket() {
+                found.sockets.push(entry.path());
+            } else if kind.is_file() {
                 let path = entry.path();
                 let set_id = meta.mode() & (libc::S_ISUID | libc::S_ISGID) != 0;
                 if set_id
                     || (caps && cordon_sys::process::has_file_capabilities(&path).unwrap_or(true))
                 {
-                    found.push(path);
+                    found.set_id.push(path);
                 }
             }
         }
     }
-    found.sort();
-    Ok(found)
+    Ok(())
 }
 
 /// Plans the view for `grants`, with a private home at `home` and a private runtime
-/// directory for `uid`.
+/// directory for `uid`. Writable trees and the read grants in `scan` (those the person asked
+/// for; system directories are not walked) are searched for set-id files and sockets.
 ///
 /// # Errors
 ///
-/// When a writable tree cannot be checked for set-id files, or holds too many of them.
-pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Result<Plan, String> {
+/// When a tree is too large to search, or holds too many set-id files.
+pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<Plan, String> {
     let mut plan = Plan::default();
     plan.landlock.tcp = grants.tcp.clone();
     let mut ops = Vec::new();
@@ -309,10 +321,27 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32) -> Result<Plan, String> {
     // Set-id files in writable trees stay read-only. Run by root, the trees hold root's files
     // writable (idmapped), and only root can have set file capabilities: look for those too,
     // on the tree's own file system (mounts below it are not part of the view).
-    let mut set_id = Vec::new();
+    let mut found = Found::default();
     for root in &writable_roots {
-        set_id.extend(set_id_files(root, uid == 0, uid == 0)?);
+        walk(root, uid == 0, uid == 0, &mut found)?;
     }
+    for root in scan {
+        let granted_read = binds.iter().any(|(p, w)| p == root && !w);
+        if granted_read {
+            let mut read_only = Found::default();
+            walk(root, false, false, &mut read_only)?;
+            found.sockets.extend(read_only.sockets);
+        }
+    }
+    let set_id = found.set_id;
+    found.sockets.sort();
+    found.sockets.dedup();
+    ops.extend(
+        found
+            .sockets
+            .into_iter()
+            .map(|path| MountOp::MaskFile { path }),
+    );
     if set_id.len() > MAX_SET_ID {
         return Err(format!(
             "the writable trees hold {} set-id or capability files (the first: `{}`), more than {MAX_SET_ID} to keep read-only; grant them read-only",
@@ -432,7 +461,7 @@ mod tests {
         fs_err::create_dir_all(work.join(".git/hooks")).unwrap();
         fs_err::write(work.join("key_a"), "a").unwrap();
         fs_err::write(work.join("key_b"), "b").unwrap();
-        let plan = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000).unwrap();
+        let plan = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000, &[]).unwrap();
 
         let position = |op: &MountOp| plan.mounts.iter().position(|o| o == op).unwrap();
         let bind = plan
@@ -509,7 +538,7 @@ mod tests {
             write: vec!["/tmp".into()],
             ..Grants::default()
         };
-        let plan = plan(&grants, Path::new("/home/u"), 0).unwrap();
+        let plan = plan(&grants, Path::new("/home/u"), 0, &[]).unwrap();
         assert!(plan.mounts.contains(&MountOp::Symlink {
             path: link,
             target: "target".into()

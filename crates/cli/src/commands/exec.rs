@@ -192,6 +192,7 @@ impl ExecCommand {
             }
         };
         tracing::debug!("policy loaded after {:?}", started.elapsed());
+        let scan = read.clone();
         let requested = Requested { read, write, net };
         let decided = self.decide(&supervisor, &config, &command, &cwd, requested, &kernel);
         let (mut launch, grants) = match decided {
@@ -210,7 +211,7 @@ impl ExecCommand {
         }
         let (uid, _) = sys::real_ids();
         let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
-        let plan = match cordon_sandbox::plan::plan(&grants, &home, uid) {
+        let plan = match cordon_sandbox::plan::plan(&grants, &home, uid, &scan) {
             Ok(plan) => plan,
             Err(why) => {
                 Helper::cancel_if_started(&mut helper);

@@ -575,3 +575,69 @@ fn a_dry_run_creates_no_cgroup() {
         Vec::<String>::new()
     );
 }
+
+/// Unix sockets of the host inside granted trees (an agent's socket in a directory the
+/// person grants, a multiplexer's socket in the workspace): a read-only mount does not stop
+/// `connect`. Each is masked; socket directories such as /run/user/N are refused.
+#[test]
+fn host_unix_sockets_in_granted_trees_are_unreachable() {
+    use std::io::Read as _;
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let shared = home.path().join("shared");
+    fs_err::create_dir_all(shared.join("agent-1")).unwrap();
+    let in_read_grant = shared.join("agent-1/agent.sock");
+    let in_workspace = home.workspace().join(".mux.sock");
+    let listeners = [
+        std::os::unix::net::UnixListener::bind(&in_read_grant).unwrap(),
+        std::os::unix::net::UnixListener::bind(&in_workspace).unwrap(),
+    ];
+    let script = format!(
+        "python3 -c \"
+import socket
+for a in ['{}', '{}']:
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(a); s.sendall(b'canary'); s.close()
+    except OSError as e: print(a, e)
+\"",
+        in_read_grant.display(),
+        in_workspace.display()
+    );
+    let received = |listener: &std::os::unix::net::UnixListener| {
+        listener.set_nonblocking(true).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                let mut text = String::new();
+                let _ = stream.read_to_string(&mut text);
+                text
+            }
+            Err(_) => String::new(),
+        }
+    };
+    bare(&home, &script);
+    for listener in &listeners {
+        assert_eq!(
+            received(listener),
+            "canary",
+            "the attack does not work even without the sandbox"
+        );
+    }
+    let flags = ["--allow-read", shared.to_str().unwrap()];
+    let out = sandboxed(&home, &flags, &script);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    for listener in &listeners {
+        assert_eq!(received(listener), "", "{}", super::common::stdout(&out));
+    }
+    // The runtime directory of a desktop session is refused outright.
+    let out = sandboxed(&home, &["--allow-read", "/run"], "true");
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds the sockets of other programs"),
+        "{}",
+        stderr(&out)
+    );
+}
