@@ -304,19 +304,48 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     let visible = |path: &Path| {
         binds.iter().any(|(root, _)| is_below(path, root)) || is_below(path, Path::new("/proc"))
     };
+    let mut masked: Vec<PathBuf> = Vec::new();
     for entry in &grants.mask {
         for path in expand_mask(entry) {
-            if !visible(&path) {
+            // A secret that is a link (`~/.ssh -> dotfiles/ssh`) is masked where it leads.
+            let path = match fs_err::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => match fs_err::canonicalize(&path) {
+                    Ok(target) => target,
+                    Err(_) => continue,
+                },
+                _ => path,
+            };
+            if !visible(&path) || masked.contains(&path) {
                 continue;
             }
             match fs_err::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => ops.push(MountOp::MaskDir { path }),
-                Ok(meta) if meta.file_type().is_symlink() => {}
-                Ok(_) => ops.push(MountOp::MaskFile { path }),
+                Ok(meta) if meta.is_dir() => ops.push(MountOp::MaskDir { path: path.clone() }),
+                Ok(_) => ops.push(MountOp::MaskFile { path: path.clone() }),
                 Err(_) => {}
             }
+            masked.push(path);
         }
     }
+    // A secret location inside a read-only grant that does not exist yet (or is replaced
+    // later) would show through the grant once the person creates it (`aws configure` while
+    // the agent runs). Landlock is told the grant less the secrets instead: a rule for each
+    // entry beside them, none for them, so whatever appears later in their place is denied.
+    let secrets: Vec<PathBuf> = grants
+        .mask
+        .iter()
+        .filter_map(|entry| entry.strip_suffix('/'))
+        .map(PathBuf::from)
+        .chain(masked)
+        .collect();
+    let mut read_rules = Vec::new();
+    for path in std::mem::take(&mut plan.landlock.read) {
+        if binds.iter().any(|(p, w)| p == &path && !w) {
+            read_rules.extend(without_secrets(&path, &secrets));
+        } else {
+            read_rules.push(path);
+        }
+    }
+    plan.landlock.read = read_rules;
     let writable_roots: Vec<&PathBuf> = binds.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
     // Set-id files in writable trees stay read-only. Run by root, the trees hold root's files
     // writable (idmapped), and only root can have set file capabilities: look for those too,
@@ -397,6 +426,37 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     ops.sort_by_key(|op| (depth(op.path()), op.layer()));
     plan.mounts = ops;
     Ok(plan)
+}
+
+/// Landlock read rules for `root` less every path in `secrets`: `root` itself when no secret
+/// lies below it, else a rule for each entry of it that is not a secret (recursively where a
+/// secret lies deeper). Links among the entries get no rule: what they lead to is granted, or
+/// not, on its own.
+fn without_secrets(root: &Path, secrets: &[PathBuf]) -> Vec<PathBuf> {
+    let below: Vec<&PathBuf> = secrets
+        .iter()
+        .filter(|s| is_below(s, root) && s.as_path() != root)
+        .collect();
+    if below.is_empty() {
+        return vec![root.to_path_buf()];
+    }
+    let Ok(entries) = fs_err::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    let mut children: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    children.sort();
+    for child in children {
+        if below.iter().any(|s| s.as_path() == child) {
+            continue;
+        }
+        match fs_err::symlink_metadata(&child) {
+            Ok(meta) if meta.file_type().is_symlink() => continue,
+            Ok(_) => rules.extend(without_secrets(&child, secrets)),
+            Err(_) => continue,
+        }
+    }
+    rules
 }
 
 /// `path` without links, and what it is.

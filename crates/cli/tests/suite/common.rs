@@ -11,7 +11,16 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::with_dir(tempfile::tempdir().unwrap())
+    }
+
+    /// A home outside /tmp (as a person's is): the sandbox's private /tmp would otherwise
+    /// lie above it.
+    pub fn outside_tmp() -> Self {
+        Self::with_dir(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
+    }
+
+    fn with_dir(dir: tempfile::TempDir) -> Self {
         let home = Self { dir };
         fs_err::create_dir_all(home.workspace()).unwrap();
         fs_err::create_dir_all(home.path().join(".ssh")).unwrap();

@@ -641,3 +641,59 @@ for a in ['{}', '{}']:
         stderr(&out)
     );
 }
+
+/// A secret that is a link (dotfiles managers: `~/.ssh -> dotfiles/ssh`) was not masked,
+/// and a secret created while the program ran showed through a granted home.
+#[test]
+fn linked_and_late_secrets_in_a_granted_home_stay_hidden() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::outside_tmp();
+    let root = home.path();
+    // The fixture's real ~/.ssh becomes a link into dotfiles.
+    fs_err::remove_dir_all(root.join(".ssh")).unwrap();
+    fs_err::create_dir_all(root.join("dotfiles/ssh")).unwrap();
+    fs_err::write(root.join("dotfiles/ssh/id_ed25519"), "LINKED KEY").unwrap();
+    std::os::unix::fs::symlink("dotfiles/ssh", root.join(".ssh")).unwrap();
+    let home_dir = root.display().to_string();
+    let flags = ["--allow-read", home_dir.as_str()];
+    leaks_only_without_sandbox(
+        &home,
+        &flags,
+        "cat \"$HOME/.ssh/id_ed25519\" > leak",
+        "LINKED KEY",
+    );
+
+    // Created after launch: the script waits for it (at most five seconds).
+    let script = "for i in $(seq 50); do [ -e \"$HOME/.aws/credentials\" ] && break; sleep 0.1; done; cat \"$HOME/.aws/credentials\" > leak";
+    let late = |run: &dyn Fn() -> std::process::Output| {
+        reset(&home);
+        let _ = fs_err::remove_dir_all(root.join(".aws"));
+        let writer = {
+            let aws = root.join(".aws");
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(700));
+                fs_err::create_dir_all(&aws).unwrap();
+                fs_err::write(aws.join("credentials"), "LATE SECRET").unwrap();
+            })
+        };
+        let out = run();
+        writer.join().unwrap();
+        (read(leak(&home)), out)
+    };
+    let (leaked, out) = late(&|| bare(&home, script));
+    assert!(
+        leaked.contains("LATE SECRET"),
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    let (leaked, out) = late(&|| sandboxed(&home, &flags, script));
+    assert!(!leaked.contains("LATE SECRET"), "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    // The rest of the home is readable.
+    fs_err::write(root.join("notes.txt"), "PUBLIC").unwrap();
+    reset(&home);
+    let out = sandboxed(&home, &flags, "cat \"$HOME/notes.txt\" > leak");
+    assert_eq!(read(leak(&home)), "PUBLIC", "{}", stderr(&out));
+}
