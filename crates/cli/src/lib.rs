@@ -13,6 +13,7 @@ mod commands;
 mod exit;
 mod logging;
 mod report;
+mod terminal_filter;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

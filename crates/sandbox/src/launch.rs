@@ -45,7 +45,7 @@ pub struct Early {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
-    /// Whether standard input is a pseudo-terminal the program should control.
+    /// Whether a standard stream is a pseudo-terminal the program should control.
     pub terminal: bool,
     /// The descriptor of the status pipe's write end.
     pub status_fd: i32,
@@ -362,8 +362,14 @@ fn run(program: &Program<'_>, status: OwnedFd, saved: &sys::SavedSignalMask) -> 
         sys::restore_signal_mask(saved).map_err(|e| format!("cannot restore signals: {e}"))?;
         sys::new_session().map_err(|e| format!("cannot start a session: {e}"))?;
         if program.terminal {
-            let stdin = std::io::stdin();
-            sys::set_controlling_terminal(stdin.as_fd())
+            // The pseudo-terminal stands in for whichever standard streams were terminals.
+            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+            let streams = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+            let terminal = streams
+                .into_iter()
+                .find(|fd| sys::is_terminal(*fd))
+                .ok_or("the sandbox's pseudo-terminal is not on any standard stream")?;
+            sys::set_controlling_terminal(terminal)
                 .map_err(|e| format!("cannot take the terminal: {e}"))?;
         }
         sys::set_cloexec_from(3).map_err(|e| format!("cannot close inherited descriptors: {e}"))?;

@@ -43,8 +43,10 @@ use crate::{Cli, Exit};
 /// granted, and refuses secrets locations whatever is asked. The decision, the grants and
 /// the outcome are recorded in the audit log.
 ///
-/// When standard input and output are a terminal, the program gets a pseudo-terminal of
-/// its own, so interactive shells work while nothing can be typed into yours.
+/// When any standard stream is a terminal, the program gets a pseudo-terminal of its own in
+/// its place, so interactive shells work while nothing can be typed into yours and nothing
+/// read from it; escape sequences that would write your clipboard (OSC 52) or make your
+/// terminal answer are removed from its output.
 ///
 /// Exit status: the program's (128+N when killed by signal N); 125 when cordon refused or
 /// could not set up the sandbox; 126 when the program cannot be executed; 127 when it is
@@ -478,11 +480,11 @@ impl Helper {
                 Ok(cgroup) => (Some(cgroup), None),
                 Err(err) => (None, Some(err.to_string())),
             };
-        let terminal = {
-            let stdin = std::io::stdin();
-            let stdout = std::io::stdout();
-            sys::is_terminal(stdin.as_fd()) && sys::is_terminal(stdout.as_fd())
-        };
+        // Any standard stream on a terminal is replaced by the program's own pseudo-terminal:
+        // the person's terminal is never handed to it (it could read what is typed there, and
+        // change its modes).
+        let on_terminal = streams_on_terminal();
+        let terminal = on_terminal.iter().any(|t| *t);
         let pty = if terminal {
             Some(
                 sys::open_pseudo_terminal()
@@ -544,7 +546,7 @@ impl Helper {
         };
         command.arg(early).env_clear();
         if let Some((_, slave)) = &pty {
-            for stream in 0..3 {
+            for stream in (0..3).filter(|&s| on_terminal[s]) {
                 let fd = slave.try_clone().context("cannot share the terminal")?;
                 match stream {
                     0 => command.stdin(Stdio::from(fd)),
@@ -774,9 +776,7 @@ fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd>>) {
     std::thread::spawn(move || {
         for signal in signals.forever() {
             match (&master, signal) {
-                (Some(master), libc::SIGWINCH) => {
-                    let _ = sys::copy_window_size(std::io::stdin().as_fd(), master.as_fd());
-                }
+                (Some(master), libc::SIGWINCH) => copy_window_size_to(master),
                 _ => {
                     let _ = sys::kill(helper, signal);
                 }
@@ -785,8 +785,29 @@ fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd>>) {
     });
 }
 
-/// Copies keys to the program's pseudo-terminal and its output back, with the person's
-/// terminal in raw mode meanwhile.
+/// Which of standard input, output and error are terminals.
+fn streams_on_terminal() -> [bool; 3] {
+    [
+        sys::is_terminal(std::io::stdin().as_fd()),
+        sys::is_terminal(std::io::stdout().as_fd()),
+        sys::is_terminal(std::io::stderr().as_fd()),
+    ]
+}
+
+/// Copies the window size of the person's terminal (the first standard stream that is one)
+/// to the program's.
+fn copy_window_size_to(master: &OwnedFd) {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let streams = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+    let terminal = streams.into_iter().find(|fd| sys::is_terminal(*fd));
+    if let Some(terminal) = terminal {
+        let _ = sys::copy_window_size(terminal, master.as_fd());
+    }
+}
+
+/// Copies keys to the program's pseudo-terminal (when standard input is the person's
+/// terminal, put in raw mode meanwhile) and its output back, less the escape sequences a
+/// program may not send the person's terminal ([`crate::terminal_filter`]).
 struct TerminalRelay {
     master: std::sync::Arc<OwnedFd>,
     saved: Option<sys::TerminalMode>,
@@ -795,30 +816,53 @@ struct TerminalRelay {
 
 impl TerminalRelay {
     fn start(master: OwnedFd, helper: i32) -> Self {
-        let stdin = std::io::stdin();
-        let _ = sys::copy_window_size(stdin.as_fd(), master.as_fd());
-        let saved = sys::make_raw(stdin.as_fd()).ok();
+        let [stdin_is_terminal, stdout_is_terminal, _] = streams_on_terminal();
+        copy_window_size_to(&master);
+        let saved = if stdin_is_terminal {
+            sys::make_raw(std::io::stdin().as_fd()).ok()
+        } else {
+            None
+        };
         let master = std::sync::Arc::new(master);
-        let input = master.clone();
-        std::thread::spawn(move || {
-            let stdin = std::io::stdin().as_fd().try_clone_to_owned();
-            if let (Ok(fd), Ok(stdin)) = (input.try_clone(), stdin) {
-                let mut to_program = std::fs::File::from(fd);
-                let _ = std::io::copy(&mut std::fs::File::from(stdin), &mut to_program);
-            }
-            // A terminal in raw mode ends only when it hangs up: so does the program's.
-            let _ = sys::kill(helper, libc::SIGHUP);
-        });
+        if stdin_is_terminal {
+            let input = master.clone();
+            std::thread::spawn(move || {
+                let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+                if let (Ok(fd), Ok(stdin)) = (input.try_clone(), stdin) {
+                    let mut to_program = std::fs::File::from(fd);
+                    let _ = std::io::copy(&mut std::fs::File::from(stdin), &mut to_program);
+                }
+                // A terminal in raw mode ends only when it hangs up: so does the program's.
+                let _ = sys::kill(helper, libc::SIGHUP);
+            });
+        }
         let (done, output_done) = std::sync::mpsc::channel();
         let output = master.clone();
         std::thread::spawn(move || {
-            // Unbuffered both ways: a prompt has no newline to flush a line buffer.
-            let stdout = std::io::stdout().as_fd().try_clone_to_owned();
-            if let (Ok(fd), Ok(stdout)) = (output.try_clone(), stdout) {
+            // The program's terminal output goes where the person's terminal is.
+            let to = if stdout_is_terminal {
+                std::io::stdout().as_fd().try_clone_to_owned()
+            } else {
+                std::io::stderr().as_fd().try_clone_to_owned()
+            };
+            if let (Ok(fd), Ok(to)) = (output.try_clone(), to) {
                 let mut from_program = std::fs::File::from(fd);
-                let mut stdout = std::fs::File::from(stdout);
-                // Ends with EIO once no process holds the program's side any more.
-                let _ = std::io::copy(&mut from_program, &mut stdout);
+                let mut to = std::fs::File::from(to);
+                // Unbuffered: a prompt has no newline to flush a line buffer. Ends with EIO
+                // once no process holds the program's side any more.
+                let mut filter = crate::terminal_filter::Filter::default();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut out = Vec::with_capacity(buf.len());
+                while let Ok(n) = std::io::Read::read(&mut from_program, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.clear();
+                    filter.push(&buf[..n], &mut out);
+                    if std::io::Write::write_all(&mut to, &out).is_err() {
+                        break;
+                    }
+                }
             }
             let _ = done.send(());
         });

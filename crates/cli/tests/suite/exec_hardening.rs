@@ -697,3 +697,42 @@ fn linked_and_late_secrets_in_a_granted_home_stay_hidden() {
     let out = sandboxed(&home, &flags, "cat \"$HOME/notes.txt\" > leak");
     assert_eq!(read(leak(&home)), "PUBLIC", "{}", stderr(&out));
 }
+
+/// With only standard error on the person's terminal (input from elsewhere), the program was
+/// handed that terminal: it could read what the person typed there and change its modes.
+#[test]
+fn the_persons_terminal_is_never_handed_to_the_program() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let script = "read -t 3 x <&2; echo \"STOLEN:$x\"";
+    let run = |mut command: Command| -> String {
+        let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let mut master = std::fs::File::from(master);
+        std::io::Write::write_all(&mut master, b"typed-by-the-person\n").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+        out
+    };
+    let mut plain = Command::new("bash");
+    plain.args(["-c", script]).current_dir(home.workspace());
+    assert!(
+        run(plain).contains("STOLEN:typed-by-the-person"),
+        "the attack does not work even without the sandbox"
+    );
+    let inside = run(exec_script(&home, &[], "bash", script));
+    assert!(
+        inside.contains("STOLEN:"),
+        "the program did not run: {inside}"
+    );
+    assert!(!inside.contains("typed-by-the-person"), "{inside}");
+}

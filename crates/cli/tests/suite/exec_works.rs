@@ -372,6 +372,13 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
     wait_for(&mut seen, "status=130");
     send(&mut master, "sleep 0.2 & wait; test -t 0 && echo tty-ok\r");
     wait_for(&mut seen, "tty-ok");
+    // A clipboard write (OSC 52) does not reach the person's terminal; the text around it does.
+    send(
+        &mut master,
+        "printf 'before\\033]52;c;ZXZpbA==\\007after\\n'\r",
+    );
+    wait_for(&mut seen, "beforeafter");
+    assert!(!seen.contains("\x1b]52"), "{seen:?}");
     send(&mut master, "exit 3\r");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
