@@ -123,8 +123,15 @@ impl Headers {
             .map(|(_, v)| v.as_slice())
     }
 
-    fn one<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
-        self.all(name).next()
+    /// The `Host` header; two are refused (RFC 9112 §3.2: a server must answer 400), as a
+    /// second one could name another site on a shared address than the one decided.
+    fn host(&self) -> Result<Option<&[u8]>, Answer> {
+        let mut hosts = self.all("host");
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return Err(answer(400, "a request has more than one Host header"));
+        }
+        Ok(first)
     }
 
     /// `Connection` tokens, lowercase.
@@ -347,10 +354,14 @@ async fn connect(
             return send_answer(&mut write, &answer(400, format!("CONNECT target: {e}"))).await
         }
     };
-    if let Some(host) = request.headers.one("host") {
-        if let Err(a) = same_host(host, &target) {
-            return send_answer(&mut write, &a).await;
+    match request.headers.host() {
+        Ok(Some(host)) => {
+            if let Err(a) = same_host(host, &target) {
+                return send_answer(&mut write, &a).await;
+            }
         }
+        Ok(None) => {}
+        Err(a) => return send_answer(&mut write, &a).await,
     }
     let (host, port) = target;
     let decided = match proxy
@@ -526,8 +537,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let (authority, path) = split_absolute(&request.target)?;
+    // The policy decides, and the server receives, one spelling of the path: no dot
+    // segments, unreserved characters not percent-encoded (`/a/%2e%2e/admin` is `/admin`).
+    let path = normalize_path(path);
+    let path = path.as_str();
     let target = parse_authority(authority, Some(80)).map_err(|e| answer(400, e))?;
-    if let Some(host) = request.headers.one("host") {
+    if let Some(host) = request.headers.host()? {
         same_host(host, &target)?;
     }
     let framing = request
@@ -552,7 +567,7 @@ where
         .sent_counter(&decided.host.as_policy_string());
 
     let mut out = format!("{} {} HTTP/1.1\r\n", request.method, path).into_bytes();
-    if request.headers.one("host").is_none() {
+    if request.headers.host()?.is_none() {
         out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
     }
     for (name, value) in request.headers.forwarded() {
@@ -747,26 +762,28 @@ where
             }
         }
         Framing::Chunked => {
+            let invalid = |why: &str| {
+                Cut::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    why.to_owned(),
+                ))
+            };
             let mut line = Vec::new();
             loop {
                 read_line(from, &mut line).await?;
+                let size = chunk_size(&line).ok_or_else(|| invalid("bad chunk size line"))?;
                 counted(line.len())?;
                 to.write_all(&line).await.map_err(Cut::Io)?;
-                let text = String::from_utf8_lossy(&line);
-                let size_text = text.trim_end().split(';').next().unwrap_or("").trim();
-                let size = u64::from_str_radix(size_text, 16).map_err(|_| {
-                    Cut::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "bad chunk size",
-                    ))
-                })?;
                 if size == 0 {
-                    // Trailers, up to the empty line.
+                    // Trailers, up to the empty line; every line ends in CRLF.
                     loop {
                         read_line(from, &mut line).await?;
+                        if !line.ends_with(b"\r\n") {
+                            return Err(invalid("a trailer line does not end in CRLF"));
+                        }
                         counted(line.len())?;
                         to.write_all(&line).await.map_err(Cut::Io)?;
-                        if line == b"\r\n" || line == b"\n" {
+                        if line == b"\r\n" {
                             return Ok(());
                         }
                     }
@@ -774,18 +791,128 @@ where
                 Box::pin(relay_body(
                     &mut *from,
                     &mut *to,
-                    Framing::Length(size + 2),
+                    Framing::Length(size),
                     budget,
                 ))
                 .await?;
+                // The chunk's data ends in CRLF, and nothing else.
+                let mut end = [0u8; 2];
+                from.read_exact(&mut end).await.map_err(Cut::Io)?;
+                if &end != b"\r\n" {
+                    return Err(invalid("chunk data does not end in CRLF"));
+                }
+                counted(2)?;
+                to.write_all(&end).await.map_err(Cut::Io)?;
             }
         }
     }
 }
 
+/// The size of a chunk from its size line (`1a;ext=x\r\n`): hexadecimal digits only (no
+/// sign, no space, at most 16), the line ending in CRLF.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let digits = line.split(|&b| b == b';').next()?;
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// The path of a request as one spelling (RFC 3986 §6.2.2): percent-encoded unreserved
+/// characters decoded (others, such as `%2F`, kept, with upper-case hex), then dot segments
+/// removed (§5.2.4). The query is kept as it is.
+fn normalize_path(target: &str) -> String {
+    let (path, query) = match target.find('?') {
+        Some(at) => target.split_at(at),
+        None => (target, ""),
+    };
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                let unreserved = value.is_ascii_alphanumeric() || b"-._~".contains(&value);
+                if unreserved {
+                    decoded.push(value);
+                } else {
+                    decoded.extend_from_slice(format!("%{value:02X}").as_bytes());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = decoded.split('/').collect();
+    let last = parts.len().saturating_sub(1);
+    for (n, segment) in parts.iter().enumerate().skip(1) {
+        match *segment {
+            "." => {
+                if n == last {
+                    segments.push("");
+                }
+            }
+            ".." => {
+                segments.pop();
+                if n == last {
+                    segments.push("");
+                }
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut out = String::from("/");
+    out.push_str(&segments.join("/"));
+    out.push_str(query);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalized_before_the_policy_sees_them() {
+        for (raw, normal) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/allowed/../admin", "/admin"),
+            ("/a/./b/", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/../../etc", "/etc"),
+            ("/%61dmin", "/admin"),
+            ("/a/%2e%2e/admin", "/admin"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/x?q=/../y", "/x?q=/../y"),
+            ("/bad%zz", "/bad%zz"),
+            ("/trail%2", "/trail%2"),
+        ] {
+            assert_eq!(normalize_path(raw), normal, "{raw}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_strict_hex_lines() {
+        assert_eq!(chunk_size(b"1a\r\n"), Some(26));
+        assert_eq!(chunk_size(b"0;ext=1\r\n"), Some(0));
+        for bad in [
+            &b"+5\r\n"[..],
+            b"5\n",
+            b" 5\r\n",
+            b"\r\n",
+            b"0x5\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     fn framing_of(head: &str) -> Result<Framing, String> {
         parse_request(head.as_bytes())

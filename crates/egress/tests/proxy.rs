@@ -509,3 +509,56 @@ fn expect_continue_is_answered_by_the_proxy() {
     assert!(rest.contains("200 OK"), "{rest}");
     assert!(!allowed.received().to_ascii_lowercase().contains("expect:"));
 }
+
+#[test]
+fn a_second_host_header_lenient_chunks_and_path_spellings_do_not_pass() {
+    let allowed = Server::start();
+    let h = harness(allowing(&allowed), ProxyOptions::default());
+    let a = allowed.addr.port();
+    // Two Host headers: refused before any decision, as a second one could name another site
+    // on the same address.
+    let answer = exchange(
+        h.proxy,
+        format!("GET http://127.0.0.1:{a}/ HTTP/1.1\r\nHost: 127.0.0.1:{a}\r\nHost: evil.example\r\n\r\n").as_bytes(),
+        None,
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(h.gate.asked.lock().unwrap().is_empty());
+    assert_eq!(allowed.received(), "");
+
+    // A signed chunk size, and chunk data not followed by CRLF: cut where they stand.
+    for (body, smuggled) in [
+        ("+5\r\nhello\r\n0\r\n\r\n", "+5"),
+        ("5\r\nhelloXX0\r\n\r\n", "XX"),
+        ("5\nworld\r\n0\r\n\r\n", "world"),
+    ] {
+        let _ = exchange(
+            h.proxy,
+            format!("POST http://127.0.0.1:{a}/chunks HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}").as_bytes(),
+            None,
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !allowed.received().contains(smuggled),
+            "{body:?}: {}",
+            allowed.received()
+        );
+    }
+
+    // The policy decides on, and the server receives, the path without dot segments or
+    // encoded unreserved characters.
+    h.gate.asked.lock().unwrap().clear();
+    let answer = exchange(
+        h.proxy,
+        format!("GET http://127.0.0.1:{a}/allowed/%2e%2e/%61dmin?x=/../y HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        None,
+    );
+    assert!(answer.contains("200 OK"), "{answer}");
+    let asked = h.gate.asked.lock().unwrap();
+    assert_eq!(asked[0]["http"]["path"], "/admin?x=/../y");
+    assert!(
+        wait_until(|| allowed.received().contains("GET /admin?x=/../y HTTP/1.1")),
+        "{}",
+        allowed.received()
+    );
+}
