@@ -29,8 +29,9 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 		"protect": protect,
 		"env": env,
 		"net": [n | some n in requested.net],
-		"limits": settings.limits,
+		"limits": {"pids": settings.limits.pids, "memory_bytes": memory_bytes},
 		"require": settings.require,
+		"landlock_abi": object.get(settings, "landlock_abi", 1),
 	}),
 }
 
@@ -42,6 +43,17 @@ tcp := {"tcp": settings.tcp} if {
 } else := {}
 
 settings := data.cordon.settings.sandbox
+
+# The memory cap: `limits.memory_bytes` when the settings name one, else a share of this
+# machine's memory (`context.machine.memory_bytes`), at most `limits.memory_max_bytes`.
+memory_bytes := settings.limits.memory_bytes if {
+	settings.limits.memory_bytes
+} else := min([
+	floor(input.context.machine.memory_bytes * settings.limits.memory_fraction),
+	settings.limits.memory_max_bytes,
+]) if {
+	input.context.machine.memory_bytes > 0
+} else := settings.limits.memory_max_bytes
 
 home := input.context.home
 

@@ -88,7 +88,7 @@ test_keep_env_keeps_what_the_person_names if {
 
 test_limits_and_requirements_come_from_settings if {
 	d := sandbox.decision with input as launch({})
-	d.grants.limits == {"pids": 4096, "memory_bytes": 8589934592}
+	d.grants.limits == {"pids": 1024, "memory_bytes": 8589934592}
 	"landlock" in d.grants.require
 }
 
@@ -138,4 +138,14 @@ test_socket_directories_are_refused if {
 	d := sandbox.decision with input as launch({"read": ["/run/user/1000"]})
 	d.reasons == ["`/run/user/1000` holds the sockets of other programs (session bus, agents, display, container engines): a sandbox may not reach them"]
 	sandbox.decision.allow with input as launch({"read": ["/tmp/build-cache"]})
+}
+
+test_memory_cap_is_sized_to_the_machine if {
+	small := sandbox.decision with input as object.union(launch({}), {"context": {"machine": {"memory_bytes": 4294967296}}})
+	small.grants.limits == {"pids": 1024, "memory_bytes": 2147483648}
+	large := sandbox.decision with input as object.union(launch({}), {"context": {"machine": {"memory_bytes": 68719476736}}})
+	large.grants.limits.memory_bytes == 8589934592
+	named := sandbox.decision with input as object.union(launch({}), {"context": {"machine": {"memory_bytes": 4294967296}}})
+		with data.cordon.settings.sandbox.limits as {"pids": 64, "memory_bytes": 1048576}
+	named.grants.limits == {"pids": 64, "memory_bytes": 1048576}
 }

@@ -40,6 +40,11 @@ pub struct Grants {
     /// `--allow-degraded`).
     #[serde(default)]
     pub require: Vec<Feature>,
+    /// The oldest Landlock ABI the launch accepts when Landlock is required: older ones lack
+    /// rights this one relies on (truncation at 3, network ports at 4, ioctl on devices at 5,
+    /// signal and abstract socket scoping at 6).
+    #[serde(default)]
+    pub landlock_abi: Option<u32>,
 }
 
 /// TCP ports, for Landlock's network rules.

@@ -232,6 +232,14 @@ impl ExecCommand {
                 "this kernel has no Landlock, so file access cannot be confined in the kernel"
                     .into(),
             ));
+        } else if let Some(wanted) = grants.landlock_abi.filter(|w| kernel.landlock_abi < *w) {
+            missing.push((
+                Feature::Landlock,
+                format!(
+                    "this kernel's Landlock is ABI {}, and the policy requires ABI {wanted} or newer",
+                    kernel.landlock_abi
+                ),
+            ));
         }
         if !kernel.seccomp {
             missing.push((
@@ -375,7 +383,12 @@ impl ExecCommand {
         let protected = check_protected(&guard);
         launch.record(
             Outcome::Performed,
-            json!({ "exit_code": exit, "degraded": degraded, "protected": protected }),
+            json!({
+                "exit_code": exit,
+                "degraded": degraded,
+                "protected": protected,
+                "landlock": landlock_record(&kernel),
+            }),
         );
         Ok(Exit::Code(u8::try_from(exit).unwrap_or(255)))
     }
@@ -423,6 +436,10 @@ impl ExecCommand {
         context.insert("env".into(), json!(env_names));
         context.insert("env_credentials".into(), json!(env_credentials));
         context.insert("kernel".into(), kernel.to_json());
+        context.insert(
+            "machine".into(),
+            json!({ "memory_bytes": physical_memory_bytes() }),
+        );
         context.insert("cordon_paths".into(), json!(cordon_paths));
         let capability = Capability::new("sandbox").map_err(refused)?;
         let input = supervisor
@@ -742,6 +759,31 @@ impl Kernel {
             },
         })
     }
+}
+
+/// The Landlock enforcement this launch obtained, for the audit log: the kernel's ABI, the one
+/// cordon asks for, and whether every right it asks for is enforced.
+fn landlock_record(kernel: &Kernel) -> Value {
+    let wanted = cordon_sandbox::landlock::ABI_WANTED_NUMBER;
+    let enforcement = match kernel.landlock_abi {
+        0 => "none",
+        abi if abi >= wanted => "full",
+        _ => "partial",
+    };
+    json!({ "abi": kernel.landlock_abi, "wanted": wanted, "enforcement": enforcement })
+}
+
+/// This machine's physical memory (`MemTotal` of /proc/meminfo); 0 when it cannot be read,
+/// and the policy then falls back to its fixed cap.
+fn physical_memory_bytes() -> u64 {
+    fs_err::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(0)
 }
 
 /// Makes each requested path absolute and real; a path that does not exist is an error.

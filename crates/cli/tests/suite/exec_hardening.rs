@@ -503,8 +503,9 @@ fn standard_streams_can_be_reopened_by_name() {
     assert!(super::common::stdout(&out).contains("to-stdout"));
 }
 
-/// The cgroup directory `cordon exec` started from here would create its cgroups in.
-fn own_pids_cgroup() -> std::path::PathBuf {
+/// The cgroup directory of `controller` (v1), or the unified one (v2), that `cordon exec`
+/// started from here would create its cgroups in.
+fn own_cgroup(controller: &str) -> std::path::PathBuf {
     let own = fs_err::read_to_string("/proc/self/cgroup").unwrap();
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
@@ -513,14 +514,20 @@ fn own_pids_cgroup() -> std::path::PathBuf {
             continue;
         };
         let path = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "pids") {
-            return std::path::Path::new("/sys/fs/cgroup/pids").join(path);
+        if controllers.split(',').any(|c| c == controller) {
+            return std::path::Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(path);
         }
-        if controllers.is_empty() {
+        if controllers.is_empty() && !own.contains(&format!(":{controller}")) {
             return std::path::Path::new("/sys/fs/cgroup").join(path);
         }
     }
-    panic!("no pids cgroup in {own}");
+    panic!("no {controller} cgroup in {own}");
+}
+
+fn own_pids_cgroup() -> std::path::PathBuf {
+    own_cgroup("pids")
 }
 
 /// Runs `cordon exec FLAGS -- true` while watching the cgroup directory it would use; the
@@ -735,4 +742,98 @@ fn the_persons_terminal_is_never_handed_to_the_program() {
         "the program did not run: {inside}"
     );
     assert!(!inside.contains("typed-by-the-person"), "{inside}");
+}
+
+/// A policy may require a minimum Landlock ABI: an older kernel enforces fewer rights, and
+/// the launch is refused (or, with --allow-degraded, run and recorded).
+#[test]
+fn a_minimum_landlock_abi_is_enforced() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = super::common::default_policy_with(&home, |settings| {
+        settings["sandbox"]["landlock_abi"] = 99.into();
+    });
+    let out = sandboxed(&home, &["--policy", &policy], "touch ran");
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the policy requires ABI 99 or newer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!home.workspace().join("ran").exists());
+    let out = sandboxed(
+        &home,
+        &["--policy", &policy, "--allow-degraded"],
+        "touch ran",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(home.workspace().join("ran").exists());
+}
+
+/// Caps sized to the machine: 1024 processes, memory half of physical RAM up to 8 GiB, and
+/// on cgroup v1 swap capped as well.
+#[test]
+fn default_caps_are_sized_to_the_machine_and_applied() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let meminfo = fs_err::read_to_string("/proc/meminfo").unwrap();
+    let total: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let expected = (total / 2).min(8 << 30);
+    let mut child = KillOnDrop(
+        exec_script(&home, &[], "sh", "touch started; sleep 5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prefix = format!("cordon-{}-", child.0.id());
+    let pids_parent = own_pids_cgroup();
+    let v1 = pids_parent.starts_with("/sys/fs/cgroup/pids");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The caps are set before the program starts: wait for it.
+    while !home.workspace().join("started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = loop {
+        let found = fs_err::read_dir(&pids_parent)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+        if let Some(entry) = found {
+            break entry.path();
+        }
+        assert!(std::time::Instant::now() < deadline, "no cgroup {prefix}*");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let value = |path: std::path::PathBuf| fs_err::read_to_string(path).unwrap().trim().to_string();
+    assert_eq!(value(dir.join("pids.max")), "1024");
+    if v1 {
+        let memory = own_cgroup("memory").join(dir.file_name().unwrap());
+        assert_eq!(
+            value(memory.join("memory.limit_in_bytes")),
+            expected.to_string()
+        );
+        if memory.join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(
+                value(memory.join("memory.memsw.limit_in_bytes")),
+                expected.to_string()
+            );
+        }
+    } else {
+        assert_eq!(value(dir.join("memory.max")), expected.to_string());
+    }
+    let _ = child.0.kill();
 }

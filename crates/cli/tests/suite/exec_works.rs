@@ -346,6 +346,11 @@ fn launches_are_audited() {
         .unwrap()
         .ends_with("/work"));
     assert_eq!(records[1]["input"]["result"]["exit_code"], 0);
+    // The Landlock enforcement obtained is recorded with the outcome.
+    let landlock = &records[1]["input"]["result"]["landlock"];
+    assert_eq!(landlock["wanted"], 7, "{landlock}");
+    assert!(landlock["abi"].as_u64().unwrap() >= 1, "{landlock}");
+    assert!(["full", "partial"].contains(&landlock["enforcement"].as_str().unwrap()));
 }
 
 #[test]
