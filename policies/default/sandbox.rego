@@ -128,7 +128,13 @@ broad_name(path) := "your home directory" if path == home
 
 else := "an ancestor of your home directory" if startswith(concat("", [home, "/"]), concat("", [trim_suffix(path, "/"), "/"]))
 
-else := "a shared temporary or runtime directory" if path in settings.dangerous_write
+else := "a shared temporary, runtime or system directory" if path in settings.dangerous_write
+
+else := "below a system directory whose files root's services run (cron, package state, boot), and cordon runs as root" if {
+	object.get(input.context, "as_root", false)
+	some dir in settings.dangerous_below_as_root
+	startswith(concat("", [path, "/"]), concat("", [dir, "/"]))
+}
 
 else := "a user's runtime directory (sockets of the desktop session)" if startswith(concat("", [path, "/"]), "/run/user/")
 
@@ -171,8 +177,17 @@ mask := array.concat(
 # configuration) stay read-only inside every writable tree and the home directory, and so do
 # cordon's own configuration, policy and state.
 protect := sort(
-	{concat("/", [trim_suffix(root, "/"), name]) | some root in array.concat(write, [home]); some name in settings.protected} |
-	{p | some p in object.get(input.context, "cordon_paths", [])},
+	({concat("/", [trim_suffix(root, "/"), name]) | some root in array.concat(write, [home]); some name in settings.protected} |
+	{p | some p in object.get(input.context, "cordon_paths", [])}) |
+	config_home_protected,
 )
+
+# `$XDG_CONFIG_HOME` elsewhere than ~/.config holds the same configuration.
+config_home_protected contains concat("/", [input.context.config_home, substring(name, 8, -1)]) if {
+	input.context.config_home
+	input.context.config_home != concat("/", [home, ".config"])
+	some name in settings.protected
+	startswith(name, ".config/")
+}
 
 env := sort({n | some n in input.context.env; data.cordon.env.passed(n)} | {n | some n in requested.keep_env})

@@ -149,3 +149,18 @@ test_memory_cap_is_sized_to_the_machine if {
 		with data.cordon.settings.sandbox.limits as {"pids": 64, "memory_bytes": 1048576}
 	named.grants.limits == {"pids": 64, "memory_bytes": 1048576}
 }
+
+test_system_trees_are_not_write_grants if {
+	every path in ["/var", "/home", "/srv", "/root", "/boot", "/var/lib"] {
+		not sandbox.decision.allow with input as launch({"write": [path]})
+	}
+	as_root := object.union(launch({"write": ["/var/spool/cron"]}), {"context": {"as_root": true}})
+	not sandbox.decision.allow with input as as_root
+	sandbox.decision.allow with input as launch({"write": ["/var/spool/cron"]})
+}
+
+test_config_home_elsewhere_is_protected_too if {
+	d := sandbox.decision with input as object.union(launch({}), {"context": {"config_home": "/home/alice/proj/cfg"}})
+	"/home/alice/proj/cfg/systemd" in d.grants.protect
+	"/home/alice/.config/systemd" in d.grants.protect
+}

@@ -19,7 +19,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use cordon_sys::process::{open_beneath, rename_in};
-use fs_err::os::unix::fs::OpenOptionsExt;
 use serde::{Deserialize, Serialize};
 
 /// A protected path and the writable tree it lies in.
@@ -42,6 +41,15 @@ struct Fingerprint {
     ctime: (i64, i64),
     mtime: (i64, i64),
     entries: Vec<(OsString, u64, (i64, i64))>,
+    /// The directory holding it (device, inode): the same at the end of the run means it was
+    /// not carried away with a renamed parent.
+    parent: (u64, u64),
+}
+
+impl Fingerprint {
+    fn is_link(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
 }
 
 /// How a protected path was found.
@@ -70,6 +78,20 @@ pub enum Change {
     Diverted,
 }
 
+/// What was done about a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Moved aside (`moved_to`).
+    Moved,
+    /// Left where it is: it could not have come from the program (a read-only mount at
+    /// launch, changed from outside the sandbox), or it was created but holds nothing that
+    /// acts (a `.git/config` without commands, sample hooks).
+    Left,
+    /// It had to be moved and could not be: the person must look (`error` says why).
+    Unresolved,
+}
+
 /// One protected path that did not survive the run as it was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -77,23 +99,38 @@ pub struct Finding {
     pub path: PathBuf,
     /// What happened.
     pub change: Change,
+    /// What was done.
+    pub action: Action,
     /// Where what the program left was moved, if it was.
     pub moved_to: Option<PathBuf>,
-    /// Why it could not be moved, if it could not.
+    /// Why it could not be inspected or moved, or why it was left.
     pub error: Option<String>,
+}
+
+/// A writable root, opened once before the run: the walk after it starts from this
+/// descriptor, wherever the directory is by then, never from its path again.
+#[derive(Debug)]
+struct Root {
+    path: PathBuf,
+    fd: Result<OwnedFd, String>,
 }
 
 /// The protected paths as they were before the run.
 #[derive(Debug, Default)]
 pub struct Guard {
-    entries: Vec<(Guarded, Result<State, String>)>,
+    roots: Vec<Root>,
+    /// The `.git` entries of the writable trees at launch.
+    repos: Vec<PathBuf>,
+    /// Each path, the index of its root, and its state at launch.
+    entries: Vec<(Guarded, usize, Result<State, String>)>,
 }
 
 /// The most entries of a directory compared; a larger protected directory is compared by its
 /// own identity and times only.
 const MAX_ENTRIES: usize = 10_000;
 
-fn fingerprint(fd: &OwnedFd) -> std::io::Result<Fingerprint> {
+fn fingerprint(fd: &OwnedFd, parent: &OwnedFd) -> std::io::Result<Fingerprint> {
+    let parent = std::fs::File::from(parent.try_clone()?).metadata()?;
     let file = std::fs::File::from(fd.try_clone()?);
     let meta = file.metadata()?;
     let mut entries = Vec::new();
@@ -122,6 +159,7 @@ fn fingerprint(fd: &OwnedFd) -> std::io::Result<Fingerprint> {
         ctime: (meta.ctime(), meta.ctime_nsec()),
         mtime: (meta.mtime(), meta.mtime_nsec()),
         entries,
+        parent: (parent.dev(), parent.ino()),
     })
 }
 
@@ -163,14 +201,12 @@ fn names(guarded: &Guarded) -> Result<Vec<&OsStr>, String> {
     Ok(names)
 }
 
-fn lookup(guarded: &Guarded) -> Result<Lookup, String> {
+fn lookup(root: &Root, guarded: &Guarded) -> Result<Lookup, String> {
     let names = names(guarded)?;
-    let root = fs_err::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&guarded.root)
-        .map_err(|e| e.to_string())?;
-    let mut dir: OwnedFd = root.into_parts().0.into();
+    let mut dir: OwnedFd = match &root.fd {
+        Ok(fd) => fd.try_clone().map_err(|e| e.to_string())?,
+        Err(e) => return Err(e.clone()),
+    };
     let mut at = guarded.root.clone();
     for (i, name) in names.iter().enumerate() {
         at.push(name);
@@ -203,106 +239,344 @@ fn lookup(guarded: &Guarded) -> Result<Lookup, String> {
     Ok(Lookup::Absent)
 }
 
-fn state(guarded: &Guarded) -> Result<State, String> {
-    let fingerprint_of = |fd: &OwnedFd, path: &Path| {
-        fingerprint(fd).map_err(|e| format!("cannot inspect `{}`: {e}", path.display()))
+fn state(root: &Root, guarded: &Guarded) -> Result<State, String> {
+    let fingerprint_of = |fd: &OwnedFd, parent: &OwnedFd, path: &Path| {
+        fingerprint(fd, parent).map_err(|e| format!("cannot inspect `{}`: {e}", path.display()))
     };
-    Ok(match lookup(guarded)? {
+    Ok(match lookup(root, guarded)? {
         Lookup::Absent => State::Absent,
-        Lookup::Found { fd, .. } => State::Present(fingerprint_of(&fd, &guarded.path)?),
+        Lookup::Found { fd, parent, .. } => {
+            State::Present(fingerprint_of(&fd, &parent, &guarded.path)?)
+        }
         Lookup::Diverted { parent, name, at } => {
             let fd = open_beneath(parent.as_fd(), &name, libc::O_PATH)
                 .map_err(|e| format!("cannot open `{}`: {e}", at.display()))?;
             State::Diverted {
-                what: fingerprint_of(&fd, &at)?,
+                what: fingerprint_of(&fd, &parent, &at)?,
                 at,
             }
         }
     })
 }
 
+/// git configuration keys that run a command or load code: a `.git/config` the program
+/// created holding none of them is left in place (`git init` and `git clone` inside work).
+const GIT_COMMAND_KEYS: [&str; 19] = [
+    "fsmonitor",
+    "hookspath",
+    "sshcommand",
+    "pager",
+    "editor",
+    "askpass",
+    "textconv",
+    "clean",
+    "smudge",
+    "process",
+    "external",
+    "helper",
+    "program",
+    "command",
+    "cmd",
+    "path",
+    "gitproxy",
+    "worktree",
+    "exec",
+];
+
+/// Whether a git configuration holds no command keys, includes or shell aliases.
+fn benign_git_config(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim().to_ascii_lowercase();
+        if line.starts_with('[') {
+            return !line.starts_with("[include") && !line.starts_with("[alias");
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        !GIT_COMMAND_KEYS
+            .iter()
+            .any(|k| key == *k || key.ends_with(k))
+    })
+}
+
+/// Whether a hooks directory holds only git's samples.
+fn only_sample_hooks(dir: &Path) -> bool {
+    fs_err::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).all(|e| {
+            e.file_name().to_string_lossy().ends_with(".sample")
+                && e.file_type().is_ok_and(|t| t.is_file())
+        })
+    })
+}
+
+/// Whether what the program created at `guarded` holds nothing that acts: a git config
+/// without command keys, includes or shell aliases; a hooks directory of samples only.
+fn benign_creation(guarded: &Guarded, fd: &OwnedFd) -> bool {
+    let name = guarded.path.file_name().and_then(OsStr::to_str);
+    let parent = guarded
+        .path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(OsStr::to_str);
+    if parent != Some(".git") {
+        return false;
+    }
+    let Ok(meta) = fd
+        .try_clone()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+    else {
+        return false;
+    };
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match name {
+        Some("config") if meta.is_file() && meta.len() <= 1 << 20 => {
+            fs_err::read_to_string(&path).is_ok_and(|text| benign_git_config(&text))
+        }
+        Some("hooks") if meta.is_dir() => only_sample_hooks(Path::new(&path)),
+        _ => false,
+    }
+}
+
+/// The most entries looked at below a writable tree for new repositories.
+const MAX_WALKED: usize = 1_000_000;
+
+/// `.git` entries below `root` (not following links).
+fn repositories_below(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut seen = 0usize;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            seen += 1;
+            if seen > MAX_WALKED {
+                return found;
+            }
+            if entry.file_name() == ".git" {
+                found.push(entry.path());
+            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Whether a `.git` the program made is a plain repository whose configuration runs
+/// nothing (what `git init` or `git clone` leaves): it stays.
+fn benign_repository(git: &Path) -> bool {
+    let Ok(meta) = fs_err::symlink_metadata(git) else {
+        return false;
+    };
+    meta.is_dir()
+        && fs_err::read_to_string(git.join("config")).is_ok_and(|t| benign_git_config(&t))
+        && (!git.join("hooks").exists() || only_sample_hooks(&git.join("hooks")))
+        && !git.join("commondir").exists()
+}
+
 impl Guard {
-    /// Records the state of each of `guarded` (call before the program runs).
+    /// Opens each writable root and records the state of each of `guarded` (call before
+    /// the program runs).
     pub fn record(guarded: &[Guarded]) -> Guard {
+        Self::record_with_repositories(guarded, &[])
+    }
+
+    /// As [`Guard::record`], knowing the `.git` entries of the writable trees at launch: after
+    /// the run, a new one that could run something (a `gitdir:` file, a configuration with
+    /// commands, hooks) is moved aside too, since a top-level `git status` enters it.
+    pub fn record_with_repositories(guarded: &[Guarded], repos: &[PathBuf]) -> Guard {
+        let mut roots: Vec<Root> = Vec::new();
+        let mut entries = Vec::new();
+        for g in guarded {
+            let index = match roots.iter().position(|r| r.path == g.root) {
+                Some(index) => index,
+                None => {
+                    let fd = cordon_sys::process::open_no_symlinks(
+                        &g.root,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                    )
+                    .map_err(|e| format!("cannot open `{}`: {e}", g.root.display()));
+                    roots.push(Root {
+                        path: g.root.clone(),
+                        fd,
+                    });
+                    roots.len() - 1
+                }
+            };
+            let state = state(&roots[index], g);
+            entries.push((g.clone(), index, state));
+        }
         Guard {
-            entries: guarded.iter().map(|g| (g.clone(), state(g))).collect(),
+            roots,
+            repos: repos.to_vec(),
+            entries,
         }
     }
 
-    /// Compares each protected path with its state at launch; moves aside what the program
-    /// created or changed, each at most once, and returns what was found.
+    /// Compares each protected path with its state at launch. What the program created,
+    /// or what now diverts the path, is moved aside (unless it holds nothing that acts); a
+    /// path that was a read-only mount at launch cannot have been changed from inside, so a
+    /// change there is reported and left. Returns what was found; findings whose action is
+    /// [`Action::Unresolved`] need the person.
     pub fn check(&self) -> Vec<Finding> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let mut findings: Vec<Finding> = Vec::new();
-        for (guarded, before) in &self.entries {
+        for (guarded, index, before) in &self.entries {
+            let root = &self.roots[*index];
             let Ok(before) = before else {
                 continue;
             };
-            let now = match state(guarded) {
-                Ok(now) => now,
-                Err(e) => {
-                    findings.push(Finding {
-                        path: guarded.path.clone(),
-                        change: Change::Changed,
-                        moved_to: None,
-                        error: Some(e),
-                    });
-                    continue;
-                }
-            };
-            if &now == before {
+            let now = state(root, guarded);
+            if now.as_ref() == Ok(before) {
                 continue;
             }
             let change = match (before, &now) {
-                (_, State::Diverted { .. }) => Change::Diverted,
+                (_, Ok(State::Diverted { .. })) => Change::Diverted,
                 (State::Absent, _) => Change::Created,
-                (_, State::Absent) => Change::Removed,
+                (_, Ok(State::Absent)) => Change::Removed,
                 _ => Change::Changed,
             };
-            // Whatever stands at the path (or diverts it) now is the program's: move it.
-            let moved = match lookup(guarded) {
-                Ok(Lookup::Found { parent, name, .. }) => {
-                    Some(move_aside(&parent, &name, &guarded.path, &stamp))
+            // A path that existed (not a link) was a read-only mount through the run, in a
+            // directory pinned as a mount point: if that directory is still the same, the
+            // change came from outside the sandbox (the person's editor, git), not from it.
+            let was_bound = match (before, &now) {
+                (State::Present(b), Ok(State::Present(n))) => !b.is_link() && b.parent == n.parent,
+                (State::Present(b), Err(_)) => !b.is_link(),
+                _ => false,
+            };
+            let mut finding = Finding {
+                path: match &now {
+                    Ok(State::Diverted { at, .. }) => at.clone(),
+                    _ => guarded.path.clone(),
+                },
+                change,
+                action: Action::Left,
+                moved_to: None,
+                error: now.as_ref().err().cloned(),
+            };
+            if change == Change::Removed || (change == Change::Changed && was_bound) {
+                findings.push(finding);
+                continue;
+            }
+            let target = match lookup(root, guarded) {
+                Ok(Lookup::Found { parent, name, fd }) => {
+                    if change == Change::Created && now.is_ok() && benign_creation(guarded, &fd) {
+                        findings.push(finding);
+                        continue;
+                    }
+                    Some((parent, name, guarded.path.clone()))
                 }
                 Ok(Lookup::Diverted { parent, name, at }) => {
                     if findings
                         .iter()
-                        .any(|f| f.moved_to.is_some() && f.path == at)
+                        .any(|f| f.action == Action::Moved && f.path == at)
                     {
-                        None
-                    } else {
-                        Some(move_aside(&parent, &name, &at, &stamp))
+                        continue;
                     }
+                    Some((parent, name, at))
                 }
                 Ok(Lookup::Absent) => None,
-                Err(e) => Some(Err(e)),
+                Err(e) => {
+                    finding.error = Some(e);
+                    None
+                }
             };
-            let (moved_to, error) = match moved {
-                Some(Ok(to)) => (Some(to), None),
-                Some(Err(e)) => (None, Some(e)),
-                None => (None, None),
-            };
-            let path = match &now {
-                State::Diverted { at, .. } => at.clone(),
-                _ => guarded.path.clone(),
-            };
-            findings.push(Finding {
-                path,
-                change,
-                moved_to,
-                error,
-            });
+            match target.map(|(parent, name, at)| move_aside(&parent, &name, &at, &stamp)) {
+                Some(Ok(to)) => {
+                    finding.action = Action::Moved;
+                    finding.moved_to = Some(to);
+                }
+                Some(Err(e)) => {
+                    finding.action = Action::Unresolved;
+                    finding.error = Some(e);
+                }
+                None if finding.error.is_some() => finding.action = Action::Unresolved,
+                None => {}
+            }
+            findings.push(finding);
+        }
+        findings.extend(self.new_repositories(&stamp));
+        findings
+    }
+
+    /// Repositories (or `gitdir:` files) that appeared in the writable trees during the run.
+    fn new_repositories(&self, stamp: &str) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for root in &self.roots {
+            for git in repositories_below(&root.path) {
+                if self.repos.contains(&git) || benign_repository(&git) {
+                    continue;
+                }
+                let guarded = Guarded {
+                    root: root.path.clone(),
+                    path: git.clone(),
+                };
+                let mut finding = Finding {
+                    path: git.clone(),
+                    change: Change::Created,
+                    action: Action::Unresolved,
+                    moved_to: None,
+                    error: None,
+                };
+                match lookup(root, &guarded) {
+                    Ok(Lookup::Found { parent, name, .. }) => {
+                        match move_aside(&parent, &name, &git, stamp) {
+                            Ok(to) => {
+                                finding.action = Action::Moved;
+                                finding.moved_to = Some(to);
+                            }
+                            Err(e) => finding.error = Some(e),
+                        }
+                    }
+                    Ok(Lookup::Absent) => continue,
+                    Ok(Lookup::Diverted { at, .. }) => {
+                        finding.error = Some(format!(
+                            "`{}` leads elsewhere (a link or a file): look at it",
+                            at.display()
+                        ))
+                    }
+                    Err(e) => finding.error = Some(e),
+                }
+                findings.push(finding);
+            }
         }
         findings
     }
 }
 
+/// A few random bytes as hex, so that the program cannot create the name a file will be
+/// moved to ahead of time.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    let read = fs_err::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        bytes[..4].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn move_aside(parent: &OwnedFd, name: &OsStr, path: &Path, stamp: &str) -> Result<PathBuf, String> {
-    let mut aside = name.to_os_string();
-    aside.push(format!(".cordon-quarantine-{stamp}"));
-    rename_in(parent.as_fd(), name, &aside)
-        .map(|()| path.with_file_name(&aside))
-        .map_err(|e| format!("cannot move `{}` aside: {e}", path.display()))
+    let mut last = None;
+    for _ in 0..8 {
+        let mut aside = name.to_os_string();
+        aside.push(format!(".cordon-quarantine-{stamp}-{}", random_suffix()));
+        match rename_in(parent.as_fd(), name, &aside) {
+            Ok(()) => return Ok(path.with_file_name(&aside)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => last = Some(e),
+            Err(e) => return Err(format!("cannot move `{}` aside: {e}", path.display())),
+        }
+    }
+    Err(format!(
+        "cannot move `{}` aside: {}",
+        path.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 #[cfg(test)]
@@ -341,7 +615,7 @@ mod tests {
             guarded(root, ".git/config"),
             guarded(root, ".git/commondir"),
         ];
-        let guard = Guard::record(&all);
+        let guard = Guard::record_with_repositories(&all, &[root.join(".git")]);
         // The parent renamed and a copy put in its place, with a new config.
         fs_err::rename(root.join(".git"), root.join(".git.orig")).unwrap();
         fs_err::create_dir_all(root.join(".git")).unwrap();
@@ -383,5 +657,122 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn a_repository_made_during_the_run_is_moved_unless_it_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join("src")).unwrap();
+        let guard = Guard::record_with_repositories(&[guarded(root, ".git/config")], &[]);
+        // A nested repository with a command in its configuration, a gitdir file, and a plain
+        // clone.
+        fs_err::create_dir_all(root.join("vendor/lib/.git")).unwrap();
+        fs_err::write(
+            root.join("vendor/lib/.git/config"),
+            "[core]\n\tfsmonitor = id\n",
+        )
+        .unwrap();
+        fs_err::write(root.join("src/.git"), "gitdir: ../../elsewhere\n").unwrap();
+        fs_err::create_dir_all(root.join("clone/.git")).unwrap();
+        fs_err::write(
+            root.join("clone/.git/config"),
+            "[remote \"origin\"]\n\turl = x\n",
+        )
+        .unwrap();
+        let findings = guard.check();
+        let moved: Vec<&Path> = findings
+            .iter()
+            .filter(|f| f.action == Action::Moved)
+            .map(|f| f.path.as_path())
+            .collect();
+        assert!(
+            moved.contains(&root.join("vendor/lib/.git").as_path()),
+            "{findings:?}"
+        );
+        assert!(
+            moved.contains(&root.join("src/.git").as_path()),
+            "{findings:?}"
+        );
+        assert!(root.join("clone/.git/config").exists());
+        assert!(!root.join("vendor/lib/.git").exists());
+    }
+
+    #[test]
+    fn names_made_ahead_do_not_stop_the_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join(".git")).unwrap();
+        let guard = Guard::record(&[guarded(root, ".git/commondir")]);
+        fs_err::write(root.join(".git/commondir"), "../.evil").unwrap();
+        // Every name of the old scheme for the next minute exists already.
+        let now = chrono::Utc::now();
+        for second in 0..60 {
+            let stamp = (now + chrono::Duration::seconds(second)).format("%Y%m%dT%H%M%SZ");
+            fs_err::write(
+                root.join(format!(".git/commondir.cordon-quarantine-{stamp}")),
+                "",
+            )
+            .unwrap();
+        }
+        let findings = guard.check();
+        assert_eq!(findings[0].action, Action::Moved, "{findings:?}");
+        assert!(!root.join(".git/commondir").exists());
+    }
+
+    #[test]
+    fn changes_from_outside_are_left_and_harmless_creations_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join("repo/.git")).unwrap();
+        fs_err::write(root.join("repo/.git/config"), "[core]").unwrap();
+        let all = [
+            guarded(root, "repo/.git/config"),
+            guarded(root, "new/.git/config"),
+            guarded(root, "new/.git/hooks"),
+            guarded(root, "evil/.git/config"),
+        ];
+        let guard = Guard::record(&all);
+        // The person runs `git config` outside (a new file renamed over the old one).
+        fs_err::write(root.join("repo/.git/config.lock"), "[remote]").unwrap();
+        fs_err::rename(
+            root.join("repo/.git/config.lock"),
+            root.join("repo/.git/config"),
+        )
+        .unwrap();
+        // `git init` inside: a plain config and sample hooks.
+        fs_err::create_dir_all(root.join("new/.git/hooks")).unwrap();
+        fs_err::write(
+            root.join("new/.git/config"),
+            "[core]\n\tbare = false\n[remote \"origin\"]\n\turl = x\n",
+        )
+        .unwrap();
+        fs_err::write(root.join("new/.git/hooks/pre-commit.sample"), "").unwrap();
+        // A config that runs something.
+        fs_err::create_dir_all(root.join("evil/.git")).unwrap();
+        fs_err::write(
+            root.join("evil/.git/config"),
+            "[core]\n\tfsmonitor = sh -c id\n",
+        )
+        .unwrap();
+        let findings = guard.check();
+        let action = |path: &str| {
+            findings
+                .iter()
+                .find(|f| f.path == root.join(path))
+                .map(|f| f.action)
+        };
+        assert_eq!(
+            action("repo/.git/config"),
+            Some(Action::Left),
+            "{findings:?}"
+        );
+        assert_eq!(action("new/.git/config"), Some(Action::Left));
+        assert_eq!(action("new/.git/hooks"), Some(Action::Left));
+        assert_eq!(action("evil/.git/config"), Some(Action::Moved));
+        assert_eq!(
+            fs_err::read_to_string(root.join("repo/.git/config")).unwrap(),
+            "[remote]"
+        );
     }
 }

@@ -28,7 +28,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use cordon_sys::process::{self as sys, Forked, Pid};
@@ -241,7 +241,14 @@ fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
         };
         let kind = meta.file_type();
         let terminal = own_terminal && kind.is_char_device() && sys::is_terminal(file.as_fd());
-        if meta.uid() == 0 && (kind.is_fifo() || kind.is_socket() || terminal) {
+        // Only anonymous pipes and sockets (`pipe:[N]`, `socket:[N]`): a named FIFO on disk
+        // belongs to someone and keeps its owner.
+        let anonymous = fs_err::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target.starts_with("pipe:[") || target.starts_with("socket:[")
+            });
+        if meta.uid() == 0 && ((anonymous && (kind.is_fifo() || kind.is_socket())) || terminal) {
             std::os::unix::fs::fchown(&file, Some(id), Some(id))?;
         }
     }

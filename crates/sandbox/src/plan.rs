@@ -137,6 +137,10 @@ pub struct Plan {
     pub guarded: Vec<Guarded>,
     /// Granted paths that do not exist on this machine and were skipped.
     pub skipped: Vec<PathBuf>,
+    /// The `.git` entries found in the writable trees at launch: after the run, a new one is
+    /// a repository (or a `gitdir:` pointer) the program made, which git outside would obey.
+    #[serde(default)]
+    pub repos: Vec<PathBuf>,
 }
 
 fn depth(path: &Path) -> usize {
@@ -165,6 +169,9 @@ struct Found {
     /// Unix sockets: a read-only mount does not stop `connect`, and a socket of the host
     /// (an agent, a multiplexer, a display server) is a way out of the sandbox.
     sockets: Vec<PathBuf>,
+    /// `.git` entries (repository directories and `gitdir:` files): git run outside later
+    /// obeys each, including nested ones (a top-level `git status` enters submodules).
+    repos: Vec<PathBuf>,
 }
 
 /// Walks `root` (not following links; with `one_device`, not entering mounts below it).
@@ -189,6 +196,9 @@ fn walk(root: &Path, caps: bool, one_device: bool, found: &mut Found) -> Result<
                 continue;
             };
             let kind = meta.file_type();
+            if entry.file_name() == ".git" {
+                found.repos.push(entry.path());
+            }
             if kind.is_dir() {
                 if !one_device || Some(meta.dev()) == device {
                     dirs.push(entry.path());
@@ -363,6 +373,32 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
         }
     }
     let set_id = found.set_id;
+    plan.repos = found.repos.clone();
+    // What the policy protects in the workspace's repository is protected in every
+    // repository of the writable trees, and so is what git itself points at: a hooks
+    // directory named by `core.hooksPath` or reached through a link, and included configs.
+    let mut protect: Vec<PathBuf> = grants.protect.clone();
+    let git_names: Vec<PathBuf> = grants
+        .protect
+        .iter()
+        .filter_map(|p| {
+            let text = p.to_str()?;
+            let at = text.find("/.git/")?;
+            Some(PathBuf::from(&text[at + 6..]))
+        })
+        .collect();
+    for git in &found.repos {
+        let is_dir = fs_err::symlink_metadata(git).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            protect.extend(git_names.iter().map(|name| git.join(name)));
+            let repo = git.parent().unwrap_or(git);
+            protect.extend(git_pointers(repo, git));
+        } else {
+            protect.push(git.clone());
+        }
+    }
+    protect.sort();
+    protect.dedup();
     found.sockets.sort();
     found.sockets.dedup();
     ops.extend(
@@ -380,7 +416,7 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     }
     ops.extend(set_id.into_iter().map(|path| MountOp::Protect { path }));
     let mut pinned: Vec<PathBuf> = Vec::new();
-    for path in &grants.protect {
+    for path in &protect {
         // The innermost writable tree holding the path is where it can be changed from.
         let Some(root) = writable_roots
             .iter()
@@ -457,6 +493,48 @@ fn without_secrets(root: &Path, secrets: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     rules
+}
+
+/// What git reads from `git` (the `.git` directory of the repository `repo`) and would run:
+/// the hooks directory of `core.hooksPath` (relative to `repo`), the target of a `hooks` that
+/// is a link, and files named by `include.path` or `includeIf.*.path`. Absolute or relative;
+/// only those inside a writable tree matter, and the caller keeps those.
+fn git_pointers(repo: &Path, git: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if fs_err::symlink_metadata(git.join("hooks")).is_ok_and(|m| m.file_type().is_symlink()) {
+        if let Ok(target) = fs_err::canonicalize(git.join("hooks")) {
+            out.push(target);
+        }
+    }
+    let Ok(config) = fs_err::read_to_string(git.join("config")) else {
+        return out;
+    };
+    let mut section = String::new();
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_ascii_lowercase();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim().trim_matches('"');
+        let wanted = (section == "[core]" && key == "hookspath")
+            || (section.starts_with("[include") && key == "path");
+        if wanted && !value.is_empty() {
+            let value = Path::new(value);
+            let base = if key == "hookspath" { repo } else { git };
+            let path = if value.is_absolute() {
+                value.to_path_buf()
+            } else {
+                base.join(value)
+            };
+            out.push(fs_err::canonicalize(&path).unwrap_or(path));
+        }
+    }
+    out
 }
 
 /// `path` without links, and what it is.

@@ -176,7 +176,9 @@ fn input_env(config: &CordonConfig) -> InputEnv {
             .or_else(|| std::env::var("USER").ok()),
         device: config.subject.device.clone(),
         agent: config.subject.agent.clone(),
-        home: dirs::home_dir(),
+        // Resolved like every path the policy compares with it (a home reached through a
+        // link, `/home -> var/home`, would otherwise match no secret location).
+        home: dirs::home_dir().map(|home| real_path(&home)),
         cwd,
         workspace: roots.iter().map(|root| real_path(root)).collect(),
         time: None,

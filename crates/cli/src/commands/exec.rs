@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::cgroup::{Cgroup, Support};
 use cordon_sandbox::grants::{Feature, Grants};
-use cordon_sandbox::guard::{Change, Finding, Guard};
+use cordon_sandbox::guard::{Action, Change, Finding, Guard};
 use cordon_sandbox::launch::{self, Early, LaunchSpec, ProxyEndpoint, Status, SETUP_FAILED};
 use cordon_supervisor::{real_path, Decided, Supervisor};
 use cordon_sys::process as sys;
@@ -212,7 +212,7 @@ impl ExecCommand {
             }
         }
         let (uid, _) = sys::real_ids();
-        let home = dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"));
+        let home = real_path(&dirs::home_dir().unwrap_or_else(|| PathBuf::from("/")));
         let plan = match cordon_sandbox::plan::plan(&grants, &home, uid, &scan) {
             Ok(plan) => plan,
             Err(why) => {
@@ -310,10 +310,23 @@ impl ExecCommand {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).clone())),
         );
+        // Inside, the home is where it really is (the view has no link leading to it).
+        if let Some((_, value)) = env.iter_mut().find(|(name, _)| name == "HOME") {
+            *value = home.display().to_string();
+        }
         env.push(("NO_PROXY".into(), no_proxy.clone()));
         env.push(("no_proxy".into(), no_proxy));
         // Protected paths as they are before anything runs; compared after the run.
-        let guard = Guard::record(&plan.guarded);
+        // cordon's own directories are written by cordon itself during the run (the audit
+        // log): protected, but not compared.
+        let own = own_paths(&config, &supervisor);
+        let guarded: Vec<_> = plan
+            .guarded
+            .iter()
+            .filter(|g| !own.iter().any(|o| g.path.starts_with(o)))
+            .cloned()
+            .collect();
+        let guard = Guard::record_with_repositories(&guarded, &plan.repos);
         let spec = LaunchSpec {
             command,
             cwd: real_path(&cwd),
@@ -390,6 +403,13 @@ impl ExecCommand {
                 "landlock": landlock_record(&kernel),
             }),
         );
+        // Something the program left on a protected path could not be moved aside: the run
+        // does not end as a success, whatever the program's own status.
+        if protected.iter().any(|f| f.action == Action::Unresolved) {
+            return Err(refused(anyhow!(
+                "the program left changes on protected paths that could not be moved aside; look at them before running anything there (see the errors above)"
+            )));
+        }
         Ok(Exit::Code(u8::try_from(exit).unwrap_or(255)))
     }
 
@@ -434,6 +454,10 @@ impl ExecCommand {
             }),
         );
         context.insert("env".into(), json!(env_names));
+        context.insert("as_root".into(), json!(sys::real_ids().0 == 0));
+        if let Some(config_home) = dirs::config_dir() {
+            context.insert("config_home".into(), json!(real_path(&config_home)));
+        }
         context.insert("env_credentials".into(), json!(env_credentials));
         context.insert("kernel".into(), kernel.to_json());
         context.insert(
@@ -971,7 +995,8 @@ fn create_own_dirs(own: &[PathBuf], writable: &[PathBuf]) -> Result<(), CliError
 }
 
 /// Whether `value` holds a URL with a password (`scheme://user:password@host`, or
-/// `scheme://:password@host`).
+/// `scheme://:password@host`), or, for HTTP, any user information at all (a token is often
+/// sent as the user name: `https://ghp_x@github.com`).
 fn has_url_credentials(value: &str) -> bool {
     value.match_indices("://").any(|(at, sep)| {
         let scheme = &value[..at];
@@ -984,37 +1009,45 @@ fn has_url_credentials(value: &str) -> bool {
             .split(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
             .next()
             .unwrap_or_default();
+        let http = scheme.to_ascii_lowercase().ends_with("http")
+            || scheme.to_ascii_lowercase().ends_with("https");
         scheme_ok
             && authority
                 .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+                .is_some_and(|(userinfo, _)| userinfo.contains(':') || (http && !userinfo.is_empty()))
     })
 }
 
-/// Compares the protected paths with their state at launch and reports, as a warning each,
-/// what the program created, changed or swapped for a link (and where it was moved).
+/// Compares the protected paths with their state at launch and reports each finding: what
+/// the program created, changed or swapped for a link (and where it was moved), what changed
+/// from outside (left), and what could not be moved.
 fn check_protected(guard: &Guard) -> Vec<Finding> {
     let findings = guard.check();
     for finding in &findings {
+        let path = finding.path.display();
         let what = match finding.change {
             Change::Created => "created",
             Change::Changed => "changed",
             Change::Removed => "removed",
             Change::Diverted => "replaced with a link or a file",
         };
-        match (&finding.moved_to, &finding.error) {
-            (Some(to), _) => tracing::warn!(
-                "the protected path `{}` was {what} during the run; moved to `{}`",
-                finding.path.display(),
+        match (finding.action, &finding.moved_to, &finding.error) {
+            (Action::Moved, Some(to), _) => tracing::warn!(
+                "the protected path `{path}` was {what} during the run; moved to `{}`",
                 to.display()
             ),
-            (None, Some(error)) => tracing::error!(
-                "the protected path `{}` was {what} during the run: {error}",
-                finding.path.display()
+            (Action::Unresolved, _, error) => tracing::error!(
+                "the protected path `{path}` was {what} during the run and could not be moved aside: {}",
+                error.as_deref().unwrap_or("unknown error")
             ),
-            (None, None) => tracing::warn!(
-                "the protected path `{}` was {what} during the run",
-                finding.path.display()
+            (_, _, Some(error)) => tracing::warn!(
+                "the protected path `{path}` was {what} during the run: {error}"
+            ),
+            _ if finding.change == Change::Created => tracing::info!(
+                "`{path}` was created during the run; it holds nothing that runs, so it stays"
+            ),
+            _ => tracing::warn!(
+                "the protected path `{path}` was {what} during the run, from outside the sandbox (it was read-only inside); left as it is"
             ),
         }
     }
@@ -1047,6 +1080,7 @@ mod tests {
             "https://u:tok@pypi.example/simple",
             "postgres://app:s3cret@db/app?sslmode=require",
             "x git+https://me:ghp_x@github.com/o/r.git",
+            "https://ghp_x@github.com",
         ] {
             assert!(super::has_url_credentials(value), "{value}");
         }
