@@ -32,7 +32,7 @@ pub struct Guarded {
 
 /// What an entry is, as far as a change would show: its identity, type, size and change
 /// time, and for a directory the same of each entry in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Fingerprint {
     dev: u64,
     ino: u64,
@@ -53,7 +53,7 @@ impl Fingerprint {
 }
 
 /// How a protected path was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum State {
     Absent,
     Present(Fingerprint),
@@ -113,6 +113,14 @@ pub struct Finding {
 struct Root {
     path: PathBuf,
     fd: Result<OwnedFd, String>,
+}
+
+/// What [`Guard::save`] writes: enough to run the check later, should cordon not live to
+/// the end of the run.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    entries: Vec<(Guarded, Result<State, String>)>,
+    repos: Vec<PathBuf>,
 }
 
 /// The protected paths as they were before the run.
@@ -386,32 +394,80 @@ impl Guard {
     /// the run, a new one that could run something (a `gitdir:` file, a configuration with
     /// commands, hooks) is moved aside too, since a top-level `git status` enters it.
     pub fn record_with_repositories(guarded: &[Guarded], repos: &[PathBuf]) -> Guard {
-        let mut roots: Vec<Root> = Vec::new();
-        let mut entries = Vec::new();
-        for g in guarded {
-            let index = match roots.iter().position(|r| r.path == g.root) {
-                Some(index) => index,
-                None => {
-                    let fd = cordon_sys::process::open_no_symlinks(
-                        &g.root,
-                        libc::O_PATH | libc::O_DIRECTORY,
-                    )
-                    .map_err(|e| format!("cannot open `{}`: {e}", g.root.display()));
-                    roots.push(Root {
-                        path: g.root.clone(),
-                        fd,
-                    });
-                    roots.len() - 1
-                }
-            };
-            let state = state(&roots[index], g);
-            entries.push((g.clone(), index, state));
-        }
-        Guard {
-            roots,
+        let mut guard = Guard {
             repos: repos.to_vec(),
-            entries,
+            ..Guard::default()
+        };
+        for g in guarded {
+            let index = guard.root_index(&g.root);
+            let state = state(&guard.roots[index], g);
+            guard.entries.push((g.clone(), index, state));
         }
+        guard
+    }
+
+    /// Writes what the check needs to `path` (created `0600`), so that a later cordon can run
+    /// it if this one is killed before the program's end ([`Guard::load`]).
+    ///
+    /// # Errors
+    ///
+    /// The file system's.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let saved = Saved {
+            entries: self
+                .entries
+                .iter()
+                .map(|(g, _, state)| (g.clone(), state.clone()))
+                .collect(),
+            repos: self.repos.clone(),
+        };
+        let json = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            fs_err::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(&json)?;
+        file.sync_all()
+    }
+
+    /// Reads what [`Guard::save`] wrote; the writable roots are opened again (the program
+    /// that ran in them has ended).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or is not a saved guard.
+    pub fn load(path: &Path) -> Result<Guard, String> {
+        let bytes = fs_err::read(path).map_err(|e| e.to_string())?;
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}` is not a saved check: {e}", path.display()))?;
+        let mut guard = Guard {
+            repos: saved.repos,
+            ..Guard::default()
+        };
+        for (g, state) in saved.entries {
+            let index = guard.root_index(&g.root);
+            guard.entries.push((g, index, state));
+        }
+        Ok(guard)
+    }
+
+    fn root_index(&mut self, root: &Path) -> usize {
+        if let Some(index) = self.roots.iter().position(|r| r.path == root) {
+            return index;
+        }
+        let fd = cordon_sys::process::open_no_symlinks(root, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| format!("cannot open `{}`: {e}", root.display()));
+        self.roots.push(Root {
+            path: root.to_path_buf(),
+            fd,
+        });
+        self.roots.len() - 1
     }
 
     /// Compares each protected path with its state at launch. What the program created,

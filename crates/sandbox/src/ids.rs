@@ -243,8 +243,8 @@ fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
         let terminal = own_terminal && kind.is_char_device() && sys::is_terminal(file.as_fd());
         // Only anonymous pipes and sockets (`pipe:[N]`, `socket:[N]`): a named FIFO on disk
         // belongs to someone and keeps its owner.
-        let anonymous = fs_err::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .is_ok_and(|target| {
+        let anonymous =
+            fs_err::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).is_ok_and(|target| {
                 let target = target.to_string_lossy();
                 target.starts_with("pipe:[") || target.starts_with("socket:[")
             });

@@ -171,6 +171,9 @@ impl ExecCommand {
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;
+        if !self.dry_run {
+            recover_pending();
+        }
         let read = resolve_all(&self.allow_read, &cwd)?;
         let write = resolve_all(&self.allow_write, &cwd)?;
         let kernel = Kernel::probe();
@@ -327,6 +330,18 @@ impl ExecCommand {
             .cloned()
             .collect();
         let guard = Guard::record_with_repositories(&guarded, &plan.repos);
+        // Saved until checked: if cordon is killed before the program's end, the next run
+        // does the check.
+        let pending = pending_dir().map(|dir| dir.join(format!("{}.json", std::process::id())));
+        if let Some(path) = &pending {
+            let _ = fs_err::remove_file(path);
+            if let Err(err) = guard.save(path) {
+                tracing::warn!(
+                    "cannot save the check of protected paths to `{}`: {err}",
+                    path.display()
+                );
+            }
+        }
         let spec = LaunchSpec {
             command,
             cwd: real_path(&cwd),
@@ -394,6 +409,9 @@ impl ExecCommand {
         }
         tracing::debug!("program ended after {:?}", started.elapsed());
         let protected = check_protected(&guard);
+        if let Some(path) = &pending {
+            let _ = fs_err::remove_file(path);
+        }
         launch.record(
             Outcome::Performed,
             json!({
@@ -840,11 +858,21 @@ fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd>>) {
         return;
     };
     std::thread::spawn(move || {
+        let mut terminations = 0;
         for signal in signals.forever() {
             match (&master, signal) {
                 (Some(master), libc::SIGWINCH) => copy_window_size_to(master),
                 _ => {
                     let _ = sys::kill(helper, signal);
+                    if matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGHUP) {
+                        terminations += 1;
+                    }
+                    // A program that ignores being asked to end is ended: the sandbox goes
+                    // and cordon checks what it left.
+                    if terminations == 3 {
+                        eprintln!("cordon: the program ignores termination; ending the sandbox");
+                        let _ = sys::kill(helper, libc::SIGKILL);
+                    }
                 }
             }
         }
@@ -1012,10 +1040,49 @@ fn has_url_credentials(value: &str) -> bool {
         let http = scheme.to_ascii_lowercase().ends_with("http")
             || scheme.to_ascii_lowercase().ends_with("https");
         scheme_ok
-            && authority
-                .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':') || (http && !userinfo.is_empty()))
+            && authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
+                userinfo.contains(':') || (http && !userinfo.is_empty())
+            })
     })
+}
+
+/// Where checks of protected paths wait until done: cordon's state directory.
+fn pending_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::data_dir)
+        .map(|dir| dir.join("cordon").join("pending"))
+}
+
+/// Runs the checks that earlier runs saved and did not live to run (cordon was killed while
+/// its program ran): what such a program left on protected paths is moved aside now.
+fn recover_pending() {
+    let Some(dir) = pending_dir() else {
+        return;
+    };
+    let Ok(entries) = fs_err::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let pid = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        // A cordon still running does its own check.
+        if pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        match Guard::load(&path) {
+            Ok(guard) => {
+                tracing::warn!(
+                    "an earlier cordon exec ended before checking its protected paths; checking them now"
+                );
+                check_protected(&guard);
+            }
+            Err(err) => tracing::warn!("{err}; removed"),
+        }
+        let _ = fs_err::remove_file(&path);
+    }
 }
 
 /// Compares the protected paths with their state at launch and reports each finding: what

@@ -837,3 +837,209 @@ fn default_caps_are_sized_to_the_machine_and_applied() {
     }
     let _ = child.0.kill();
 }
+
+/// Runs `git status` outside the sandbox, as the person would after the run, with a marker
+/// that a planted command would create.
+fn git_status_runs_nothing_planted(work: &std::path::Path) -> bool {
+    let _ = git(work, &["status", "--short"]);
+    !work.join("owned").exists()
+}
+
+/// The aside names of the old quarantine could be made ahead of time, so that the move
+/// failed and the planted file stayed.
+#[test]
+fn names_made_ahead_do_not_keep_a_planted_file() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    let script = "mkdir .evil && cp -a .git/objects .git/refs .git/HEAD .evil/ && cp .git/config .evil/config && \
+        printf '[core]\\n\\tfsmonitor = \"touch owned; false\"\\n' >> .evil/config && echo ../.evil > .git/commondir; \
+        now=$(date -u +%s); for i in $(seq 0 30); do touch \".git/commondir.cordon-quarantine-$(date -u -d @$((now+i)) +%Y%m%dT%H%M%SZ)\"; done";
+    let out = bare(&home, script);
+    assert!(
+        !git_status_runs_nothing_planted(&work),
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    fs_err::remove_file(work.join("owned")).unwrap();
+    fs_err::remove_file(work.join(".git/commondir")).unwrap();
+    fs_err::remove_dir_all(work.join(".evil")).unwrap();
+    let out = sandboxed(&home, &[], script);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
+    assert!(git_status_runs_nothing_planted(&work));
+}
+
+/// A repository made inside the workspace (and added as a gitlink) is entered by the
+/// person's next top-level `git status`: one whose configuration runs a command is moved.
+#[test]
+fn a_nested_repository_planted_during_the_run_runs_nothing_outside() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    let script = "mkdir -p vendor/lib && cd vendor/lib && git init -q && \
+        git -c user.name=a -c user.email=a@b commit -q --allow-empty -m x && \
+        printf '[core]\\n\\tfsmonitor = \"touch ../../owned; false\"\\n' >> .git/config && cd ../.. && git add vendor/lib";
+    let out = bare(&home, script);
+    assert!(
+        !git_status_runs_nothing_planted(&work),
+        "the attack does not work even without the sandbox: {}",
+        stderr(&out)
+    );
+    fs_err::remove_file(work.join("owned")).unwrap();
+    fs_err::remove_dir_all(work.join("vendor")).unwrap();
+    let _ = git(&work, &["rm", "-q", "--cached", "-r", "vendor"]);
+    let out = sandboxed(&home, &[], script);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(git_status_runs_nothing_planted(&work), "{}", stderr(&out));
+    assert!(!work.join("vendor/lib/.git").exists(), "{}", stderr(&out));
+}
+
+/// `core.hooksPath` names a hooks directory outside `.git`: it is protected as `.git/hooks`.
+#[test]
+fn a_hooks_path_outside_git_stays_read_only() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    assert!(git(&work, &["config", "core.hooksPath", "tools/hooks"])
+        .status
+        .success());
+    fs_err::create_dir_all(work.join("tools/hooks")).unwrap();
+    let hook = work.join("tools/hooks/pre-commit");
+    fs_err::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    let script = "printf '#!/bin/sh\\ntouch owned\\n' > tools/hooks/pre-commit; printf x > tools/hooks/post-checkout";
+    bare(&home, script);
+    assert!(
+        read(&hook).contains("owned"),
+        "the attack does not work even without the sandbox"
+    );
+    fs_err::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    let _ = fs_err::remove_file(work.join("tools/hooks/post-checkout"));
+    let out = sandboxed(&home, &[], script);
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(read(&hook), "#!/bin/sh\nexit 0\n", "{}", stderr(&out));
+    assert!(!work.join("tools/hooks/post-checkout").exists());
+}
+
+/// A home reached through a link (`/home -> var/home`): secrets are masked and the home is
+/// refused as a workspace all the same.
+#[test]
+fn a_home_behind_a_link_keeps_its_secrets() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let link = home.path().with_extension("link");
+    std::os::unix::fs::symlink(home.path(), &link).unwrap();
+    let script = "cat \"$HOME/.ssh/id_ed25519\" > leak";
+    let linked = link.display().to_string();
+    let mut inside = exec_script(&home, &["--allow-read", &linked], "sh", script);
+    inside.env("HOME", &link);
+    reset(&home);
+    let out = inside.output().unwrap();
+    assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        !read(leak(&home)).contains(super::attack::SECRET),
+        "{}",
+        stderr(&out)
+    );
+    let mut in_home = exec_script(&home, &[], "sh", "true");
+    in_home.env("HOME", &link).current_dir(&link);
+    let out = in_home.output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let _ = fs_err::remove_file(&link);
+}
+
+/// cordon killed while the program runs: the next run does the check it could not.
+#[test]
+fn a_check_cut_short_is_done_by_the_next_run() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    let mut running = KillOnDrop(
+        exec_script(&home, &[], "sh", "echo ../.evil > .git/commondir; sleep 30")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !work.join(".git/commondir").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    running.0.kill().unwrap();
+    running.0.wait().unwrap();
+    assert!(work.join(".git/commondir").exists());
+    let out = sandboxed(&home, &[], "true");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ended before checking its protected paths"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A program that ignores termination is ended after the third request, and the check runs.
+#[test]
+fn a_program_ignoring_termination_is_ended_and_checked() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let work = home.workspace();
+    assert!(git(&work, &["init", "-q"]).status.success());
+    let child = exec_script(
+        &home,
+        &[],
+        "sh",
+        "trap '' TERM INT HUP; echo ../.evil > .git/commondir; while :; do sleep 1; done",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !work.join(".git/commondir").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.0.id().to_string();
+    for _ in 0..3 {
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cordon did not end the sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!work.join(".git/commondir").exists());
+}
