@@ -19,6 +19,11 @@ struct ChainFields<'a> {
     seq: u64,
     #[serde(borrow)]
     prev_hash: &'a str,
+    #[serde(borrow)]
+    time: &'a str,
+    #[serde(borrow)]
+    capability: &'a str,
+    allow: bool,
 }
 
 /// Which records a query returns; every field narrows it.
@@ -270,13 +275,20 @@ impl Reader {
         {
             let mut stmt = self
                 .conn
-                .prepare("SELECT seq, record, hash FROM events ORDER BY seq")
+                .prepare("SELECT seq, record, hash, time, capability, allow FROM events ORDER BY seq")
                 .map_err(self.sql("read records"))?;
             let mut rows = stmt.query([]).map_err(self.sql("read records"))?;
             while let Some(row) = rows.next().map_err(self.sql("read records"))? {
                 let seq = row.get::<_, i64>(0).map_err(self.sql("read records"))? as u64;
                 let text: String = row.get(1).map_err(self.sql("read records"))?;
                 let stored_hash: String = row.get(2).map_err(self.sql("read records"))?;
+                // The columns queries filter on are copies: each must say what the hashed
+                // record says, or a flipped `allow` would hide a denial from `query`.
+                let columns: (String, String, bool) = (
+                    row.get(3).map_err(self.sql("read records"))?,
+                    row.get(4).map_err(self.sql("read records"))?,
+                    row.get(5).map_err(self.sql("read records"))?,
+                );
                 let expected_seq = report.records + 1;
                 let problem = |kind, message: String| {
                     Some(Problem {
@@ -301,10 +313,17 @@ impl Reader {
                             "chain",
                             format!("record {seq} does not chain to record {}: a record was removed, reordered or rewritten", seq - 1),
                         ),
-                        Ok(_) => {
+                        Ok(record) => {
                             let hash = hex(&Sha256::digest(text.as_bytes()));
                             if hash != stored_hash {
                                 problem("edited", format!("record {seq} does not match its hash: it was edited"))
+                            } else if (record.time, record.capability, record.allow)
+                                != (columns.0.as_str(), columns.1.as_str(), columns.2)
+                            {
+                                problem(
+                                    "index",
+                                    format!("record {seq}'s time, capability or allow column disagrees with the record: the column was edited"),
+                                )
                             } else {
                                 expected_prev = hash;
                                 None

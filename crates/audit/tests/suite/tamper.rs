@@ -63,7 +63,7 @@ fn an_edit_with_a_recomputed_hash_breaks_the_chain() {
     let hash = hex(&Sha256::digest(text.as_bytes()));
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute(
-        "UPDATE events SET record = ?1, hash = ?2 WHERE seq = 9",
+        "UPDATE events SET record = ?1, hash = ?2, allow = 1 WHERE seq = 9",
         [&text, &hash],
     )
     .unwrap();
@@ -151,4 +151,18 @@ fn checkpoints_signed_by_another_key_are_found() {
         report.problem.map(|p| (p.seq, p.kind)),
         Some((1, "signature"))
     );
+}
+
+#[test]
+fn an_edited_index_column_is_found() {
+    for (column, edit) in [
+        ("allow", "UPDATE events SET allow = 1 - allow WHERE seq = 7;"),
+        ("capability", "UPDATE events SET capability = 'other' WHERE seq = 7;"),
+        ("time", "UPDATE events SET time = '1999-01-01T00:00:00Z' WHERE seq = 7;"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = log(dir.path());
+        sql(&db, edit);
+        assert_eq!(problem(&db), (7, "index"), "{column}");
+    }
 }
