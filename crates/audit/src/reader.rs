@@ -275,7 +275,9 @@ impl Reader {
         {
             let mut stmt = self
                 .conn
-                .prepare("SELECT seq, record, hash, time, capability, allow FROM events ORDER BY seq")
+                .prepare(
+                    "SELECT seq, record, hash, time, capability, allow FROM events ORDER BY seq",
+                )
                 .map_err(self.sql("read records"))?;
             let mut rows = stmt.query([]).map_err(self.sql("read records"))?;
             while let Some(row) = rows.next().map_err(self.sql("read records"))? {

@@ -52,6 +52,7 @@ pub fn redact(value: &Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
         Value::String(s) if looks_like_secret(s) => Value::String(REDACTED.into()),
+        Value::String(s) => Value::String(redact_inside(s)),
         other => other.clone(),
     }
 }
@@ -71,11 +72,108 @@ fn looks_like_secret(s: &str) -> bool {
         .any(|p| s.starts_with(p) && s.len() >= p.len() + 16)
 }
 
+/// Words after which the next word is a credential (`Authorization: Bearer TOKEN`).
+const CREDENTIAL_SCHEMES: [&str; 3] = ["bearer", "basic", "token"];
+
+/// `s` with credentials inside it replaced (a command line, a header line, a URL): the word
+/// after `Bearer`/`Basic`/`token`, the user information of a URL with a password (or of any
+/// HTTP URL, where a token often stands as the user name), and words that start like a known
+/// credential format.
+fn redact_inside(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut after_scheme = false;
+    for (i, word) in s.split_inclusive(|c: char| c.is_whitespace()).enumerate() {
+        let trimmed = word.trim_end();
+        let tail = &word[trimmed.len()..];
+        let (prefix, value) = match trimmed.split_once('=') {
+            // `--token=VALUE`, `KEY=VALUE`: judge the value.
+            Some((key, value)) if i > 0 || !key.contains("://") => (&trimmed[..=key.len()], value),
+            _ => ("", trimmed),
+        };
+        let known_format = SECRET_PREFIXES
+            .iter()
+            .any(|p| value.starts_with(p) && value.len() >= p.len() + 16);
+        let replaced = if (after_scheme && !value.is_empty()) || known_format {
+            Some(REDACTED.to_owned())
+        } else {
+            redact_url_userinfo(value)
+        };
+        after_scheme = CREDENTIAL_SCHEMES
+            .iter()
+            .any(|scheme| value.eq_ignore_ascii_case(scheme));
+        match replaced {
+            Some(value) => {
+                out.push_str(prefix);
+                out.push_str(&value);
+            }
+            None => out.push_str(trimmed),
+        }
+        out.push_str(tail);
+    }
+    out
+}
+
+/// `value` with the user information of its URL replaced, when it carries a password (or is
+/// an HTTP URL with any user information).
+fn redact_url_userinfo(value: &str) -> Option<String> {
+    let at = value.find("://")?;
+    let scheme = value[..at].to_ascii_lowercase();
+    let rest = &value[at + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
+    let http = scheme.ends_with("http") || scheme.ends_with("https");
+    if userinfo.is_empty() || !(userinfo.contains(':') || http) {
+        return None;
+    }
+    Some(format!(
+        "{}://{REDACTED}@{}",
+        &value[..at],
+        &rest[userinfo.len() + 1..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn credentials_inside_strings_are_replaced() {
+        let command = json!([
+            "curl",
+            "-H",
+            "Authorization: Bearer abc.def.ghi",
+            "https://u:tok@example.org/x",
+            "--token=ghp_0123456789abcdefghijkl",
+            "git",
+            "clone",
+            "https://ghp_x@github.com/o/r",
+            "ssh://git@github.com/o/r",
+            "plain"
+        ]);
+        assert_eq!(
+            redact(&command),
+            json!([
+                "curl",
+                "-H",
+                "Authorization: Bearer [redacted]",
+                "https://[redacted]@example.org/x",
+                "--token=[redacted]",
+                "git",
+                "clone",
+                "https://[redacted]@github.com/o/r",
+                "ssh://git@github.com/o/r",
+                "plain"
+            ])
+        );
+        assert_eq!(
+            redact(&json!(
+                "sh -c 'curl -u x https://a:b@h/ -H \"Authorization: Basic QUJD\"'"
+            )),
+            json!("sh -c 'curl -u x https://[redacted]@h/ -H \"Authorization: Basic [redacted]")
+        );
+    }
 
     #[test]
     fn replaces_secret_keys_and_values_only() {

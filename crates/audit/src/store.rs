@@ -105,11 +105,33 @@ fn sql<'a>(path: &'a Path, operation: &'static str) -> impl Fn(rusqlite::Error) 
 
 /// Opens `path` for writing, creating the database and its schema when needed.
 fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs_err::create_dir_all(dir).map_err(|source| StoreError::Key {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        // The log holds what agents asked for and the commands people ran: for its owner
+        // only (the write-ahead log and shared-memory files take the database's mode).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Key {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(StoreError::Key {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     }
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),

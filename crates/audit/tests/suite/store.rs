@@ -135,3 +135,25 @@ fn a_missing_database_is_named() {
         "cannot open audit database `/nonexistent/audit.db`"
     );
 }
+
+#[test]
+fn the_database_and_its_journal_are_for_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    super::common::filled(
+        &dir.path().join("new"),
+        3,
+        cordon_audit::StoreOptions::default(),
+    );
+    for entry in fs_err::read_dir(dir.path().join("new")).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
+    }
+    let mode = fs_err::metadata(dir.path().join("new"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}

@@ -156,9 +156,18 @@ fn checkpoints_signed_by_another_key_are_found() {
 #[test]
 fn an_edited_index_column_is_found() {
     for (column, edit) in [
-        ("allow", "UPDATE events SET allow = 1 - allow WHERE seq = 7;"),
-        ("capability", "UPDATE events SET capability = 'other' WHERE seq = 7;"),
-        ("time", "UPDATE events SET time = '1999-01-01T00:00:00Z' WHERE seq = 7;"),
+        (
+            "allow",
+            "UPDATE events SET allow = 1 - allow WHERE seq = 7;",
+        ),
+        (
+            "capability",
+            "UPDATE events SET capability = 'other' WHERE seq = 7;",
+        ),
+        (
+            "time",
+            "UPDATE events SET time = '1999-01-01T00:00:00Z' WHERE seq = 7;",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let db = log(dir.path());

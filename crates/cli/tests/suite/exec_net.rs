@@ -328,3 +328,80 @@ PY"#
     assert!(fronting, "the fronting cut is not in the audit log");
     assert!(exfil_name, "the refused name is not in the audit log");
 }
+
+/// A flood of denied requests writes a bounded number of audit records (each one a durable
+/// write), and allowed work goes on meanwhile, each allowance recorded.
+#[test]
+fn a_flood_of_denials_is_coalesced_and_allowed_work_goes_on() {
+    let home = Home::new();
+    let allowed = Listener::start();
+    let exfil = Listener::start();
+    let grant = format!("127.0.0.1:{}", allowed.port);
+    let mut proxy = KillOnDrop(
+        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(proxy.0.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let address = loop {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("cordon proxy: listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let flood = format!(
+        "import socket\nfor i in range(1500):\n    s=socket.create_connection(('{host}',{port}),timeout=5)\n    s.sendall(b'CONNECT 127.0.0.1:{} HTTP/1.1\\r\\n\\r\\n')\n    s.recv(64); s.close()",
+        exfil.port
+    );
+    let out = Command::new("python3")
+        .args(["-c", &flood])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+        ])
+        .arg(format!("http://{address}"))
+        .arg(format!("http://127.0.0.1:{}/", allowed.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    drop(proxy);
+    assert_eq!(exfil.received(), 0);
+    let records = home
+        .cordon(&["audit", "query", "--capability", "net", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&records.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let denials = records.iter().filter(|r| r["allow"] == false).count();
+    assert!(
+        (1..=20).contains(&denials),
+        "{denials} denial records for 1500 denied requests"
+    );
+    assert!(records.iter().any(|r| r["allow"] == true));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["input"]["coalesced"].as_u64().unwrap_or(0) > 0)
+            || denials == 1
+    );
+}
