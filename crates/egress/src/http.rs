@@ -493,9 +493,10 @@ pub(crate) fn report_cut(proxy: &Proxy, decided: &Decided, result: Result<(), Cu
     match result {
         Err(Cut::Budget(over)) => proxy.cut(
             decided,
-            &format!(
-                "upload budget of {} bytes to `{}` used up; connection closed",
-                over.budget, decided.host
+            &proxy.session().budget_refusal(
+                &decided.host.as_policy_string(),
+                over.budget,
+                "connection closed",
             ),
         ),
         Err(Cut::Refused(reason)) => proxy.cut(decided, &reason),
@@ -578,9 +579,10 @@ where
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     let over = |over: crate::relay::OverBudget| {
-        let reason = format!(
-            "upload budget of {} bytes to `{}` used up; request refused",
-            over.budget, decided.host
+        let reason = proxy.session().budget_refusal(
+            &decided.host.as_policy_string(),
+            over.budget,
+            "request refused",
         );
         proxy.cut(&decided, &reason);
         answer(403, format!("cordon: {reason}"))

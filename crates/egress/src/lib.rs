@@ -112,6 +112,8 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Window in which distinct subdomains of one parent are counted.
     pub subdomain_window: Duration,
+    /// How long an upload budget lasts before it refills.
+    pub upload_window: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -123,6 +125,7 @@ impl Default for ProxyOptions {
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             subdomain_window: Duration::from_secs(60),
+            upload_window: session::UPLOAD_WINDOW,
         }
     }
 }
@@ -150,7 +153,7 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy deciding with `gate`.
     pub fn new(gate: Arc<dyn Gate>, options: ProxyOptions) -> Self {
-        let session = Session::new(options.subdomain_window);
+        let session = Session::new(options.subdomain_window, options.upload_window);
         Self {
             inner: Arc::new(Inner {
                 gate,

@@ -410,13 +410,42 @@ fn upload_budget_cuts_the_connection_and_is_reported() {
     assert!(h.gate.cuts.lock().unwrap()[0].contains("upload budget of 10000 bytes"));
     assert!(allowed.received.lock().unwrap().len() <= 10_000);
 
-    // A later request to the same host is refused: the budget is per session.
+    // A later request to the same host is refused until the budget refills, and says when.
     let answer = exchange(
         h.proxy,
         format!("POST http://127.0.0.1:{a}/ HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").as_bytes(),
         None,
     );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("it refills at"), "{answer}");
+}
+
+#[test]
+fn an_upload_budget_refills_after_its_window() {
+    let allowed = Server::start();
+    let gate = TestGate {
+        budget: Some(100),
+        ..allowing(&allowed)
+    };
+    let options = ProxyOptions {
+        upload_window: Duration::from_millis(700),
+        ..ProxyOptions::default()
+    };
+    let h = harness(gate, options);
+    let a = allowed.addr.port();
+    let post = |body: &str| {
+        exchange(
+            h.proxy,
+            format!("POST http://127.0.0.1:{a}/ HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+            None,
+        )
+    };
+    let big = "x".repeat(500);
+    assert!(post(&big).starts_with("HTTP/1.1 403"));
+    assert!(post("small").starts_with("HTTP/1.1 403"), "spent: refused");
+    std::thread::sleep(Duration::from_millis(900));
+    let answer = post("small");
+    assert!(answer.contains("200 OK"), "refilled: {answer}");
 }
 
 #[test]
