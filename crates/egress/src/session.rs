@@ -170,13 +170,20 @@ mod tests {
     #[test]
     fn budgets_are_kept_per_registrable_domain() {
         assert_eq!(budget_key("a.b.example.co.uk"), "example.co.uk");
-        assert_eq!(budget_key("x1.githubusercontent.com"), "githubusercontent.com");
+        assert_eq!(
+            budget_key("x1.githubusercontent.com"),
+            "githubusercontent.com"
+        );
         assert_eq!(budget_key("example.org"), "example.org");
         assert_eq!(budget_key("127.0.0.1"), "127.0.0.1");
         assert_eq!(budget_key("::1"), "::1");
         let session = Session::new(Duration::from_secs(60), UPLOAD_WINDOW);
-        session.sent_counter("a.example.com").fetch_add(10, Ordering::Relaxed);
-        session.sent_counter("b.example.com").fetch_add(5, Ordering::Relaxed);
+        session
+            .sent_counter("a.example.com")
+            .fetch_add(10, Ordering::Relaxed);
+        session
+            .sent_counter("b.example.com")
+            .fetch_add(5, Ordering::Relaxed);
         assert_eq!(session.usage("c.example.com").0, 15);
         assert_eq!(session.usage("example.net").0, 0);
         assert!(session.refills_in("example.com") > Duration::from_secs(3590));

@@ -103,7 +103,7 @@ pub(crate) struct PipelineGate {
 }
 
 /// Bounds what a flood of denied requests writes to the audit log (each record is a durable
-/// write): the same denial (action, host, port, reason) is recorded at most once a second,
+/// write): the same denial (action, resource, reason) is recorded at most once a second,
 /// and at most [`Throttle::PER_WINDOW`] denials every [`Throttle::WINDOW`]. What is left out
 /// is counted, and the count goes with the next denial recorded (`coalesced`). Every request
 /// is still decided, and denied; allowances are always recorded.
@@ -173,15 +173,16 @@ impl PipelineGate {
             .map(|input| &input["resource"])
             .cloned()
             .unwrap_or_default();
+        // The same request refused for the same reason: action, the whole resource (host,
+        // port, method and path), the first reason.
         let key = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}",
             decided
                 .input
                 .as_ref()
                 .map(|input| input["action"].to_string())
                 .unwrap_or_default(),
-            resource["host"],
-            resource["port"],
+            resource,
             decided
                 .decision
                 .reasons

@@ -130,7 +130,10 @@ fn allowed_host_is_reached_through_the_proxy_and_every_bypass_fails() {
         .filter(|r| r["allow"] == false && r["resource"]["port"] == e)
         .count();
     assert!(allowed_ok, "no allowed decision recorded");
-    assert!(exfil_denied >= 3, "denials recorded: {exfil_denied}");
+    // The proxied and the spelled-IP requests are the same request once the host is
+    // normalised, refused within the same second: one record (repeats are coalesced); the
+    // SOCKS one is another.
+    assert!(exfil_denied >= 2, "denials recorded: {exfil_denied}");
 }
 
 #[test]
