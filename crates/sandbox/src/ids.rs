@@ -123,10 +123,10 @@ impl Mapper {
     /// Empties the helper's supplementary groups (root's groups must not follow the program
     /// into the namespace, where they could no longer be dropped) and forks the mapper.
     /// Call while the helper is single-threaded and still in the host's namespaces.
-    pub(crate) fn start(own_terminal: bool) -> std::io::Result<Mapper> {
+    pub(crate) fn start() -> std::io::Result<Mapper> {
         sys::clear_supplementary_groups()?;
         let helper = std::process::id() as Pid;
-        give_streams(root_runs_as(helper), own_terminal)?;
+        give_streams(root_runs_as(helper))?;
         let (ours, theirs) = sys::seqpacket_pair()?;
         match sys::fork_single_threaded()? {
             Forked::Child => {
@@ -222,12 +222,12 @@ fn mapper_main(socket: OwnedFd, helper: Pid) -> ! {
     }
 }
 
-/// Pipes, sockets and the pseudo-terminal cordon made for the program (`own_terminal`) on
-/// the standard streams, created by root, are `0600` root's: the program, no longer root,
-/// could still use the descriptors it inherits but not reopen them (`echo > /dev/stderr`,
-/// `curl -o /dev/stdout`). They are handed to its id. Regular files (a redirection to the
-/// person's own file) and any other terminal are left as they are.
-fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
+/// Pipes and sockets on the standard streams, created by root, are `0600` root's: the
+/// program, no longer root, could still use the descriptors it inherits but not reopen them
+/// (`echo > /dev/stderr`, `curl -o /dev/stdout`). They are handed to its id. Regular files
+/// and named FIFOs (the person's own) and terminals (never the program's: it gets its own)
+/// are left as they are.
+fn give_streams(id: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let streams = [
         std::io::stdin().as_fd().try_clone_to_owned(),
@@ -240,7 +240,6 @@ fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
             continue;
         };
         let kind = meta.file_type();
-        let terminal = own_terminal && kind.is_char_device() && sys::is_terminal(file.as_fd());
         // Only anonymous pipes and sockets (`pipe:[N]`, `socket:[N]`): a named FIFO on disk
         // belongs to someone and keeps its owner.
         let anonymous =
@@ -248,7 +247,7 @@ fn give_streams(id: u32, own_terminal: bool) -> std::io::Result<()> {
                 let target = target.to_string_lossy();
                 target.starts_with("pipe:[") || target.starts_with("socket:[")
             });
-        if meta.uid() == 0 && ((anonymous && (kind.is_fifo() || kind.is_socket())) || terminal) {
+        if meta.uid() == 0 && anonymous && (kind.is_fifo() || kind.is_socket()) {
             std::os::unix::fs::fchown(&file, Some(id), Some(id))?;
         }
     }

@@ -45,8 +45,10 @@ pub struct Early {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
-    /// Whether a standard stream is a pseudo-terminal the program should control.
-    pub terminal: bool,
+    /// Which standard streams (input, output, error) were the person's terminal: each is
+    /// given a pseudo-terminal that init opens in the sandbox's own devpts (so that `tty`
+    /// names it inside), whose other side is handed to cordon over the proxy socket.
+    pub terminal: [bool; 3],
     /// The descriptor of the status pipe's write end.
     pub status_fd: i32,
     /// The descriptor of the read end of the pipe the [`LaunchSpec`] arrives on.
@@ -152,7 +154,7 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     let mut mapper = if early.uid == 0 {
         Some(try_step!(
             "cannot start the sandbox's id mapper",
-            Mapper::start(early.terminal)
+            Mapper::start()
         ))
     } else {
         None
@@ -194,6 +196,9 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         ),
     }
     try_step!("cannot bring up loopback", sys::bring_loopback_up());
+    // The socket to cordon carries the proxy's listener now and the terminal's other side
+    // once init has opened it.
+    let mut handoff: Option<OwnedFd> = None;
     if let Some(proxy) = early.proxy {
         let socket = try_step!(
             "the sandbox helper has no proxy socket",
@@ -210,6 +215,7 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
             "cannot hand the proxy socket to cordon",
             sys::send_fd(socket.as_fd(), listener.as_fd())
         );
+        handoff = Some(socket);
     }
     let filters = try_step!("cannot compile the seccomp filter", seccomp::compile());
     let mut spec_pipe = std::fs::File::from(spec_pipe);
@@ -248,9 +254,10 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         "cannot start the sandbox's init",
         sys::fork_single_threaded()
     ) {
-        Forked::Child => init(&program, trees, status, saved),
+        Forked::Child => init(&program, trees, handoff, status, saved),
         Forked::Parent(init) => {
             drop(trees);
+            drop(handoff);
             drop(status);
             Ok(sys::supervise(init, false).unwrap_or(SETUP_FAILED))
         }
@@ -260,7 +267,7 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
 /// What init and the program need.
 struct Program<'a> {
     spec: &'a LaunchSpec,
-    terminal: bool,
+    terminal: [bool; 3],
     filters: &'a [seccompiler::BpfProgram],
     /// The specification pipe, on which cordon sends [`GO`] once the decision is durably
     /// recorded.
@@ -328,22 +335,40 @@ fn read_spec(pipe: &mut std::fs::File) -> std::io::Result<Option<LaunchSpec>> {
 fn init(
     program: &Program<'_>,
     trees: Vec<OwnedFd>,
+    handoff: Option<OwnedFd>,
     status: OwnedFd,
     saved: sys::SavedSignalMask,
 ) -> ! {
     let spec = program.spec;
-    let setup = || -> Result<(), String> {
+    let setup = || -> Result<Option<OwnedFd>, String> {
         sys::set_parent_death_signal(libc::SIGKILL)
             .map_err(|e| format!("cannot ask to die with the helper: {e}"))?;
         sys::set_hostname("cordon").map_err(|e| format!("cannot set the host name: {e}"))?;
-        crate::view::build(&spec.plan.mounts, trees, &spec.cwd)
+        crate::view::build(&spec.plan.mounts, trees, &spec.cwd)?;
+        if !program.terminal.iter().any(|t| *t) {
+            return Ok(None);
+        }
+        // In the view, /dev/ptmx is the sandbox's own devpts: the terminal is named there.
+        let (master, slave) = sys::open_pseudo_terminal()
+            .map_err(|e| format!("cannot open a pseudo-terminal in the sandbox: {e}"))?;
+        let socket = handoff
+            .as_ref()
+            .ok_or("no socket to hand the terminal to cordon")?;
+        sys::send_fd(socket.as_fd(), master.as_fd())
+            .map_err(|e| format!("cannot hand the terminal to cordon: {e}"))?;
+        Ok(Some(slave))
     };
-    if let Err(message) = setup() {
-        fail(status, Status::Setup(message), SETUP_FAILED);
-    }
+    let slave = match setup() {
+        Ok(slave) => slave,
+        Err(message) => fail(status, Status::Setup(message), SETUP_FAILED),
+    };
+    drop(handoff);
     match sys::fork_single_threaded() {
-        Ok(Forked::Child) => run(program, status, &saved),
+        Ok(Forked::Child) => run(program, slave, status, &saved),
         Ok(Forked::Parent(child)) => {
+            // Only the program holds the terminal: when it (and its children) are gone,
+            // cordon's side reads the end.
+            drop(slave);
             drop(status);
             sys::exit_now(sys::supervise(child, true).unwrap_or(SETUP_FAILED))
         }
@@ -356,20 +381,23 @@ fn init(
 }
 
 /// The program's process: confine, then execute.
-fn run(program: &Program<'_>, status: OwnedFd, saved: &sys::SavedSignalMask) -> ! {
+fn run(
+    program: &Program<'_>,
+    terminal: Option<OwnedFd>,
+    status: OwnedFd,
+    saved: &sys::SavedSignalMask,
+) -> ! {
     let spec = program.spec;
     let confine = || -> Result<(), String> {
         sys::restore_signal_mask(saved).map_err(|e| format!("cannot restore signals: {e}"))?;
         sys::new_session().map_err(|e| format!("cannot start a session: {e}"))?;
-        if program.terminal {
+        if let Some(terminal) = &terminal {
             // The pseudo-terminal stands in for whichever standard streams were terminals.
-            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-            let streams = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
-            let terminal = streams
-                .into_iter()
-                .find(|fd| sys::is_terminal(*fd))
-                .ok_or("the sandbox's pseudo-terminal is not on any standard stream")?;
-            sys::set_controlling_terminal(terminal)
+            for (stream, _) in program.terminal.iter().enumerate().filter(|(_, t)| **t) {
+                sys::duplicate_onto(terminal.as_fd(), stream as libc::c_int)
+                    .map_err(|e| format!("cannot give the program its terminal: {e}"))?;
+            }
+            sys::set_controlling_terminal(terminal.as_fd())
                 .map_err(|e| format!("cannot take the terminal: {e}"))?;
         }
         sys::set_cloexec_from(3).map_err(|e| format!("cannot close inherited descriptors: {e}"))?;

@@ -523,8 +523,11 @@ struct Helper {
     status: std::io::PipeReader,
     cgroup: Option<Cgroup>,
     cgroup_error: Option<String>,
-    pty: Option<OwnedFd>,
-    /// cordon's end of the socket the helper sends the proxy's listener over.
+    /// Whether a standard stream is the person's terminal: the sandbox's init then opens a
+    /// pseudo-terminal in its own devpts and sends its other side over `proxy_socket`.
+    terminal: bool,
+    /// cordon's end of the socket the helper sends the proxy's listener over (and init the
+    /// terminal).
     proxy_socket: std::os::unix::net::UnixStream,
 }
 
@@ -544,15 +547,6 @@ impl Helper {
         // change its modes).
         let on_terminal = streams_on_terminal();
         let terminal = on_terminal.iter().any(|t| *t);
-        let pty = if terminal {
-            Some(
-                sys::open_pseudo_terminal()
-                    .context("cannot open a pseudo-terminal")
-                    .map_err(refused)?,
-            )
-        } else {
-            None
-        };
         let pipe = || -> Result<(std::io::PipeReader, OwnedFd), CliError> {
             let (read, write) = std::io::pipe()
                 .context("cannot create a pipe to the sandbox helper")
@@ -577,7 +571,7 @@ impl Helper {
         let early = Early {
             uid,
             gid,
-            terminal,
+            terminal: on_terminal,
             status_fd: std::os::fd::AsRawFd::as_raw_fd(&status_write),
             spec_fd: std::os::fd::AsRawFd::as_raw_fd(&spec_read),
             parent: i32::try_from(std::process::id()).unwrap_or_default(),
@@ -604,15 +598,14 @@ impl Helper {
             }
         };
         command.arg(early).env_clear();
-        if let Some((_, slave)) = &pty {
-            for stream in (0..3).filter(|&s| on_terminal[s]) {
-                let fd = slave.try_clone().context("cannot share the terminal")?;
-                match stream {
-                    0 => command.stdin(Stdio::from(fd)),
-                    1 => command.stdout(Stdio::from(fd)),
-                    _ => command.stderr(Stdio::from(fd)),
-                };
-            }
+        // The person's terminal never reaches the sandbox, not even its helper: those
+        // streams are replaced by the sandbox's own terminal before the program runs.
+        for stream in (0..3).filter(|&s| on_terminal[s]) {
+            match stream {
+                0 => command.stdin(Stdio::null()),
+                1 => command.stdout(Stdio::null()),
+                _ => command.stderr(Stdio::null()),
+            };
         }
         let child = command.spawn();
         drop(status_write);
@@ -638,7 +631,7 @@ impl Helper {
             status: status_read,
             cgroup,
             cgroup_error,
-            pty: pty.map(|(master, _slave)| master),
+            terminal,
             proxy_socket,
         })
     }
@@ -739,12 +732,19 @@ impl Helper {
         started: std::time::Instant,
     ) -> (i32, Result<Option<Status>, cordon_sandbox::SandboxError>) {
         let helper_pid = i32::try_from(self.child.id()).unwrap_or_default();
+        // The terminal comes once init has built the view (nothing, if setting up failed:
+        // the status says why).
+        let master = if self.terminal && sent.is_ok() {
+            let _ = self
+                .proxy_socket
+                .set_read_timeout(Some(Duration::from_secs(30)));
+            sys::recv_fd(self.proxy_socket.as_fd()).ok().flatten()
+        } else {
+            None
+        };
         let sent = sent.and_then(|()| self.spec.write_all(&[launch::GO]));
         drop(self.spec);
-        let relay = self
-            .pty
-            .take()
-            .map(|master| TerminalRelay::start(master, helper_pid));
+        let relay = master.map(|master| TerminalRelay::start(master, helper_pid));
         forward_signals(helper_pid, relay.as_ref().map(|r| r.master.clone()));
         let status = launch::read_status(self.status);
         tracing::debug!("program executed after {:?}", started.elapsed());

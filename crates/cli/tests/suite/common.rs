@@ -14,10 +14,22 @@ impl Home {
         Self::with_dir(tempfile::tempdir().unwrap())
     }
 
-    /// A home outside /tmp (as a person's is): the sandbox's private /tmp would otherwise
-    /// lie above it.
+    /// A home outside /tmp, /var/tmp and /run (as a person's is): the sandbox's private
+    /// directories would otherwise lie above it. Made under the real home's cache.
     pub fn outside_tmp() -> Self {
-        Self::with_dir(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
+        let parent = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+            .join(".cache/cordon-test-homes");
+        fs_err::create_dir_all(&parent).unwrap();
+        for private in ["/tmp", "/var/tmp", "/run"] {
+            assert!(
+                !fs_err::canonicalize(&parent).unwrap().starts_with(private),
+                "{} lies below {private}",
+                parent.display()
+            );
+        }
+        Self::with_dir(tempfile::tempdir_in(parent).unwrap())
     }
 
     fn with_dir(dir: tempfile::TempDir) -> Self {

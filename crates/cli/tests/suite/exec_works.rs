@@ -377,6 +377,10 @@ fn interactive_shell_with_job_control_and_ctrl_c() {
     wait_for(&mut seen, "status=130");
     send(&mut master, "sleep 0.2 & wait; test -t 0 && echo tty-ok\r");
     wait_for(&mut seen, "tty-ok");
+    // The terminal has a name inside (GPG_TTY, ssh prompts and `ps` rely on it): it lives in
+    // the sandbox's own devpts.
+    send(&mut master, "echo \"name=$(tty)\"\r");
+    wait_for(&mut seen, "name=/dev/pts/0");
     // A clipboard write (OSC 52) does not reach the person's terminal; the text around it does.
     send(
         &mut master,
