@@ -122,6 +122,17 @@ deny contains msg if {
 	msg := sprintf("`%s` is %s: writing there would reach beyond a project; pass --unsafe-broad-write to grant it anyway", [path, broad_name(path)])
 }
 
+# A write grant holding a secret location (`~/.config` holds `~/.config/gh`): a secret
+# created there during the run would be readable, and the tree is wider than a project.
+deny contains msg if {
+	some path in requested.write
+	not broad(path)
+	some secret_dir in data.cordon.settings.secrets.home
+	startswith(concat("/", [home, secret_dir]), concat("", [trim_suffix(path, "/"), "/"]))
+	not requested.broad_write
+	msg := sprintf("`%s` holds secret locations (%s): grant a directory below it, or pass --unsafe-broad-write", [path, concat("/", [home, trim_suffix(secret_dir, "/")])])
+}
+
 broad(path) if broad_name(path)
 
 broad_name(path) := "your home directory" if path == home

@@ -164,3 +164,12 @@ test_config_home_elsewhere_is_protected_too if {
 	"/home/alice/proj/cfg/systemd" in d.grants.protect
 	"/home/alice/.config/systemd" in d.grants.protect
 }
+
+test_a_write_grant_holding_secrets_needs_the_flag if {
+	d := sandbox.decision with input as launch({"write": ["/home/alice/.config"]})
+	not d.allow
+	some reason in d.reasons
+	startswith(reason, "`/home/alice/.config` holds secret locations")
+	sandbox.decision.allow with input as launch({"write": ["/home/alice/.config"], "broad_write": true})
+	sandbox.decision.allow with input as launch({"write": ["/home/alice/.config/myapp"]})
+}

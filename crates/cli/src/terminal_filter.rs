@@ -13,8 +13,12 @@
 
 const ESC: u8 = 0x1b;
 const BEL: u8 = 0x07;
+/// CAN and SUB cancel a sequence in progress.
+const CAN: u8 = 0x18;
+const SUB: u8 = 0x1a;
 
-/// The most bytes of one control or operating-system sequence held back while deciding.
+/// The most bytes of one control or operating-system sequence held back while deciding; a
+/// longer one is dropped.
 pub const MAX_HELD: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +28,8 @@ enum State {
     Escape,
     /// In `ESC [ ...`, held.
     Csi,
+    /// In a CSI too long to hold: dropped up to its final byte.
+    CsiSkip,
     /// In `ESC ] ...`, held while its number is read.
     Osc,
     /// In an OSC that passes: copied to its end.
@@ -33,10 +39,10 @@ enum State {
     Swallow {
         bel_ends: bool,
     },
-    /// ESC seen inside a swallowed or passing string (a string terminator is `ESC \`).
+    /// ESC seen inside a swallowed or passing string: `\` ends the string; anything else
+    /// ends it too (as terminals do) and starts a new escape sequence.
     StringEscape {
         pass: bool,
-        bel_ends: bool,
     },
 }
 
@@ -45,6 +51,11 @@ enum State {
 pub struct Filter {
     state: State,
     held: Vec<u8>,
+    /// UTF-8 continuation bytes still expected in the text (so that bytes 0x80–0x9F inside a
+    /// character are not taken for C1 controls).
+    continuation: u8,
+    /// A 0xC2 byte held back: with 0x80–0x9F after it, it is a C1 control spelt in UTF-8.
+    lead_c2: bool,
 }
 
 impl Default for Filter {
@@ -52,6 +63,8 @@ impl Default for Filter {
         Filter {
             state: State::Ground,
             held: Vec::new(),
+            continuation: 0,
+            lead_c2: false,
         }
     }
 }
@@ -63,8 +76,12 @@ fn csi_is_report(sequence: &[u8]) -> bool {
     };
     let params = body.get(2..).unwrap_or_default();
     match last {
-        // Device status (`6n`, cursor position), device attributes (`c`, `>c`, `=c`).
-        b'n' | b'c' => true,
+        // Device status (`6n`, cursor position), device attributes (`c`, `>c`, `=c`),
+        // terminal parameters (`x`).
+        b'n' | b'c' | b'x' => true,
+        // XTVERSION (`>q`), the keyboard protocol query (`?u`).
+        b'q' => params.starts_with(b">"),
+        b'u' => params.starts_with(b"?"),
         // Window reports: 11 state, 13 position, 14/15/16 sizes, 18/19 text area, 20/21
         // icon and window titles.
         b't' => {
@@ -74,7 +91,7 @@ fn csi_is_report(sequence: &[u8]) -> bool {
                 .map(|&b| char::from(b))
                 .collect();
             matches!(
-                first.as_str(),
+                first.trim_start_matches('0'),
                 "11" | "13" | "14" | "15" | "16" | "18" | "19" | "20" | "21"
             )
         }
@@ -84,12 +101,16 @@ fn csi_is_report(sequence: &[u8]) -> bool {
     }
 }
 
-/// Whether an OSC with this beginning (after `ESC ]`) is dropped: 52 (clipboard), or a
-/// query (`?` as a parameter: colours, fonts).
+/// Whether an OSC with this beginning (after `ESC ]`) is dropped: the clipboard (52, and
+/// the clipboard and file commands of iTerm2 (1337) and kitty (5522, 5113)), or a query (`?`
+/// as a parameter: colours, fonts). `None` while it cannot tell yet.
 fn osc_is_dropped(start: &[u8]) -> Option<bool> {
     let semicolon = start.iter().position(|&b| b == b';')?;
     let number = &start[..semicolon];
-    if number == b"52" {
+    let number = std::str::from_utf8(number)
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok());
+    if matches!(number, Some(52 | 1337 | 5522 | 5113)) {
         return Some(true);
     }
     let rest = &start[semicolon + 1..];
@@ -107,17 +128,76 @@ impl Filter {
         }
     }
 
-    fn step(&mut self, byte: u8, out: &mut Vec<u8>) {
-        match self.state {
-            State::Ground => {
-                if byte == ESC {
-                    self.held.clear();
-                    self.held.push(byte);
-                    self.state = State::Escape;
-                } else {
-                    out.push(byte);
-                }
+    /// Starts a new escape sequence at an ESC.
+    fn escape(&mut self) {
+        self.held.clear();
+        self.held.push(ESC);
+        self.state = State::Escape;
+    }
+
+    fn ground(&mut self, byte: u8, out: &mut Vec<u8>) {
+        if self.lead_c2 {
+            self.lead_c2 = false;
+            if (0x80..=0x9f).contains(&byte) {
+                // U+0080–U+009F: a C1 control spelt in UTF-8; dropped.
+                return;
             }
+            out.push(0xc2);
+            self.continuation = 0;
+        }
+        match byte {
+            ESC => {
+                self.continuation = 0;
+                self.escape();
+            }
+            0x80..=0xbf if self.continuation > 0 => {
+                self.continuation -= 1;
+                out.push(byte);
+            }
+            // Stray C1 controls (DCS, CSI, OSC, SOS, PM, APC, DECID...): dropped.
+            0x80..=0x9f => self.continuation = 0,
+            0xc2 => self.lead_c2 = true,
+            0xc0..=0xdf => {
+                self.continuation = 1;
+                out.push(byte);
+            }
+            0xe0..=0xef => {
+                self.continuation = 2;
+                out.push(byte);
+            }
+            0xf0..=0xf7 => {
+                self.continuation = 3;
+                out.push(byte);
+            }
+            _ => {
+                self.continuation = 0;
+                out.push(byte);
+            }
+        }
+    }
+
+    fn step(&mut self, byte: u8, out: &mut Vec<u8>) {
+        // In any sequence, CAN and SUB cancel it, and ESC starts a new one.
+        if self.state != State::Ground {
+            if byte == CAN || byte == SUB {
+                self.held.clear();
+                self.state = State::Ground;
+                return;
+            }
+            if byte == ESC {
+                match self.state {
+                    State::OscPass => {
+                        out.push(ESC);
+                        self.state = State::StringEscape { pass: true };
+                    }
+                    State::Swallow { .. } => self.state = State::StringEscape { pass: false },
+                    _ => self.escape(),
+                }
+                return;
+            }
+        }
+        match self.state {
+            State::Ground => self.ground(byte, out),
             State::Escape => {
                 self.held.push(byte);
                 self.state = match byte {
@@ -127,6 +207,12 @@ impl Filter {
                     b'P' | b'X' | b'^' | b'_' => {
                         self.held.clear();
                         State::Swallow { bel_ends: false }
+                    }
+                    // DECID asks the terminal to identify itself; a string terminator
+                    // with no string means nothing.
+                    b'Z' | b'\\' => {
+                        self.held.clear();
+                        State::Ground
                     }
                     _ => {
                         out.append(&mut self.held);
@@ -143,27 +229,23 @@ impl Filter {
                     self.held.clear();
                     self.state = State::Ground;
                 } else if self.held.len() > MAX_HELD {
-                    out.append(&mut self.held);
+                    self.held.clear();
+                    self.state = State::CsiSkip;
+                }
+            }
+            State::CsiSkip => {
+                if (0x40..=0x7e).contains(&byte) {
                     self.state = State::Ground;
                 }
             }
             State::Osc => {
-                if byte == BEL || byte == ESC {
+                self.held.push(byte);
+                if byte == BEL {
                     // Ended before it said what it was: a bare OSC passes.
-                    self.held.push(byte);
-                    if byte == BEL {
-                        out.append(&mut self.held);
-                        self.state = State::Ground;
-                    } else {
-                        out.append(&mut self.held);
-                        self.state = State::StringEscape {
-                            pass: true,
-                            bel_ends: true,
-                        };
-                    }
+                    out.append(&mut self.held);
+                    self.state = State::Ground;
                     return;
                 }
-                self.held.push(byte);
                 match osc_is_dropped(&self.held[2..]) {
                     Some(true) => {
                         self.held.clear();
@@ -174,37 +256,34 @@ impl Filter {
                         self.state = State::OscPass;
                     }
                     None if self.held.len() > MAX_HELD => {
-                        out.append(&mut self.held);
-                        self.state = State::OscPass;
+                        self.held.clear();
+                        self.state = State::Swallow { bel_ends: true };
                     }
                     None => {}
                 }
             }
-            State::OscPass | State::Swallow { .. } => {
-                let (pass, bel_ends) = match self.state {
-                    State::Swallow { bel_ends } => (false, bel_ends),
-                    _ => (true, true),
-                };
-                if pass {
-                    out.push(byte);
-                }
-                if byte == BEL && bel_ends {
+            State::OscPass => {
+                out.push(byte);
+                if byte == BEL {
                     self.state = State::Ground;
-                } else if byte == ESC {
-                    self.state = State::StringEscape { pass, bel_ends };
                 }
             }
-            State::StringEscape { pass, bel_ends } => {
-                if pass {
-                    out.push(byte);
+            State::Swallow { bel_ends } => {
+                if byte == BEL && bel_ends {
+                    self.state = State::Ground;
                 }
-                self.state = if byte == b'\\' {
-                    State::Ground
-                } else if pass {
-                    State::OscPass
+            }
+            State::StringEscape { pass } => {
+                if byte == b'\\' {
+                    if pass {
+                        out.push(byte);
+                    }
+                    self.state = State::Ground;
                 } else {
-                    State::Swallow { bel_ends }
-                };
+                    // The string ended at the ESC; this byte continues a new escape.
+                    self.escape();
+                    self.step(byte, out);
+                }
             }
         }
     }
@@ -270,5 +349,57 @@ mod tests {
         }
         // Title changes and resize requests still pass.
         assert_eq!(filter(&[b"\x1b[8;24;80t"]), b"\x1b[8;24;80t");
+    }
+
+    #[test]
+    fn restarted_malformed_and_eight_bit_sequences_do_not_smuggle() {
+        for sequence in [
+            &b"\x1b\x1b]52;c;UFdO\x07"[..],
+            b"\x1b[\x1b]52;c;UFdO\x07",
+            b"\x1b]\x1b]52;c;UFdO\x07",
+            b"\x1b]052;c;UFdO\x07",
+            b"\x1b]1337;Copy=:UFdO\x07",
+            b"\x1b]5522;type=write\x07",
+            b"\x1b[\x1b[6n",
+            b"\x1bZ",
+            b"\x1b[>0q",
+            b"\x1b[?u",
+            b"\xc2\x9d52;c;UFdO\x07",
+            b"\x9d52;c;UFdO\x07",
+            b"\xc2\x9b6n",
+            b"\x9b6n",
+            b"\x90$qm\x1b\\",
+        ] {
+            let out = filter(&[sequence]);
+            let text = String::from_utf8_lossy(&out);
+            // Nothing of a control sequence is left to reach the terminal.
+            assert!(
+                !out.contains(&0x1b),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(sequence),
+                text
+            );
+            assert!(!out.contains(&0x9d) && !out.contains(&0x9b) && !out.contains(&0x90));
+        }
+        // An OSC ended by an ESC that is not a string terminator: the next sequence is judged
+        // on its own.
+        let out = filter(&[b"\x1b]0;t\x1b]52;c;UFdO\x07after"]);
+        assert!(!String::from_utf8_lossy(&out).contains("52;"), "{out:?}");
+        assert!(out.ends_with(b"after"));
+        // Too long to decide: dropped, not passed.
+        let mut long = b"\x1b[".to_vec();
+        long.extend(std::iter::repeat_n(b'0', 300));
+        long.extend_from_slice(b"6nok");
+        assert_eq!(filter(&[&long]), b"ok");
+        // Text in any script passes whole.
+        let text = "héllo wörld — 日本語 🙂".as_bytes();
+        assert_eq!(filter(&[text]), text.to_vec());
+        for cut in 0..text.len() {
+            assert_eq!(
+                filter(&[&text[..cut], &text[cut..]]),
+                text.to_vec(),
+                "{cut}"
+            );
+        }
     }
 }

@@ -540,6 +540,15 @@ where
     let (authority, path) = split_absolute(&request.target)?;
     // The policy decides, and the server receives, one spelling of the path: no dot
     // segments, unreserved characters not percent-encoded (`/a/%2e%2e/admin` is `/admin`).
+    // An encoded or backward slash is a path separator to some servers and not to others:
+    // the policy could not know which path it decides on.
+    let lowered = path.to_ascii_lowercase();
+    if lowered.contains("%2f") || lowered.contains("%5c") || path.contains('\\') {
+        return Err(answer(
+            400,
+            "a request path with an encoded or backward slash is refused: servers disagree on what it names",
+        ));
+    }
     let path = normalize_path(path);
     let path = path.as_str();
     let target = parse_authority(authority, Some(80)).map_err(|e| answer(400, e))?;

@@ -574,6 +574,17 @@ fn a_second_host_header_lenient_chunks_and_path_spellings_do_not_pass() {
         );
     }
 
+    // Encoded and backward slashes: refused, as servers disagree on what they name.
+    for path in ["/allowed%2F..%2Fsecret", "/a%5Cb", "/a\\..\\b"] {
+        let answer = exchange(
+            h.proxy,
+            format!("GET http://127.0.0.1:{a}{path} HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            None,
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+
     // The policy decides on, and the server receives, the path without dot segments or
     // encoded unreserved characters.
     h.gate.asked.lock().unwrap().clear();

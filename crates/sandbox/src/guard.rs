@@ -267,42 +267,83 @@ fn state(root: &Root, guarded: &Guarded) -> Result<State, String> {
     })
 }
 
-/// git configuration keys that run a command or load code: a `.git/config` the program
-/// created holding none of them is left in place (`git init` and `git clone` inside work).
-const GIT_COMMAND_KEYS: [&str; 19] = [
-    "fsmonitor",
-    "hookspath",
-    "sshcommand",
-    "pager",
-    "editor",
-    "askpass",
-    "textconv",
-    "clean",
-    "smudge",
-    "process",
-    "external",
-    "helper",
-    "program",
-    "command",
-    "cmd",
-    "path",
-    "gitproxy",
-    "worktree",
-    "exec",
-];
+/// The git configuration keys a repository made during the run may set and still stay: what
+/// `git init` and `git clone` write. Anything else (a command, a pager, a filter, an include,
+/// an alias, a protocol permission) and the configuration is moved aside.
+fn allowed_git_key(key: &str) -> bool {
+    const PLAIN: [&str; 12] = [
+        "core.repositoryformatversion",
+        "core.filemode",
+        "core.bare",
+        "core.logallrefupdates",
+        "core.ignorecase",
+        "core.precomposeunicode",
+        "core.symlinks",
+        "user.name",
+        "user.email",
+        "init.defaultbranch",
+        "extensions.objectformat",
+        "extensions.refstorage",
+    ];
+    if PLAIN.contains(&key) {
+        return true;
+    }
+    // `remote.NAME.url`, `remote.NAME.fetch`, `branch.NAME.remote`, `branch.NAME.merge`
+    // (NAME may hold dots). `ext::` URLs stay inert: `protocol.ext.allow` is not allowed.
+    let (Some((section, _)), Some((_, variable))) = (key.split_once('.'), key.rsplit_once('.'))
+    else {
+        return false;
+    };
+    matches!(
+        (section, variable),
+        ("remote", "url" | "fetch") | ("branch", "remote" | "merge")
+    )
+}
 
-/// Whether a git configuration holds no command keys, includes or shell aliases.
-fn benign_git_config(text: &str) -> bool {
-    text.lines().all(|line| {
-        let line = line.trim().to_ascii_lowercase();
-        if line.starts_with('[') {
-            return !line.starts_with("[include") && !line.starts_with("[alias");
-        }
-        let key = line.split('=').next().unwrap_or("").trim();
-        !GIT_COMMAND_KEYS
-            .iter()
-            .any(|k| key == *k || key.ends_with(k))
-    })
+/// Whether the git configuration file at `path` sets only [`allowed_git_key`]s, as git itself
+/// reads it (`git config --list --no-includes`, with no other configuration): a file git
+/// cannot read, or no git, is not harmless.
+fn benign_git_config(path: &Path) -> bool {
+    // A regular file of reasonable size only (a FIFO would block the open).
+    if !fs_err::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() <= 1 << 20) {
+        return false;
+    }
+    match fs_err::File::open(path) {
+        Ok(file) => benign_git_config_in(file.into_parts().0.into()),
+        Err(_) => false,
+    }
+}
+
+/// As [`benign_git_config`], for an open file (git reads it as its standard input).
+fn benign_git_config_in(file: OwnedFd) -> bool {
+    let out = std::process::Command::new("git")
+        .args([
+            "config",
+            "--no-includes",
+            "--null",
+            "--list",
+            "--file",
+            "/proc/self/fd/0",
+        ])
+        .stdin(std::process::Stdio::from(file))
+        .env_clear()
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return false;
+    };
+    out.status.success()
+        && out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|entry| !entry.is_empty())
+            .all(|entry| {
+                let key = entry.split(|b| *b == b'\n').next().unwrap_or_default();
+                std::str::from_utf8(key).is_ok_and(|k| allowed_git_key(&k.to_ascii_lowercase()))
+            })
 }
 
 /// Whether a hooks directory holds only git's samples.
@@ -337,7 +378,7 @@ fn benign_creation(guarded: &Guarded, fd: &OwnedFd) -> bool {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     match name {
         Some("config") if meta.is_file() && meta.len() <= 1 << 20 => {
-            fs_err::read_to_string(&path).is_ok_and(|text| benign_git_config(&text))
+            fs_err::File::open(&path).is_ok_and(|f| benign_git_config_in(f.into_parts().0.into()))
         }
         Some("hooks") if meta.is_dir() => only_sample_hooks(Path::new(&path)),
         _ => false,
@@ -347,19 +388,38 @@ fn benign_creation(guarded: &Guarded, fd: &OwnedFd) -> bool {
 /// The most entries looked at below a writable tree for new repositories.
 const MAX_WALKED: usize = 1_000_000;
 
-/// `.git` entries below `root` (not following links).
-fn repositories_below(root: &Path) -> Vec<PathBuf> {
+/// Whether `dir` is a directory git would take for a repository of its own (a bare one, or a
+/// `.git`): a `HEAD` file, and `objects` and `refs` directories.
+pub fn is_git_directory(dir: &Path) -> bool {
+    fs_err::symlink_metadata(dir.join("HEAD")).is_ok_and(|m| m.is_file())
+        && fs_err::symlink_metadata(dir.join("objects")).is_ok_and(|m| m.is_dir())
+        && fs_err::symlink_metadata(dir.join("refs")).is_ok_and(|m| m.is_dir())
+}
+
+/// `.git` entries and other git directories below `root`, `root` included (not following
+/// links); an error when there are too many entries to look at all of them.
+fn repositories_below(root: &Path) -> Result<Vec<PathBuf>, String> {
+    repositories_below_at_most(root, MAX_WALKED)
+}
+
+fn repositories_below_at_most(root: &Path, most: usize) -> Result<Vec<PathBuf>, String> {
     let mut found = Vec::new();
     let mut seen = 0usize;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
+        if is_git_directory(&dir) && dir.file_name() != Some(OsStr::new(".git")) {
+            found.push(dir.clone());
+        }
         let Ok(entries) = fs_err::read_dir(&dir) else {
             continue;
         };
         for entry in entries.filter_map(Result::ok) {
             seen += 1;
-            if seen > MAX_WALKED {
-                return found;
+            if seen > most {
+                return Err(format!(
+                    "`{}` holds more than {most} entries: repositories made in it during the run could not all be looked for",
+                    root.display()
+                ));
             }
             if entry.file_name() == ".git" {
                 found.push(entry.path());
@@ -368,17 +428,17 @@ fn repositories_below(root: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    found
+    Ok(found)
 }
 
-/// Whether a `.git` the program made is a plain repository whose configuration runs
-/// nothing (what `git init` or `git clone` leaves): it stays.
+/// Whether a repository the program made is a plain one whose configuration runs nothing
+/// (what `git init` or `git clone` leaves): it stays.
 fn benign_repository(git: &Path) -> bool {
     let Ok(meta) = fs_err::symlink_metadata(git) else {
         return false;
     };
     meta.is_dir()
-        && fs_err::read_to_string(git.join("config")).is_ok_and(|t| benign_git_config(&t))
+        && benign_git_config(&git.join("config"))
         && (!git.join("hooks").exists() || only_sample_hooks(&git.join("hooks")))
         && !git.join("commondir").exists()
 }
@@ -560,44 +620,75 @@ impl Guard {
     fn new_repositories(&self, stamp: &str) -> Vec<Finding> {
         let mut findings = Vec::new();
         for root in &self.roots {
-            for git in repositories_below(&root.path) {
+            let found = match repositories_below(&root.path) {
+                Ok(found) => found,
+                Err(e) => {
+                    findings.push(Finding {
+                        path: root.path.clone(),
+                        change: Change::Changed,
+                        action: Action::Unresolved,
+                        moved_to: None,
+                        error: Some(e),
+                    });
+                    continue;
+                }
+            };
+            for git in found {
                 if self.repos.contains(&git) || benign_repository(&git) {
                     continue;
                 }
-                let guarded = Guarded {
-                    root: root.path.clone(),
-                    path: git.clone(),
+                // A directory named otherwise than `.git` may hold the person's files (`src`
+                // turned into a bare repository): only what makes it a repository that runs
+                // something is moved, its `HEAD` and `config`.
+                let parts: Vec<PathBuf> = if git.file_name() == Some(OsStr::new(".git"))
+                    || fs_err::symlink_metadata(&git).is_ok_and(|m| !m.is_dir())
+                {
+                    vec![git.clone()]
+                } else {
+                    vec![git.join("HEAD"), git.join("config")]
                 };
-                let mut finding = Finding {
-                    path: git.clone(),
-                    change: Change::Created,
-                    action: Action::Unresolved,
-                    moved_to: None,
-                    error: None,
-                };
-                match lookup(root, &guarded) {
-                    Ok(Lookup::Found { parent, name, .. }) => {
-                        match move_aside(&parent, &name, &git, stamp) {
-                            Ok(to) => {
-                                finding.action = Action::Moved;
-                                finding.moved_to = Some(to);
-                            }
-                            Err(e) => finding.error = Some(e),
-                        }
-                    }
-                    Ok(Lookup::Absent) => continue,
-                    Ok(Lookup::Diverted { at, .. }) => {
-                        finding.error = Some(format!(
-                            "`{}` leads elsewhere (a link or a file): look at it",
-                            at.display()
-                        ))
-                    }
-                    Err(e) => finding.error = Some(e),
+                for part in parts {
+                    findings.extend(self.move_new(root, &part, stamp));
                 }
-                findings.push(finding);
             }
         }
         findings
+    }
+
+    /// Moves aside `path`, made during the run below `root`.
+    fn move_new(&self, root: &Root, path: &Path, stamp: &str) -> Option<Finding> {
+        let git = path.to_path_buf();
+        let guarded = Guarded {
+            root: root.path.clone(),
+            path: git.clone(),
+        };
+        let mut finding = Finding {
+            path: git.clone(),
+            change: Change::Created,
+            action: Action::Unresolved,
+            moved_to: None,
+            error: None,
+        };
+        match lookup(root, &guarded) {
+            Ok(Lookup::Found { parent, name, .. }) => {
+                match move_aside(&parent, &name, &git, stamp) {
+                    Ok(to) => {
+                        finding.action = Action::Moved;
+                        finding.moved_to = Some(to);
+                    }
+                    Err(e) => finding.error = Some(e),
+                }
+            }
+            Ok(Lookup::Absent) => return None,
+            Ok(Lookup::Diverted { at, .. }) => {
+                finding.error = Some(format!(
+                    "`{}` leads elsewhere (a link or a file): look at it",
+                    at.display()
+                ))
+            }
+            Err(e) => finding.error = Some(e),
+        }
+        Some(finding)
     }
 }
 
@@ -752,6 +843,60 @@ mod tests {
         );
         assert!(root.join("clone/.git/config").exists());
         assert!(!root.join("vendor/lib/.git").exists());
+    }
+
+    #[test]
+    fn a_configuration_is_harmless_only_if_git_reads_only_plain_keys_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        for (text, harmless) in [
+            ("[core]\n\trepositoryformatversion = 0\n\tbare = false\n[remote \"origin\"]\n\turl = https://x/y\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n[branch \"main\"]\n\tremote = origin\n\tmerge = refs/heads/main\n", true),
+            ("[x][core]fsmonitor = \"echo PWNED\"\n", false),
+            ("[core]\n\tfsMonitor = x\n", false),
+            ("[pager]\n\tstatus = sh -c id\n", false),
+            ("[protocol \"ext\"]\n\tallow = always\n", false),
+            ("[x][include]path = /tmp/evil\n", false),
+            ("[alias]\n\tst = !id\n", false),
+            ("[core]\n\tfs\\\nmonitor = x\n", false),
+            ("not a config at all [[[", false),
+        ] {
+            fs_err::write(&config, text).unwrap();
+            assert_eq!(benign_git_config(&config), harmless, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_repository_made_in_a_directory_loses_what_makes_it_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join("src")).unwrap();
+        fs_err::write(root.join("src/main.rs"), "fn main() {}").unwrap();
+        let guard = Guard::record_with_repositories(&[guarded(root, ".git/config")], &[]);
+        fs_err::create_dir_all(root.join("src/objects")).unwrap();
+        fs_err::create_dir_all(root.join("src/refs")).unwrap();
+        fs_err::write(root.join("src/HEAD"), "ref: refs/heads/master\n").unwrap();
+        fs_err::write(
+            root.join("src/config"),
+            "[core]\n\tworktree = .\n\tfsmonitor = id\n",
+        )
+        .unwrap();
+        guard.check();
+        assert!(!is_git_directory(&root.join("src")));
+        assert!(!root.join("src/config").exists());
+        assert_eq!(
+            fs_err::read_to_string(root.join("src/main.rs")).unwrap(),
+            "fn main() {}"
+        );
+    }
+
+    #[test]
+    fn too_many_entries_to_look_for_repositories_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..20 {
+            fs_err::write(dir.path().join(format!("f{n}")), "").unwrap();
+        }
+        assert!(repositories_below_at_most(dir.path(), 10).is_err());
+        assert!(repositories_below_at_most(dir.path(), 100).is_ok());
     }
 
     #[test]

@@ -181,8 +181,16 @@ fn walk(root: &Path, caps: bool, one_device: bool, found: &mut Found) -> Result<
     let mut seen = 0usize;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let Ok(entries) = fs_err::read_dir(&dir) else {
-            continue;
+        let entries = match fs_err::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A directory that can be entered but not listed could hide a socket.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "cannot look inside `{}` (permission denied) to check it for sockets and set-id files before granting it; grant a directory without it",
+                    dir.display()
+                ))
+            }
+            Err(_) => continue,
         };
         for entry in entries.filter_map(Result::ok) {
             seen += 1;
@@ -200,6 +208,9 @@ fn walk(root: &Path, caps: bool, one_device: bool, found: &mut Found) -> Result<
                 found.repos.push(entry.path());
             }
             if kind.is_dir() {
+                if entry.file_name() != ".git" && crate::guard::is_git_directory(&entry.path()) {
+                    found.repos.push(entry.path());
+                }
                 if !one_device || Some(meta.dev()) == device {
                     dirs.push(entry.path());
                 }
@@ -362,6 +373,9 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     // on the tree's own file system (mounts below it are not part of the view).
     let mut found = Found::default();
     for root in &writable_roots {
+        if crate::guard::is_git_directory(root) {
+            found.repos.push(root.to_path_buf());
+        }
         walk(root, uid == 0, uid == 0, &mut found)?;
     }
     for root in scan {

@@ -332,7 +332,7 @@ impl ExecCommand {
         let guard = Guard::record_with_repositories(&guarded, &plan.repos);
         // Saved until checked: if cordon is killed before the program's end, the next run
         // does the check.
-        let pending = pending_dir().map(|dir| dir.join(format!("{}.json", std::process::id())));
+        let pending = pending_dir().map(|dir| dir.join(format!("{}.json", process_key("self"))));
         if let Some(path) = &pending {
             let _ = fs_err::remove_file(path);
             if let Err(err) = guard.save(path) {
@@ -1053,6 +1053,37 @@ fn pending_dir() -> Option<PathBuf> {
         .map(|dir| dir.join("cordon").join("pending"))
 }
 
+/// A process's id and start time (`PID-TICKS`, from /proc/PID/stat), naming it uniquely over
+/// the machine's uptime; empty when it does not exist.
+fn process_key(pid: &str) -> String {
+    let Ok(stat) = fs_err::read_to_string(format!("/proc/{pid}/stat")) else {
+        return String::new();
+    };
+    let id = stat
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // Fields after the command name (which may hold spaces and parentheses): the start time
+    // is the 22nd field, the 20th after the name.
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .unwrap_or_default();
+    format!("{id}-{start}")
+}
+
+/// Whether the process `pid` has ended but not been reaped.
+fn is_zombie(pid: &str) -> bool {
+    fs_err::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// Runs the checks that earlier runs saved and did not live to run (cordon was killed while
 /// its program ran): what such a program left on protected paths is moved aside now.
 fn recover_pending() {
@@ -1064,12 +1095,14 @@ fn recover_pending() {
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let pid = path
+        // A cordon still running does its own check: the same process id started at the
+        // same time (a process id alone may have been reused, or be a zombie's).
+        let running = path
             .file_stem()
             .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u32>().ok());
-        // A cordon still running does its own check.
-        if pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            .and_then(|key| Some((key, key.split_once('-')?.0)))
+            .is_some_and(|(key, pid)| process_key(pid) == key && !is_zombie(pid));
+        if running {
             continue;
         }
         match Guard::load(&path) {
