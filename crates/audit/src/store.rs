@@ -8,7 +8,7 @@ use cordon_types::{AuditError, AuditEvent, AuditSink};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::config::DbConfig;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::keys::{key_path_for, load_or_create};
 use crate::record::{random_prefix, Record, GENESIS};
@@ -414,10 +414,13 @@ impl Writer {
     /// the commit succeeded.
     fn commit(&mut self, events: &[&AuditEvent], force_checkpoint: bool) -> Result<u64> {
         let path = self.path.clone();
+        // Other cordon processes (a proxy, another sandbox) append to the same log: the write
+        // lock is taken first, and the chain continues from the head as it is now.
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(&path, "begin transaction"))?;
+        self.head = read_head(&tx, &path)?;
         let first = self.head.seq + 1;
         let mut seq = self.head.seq;
         let mut hash = self.head.hash.clone();

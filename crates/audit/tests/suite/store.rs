@@ -157,3 +157,25 @@ fn the_database_and_its_journal_are_for_their_owner_only() {
         & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+#[test]
+fn two_stores_on_one_database_interleave_into_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let first = cordon_audit::Store::open(&db, cordon_audit::StoreOptions::default()).unwrap();
+    let second = cordon_audit::Store::open(&db, cordon_audit::StoreOptions::default()).unwrap();
+    let event = super::common::event;
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(first.append(&event(i)).unwrap());
+        seqs.push(second.append(&event(100 + i)).unwrap());
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    drop(first);
+    drop(second);
+    let report = cordon_audit::Reader::open(&db)
+        .unwrap()
+        .verify(None)
+        .unwrap();
+    assert_eq!((report.records, report.problem), (20, None));
+}
