@@ -128,6 +128,19 @@ impl Filter {
         }
     }
 
+    /// Ends the sequence in progress where it stands: what was held is dropped, and an OSC
+    /// already passing to the terminal is closed there.
+    fn cut_sequence(&mut self, out: &mut Vec<u8>) {
+        if matches!(
+            self.state,
+            State::OscPass | State::StringEscape { pass: true }
+        ) {
+            out.push(BEL);
+        }
+        self.held.clear();
+        self.state = State::Ground;
+    }
+
     /// Starts a new escape sequence at an ESC.
     fn escape(&mut self) {
         self.held.clear();
@@ -177,6 +190,33 @@ impl Filter {
     }
 
     fn step(&mut self, byte: u8, out: &mut Vec<u8>) {
+        // A C1 control inside a sequence (raw, or spelt in UTF-8 as C2 80–9F) ends it in
+        // terminals that honour C1, and starts whatever it names: the sequence is cut here
+        // (an OSC already passing is closed) and the control dropped.
+        if self.state != State::Ground {
+            if self.lead_c2 {
+                self.lead_c2 = false;
+                if (0x80..=0x9f).contains(&byte) {
+                    self.cut_sequence(out);
+                    return;
+                }
+                if self.state == State::OscPass {
+                    out.push(0xc2);
+                }
+            }
+            let ascii_only = matches!(
+                self.state,
+                State::Escape | State::Csi | State::CsiSkip | State::Osc
+            );
+            if (0x80..=0x9f).contains(&byte) || (ascii_only && byte >= 0x80) {
+                self.cut_sequence(out);
+                return;
+            }
+            if byte == 0xc2 && self.state == State::OscPass {
+                self.lead_c2 = true;
+                return;
+            }
+        }
         // In any sequence, CAN and SUB cancel it, and ESC starts a new one.
         if self.state != State::Ground {
             if byte == CAN || byte == SUB {
@@ -369,12 +409,24 @@ mod tests {
             b"\xc2\x9b6n",
             b"\x9b6n",
             b"\x90$qm\x1b\\",
+            b"\x1b]0;t\xc2\x9d52;c;ZXZpbA==\x07",
+            b"\x1b]0;t\xc2\x9c\xc2\x9d52;c;eA==\x1b\\",
+            b"\x1b[\xc2\x9d1;;Z\x07",
+            b"\x1b]0;\xc2\x9a\x07",
+            b"\x1b]0;t\x9d52;c;eA==\x07",
         ] {
             let out = filter(&[sequence]);
             let text = String::from_utf8_lossy(&out);
-            // Nothing of a control sequence is left to reach the terminal.
+            // No clipboard write or report request is left to reach the terminal: no OSC 52
+            // or report sequence, and no C1 control at all (these inputs hold no other text
+            // above ASCII).
+            let has = |pattern: &[u8]| out.windows(pattern.len()).any(|w| w == pattern);
             assert!(
-                !out.contains(&0x1b),
+                !has(b"\x1b]52")
+                    && !has(b"\x1b]052")
+                    && !has(b"\x1b]1337")
+                    && !has(b"\x1b[6n")
+                    && !out.iter().any(|b| (0x80..=0x9f).contains(b)),
                 "{:?} -> {:?}",
                 String::from_utf8_lossy(sequence),
                 text

@@ -267,6 +267,33 @@ fn state(root: &Root, guarded: &Guarded) -> Result<State, String> {
     })
 }
 
+/// Whether a remote URL reaches a remote by a transport git carries itself (`https`, `http`,
+/// `ssh`, `git`, `file`, `host:path`, a path): `NAME::ADDRESS` runs a `git-remote-NAME`
+/// program looked up on the person's `PATH`, and `ext::` a command.
+fn plain_remote_url(url: &str) -> bool {
+    if url.contains("::") || url.starts_with("ext:") || url.starts_with("fd:") {
+        return false;
+    }
+    match url.split_once("://") {
+        Some((scheme, _)) => {
+            ["https", "http", "ssh", "git", "file"].contains(&scheme.to_ascii_lowercase().as_str())
+        }
+        None => true,
+    }
+}
+
+/// Whether a key set in a configuration made during the run (with its value) may stay.
+fn allowed_git_entry(key: &str, value: &str) -> bool {
+    let (Some((section, _)), Some((_, variable))) = (key.split_once('.'), key.rsplit_once('.'))
+    else {
+        return false;
+    };
+    match (section, variable) {
+        ("remote", "url" | "pushurl") | ("submodule", "url") => plain_remote_url(value),
+        _ => allowed_git_key(key),
+    }
+}
+
 /// The git configuration keys a repository made during the run may set and still stay: what
 /// `git init` and `git clone` write. Anything else (a command, a pager, a filter, an include,
 /// an alias, a protocol permission) and the configuration is moved aside.
@@ -296,7 +323,10 @@ fn allowed_git_key(key: &str) -> bool {
     };
     matches!(
         (section, variable),
-        ("remote", "url" | "fetch") | ("branch", "remote" | "merge")
+        ("remote", "fetch" | "tagopt")
+            | ("branch", "remote" | "merge" | "rebase")
+            | ("submodule", "active" | "path")
+            | ("pull", "rebase" | "ff")
     )
 }
 
@@ -341,8 +371,13 @@ fn benign_git_config_in(file: OwnedFd) -> bool {
             .split(|b| *b == 0)
             .filter(|entry| !entry.is_empty())
             .all(|entry| {
-                let key = entry.split(|b| *b == b'\n').next().unwrap_or_default();
-                std::str::from_utf8(key).is_ok_and(|k| allowed_git_key(&k.to_ascii_lowercase()))
+                let mut parts = entry.splitn(2, |b| *b == b'\n');
+                let key = parts.next().unwrap_or_default();
+                let value = parts.next().unwrap_or_default();
+                match (std::str::from_utf8(key), std::str::from_utf8(value)) {
+                    (Ok(key), Ok(value)) => allowed_git_entry(&key.to_ascii_lowercase(), value),
+                    _ => false,
+                }
             })
 }
 
@@ -389,11 +424,15 @@ fn benign_creation(guarded: &Guarded, fd: &OwnedFd) -> bool {
 const MAX_WALKED: usize = 1_000_000;
 
 /// Whether `dir` is a directory git would take for a repository of its own (a bare one, or a
-/// `.git`): a `HEAD` file, and `objects` and `refs` directories.
+/// `.git`), as git tests it: a `HEAD` (a file, or a link), and either `objects` and `refs`
+/// (links followed) or a `commondir` naming where they are.
 pub fn is_git_directory(dir: &Path) -> bool {
-    fs_err::symlink_metadata(dir.join("HEAD")).is_ok_and(|m| m.is_file())
-        && fs_err::symlink_metadata(dir.join("objects")).is_ok_and(|m| m.is_dir())
-        && fs_err::symlink_metadata(dir.join("refs")).is_ok_and(|m| m.is_dir())
+    let head = fs_err::symlink_metadata(dir.join("HEAD"))
+        .is_ok_and(|m| m.is_file() || m.file_type().is_symlink());
+    let own = fs_err::metadata(dir.join("objects")).is_ok_and(|m| m.is_dir())
+        && fs_err::metadata(dir.join("refs")).is_ok_and(|m| m.is_dir());
+    let common = fs_err::symlink_metadata(dir.join("commondir")).is_ok();
+    head && (own || common)
 }
 
 /// `.git` entries and other git directories below `root`, `root` included (not following
@@ -536,6 +575,13 @@ impl Guard {
     /// change there is reported and left. Returns what was found; findings whose action is
     /// [`Action::Unresolved`] need the person.
     pub fn check(&self) -> Vec<Finding> {
+        self.check_until(None)
+    }
+
+    /// As [`Guard::check`], for a run that ended at the latest at `ended` (seconds since the
+    /// epoch; a check saved by a cordon that was killed): what changed after it is the
+    /// person's own doing, reported and left.
+    pub fn check_until(&self, ended: Option<i64>) -> Vec<Finding> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let mut findings: Vec<Finding> = Vec::new();
         for (guarded, index, before) in &self.entries {
@@ -574,6 +620,18 @@ impl Guard {
             if change == Change::Removed || (change == Change::Changed && was_bound) {
                 findings.push(finding);
                 continue;
+            }
+            let changed_at = match &now {
+                Ok(State::Present(f)) => Some(f.ctime.0),
+                Ok(State::Diverted { what, .. }) => Some(what.ctime.0),
+                _ => None,
+            };
+            if let (Some(ended), Some(at)) = (ended, changed_at) {
+                if at > ended {
+                    finding.error = Some("changed after the run had ended; left".into());
+                    findings.push(finding);
+                    continue;
+                }
             }
             let target = match lookup(root, guarded) {
                 Ok(Lookup::Found { parent, name, fd }) => {
@@ -645,7 +703,7 @@ impl Guard {
                 {
                     vec![git.clone()]
                 } else {
-                    vec![git.join("HEAD"), git.join("config")]
+                    vec![git.join("HEAD"), git.join("config"), git.join("commondir")]
                 };
                 for part in parts {
                     findings.extend(self.move_new(root, &part, stamp));
@@ -859,6 +917,10 @@ mod tests {
             ("[alias]\n\tst = !id\n", false),
             ("[core]\n\tfs\\\nmonitor = x\n", false),
             ("not a config at all [[[", false),
+            ("[remote \"origin\"]\n\turl = zz::x\n", false),
+            ("[remote \"origin\"]\n\turl = ext::sh -c id\n", false),
+            ("[remote \"origin\"]\n\turl = git@github.com:o/r.git\n\tpushurl = ssh://h/r\n[pull]\n\trebase = true\n", true),
+            ("[submodule \"x\"]\n\tupdate = !sh -c id\n", false),
         ] {
             fs_err::write(&config, text).unwrap();
             assert_eq!(benign_git_config(&config), harmless, "{text:?}");
@@ -880,7 +942,22 @@ mod tests {
             "[core]\n\tworktree = .\n\tfsmonitor = id\n",
         )
         .unwrap();
+        // Variants git accepts as well: a linked HEAD, linked objects, a commondir.
+        fs_err::create_dir_all(root.join("s1/objects")).unwrap();
+        fs_err::create_dir_all(root.join("s1/refs/heads")).unwrap();
+        std::os::unix::fs::symlink("refs/heads/master", root.join("s1/HEAD")).unwrap();
+        fs_err::write(root.join("s1/config"), "[core]\n\tpager = id\n").unwrap();
+        fs_err::create_dir_all(root.join("s2/o")).unwrap();
+        fs_err::create_dir_all(root.join("s2/refs")).unwrap();
+        std::os::unix::fs::symlink("o", root.join("s2/objects")).unwrap();
+        fs_err::write(root.join("s2/HEAD"), "ref: refs/heads/master\n").unwrap();
+        fs_err::create_dir_all(root.join("s3/c")).unwrap();
+        fs_err::write(root.join("s3/HEAD"), "ref: refs/heads/master\n").unwrap();
+        fs_err::write(root.join("s3/commondir"), "c\n").unwrap();
         guard.check();
+        for dir in ["s1", "s2", "s3"] {
+            assert!(!is_git_directory(&root.join(dir)), "{dir}");
+        }
         assert!(!is_git_directory(&root.join("src")));
         assert!(!root.join("src/config").exists());
         assert_eq!(

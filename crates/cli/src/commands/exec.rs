@@ -333,13 +333,32 @@ impl ExecCommand {
         // Saved until checked: if cordon is killed before the program's end, the next run
         // does the check.
         let pending = pending_dir().map(|dir| dir.join(format!("{}.json", process_key("self"))));
+        // While the run lasts, the saved check's time is renewed every few seconds: should
+        // cordon be killed, the next run knows when this one ended at the latest, and leaves
+        // what changed after it to the person.
+        let heartbeat = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         if let Some(path) = &pending {
             let _ = fs_err::remove_file(path);
-            if let Err(err) = guard.save(path) {
-                tracing::warn!(
+            match guard.save(path) {
+                Ok(()) => {
+                    let (path, alive) = (path.clone(), heartbeat.clone());
+                    std::thread::spawn(move || {
+                        while alive.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_secs(PENDING_HEARTBEAT_SECS));
+                            let touched = fs_err::OpenOptions::new()
+                                .write(true)
+                                .open(&path)
+                                .and_then(|f| f.file().set_modified(std::time::SystemTime::now()));
+                            if touched.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(err) => tracing::warn!(
                     "cannot save the check of protected paths to `{}`: {err}",
                     path.display()
-                );
+                ),
             }
         }
         let spec = LaunchSpec {
@@ -408,7 +427,8 @@ impl ExecCommand {
             Err(err) => return Err(launch.refuse(Outcome::Failed, &err.to_string())),
         }
         tracing::debug!("program ended after {:?}", started.elapsed());
-        let protected = check_protected(&guard);
+        heartbeat.store(false, std::sync::atomic::Ordering::Relaxed);
+        let protected = check_protected(&guard, None);
         if let Some(path) = &pending {
             let _ = fs_err::remove_file(path);
         }
@@ -1046,6 +1066,9 @@ fn has_url_credentials(value: &str) -> bool {
     })
 }
 
+/// How often a running cordon renews its saved check (see [`recover_pending`]).
+const PENDING_HEARTBEAT_SECS: u64 = 5;
+
 /// Where checks of protected paths wait until done: cordon's state directory.
 fn pending_dir() -> Option<PathBuf> {
     dirs::state_dir()
@@ -1105,12 +1128,18 @@ fn recover_pending() {
         if running {
             continue;
         }
+        // The run ended at the latest one heartbeat after the file's last renewal.
+        let ended = fs_err::metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64 + PENDING_HEARTBEAT_SECS as i64 + 1);
         match Guard::load(&path) {
             Ok(guard) => {
                 tracing::warn!(
                     "an earlier cordon exec ended before checking its protected paths; checking them now"
                 );
-                check_protected(&guard);
+                check_protected(&guard, ended);
             }
             Err(err) => tracing::warn!("{err}; removed"),
         }
@@ -1121,8 +1150,8 @@ fn recover_pending() {
 /// Compares the protected paths with their state at launch and reports each finding: what
 /// the program created, changed or swapped for a link (and where it was moved), what changed
 /// from outside (left), and what could not be moved.
-fn check_protected(guard: &Guard) -> Vec<Finding> {
-    let findings = guard.check();
+fn check_protected(guard: &Guard, ended: Option<i64>) -> Vec<Finding> {
+    let findings = guard.check_until(ended);
     for finding in &findings {
         let path = finding.path.display();
         let what = match finding.change {

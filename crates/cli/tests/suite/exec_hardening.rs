@@ -986,9 +986,14 @@ fn a_check_cut_short_is_done_by_the_next_run() {
     running.0.kill().unwrap();
     running.0.wait().unwrap();
     assert!(work.join(".git/commondir").exists());
+    // What the person makes once the killed run is over (an `.envrc`, a little later than
+    // the run's last heartbeat allows for) is theirs and stays.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    fs_err::write(work.join(".envrc"), "use nix\n").unwrap();
     let out = sandboxed(&home, &[], "true");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
+    assert!(work.join(".envrc").exists(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("ended before checking its protected paths"),
         "{}",

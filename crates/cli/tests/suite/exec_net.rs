@@ -201,14 +201,10 @@ fn a_bulk_upload_is_cut_at_the_budget() {
     assert!(cut, "the cut is not in the audit log");
 }
 
-#[test]
-fn the_standalone_proxy_serves_other_clients() {
-    let home = Home::new();
-    let allowed = Listener::start();
-    let exfil = Listener::start();
-    let grant = format!("127.0.0.1:{}", allowed.port);
+/// `cordon proxy --listen 127.0.0.1:0 --allow-net GRANT`, and the address it listens on.
+fn standalone_proxy(home: &Home, grant: &str) -> (KillOnDrop, String) {
     let mut proxy = KillOnDrop(
-        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
+        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", grant])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -222,6 +218,16 @@ fn the_standalone_proxy_serves_other_clients() {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
+    (proxy, address)
+}
+
+#[test]
+fn the_standalone_proxy_serves_other_clients() {
+    let home = Home::new();
+    let allowed = Listener::start();
+    let exfil = Listener::start();
+    let grant = format!("127.0.0.1:{}", allowed.port);
+    let (_proxy, address) = standalone_proxy(&home, &grant);
     let curl = |port: u16| {
         let out = Command::new("curl")
             .args([
@@ -340,21 +346,7 @@ fn a_flood_of_denials_is_coalesced_and_allowed_work_goes_on() {
     let allowed = Listener::start();
     let exfil = Listener::start();
     let grant = format!("127.0.0.1:{}", allowed.port);
-    let mut proxy = KillOnDrop(
-        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", &grant])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(proxy.0.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let address = loop {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.strip_prefix("cordon proxy: listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let (proxy, address) = standalone_proxy(&home, &grant);
     let (host, port) = address.rsplit_once(':').unwrap();
     let flood = format!(
         "import socket\nfor i in range(1500):\n    s=socket.create_connection(('{host}',{port}),timeout=5)\n    s.sendall(b'CONNECT 127.0.0.1:{} HTTP/1.1\\r\\n\\r\\n')\n    s.recv(64); s.close()",
