@@ -56,5 +56,5 @@ pub use keys::key_path_for;
 pub use ocsf::to_ocsf;
 pub use reader::{Filter, Problem, Reader, Stats, VerifyReport};
 pub use record::{ObligationRecord, Record, GENESIS};
-pub use redact::{redact, REDACTED};
+pub use redact::{redact, url_credentials, REDACTED};
 pub use store::{checkpoint_message, Store, StoreOptions, SCHEMA_VERSION};

@@ -113,22 +113,37 @@ fn redact_inside(s: &str) -> String {
     out
 }
 
-/// `value` with the user information of its URL replaced, when it carries a password (or is
-/// an HTTP URL with any user information).
+/// Where the user information of each URL in `text` that carries credentials lies (byte
+/// ranges): user information with a password (`scheme://user:password@host`,
+/// `scheme://:password@host`), or, for HTTP, any user information at all (a token is often
+/// sent as the user name: `https://ghp_x@github.com`).
+pub fn url_credentials(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    text.match_indices("://").filter_map(|(at, _)| {
+        let scheme = text[..at]
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let start = at + 3;
+        let rest = &text[start..];
+        let authority_end = rest
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
+        let http = scheme.ends_with("http") || scheme.ends_with("https");
+        (!userinfo.is_empty() && (userinfo.contains(':') || http))
+            .then(|| start..start + userinfo.len())
+    })
+}
+
+/// `value` with the user information of the first URL in it that carries credentials
+/// replaced ([`url_credentials`]).
 fn redact_url_userinfo(value: &str) -> Option<String> {
-    let at = value.find("://")?;
-    let scheme = value[..at].to_ascii_lowercase();
-    let rest = &value[at + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
-    let http = scheme.ends_with("http") || scheme.ends_with("https");
-    if userinfo.is_empty() || !(userinfo.contains(':') || http) {
-        return None;
-    }
+    let userinfo = url_credentials(value).next()?;
     Some(format!(
-        "{}://{REDACTED}@{}",
-        &value[..at],
-        &rest[userinfo.len() + 1..]
+        "{}{REDACTED}{}",
+        &value[..userinfo.start],
+        &value[userinfo.end..]
     ))
 }
 
@@ -137,6 +152,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn url_credentials_are_found_in_values() {
+        for value in [
+            "redis://:pw@h:6379",
+            "https://u:tok@pypi.example/simple",
+            "postgres://app:s3cret@db/app?sslmode=require",
+            "x git+https://me:ghp_x@github.com/o/r.git",
+            "https://ghp_x@github.com",
+        ] {
+            assert!(url_credentials(value).next().is_some(), "{value}");
+        }
+        for value in [
+            "https://pypi.org/simple",
+            "ssh://git@github.com/o/r",
+            "/usr/bin:/bin",
+            "mailto:me@example.org",
+            "https://example.org/a:b@c",
+        ] {
+            assert!(url_credentials(value).next().is_none(), "{value}");
+        }
+    }
 
     #[test]
     fn credentials_inside_strings_are_replaced() {

@@ -199,7 +199,8 @@ impl ExecCommand {
         tracing::debug!("policy loaded after {:?}", started.elapsed());
         let scan = read.clone();
         let requested = Requested { read, write, net };
-        let decided = self.decide(&supervisor, &config, &command, &cwd, requested, &kernel);
+        let own = own_paths(&config, &supervisor);
+        let decided = self.decide(&supervisor, &own, &command, &cwd, requested, &kernel);
         let (mut launch, grants) = match decided {
             Ok(decided) => decided,
             Err(err) => {
@@ -209,7 +210,7 @@ impl ExecCommand {
         };
         tracing::debug!("decided after {:?}", started.elapsed());
         if !self.dry_run {
-            if let Err(err) = create_own_dirs(&own_paths(&config, &supervisor), &grants.write) {
+            if let Err(err) = create_own_dirs(&own, &grants.write) {
                 Helper::cancel_if_started(&mut helper);
                 return Err(err);
             }
@@ -322,7 +323,6 @@ impl ExecCommand {
         // Protected paths as they are before anything runs; compared after the run.
         // cordon's own directories are written by cordon itself during the run (the audit
         // log): protected, but not compared.
-        let own = own_paths(&config, &supervisor);
         let guarded: Vec<_> = plan
             .guarded
             .iter()
@@ -455,7 +455,7 @@ impl ExecCommand {
     fn decide<'a>(
         &self,
         supervisor: &'a Supervisor,
-        config: &cordon_supervisor::CordonConfig,
+        cordon_paths: &[PathBuf],
         command: &[String],
         cwd: &Path,
         requested: Requested,
@@ -469,10 +469,10 @@ impl ExecCommand {
         let env_credentials: Vec<String> = std::env::vars_os()
             .filter_map(|(name, value)| {
                 let value = value.to_string_lossy();
-                has_url_credentials(&value).then(|| name.into_string().ok())?
+                let credentials = cordon_audit::url_credentials(&value).next().is_some();
+                credentials.then(|| name.into_string().ok())?
             })
             .collect();
-        let cordon_paths = own_paths(config, supervisor);
         let mut request = Request {
             action: "launch".into(),
             ..Request::default()
@@ -1042,30 +1042,6 @@ fn create_own_dirs(own: &[PathBuf], writable: &[PathBuf]) -> Result<(), CliError
     Ok(())
 }
 
-/// Whether `value` holds a URL with a password (`scheme://user:password@host`, or
-/// `scheme://:password@host`), or, for HTTP, any user information at all (a token is often
-/// sent as the user name: `https://ghp_x@github.com`).
-fn has_url_credentials(value: &str) -> bool {
-    value.match_indices("://").any(|(at, sep)| {
-        let scheme = &value[..at];
-        let scheme_ok = scheme
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest = &value[at + sep.len()..];
-        let authority = rest
-            .split(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .next()
-            .unwrap_or_default();
-        let http = scheme.to_ascii_lowercase().ends_with("http")
-            || scheme.to_ascii_lowercase().ends_with("https");
-        scheme_ok
-            && authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
-                userinfo.contains(':') || (http && !userinfo.is_empty())
-            })
-    })
-}
-
 /// How often a running cordon renews its saved check (see [`recover_pending`]).
 const PENDING_HEARTBEAT_SECS: u64 = 5;
 
@@ -1197,30 +1173,5 @@ impl SandboxHelperCommand {
         let early: Early = serde_json::from_str(&self.early)
             .context("the sandbox helper's start arguments are malformed")?;
         launch::helper_main(&early)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn url_credentials_are_found_in_values() {
-        for value in [
-            "redis://:pw@h:6379",
-            "https://u:tok@pypi.example/simple",
-            "postgres://app:s3cret@db/app?sslmode=require",
-            "x git+https://me:ghp_x@github.com/o/r.git",
-            "https://ghp_x@github.com",
-        ] {
-            assert!(super::has_url_credentials(value), "{value}");
-        }
-        for value in [
-            "https://pypi.org/simple",
-            "ssh://git@github.com/o/r",
-            "/usr/bin:/bin",
-            "mailto:me@example.org",
-            "https://example.org/a:b@c",
-        ] {
-            assert!(!super::has_url_credentials(value), "{value}");
-        }
     }
 }
