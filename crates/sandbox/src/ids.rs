@@ -273,8 +273,7 @@ fn open_for(helper: Pid, sources: &[Source]) -> Result<Vec<OwnedFd>, String> {
     for source in sources {
         // A writable tree comes without the mounts below it: idmapped, they would become
         // writable as root too. What is mounted there must be granted on its own.
-        let tree = sys::clone_mount_tree(open_planned(source)?.as_fd(), !source.writable)
-            .map_err(|e| format!("cannot open `{}`: {e}", source.path.display()))?;
+        let tree = clone_planned(source, !source.writable)?;
         if source.writable {
             sys::set_idmap_recursive(tree.as_fd(), userns.file().as_fd()).map_err(|e| {
                 let why = match e.raw_os_error() {
@@ -299,11 +298,15 @@ fn open_for(helper: Pid, sources: &[Source]) -> Result<Vec<OwnedFd>, String> {
 pub(crate) fn open_here(sources: &[Source]) -> Result<Vec<OwnedFd>, String> {
     sources
         .iter()
-        .map(|source| {
-            sys::clone_mount_tree(open_planned(source)?.as_fd(), true)
-                .map_err(|e| format!("cannot open `{}`: {e}", source.path.display()))
-        })
+        .map(|source| clone_planned(source, true))
         .collect()
+}
+
+/// A detached copy of `source`'s mount tree (with the mounts below it when `recursive`),
+/// opened as planned ([`open_planned`]).
+fn clone_planned(source: &Source, recursive: bool) -> Result<OwnedFd, String> {
+    sys::clone_mount_tree(open_planned(source)?.as_fd(), recursive)
+        .map_err(|e| format!("cannot open `{}`: {e}", source.path.display()))
 }
 
 #[cfg(test)]

@@ -273,10 +273,11 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
             });
         }
     }
-    let binds: Vec<(PathBuf, bool)> = granted
-        .iter()
-        .map(|g| (g.path.clone(), g.writable))
-        .collect();
+    let granted_as = |path: &Path, writable: bool| {
+        granted
+            .iter()
+            .any(|g| g.path == path && g.writable == writable)
+    };
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     let private = [
         (PathBuf::from("/tmp"), 0o1777),
@@ -286,7 +287,7 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     ];
     for (path, mode) in &private {
         // A granted path replaces the private one (`--allow-write /tmp`).
-        if !binds.iter().any(|(p, _)| p == path) {
+        if !granted.iter().any(|g| &g.path == path) {
             ops.push(MountOp::Tmpfs {
                 path: path.clone(),
                 mode: *mode,
@@ -308,22 +309,22 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
     plan.landlock.write.push(PathBuf::from("/proc/self"));
     plan.landlock.write.push(PathBuf::from("/proc/thread-self"));
     plan.landlock.write.push(PathBuf::from("/dev"));
-    for g in granted {
+    for g in &granted {
         if g.writable {
             plan.landlock.write.push(g.path.clone());
         } else {
             plan.landlock.read.push(g.path.clone());
         }
         ops.push(MountOp::Bind {
-            path: g.path,
+            path: g.path.clone(),
             writable: g.writable,
-            source: g.source,
+            source: g.source.clone(),
             identity: g.identity,
         });
     }
 
     let visible = |path: &Path| {
-        binds.iter().any(|(root, _)| is_below(path, root)) || is_below(path, Path::new("/proc"))
+        granted.iter().any(|g| is_below(path, &g.path)) || is_below(path, Path::new("/proc"))
     };
     let mut masked: Vec<PathBuf> = Vec::new();
     for entry in &grants.mask {
@@ -360,14 +361,18 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
         .collect();
     let mut read_rules = Vec::new();
     for path in std::mem::take(&mut plan.landlock.read) {
-        if binds.iter().any(|(p, w)| p == &path && !w) {
+        if granted_as(&path, false) {
             read_rules.extend(without_secrets(&path, &secrets));
         } else {
             read_rules.push(path);
         }
     }
     plan.landlock.read = read_rules;
-    let writable_roots: Vec<&PathBuf> = binds.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
+    let writable_roots: Vec<&PathBuf> = granted
+        .iter()
+        .filter(|g| g.writable)
+        .map(|g| &g.path)
+        .collect();
     // Set-id files in writable trees stay read-only. Run by root, the trees hold root's files
     // writable (idmapped), and only root can have set file capabilities: look for those too,
     // on the tree's own file system (mounts below it are not part of the view).
@@ -379,8 +384,7 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
         walk(root, uid == 0, uid == 0, &mut found)?;
     }
     for root in scan {
-        let granted_read = binds.iter().any(|(p, w)| p == root && !w);
-        if granted_read {
+        if granted_as(root, false) {
             let mut read_only = Found::default();
             walk(root, false, false, &mut read_only)?;
             found.sockets.extend(read_only.sockets);
