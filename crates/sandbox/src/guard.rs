@@ -420,9 +420,6 @@ fn benign_creation(guarded: &Guarded, fd: &OwnedFd) -> bool {
     }
 }
 
-/// The most entries looked at below a writable tree for new repositories.
-const MAX_WALKED: usize = 1_000_000;
-
 /// Whether `dir` is a directory git would take for a repository of its own (a bare one, or a
 /// `.git`), as git tests it: a `HEAD` (a file, or a link), and either `objects` and `refs`
 /// (links followed) or a `commondir` naming where they are.
@@ -436,37 +433,37 @@ pub fn is_git_directory(dir: &Path) -> bool {
 }
 
 /// `.git` entries and other git directories below `root`, `root` included (not following
-/// links); an error when there are too many entries to look at all of them.
+/// links, not entering `.git` directories); an error when the tree is too large, or holds a
+/// directory that cannot be listed, to look at all of it.
 fn repositories_below(root: &Path) -> Result<Vec<PathBuf>, String> {
-    repositories_below_at_most(root, MAX_WALKED)
+    repositories_below_at_most(root, crate::tree::MAX_ENTRIES)
 }
 
 fn repositories_below_at_most(root: &Path, most: usize) -> Result<Vec<PathBuf>, String> {
     let mut found = Vec::new();
-    let mut seen = 0usize;
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        if is_git_directory(&dir) && dir.file_name() != Some(OsStr::new(".git")) {
-            found.push(dir.clone());
-        }
-        let Ok(entries) = fs_err::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            seen += 1;
-            if seen > most {
-                return Err(format!(
-                    "`{}` holds more than {most} entries: repositories made in it during the run could not all be looked for",
-                    root.display()
-                ));
-            }
-            if entry.file_name() == ".git" {
-                found.push(entry.path());
-            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(entry.path());
-            }
-        }
+    if is_git_directory(root) {
+        found.push(root.to_path_buf());
     }
+    let visit = |entry: &fs_err::DirEntry, kind: std::fs::FileType| {
+        if entry.file_name() == ".git" {
+            found.push(entry.path());
+            return false;
+        }
+        if kind.is_dir() && is_git_directory(&entry.path()) {
+            found.push(entry.path());
+        }
+        true
+    };
+    crate::tree::walk(root, most, false, visit).map_err(|e| match e {
+        crate::tree::WalkError::TooMany(most) => format!(
+            "`{}` holds more than {most} entries: repositories made in it during the run could not all be looked for",
+            root.display()
+        ),
+        crate::tree::WalkError::Unreadable(dir) => format!(
+            "cannot look inside `{}` (permission denied): a repository made in it during the run could not be looked for",
+            dir.display()
+        ),
+    })?;
     Ok(found)
 }
 

@@ -33,6 +33,8 @@ pub mod plan;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
 #[cfg(target_os = "linux")]
+mod tree;
+#[cfg(target_os = "linux")]
 mod view;
 
 /// Why a sandbox could not be set up. Setting up is all or nothing: on any error the agent

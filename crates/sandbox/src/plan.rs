@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::grants::Grants;
 use crate::guard::Guarded;
 use crate::landlock::Rules;
+use crate::tree;
 
 /// One step of building the view. Paths are as the program sees them (and as they are on
 /// the host).
@@ -153,8 +154,6 @@ fn is_below(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
 }
 
-/// The most entries looked at below the writable trees for set-id files.
-const MAX_SCANNED: usize = 1_000_000;
 /// The most set-id files made read-only, one mount each.
 const MAX_SET_ID: usize = 256;
 
@@ -174,60 +173,41 @@ struct Found {
     repos: Vec<PathBuf>,
 }
 
-/// Walks `root` (not following links; with `one_device`, not entering mounts below it).
+/// Walks `root` (with `one_device`, not entering mounts below it) for what [`Found`] holds.
 fn walk(root: &Path, caps: bool, one_device: bool, found: &mut Found) -> Result<(), String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let device = fs_err::metadata(root).map(|m| m.dev()).ok();
-    let mut seen = 0usize;
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = match fs_err::read_dir(&dir) {
-            Ok(entries) => entries,
-            // A directory that can be entered but not listed could hide a socket.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(format!(
-                    "cannot look inside `{}` (permission denied) to check it for sockets and set-id files before granting it; grant a directory without it",
-                    dir.display()
-                ))
+    let visit = |entry: &fs_err::DirEntry, kind: std::fs::FileType| {
+        let path = entry.path();
+        if entry.file_name() == ".git" {
+            found.repos.push(path);
+        } else if kind.is_dir() {
+            if crate::guard::is_git_directory(&path) {
+                found.repos.push(path);
             }
-            Err(_) => continue,
-        };
-        for entry in entries.filter_map(Result::ok) {
-            seen += 1;
-            if seen > MAX_SCANNED {
-                return Err(format!(
-                    "`{}` holds more than {MAX_SCANNED} entries, too many to check for set-id files and sockets before granting it; grant a smaller directory",
-                    root.display()
-                ));
-            }
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            let kind = meta.file_type();
-            if entry.file_name() == ".git" {
-                found.repos.push(entry.path());
-            }
-            if kind.is_dir() {
-                if entry.file_name() != ".git" && crate::guard::is_git_directory(&entry.path()) {
-                    found.repos.push(entry.path());
-                }
-                if !one_device || Some(meta.dev()) == device {
-                    dirs.push(entry.path());
-                }
-            } else if kind.is_socket() {
-                found.sockets.push(entry.path());
-            } else if kind.is_file() {
-                let path = entry.path();
-                let set_id = meta.mode() & (libc::S_ISUID | libc::S_ISGID) != 0;
-                if set_id
-                    || (caps && cordon_sys::process::has_file_capabilities(&path).unwrap_or(true))
-                {
-                    found.set_id.push(path);
-                }
+        } else if kind.is_socket() {
+            found.sockets.push(path);
+        } else if kind.is_file() {
+            let set_id = entry
+                .metadata()
+                .is_ok_and(|m| m.mode() & (libc::S_ISUID | libc::S_ISGID) != 0);
+            if set_id || (caps && cordon_sys::process::has_file_capabilities(&path).unwrap_or(true))
+            {
+                found.set_id.push(path);
             }
         }
-    }
-    Ok(())
+        true
+    };
+    tree::walk(root, tree::MAX_ENTRIES, one_device, visit).map_err(|e| match e {
+        tree::WalkError::TooMany(most) => format!(
+            "`{}` holds more than {most} entries, too many to check for set-id files and sockets before granting it; grant a smaller directory",
+            root.display()
+        ),
+        // A directory that can be entered but not listed could hide a socket.
+        tree::WalkError::Unreadable(dir) => format!(
+            "cannot look inside `{}` (permission denied) to check it for sockets and set-id files before granting it; grant a directory without it",
+            dir.display()
+        ),
+    })
 }
 
 /// Plans the view for `grants`, with a private home at `home` and a private runtime
