@@ -13,7 +13,6 @@ mod commands;
 mod exit;
 mod logging;
 mod report;
-mod terminal_filter;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -18,6 +18,12 @@ impl CliError {
         self.exit
     }
 
+    /// Sets the hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// Sets the exit code.
     pub fn with_exit(mut self, exit: Exit) -> Self {
         self.exit = exit;

@@ -2,7 +2,7 @@
 //!
 //! This crate turns a grant set ([`grants`], from the policy's launch decision) into kernel
 //! restrictions: a planned file-system view ([`plan`]) built in new namespaces by a helper
-//! process ([`launch`]), Landlock rules ([`landlock`]), the seccomp profile ([`seccomp`]) and
+//! process ([`launch`] is its side of the protocol, [`helper`] the parent's), Landlock rules ([`landlock`]), the seccomp profile ([`seccomp`]) and
 //! cgroup caps ([`cgroup`]). It contains no `unsafe`: raw system calls live in `cordon-sys`.
 //!
 //! Trust boundary: everything this crate sets up binds the agent process and all its
@@ -23,7 +23,11 @@ pub mod grants;
 #[cfg(target_os = "linux")]
 pub mod guard;
 #[cfg(target_os = "linux")]
+pub mod helper;
+#[cfg(target_os = "linux")]
 pub mod ids;
+#[cfg(target_os = "linux")]
+pub mod kernel;
 #[cfg(target_os = "linux")]
 pub mod landlock;
 #[cfg(target_os = "linux")]

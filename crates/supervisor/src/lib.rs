@@ -23,7 +23,10 @@
 
 mod config;
 mod error;
+mod gate;
 mod pipeline;
+#[cfg(target_os = "linux")]
+pub mod session;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +39,8 @@ use cordon_audit::{JsonlSink, Store, StoreOptions};
 use cordon_policy::{Policy, PolicySource};
 use cordon_types::{AuditSink, InputBuilder, InputEnv};
 pub use error::{Result, SetupError};
-pub use pipeline::{real_path, Decided, Pipeline};
+pub use gate::PipelineGate;
+pub use pipeline::{real_path, Decided, Pipeline, Unrecorded};
 
 /// A started cordon: the loaded policy and the pipeline that uses it.
 #[derive(Debug)]
@@ -53,7 +57,7 @@ impl Supervisor {
     ///
     /// A [`SetupError`] naming the file or value that is wrong.
     pub fn start(config: &CordonConfig) -> Result<Self> {
-        Self::start_with(config, None)
+        Self::start_with(config, None, None)
     }
 
     /// As [`Supervisor::start`], for a command that decides only `capabilities`: only their
@@ -63,10 +67,28 @@ impl Supervisor {
     ///
     /// As [`Supervisor::start`].
     pub fn start_for(config: &CordonConfig, capabilities: &'static [&'static str]) -> Result<Self> {
-        Self::start_with(config, Some(capabilities))
+        Self::start_with(config, Some(capabilities), None)
     }
 
-    fn start_with(config: &CordonConfig, only: Option<&'static [&'static str]>) -> Result<Self> {
+    /// As [`Supervisor::start_for`], deciding for the session `id`: every decision's input
+    /// and every record carries `context.session`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Supervisor::start`].
+    pub fn start_session(
+        config: &CordonConfig,
+        capabilities: &'static [&'static str],
+        id: &str,
+    ) -> Result<Self> {
+        Self::start_with(config, Some(capabilities), Some(id))
+    }
+
+    fn start_with(
+        config: &CordonConfig,
+        only: Option<&'static [&'static str]>,
+        session: Option<&str>,
+    ) -> Result<Self> {
         let source = load_source(config)?;
         let mut options = config.policy_options()?;
         options.only = only;
@@ -94,7 +116,10 @@ impl Supervisor {
         let policy = Arc::new(policy);
         let audit_path = audit_target.map(|(path, _)| path);
         let builder = InputBuilder::new(input_env(config));
-        let pipeline = Pipeline::new(policy.clone(), builder, sink);
+        let mut pipeline = Pipeline::new(policy.clone(), builder, sink);
+        if let Some(id) = session {
+            pipeline = pipeline.with_session(id);
+        }
         Ok(Self {
             policy,
             pipeline,

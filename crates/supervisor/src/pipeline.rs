@@ -18,6 +18,36 @@ pub struct Decided {
     pub decision: Decision,
 }
 
+/// A decision made and not yet recorded ([`Pipeline::decide_unrecorded`]): the surface may
+/// prepare the action meanwhile, and proceeds only on what [`Pipeline::record_decided`]
+/// returns for it (a decision that cannot be recorded is a denial).
+#[must_use = "an action may proceed only on what `Pipeline::record_decided` returns for this decision"]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unrecorded(Decided);
+
+impl Unrecorded {
+    /// The decision, as the policy made it.
+    pub fn decision(&self) -> &Decision {
+        &self.0.decision
+    }
+
+    /// The input document the decision was made on.
+    pub fn input(&self) -> Option<&Value> {
+        self.0.input.as_ref()
+    }
+
+    /// The input document, to add to what is recorded (never to what was decided).
+    pub fn input_mut(&mut self) -> Option<&mut Value> {
+        self.0.input.as_mut()
+    }
+
+    /// Gives up recording: only for a decision that is not acted on by itself (a name allowed
+    /// to be resolved, whose addresses are then decided and recorded).
+    pub fn without_record(self) -> Decision {
+        self.0.decision
+    }
+}
+
 /// Turns requests into recorded decisions.
 ///
 /// Fails closed at every step: a request that cannot be resolved, a policy that errs and an
@@ -26,6 +56,7 @@ pub struct Pipeline {
     decider: Arc<dyn Decider>,
     builder: InputBuilder,
     sink: Option<Arc<dyn AuditSink>>,
+    session: Option<String>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -34,6 +65,7 @@ impl std::fmt::Debug for Pipeline {
             .field("revision", &self.decider.revision())
             .field("env", self.builder.env())
             .field("audited", &self.sink.is_some())
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -50,6 +82,35 @@ impl Pipeline {
             decider,
             builder,
             sink,
+            session: None,
+        }
+    }
+
+    /// The same pipeline deciding for the session `id`: every input it decides and every
+    /// record it writes carries `context.session`.
+    #[must_use]
+    pub fn with_session(mut self, id: impl Into<String>) -> Self {
+        self.session = Some(id.into());
+        self
+    }
+
+    /// The session this pipeline decides for, if any.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Sets `context.session` of `input` to this pipeline's session, if it has one.
+    fn stamp(&self, input: &mut Value) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        if let Some(context) = input.as_object_mut().map(|o| {
+            o.entry("context")
+                .or_insert_with(|| Value::Object(Default::default()))
+        }) {
+            if let Some(context) = context.as_object_mut() {
+                context.insert("session".into(), Value::String(session.clone()));
+            }
         }
     }
 
@@ -102,14 +163,15 @@ impl Pipeline {
     /// Decides an input document given as is (`cordon eval --raw`), stamping the time when
     /// it carries none.
     pub fn decide_input(&self, capability: &Capability, input: Value) -> Decided {
-        let decided = self.decide_unrecorded(capability, input);
-        self.record_decided(capability, decided)
+        let unrecorded = self.decide_unrecorded(capability, input);
+        self.record_decided(capability, unrecorded)
     }
 
     /// As [`Pipeline::decide_input`] without recording: the caller must pass the result to
     /// [`Pipeline::record_decided`], and act on what that returns, before the action
     /// proceeds. Lets a surface prepare the action while the record is made durable.
-    pub fn decide_unrecorded(&self, capability: &Capability, mut input: Value) -> Decided {
+    pub fn decide_unrecorded(&self, capability: &Capability, mut input: Value) -> Unrecorded {
+        self.stamp(&mut input);
         if let Some(context) = input.as_object_mut().map(|o| {
             o.entry("context")
                 .or_insert_with(|| Value::Object(Default::default()))
@@ -121,15 +183,16 @@ impl Pipeline {
             }
         }
         let decision = self.decider.decide(capability, &input);
-        Decided {
+        Unrecorded(Decided {
             input: Some(input),
             decision,
-        }
+        })
     }
 
     /// Records a decision made by [`Pipeline::decide_unrecorded`]; the decision returned is
     /// a denial when the record could not be made.
-    pub fn record_decided(&self, capability: &Capability, decided: Decided) -> Decided {
+    pub fn record_decided(&self, capability: &Capability, unrecorded: Unrecorded) -> Decided {
+        let Unrecorded(decided) = unrecorded;
         let input = decided.input.unwrap_or_default();
         let action = input["action"].as_str().unwrap_or_default().to_owned();
         self.record_event(capability.as_str(), &action, input, decided.decision)
@@ -172,6 +235,8 @@ impl Pipeline {
         decision: Decision,
         outcome: Outcome,
     ) -> AuditEvent {
+        let mut input = input;
+        self.stamp(&mut input);
         AuditEvent {
             time: now(),
             capability: capability.to_owned(),

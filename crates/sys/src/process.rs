@@ -669,6 +669,43 @@ pub fn kill(pid: Pid, signal: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::kill(pid, signal) })
 }
 
+/// A descriptor of process `pid` (`pidfd_open`): signals sent through it with
+/// [`pidfd_signal`] reach that process or nobody, never a later process that reused its id.
+/// Open it while the process cannot have been reaped (it is the caller's unwaited child).
+///
+/// # Errors
+///
+/// The kernel's refusal (`ESRCH` when it is gone, `ENOSYS` before Linux 5.3).
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    check_long(fd)?;
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns (close-on-exec by
+    // default).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `signal` to the process behind `pidfd` ([`pidfd_open`]).
+///
+/// # Errors
+///
+/// The kernel's refusal (`ESRCH` when the process has ended).
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null siginfo and no
+    // flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    check_long(ret)
+}
+
 /// The signals a supervising process passes on to the process it supervises.
 pub const FORWARDED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGINT,
@@ -1014,6 +1051,40 @@ pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who is at the other end of the connected unix socket `socket`, as the kernel recorded it
+/// when the connection was made: `(pid, uid, gid)`, the pid as seen from the caller's pid
+/// namespace (0 when the peer's process is not visible there).
+///
+/// # Errors
+///
+/// The kernel's refusal (not a unix socket, not connected).
+pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(Pid, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a local that outlives the
+    // call, and updates `len`.
+    check(unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    })?;
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short SO_PEERCRED answer",
+        ));
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
 }
 
 /// Receives a descriptor sent with [`send_fd`]; `Ok(None)` when the peer closed without

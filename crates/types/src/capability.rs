@@ -41,6 +41,16 @@ impl Capability {
         }
     }
 
+    /// `net`: connections and requests that leave the device.
+    pub fn net() -> Self {
+        Self("net".to_owned())
+    }
+
+    /// `sandbox`: the launch of a confined program, and what it is granted.
+    pub fn sandbox() -> Self {
+        Self("sandbox".to_owned())
+    }
+
     /// The capability name, e.g. `file`.
     pub fn as_str(&self) -> &str {
         &self.0

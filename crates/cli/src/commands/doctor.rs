@@ -37,7 +37,14 @@ struct Feature {
 impl DoctorCommand {
     /// Runs the command.
     pub fn run(&self, _cli: &Cli) -> Result<Exit, CliError> {
-        let features = vec![user_namespaces(), landlock(), seccomp(), cgroups()];
+        // The same probe every launch reads.
+        let kernel = cordon_sandbox::kernel::Kernel::probe();
+        let features = vec![
+            user_namespaces(),
+            landlock(&kernel),
+            seccomp(&kernel),
+            cgroups(&kernel),
+        ];
         if self.json {
             println!("{}", serde_json::to_string_pretty(&features)?);
         } else {
@@ -74,15 +81,15 @@ fn user_namespaces() -> Feature {
     }
 }
 
-fn landlock() -> Feature {
-    match cordon_sys::landlock_abi_version() {
-        Ok(0) => Feature {
+fn landlock(kernel: &cordon_sandbox::kernel::Kernel) -> Feature {
+    match (&kernel.landlock_error, kernel.landlock_abi) {
+        (None, 0) => Feature {
             name: "landlock",
             status: "missing",
             found: "Landlock is not enabled in this kernel".into(),
             consequence: "cordon exec refuses unless `--allow-degraded`; files are then confined by the mount namespace alone".into(),
         },
-        Ok(abi) => {
+        (None, abi) => {
             let mut gaps = Vec::new();
             if abi < 4 {
                 gaps.push("TCP connect/bind is not restricted by Landlock (the empty network namespace still applies)");
@@ -97,7 +104,7 @@ fn landlock() -> Feature {
                 consequence: gaps.join("; "),
             }
         }
-        Err(err) => Feature {
+        (Some(err), _) => Feature {
             name: "landlock",
             status: "missing",
             found: format!("the query failed: {err}"),
@@ -124,11 +131,11 @@ fn landlock_features(abi: u32) -> String {
     format!(" ({})", have.join(", "))
 }
 
-fn seccomp() -> Feature {
-    let (status, found, consequence) = match cordon_sys::seccomp_filter_supported() {
-        Ok(true) => ("ok", "seccomp filters are supported".to_owned(), String::new()),
-        Ok(false) => ("missing", "this kernel has no seccomp filters".to_owned(), "cordon exec refuses to run: dangerous system calls (ptrace, mount, bpf, io_uring, TIOCSTI) could not be blocked".to_owned()),
-        Err(err) => ("missing", format!("the query failed: {err}"), "cordon exec refuses to run".to_owned()),
+fn seccomp(kernel: &cordon_sandbox::kernel::Kernel) -> Feature {
+    let (status, found, consequence) = match (&kernel.seccomp_error, kernel.seccomp) {
+        (None, true) => ("ok", "seccomp filters are supported".to_owned(), String::new()),
+        (None, false) => ("missing", "this kernel has no seccomp filters".to_owned(), "cordon exec refuses to run: dangerous system calls (ptrace, mount, bpf, io_uring, TIOCSTI) could not be blocked".to_owned()),
+        (Some(err), _) => ("missing", format!("the query failed: {err}"), "cordon exec refuses to run".to_owned()),
     };
     Feature {
         name: "seccomp",
@@ -138,9 +145,9 @@ fn seccomp() -> Feature {
     }
 }
 
-fn cgroups() -> Feature {
+fn cgroups(kernel: &cordon_sandbox::kernel::Kernel) -> Feature {
     use cordon_sandbox::cgroup::Support;
-    let support = Support::detect();
+    let support = &kernel.cgroups;
     let (status, consequence) = match support {
         Support::V2 { .. } | Support::V1 { .. } => ("ok", String::new()),
         Support::None => (

@@ -1,0 +1,301 @@
+//! The parent's half of the helper protocol (the child's half is [`crate::launch`]).
+//!
+//! ```text
+//! start ── the helper enters its namespaces, compiles seccomp; the parent joins it to the
+//!          cgroups, loads the policy, decides
+//! send  ── the LaunchSpec: the helper builds the view and waits
+//! proxy ── the helper's listening socket inside the sandbox arrives over a unix socket
+//! release ─ the program's pseudo-terminal arrives (when one was asked for), then GO
+//! status ── the helper's report before the program runs (EOF: the program was executed)
+//! wait  ── the program's exit status
+//! ```
+//!
+//! Dropping the [`Helper`] before [`Helper::release`], or [`Helper::cancel`], closes the spec
+//! pipe: the helper ends without starting anything.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cordon_sys::process as sys;
+
+use crate::cgroup::Cgroup;
+use crate::grants::Limits;
+use crate::kernel::Kernel;
+use crate::launch::{self, Early, LaunchSpec, ProxyEndpoint, Status, SETUP_FAILED};
+use crate::SandboxError;
+
+/// How to start a helper.
+#[derive(Debug, Clone, Default)]
+pub struct HelperOptions {
+    /// Which standard streams (input, output, error) are the person's terminal: each is
+    /// replaced by the program's own pseudo-terminal, whose other side is handed back by
+    /// [`Helper::release`].
+    pub terminal: [bool; 3],
+    /// The port on 127.0.0.1 inside the sandbox where the egress proxy listens; `None` for
+    /// no proxy.
+    pub proxy_port: Option<u16>,
+    /// The helper executable. By default `cordon-sandbox-helper` next to the running
+    /// executable, else the running executable itself with the hidden `__sandbox-helper`
+    /// subcommand (which `cordon` has).
+    pub program: Option<PathBuf>,
+}
+
+/// A started helper, waiting for the launch specification.
+#[derive(Debug)]
+pub struct Helper {
+    /// Moves the helper into the cgroups; finished before the helper may fork.
+    joining: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// `None` once waited for.
+    child: Option<std::process::Child>,
+    spec: Option<std::fs::File>,
+    status: Option<std::io::PipeReader>,
+    cgroup: Option<Cgroup>,
+    cgroup_error: Option<String>,
+    terminal: bool,
+    /// The parent's end of the socket the helper sends the proxy's listener over (and init
+    /// the terminal).
+    socket: std::os::unix::net::UnixStream,
+}
+
+fn helper_error(what: &str) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+    move |err| SandboxError::Helper(format!("{what}: {err}"))
+}
+
+impl Helper {
+    /// Creates the tree's cgroups and the pipes, and starts the helper.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Helper`] when a pipe cannot be made or the helper cannot start. A
+    /// cgroup that cannot be made is not an error here: [`Helper::cap`] reports it.
+    pub fn start(kernel: &Kernel, options: &HelperOptions) -> Result<Self, SandboxError> {
+        let (cgroup, cgroup_error) =
+            match Cgroup::create(&kernel.cgroups, &crate::cgroup::unique_name()) {
+                Ok(cgroup) => (Some(cgroup), None),
+                Err(err) => (None, Some(err.to_string())),
+            };
+        let pipe = || -> Result<(std::io::PipeReader, OwnedFd), SandboxError> {
+            let (read, write) =
+                std::io::pipe().map_err(helper_error("cannot create a pipe to the helper"))?;
+            Ok((read, OwnedFd::from(write)))
+        };
+        let (status_read, status_write) = pipe()?;
+        let (spec_read, spec_write) = pipe()?;
+        let spec_read = OwnedFd::from(spec_read);
+        for fd in [status_write.as_fd(), spec_read.as_fd()] {
+            sys::set_inheritable(fd, true).map_err(helper_error("cannot pass a pipe"))?;
+        }
+        let (socket, helper_socket) = std::os::unix::net::UnixStream::pair()
+            .map_err(helper_error("cannot create the helper's socket pair"))?;
+        sys::set_inheritable(helper_socket.as_fd(), true)
+            .map_err(helper_error("cannot pass the socket to the helper"))?;
+        let (uid, gid) = sys::real_ids();
+        let early = Early {
+            uid,
+            gid,
+            terminal: options.terminal,
+            status_fd: status_write.as_raw_fd(),
+            spec_fd: spec_read.as_raw_fd(),
+            parent: i32::try_from(std::process::id()).unwrap_or_default(),
+            proxy: options.proxy_port.map(|port| ProxyEndpoint {
+                socket_fd: helper_socket.as_raw_fd(),
+                port,
+            }),
+        };
+        let early = serde_json::to_string(&early)
+            .map_err(|e| SandboxError::Helper(format!("cannot encode the start arguments: {e}")))?;
+        let mut command = helper_command(options.program.as_deref());
+        command.arg(early).env_clear();
+        // The person's terminal never reaches the sandbox, not even its helper: those
+        // streams are replaced by the sandbox's own terminal before the program runs.
+        for stream in (0..3).filter(|&s| options.terminal[s]) {
+            match stream {
+                0 => command.stdin(Stdio::null()),
+                1 => command.stdout(Stdio::null()),
+                _ => command.stderr(Stdio::null()),
+            };
+        }
+        let child = command.spawn();
+        drop(status_write);
+        drop(spec_read);
+        drop(helper_socket);
+        let child = child.map_err(helper_error("cannot start the sandbox helper"))?;
+        // Joining a cgroup waits for the kernel (an RCU grace period on cgroup v1): done
+        // here, it overlaps with what the parent does meanwhile (loading the policy).
+        let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
+        let pid = child.id().to_string();
+        let joining = std::thread::spawn(move || {
+            for file in procs {
+                fs_err::write(&file, &pid).map_err(|e| format!("cannot join the cgroup: {e}"))?;
+            }
+            Ok(())
+        });
+        Ok(Self {
+            joining: Some(joining),
+            child: Some(child),
+            spec: Some(std::fs::File::from(spec_write)),
+            status: Some(status_read),
+            cgroup,
+            cgroup_error,
+            terminal: options.terminal.iter().any(|t| *t),
+            socket,
+        })
+    }
+
+    /// The helper's process id (signals sent to it reach the program).
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Applies the caps to the tree's cgroups.
+    ///
+    /// # Errors
+    ///
+    /// Why the caps cannot hold (no cgroup, or the kernel refused the limits).
+    pub fn cap(&mut self, limits: &Limits) -> Result<(), String> {
+        self.joined()?;
+        match (&self.cgroup, &self.cgroup_error) {
+            (Some(cgroup), _) => cgroup.set_limits(limits).map_err(|e| e.to_string()),
+            (None, Some(err)) => Err(err.clone()),
+            (None, None) => Err("no cgroup".into()),
+        }
+    }
+
+    /// Waits until the helper is in its cgroups.
+    fn joined(&mut self) -> Result<(), String> {
+        match self.joining.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(err))) => {
+                self.cgroup_error = Some(err.clone());
+                Err(err)
+            }
+            Some(Err(_)) => Err("the cgroup join panicked".into()),
+        }
+    }
+
+    /// Stops the helper before it runs anything (as dropping it does).
+    pub fn cancel(self) {}
+
+    /// Sends the specification: the helper builds the view, then waits for
+    /// [`Helper::release`].
+    ///
+    /// # Errors
+    ///
+    /// The pipe's error (the helper has ended: [`Helper::read_status`] says why).
+    pub fn send(&mut self, spec: &LaunchSpec) -> std::io::Result<()> {
+        // Nothing may start outside the cgroups (a failure to join was decided on already).
+        let _ = self.joined();
+        match &mut self.spec {
+            Some(pipe) => launch::write_spec(pipe, spec),
+            None => Err(std::io::Error::other("the helper was released already")),
+        }
+    }
+
+    /// Receives the egress proxy's listening socket, which the helper made on 127.0.0.1
+    /// inside the sandbox's network namespace (waits at most ten seconds).
+    ///
+    /// # Errors
+    ///
+    /// Why no socket came.
+    pub fn receive_proxy(&self) -> Result<std::net::TcpListener, String> {
+        let _ = self.socket.set_read_timeout(Some(Duration::from_secs(10)));
+        match sys::recv_fd(self.socket.as_fd()) {
+            Ok(Some(fd)) => Ok(std::net::TcpListener::from(fd)),
+            Ok(None) => Err("the sandbox helper sent no proxy socket".into()),
+            Err(err) => Err(format!("cannot receive the proxy socket: {err}")),
+        }
+    }
+
+    /// Lets the program run: receives its pseudo-terminal (once init has built the view;
+    /// nothing when setting up failed, and then [`Helper::read_status`] says why), then says
+    /// go. Returns the terminal's other side.
+    ///
+    /// # Errors
+    ///
+    /// The pipe's error when the go could not be sent.
+    pub fn release(&mut self) -> std::io::Result<Option<OwnedFd>> {
+        let master = if self.terminal {
+            let _ = self.socket.set_read_timeout(Some(Duration::from_secs(30)));
+            sys::recv_fd(self.socket.as_fd()).ok().flatten()
+        } else {
+            None
+        };
+        let sent = match self.spec.take() {
+            Some(mut pipe) => pipe.write_all(&[launch::GO]),
+            None => Err(std::io::Error::other("the helper was released already")),
+        };
+        sent.map(|()| master)
+    }
+
+    /// What the helper reported before the program ran: `None` once the program was
+    /// executed. Blocks until then.
+    ///
+    /// # Errors
+    ///
+    /// [`SandboxError::Helper`] when the report is malformed or was read already.
+    pub fn read_status(&mut self) -> Result<Option<Status>, SandboxError> {
+        match self.status.take() {
+            Some(reader) => launch::read_status(reader),
+            None => Err(SandboxError::Helper("the status was read already".into())),
+        }
+    }
+
+    /// Waits for the program's end and removes the tree's cgroups. Returns the exit code
+    /// (128+N when killed by signal N).
+    pub fn wait(mut self) -> i32 {
+        let exit = match self.child.take() {
+            Some(mut child) => child.wait().map(|s| exit_code(&s)).unwrap_or(SETUP_FAILED),
+            None => SETUP_FAILED,
+        };
+        drop(self.cgroup.take());
+        exit
+    }
+}
+
+impl Drop for Helper {
+    /// A helper not yet released ends by itself once its spec pipe closes; a released one
+    /// (the program runs) is killed, with its whole tree: nothing outlives its parent's
+    /// handle unwatched.
+    fn drop(&mut self) {
+        let released = self.spec.take().is_none();
+        if let Some(mut child) = self.child.take() {
+            if released {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The command that starts the helper: `program`, else `cordon-sandbox-helper` next to the
+/// running executable, else the running executable with `__sandbox-helper`.
+fn helper_command(program: Option<&std::path::Path>) -> Command {
+    let small = program.map(std::path::Path::to_path_buf).or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .map(|exe| exe.with_file_name("cordon-sandbox-helper"))
+            .filter(|path| path.is_file())
+    });
+    match small {
+        Some(path) => Command::new(path),
+        None => {
+            let mut command = Command::new("/proc/self/exe");
+            command.arg("__sandbox-helper");
+            command
+        }
+    }
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(SETUP_FAILED)
+}

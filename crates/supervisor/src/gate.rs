@@ -1,0 +1,243 @@
+//! The egress proxy's gate: connections decided through the pipeline, under `data.cordon.net`.
+//!
+//! Every front-end that serves a proxy (`cordon exec`'s sessions, `cordon proxy`) decides
+//! through one [`PipelineGate`].
+
+use std::sync::Arc;
+
+use cordon_egress::Gate;
+use cordon_types::{Capability, Decision, Outcome, Request};
+use serde_json::{json, Value};
+
+use crate::Supervisor;
+
+/// Decides connections through the supervisor's pipeline (`data.cordon.net`), which
+/// records each decision: every allowance, and denials as [`Throttle`] lets through.
+#[derive(Debug)]
+pub struct PipelineGate {
+    supervisor: Arc<Supervisor>,
+    capability: Capability,
+    throttle: std::sync::Mutex<Throttle>,
+}
+
+/// Bounds what a flood of denied requests writes to the audit log (each record is a durable
+/// write): the same denial (action, resource, reason) is recorded at most once a second,
+/// and at most [`Throttle::PER_WINDOW`] denials every [`Throttle::WINDOW`]. What is left out
+/// is counted, and the count goes with the next denial recorded (`coalesced`). Every request
+/// is still decided, and denied; allowances are always recorded.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: std::collections::HashMap<String, (std::time::Instant, u64)>,
+    window_start: Option<std::time::Instant>,
+    in_window: u64,
+    left_out: u64,
+}
+
+impl Throttle {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+    const PER_WINDOW: u64 = 200;
+    const SAME: std::time::Duration = std::time::Duration::from_secs(1);
+    const KEYS: usize = 4096;
+
+    /// `Some(n)` when the denial under `key` is to be recorded, with `n` denials left out
+    /// before it; `None` when it is left out.
+    fn admit(&mut self, key: String, now: std::time::Instant) -> Option<u64> {
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW)
+        {
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+        if self.last.len() > Self::KEYS {
+            self.last
+                .retain(|_, (at, _)| now.duration_since(*at) < Self::SAME);
+        }
+        let recent = self
+            .last
+            .get(&key)
+            .is_some_and(|(at, _)| now.duration_since(*at) < Self::SAME);
+        if recent || self.in_window >= Self::PER_WINDOW {
+            self.left_out += 1;
+            if let Some((_, count)) = self.last.get_mut(&key) {
+                *count += 1;
+            }
+            return None;
+        }
+        self.in_window += 1;
+        self.last.insert(key, (now, 0));
+        Some(std::mem::take(&mut self.left_out))
+    }
+}
+
+impl PipelineGate {
+    /// A gate deciding through `supervisor`'s pipeline.
+    pub fn new(supervisor: Arc<Supervisor>) -> Self {
+        Self {
+            supervisor,
+            capability: Capability::net(),
+            throttle: std::sync::Mutex::new(Throttle::default()),
+        }
+    }
+
+    /// Records `decided` if it allows, or if the throttle admits its denial.
+    fn record(&self, decided: crate::Unrecorded) -> Decision {
+        let pipeline = self.supervisor.pipeline();
+        if decided.decision().allow {
+            return pipeline.record_decided(&self.capability, decided).decision;
+        }
+        let resource = decided
+            .input()
+            .map(|input| &input["resource"])
+            .cloned()
+            .unwrap_or_default();
+        // The same request refused for the same reason: action, the whole resource (host,
+        // port, method and path), the first reason.
+        let key = format!(
+            "{}|{}|{}",
+            decided
+                .input()
+                .map(|input| input["action"].to_string())
+                .unwrap_or_default(),
+            resource,
+            decided
+                .decision()
+                .reasons
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        );
+        let admitted = self
+            .throttle
+            .lock()
+            .map(|mut t| t.admit(key, std::time::Instant::now()))
+            .unwrap_or(Some(0));
+        match admitted {
+            Some(left_out) => {
+                let mut decided = decided;
+                if left_out > 0 {
+                    if let Some(input) = decided.input_mut() {
+                        input["coalesced"] = json!(left_out);
+                    }
+                }
+                pipeline.record_decided(&self.capability, decided).decision
+            }
+            None => decided.without_record(),
+        }
+    }
+
+    fn request(&self, action: &str, resource: Value, context: Value) -> Request {
+        let mut request = Request {
+            capability: Some("net".into()),
+            action: action.to_owned(),
+            ..Request::default()
+        };
+        if let Ok(resource) = serde_json::from_value(resource) {
+            request.resource = resource;
+        }
+        if let Ok(context) = serde_json::from_value(context) {
+            request.context = context;
+        }
+        request
+    }
+}
+
+impl Gate for PipelineGate {
+    fn decide(&self, action: &str, resource: Value, context: Value) -> Decision {
+        let request = self.request(action, resource, context);
+        let pipeline = self.supervisor.pipeline();
+        match pipeline.builder().build_for(&self.capability, &request) {
+            Ok(input) => self.record(pipeline.decide_unrecorded(&self.capability, input)),
+            Err(_) => pipeline.decide(&request).decision,
+        }
+    }
+
+    fn may_resolve(&self, resource: Value, context: Value) -> Decision {
+        // Only a refusal is recorded: an allowance is followed by the recorded decision on
+        // the addresses the name resolved to.
+        let request = self.request("resolve", resource, context);
+        let pipeline = self.supervisor.pipeline();
+        match pipeline.builder().build_for(&self.capability, &request) {
+            Ok(input) => {
+                let decided = pipeline.decide_unrecorded(&self.capability, input);
+                if decided.decision().allow {
+                    decided.without_record()
+                } else {
+                    self.record(decided)
+                }
+            }
+            Err(_) => pipeline.decide(&request).decision,
+        }
+    }
+
+    fn cut(
+        &self,
+        action: &str,
+        resource: Value,
+        context: Value,
+        decision: &Decision,
+        reason: &str,
+    ) {
+        tracing::warn!("{reason}");
+        let request = self.request(action, resource, context);
+        let mut input = self
+            .supervisor
+            .pipeline()
+            .builder()
+            .build_for(&self.capability, &request)
+            .unwrap_or_else(|_| json!({}));
+        input["result"] = json!({ "cut": reason });
+        if let Err(err) = self.supervisor.pipeline().record_outcome(
+            &self.capability,
+            input,
+            decision.clone(),
+            Outcome::Refused,
+            false,
+        ) {
+            tracing::error!("cannot record that a connection was cut: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_of_denials_is_coalesced_and_capped() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        // The same denial a thousand times in a second: recorded once.
+        let admitted = (0..1000)
+            .filter(|_| {
+                throttle
+                    .admit("connect|evil|443|no".into(), start)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(admitted, 1);
+        // A second later it is recorded again, carrying the count of those left out.
+        assert_eq!(
+            throttle.admit("connect|evil|443|no".into(), start + Duration::from_secs(1)),
+            Some(999)
+        );
+        // Many different denials: at most PER_WINDOW recorded in the window.
+        let later = start + Duration::from_secs(2);
+        let admitted = (0..5000)
+            .filter(|n| {
+                throttle
+                    .admit(format!("connect|h{n}|443|no"), later)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(admitted as u64, Throttle::PER_WINDOW - 2);
+        // The next window starts afresh.
+        assert!(throttle
+            .admit(
+                "connect|h-new|443|no".into(),
+                later + Duration::from_secs(10)
+            )
+            .is_some());
+    }
+}

@@ -1,0 +1,894 @@
+//! Sessions: a confined program with an id, its decision and grants, its egress proxy, its
+//! audit records, its terminal and its outcome.
+//!
+//! Every front-end that runs a program (`cordon exec`, and the skill runner, consent broker
+//! and MCP gateway after it) launches it here, so each is started, confined, served and
+//! audited the same way:
+//!
+//! ```text
+//! Session::launch(LaunchRequest)
+//!   start the sandbox helper ───────────── namespaces, seccomp, cgroup join (in parallel)
+//!   load the policy, decide `sandbox` ──── the decision is Unrecorded (must be recorded)
+//!   plan the view, check the kernel ────── a feature the policy requires, missing: refused
+//!   send the spec; record the decision ─── the view is built while the record is made durable
+//!   serve the egress proxy and the control socket
+//!   go ─────────────────────────────────── Running (the program was executed)
+//! Running::wait()
+//!   the program's exit; protected paths checked; the outcome recorded ─── Ended
+//! ```
+//!
+//! ```no_run
+//! use cordon_supervisor::session::{LaunchRequest, Session};
+//! use cordon_supervisor::CordonConfig;
+//!
+//! let request = LaunchRequest::new(
+//!     CordonConfig::default(),
+//!     vec!["make".into(), "test".into()],
+//!     std::env::current_dir().unwrap(),
+//! );
+//! let running = Session::launch(request).unwrap();
+//! println!("session {}", running.id());
+//! let ended = running.wait().unwrap();
+//! std::process::exit(ended.exit_code);
+//! ```
+
+mod control;
+mod protect;
+mod terminal;
+mod terminal_filter;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cordon_sandbox::grants::{Feature, Grants};
+use cordon_sandbox::guard::{Action, Finding, Guard};
+use cordon_sandbox::helper::{Helper, HelperOptions};
+use cordon_sandbox::kernel::Kernel;
+use cordon_sandbox::launch::{LaunchSpec, Status, CANNOT_EXECUTE, NOT_FOUND};
+use cordon_sandbox::plan::Plan;
+use cordon_sys::process as sys;
+use cordon_types::{Capability, Decision, Outcome, Request};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use control::{list, request as control_request, sessions_dir, SessionInfo, PROTOCOL};
+pub use protect::recover_pending;
+
+use crate::{real_path, CordonConfig, PipelineGate, Supervisor, Unrecorded};
+
+/// The port of the egress proxy on 127.0.0.1 inside every sandbox.
+pub const PROXY_PORT: u16 = 3128;
+
+/// What to launch, and what the person asks for it. Paths and hosts are requests: the policy
+/// (`data.cordon.sandbox`) decides what is granted.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LaunchRequest {
+    /// cordon's configuration (policy, audit log, subject).
+    pub config: CordonConfig,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// The working directory: the workspace.
+    pub cwd: PathBuf,
+    /// Paths to make readable (relative to `cwd`, `~` expanded; each must exist).
+    pub read: Vec<PathBuf>,
+    /// Paths to make readable and writable (as `read`).
+    pub write: Vec<PathBuf>,
+    /// Hosts to let the program reach through the proxy: `HOST` or `HOST:PORT`.
+    pub net: Vec<String>,
+    /// Environment variables to keep beyond the allowlist.
+    pub keep_env: Vec<String>,
+    /// Allow a workspace or write grant that is the home, an ancestor of it, /tmp, /run...
+    pub broad_write: bool,
+    /// Run even when a kernel feature the policy requires is missing (recorded).
+    pub allow_degraded: bool,
+    /// The environment the program's is taken from (only what the policy keeps passes).
+    pub env: Vec<(String, String)>,
+    /// Pass this process's termination signals to the program (a command-line front-end);
+    /// the third termination kills the sandbox.
+    pub forward_signals: bool,
+    /// The sandbox helper executable (see [`HelperOptions::program`]).
+    pub helper: Option<PathBuf>,
+    /// The front-end's name, shown by `cordon ps`.
+    pub front_end: String,
+}
+
+impl LaunchRequest {
+    /// A request to run `command` in `cwd` with nothing more asked for, taking the
+    /// environment of this process.
+    pub fn new(config: CordonConfig, command: Vec<String>, cwd: PathBuf) -> Self {
+        Self {
+            config,
+            command,
+            cwd,
+            read: Vec::new(),
+            write: Vec::new(),
+            net: Vec::new(),
+            keep_env: Vec::new(),
+            broad_write: false,
+            allow_degraded: false,
+            env: std::env::vars_os()
+                .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            forward_signals: false,
+            helper: None,
+            front_end: "library".into(),
+        }
+    }
+}
+
+/// Why a launch did not run, or did not end well.
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The policy refused, or the request is malformed (a path that does not exist, a
+    /// malformed host).
+    Refused,
+    /// A kernel feature the policy requires is missing (`allow_degraded` runs anyway).
+    KernelFeatureMissing,
+    /// The sandbox could not be set up, or the decision not recorded.
+    SetupFailed,
+    /// The program exists but cannot be executed.
+    CannotExecute,
+    /// The program was not found.
+    NotFound,
+    /// The program ran, and left changes on protected paths that could not be moved aside.
+    ProtectedPathsUnresolved,
+}
+
+/// A launch that did not happen, or did not end well: what kind, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What happened, for people.
+    pub message: String,
+    /// What to do about it, when there is something.
+    pub hint: Option<&'static str>,
+}
+
+impl LaunchError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// The exit status a shell-like front-end reports: 127 not found, 126 cannot execute,
+    /// 125 for everything cordon refused or could not do.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            ErrorKind::NotFound => NOT_FOUND as u8,
+            ErrorKind::CannotExecute => CANNOT_EXECUTE as u8,
+            _ => cordon_sandbox::launch::SETUP_FAILED as u8,
+        }
+    }
+}
+
+fn refused(message: impl Into<String>) -> LaunchError {
+    LaunchError::new(ErrorKind::Refused, message)
+}
+
+fn setup(message: impl Into<String>) -> LaunchError {
+    LaunchError::new(ErrorKind::SetupFailed, message)
+}
+
+/// The launch decision and its record: the decision is [`Unrecorded`] until
+/// [`LaunchAudit::commit`], and the program runs only once it is recorded.
+#[derive(Debug)]
+struct LaunchAudit {
+    supervisor: Arc<Supervisor>,
+    input: Value,
+    decision: Decision,
+    pending: Option<Unrecorded>,
+}
+
+impl LaunchAudit {
+    /// Records the decision if it is not yet; returns whether the launch is still allowed
+    /// (a decision that cannot be recorded is a denial).
+    fn commit(&mut self) -> bool {
+        if let Some(unrecorded) = self.pending.take() {
+            let recorded = self
+                .supervisor
+                .pipeline()
+                .record_decided(&Capability::sandbox(), unrecorded);
+            self.decision = recorded.decision;
+        }
+        self.decision.allow
+    }
+
+    /// Records what became of the launch (after the decision); a failure to record is
+    /// reported, not hidden.
+    fn record(&mut self, outcome: Outcome, result: Value) {
+        self.commit();
+        let mut input = self.input.clone();
+        input["result"] = result;
+        if let Err(err) = self.supervisor.pipeline().record_outcome(
+            &Capability::sandbox(),
+            input,
+            self.decision.clone(),
+            outcome,
+            true,
+        ) {
+            tracing::error!("cannot record the outcome of the launch: {err}");
+        }
+    }
+
+    /// Records a refusal by cordon itself (after the policy allowed) and returns it.
+    fn refuse(&mut self, outcome: Outcome, error: LaunchError) -> LaunchError {
+        self.record(outcome, json!({ "refused": error.message }));
+        error
+    }
+}
+
+/// What a dry run decided and planned.
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    /// The launch decision (recorded).
+    pub decision: Decision,
+    /// The planned view and its Landlock rules.
+    pub plan: Plan,
+    /// The kernel features that are missing, by name.
+    pub degraded: Vec<&'static str>,
+}
+
+/// Everything decided and planned, before anything runs.
+struct Prepared {
+    id: String,
+    request: LaunchRequest,
+    supervisor: Arc<Supervisor>,
+    audit: LaunchAudit,
+    grants: Grants,
+    plan: Plan,
+    kernel: Kernel,
+    helper: Option<Helper>,
+    degraded: Vec<&'static str>,
+    own: Vec<PathBuf>,
+    home: PathBuf,
+    started: std::time::Instant,
+}
+
+/// The entry points of sessions.
+#[derive(Debug)]
+pub struct Session;
+
+impl Session {
+    /// Decides and plans a launch without running anything: the decision is recorded, the
+    /// view planned, the kernel checked (cgroups only for whether they could be made).
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::launch`], before anything would run.
+    pub fn dry_run(request: LaunchRequest) -> Result<DryRun, LaunchError> {
+        let mut prepared = prepare(request, false)?;
+        prepared.audit.commit();
+        Ok(DryRun {
+            decision: prepared.audit.decision.clone(),
+            plan: prepared.plan,
+            degraded: prepared.degraded,
+        })
+    }
+
+    /// Launches the request's program in the sandbox: decides, records, confines, serves
+    /// its egress proxy and control socket, and returns once the program was executed.
+    ///
+    /// # Errors
+    ///
+    /// A [`LaunchError`]: refused by the policy, a required kernel feature missing, the
+    /// sandbox not set up, the program not found or not executable. Each is recorded in the
+    /// audit log once the decision was made.
+    pub fn launch(request: LaunchRequest) -> Result<Running, LaunchError> {
+        protect::recover_pending();
+        let prepared = prepare(request, true)?;
+        start(prepared)
+    }
+}
+
+/// A random session id: 12 hex digits.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No randomness: the process id and the time still name one session uniquely.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        return format!(
+            "{:06x}{:06x}",
+            std::process::id() & 0xff_ffff,
+            nanos & 0xff_ffff
+        );
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
+    let started = std::time::Instant::now();
+    if request.command.is_empty() {
+        return Err(refused("no program to run"));
+    }
+    let id = new_id();
+    let read = resolve_all(&request.read, &request.cwd)?;
+    let write = resolve_all(&request.write, &request.cwd)?;
+    let kernel = Kernel::probe();
+    // Malformed net entries are refused before anything starts.
+    let net = request
+        .net
+        .iter()
+        .map(|e| cordon_egress::normalize_allow_entry(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(refused)?;
+
+    // The helper starts now and prepares the namespaces while the policy loads.
+    let mut helper = if run {
+        let options = HelperOptions {
+            terminal: terminal::streams_on_terminal(),
+            proxy_port: Some(PROXY_PORT),
+            program: request.helper.clone(),
+        };
+        Some(Helper::start(&kernel, &options).map_err(|e| setup(e.to_string()))?)
+    } else {
+        None
+    };
+    tracing::debug!("helper started after {:?}", started.elapsed());
+    let supervisor = Supervisor::start_session(&request.config, &["sandbox", "net"], &id)
+        .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?;
+    let supervisor = Arc::new(supervisor);
+    tracing::debug!("policy loaded after {:?}", started.elapsed());
+    let own = protect::own_paths(&request.config, &supervisor);
+    let requested = json!({
+        "read": read,
+        "write": write,
+        "net": net,
+        "keep_env": request.keep_env,
+        "broad_write": request.broad_write,
+    });
+    let (mut audit, grants) = decide(&supervisor, &request, &own, requested, &kernel)?;
+    tracing::debug!("decided after {:?}", started.elapsed());
+    if run {
+        protect::create_own_dirs(&own, &grants.write)
+            .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
+    }
+    let (uid, _) = sys::real_ids();
+    let home = real_path(&dirs::home_dir().unwrap_or_else(|| PathBuf::from("/")));
+    let plan = cordon_sandbox::plan::plan(&grants, &home, uid, &read)
+        .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
+    for path in &plan.skipped {
+        tracing::debug!("granted `{}` does not exist here; skipped", path.display());
+    }
+    let missing = missing_features(&kernel, &grants, helper.as_mut());
+    let required: Vec<&str> = missing
+        .iter()
+        .filter(|(f, _)| grants.require.contains(f))
+        .map(|(_, why)| why.as_str())
+        .collect();
+    if !required.is_empty() && !request.allow_degraded {
+        let error = LaunchError::new(ErrorKind::KernelFeatureMissing, required.join("; "))
+            .hint("`cordon doctor` shows what this kernel has; `--allow-degraded` runs anyway, and records that it did");
+        return Err(audit.refuse(Outcome::Refused, error));
+    }
+    for (feature, why) in &missing {
+        tracing::warn!("running without {}: {why}", feature.name());
+    }
+    Ok(Prepared {
+        id,
+        request,
+        supervisor,
+        audit,
+        grants,
+        plan,
+        degraded: missing.iter().map(|(f, _)| f.name()).collect(),
+        kernel,
+        helper,
+        own,
+        home,
+        started,
+    })
+}
+
+/// The kernel features this launch lacks, each with why it matters.
+fn missing_features(
+    kernel: &Kernel,
+    grants: &Grants,
+    helper: Option<&mut Helper>,
+) -> Vec<(Feature, String)> {
+    let mut missing = Vec::new();
+    if kernel.landlock_abi == 0 {
+        missing.push((
+            Feature::Landlock,
+            "this kernel has no Landlock, so file access cannot be confined in the kernel".into(),
+        ));
+    } else if let Some(wanted) = grants.landlock_abi.filter(|w| kernel.landlock_abi < *w) {
+        missing.push((
+            Feature::Landlock,
+            format!(
+                "this kernel's Landlock is ABI {}, and the policy requires ABI {wanted} or newer",
+                kernel.landlock_abi
+            ),
+        ));
+    }
+    if !kernel.seccomp {
+        missing.push((
+            Feature::Seccomp,
+            "this kernel has no seccomp filters, so dangerous system calls stay open".into(),
+        ));
+    }
+    if grants.limits.pids.is_some() || grants.limits.memory_bytes.is_some() {
+        let capped = match helper {
+            Some(helper) => helper.cap(&grants.limits),
+            // A dry run changes nothing: it only checks cgroups could be made.
+            None => kernel.cgroups.check().map_err(|e| e.to_string()),
+        };
+        if let Err(why) = capped {
+            missing.push((
+                Feature::Cgroups,
+                format!("{why}, so the process and memory caps cannot hold"),
+            ));
+        }
+    }
+    missing
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Asks the policy for the grant set; the decision is recorded by [`LaunchAudit::commit`].
+fn decide(
+    supervisor: &Arc<Supervisor>,
+    request: &LaunchRequest,
+    own: &[PathBuf],
+    requested: Value,
+    kernel: &Kernel,
+) -> Result<(LaunchAudit, Grants), LaunchError> {
+    let env_names: Vec<&str> = request.env.iter().map(|(n, _)| n.as_str()).collect();
+    // Values never reach the policy or the audit log: only the names of variables whose
+    // value carries credentials in a URL.
+    let env_credentials: Vec<&str> = request
+        .env
+        .iter()
+        .filter(|(_, value)| cordon_audit::url_credentials(value).next().is_some())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut launch = Request {
+        action: "launch".into(),
+        ..Request::default()
+    };
+    let resource = &mut launch.resource.extra;
+    resource.insert("command".into(), json!(request.command));
+    resource.insert("cwd".into(), json!(real_path(&request.cwd)));
+    let context = &mut launch.context.extra;
+    context.insert("request".into(), requested);
+    context.insert("env".into(), json!(env_names));
+    context.insert("as_root".into(), json!(sys::real_ids().0 == 0));
+    if let Some(config_home) = dirs::config_dir() {
+        context.insert("config_home".into(), json!(real_path(&config_home)));
+    }
+    context.insert("env_credentials".into(), json!(env_credentials));
+    context.insert("kernel".into(), kernel.to_json());
+    context.insert(
+        "machine".into(),
+        json!({ "memory_bytes": physical_memory_bytes() }),
+    );
+    context.insert("cordon_paths".into(), json!(own));
+    let capability = Capability::sandbox();
+    let input = supervisor
+        .pipeline()
+        .builder()
+        .build_for(&capability, &launch)
+        .map_err(|e| refused(e.to_string()))?;
+    let unrecorded = supervisor
+        .pipeline()
+        .decide_unrecorded(&capability, input.clone());
+    let mut audit = LaunchAudit {
+        supervisor: Arc::clone(supervisor),
+        input: unrecorded.input().cloned().unwrap_or(input),
+        decision: unrecorded.decision().clone(),
+        pending: Some(unrecorded),
+    };
+    if !audit.decision.allow {
+        audit.commit();
+        return Err(refused(format!(
+            "the policy refused to launch `{}`: {}",
+            request.command[0],
+            audit.decision.reasons.join("; ")
+        ))
+        .hint("see what the policy grants with `cordon exec --dry-run -- CMD`; ask for less, or change the policy"));
+    }
+    let grants = Grants::from_decision(audit.decision.grants.as_ref())
+        .map_err(|reason| audit.refuse(Outcome::Refused, refused(reason)))?;
+    Ok((audit, grants))
+}
+
+/// The program's environment: what the policy keeps of the request's, the proxy's variables,
+/// and the home where it really is (the view has no link leading to it).
+fn environment(request: &LaunchRequest, grants: &Grants, home: &Path) -> Vec<(String, String)> {
+    let kept: std::collections::BTreeSet<&str> = grants.env.iter().map(String::as_str).collect();
+    let proxy_url = format!("http://127.0.0.1:{PROXY_PORT}");
+    let socks_url = format!("socks5h://127.0.0.1:{PROXY_PORT}");
+    let proxy_env = [
+        ("HTTP_PROXY", &proxy_url),
+        ("HTTPS_PROXY", &proxy_url),
+        ("ALL_PROXY", &socks_url),
+        ("http_proxy", &proxy_url),
+        ("https_proxy", &proxy_url),
+        ("all_proxy", &socks_url),
+    ];
+    let mut env: Vec<(String, String)> = request
+        .env
+        .iter()
+        .filter(|(name, _)| kept.contains(name.as_str()))
+        .filter(|(name, _)| {
+            !proxy_env.iter().any(|(n, _)| n == name) && !name.eq_ignore_ascii_case("no_proxy")
+        })
+        .cloned()
+        .collect();
+    env.extend(
+        proxy_env
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).clone())),
+    );
+    if let Some((_, value)) = env.iter_mut().find(|(name, _)| name == "HOME") {
+        *value = home.display().to_string();
+    }
+    env.push(("NO_PROXY".into(), "localhost".into()));
+    env.push(("no_proxy".into(), "localhost".into()));
+    env
+}
+
+fn start(prepared: Prepared) -> Result<Running, LaunchError> {
+    let Prepared {
+        id,
+        request,
+        supervisor,
+        mut audit,
+        grants,
+        plan,
+        kernel,
+        helper,
+        degraded,
+        own,
+        home,
+        started,
+    } = prepared;
+    let Some(mut helper) = helper else {
+        return Err(setup("the sandbox helper was not started"));
+    };
+    // Protected paths as they are before anything runs; compared after the run. cordon's own
+    // directories are written by cordon itself during the run (the audit log): protected,
+    // but not compared.
+    let guarded: Vec<_> = plan
+        .guarded
+        .iter()
+        .filter(|g| !own.iter().any(|o| g.path.starts_with(o)))
+        .cloned()
+        .collect();
+    let guard = Guard::record_with_repositories(&guarded, &plan.repos);
+    // Saved until checked: if cordon is killed before the program's end, the next launch
+    // does the check.
+    let pending = protect::Pending::save(&guard);
+    let spec = LaunchSpec {
+        command: request.command.clone(),
+        cwd: real_path(&request.cwd),
+        env: environment(&request, &grants, &home),
+        plan,
+        landlock: kernel.landlock_abi > 0,
+        seccomp: kernel.seccomp,
+    };
+    // The helper builds the view while the decision is made durable; the program starts
+    // only after.
+    let sent = helper.send(&spec);
+    tracing::debug!("specification sent after {:?}", started.elapsed());
+    if !audit.commit() {
+        pending.done();
+        return Err(setup(format!(
+            "the launch of `{}` was refused: {}",
+            spec.command[0],
+            audit.decision.reasons.join("; ")
+        )));
+    }
+    tracing::debug!("decision recorded after {:?}", started.elapsed());
+    let fail = |audit: &mut LaunchAudit, pending: protect::Pending, outcome, error| {
+        pending.done();
+        audit.refuse(outcome, error)
+    };
+    // The proxy serves the listening socket the helper made inside the sandbox. The hosts the
+    // sandbox decision granted (the person's requests, as the policy let them through) are
+    // what the proxy's decisions see as requested.
+    let granted_net = match grants
+        .net
+        .iter()
+        .map(|entry| cordon_egress::normalize_allow_entry(entry))
+        .collect::<Result<Vec<_>, String>>()
+    {
+        Ok(granted) => granted,
+        Err(err) => {
+            let error = refused(format!("malformed `grants.net`: {err}"));
+            return Err(fail(&mut audit, pending, Outcome::Refused, error));
+        }
+    };
+    if let Err(reason) = sent {
+        // The helper ended before it took the spec: its status says why.
+        let why = match helper.read_status() {
+            Ok(Some(Status::Setup(message) | Status::Exec(message))) => message,
+            _ => format!("cannot send the launch specification: {reason}"),
+        };
+        let error = setup(format!("cannot set up the sandbox: {why}"));
+        return Err(fail(&mut audit, pending, Outcome::Failed, error));
+    }
+    let proxy = helper
+        .receive_proxy()
+        .and_then(|listener| serve_proxy(&supervisor, listener, granted_net.clone()));
+    if let Err(reason) = proxy {
+        return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
+    }
+    let pidfd = sys::pidfd_open(helper.pid()).ok();
+    let info = SessionInfo {
+        id: id.clone(),
+        front_end: request.front_end.clone(),
+        command: request.command.clone(),
+        workspace: real_path(&request.cwd),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid: helper.pid(),
+        cordon_pid: std::process::id(),
+        cordon_key: protect::process_key("self"),
+        granted_hosts: granted_net,
+        audit_log: supervisor.audit_path().map(Path::to_path_buf),
+    };
+    let control = match control::Control::start(control::Target {
+        info: info.clone(),
+        pidfd: pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+    }) {
+        Ok(control) => Some(control),
+        Err(why) => {
+            tracing::warn!(
+                "session {id} has no control socket (`cordon ps` will not list it): {why}"
+            );
+            None
+        }
+    };
+    let (relay, released) = match helper.release() {
+        Ok(master) => (
+            master.map(|m| terminal::TerminalRelay::start(m, helper.pid())),
+            Ok(()),
+        ),
+        Err(err) => (None, Err(err)),
+    };
+    if request.forward_signals {
+        terminal::forward_signals(helper.pid(), relay.as_ref().map(|r| r.master.clone()));
+    }
+    let status = helper.read_status();
+    tracing::debug!("program executed after {:?}", started.elapsed());
+    let status = match (status, released) {
+        (Ok(None), Err(err)) => Err(format!("cannot release the program: {err}")),
+        (Ok(None), Ok(_)) => Ok(()),
+        (Ok(Some(Status::Setup(message))), _) => {
+            Err(format!("cannot set up the sandbox: {message}"))
+        }
+        (Ok(Some(Status::Exec(message))), _) => {
+            let exit = helper.wait();
+            if let Some(relay) = relay {
+                relay.finish();
+            }
+            pending.done();
+            audit.record(
+                Outcome::Failed,
+                json!({ "exit_code": exit, "error": message }),
+            );
+            let kind = match exit {
+                NOT_FOUND => ErrorKind::NotFound,
+                CANNOT_EXECUTE => ErrorKind::CannotExecute,
+                _ => ErrorKind::SetupFailed,
+            };
+            return Err(LaunchError::new(kind, message));
+        }
+        (Err(err), _) => Err(err.to_string()),
+    };
+    if let Err(why) = status {
+        let _ = helper.wait();
+        if let Some(relay) = relay {
+            relay.finish();
+        }
+        return Err(fail(&mut audit, pending, Outcome::Failed, setup(why)));
+    }
+    Ok(Running {
+        info,
+        helper,
+        pidfd,
+        audit,
+        guard,
+        pending,
+        relay,
+        control,
+        kernel,
+        degraded,
+        started,
+    })
+}
+
+/// Serves the proxy's listening socket on a runtime of its own, for as long as this process
+/// runs.
+fn serve_proxy(
+    supervisor: &Arc<Supervisor>,
+    listener: std::net::TcpListener,
+    requested: Vec<String>,
+) -> Result<(), String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot set up the proxy socket: {e}"))?;
+    let gate: Arc<dyn cordon_egress::Gate> = Arc::new(PipelineGate::new(Arc::clone(supervisor)));
+    let options = cordon_egress::ProxyOptions {
+        requested,
+        ..cordon_egress::ProxyOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cordon-proxy")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    std::thread::Builder::new()
+        .name("cordon-proxy".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        cordon_egress::Proxy::new(gate, options)
+                            .serve(listener)
+                            .await
+                    }
+                    Err(err) => tracing::error!("cannot serve the proxy socket: {err}"),
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    Ok(())
+}
+
+/// A program running in its sandbox.
+#[derive(Debug)]
+pub struct Running {
+    info: SessionInfo,
+    helper: Helper,
+    pidfd: Option<OwnedFd>,
+    audit: LaunchAudit,
+    guard: Guard,
+    pending: protect::Pending,
+    relay: Option<terminal::TerminalRelay>,
+    control: Option<control::Control>,
+    kernel: Kernel,
+    degraded: Vec<&'static str>,
+    started: std::time::Instant,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ended {
+    /// The session's id.
+    pub id: String,
+    /// The program's exit status (128+N when killed by signal N).
+    pub exit_code: i32,
+    /// What the after-run check found on protected paths.
+    pub protected: Vec<Finding>,
+}
+
+impl Running {
+    /// The session's id (`context.session` of its audit records).
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    /// What the session says about itself.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Sends `signal` to the program (through its helper, which passes it on).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal (`ESRCH` once the sandbox has ended).
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => sys::pidfd_signal(std::os::fd::AsFd::as_fd(pidfd), signal),
+            None => sys::kill(self.helper.pid(), signal),
+        }
+    }
+
+    /// Waits for the program's end, checks the protected paths, records the outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ProtectedPathsUnresolved`] when the program left changes on protected
+    /// paths that could not be moved aside: the run does not end as a success, whatever the
+    /// program's own status.
+    pub fn wait(self) -> Result<Ended, LaunchError> {
+        let Running {
+            info,
+            helper,
+            pidfd,
+            mut audit,
+            guard,
+            pending,
+            relay,
+            control,
+            kernel,
+            degraded,
+            started,
+        } = self;
+        let exit = helper.wait();
+        drop(pidfd);
+        if let Some(relay) = relay {
+            relay.finish();
+        }
+        drop(control);
+        tracing::debug!("program ended after {:?}", started.elapsed());
+        pending.stop();
+        let protected = protect::check_protected(&guard, None);
+        pending.done();
+        audit.record(
+            Outcome::Performed,
+            json!({
+                "exit_code": exit,
+                "degraded": degraded,
+                "protected": protected,
+                "landlock": kernel.landlock_record(),
+            }),
+        );
+        if protected.iter().any(|f| f.action == Action::Unresolved) {
+            return Err(LaunchError::new(
+                ErrorKind::ProtectedPathsUnresolved,
+                "the program left changes on protected paths that could not be moved aside; look at them before running anything there (see the errors above)",
+            ));
+        }
+        Ok(Ended {
+            id: info.id,
+            exit_code: exit,
+            protected,
+        })
+    }
+}
+
+/// This machine's physical memory (`MemTotal` of /proc/meminfo); 0 when it cannot be read,
+/// and the policy then falls back to its fixed cap.
+fn physical_memory_bytes() -> u64 {
+    fs_err::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Makes each requested path absolute and real; a path that does not exist is an error.
+fn resolve_all(paths: &[PathBuf], cwd: &Path) -> Result<Vec<PathBuf>, LaunchError> {
+    paths
+        .iter()
+        .map(|path| {
+            let absolute = cwd.join(crate::expand_home(path));
+            fs_err::canonicalize(&absolute).map_err(|_| {
+                refused(format!(
+                    "cannot grant `{}`: it does not exist",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
