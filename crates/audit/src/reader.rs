@@ -37,6 +37,8 @@ pub struct Filter {
     pub allow: Option<bool>,
     /// Records after this sequence number.
     pub after_seq: Option<u64>,
+    /// Records of this session (`input.context.session`).
+    pub session: Option<String>,
 }
 
 /// The first thing wrong with a log.
@@ -146,6 +148,10 @@ impl Reader {
         if let Some(after) = filter.after_seq {
             clauses.push("seq > ?");
             args.push((after as i64).into());
+        }
+        if let Some(session) = &filter.session {
+            clauses.push("json_extract(record, '$.input.context.session') = ?");
+            args.push(session.clone().into());
         }
         let condition = if clauses.is_empty() {
             String::new()

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand, PolicyCommand,
-    ProxyCommand, SandboxHelperCommand, SeccompProbeCommand, TestCommand,
+    ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand, StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -75,6 +75,8 @@ pub enum Command {
     Eval(EvalCommand),
     Exec(ExecCommand),
     Proxy(ProxyCommand),
+    Ps(PsCommand),
+    Stop(StopCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -102,6 +104,8 @@ pub fn main() -> ExitCode {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Exec(cmd) => cmd.run(&cli),
         Command::Proxy(cmd) => cmd.run(&cli),
+        Command::Ps(cmd) => cmd.run(&cli),
+        Command::Stop(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),

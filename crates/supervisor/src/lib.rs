@@ -70,7 +70,8 @@ impl Supervisor {
         Self::start_with(config, Some(capabilities), None)
     }
 
-    /// As [`Supervisor::start_for`], deciding for the session `id`: every decision's input
+    /// As [`Supervisor::start_for`], deciding for the session `id` whose working directory
+    /// is `cwd` (the workspace, unless the configuration names roots): every decision's input
     /// and every record carries `context.session`.
     ///
     /// # Errors
@@ -80,14 +81,15 @@ impl Supervisor {
         config: &CordonConfig,
         capabilities: &'static [&'static str],
         id: &str,
+        cwd: &std::path::Path,
     ) -> Result<Self> {
-        Self::start_with(config, Some(capabilities), Some(id))
+        Self::start_with(config, Some(capabilities), Some((id, cwd)))
     }
 
     fn start_with(
         config: &CordonConfig,
         only: Option<&'static [&'static str]>,
-        session: Option<&str>,
+        session: Option<(&str, &std::path::Path)>,
     ) -> Result<Self> {
         let source = load_source(config)?;
         let mut options = config.policy_options()?;
@@ -115,9 +117,13 @@ impl Supervisor {
         }
         let policy = Arc::new(policy);
         let audit_path = audit_target.map(|(path, _)| path);
-        let builder = InputBuilder::new(input_env(config));
+        let cwd = match session {
+            Some((_, cwd)) => Some(cwd.to_path_buf()),
+            None => std::env::current_dir().ok(),
+        };
+        let builder = InputBuilder::new(input_env(config, cwd));
         let mut pipeline = Pipeline::new(policy.clone(), builder, sink);
-        if let Some(id) = session {
+        if let Some((id, _)) = session {
             pipeline = pipeline.with_session(id);
         }
         Ok(Self {
@@ -175,8 +181,7 @@ pub fn load_source(config: &CordonConfig) -> Result<PolicySource> {
 
 /// What requests are resolved against: the person, their home, the working directory and the
 /// workspace roots (symbolic links resolved, so that policies compare real paths).
-fn input_env(config: &CordonConfig) -> InputEnv {
-    let cwd = std::env::current_dir().ok();
+fn input_env(config: &CordonConfig, cwd: Option<PathBuf>) -> InputEnv {
     let roots: Vec<std::path::PathBuf> = if config.workspace.roots.is_empty() {
         cwd.iter().cloned().collect()
     } else {

@@ -29,6 +29,7 @@ use crate::{Cli, Exit};
 ///   cordon audit verify
 ///   cordon audit tail -n 20
 ///   cordon audit query --since 2026-11-01 --capability file --decision deny --json
+///   cordon audit query --session 3f9a0c12b7d4   # one session's records (`cordon ps` shows ids)
 ///   cordon audit export --format ocsf > cordon.ocsf.jsonl
 ///   cordon audit stats
 #[derive(Debug, Args)]
@@ -250,6 +251,10 @@ struct FilterArgs {
     /// Only allowed or only denied records
     #[arg(long, value_enum)]
     decision: Option<DecisionFilter>,
+
+    /// Only records of this session (the id `cordon ps` shows)
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -272,6 +277,7 @@ impl FilterArgs {
             capability: self.capability.clone(),
             allow: self.decision.map(|d| matches!(d, DecisionFilter::Allow)),
             after_seq: None,
+            session: self.session.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@ mod exec;
 mod policy;
 mod probe;
 mod proxy;
+mod ps;
 mod shared;
 mod test;
 
@@ -17,4 +18,5 @@ pub use exec::{ExecCommand, SandboxHelperCommand};
 pub use policy::PolicyCommand;
 pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
 pub use proxy::ProxyCommand;
+pub use ps::{PsCommand, StopCommand};
 pub use test::TestCommand;

@@ -1,6 +1,7 @@
 //! A private home for each test, and the `cordon` binary run inside it.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -38,7 +39,16 @@ impl Home {
         fs_err::create_dir_all(home.path().join(".ssh")).unwrap();
         fs_err::write(home.path().join(".ssh/id_ed25519"), "PRIVATE KEY").unwrap();
         fs_err::write(home.workspace().join("notes.md"), "notes").unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(home.runtime_dir())
+            .unwrap();
         home
+    }
+
+    /// This home's `XDG_RUNTIME_DIR`: where its sessions' control sockets are.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.path().join("run")
     }
 
     pub fn path(&self) -> PathBuf {
@@ -64,6 +74,7 @@ impl Home {
             .env("USER", "alice")
             .env("XDG_CONFIG_HOME", self.path().join("config"))
             .env("XDG_DATA_HOME", self.path().join("data"))
+            .env("XDG_RUNTIME_DIR", self.runtime_dir())
             .env("NO_COLOR", "1");
         cmd
     }
@@ -218,4 +229,16 @@ pub fn exec_script(home: &Home, flags: &[&str], shell: &str, script: &str) -> Co
 /// A file's text, or nothing when it does not exist.
 pub fn read_or_empty(path: impl AsRef<Path>) -> String {
     fs_err::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until `done` holds, checking every 50 ms; fails the test after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

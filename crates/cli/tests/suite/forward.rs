@@ -28,12 +28,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    super::common::wait_until(what, 30, done);
 }
 
 /// A minimal HTTP collector: answers every POST with 200 and keeps the bodies.

@@ -13,4 +13,6 @@ mod help;
 mod landlock;
 mod policy_cmd;
 mod seccomp;
+mod session_api;
+mod sessions;
 mod test_cmd;

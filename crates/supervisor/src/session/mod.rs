@@ -340,8 +340,9 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         None
     };
     tracing::debug!("helper started after {:?}", started.elapsed());
-    let supervisor = Supervisor::start_session(&request.config, &["sandbox", "net"], &id)
-        .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?;
+    let supervisor =
+        Supervisor::start_session(&request.config, &["sandbox", "net"], &id, &request.cwd)
+            .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?;
     let supervisor = Arc::new(supervisor);
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
@@ -761,7 +762,6 @@ fn serve_proxy(
 }
 
 /// A program running in its sandbox.
-#[derive(Debug)]
 pub struct Running {
     info: SessionInfo,
     helper: Helper,
@@ -774,6 +774,15 @@ pub struct Running {
     kernel: Kernel,
     degraded: Vec<&'static str>,
     started: std::time::Instant,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("info", &self.info)
+            .field("degraded", &self.degraded)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a session ended.

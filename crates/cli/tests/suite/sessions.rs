@@ -1,0 +1,272 @@
+//! Sessions: ids in the audit log, `cordon ps`, the control socket, and no stale entries.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+
+use super::common::{
+    json, running_as_root, sandbox_ready, stderr, stdout, wait_until, Home, KillOnDrop,
+};
+
+/// Starts `cordon exec -- sleep 60` in `home` and waits until `cordon ps` lists it; returns
+/// the process and the session's id.
+fn start_sleeper(home: &Home) -> (KillOnDrop, String) {
+    let child = home
+        .cordon(&["exec", "--", "sleep", "60"])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    let mut id = String::new();
+    wait_until("cordon ps to list the session", 20, || {
+        let listed = json(&home.cordon(&["ps", "--json"]).output().unwrap());
+        match listed.as_array().and_then(|a| a.first()) {
+            Some(session) => {
+                id = session["id"].as_str().unwrap().to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    (child, id)
+}
+
+/// One request on the control socket of session `id`, as any UI would send it.
+fn control(home: &Home, id: &str, request: &str) -> serde_json::Value {
+    let socket = home
+        .runtime_dir()
+        .join("cordon")
+        .join(id)
+        .join("control.sock");
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    writeln!(stream, "{request}").unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+fn wait_exit(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the session to end", 20, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+#[test]
+fn a_session_is_listed_answers_status_and_stop_and_its_records_carry_its_id() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    // Nothing runs yet.
+    let none = home.cordon(&["ps", "--json"]).output().unwrap();
+    assert_eq!(json(&none), serde_json::json!([]), "{}", stderr(&none));
+
+    let (mut child, id) = start_sleeper(&home);
+    let table = stdout(&home.cordon(&["ps"]).output().unwrap());
+    assert!(table.contains(&id) && table.contains("sleep 60"), "{table}");
+
+    let status = control(&home, &id, r#"{"op": "status"}"#);
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["session"]["id"], id.as_str());
+    assert_eq!(
+        status["session"]["command"],
+        serde_json::json!(["sleep", "60"])
+    );
+    assert_eq!(
+        status["session"]["workspace"],
+        home.workspace().display().to_string()
+    );
+    let mode = fs_err::metadata(
+        home.runtime_dir()
+            .join("cordon")
+            .join(&id)
+            .join("control.sock"),
+    )
+    .unwrap()
+    .permissions()
+    .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Malformed and unknown requests get an error, not a hang.
+    let bad = control(&home, &id, "not json");
+    assert_eq!(bad["ok"], false, "{bad}");
+    let unknown = control(&home, &id, r#"{"op": "reboot"}"#);
+    assert!(
+        unknown["error"].as_str().unwrap().contains("unknown op"),
+        "{unknown}"
+    );
+    assert_eq!(
+        control(&home, &id, r#"{"op": "approvals"}"#)["pending"],
+        serde_json::json!([])
+    );
+
+    let stop = home.cordon(&["stop", &id]).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    // SIGTERM reaches sleep: 128 + 15.
+    assert_eq!(wait_exit(&mut child).code(), Some(143));
+    assert_eq!(
+        json(&home.cordon(&["ps", "--json"]).output().unwrap()),
+        serde_json::json!([])
+    );
+    assert!(!home.runtime_dir().join("cordon").join(&id).exists());
+
+    // Both records of the launch (the decision and the outcome) carry the id; a query for
+    // another session finds none of them.
+    let records = home
+        .cordon(&["audit", "query", "--session", &id, "--json"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stdout(&records)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", stdout(&records));
+    for record in &lines {
+        assert_eq!(record["input"]["context"]["session"], id.as_str());
+        assert_eq!(record["capability"], "sandbox");
+    }
+    assert_eq!(lines[1]["outcome"], "performed");
+    let other = home
+        .cordon(&["audit", "query", "--session", "000000000000", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&other), "");
+}
+
+#[test]
+fn a_session_killed_with_sigkill_leaves_no_stale_entry() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let (mut child, id) = start_sleeper(&home);
+    let dir = home.runtime_dir().join("cordon").join(&id);
+    assert!(dir.join("control.sock").exists());
+    // cordon gets no chance to clean up.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // Its runtime directory is still there, but `ps` knows the session ended, and removes it.
+    assert!(dir.exists());
+    wait_until("the stale entry to go", 10, || {
+        let listed = json(&home.cordon(&["ps", "--json"]).output().unwrap());
+        assert_eq!(listed, serde_json::json!([]), "a killed session is listed");
+        !dir.exists()
+    });
+    let stop = home.cordon(&["stop", &id]).output().unwrap();
+    assert!(!stop.status.success());
+    assert!(
+        stderr(&stop).contains("no running session"),
+        "{}",
+        stderr(&stop)
+    );
+}
+
+#[test]
+fn another_user_is_refused_by_the_control_socket_and_a_socket_of_another_user_is_not_trusted() {
+    if !sandbox_ready() || !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    let (mut child, id) = start_sleeper(&home);
+    let sessions = home.runtime_dir().join("cordon");
+    let dir = sessions.join(&id);
+    let socket = dir.join("control.sock");
+    // Open the way to the socket (the directories and the socket are the owner's alone), so
+    // that only the socket's own check stands between another user and the session.
+    for path in [
+        home.path(),
+        home.runtime_dir(),
+        sessions.clone(),
+        dir.clone(),
+    ] {
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    fs_err::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
+         s.sendall(b'{{\"op\": \"stop\", \"grace_secs\": 0}}\\n'); s.settimeout(10); \
+         print(s.recv(4096).decode())",
+        socket.display().to_string()
+    );
+    let nobody = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        nobody.status.success(),
+        "{:?}: {} {}; session ended: {:?}",
+        nobody.status,
+        stdout(&nobody),
+        stderr(&nobody),
+        child.0.try_wait()
+    );
+    let answer: serde_json::Value = serde_json::from_str(stdout(&nobody).trim()).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("uid 65534 may not control"),
+        "{answer}"
+    );
+    // The session still runs.
+    assert!(child.0.try_wait().unwrap().is_none());
+    assert_eq!(control(&home, &id, r#"{"op": "status"}"#)["ok"], true);
+
+    // A directory open to others is not trusted by a client either.
+    fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stop = home.cordon(&["stop", &id]).output().unwrap();
+    assert!(!stop.status.success());
+    assert!(
+        stderr(&stop).contains("open to other users"),
+        "{}",
+        stderr(&stop)
+    );
+    fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A session directory planted by another user is neither listed nor used.
+    let planted = sessions.join("0123456789ab");
+    fs_err::create_dir(&planted).unwrap();
+    fs_err::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let listed = home.cordon(&["ps", "--json"]).output().unwrap();
+    let ids: Vec<String> = json(&listed)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec![id.clone()]);
+    assert!(
+        stderr(&listed).contains("belongs to uid 65534"),
+        "{}",
+        stderr(&listed)
+    );
+    let stop = home.cordon(&["stop", "0123456789ab"]).output().unwrap();
+    assert!(!stop.status.success());
+    assert!(
+        stderr(&stop).contains("belongs to uid 65534"),
+        "{}",
+        stderr(&stop)
+    );
+
+    let stop = home
+        .cordon(&["stop", "--grace", "0", &id])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    // With no grace, the kill may come before sleep ends on the SIGTERM.
+    assert!(matches!(wait_exit(&mut child).code(), Some(137 | 143)));
+}
