@@ -105,7 +105,12 @@ fn main() {
     fs_err::create_dir_all(&workspace).unwrap();
     let config = scratch.path().join("no-audit.toml");
     fs_err::write(&config, "[audit]\nenabled = false\n").unwrap();
+    let uncached = scratch.path().join("no-cache.toml");
+    fs_err::write(&uncached, "[policy]\ncache = false\n").unwrap();
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(scratch.path().join("run"))
+        .unwrap();
     let cordon_s = cordon.to_str().unwrap().to_owned();
 
     let mut variants = vec![
@@ -122,8 +127,20 @@ fn main() {
         ),
         variant(
             "cordon exec",
-            "policy decision, audit log (two durable records), namespaces, view, Landlock, seccomp, cgroup caps",
+            "policy decision (compiled policy from the cache), audit log (two durable records), namespaces, view, Landlock, seccomp, cgroup caps, egress proxy, control socket",
             &[cordon_s.clone(), "exec".into(), "--".into(), "true".into()],
+        ),
+        variant(
+            "cordon exec, policy compiled",
+            "as above, the policy compiled at every start (`[policy] cache = false`)",
+            &[
+                cordon_s.clone(),
+                "--config".into(),
+                uncached.to_str().unwrap().into(),
+                "exec".into(),
+                "--".into(),
+                "true".into(),
+            ],
         ),
         variant(
             "cordon exec, no audit",
@@ -153,6 +170,8 @@ fn main() {
         v.command
             .current_dir(&workspace)
             .env("XDG_DATA_HOME", scratch.path().join("data"))
+            .env("XDG_CACHE_HOME", scratch.path().join("cache"))
+            .env("XDG_RUNTIME_DIR", scratch.path().join("run"))
             .env_remove("RUST_BACKTRACE");
         let out = v.command.output().unwrap();
         assert!(

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use cordon_types::{Capability, Decider, Decision};
@@ -14,6 +14,7 @@ use regorus::rvm::Program;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, LimitError, MemoryBudgetConfig, Value};
 
+use crate::cache::{CacheUse, Entry, Slot};
 use crate::error::syntax_error;
 use crate::{modules, PolicyError, PolicyFile, PolicySource, Result};
 
@@ -115,7 +116,7 @@ pub struct Policy {
     origin: String,
     revision: String,
     options: PolicyOptions,
-    engine: Engine,
+    engine: LazyEngine,
     decisions: BTreeMap<String, Evaluator>,
     interpreters: Pool<Engine>,
     warnings: Vec<String>,
@@ -129,6 +130,47 @@ impl fmt::Debug for Policy {
             .field("options", &self.options)
             .field("capabilities", &self.decisions.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+/// The interpreter's engine: loaded at once by [`Policy::load`]; after a cache hit, only when
+/// something needs it (an explanation, a test run), from the source kept for that.
+struct LazyEngine {
+    cell: OnceLock<std::result::Result<Engine, String>>,
+    source: Option<PolicySource>,
+    with_tests: bool,
+    timer: ExecutionTimerConfig,
+}
+
+impl LazyEngine {
+    fn loaded(engine: Engine) -> Self {
+        let cell = OnceLock::new();
+        let timer = ExecutionTimerConfig {
+            limit: Duration::ZERO,
+            check_interval: NonZeroU32::MIN,
+        };
+        let _ = cell.set(Ok(engine));
+        Self {
+            cell,
+            source: None,
+            with_tests: false,
+            timer,
+        }
+    }
+
+    fn get(&self) -> std::result::Result<&Engine, String> {
+        self.cell
+            .get_or_init(|| {
+                let source = self
+                    .source
+                    .as_ref()
+                    .ok_or_else(|| "the policy's source is not kept".to_owned())?;
+                let mut engine = load_engine(source, self.with_tests).map_err(|e| e.to_string())?;
+                engine.set_execution_timer_config(self.timer);
+                Ok(engine)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -305,6 +347,114 @@ impl Policy {
     /// [`PolicyError::Syntax`] with `file:line:col` for parse and semantic errors,
     /// [`PolicyError::Data`] for a bad data document.
     pub fn load(source: &PolicySource, options: PolicyOptions) -> Result<Self> {
+        Self::load_compiled(source, options, None).map(|(policy, _)| policy)
+    }
+
+    /// As [`Policy::load`], keeping the compiled decisions in `cache_dir`
+    /// ([`crate::cache`]): a policy compiled before under the same revision, versions and
+    /// options is read from there instead of being parsed, checked and compiled again. Says
+    /// what became of the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`Policy::load`]. A cache entry that cannot be used is never an error: the policy
+    /// is compiled.
+    pub fn load_cached(
+        source: &PolicySource,
+        options: PolicyOptions,
+        cache_dir: &std::path::Path,
+    ) -> Result<(Self, CacheUse)> {
+        Self::load_compiled(source, options, Some(cache_dir))
+    }
+
+    fn load_compiled(
+        source: &PolicySource,
+        options: PolicyOptions,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<(Self, CacheUse)> {
+        let slot = cache_dir
+            .filter(|_| options.engine == EngineKind::Rvm)
+            .map(|dir| Slot::new(dir, source.revision(), options.only));
+        let mut rejected = None;
+        if let Some(slot) = &slot {
+            match slot.read() {
+                Ok(Some(entry)) => match Self::from_entry(source, options, entry) {
+                    Ok(policy) => return Ok((policy, CacheUse::Hit)),
+                    Err(why) => rejected = Some(why),
+                },
+                Ok(None) => {}
+                Err(why) => rejected = Some(why),
+            }
+        }
+        let policy = Self::compile_all(source, options)?;
+        let used = match &slot {
+            None => CacheUse::NotStored("no cache".into()),
+            Some(slot) => match policy.store(slot) {
+                Ok(()) => match rejected {
+                    Some(why) => CacheUse::Recompiled(why),
+                    None => CacheUse::Stored,
+                },
+                Err(why) => CacheUse::NotStored(match rejected {
+                    Some(first) => format!("{first}; and it cannot be rewritten: {why}"),
+                    None => why,
+                }),
+            },
+        };
+        Ok((policy, used))
+    }
+
+    /// A policy from a cache entry: its programs and data; the engine loads on demand.
+    fn from_entry(
+        source: &PolicySource,
+        options: PolicyOptions,
+        entry: Entry,
+    ) -> std::result::Result<Self, String> {
+        let data = Value::from_json_str(&entry.data).map_err(|e| format!("its data: {e}"))?;
+        let mut decisions = BTreeMap::new();
+        for (capability, program) in entry.programs {
+            decisions.insert(
+                capability,
+                Evaluator::Rvm {
+                    program: Arc::new(program),
+                    data: data.clone(),
+                    vms: Pool::new(),
+                },
+            );
+        }
+        Ok(Self {
+            origin: source.origin().to_owned(),
+            revision: source.revision().to_owned(),
+            options,
+            engine: LazyEngine {
+                cell: OnceLock::new(),
+                source: Some(source.clone()),
+                with_tests: options.only.is_none(),
+                timer: options.limits.timer(),
+            },
+            decisions,
+            interpreters: Pool::new(),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Stores the compiled decisions in `slot`; only a policy decided wholly by bytecode.
+    fn store(&self, slot: &Slot) -> std::result::Result<(), String> {
+        let mut programs = Vec::new();
+        for (capability, evaluator) in &self.decisions {
+            match evaluator {
+                Evaluator::Rvm { program, .. } => programs.push((capability.as_str(), &**program)),
+                Evaluator::Interpreter => {
+                    return Err(format!("`{capability}` is decided by the interpreter"))
+                }
+            }
+        }
+        let data = self.engine.get()?.get_data();
+        let data = data.to_json_str().map_err(|e| e.to_string())?;
+        slot.write(&data, &programs)
+            .map_err(|e| format!("cannot write `{}`: {e}", slot.path().display()))
+    }
+
+    fn compile_all(source: &PolicySource, options: PolicyOptions) -> Result<Self> {
         let mut engine = load_engine(source, options.only.is_none())?;
         let mut warnings = Vec::new();
         let mut decisions = BTreeMap::new();
@@ -349,7 +499,7 @@ impl Policy {
             origin: source.origin().to_owned(),
             revision: source.revision().to_owned(),
             options,
-            engine,
+            engine: LazyEngine::loaded(engine),
             decisions,
             interpreters: Pool::new(),
             warnings,
@@ -444,10 +594,10 @@ impl Policy {
     }
 
     fn run_interpreter(&self, path: &str, input: Value) -> Result<Value, EvalFailure> {
-        let mut engine = self
-            .interpreters
-            .take()
-            .unwrap_or_else(|| self.engine.clone());
+        let mut engine = match self.interpreters.take() {
+            Some(engine) => engine,
+            None => self.engine()?,
+        };
         engine.set_input(input);
         let result = engine.eval_rule(path.to_owned());
         if result.is_ok() {
@@ -457,8 +607,11 @@ impl Policy {
     }
 
     /// A clone of the loaded engine, for explanations and tests.
-    pub(crate) fn engine(&self) -> Engine {
-        self.engine.clone()
+    pub(crate) fn engine(&self) -> Result<Engine, EvalFailure> {
+        self.engine
+            .get()
+            .cloned()
+            .map_err(|why| EvalFailure::Error(format!("cannot load the policy: {why}")))
     }
 }
 

@@ -38,7 +38,17 @@ impl Policy {
     /// Evaluates `input` under `capability` with the interpreter and reports which rules,
     /// data and lines decided. Slower than [`Policy::evaluate`]; meant for people.
     pub fn explain(&self, capability: &Capability, input: &serde_json::Value) -> Explanation {
-        let mut engine = self.engine();
+        let mut engine = match self.engine() {
+            Ok(engine) => engine,
+            Err(failure) => {
+                return Explanation {
+                    decision: decision_from(Err(failure)),
+                    rules: BTreeMap::new(),
+                    data: BTreeMap::new(),
+                    evaluated: Vec::new(),
+                }
+            }
+        };
         engine.set_input(Value::from(input.clone()));
         engine.set_enable_coverage(true);
         let decision = decision_from(

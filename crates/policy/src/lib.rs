@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod default;
 mod engine;
 mod error;
@@ -39,6 +40,7 @@ mod modules;
 mod source;
 mod testing;
 
+pub use cache::CacheUse;
 pub use engine::{EngineKind, Limits, Policy, PolicyOptions};
 pub use error::{PolicyError, Result};
 pub use explain::{EvaluatedLine, Explanation};

@@ -61,6 +61,9 @@ pub struct PolicyConfig {
     pub memory_limit_mib: Option<u64>,
     /// Largest request accepted, in bytes (default 1 MiB).
     pub max_input_bytes: Option<usize>,
+    /// Keep the compiled decisions in `$XDG_CACHE_HOME/cordon/policy` for the next start
+    /// (default true).
+    pub cache: Option<bool>,
 }
 
 /// `[workspace]`.

@@ -36,7 +36,7 @@ pub use config::{
     WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
 };
 use cordon_audit::{JsonlSink, Store, StoreOptions};
-use cordon_policy::{Policy, PolicySource};
+use cordon_policy::{CacheUse, Policy, PolicySource};
 use cordon_types::{AuditSink, InputBuilder, InputEnv};
 pub use error::{Result, SetupError};
 pub use gate::PipelineGate;
@@ -98,10 +98,7 @@ impl Supervisor {
         // The audit log opens (and syncs) while the policy compiles.
         let (policy, sink) = std::thread::scope(|scope| {
             let sink = scope.spawn(|| open_sink(audit_target.as_ref()));
-            let policy = Policy::load(&source, options).map_err(|source_err| SetupError::Policy {
-                origin: source.origin().to_owned(),
-                source: source_err,
-            });
+            let policy = load_policy(config, &source, options);
             let sink = sink.join().unwrap_or_else(|_| {
                 Err(SetupError::Audit(cordon_types::AuditError::Write {
                     target: "the audit log".into(),
@@ -147,6 +144,45 @@ impl Supervisor {
     pub fn audit_path(&self) -> Option<&std::path::Path> {
         self.audit_path.as_deref()
     }
+}
+
+/// Loads the policy, through the compiled-policy cache unless the configuration turns it off.
+fn load_policy(
+    config: &CordonConfig,
+    source: &PolicySource,
+    options: cordon_policy::PolicyOptions,
+) -> Result<Policy> {
+    let error = |source_err| SetupError::Policy {
+        origin: source.origin().to_owned(),
+        source: source_err,
+    };
+    let cache = config
+        .policy
+        .cache
+        .unwrap_or(true)
+        .then(dirs::cache_dir)
+        .flatten()
+        .map(|dir| dir.join("cordon").join("policy"));
+    let Some(cache) = cache else {
+        return Policy::load(source, options).map_err(error);
+    };
+    let (policy, used) = Policy::load_cached(source, options, &cache).map_err(error)?;
+    match used {
+        CacheUse::Hit => tracing::debug!(
+            "compiled policy read from the cache in `{}`",
+            cache.display()
+        ),
+        CacheUse::Stored => tracing::debug!(
+            "compiled policy stored in the cache in `{}`",
+            cache.display()
+        ),
+        CacheUse::Recompiled(why) => tracing::warn!(
+            "the compiled-policy cache entry in `{}` was not used ({why}); compiled again",
+            cache.display()
+        ),
+        CacheUse::NotStored(why) => tracing::debug!("compiled policy not cached: {why}"),
+    }
+    Ok(policy)
 }
 
 fn open_sink(target: Option<&(PathBuf, AuditFormat)>) -> Result<Option<Arc<dyn AuditSink>>> {

@@ -270,3 +270,50 @@ fn another_user_is_refused_by_the_control_socket_and_a_socket_of_another_user_is
     // With no grace, the kill may come before sleep ends on the SIGTERM.
     assert!(matches!(wait_exit(&mut child).code(), Some(137 | 143)));
 }
+
+#[test]
+fn the_second_launch_reads_the_compiled_policy_from_the_cache() {
+    let home = Home::new();
+    let launch = || {
+        let out = home
+            .cordon(&["-vv", "exec", "--dry-run", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let first = launch();
+    assert!(
+        first.contains("compiled policy stored in the cache"),
+        "{first}"
+    );
+    let second = launch();
+    assert!(
+        second.contains("compiled policy read from the cache"),
+        "{second}"
+    );
+    let dir = home.path().join(".cache/cordon/policy");
+    let entries: Vec<_> = fs_err::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1);
+    // A damaged entry is not used: the policy is compiled again and the entry rewritten.
+    fs_err::write(&entries[0], b"CORDON-RVM-CACHE but not really").unwrap();
+    let third = launch();
+    assert!(third.contains("was not used"), "{third}");
+    let fourth = launch();
+    assert!(
+        fourth.contains("compiled policy read from the cache"),
+        "{fourth}"
+    );
+    // The cache lies in cordon's own directories, which a sandboxed program cannot write.
+    let decision = json(
+        &home
+            .cordon(&["exec", "--dry-run", "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    let protected = decision["decision"]["grants"]["protect"].to_string();
+    assert!(protected.contains("/.cache/cordon"), "{protected}");
+}

@@ -1,3 +1,4 @@
+mod cache;
 mod cases;
 mod errors;
 mod limits;
