@@ -27,6 +27,10 @@ fn main() -> ExitCode {
                     "warnings",
                 ],
             ),
+            (
+                "docs",
+                &["doc", "--workspace", "--no-deps", "--locked", "--quiet"],
+            ),
             ("tests", &["test", "--workspace", "--locked"]),
             (
                 "default policy tests",
@@ -62,7 +66,13 @@ fn main() -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for (name, args) in steps {
         eprintln!("xtask: {name}: cargo {}", args.join(" "));
-        match Command::new(&cargo).args(*args).status() {
+        let mut command = Command::new(&cargo);
+        command.args(*args);
+        if *name == "docs" {
+            // A broken intra-doc link or a malformed doc comment fails the run.
+            command.env("RUSTDOCFLAGS", "-D warnings");
+        }
+        match command.status() {
             Ok(status) if status.success() => {}
             Ok(status) => {
                 eprintln!("xtask: {name} failed ({status})");

@@ -31,7 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod cache;
+pub mod cache;
 mod default;
 mod engine;
 mod error;

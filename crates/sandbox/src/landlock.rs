@@ -15,7 +15,8 @@ use crate::SandboxError;
 /// [`restrict_current_thread`] says so.
 const ABI_WANTED: ABI = ABI::V7;
 
-/// [`ABI_WANTED`]'s number: a kernel with an older ABI enforces the rules partially.
+/// The number of the newest Landlock ABI this build asks for: a kernel with an older ABI
+/// enforces the rules partially.
 pub const ABI_WANTED_NUMBER: u32 = 7;
 
 /// What the agent may use. Everything else on the file system is denied.

@@ -1,6 +1,6 @@
 //! The seccomp profile of native agents, as data.
 //!
-//! Each row of [`DENIED`] names a system call and, where only some uses are dangerous, the
+//! Each row of [`ALWAYS`] names a system call and, where only some uses are dangerous, the
 //! argument pattern that is. The table is compiled to BPF by [`compile`] and installed by
 //! [`apply_to_current_thread`] (also setting `no_new_privs`) just before the sandbox helper
 //! executes the agent; the filter is inherited by every descendant.

@@ -11,8 +11,15 @@ use serde_json::{json, Value};
 
 use crate::Supervisor;
 
+/// The obligations the egress proxy carries out: `limit` (connections per minute, upload
+/// bytes per host).
+const CARRIED: &[&str] = &["limit"];
+
 /// Decides connections through the supervisor's pipeline (`data.cordon.net`), which
-/// records each decision: every allowance, and denials as [`Throttle`] lets through.
+/// records each decision: every allowance, and denials as the throttle lets through (the
+/// same denial at most once a second, at most 200 every 10 s; what is left out is counted
+/// in the next record's `coalesced`). An allowance carrying an obligation the proxy does not
+/// carry out (anything but `limit`) is a denial.
 #[derive(Debug)]
 pub struct PipelineGate {
     supervisor: Arc<Supervisor>,
@@ -147,7 +154,11 @@ impl Gate for PipelineGate {
         let request = self.request(action, resource, context);
         let pipeline = self.supervisor.pipeline();
         match pipeline.builder().build_for(&self.capability, &request) {
-            Ok(input) => self.record(pipeline.decide_unrecorded(&self.capability, input)),
+            Ok(input) => self.record(
+                pipeline
+                    .decide_unrecorded(&self.capability, input)
+                    .require_carried(CARRIED),
+            ),
             Err(_) => pipeline.decide(&request).decision,
         }
     }
@@ -159,7 +170,9 @@ impl Gate for PipelineGate {
         let pipeline = self.supervisor.pipeline();
         match pipeline.builder().build_for(&self.capability, &request) {
             Ok(input) => {
-                let decided = pipeline.decide_unrecorded(&self.capability, input);
+                let decided = pipeline
+                    .decide_unrecorded(&self.capability, input)
+                    .require_carried(CARRIED);
                 if decided.decision().allow {
                     decided.without_record()
                 } else {
@@ -239,5 +252,54 @@ mod tests {
                 later + Duration::from_secs(10)
             )
             .is_some());
+    }
+}
+
+#[cfg(test)]
+mod obligation_tests {
+    use super::*;
+    use crate::CordonConfig;
+
+    /// A gate deciding with a one-rule `net` policy that allows with `obligations`.
+    fn gate_allowing_with(obligations: &str) -> (tempfile::TempDir, PipelineGate) {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(
+            dir.path().join("net.rego"),
+            format!(
+                "package cordon.net\n\ndecision := {{\"allow\": true, \"reasons\": [\"ok\"], \"obligations\": {obligations}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut config = CordonConfig::default();
+        config.policy.path = Some(dir.path().to_path_buf());
+        config.policy.cache = Some(false);
+        config.audit.enabled = Some(false);
+        let supervisor = Arc::new(Supervisor::start_for(&config, &["net"]).unwrap());
+        (dir, PipelineGate::new(supervisor))
+    }
+
+    fn connect(gate: &PipelineGate) -> Decision {
+        gate.decide(
+            "connect",
+            json!({"host": "example.org", "port": 443}),
+            json!({}),
+        )
+    }
+
+    #[test]
+    fn an_allowance_with_an_obligation_the_proxy_does_not_carry_out_is_a_denial() {
+        for kind in ["consent", "mfa", "journal"] {
+            let (_dir, gate) = gate_allowing_with(&format!("[{{\"type\": \"{kind}\"}}]"));
+            let decision = connect(&gate);
+            assert!(!decision.allow, "{kind}: {decision:?}");
+            assert!(decision.reasons[0].contains(kind), "{decision:?}");
+            let resolve = gate.may_resolve(json!({"host": "example.org"}), json!({}));
+            assert!(!resolve.allow, "{kind}: {resolve:?}");
+        }
+        // `limit` is carried out by the proxy: the allowance stands.
+        let (_dir, gate) = gate_allowing_with("[{\"type\": \"limit\", \"per_minute\": 5}]");
+        assert!(connect(&gate).allow);
+        let (_dir, gate) = gate_allowing_with("[]");
+        assert!(connect(&gate).allow);
     }
 }

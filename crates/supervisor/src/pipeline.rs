@@ -41,6 +41,29 @@ impl Unrecorded {
         self.0.input.as_mut()
     }
 
+    /// Denies this decision if it allows with an obligation that the surface does not carry
+    /// out (`carried` names the kinds it does): an obligation nothing carries out must never
+    /// pass as a plain allowance.
+    pub fn require_carried(mut self, carried: &[&str]) -> Self {
+        let decision = &self.0.decision;
+        if !decision.allow {
+            return self;
+        }
+        let missing: Vec<&str> = decision
+            .obligations
+            .iter()
+            .map(cordon_types::Obligation::kind)
+            .filter(|kind| !carried.contains(kind))
+            .collect();
+        if !missing.is_empty() {
+            self.0.decision = Decision::deny(format!(
+                "the policy allows only with `{}`, which cordon does not carry out for this action yet; denied",
+                missing.join("`, `")
+            ));
+        }
+        self
+    }
+
     /// Gives up recording: only for a decision that is not acted on by itself (a name allowed
     /// to be resolved, whose addresses are then decided and recorded).
     pub fn without_record(self) -> Decision {

@@ -317,3 +317,35 @@ fn the_second_launch_reads_the_compiled_policy_from_the_cache() {
     let protected = decision["decision"]["grants"]["protect"].to_string();
     assert!(protected.contains("/.cache/cordon"), "{protected}");
 }
+
+#[test]
+fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
+    let home = Home::new();
+    let policy = super::common::default_policy_with(&home, |_| {});
+    let rego = std::path::Path::new(&policy).join("sandbox.rego");
+    let text = fs_err::read_to_string(&rego).unwrap();
+    // The allowing branch of the launch decision asks for the person's consent.
+    let allow = text.find("\"allow\": true").unwrap();
+    let at = allow + text[allow..].find("\"obligations\": []").unwrap();
+    let patched = format!(
+        "{}\"obligations\": [{{\"type\": \"consent\"}}]{}",
+        &text[..at],
+        &text[at + "\"obligations\": []".len()..]
+    );
+    fs_err::write(&rego, patched).unwrap();
+    let out = home
+        .cordon(&["exec", "--policy", &policy, "--dry-run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("allows only with `consent`"),
+        "{}",
+        stderr(&out)
+    );
+    // Recorded as the denial it is.
+    let records = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(stdout(&records).lines().last().unwrap()).unwrap();
+    assert_eq!(last["allow"], false);
+}

@@ -493,9 +493,11 @@ fn decide(
         .builder()
         .build_for(&capability, &launch)
         .map_err(|e| refused(e.to_string()))?;
+    // A launch carries out no obligation yet.
     let unrecorded = supervisor
         .pipeline()
-        .decide_unrecorded(&capability, input.clone());
+        .decide_unrecorded(&capability, input.clone())
+        .require_carried(&[]);
     let mut audit = LaunchAudit {
         supervisor: Arc::clone(supervisor),
         input: unrecorded.input().cloned().unwrap_or(input),
