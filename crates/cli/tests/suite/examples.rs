@@ -40,3 +40,46 @@ fn example_requests_decide_as_documented() {
         );
     }
 }
+
+/// The demo agent of the README's first command (`examples/demo.sh`), run in the sandbox:
+/// every attempt beyond the workspace ends as the README shows.
+#[test]
+fn the_demo_agent_is_confined() {
+    if !super::common::sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let root = fs_err::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap();
+    fs_err::copy(
+        root.join("examples/agent/agent.sh"),
+        home.workspace().join("agent.sh"),
+    )
+    .unwrap();
+    let out = home
+        .cordon(&["exec", "--", "bash", "./agent.sh"])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = super::common::stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for (attempt, outcome) in [
+        ("read the workspace", "ok: agent.sh"),
+        ("write in the workspace", "ok: agent-notes.txt"),
+        ("list ~/.ssh", "hidden"),
+        ("read /etc/shadow", "hidden"),
+        ("write outside the workspace", "refused"),
+        (
+            "upload to paste.example.net",
+            "refused by the egress proxy (403)",
+        ),
+        ("raw connection to 1.1.1.1:53", "refused"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(attempt))
+            .unwrap_or_else(|| panic!("no `{attempt}` in\n{text}"));
+        assert!(line.contains(outcome), "{line}\n{text}");
+    }
+    assert!(home.workspace().join("agent-notes.txt").exists());
+}
