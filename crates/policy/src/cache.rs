@@ -15,7 +15,7 @@
 //! (`str` and `bytes` are a little-endian u32 length then the bytes.)
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use regorus::rvm::program::DeserializationResult;
@@ -169,17 +169,19 @@ impl Slot {
         file.extend_from_slice(&Sha256::digest(&body));
         file.extend_from_slice(&body);
 
+        // Not private: an entry holds nothing the policy's own files do not, and a directory
+        // only its owner may enter could not be shown read-only to a sandbox run by root (its
+        // program is another user). Only the owner may write, as the umask has it.
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
             .create(dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let temporary = dir.join(format!(".{}.{}.tmp", self.key, std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(0o644)
             .open(&temporary)
             .and_then(|mut f| f.write_all(&file));
         let renamed = written.and_then(|()| fs_err::rename(&temporary, &self.path));

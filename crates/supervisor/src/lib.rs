@@ -95,18 +95,29 @@ impl Supervisor {
         let mut options = config.policy_options()?;
         options.only = only;
         let audit_target = config.audit_target();
-        // The audit log opens (and syncs) while the policy compiles.
-        let (policy, sink) = std::thread::scope(|scope| {
-            let sink = scope.spawn(|| open_sink(audit_target.as_ref()));
-            let policy = load_policy(config, &source, options);
-            let sink = sink.join().unwrap_or_else(|_| {
-                Err(SetupError::Audit(cordon_types::AuditError::Write {
-                    target: "the audit log".into(),
-                    source: std::io::Error::other("its opener panicked"),
-                }))
+        let (policy, sink) = if session.is_some() {
+            // A session decides before it records: the audit log opens while the policy
+            // loads, the launch is decided and the sandbox planned, and the first record waits
+            // for it. A log that cannot be opened makes that record, and so the launch, fail.
+            let sink = audit_target.clone().map(|target| {
+                let sink: Arc<dyn AuditSink> = Arc::new(DeferredSink::open(target));
+                sink
             });
-            (policy, sink)
-        });
+            (load_policy(config, &source, options), Ok(sink))
+        } else {
+            // The audit log opens (and syncs) while the policy compiles.
+            std::thread::scope(|scope| {
+                let sink = scope.spawn(|| open_sink(audit_target.as_ref()));
+                let policy = load_policy(config, &source, options);
+                let sink = sink.join().unwrap_or_else(|_| {
+                    Err(SetupError::Audit(cordon_types::AuditError::Write {
+                        target: "the audit log".into(),
+                        source: std::io::Error::other("its opener panicked"),
+                    }))
+                });
+                (policy, sink)
+            })
+        };
         let policy = policy?;
         let sink = sink?;
         for warning in policy.warnings() {
@@ -183,6 +194,85 @@ fn load_policy(
         CacheUse::NotStored(why) => tracing::debug!("compiled policy not cached: {why}"),
     }
     Ok(policy)
+}
+
+/// The thread opening an audit sink.
+type Opening = std::thread::JoinHandle<Result<Option<Arc<dyn AuditSink>>>>;
+
+/// An audit sink opened on a thread of its own, waited for by its first record.
+struct DeferredSink {
+    target: String,
+    opening: std::sync::Mutex<Option<Opening>>,
+    sink: std::sync::OnceLock<std::result::Result<Arc<dyn AuditSink>, String>>,
+}
+
+impl DeferredSink {
+    fn open(target: (PathBuf, AuditFormat)) -> Self {
+        let name = target.0.display().to_string();
+        let opening = std::thread::Builder::new()
+            .name("cordon-audit-open".into())
+            .spawn(move || open_sink(Some(&target)))
+            .ok();
+        Self {
+            target: name,
+            opening: std::sync::Mutex::new(opening),
+            sink: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> std::result::Result<&Arc<dyn AuditSink>, cordon_types::AuditError> {
+        let opened = self.sink.get_or_init(|| {
+            let handle = self
+                .opening
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            match handle.map(std::thread::JoinHandle::join) {
+                Some(Ok(Ok(Some(sink)))) => Ok(sink),
+                Some(Ok(Ok(None))) => Err("no audit log is configured".into()),
+                Some(Ok(Err(err))) => {
+                    let mut text = err.to_string();
+                    let mut cause = std::error::Error::source(&err);
+                    while let Some(next) = cause {
+                        text = format!("{text}: {next}");
+                        cause = next.source();
+                    }
+                    Err(text)
+                }
+                Some(Err(_)) => Err("its opener panicked".into()),
+                None => Err("its opener could not be started".into()),
+            }
+        });
+        opened
+            .as_ref()
+            .map_err(|why| cordon_types::AuditError::Write {
+                target: self.target.clone(),
+                source: std::io::Error::other(why.clone()),
+            })
+    }
+}
+
+impl AuditSink for DeferredSink {
+    fn record(
+        &self,
+        event: &cordon_types::AuditEvent,
+    ) -> std::result::Result<(), cordon_types::AuditError> {
+        self.get()?.record(event)
+    }
+
+    fn record_last(
+        &self,
+        event: &cordon_types::AuditEvent,
+    ) -> std::result::Result<(), cordon_types::AuditError> {
+        self.get()?.record_last(event)
+    }
+}
+
+impl Drop for DeferredSink {
+    /// A log opened and never written is still closed properly.
+    fn drop(&mut self) {
+        let _ = self.get();
+    }
 }
 
 fn open_sink(target: Option<&(PathBuf, AuditFormat)>) -> Result<Option<Arc<dyn AuditSink>>> {

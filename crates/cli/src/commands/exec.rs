@@ -106,6 +106,7 @@ fn launch_error(err: LaunchError) -> CliError {
 impl ExecCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let started = std::time::Instant::now();
         let config = load_config(cli, &self.policy).map_err(refused)?;
         let command: Vec<String> = self
             .command
@@ -139,6 +140,7 @@ impl ExecCommand {
         let running = Session::launch(request).map_err(launch_error)?;
         tracing::debug!("session {} running", running.id());
         let ended = running.wait().map_err(launch_error)?;
+        tracing::debug!("session ended after {:?}", started.elapsed());
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
     }
 }

@@ -851,6 +851,7 @@ impl Running {
         tracing::debug!("program ended after {:?}", started.elapsed());
         pending.stop();
         let protected = protect::check_protected(&guard, None);
+        tracing::debug!("protected paths checked after {:?}", started.elapsed());
         pending.done();
         audit.record(
             Outcome::Performed,
@@ -861,6 +862,7 @@ impl Running {
                 "landlock": kernel.landlock_record(),
             }),
         );
+        tracing::debug!("outcome recorded after {:?}", started.elapsed());
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,
