@@ -105,6 +105,9 @@ pub enum Status {
 
 /// The helper's whole life. Never returns: ends the process with the program's status.
 pub fn helper_main(early: &Early) -> ! {
+    // cordon may have turned transparent huge pages off for itself; the program gets the
+    // machine's setting.
+    let _ = sys::set_huge_pages_disabled(false);
     let status = match sys::take_inherited_fd(early.status_fd) {
         Ok(fd) => fd,
         Err(e) => {

@@ -500,3 +500,24 @@ fn a_terminal_that_hangs_up_ends_the_sandbox() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_program_gets_the_machines_huge_page_setting() {
+    if !sandbox_ready() {
+        return;
+    }
+    // cordon turns transparent huge pages off for itself; the program must not inherit that.
+    let bare = std::process::Command::new("grep")
+        .args(["THP_enabled", "/proc/self/status"])
+        .output()
+        .unwrap();
+    let bare = String::from_utf8_lossy(&bare.stdout).trim().to_owned();
+    if bare.is_empty() {
+        super::common::skip("this kernel does not report THP_enabled in /proc/self/status");
+        return;
+    }
+    let home = Home::new();
+    let out = inside(&home, &[], "grep THP_enabled /proc/self/status");
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bare);
+}

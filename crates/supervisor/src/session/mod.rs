@@ -190,12 +190,45 @@ struct LaunchAudit {
     input: Value,
     decision: Decision,
     pending: Option<Unrecorded>,
+    /// The record being made on a thread of its own ([`LaunchAudit::start_commit`]).
+    committing: Option<std::thread::JoinHandle<Decision>>,
 }
 
 impl LaunchAudit {
-    /// Records the decision if it is not yet; returns whether the launch is still allowed
-    /// (a decision that cannot be recorded is a denial).
+    /// Starts recording the decision on a thread of its own, so that the durable write
+    /// overlaps the planning; [`LaunchAudit::commit`] waits for it.
+    fn start_commit(&mut self) {
+        let Some(unrecorded) = self.pending.take() else {
+            return;
+        };
+        let supervisor = Arc::clone(&self.supervisor);
+        let spawned = std::thread::Builder::new()
+            .name("cordon-record".into())
+            .spawn(move || {
+                supervisor
+                    .pipeline()
+                    .record_decided(&Capability::sandbox(), unrecorded)
+                    .decision
+            });
+        match spawned {
+            Ok(handle) => self.committing = Some(handle),
+            Err(err) => {
+                self.decision = Decision::deny(format!(
+                    "denied because the decision could not be recorded (cannot start its writer: {err})"
+                ));
+            }
+        }
+    }
+
+    /// Records the decision if it is not yet (or waits for the record started before);
+    /// returns whether the launch is still allowed (a decision that cannot be recorded is a
+    /// denial).
     fn commit(&mut self) -> bool {
+        if let Some(handle) = self.committing.take() {
+            self.decision = handle.join().unwrap_or_else(|_| {
+                Decision::deny("denied because the decision's record failed (its writer panicked)")
+            });
+        }
         if let Some(unrecorded) = self.pending.take() {
             let recorded = self
                 .supervisor
@@ -356,6 +389,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let (mut audit, grants) = decide(&supervisor, &request, &own, requested, &kernel)?;
     tracing::debug!("decided after {:?}", started.elapsed());
     if run {
+        audit.start_commit();
         protect::create_own_dirs(&own, &grants.write)
             .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
     }
@@ -363,10 +397,12 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let home = real_path(&dirs::home_dir().unwrap_or_else(|| PathBuf::from("/")));
     let plan = cordon_sandbox::plan::plan(&grants, &home, uid, &read)
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
+    tracing::debug!("planned after {:?}", started.elapsed());
     for path in &plan.skipped {
         tracing::debug!("granted `{}` does not exist here; skipped", path.display());
     }
     let missing = missing_features(&kernel, &grants, helper.as_mut());
+    tracing::debug!("capped after {:?}", started.elapsed());
     let required: Vec<&str> = missing
         .iter()
         .filter(|(f, _)| grants.require.contains(f))
@@ -503,6 +539,7 @@ fn decide(
         input: unrecorded.input().cloned().unwrap_or(input),
         decision: unrecorded.decision().clone(),
         pending: Some(unrecorded),
+        committing: None,
     };
     if !audit.decision.allow {
         audit.commit();
@@ -582,9 +619,11 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         .cloned()
         .collect();
     let guard = Guard::record_with_repositories(&guarded, &plan.repos);
+    tracing::debug!("protected paths recorded after {:?}", started.elapsed());
     // Saved until checked: if cordon is killed before the program's end, the next launch
     // does the check.
     let pending = protect::Pending::save(&guard);
+    tracing::debug!("check saved after {:?}", started.elapsed());
     let spec = LaunchSpec {
         command: request.command.clone(),
         cwd: real_path(&request.cwd),
