@@ -467,9 +467,16 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
 /// secret lies deeper). Links among the entries get no rule: what they lead to is granted, or
 /// not, on its own.
 fn without_secrets(root: &Path, secrets: &[PathBuf]) -> Vec<PathBuf> {
-    let below: Vec<&PathBuf> = secrets
+    let secrets: Vec<&Path> = secrets.iter().map(PathBuf::as_path).collect();
+    without(root, &secrets)
+}
+
+/// [`without_secrets`], handing each level only the secrets below it.
+fn without(root: &Path, secrets: &[&Path]) -> Vec<PathBuf> {
+    let below: Vec<&Path> = secrets
         .iter()
-        .filter(|s| is_below(s, root) && s.as_path() != root)
+        .copied()
+        .filter(|s| is_below(s, root) && *s != root)
         .collect();
     if below.is_empty() {
         return vec![root.to_path_buf()];
@@ -481,12 +488,12 @@ fn without_secrets(root: &Path, secrets: &[PathBuf]) -> Vec<PathBuf> {
     let mut children: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     children.sort();
     for child in children {
-        if below.iter().any(|s| s.as_path() == child) {
+        if below.iter().any(|s| *s == child) {
             continue;
         }
         match fs_err::symlink_metadata(&child) {
             Ok(meta) if meta.file_type().is_symlink() => continue,
-            Ok(_) => rules.extend(without_secrets(&child, secrets)),
+            Ok(_) => rules.extend(without(&child, &below)),
             Err(_) => continue,
         }
     }
