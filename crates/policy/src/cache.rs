@@ -98,11 +98,20 @@ impl Slot {
 
     /// Reads the entry: `Ok(None)` when there is none, `Err` with why it cannot be used.
     pub(crate) fn read(&self) -> Result<Option<Entry>, String> {
-        let file = match fs_err::File::open(&self.path) {
+        // Not followed if a link, and never blocking on a FIFO or a device: only a regular
+        // file is read.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&self.path);
+        let file = match opened {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err.to_string()),
         };
+        if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+            return Err("not a regular file".into());
+        }
         let mut bytes = Vec::new();
         file.take(MAX_ENTRY + 1)
             .read_to_end(&mut bytes)

@@ -349,3 +349,175 @@ fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
         serde_json::from_str(stdout(&records).lines().last().unwrap()).unwrap();
     assert_eq!(last["allow"], false);
 }
+
+#[test]
+fn a_sandboxed_program_cannot_write_the_sessions_directory_even_inside_a_writable_grant() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let run = home.runtime_dir();
+    let sessions = run.join("cordon");
+    fs_err::create_dir_all(&sessions).unwrap();
+    fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // What an agent does with the runtime directory in a writable grant: plant a session,
+    // swap the sessions directory for another.
+    let attack = format!(
+        "mkdir -m700 {s}/0123456789ab; mv {s} {r}/moved; mkdir -m700 {r}/cordon; true",
+        s = sessions.display(),
+        r = run.display()
+    );
+    let bare = std::process::Command::new("sh")
+        .args(["-c", &attack])
+        .status()
+        .unwrap();
+    assert!(bare.success());
+    assert!(
+        run.join("moved/0123456789ab").exists(),
+        "the attack does not work bare"
+    );
+    fs_err::remove_dir_all(&sessions).unwrap();
+    fs_err::rename(run.join("moved"), &sessions).unwrap();
+    fs_err::remove_dir(sessions.join("0123456789ab")).unwrap();
+
+    let out = home
+        .cordon(&[
+            "exec",
+            "--allow-write",
+            run.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &attack,
+        ])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !sessions.join("0123456789ab").exists(),
+        "a session was planted"
+    );
+    assert!(
+        !run.join("moved").exists(),
+        "the sessions directory was moved"
+    );
+}
+
+#[test]
+fn a_socket_put_in_place_of_a_sessions_is_not_believed() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let (mut child, id) = start_sleeper(&home);
+    let dir = home.runtime_dir().join("cordon").join(&id);
+    // Someone with write access to the session's directory answers in its place.
+    fs_err::rename(dir.join("control.sock"), dir.join("real.sock")).unwrap();
+    let impostor = std::os::unix::net::UnixListener::bind(dir.join("control.sock")).unwrap();
+    let answering = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = impostor.accept() {
+            let _ = writeln!(
+                stream,
+                r#"{{"ok": true, "stopping": true, "grace_secs": 0}}"#
+            );
+        }
+    });
+    let stop = home.cordon(&["stop", &id]).output().unwrap();
+    assert!(!stop.status.success(), "cordon stop believed the impostor");
+    assert!(
+        stderr(&stop).contains("is not served by its cordon"),
+        "{}",
+        stderr(&stop)
+    );
+    drop(answering);
+    assert!(child.0.try_wait().unwrap().is_none());
+    fs_err::remove_file(dir.join("control.sock")).unwrap();
+    fs_err::rename(dir.join("real.sock"), dir.join("control.sock")).unwrap();
+    let stop = home
+        .cordon(&["stop", "--grace", "0", &id])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert!(matches!(wait_exit(&mut child).code(), Some(137 | 143)));
+}
+
+#[test]
+fn planted_fifos_and_blocked_sockets_hang_nothing() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let sessions = home.runtime_dir().join("cordon");
+    fs_err::create_dir_all(sessions.join("00000000beef")).unwrap();
+    for dir in [&sessions, &sessions.join("00000000beef")] {
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(sessions.join("00000000beef/session.json"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let mut ps = KillOnDrop(
+        home.cordon(&["ps", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("cordon ps with a FIFO for session.json", 10, || {
+        ps.0.try_wait().unwrap().is_some()
+    });
+
+    // A session whose directory is swapped, at its end, for one whose socket never accepts:
+    // it still ends.
+    let mut child = KillOnDrop(
+        home.cordon(&["exec", "--", "sleep", "2"])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut id = String::new();
+    wait_until("the session to be listed", 20, || {
+        let listed = json(&home.cordon(&["ps", "--json"]).output().unwrap());
+        listed.as_array().and_then(|a| a.first()).is_some_and(|s| {
+            id = s["id"].as_str().unwrap().to_owned();
+            true
+        })
+    });
+    let dir = sessions.join(&id);
+    fs_err::rename(&dir, sessions.join("aside")).unwrap();
+    fs_err::create_dir(&dir).unwrap();
+    // A socket whose backlog is full: a connect to it by path would wait.
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket(socket.AF_UNIX); s.bind({:?}); s.listen(0)\n\
+         held = []\n\
+         while True:\n\
+         \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
+         \x20   try: c.connect({:?})\n\
+         \x20   except BlockingIOError: break\n\
+         \x20   held.append(c)\n\
+         print('full', flush=True)\n\
+         time.sleep(60)\n",
+        dir.join("control.sock").display().to_string(),
+        dir.join("control.sock").display().to_string()
+    );
+    let mut blocking = KillOnDrop(
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut full = String::new();
+    BufReader::new(blocking.0.stdout.take().unwrap())
+        .read_line(&mut full)
+        .unwrap();
+    assert_eq!(full.trim(), "full");
+    wait_until("the session to end with its program", 15, || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    drop(blocking);
+}

@@ -131,3 +131,38 @@ fn an_unwritable_cache_only_costs_the_compile() {
     assert!(matches!(used, CacheUse::NotStored(_)), "{used:?}");
     assert!(!decisions(&policy).is_empty());
 }
+
+#[test]
+fn an_entry_that_is_not_a_regular_file_is_not_read() {
+    // A FIFO would block a reader for good; a link could lead anywhere.
+    let dir = tempfile::tempdir().unwrap();
+    let source = PolicySource::embedded_default();
+    Policy::load_cached(&source, options(), dir.path()).unwrap();
+    let path = entry(dir.path());
+    let target = dir.path().join("elsewhere");
+    fs_err::rename(&path, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let (_, used) = Policy::load_cached(&source, options(), dir.path()).unwrap();
+    assert!(matches!(used, CacheUse::Recompiled(_)), "a link: {used:?}");
+    fs_err::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let loaded = Policy::load_cached(&PolicySource::embedded_default(), options(), dir.path());
+        let _ = done.send(loaded.map(|(_, used)| used).ok());
+    });
+    let used = finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("loading blocked on a FIFO in the cache");
+    assert!(
+        matches!(
+            used,
+            Some(CacheUse::Recompiled(_)) | Some(CacheUse::NotStored(_))
+        ),
+        "{used:?}"
+    );
+}

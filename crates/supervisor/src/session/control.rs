@@ -1,7 +1,7 @@
 //! A session's identity on the machine: its private runtime directory and control socket.
 //!
 //! Each running session has `$XDG_RUNTIME_DIR/cordon/ID/` (mode 0700; without
-//! `XDG_RUNTIME_DIR`, `/run/user/UID/cordon/`, else `$TMPDIR/cordon-UID/`), holding
+//! `XDG_RUNTIME_DIR`, `/run/user/UID/cordon/`, else `$XDG_STATE_HOME/cordon/sessions/`), holding
 //! `session.json` (what `cordon ps` shows) and `control.sock` (mode 0600). The socket speaks
 //! JSON lines, one request and one answer per line (`docs/control-protocol.md`):
 //!
@@ -15,7 +15,7 @@
 //! program (another pid namespace, and as root another uid) is refused even where the socket
 //! is reachable, and another user is refused by the directory's mode and by the check.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -66,51 +66,108 @@ pub struct SessionInfo {
     pub audit_log: Option<PathBuf>,
 }
 
-/// The directory that holds the runtime directories of this user's sessions.
+/// The directory holding this user's sessions, opened once: every later step goes through
+/// its descriptor, so a swap of it or of a parent for a link changes nothing.
+#[derive(Debug)]
+pub struct SessionsDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl SessionsDir {
+    /// Opens (creating it if needed) `$XDG_RUNTIME_DIR/cordon`, else `/run/user/UID/cordon`,
+    /// else `$XDG_STATE_HOME/cordon/sessions` (never a directory other users can write, where
+    /// they could plant one first).
+    ///
+    /// # Errors
+    ///
+    /// Why no safe directory is available: one exists that is a link, not a directory, owned
+    /// by another user or open to others.
+    pub fn open() -> Result<Self, String> {
+        let uid = sys::real_ids().0;
+        let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        let user_run = PathBuf::from(format!("/run/user/{uid}"));
+        let path = match xdg {
+            Some(base) => base.join("cordon"),
+            None if user_run.is_dir() => user_run.join("cordon"),
+            None => dirs::state_dir()
+                .or_else(dirs::data_dir)
+                .ok_or("no XDG_RUNTIME_DIR, /run/user/UID or home directory to keep sessions in")?
+                .join("cordon")
+                .join("sessions"),
+        };
+        let mut builder = std::fs::DirBuilder::new();
+        builder.mode(0o700);
+        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+            builder
+                .recursive(true)
+                .create(parent)
+                .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+            builder.recursive(false);
+        }
+        match builder.create(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(format!("cannot create `{}`: {err}", path.display())),
+        }
+        let fd = open_dir(&path)?;
+        check_open(&fd, &path)?;
+        Ok(Self { path, fd })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `name` inside it, reached through its descriptor.
+    fn at(&self, name: &str) -> PathBuf {
+        through(&self.fd, name)
+    }
+
+    /// Opens the runtime directory of session `id`, checked like this one.
+    fn session(&self, id: &str) -> Result<OwnedFd, String> {
+        let shown = self.path.join(id);
+        let fd = open_dir(&self.at(id))?;
+        check_open(&fd, &shown)?;
+        Ok(fd)
+    }
+}
+
+/// Where this user's sessions are kept, created if needed: `$XDG_RUNTIME_DIR/cordon`, else
+/// `/run/user/UID/cordon`, else `$XDG_STATE_HOME/cordon/sessions`.
 ///
 /// # Errors
 ///
 /// Why no safe directory is available: one exists that is a link, not a directory, owned by
 /// another user or open to others.
 pub fn sessions_dir() -> Result<PathBuf, String> {
-    let uid = sys::real_ids().0;
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let user_run = PathBuf::from(format!("/run/user/{uid}"));
-    let dir = match xdg {
-        Some(base) => base.join("cordon"),
-        None if user_run.is_dir() => user_run.join("cordon"),
-        None => std::env::temp_dir().join(format!("cordon-{uid}")),
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(err) => return Err(format!("cannot create `{}`: {err}", dir.display())),
-    }
-    check_private(&dir, true)?;
-    Ok(dir)
+    SessionsDir::open().map(|dir| dir.path)
 }
 
-/// Checks that `path` (not followed if a link) is this user's own, and open to nobody else
-/// when `private`.
-fn check_private(path: &Path, private: bool) -> Result<(), String> {
-    let meta = fs_err::symlink_metadata(path).map_err(|e| e.to_string())?;
+/// Checks that the directory open as `fd` (shown as `shown`) is this user's own and open to
+/// nobody else.
+fn check_open(fd: &OwnedFd, shown: &Path) -> Result<(), String> {
+    let meta =
+        fs_err::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| e.to_string())?;
+    check_owner(&meta, shown, true)
+}
+
+fn check_owner(meta: &std::fs::Metadata, shown: &Path, private: bool) -> Result<(), String> {
     let uid = sys::real_ids().0;
-    if meta.file_type().is_symlink() {
-        return Err(format!("`{}` is a symbolic link", path.display()));
-    }
     if meta.uid() != uid {
         return Err(format!(
             "`{}` belongs to uid {}, not to this user (uid {uid})",
-            path.display(),
+            shown.display(),
             meta.uid()
         ));
     }
     if private && meta.mode() & 0o077 != 0 {
         return Err(format!(
             "`{}` is open to other users (mode {:o})",
-            path.display(),
+            shown.display(),
             meta.mode() & 0o7777
         ));
     }
@@ -124,6 +181,7 @@ fn through(dir: &OwnedFd, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
+/// Opens the directory `path` itself (`O_PATH`), refusing a link in its last component.
 fn open_dir(path: &Path) -> Result<OwnedFd, String> {
     let opened = std::fs::OpenOptions::new()
         .read(true)
@@ -134,13 +192,30 @@ fn open_dir(path: &Path) -> Result<OwnedFd, String> {
         .map_err(|e| format!("cannot open `{}`: {e}", path.display()))
 }
 
+/// Reads at most [`MAX_LINE`] bytes of the regular file `path`: a link, a FIFO or a device is
+/// refused without blocking.
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_LINE).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 /// A running session's control socket and runtime directory; both go when it is dropped.
 #[derive(Debug)]
 pub(super) struct Control {
-    dir: PathBuf,
+    sessions: SessionsDir,
+    id: String,
     closed: Arc<AtomicBool>,
-    wake: PathBuf,
-    _handle: Option<OwnedFd>,
+    /// The listening socket, to shut down: that ends the accepting thread's wait.
+    listener: UnixListener,
 }
 
 /// What the control socket acts on.
@@ -155,41 +230,45 @@ impl Control {
     /// Creates the runtime directory of `target.info.id` and serves its control socket on a
     /// thread of its own.
     pub(super) fn start(target: Target) -> Result<Self, String> {
-        let sessions = sessions_dir()?;
-        let dir = sessions.join(&target.info.id);
+        let sessions = SessionsDir::open()?;
+        let id = target.info.id.clone();
+        let shown = sessions.path().join(&id);
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-        let handle = open_dir(&dir)?;
-        let socket = through(&handle, "control.sock");
+            .create(sessions.at(&id))
+            .map_err(|e| format!("cannot create `{}`: {e}", shown.display()))?;
+        let dir = sessions.session(&id)?;
+        let socket = through(&dir, "control.sock");
         let listener = UnixListener::bind(&socket).map_err(|e| {
             format!(
                 "cannot create the control socket in `{}`: {e}",
-                dir.display()
+                shown.display()
             )
         })?;
         fs_err::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
         let text = serde_json::to_vec_pretty(&target.info).map_err(|e| e.to_string())?;
-        let temporary = through(&handle, ".session.json");
+        let temporary = through(&dir, ".session.json");
         fs_err::write(&temporary, text).map_err(|e| e.to_string())?;
-        fs_err::rename(&temporary, through(&handle, "session.json")).map_err(|e| e.to_string())?;
+        fs_err::rename(&temporary, through(&dir, "session.json")).map_err(|e| e.to_string())?;
         let closed = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State {
             target,
             closed: closed.clone(),
             connections: AtomicUsize::new(0),
         });
+        let serving = listener
+            .try_clone()
+            .map_err(|e| format!("cannot serve the control socket: {e}"))?;
         std::thread::Builder::new()
             .name("cordon-control".into())
-            .spawn(move || serve(&listener, &state))
+            .spawn(move || serve(&serving, &state))
             .map_err(|e| format!("cannot serve the control socket: {e}"))?;
         Ok(Self {
-            wake: dir.join("control.sock"),
-            dir,
+            sessions,
+            id,
             closed,
-            _handle: Some(handle),
+            listener,
         })
     }
 }
@@ -197,9 +276,12 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread, which then sees the flag and ends.
-        let _ = UnixStream::connect(&self.wake);
-        let _ = fs_err::remove_dir_all(&self.dir);
+        // Shutting the listening socket down ends the accepting thread's wait (nothing is
+        // connected to by path: whatever sits at that path now may not answer).
+        if let Ok(fd) = self.listener.try_clone() {
+            let _ = UnixStream::from(OwnedFd::from(fd)).shutdown(std::net::Shutdown::Read);
+        }
+        let _ = fs_err::remove_dir_all(self.sessions.at(&self.id));
     }
 }
 
@@ -214,7 +296,11 @@ fn serve(listener: &UnixListener, state: &Arc<State>) {
         if state.closed.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(mut stream) = stream else { continue };
+        let Ok(mut stream) = stream else {
+            // Out of descriptors, say: try again shortly rather than spin.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             state.connections.fetch_sub(1, Ordering::SeqCst);
             let _ = answer(&mut stream, &refusal("too many connections; try again"));
@@ -263,34 +349,64 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 }
 
 fn converse(mut stream: UnixStream, state: &State) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     if let Err(why) = peer_allowed(&stream) {
         tracing::warn!("control socket: refused a connection: {why}");
         let _ = answer(&mut stream, &refusal(&why));
         return;
     }
-    let Ok(reader) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(reader);
+    let mut pending = Vec::new();
     loop {
-        let mut line = Vec::new();
-        let limited = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line);
-        match limited {
-            Ok(0) | Err(_) => return,
-            Ok(_) if !line.ends_with(b"\n") && line.len() as u64 >= MAX_LINE => {
-                let _ = answer(&mut stream, &refusal("request longer than 64 KiB"));
+        let line = match next_line(&mut stream, &mut pending) {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(why) => {
+                let _ = answer(&mut stream, &refusal(why));
                 return;
             }
-            Ok(_) => {}
-        }
+        };
         let reply = match serde_json::from_slice::<Value>(&line) {
             Ok(request) => handle(&request, state),
             Err(err) => refusal(&format!("not a JSON request: {err}")),
         };
         if answer(&mut stream, &reply).is_err() {
             return;
+        }
+    }
+}
+
+/// Reads the next request line (`pending` keeps what came after it): at most 64 KiB, the
+/// whole of it within [`IO_TIMEOUT`], so that a client trickling bytes cannot hold a
+/// connection. `None` at the end of the stream.
+fn next_line(
+    stream: &mut UnixStream,
+    pending: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Some(at) = pending.iter().position(|b| *b == b'\n') {
+            return Ok(Some(pending.drain(..=at).collect()));
+        }
+        if pending.len() as u64 >= MAX_LINE {
+            return Err("request longer than 64 KiB");
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err("no whole request within 5 s");
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("no whole request within 5 s")
+            }
+            Err(_) => return Ok(None),
         }
     }
 }
@@ -345,34 +461,45 @@ fn stop(pidfd: &OwnedFd, grace: u64) -> std::io::Result<()> {
 ///
 /// Why the sessions directory cannot be used.
 pub fn list() -> Result<Vec<SessionInfo>, String> {
-    let dir = sessions_dir()?;
-    let mut sessions = Vec::new();
-    let entries = fs_err::read_dir(&dir).map_err(|e| e.to_string())?;
+    let sessions = SessionsDir::open()?;
+    let mut listed = Vec::new();
+    let entries = fs_err::read_dir(sessions.at("")).map_err(|e| e.to_string())?;
     for entry in entries.filter_map(Result::ok) {
-        let path = entry.path();
-        if let Err(why) = check_private(&path, true) {
-            tracing::warn!("skipping `{}`: {why}", path.display());
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_id(&name) {
             continue;
         }
-        let info = read_info(&path);
-        match info {
-            Some(info) if alive(&info) => sessions.push(info),
+        let dir = match sessions.session(&name) {
+            Ok(dir) => dir,
+            Err(why) => {
+                tracing::warn!("skipping session `{name}`: {why}");
+                continue;
+            }
+        };
+        match read_info(&dir) {
+            Some(info) if info.id == name && alive(&info) => listed.push(info),
             // A runtime directory whose session has ended (or was never completed): stale.
-            _ if stale(&path) => {
-                let _ = fs_err::remove_dir_all(&path);
+            _ if stale(&dir) => {
+                drop(dir);
+                let _ = fs_err::remove_dir_all(sessions.at(&name));
             }
             _ => {}
         }
     }
-    sessions.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
-    Ok(sessions)
+    listed.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+    Ok(listed)
 }
 
-fn read_info(dir: &Path) -> Option<SessionInfo> {
-    let file = fs_err::File::open(dir.join("session.json")).ok()?;
-    let mut text = Vec::new();
-    file.take(MAX_LINE).read_to_end(&mut text).ok()?;
-    serde_json::from_slice(&text).ok()
+/// Whether `name` can be a session id: what [`super::Session`] makes, 12 hex digits (and
+/// never `.`, `..` or a name with a slash).
+fn is_id(name: &str) -> bool {
+    name.len() == 12 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn read_info(dir: &OwnedFd) -> Option<SessionInfo> {
+    serde_json::from_slice(&read_regular(&through(dir, "session.json"))?).ok()
 }
 
 fn alive(info: &SessionInfo) -> bool {
@@ -382,8 +509,8 @@ fn alive(info: &SessionInfo) -> bool {
 
 /// Whether a runtime directory without a live session is old enough not to be one being
 /// created (a second).
-fn stale(dir: &Path) -> bool {
-    fs_err::symlink_metadata(dir)
+fn stale(dir: &OwnedFd) -> bool {
+    fs_err::metadata(format!("/proc/self/fd/{}", dir.as_raw_fd()))
         .ok()
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.elapsed().ok())
@@ -394,28 +521,49 @@ fn stale(dir: &Path) -> bool {
 ///
 /// # Errors
 ///
-/// Why the session cannot be reached: unknown id, a directory or socket not this user's, no
-/// answer within five seconds.
+/// Why the session cannot be reached: unknown id, a directory or socket not this user's, a
+/// socket not answered by the session's own cordon, no answer within five seconds.
 pub fn request(id: &str, request: &Value) -> Result<Value, String> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("`{id}` is not a session id"));
+    if !is_id(id) {
+        return Err(format!(
+            "`{id}` is not a session id (12 hex digits; see `cordon ps`)"
+        ));
     }
-    let dir = sessions_dir()?.join(id);
-    if fs_err::symlink_metadata(&dir).is_err() {
+    let sessions = SessionsDir::open()?;
+    if fs_err::symlink_metadata(sessions.at(id)).is_err() {
         return Err(format!("no running session `{id}` (see `cordon ps`)"));
     }
-    check_private(&dir, true)?;
-    let handle = open_dir(&dir)?;
-    let socket = through(&handle, "control.sock");
-    check_private(&socket, false)?;
+    let dir = sessions.session(id)?;
+    let info = read_info(&dir)
+        .filter(|info| info.id == id && alive(info))
+        .ok_or_else(|| format!("no running session `{id}` (see `cordon ps`)"))?;
+    let socket = through(&dir, "control.sock");
+    let meta = fs_err::symlink_metadata(&socket).map_err(|e| e.to_string())?;
+    check_owner(&meta, &sessions.path().join(id).join("control.sock"), false)?;
     let mut stream =
         UnixStream::connect(&socket).map_err(|e| format!("cannot reach session `{id}`: {e}"))?;
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    // Only the session's own cordon may answer: a socket put in its place by anyone else
+    // (a program with the directory in a writable grant) is not believed.
+    let (pid, uid, _) = sys::peer_credentials(stream.as_fd())
+        .map_err(|e| format!("cannot tell who answers for session `{id}`: {e}"))?;
+    let own = u32::try_from(pid).ok() == Some(info.cordon_pid)
+        && uid == sys::real_ids().0
+        && super::protect::process_key(&pid.to_string()) == info.cordon_key;
+    if !own {
+        return Err(format!(
+            "the control socket of session `{id}` is not served by its cordon (pid {}, but pid {pid} answers); not trusted",
+            info.cordon_pid
+        ));
+    }
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     answer(&mut stream, request).map_err(|e| format!("cannot ask session `{id}`: {e}"))?;
-    let mut line = Vec::new();
-    BufReader::new(stream.take(MAX_LINE))
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("session `{id}` did not answer: {e}"))?;
-    serde_json::from_slice(&line).map_err(|e| format!("session `{id}` answered nonsense: {e}"))
+    let mut pending = Vec::new();
+    match next_line(&mut stream, &mut pending) {
+        Ok(Some(line)) => serde_json::from_slice(&line)
+            .map_err(|e| format!("session `{id}` answered nonsense: {e}")),
+        Ok(None) => Err(format!(
+            "session `{id}` closed the connection without an answer"
+        )),
+        Err(why) => Err(format!("session `{id}` did not answer: {why}")),
+    }
 }

@@ -32,6 +32,12 @@ pub(super) fn own_paths(config: &CordonConfig, supervisor: &Supervisor) -> Vec<P
     {
         paths.push(real_path(&dir).join("cordon"));
     }
+    // The sessions' runtime directories: a program that could write there could put its
+    // own socket in place of a session's, or make `cordon ps` remove what it should not.
+    match super::control::sessions_dir() {
+        Ok(dir) => paths.push(real_path(&dir)),
+        Err(why) => tracing::debug!("no sessions directory to protect: {why}"),
+    }
     paths.sort();
     paths.dedup();
     paths
