@@ -8,6 +8,8 @@
 //! ```sh
 //! cargo bench -p cordon-cli --bench exec_startup            # 200 rounds
 //! CORDON_BENCH_ROUNDS=50 cargo bench -p cordon-cli --bench exec_startup
+//! # beside another build of cordon (an earlier commit, say), in the same rounds:
+//! CORDON_BENCH_BASELINE=/path/to/old/cordon cargo bench -p cordon-cli --bench exec_startup
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -166,6 +168,17 @@ fn main() {
             ],
         ),
     ];
+    if let Some(baseline) = std::env::var_os("CORDON_BENCH_BASELINE") {
+        let baseline = baseline.to_str().unwrap().to_owned();
+        variants.insert(
+            3,
+            variant(
+                "baseline cordon exec",
+                "`cordon exec -- true` of the build in CORDON_BENCH_BASELINE",
+                &[baseline, "exec".into(), "--".into(), "true".into()],
+            ),
+        );
+    }
     for v in &mut variants {
         v.command
             .current_dir(&workspace)
