@@ -133,6 +133,17 @@ deny contains msg if {
 	msg := sprintf("`%s` holds secret locations (%s): grant a directory below it, or pass --unsafe-broad-write", [path, concat("/", [home, trim_suffix(secret_dir, "/")])])
 }
 
+# cordon's own configuration, policy, state, cache and sessions are never writable: an agent
+# that could write them would set the next run's policy, or answer for a session. A write
+# grant (or the workspace) at or below one of them is refused whatever is asked; one above
+# them keeps them read-only (`protect`).
+deny contains msg if {
+	some path in array.concat(requested.write, input.context.workspace)
+	some own in object.get(input.context, "cordon_paths", [])
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("", [trim_suffix(own, "/"), "/"]))
+	msg := sprintf("`%s` is cordon's own (`%s`: its policy, configuration, state or sessions); an agent may not write there", [path, own])
+}
+
 broad(path) if broad_name(path)
 
 broad_name(path) := "your home directory" if path == home

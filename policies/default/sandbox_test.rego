@@ -173,3 +173,29 @@ test_a_write_grant_holding_secrets_needs_the_flag if {
 	sandbox.decision.allow with input as launch({"write": ["/home/alice/.config"], "broad_write": true})
 	sandbox.decision.allow with input as launch({"write": ["/home/alice/.config/myapp"]})
 }
+
+test_cordon_paths_are_never_write_grants if {
+	own := {"context": {"cordon_paths": ["/home/alice/.config/cordon", "/run/user/1000/cordon"]}}
+	# The sessions directory itself, one session's directory, the policy below the config.
+	every write in [["/run/user/1000/cordon"], ["/run/user/1000/cordon/0123456789ab"], ["/home/alice/.config/cordon/policy"]] {
+		d := sandbox.decision with input as object.union(launch({"write": write, "broad_write": true}), own)
+		not d.allow
+		some reason in d.reasons
+		contains(reason, "is cordon's own")
+	}
+}
+
+test_a_workspace_inside_cordons_paths_is_refused if {
+	input_doc := object.union(launch({}), {"context": {
+		"workspace": ["/home/alice/.config/cordon/policy"],
+		"cordon_paths": ["/home/alice/.config/cordon"],
+	}})
+	d := sandbox.decision with input as input_doc
+	not d.allow
+}
+
+test_a_write_grant_above_cordons_paths_keeps_them_protected if {
+	d := sandbox.decision with input as object.union(launch({}), {"context": {"cordon_paths": ["/home/alice/proj/.cordon-state"]}})
+	d.allow
+	"/home/alice/proj/.cordon-state" in d.grants.protect
+}

@@ -37,6 +37,9 @@ pub struct HelperOptions {
     /// The port on 127.0.0.1 inside the sandbox where the egress proxy listens; `None` for
     /// no proxy.
     pub proxy_port: Option<u16>,
+    /// Whether transparent huge pages are to be off for the program (what they were for
+    /// cordon's caller).
+    pub huge_pages_disabled: bool,
     /// The helper executable. By default `cordon-sandbox-helper` next to the running
     /// executable, else the running executable itself with the hidden `__sandbox-helper`
     /// subcommand (which `cordon` has).
@@ -104,6 +107,7 @@ impl Helper {
                 socket_fd: helper_socket.as_raw_fd(),
                 port,
             }),
+            huge_pages_disabled: options.huge_pages_disabled,
         };
         let early = serde_json::to_string(&early)
             .map_err(|e| SandboxError::Helper(format!("cannot encode the start arguments: {e}")))?;

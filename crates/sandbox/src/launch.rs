@@ -57,6 +57,10 @@ pub struct Early {
     pub parent: i32,
     /// Where the sandbox's egress proxy listens, if it has one.
     pub proxy: Option<ProxyEndpoint>,
+    /// Whether transparent huge pages are off for the program: what they were for cordon's
+    /// caller (cordon may turn them off for itself).
+    #[serde(default)]
+    pub huge_pages_disabled: bool,
 }
 
 /// The proxy's listening socket inside the sandbox's network namespace: the helper creates
@@ -105,9 +109,9 @@ pub enum Status {
 
 /// The helper's whole life. Never returns: ends the process with the program's status.
 pub fn helper_main(early: &Early) -> ! {
-    // cordon may have turned transparent huge pages off for itself; the program gets the
-    // machine's setting.
-    let _ = sys::set_huge_pages_disabled(false);
+    // cordon may have turned transparent huge pages off for itself; the program gets what
+    // cordon's caller had.
+    let _ = sys::set_huge_pages_disabled(early.huge_pages_disabled);
     let status = match sys::take_inherited_fd(early.status_fd) {
         Ok(fd) => fd,
         Err(e) => {

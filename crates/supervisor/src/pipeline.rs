@@ -56,10 +56,17 @@ impl Unrecorded {
             .filter(|kind| !carried.contains(kind))
             .collect();
         if !missing.is_empty() {
-            self.0.decision = Decision::deny(format!(
+            let mut reason = format!(
                 "the policy allows only with `{}`, which cordon does not carry out for this action yet; denied",
                 missing.join("`, `")
-            ));
+            );
+            if !decision.reasons.is_empty() {
+                reason = format!(
+                    "{reason} (the policy's reasons: {})",
+                    decision.reasons.join("; ")
+                );
+            }
+            self.0.decision = Decision::deny(reason);
         }
         self
     }

@@ -96,10 +96,6 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) })
 }
 
-/// Asks the kernel to send `signal` to the calling thread when its parent exits.
-///
-/// # Errors
-///
 /// Turns transparent huge pages off (`disable`) or back on for this process and what it
 /// starts (`PR_SET_THP_DISABLE`, inherited across fork and exec). A short-lived process
 /// whose allocator asks for huge pages pays for zeroing 2 MiB at each first touch.
@@ -120,6 +116,22 @@ pub fn set_huge_pages_disabled(disable: bool) -> io::Result<()> {
     })
 }
 
+/// Whether transparent huge pages are off for this process (`PR_GET_THP_DISABLE`).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn huge_pages_disabled() -> io::Result<bool> {
+    // SAFETY: PR_GET_THP_DISABLE takes no argument and returns the flag.
+    let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+    check(flag)?;
+    Ok(flag != 0)
+}
+
+/// Asks the kernel to send `signal` to the calling thread when its parent exits.
+///
+/// # Errors
+///
 /// The kernel's refusal.
 pub fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is read or written.

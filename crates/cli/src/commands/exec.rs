@@ -137,11 +137,6 @@ impl ExecCommand {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(Exit::Ok);
         }
-        // cordon's allocator asks for transparent huge pages, and each of the threads a
-        // session starts (audit, proxy, control) would zero 2 MiB on its first touch: about a
-        // third of the start-up. Off for cordon; the sandbox helper turns them back on, so the
-        // program gets the machine's setting.
-        let _ = cordon_sys::process::set_huge_pages_disabled(true);
         let running = Session::launch(request).map_err(launch_error)?;
         tracing::debug!("session {} running", running.id());
         let ended = running.wait().map_err(launch_error)?;

@@ -502,22 +502,49 @@ fn a_terminal_that_hangs_up_ends_the_sandbox() {
 }
 
 #[test]
-fn the_program_gets_the_machines_huge_page_setting() {
+fn the_program_gets_its_callers_huge_page_setting() {
     if !sandbox_ready() {
         return;
     }
-    // cordon turns transparent huge pages off for itself; the program must not inherit that.
+    // cordon turns transparent huge pages off for itself; the program must get what cordon's
+    // caller had, on or off.
     let bare = std::process::Command::new("grep")
         .args(["THP_enabled", "/proc/self/status"])
         .output()
         .unwrap();
-    let bare = String::from_utf8_lossy(&bare.stdout).trim().to_owned();
-    if bare.is_empty() {
+    if String::from_utf8_lossy(&bare.stdout).trim().is_empty() {
         super::common::skip("this kernel does not report THP_enabled in /proc/self/status");
         return;
     }
     let home = Home::new();
     let out = inside(&home, &[], "grep THP_enabled /proc/self/status");
     ok(&out);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bare);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "THP_enabled:\t1"
+    );
+    // A caller that turned them off (PR_SET_THP_DISABLE is 41) keeps them off for the program.
+    let cordon = exec_script(&home, &[], "bash", "grep THP_enabled /proc/self/status");
+    let argv: Vec<String> = std::iter::once(cordon.get_program())
+        .chain(cordon.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let script = "import ctypes, os, sys\n\
+                  assert ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0) == 0\n\
+                  os.execv(sys.argv[1], sys.argv[1:])\n";
+    let off = std::process::Command::new("python3")
+        .env_clear()
+        .envs(cordon.get_envs().filter_map(|(n, v)| Some((n, v?))))
+        .current_dir(home.workspace())
+        .arg("-c")
+        .arg(script)
+        .args(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&off);
+    assert_eq!(
+        String::from_utf8_lossy(&off.stdout).trim(),
+        "THP_enabled:\t0"
+    );
 }

@@ -193,8 +193,10 @@ fn another_user_is_refused_by_the_control_socket_and_a_socket_of_another_user_is
     }
     fs_err::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let script = format!(
-        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
-         s.sendall(b'{{\"op\": \"stop\", \"grace_secs\": 0}}\\n'); s.settimeout(10); \
+        "import socket\n\
+         s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.settimeout(10)\n\
+         try: s.sendall(b'{{\"op\": \"stop\", \"grace_secs\": 0}}\\n')\n\
+         except BrokenPipeError: pass  # refused before it asked\n\
          print(s.recv(4096).decode())",
         socket.display().to_string()
     );
@@ -520,4 +522,168 @@ fn planted_fifos_and_blocked_sockets_hang_nothing() {
         child.0.try_wait().unwrap().is_some()
     });
     drop(blocking);
+}
+
+#[test]
+fn cordons_own_directories_are_never_write_grants() {
+    let home = Home::new();
+    let sessions = home.runtime_dir().join("cordon");
+    fs_err::create_dir_all(&sessions).unwrap();
+    fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let policy = super::common::default_policy_with(&home, |_| {});
+    for (flags, own) in [
+        (
+            vec!["--allow-write", sessions.to_str().unwrap()],
+            sessions.display().to_string(),
+        ),
+        (
+            vec![
+                "--policy",
+                policy.as_str(),
+                "--allow-write",
+                policy.as_str(),
+            ],
+            policy.clone(),
+        ),
+    ] {
+        let mut args = vec!["exec", "--unsafe-broad-write", "--dry-run"];
+        args.extend(flags);
+        args.extend(["--", "true"]);
+        let out = home.cordon(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{own}: {}", stdout(&out));
+        assert!(stderr(&out).contains("is cordon's own"), "{}", stderr(&out));
+    }
+}
+
+/// Writes a session directory `id` whose `session.json` names the process `pid` as its cordon.
+fn plant_session(home: &Home, id: &str, pid: u32) -> std::path::PathBuf {
+    let sessions = home.runtime_dir().join("cordon");
+    let dir = sessions.join(id);
+    fs_err::create_dir_all(&dir).unwrap();
+    for path in [&sessions, &dir] {
+        fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap();
+    let info = serde_json::json!({
+        "id": id, "front_end": "exec", "command": ["sleep", "60"], "workspace": "/",
+        "started": "2026-01-01T00:00:00Z", "pid": pid, "cordon_pid": pid,
+        "cordon_key": format!("{pid}-{start}"), "granted_hosts": [], "audit_log": null,
+    });
+    fs_err::write(dir.join("session.json"), info.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn a_control_socket_served_from_another_pid_namespace_or_never_accepting_is_not_believed() {
+    if !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    // A server in a pid namespace of its own (as a sandboxed program is), claiming to be the
+    // session's cordon: same uid, and session.json names its real pid and start time.
+    let dir = home.runtime_dir().join("cordon").join("0000000000aa");
+    fs_err::create_dir_all(&dir).unwrap();
+    let server = format!(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX); s.bind({:?}); s.listen(8)\n\
+         print('ready', flush=True)\n\
+         while True:\n\
+         \x20   c, _ = s.accept(); c.sendall(b'{{\"ok\": true, \"stopping\": true}}\\n')\n",
+        dir.join("control.sock").display().to_string()
+    );
+    let mut unshared = KillOnDrop(
+        std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "python3", "-c", &server])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    BufReader::new(unshared.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let children =
+        fs_err::read_to_string(format!("/proc/{0}/task/{0}/children", unshared.0.id())).unwrap();
+    let python: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    plant_session(&home, "0000000000aa", python);
+    let stop = home.cordon(&["stop", "0000000000aa"]).output().unwrap();
+    assert!(
+        !stop.status.success(),
+        "an impostor in another pid namespace was believed"
+    );
+    assert!(
+        stderr(&stop).contains("not served by its cordon"),
+        "{}",
+        stderr(&stop)
+    );
+
+    // A socket that never accepts: the client gives up instead of waiting for ever.
+    let dir = home.runtime_dir().join("cordon").join("0000000000bb");
+    fs_err::create_dir_all(&dir).unwrap();
+    let blocked = format!(
+        "import socket, time\n\
+         s = socket.socket(socket.AF_UNIX); s.bind({0:?}); s.listen(0)\n\
+         held = []\n\
+         while True:\n\
+         \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
+         \x20   try: c.connect({0:?})\n\
+         \x20   except BlockingIOError: break\n\
+         \x20   held.append(c)\n\
+         print('full', flush=True)\n\
+         time.sleep(60)\n",
+        dir.join("control.sock").display().to_string()
+    );
+    let mut blocking = KillOnDrop(
+        std::process::Command::new("python3")
+            .args(["-c", &blocked])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut full = String::new();
+    BufReader::new(blocking.0.stdout.take().unwrap())
+        .read_line(&mut full)
+        .unwrap();
+    assert_eq!(full.trim(), "full");
+    plant_session(&home, "0000000000bb", blocking.0.id());
+    let mut stop = KillOnDrop(
+        home.cordon(&["stop", "0000000000bb"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "cordon stop to give up on a socket that never accepts",
+        15,
+        || stop.0.try_wait().unwrap().is_some(),
+    );
+    assert!(!stop.0.wait().unwrap().success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stop.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("no connection within 5 s"), "{err}");
+}
+
+#[test]
+fn a_sessions_directory_reached_through_a_link_is_refused() {
+    let home = Home::new();
+    let real = home.path().join("real-run");
+    fs_err::create_dir(&real).unwrap();
+    fs_err::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = home.path().join("run-link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = home
+        .cordon(&["ps"])
+        .env("XDG_RUNTIME_DIR", &link)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
 }

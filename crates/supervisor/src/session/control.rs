@@ -112,7 +112,18 @@ impl SessionsDir {
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(format!("cannot create `{}`: {err}", path.display())),
         }
-        let fd = open_dir(&path)?;
+        // No link anywhere on the way: a link in a directory a sandboxed program may write
+        // could be turned, between two runs of cordon, to a directory of its making.
+        let fd = sys::open_no_symlinks(&path, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "`{}` is reached through a symbolic link; set XDG_RUNTIME_DIR to a path without one",
+                    path.display()
+                )
+            } else {
+                format!("cannot open `{}`: {e}", path.display())
+            }
+        })?;
         check_open(&fd, &path)?;
         Ok(Self { path, fd })
     }
@@ -281,7 +292,20 @@ impl Drop for Control {
         if let Ok(fd) = self.listener.try_clone() {
             let _ = UnixStream::from(OwnedFd::from(fd)).shutdown(std::net::Shutdown::Read);
         }
-        let _ = fs_err::remove_dir_all(self.sessions.at(&self.id));
+        remove_session_dir(&self.sessions, &self.id);
+    }
+}
+
+/// Removes what a session's runtime directory holds (the names cordon makes there, and
+/// nothing else: never through a link or into a mount point), then the directory.
+fn remove_session_dir(sessions: &SessionsDir, id: &str) {
+    if let Ok(dir) = sessions.session(id) {
+        for name in ["control.sock", "session.json", ".session.json"] {
+            let _ = fs_err::remove_file(through(&dir, name));
+        }
+    }
+    if let Err(err) = fs_err::remove_dir(sessions.at(id)) {
+        tracing::debug!("cannot remove the runtime directory of session {id}: {err}");
     }
 }
 
@@ -291,7 +315,32 @@ struct State {
     connections: AtomicUsize,
 }
 
+/// Warns about refused connections: the first at once, then a count every ten seconds.
+#[derive(Default)]
+struct Refusals {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        let now = std::time::Instant::now();
+        match self.since {
+            Some(since) if now.duration_since(since) < Duration::from_secs(10) => self.count += 1,
+            _ => {
+                if self.count > 0 {
+                    tracing::warn!("control socket: refused {} more connections", self.count);
+                }
+                tracing::warn!("control socket: refused a connection: {why}");
+                self.since = Some(now);
+                self.count = 0;
+            }
+        }
+    }
+}
+
 fn serve(listener: &UnixListener, state: &Arc<State>) {
+    let mut refused = Refusals::default();
     for stream in listener.incoming() {
         if state.closed.load(Ordering::SeqCst) {
             return;
@@ -301,6 +350,14 @@ fn serve(listener: &UnixListener, state: &Arc<State>) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
+        // Refused peers are answered at once and take no connection slot: a flood from a
+        // sandbox cannot crowd out the person.
+        if let Err(why) = peer_allowed(&stream) {
+            refused.note(&why);
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = answer(&mut stream, &refusal(&why));
+            continue;
+        }
         if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             state.connections.fetch_sub(1, Ordering::SeqCst);
             let _ = answer(&mut stream, &refusal("too many connections; try again"));
@@ -338,23 +395,22 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     if uid != own {
         return Err(format!("uid {uid} may not control a session of uid {own}"));
     }
-    if pid <= 0 {
-        return Err("a process outside cordon's pid namespace may not control a session".into());
+    if in_own_pid_namespace(pid) {
+        Ok(())
+    } else {
+        Err("a process in another pid namespace (a sandbox) may not control a session".into())
     }
+}
+
+/// Whether the process `pid` (as a peer's credentials name it) is in this process's pid
+/// namespace; a sandboxed process is not, and a peer outside it shows as pid 0.
+fn in_own_pid_namespace(pid: i32) -> bool {
     let ns = |pid: &str| fs_err::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    match (ns(&pid.to_string()), ns("self")) {
-        (Some(peer), Some(own)) if peer == own => Ok(()),
-        _ => Err("a process in another pid namespace (a sandbox) may not control a session".into()),
-    }
+    pid > 0 && matches!((ns(&pid.to_string()), ns("self")), (Some(peer), Some(own)) if peer == own)
 }
 
 fn converse(mut stream: UnixStream, state: &State) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    if let Err(why) = peer_allowed(&stream) {
-        tracing::warn!("control socket: refused a connection: {why}");
-        let _ = answer(&mut stream, &refusal(&why));
-        return;
-    }
     let mut pending = Vec::new();
     loop {
         let line = match next_line(&mut stream, &mut pending) {
@@ -483,7 +539,7 @@ pub fn list() -> Result<Vec<SessionInfo>, String> {
             // A runtime directory whose session has ended (or was never completed): stale.
             _ if stale(&dir) => {
                 drop(dir);
-                let _ = fs_err::remove_dir_all(sessions.at(&name));
+                remove_session_dir(&sessions, &name);
             }
             _ => {}
         }
@@ -517,6 +573,38 @@ fn stale(dir: &OwnedFd) -> bool {
         .is_some_and(|age| age > Duration::from_secs(1))
 }
 
+/// Opens the socket file `control.sock` of a session's directory itself (`O_PATH`, never
+/// through a link), checking it is a socket of this user's.
+fn open_socket(dir: &OwnedFd, shown: &Path) -> Result<OwnedFd, String> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(through(dir, "control.sock"))
+        .map_err(|e| format!("cannot open `{}`: {e}", shown.display()))?;
+    let meta = opened.metadata().map_err(|e| e.to_string())?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return Err(format!("`{}` is not a socket", shown.display()));
+    }
+    check_owner(&meta, shown, false)?;
+    Ok(OwnedFd::from(opened))
+}
+
+/// Connects to the socket at `path`, giving up after `limit` (a listener that never accepts
+/// holds a connect by path forever).
+fn connect_within(path: &Path, limit: Duration) -> std::io::Result<UnixStream> {
+    let (done, connected) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = done.send(UnixStream::connect(path));
+    });
+    connected.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no connection within 5 s",
+        ))
+    })
+}
+
 /// Sends `request` to the control socket of session `id` and returns the answer.
 ///
 /// # Errors
@@ -537,17 +625,17 @@ pub fn request(id: &str, request: &Value) -> Result<Value, String> {
     let info = read_info(&dir)
         .filter(|info| info.id == id && alive(info))
         .ok_or_else(|| format!("no running session `{id}` (see `cordon ps`)"))?;
-    let socket = through(&dir, "control.sock");
-    let meta = fs_err::symlink_metadata(&socket).map_err(|e| e.to_string())?;
-    check_owner(&meta, &sessions.path().join(id).join("control.sock"), false)?;
+    let socket = open_socket(&dir, &sessions.path().join(id).join("control.sock"))?;
+    let at = PathBuf::from(format!("/proc/self/fd/{}", socket.as_raw_fd()));
     let mut stream =
-        UnixStream::connect(&socket).map_err(|e| format!("cannot reach session `{id}`: {e}"))?;
+        connect_within(&at, IO_TIMEOUT).map_err(|e| format!("cannot reach session `{id}`: {e}"))?;
     // Only the session's own cordon may answer: a socket put in its place by anyone else
     // (a program with the directory in a writable grant) is not believed.
     let (pid, uid, _) = sys::peer_credentials(stream.as_fd())
         .map_err(|e| format!("cannot tell who answers for session `{id}`: {e}"))?;
     let own = u32::try_from(pid).ok() == Some(info.cordon_pid)
         && uid == sys::real_ids().0
+        && in_own_pid_namespace(pid)
         && super::protect::process_key(&pid.to_string()) == info.cordon_key;
     if !own {
         return Err(format!(
