@@ -275,9 +275,15 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files a process writes its pid to, to join.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    /// The files a single-threaded process writes `0` to, to move itself in: `tasks` on
+    /// cgroup v1, where moving one's own thread skips the lock (and the RCU grace period,
+    /// milliseconds) that moving a whole process takes; `cgroup.procs` on v2.
+    pub fn join_files(&self) -> Vec<PathBuf> {
+        let name = match self.version {
+            Support::V1 { .. } => "tasks",
+            _ => "cgroup.procs",
+        };
+        self.dirs.iter().map(|d| d.join(name)).collect()
     }
 
     /// Kills whatever is still in the cgroups and removes them, waiting at most a second.

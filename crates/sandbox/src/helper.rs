@@ -13,7 +13,7 @@
 //! Dropping the [`Helper`] before [`Helper::release`], or [`Helper::cancel`], closes the spec
 //! pipe: the helper ends without starting anything.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -49,8 +49,9 @@ pub struct HelperOptions {
 /// A started helper, waiting for the launch specification.
 #[derive(Debug)]
 pub struct Helper {
-    /// Moves the helper into the cgroups; finished before the helper may fork.
-    joining: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// The helper's report of its move into the cgroups (it moves itself before it starts
+    /// anything); read once.
+    joining: Option<std::io::PipeReader>,
     /// `None` once waited for.
     child: Option<std::process::Child>,
     spec: Option<std::fs::File>,
@@ -87,8 +88,9 @@ impl Helper {
         };
         let (status_read, status_write) = pipe()?;
         let (spec_read, spec_write) = pipe()?;
+        let (join_read, join_write) = pipe()?;
         let spec_read = OwnedFd::from(spec_read);
-        for fd in [status_write.as_fd(), spec_read.as_fd()] {
+        for fd in [status_write.as_fd(), spec_read.as_fd(), join_write.as_fd()] {
             sys::set_inheritable(fd, true).map_err(helper_error("cannot pass a pipe"))?;
         }
         let (socket, helper_socket) = std::os::unix::net::UnixStream::pair()
@@ -108,6 +110,8 @@ impl Helper {
                 port,
             }),
             huge_pages_disabled: options.huge_pages_disabled,
+            cgroup_join: cgroup.as_ref().map(Cgroup::join_files).unwrap_or_default(),
+            join_fd: Some(join_write.as_raw_fd()),
         };
         let early = serde_json::to_string(&early)
             .map_err(|e| SandboxError::Helper(format!("cannot encode the start arguments: {e}")))?;
@@ -125,20 +129,11 @@ impl Helper {
         let child = command.spawn();
         drop(status_write);
         drop(spec_read);
+        drop(join_write);
         drop(helper_socket);
         let child = child.map_err(helper_error("cannot start the sandbox helper"))?;
-        // Joining a cgroup waits for the kernel (an RCU grace period on cgroup v1): done
-        // here, it overlaps with what the parent does meanwhile (loading the policy).
-        let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
-        let pid = child.id().to_string();
-        let joining = std::thread::spawn(move || {
-            for file in procs {
-                fs_err::write(&file, &pid).map_err(|e| format!("cannot join the cgroup: {e}"))?;
-            }
-            Ok(())
-        });
         Ok(Self {
-            joining: Some(joining),
+            joining: Some(join_read),
             child: Some(child),
             spec: Some(std::fs::File::from(spec_write)),
             status: Some(status_read),
@@ -171,16 +166,28 @@ impl Helper {
         }
     }
 
-    /// Waits until the helper is in its cgroups.
+    /// Waits until the helper has moved itself into its cgroups (its first step).
     fn joined(&mut self) -> Result<(), String> {
-        match self.joining.take().map(std::thread::JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(err))) => {
+        let Some(report) = self.joining.take() else {
+            return match &self.cgroup_error {
+                Some(err) => Err(err.clone()),
+                None => Ok(()),
+            };
+        };
+        let mut line = String::new();
+        let read = report.take(4096).read_to_string(&mut line);
+        let outcome = match (read, line.trim()) {
+            (Ok(_), "ok") => Ok(()),
+            (Ok(_), "") => Err("the sandbox helper ended before joining its cgroups".to_owned()),
+            (Ok(_), why) => Err(why.to_owned()),
+            (Err(err), _) => Err(format!("cannot read the helper's cgroup report: {err}")),
+        };
+        if let Err(err) = &outcome {
+            if self.cgroup.is_some() {
                 self.cgroup_error = Some(err.clone());
-                Err(err)
             }
-            Some(Err(_)) => Err("the cgroup join panicked".into()),
         }
+        outcome
     }
 
     /// Stops the helper before it runs anything (as dropping it does).

@@ -61,6 +61,13 @@ pub struct Early {
     /// caller (cordon may turn them off for itself).
     #[serde(default)]
     pub huge_pages_disabled: bool,
+    /// The cgroup files the helper writes `0` to before anything else, moving itself (and
+    /// so everything it starts) into the tree's cgroups.
+    #[serde(default)]
+    pub cgroup_join: Vec<PathBuf>,
+    /// The pipe on which the helper reports the join: `ok`, or why it failed.
+    #[serde(default)]
+    pub join_fd: Option<i32>,
 }
 
 /// The proxy's listening socket inside the sandbox's network namespace: the helper creates
@@ -150,6 +157,22 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
     );
     if sys::parent_pid() != early.parent {
         return Err((status, "cordon exited before the sandbox started".into()));
+    }
+    // Into the tree's cgroups before anything is started; cordon decides on the outcome
+    // (a launch that needs the caps is refused when this failed).
+    if let Some(fd) = early.join_fd {
+        let report = try_step!(
+            "the sandbox helper has no cgroup report pipe",
+            sys::take_inherited_fd(fd)
+        );
+        let joined = early.cgroup_join.iter().try_for_each(|file| {
+            fs_err::write(file, "0").map_err(|e| format!("cannot join the cgroup: {e}"))
+        });
+        let line = match joined {
+            Ok(()) => "ok\n".to_owned(),
+            Err(why) => format!("{}\n", why.replace('\n', " ")),
+        };
+        let _ = std::fs::File::from(report).write_all(line.as_bytes());
     }
     let spec_pipe = try_step!(
         "the sandbox helper has no specification pipe",
