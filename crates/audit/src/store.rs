@@ -1,11 +1,13 @@
 //! The SQLite store: a writer thread that commits events in groups, and readers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cordon_types::{AuditError, AuditEvent, AuditSink};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -92,6 +94,8 @@ pub struct Store {
     path: PathBuf,
     options: StoreOptions,
     jobs: Option<Sender<Job>>,
+    /// Jobs sent and not yet taken by the writer (at most `queue_capacity`).
+    queued: Arc<AtomicUsize>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -242,7 +246,11 @@ impl Store {
         let conn = open_writer(path, options.busy_timeout)?;
         let key = load_or_create(&key_path_for(path))?;
         let head = read_head(&conn, path)?;
-        let (jobs, queue) = bounded::<Job>(options.queue_capacity);
+        // Unbounded, with the bound kept by a count: a bounded channel of this capacity
+        // allocates and initialises every slot up front (megabytes, at every start).
+        let (jobs, queue) = unbounded::<Job>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = Arc::clone(&queued);
         let writer_path = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("cordon-audit".into())
@@ -256,7 +264,7 @@ impl Store {
                     last_checkpoint: (Instant::now(), 0),
                     id_prefix: random_prefix(),
                 }
-                .run(queue)
+                .run(queue, &writer_queued)
             })
             .map_err(|source| StoreError::Key {
                 path: path.to_path_buf(),
@@ -266,6 +274,7 @@ impl Store {
             path: path.to_path_buf(),
             options,
             jobs: Some(jobs),
+            queued,
             writer: Some(writer),
         })
     }
@@ -297,6 +306,12 @@ impl Store {
 
     fn submit(&self, event: &AuditEvent, checkpoint: bool) -> Result<u64> {
         let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.options.queue_capacity {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::QueueFull {
+                capacity: self.options.queue_capacity,
+            });
+        }
         let (ack, confirmed) = bounded(1);
         match jobs.try_send(Job {
             event: event.clone(),
@@ -304,12 +319,10 @@ impl Store {
             ack,
         }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(StoreError::QueueFull {
-                    capacity: self.options.queue_capacity,
-                })
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::WriterGone);
             }
-            Err(TrySendError::Disconnected(_)) => return Err(StoreError::WriterGone),
         }
         match confirmed.recv_timeout(self.options.confirm_timeout) {
             Ok(Ok(seq)) => Ok(seq),
@@ -376,7 +389,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Job>) {
+    fn run(mut self, queue: Receiver<Job>, queued: &AtomicUsize) {
         while let Ok(first) = queue.recv() {
             let mut batch = vec![first];
             while batch.len() < self.options.max_batch {
@@ -385,6 +398,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            queued.fetch_sub(batch.len(), Ordering::SeqCst);
             let events: Vec<&AuditEvent> = batch.iter().map(|j| &j.event).collect();
             let checkpoint = batch.iter().any(|j| j.checkpoint);
             match self.commit(&events, checkpoint) {

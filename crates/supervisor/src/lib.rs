@@ -211,7 +211,12 @@ impl DeferredSink {
         let name = target.0.display().to_string();
         let opening = std::thread::Builder::new()
             .name("cordon-audit-open".into())
-            .spawn(move || open_sink(Some(&target)))
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let sink = open_sink(Some(&target));
+                tracing::debug!("audit log opened in {:?}", started.elapsed());
+                sink
+            })
             .ok();
         Self {
             target: name,

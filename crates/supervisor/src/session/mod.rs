@@ -205,10 +205,13 @@ impl LaunchAudit {
         let spawned = std::thread::Builder::new()
             .name("cordon-record".into())
             .spawn(move || {
-                supervisor
+                let started = std::time::Instant::now();
+                let decision = supervisor
                     .pipeline()
                     .record_decided(&Capability::sandbox(), unrecorded)
-                    .decision
+                    .decision;
+                tracing::debug!("decision record made in {:?}", started.elapsed());
+                decision
             });
         match spawned {
             Ok(handle) => self.committing = Some(handle),
