@@ -12,10 +12,11 @@
 //! ```
 //!
 //! cordon starts the helper first, with only what it knows before the policy has decided
-//! ([`Early`]: ids, the terminal); the helper enters the namespaces and compiles the seccomp
-//! filter while cordon moves it into the tree's cgroups, loads the policy and decides.
-//! cordon then sends the [`LaunchSpec`] over a pipe, or closes it to cancel; the helper
-//! forks nothing before, so everything it starts is in the cgroups.
+//! ([`Early`]: ids, the terminal, the tree's cgroups); the helper moves itself into the
+//! cgroups (and reports how that went on a pipe), enters the namespaces and compiles the
+//! seccomp filter while cordon loads the policy and decides. cordon then sends the
+//! [`LaunchSpec`] over a pipe, or closes it to cancel; the helper joins the cgroups before it
+//! forks anything, so everything it starts is in them.
 //!
 //! The helper's child is pid 1 of the new pid namespace: it builds the file-system view and
 //! starts the program, then reaps. When the program exits, init exits with its status and
