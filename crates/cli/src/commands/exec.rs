@@ -37,6 +37,10 @@ use crate::{Cli, Exit};
 /// read from it; escape sequences that would write your clipboard (OSC 52) or make your
 /// terminal answer are removed from its output.
 ///
+/// Each run is a session with an id, carried by every one of its audit records: `cordon ps`
+/// lists the running ones, `cordon stop ID` ends one, `cordon audit query --session ID`
+/// shows what it was allowed and refused.
+///
 /// Exit status: the program's (128+N when killed by signal N); 125 when cordon refused or
 /// could not set up the sandbox; 126 when the program cannot be executed; 127 when it is
 /// not found.
