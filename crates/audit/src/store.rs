@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cordon_types::{AuditError, AuditEvent, AuditSink};
+use cordon_types::{error_chain, AuditError, AuditEvent, AuditSink};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::config::DbConfig;
@@ -363,17 +363,6 @@ impl Store {
             source: std::io::Error::other(error_chain(&err)),
         })
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 struct Writer {

@@ -10,7 +10,7 @@
 //! wait  ── the program's exit status
 //! ```
 //!
-//! Dropping the [`Helper`] before [`Helper::release`], or [`Helper::cancel`], closes the spec
+//! Dropping the [`Helper`] before [`Helper::release`] closes the spec
 //! pipe: the helper ends without starting anything.
 
 use std::io::{Read, Write};
@@ -189,9 +189,6 @@ impl Helper {
         }
         outcome
     }
-
-    /// Stops the helper before it runs anything (as dropping it does).
-    pub fn cancel(self) {}
 
     /// Sends the specification: the helper builds the view, then waits for
     /// [`Helper::release`].

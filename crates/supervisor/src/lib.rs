@@ -235,15 +235,7 @@ impl DeferredSink {
             match handle.map(std::thread::JoinHandle::join) {
                 Some(Ok(Ok(Some(sink)))) => Ok(sink),
                 Some(Ok(Ok(None))) => Err("no audit log is configured".into()),
-                Some(Ok(Err(err))) => {
-                    let mut text = err.to_string();
-                    let mut cause = std::error::Error::source(&err);
-                    while let Some(next) = cause {
-                        text = format!("{text}: {next}");
-                        cause = next.source();
-                    }
-                    Err(text)
-                }
+                Some(Ok(Err(err))) => Err(cordon_types::error_chain(&err)),
                 Some(Err(_)) => Err("its opener panicked".into()),
                 None => Err("its opener could not be started".into()),
             }

@@ -37,3 +37,15 @@ pub enum AuditError {
     #[error("cannot serialise audit event")]
     Encode(#[source] serde_json::Error),
 }
+
+/// `err` and each of its sources, joined by `: `, as one line for a message.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -43,7 +43,7 @@ pub use audit::{AuditEvent, AuditSink, Outcome};
 pub use capability::Capability;
 pub use decider::Decider;
 pub use decision::{json_type, Decision, Obligation};
-pub use error::{AuditError, InputError};
+pub use error::{error_chain, AuditError, InputError};
 pub use hex::hex;
 pub use input::{normalize_path, InputBuilder, InputEnv};
 pub use request::{Context, Request, Resource, Skill, Subject};

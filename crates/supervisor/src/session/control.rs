@@ -161,8 +161,7 @@ pub fn sessions_dir() -> Result<PathBuf, String> {
 /// Checks that the directory open as `fd` (shown as `shown`) is this user's own and open to
 /// nobody else.
 fn check_open(fd: &OwnedFd, shown: &Path) -> Result<(), String> {
-    let meta =
-        fs_err::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| e.to_string())?;
+    let meta = fs_err::metadata(fd_path(fd)).map_err(|e| e.to_string())?;
     check_owner(&meta, shown, true)
 }
 
@@ -189,7 +188,12 @@ fn check_owner(meta: &std::fs::Metadata, shown: &Path, private: bool) -> Result<
 /// for a socket address whatever the directory's length, and immune to renames of its
 /// parents.
 fn through(dir: &OwnedFd, name: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+    fd_path(dir).join(name)
+}
+
+/// The path of what `fd` is open on itself, through `/proc/self/fd`.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Opens the directory `path` itself (`O_PATH`), refusing a link in its last component.
@@ -566,7 +570,7 @@ fn alive(info: &SessionInfo) -> bool {
 /// Whether a runtime directory without a live session is old enough not to be one being
 /// created (a second).
 fn stale(dir: &OwnedFd) -> bool {
-    fs_err::metadata(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+    fs_err::metadata(fd_path(dir))
         .ok()
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.elapsed().ok())
@@ -626,9 +630,8 @@ pub fn request(id: &str, request: &Value) -> Result<Value, String> {
         .filter(|info| info.id == id && alive(info))
         .ok_or_else(|| format!("no running session `{id}` (see `cordon ps`)"))?;
     let socket = open_socket(&dir, &sessions.path().join(id).join("control.sock"))?;
-    let at = PathBuf::from(format!("/proc/self/fd/{}", socket.as_raw_fd()));
-    let mut stream =
-        connect_within(&at, IO_TIMEOUT).map_err(|e| format!("cannot reach session `{id}`: {e}"))?;
+    let mut stream = connect_within(&fd_path(&socket), IO_TIMEOUT)
+        .map_err(|e| format!("cannot reach session `{id}`: {e}"))?;
     // Only the session's own cordon may answer: a socket put in its place by anyone else
     // (a program with the directory in a writable grant) is not believed.
     let (pid, uid, _) = sys::peer_credentials(stream.as_fd())

@@ -48,7 +48,7 @@ use cordon_sandbox::kernel::Kernel;
 use cordon_sandbox::launch::{LaunchSpec, Status, CANNOT_EXECUTE, NOT_FOUND};
 use cordon_sandbox::plan::Plan;
 use cordon_sys::process as sys;
-use cordon_types::{Capability, Decision, Outcome, Request};
+use cordon_types::{error_chain, Capability, Decision, Outcome, Request};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -488,16 +488,6 @@ fn missing_features(
         }
     }
     missing
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// Asks the policy for the grant set; the decision is recorded by [`LaunchAudit::commit`].
