@@ -1,7 +1,7 @@
 //! Sessions: ids in the audit log, `cordon ps`, the control socket, and no stale entries.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -359,9 +359,7 @@ fn a_sandboxed_program_cannot_write_the_sessions_directory_even_inside_a_writabl
     }
     let home = Home::new();
     let run = home.runtime_dir();
-    let sessions = run.join("cordon");
-    fs_err::create_dir_all(&sessions).unwrap();
-    fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sessions = sessions_dir(&home);
     // What an agent does with the runtime directory in a writable grant: plant a session,
     // swap the sessions directory for another.
     let attack = format!(
@@ -445,17 +443,47 @@ fn a_socket_put_in_place_of_a_sessions_is_not_believed() {
     assert!(matches!(wait_exit(&mut child).code(), Some(137 | 143)));
 }
 
+/// A unix socket at `path` that never accepts and whose backlog is full: a connect to it by
+/// path waits until the returned process is killed.
+fn never_accepting_socket(path: &std::path::Path) -> KillOnDrop {
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket(socket.AF_UNIX); s.bind({0:?}); s.listen(0)\n\
+         held = []\n\
+         while True:\n\
+         \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
+         \x20   try: c.connect({0:?})\n\
+         \x20   except BlockingIOError: break\n\
+         \x20   held.append(c)\n\
+         print('full', flush=True)\n\
+         time.sleep(60)\n",
+        path.display().to_string()
+    );
+    started_when_it_says(
+        std::process::Command::new("python3").args(["-c", &script]),
+        "full",
+    )
+}
+
+/// Starts `command` and waits for its first line of output, which must be `line`.
+fn started_when_it_says(command: &mut std::process::Command, line: &str) -> KillOnDrop {
+    let mut child = KillOnDrop(command.stdout(Stdio::piped()).spawn().unwrap());
+    let mut said = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), line);
+    child
+}
+
 #[test]
 fn planted_fifos_and_blocked_sockets_hang_nothing() {
     if !sandbox_ready() {
         return;
     }
     let home = Home::new();
-    let sessions = home.runtime_dir().join("cordon");
-    fs_err::create_dir_all(sessions.join("00000000beef")).unwrap();
-    for dir in [&sessions, &sessions.join("00000000beef")] {
-        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
+    let sessions = sessions_dir(&home);
+    session_dir(&home, "00000000beef");
     let fifo = std::process::Command::new("mkfifo")
         .arg(sessions.join("00000000beef/session.json"))
         .status()
@@ -492,32 +520,7 @@ fn planted_fifos_and_blocked_sockets_hang_nothing() {
     fs_err::rename(&dir, sessions.join("aside")).unwrap();
     fs_err::create_dir(&dir).unwrap();
     // A socket whose backlog is full: a connect to it by path would wait.
-    let script = format!(
-        "import socket, time\n\
-         s = socket.socket(socket.AF_UNIX); s.bind({:?}); s.listen(0)\n\
-         held = []\n\
-         while True:\n\
-         \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
-         \x20   try: c.connect({:?})\n\
-         \x20   except BlockingIOError: break\n\
-         \x20   held.append(c)\n\
-         print('full', flush=True)\n\
-         time.sleep(60)\n",
-        dir.join("control.sock").display().to_string(),
-        dir.join("control.sock").display().to_string()
-    );
-    let mut blocking = KillOnDrop(
-        std::process::Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut full = String::new();
-    BufReader::new(blocking.0.stdout.take().unwrap())
-        .read_line(&mut full)
-        .unwrap();
-    assert_eq!(full.trim(), "full");
+    let blocking = never_accepting_socket(&dir.join("control.sock"));
     wait_until("the session to end with its program", 15, || {
         child.0.try_wait().unwrap().is_some()
     });
@@ -527,9 +530,7 @@ fn planted_fifos_and_blocked_sockets_hang_nothing() {
 #[test]
 fn cordons_own_directories_are_never_write_grants() {
     let home = Home::new();
-    let sessions = home.runtime_dir().join("cordon");
-    fs_err::create_dir_all(&sessions).unwrap();
-    fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sessions = sessions_dir(&home);
     let policy = super::common::default_policy_with(&home, |_| {});
     for (flags, own) in [
         (
@@ -555,14 +556,28 @@ fn cordons_own_directories_are_never_write_grants() {
     }
 }
 
-/// Writes a session directory `id` whose `session.json` names the process `pid` as its cordon.
-fn plant_session(home: &Home, id: &str, pid: u32) -> std::path::PathBuf {
+/// This home's sessions directory, made as cordon makes it (mode 0700).
+fn sessions_dir(home: &Home) -> std::path::PathBuf {
     let sessions = home.runtime_dir().join("cordon");
-    let dir = sessions.join(id);
-    fs_err::create_dir_all(&dir).unwrap();
-    for path in [&sessions, &dir] {
-        fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&sessions)
+        .unwrap();
+    sessions
+}
+
+/// The runtime directory of session `id` in this home, made as cordon makes it (mode 0700).
+fn session_dir(home: &Home, id: &str) -> std::path::PathBuf {
+    let dir = sessions_dir(home).join(id);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    dir
+}
+
+/// Writes, in the session directory `dir`, a `session.json` that names the process `pid` as
+/// its cordon.
+fn plant_session(dir: &std::path::Path, pid: u32) {
+    let id = dir.file_name().unwrap().to_str().unwrap();
     let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let start = stat
         .rsplit_once(')')
@@ -577,7 +592,6 @@ fn plant_session(home: &Home, id: &str, pid: u32) -> std::path::PathBuf {
         "cordon_key": format!("{pid}-{start}"), "granted_hosts": [], "audit_log": null,
     });
     fs_err::write(dir.join("session.json"), info.to_string()).unwrap();
-    dir
 }
 
 #[test]
@@ -588,8 +602,7 @@ fn a_control_socket_served_from_another_pid_namespace_or_never_accepting_is_not_
     let home = Home::new();
     // A server in a pid namespace of its own (as a sandboxed program is), claiming to be the
     // session's cordon: same uid, and session.json names its real pid and start time.
-    let dir = home.runtime_dir().join("cordon").join("0000000000aa");
-    fs_err::create_dir_all(&dir).unwrap();
+    let dir = session_dir(&home, "0000000000aa");
     let server = format!(
         "import socket, sys\n\
          s = socket.socket(socket.AF_UNIX); s.bind({:?}); s.listen(8)\n\
@@ -598,22 +611,21 @@ fn a_control_socket_served_from_another_pid_namespace_or_never_accepting_is_not_
          \x20   c, _ = s.accept(); c.sendall(b'{{\"ok\": true, \"stopping\": true}}\\n')\n",
         dir.join("control.sock").display().to_string()
     );
-    let mut unshared = KillOnDrop(
-        std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "python3", "-c", &server])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let unshared = started_when_it_says(
+        std::process::Command::new("unshare").args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "python3",
+            "-c",
+            &server,
+        ]),
+        "ready",
     );
-    let mut ready = String::new();
-    BufReader::new(unshared.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
     let children =
         fs_err::read_to_string(format!("/proc/{0}/task/{0}/children", unshared.0.id())).unwrap();
     let python: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    plant_session(&home, "0000000000aa", python);
+    plant_session(&dir, python);
     let stop = home.cordon(&["stop", "0000000000aa"]).output().unwrap();
     assert!(
         !stop.status.success(),
@@ -626,34 +638,9 @@ fn a_control_socket_served_from_another_pid_namespace_or_never_accepting_is_not_
     );
 
     // A socket that never accepts: the client gives up instead of waiting for ever.
-    let dir = home.runtime_dir().join("cordon").join("0000000000bb");
-    fs_err::create_dir_all(&dir).unwrap();
-    let blocked = format!(
-        "import socket, time\n\
-         s = socket.socket(socket.AF_UNIX); s.bind({0:?}); s.listen(0)\n\
-         held = []\n\
-         while True:\n\
-         \x20   c = socket.socket(socket.AF_UNIX); c.setblocking(False)\n\
-         \x20   try: c.connect({0:?})\n\
-         \x20   except BlockingIOError: break\n\
-         \x20   held.append(c)\n\
-         print('full', flush=True)\n\
-         time.sleep(60)\n",
-        dir.join("control.sock").display().to_string()
-    );
-    let mut blocking = KillOnDrop(
-        std::process::Command::new("python3")
-            .args(["-c", &blocked])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut full = String::new();
-    BufReader::new(blocking.0.stdout.take().unwrap())
-        .read_line(&mut full)
-        .unwrap();
-    assert_eq!(full.trim(), "full");
-    plant_session(&home, "0000000000bb", blocking.0.id());
+    let dir = session_dir(&home, "0000000000bb");
+    let blocking = never_accepting_socket(&dir.join("control.sock"));
+    plant_session(&dir, blocking.0.id());
     let mut stop = KillOnDrop(
         home.cordon(&["stop", "0000000000bb"])
             .stderr(Stdio::piped())
