@@ -242,3 +242,10 @@ pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Fails the test unless `out`'s standard error contains `needle`, showing it when it does not.
+#[track_caller]
+pub fn assert_stderr_has(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(err.contains(needle), "`{needle}` not in stderr:\n{err}");
+}

@@ -3,7 +3,7 @@
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
-use super::common::{json, stderr, Home};
+use super::common::{assert_stderr_has, json, stderr, Home};
 
 fn read(path: &str) -> String {
     json!({"capability": "file", "action": "read", "resource": {"path": path}}).to_string()
@@ -296,12 +296,9 @@ fn every_config_key_has_a_flag() {
     assert!(stderr(&out).starts_with("error: standard input is larger than the 10-byte limit"));
     let out = home.run(&["eval", "--time-limit-ms", "0"], &read("notes.md"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains(
-            "invalid configuration value `policy.time_limit_ms`: must be a positive number"
-        ),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "invalid configuration value `policy.time_limit_ms`: must be a positive number",
     );
     let out = home.run(
         &["eval", "--time-limit-ms", "50", "--memory-limit-mib", "8"],

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed, SECRET};
 use super::common::{
-    default_policy_with, read_or_empty as read, sandbox_ready, skip, stderr, stdout, Home,
-    KillOnDrop,
+    assert_stderr_has, default_policy_with, read_or_empty as read, sandbox_ready, skip, stderr,
+    stdout, Home, KillOnDrop,
 };
 
 #[test]
@@ -74,11 +74,7 @@ fn asking_for_a_secret_is_refused_before_anything_runs() {
         "cat \"$HOME/.ssh/id_ed25519\" > leak",
     );
     assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("is a credentials or secrets location"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "is a credentials or secrets location");
     assert!(!leak(&home).exists());
 }
 
@@ -133,10 +129,9 @@ fn persistence_files_in_home_are_not_changed() {
     );
     assert_eq!(read(&bashrc), "# mine\n", "{}", stderr(&out));
     assert!(!home.path().join(".config/autostart").exists());
-    assert!(
-        stderr(&out).contains(".config/autostart` was created during the run; moved to"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        ".config/autostart` was created during the run; moved to",
     );
 }
 
@@ -232,7 +227,7 @@ fn raw_socket_cannot_forge_packets() {
     assert!(udp_canary(&udp).contains("canary"));
     let out = sandboxed(&home, &[], &script);
     assert_eq!(udp_canary(&udp), "");
-    assert!(stderr(&out).contains("PermissionError"), "{}", stderr(&out));
+    assert_stderr_has(&out, "PermissionError");
 }
 
 #[test]
@@ -493,11 +488,7 @@ fn inherited_descriptors_are_closed() {
         .output()
         .unwrap();
     assert!(!read(leak(&home)).contains(SECRET), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Bad file descriptor"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "Bad file descriptor");
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 
 use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed};
 use super::common::{
-    exec_script, read_or_empty as read, running_as_root, sandbox_ready, skip, stderr, Home,
-    KillOnDrop,
+    assert_stderr_has, exec_script, read_or_empty as read, running_as_root, sandbox_ready, skip,
+    stderr, Home, KillOnDrop,
 };
 
 /// A global sysctl that is harmless to change for a moment: how many kernel messages may
@@ -257,11 +257,7 @@ fn renaming_the_parent_of_a_protected_path_does_not_free_it() {
     );
     assert_ne!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(".git/commondir` was created during the run; moved to"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, ".git/commondir` was created during the run; moved to");
     let status = git(&work, &["status", "--short"]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(!work.join("owned").exists());
@@ -290,10 +286,9 @@ fn the_after_run_check_never_follows_a_planted_link() {
         fs_err::symlink_metadata(&git_dir).is_err(),
         "the planted link is still there"
     );
-    assert!(
-        stderr(&out).contains("replaced with a link or a file during the run; moved to"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "replaced with a link or a file during the run; moved to",
     );
 }
 
@@ -309,11 +304,7 @@ fn the_home_and_shared_directories_are_not_workspaces() {
     in_home.current_dir(home.path());
     let out = in_home.output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("is your home directory"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "is your home directory");
     assert!(!home.path().join("planted").exists());
     for shared in ["/tmp", "/var/tmp"] {
         let out = sandboxed(&home, &["--allow-write", shared], "true");
@@ -642,11 +633,7 @@ for a in ['{}', '{}']:
     // The runtime directory of a desktop session is refused outright.
     let out = sandboxed(&home, &["--allow-read", "/run"], "true");
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("holds the sockets of other programs"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "holds the sockets of other programs");
 }
 
 /// A secret that is a link (dotfiles managers: `~/.ssh -> dotfiles/ssh`) was not masked,
@@ -757,11 +744,7 @@ fn a_minimum_landlock_abi_is_enforced() {
     });
     let out = sandboxed(&home, &["--policy", &policy], "touch ran");
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("the policy requires ABI 99 or newer"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "the policy requires ABI 99 or newer");
     assert!(!home.workspace().join("ran").exists());
     let out = sandboxed(
         &home,
@@ -994,11 +977,7 @@ fn a_check_cut_short_is_done_by_the_next_run() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!work.join(".git/commondir").exists(), "{}", stderr(&out));
     assert!(work.join(".envrc").exists(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("ended before checking its protected paths"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "ended before checking its protected paths");
 }
 
 /// A program that ignores termination is ended after the third request, and the check runs.

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use pretty_assertions::assert_eq;
 
-use super::common::{exec_script, read_or_empty as read, sandbox_ready, stderr, Home, KillOnDrop};
+use super::common::{
+    assert_stderr_has, exec_script, read_or_empty as read, sandbox_ready, stderr, Home, KillOnDrop,
+};
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
     exec_script(home, flags, "bash", script).output().unwrap()
@@ -265,11 +267,7 @@ fn bad_input_is_refused_with_exit_125() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("cannot grant `/no/such/path`: it does not exist"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "cannot grant `/no/such/path`: it does not exist");
 
     let policy = home.path().join("bad-policy");
     fs_err::create_dir_all(&policy).unwrap();
@@ -284,11 +282,7 @@ fn bad_input_is_refused_with_exit_125() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("the policy refused to launch `true`"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "the policy refused to launch `true`");
 
     fs_err::write(
         policy.join("sandbox.rego"),
@@ -300,11 +294,7 @@ fn bad_input_is_refused_with_exit_125() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("`usr` is not an absolute path"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "`usr` is not an absolute path");
 
     let out = home.cordon(&["exec"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -7,7 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
 use super::common::{
-    json, running_as_root, sandbox_ready, stderr, stdout, wait_until, Home, KillOnDrop,
+    assert_stderr_has, json, running_as_root, sandbox_ready, stderr, stdout, wait_until, Home,
+    KillOnDrop,
 };
 
 /// Starts `cordon exec -- sleep 60` in `home` and waits until `cordon ps` lists it; returns
@@ -164,11 +165,7 @@ fn a_session_killed_with_sigkill_leaves_no_stale_entry() {
     });
     let stop = home.cordon(&["stop", &id]).output().unwrap();
     assert!(!stop.status.success());
-    assert!(
-        stderr(&stop).contains("no running session"),
-        "{}",
-        stderr(&stop)
-    );
+    assert_stderr_has(&stop, "no running session");
 }
 
 #[test]
@@ -231,11 +228,7 @@ fn another_user_is_refused_by_the_control_socket_and_a_socket_of_another_user_is
     fs_err::set_permissions(&sessions, std::fs::Permissions::from_mode(0o700)).unwrap();
     let stop = home.cordon(&["stop", &id]).output().unwrap();
     assert!(!stop.status.success());
-    assert!(
-        stderr(&stop).contains("open to other users"),
-        "{}",
-        stderr(&stop)
-    );
+    assert_stderr_has(&stop, "open to other users");
     fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 
     // A session directory planted by another user is neither listed nor used.
@@ -251,18 +244,10 @@ fn another_user_is_refused_by_the_control_socket_and_a_socket_of_another_user_is
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, vec![id.clone()]);
-    assert!(
-        stderr(&listed).contains("belongs to uid 65534"),
-        "{}",
-        stderr(&listed)
-    );
+    assert_stderr_has(&listed, "belongs to uid 65534");
     let stop = home.cordon(&["stop", "0123456789ab"]).output().unwrap();
     assert!(!stop.status.success());
-    assert!(
-        stderr(&stop).contains("belongs to uid 65534"),
-        "{}",
-        stderr(&stop)
-    );
+    assert_stderr_has(&stop, "belongs to uid 65534");
 
     let stop = home
         .cordon(&["stop", "--grace", "0", &id])
@@ -340,11 +325,7 @@ fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains("allows only with `consent`"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "allows only with `consent`");
     // Recorded as the denial it is.
     let records = home.cordon(&["audit", "query", "--json"]).output().unwrap();
     let last: serde_json::Value =
@@ -426,11 +407,7 @@ fn a_socket_put_in_place_of_a_sessions_is_not_believed() {
     });
     let stop = home.cordon(&["stop", &id]).output().unwrap();
     assert!(!stop.status.success(), "cordon stop believed the impostor");
-    assert!(
-        stderr(&stop).contains("is not served by its cordon"),
-        "{}",
-        stderr(&stop)
-    );
+    assert_stderr_has(&stop, "is not served by its cordon");
     drop(answering);
     assert!(child.0.try_wait().unwrap().is_none());
     fs_err::remove_file(dir.join("control.sock")).unwrap();
@@ -552,7 +529,7 @@ fn cordons_own_directories_are_never_write_grants() {
         args.extend(["--", "true"]);
         let out = home.cordon(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(125), "{own}: {}", stdout(&out));
-        assert!(stderr(&out).contains("is cordon's own"), "{}", stderr(&out));
+        assert_stderr_has(&out, "is cordon's own");
     }
 }
 
@@ -631,11 +608,7 @@ fn a_control_socket_served_from_another_pid_namespace_or_never_accepting_is_not_
         !stop.status.success(),
         "an impostor in another pid namespace was believed"
     );
-    assert!(
-        stderr(&stop).contains("not served by its cordon"),
-        "{}",
-        stderr(&stop)
-    );
+    assert_stderr_has(&stop, "not served by its cordon");
 
     // A socket that never accepts: the client gives up instead of waiting for ever.
     let dir = session_dir(&home, "0000000000bb");
@@ -672,5 +645,5 @@ fn a_sessions_directory_reached_through_a_link_is_refused() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_stderr_has(&out, "symbolic link");
 }
