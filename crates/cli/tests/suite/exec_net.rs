@@ -228,24 +228,7 @@ fn the_standalone_proxy_serves_other_clients() {
     let exfil = Listener::start();
     let grant = format!("127.0.0.1:{}", allowed.port);
     let (_proxy, address) = standalone_proxy(&home, &grant);
-    let curl = |port: u16| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-m",
-                "5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-x",
-            ])
-            .arg(format!("http://{address}"))
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |port: u16| http_status_through(&address, &format!("http://127.0.0.1:{port}/"));
     assert_eq!(curl(allowed.port), "200");
     assert_eq!(curl(exfil.port), "403");
     assert_eq!(exfil.received(), 0);
@@ -361,22 +344,10 @@ fn a_flood_of_denials_is_coalesced_and_allowed_work_goes_on() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ok = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-x",
-        ])
-        .arg(format!("http://{address}"))
-        .arg(format!("http://127.0.0.1:{}/", allowed.port))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    assert_eq!(
+        http_status_through(&address, &format!("http://127.0.0.1:{}/", allowed.port)),
+        "200"
+    );
     drop(proxy);
     assert_eq!(exfil.received(), 0);
     let records = home
@@ -399,4 +370,25 @@ fn a_flood_of_denials_is_coalesced_and_allowed_work_goes_on() {
             .any(|r| r["input"]["coalesced"].as_u64().unwrap_or(0) > 0)
             || denials == 1
     );
+}
+
+/// The HTTP status of a GET of `url` through the proxy at `address`, as curl prints it (`000`
+/// when no answer came).
+fn http_status_through(address: &str, url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+        ])
+        .arg(format!("http://{address}"))
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
