@@ -23,17 +23,40 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 } else := {
 	"allow": true,
 	"reasons": [sprintf("`%s` matches allowlist entry `%s`", [input.resource.host, allow_entry])],
-	"obligations": [{
-		"type": "limit",
-		"bytes": data.cordon.settings.net.upload_budget_bytes,
-		"per_minute": data.cordon.settings.net.connections_per_minute,
-	}],
+	"obligations": [limit],
 } if {
 	allow_entry
+} else := {
+	"allow": true,
+	"reasons": [sprintf("`%s` was allowed by the person for always (remembered)", [host_port])],
+	"obligations": [limit],
+} if {
+	data.cordon.remembered.net[host_port]
+	not internal
+} else := {
+	"allow": true,
+	"reasons": [sprintf("`%s` is not on the egress allowlist; the person is asked", [host_port])],
+	"obligations": [
+		{
+			"type": "consent",
+			"message": sprintf("Let the program connect to %s? It is not on the egress allowlist.", [host_port]),
+			"timeout_s": data.cordon.settings.net.consent_timeout_s,
+		},
+		limit,
+	],
+} if {
+	object.get(object.get(input.context, "consent", {}), "interactive", false) == true
+	not internal
 } else := {
 	"allow": false,
 	"reasons": [sprintf("`%v:%v` is not on the egress allowlist", [input.resource.host, input.resource.port])],
 	"obligations": [],
+}
+
+limit := {
+	"type": "limit",
+	"bytes": data.cordon.settings.net.upload_budget_bytes,
+	"per_minute": data.cordon.settings.net.connections_per_minute,
 }
 
 deny contains "network request has no `resource.host`" if not input.resource.host

@@ -143,3 +143,41 @@ test_ipv6_host_and_port_stay_apart if {
 	d := net.decision with input as v6
 	d.reasons == ["`::1` resolves to ::1, a loopback address: an internal address is reachable only when named explicitly with its port (--allow-net [::1]:8098)"]
 }
+
+ask(host, port) := object.union(req(host, port), {"context": {"consent": {"interactive": true, "backends": ["socket"]}}})
+
+test_unlisted_host_asks_the_person_when_one_can_be_asked if {
+	d := net.decision with input as ask("paste.example", 443)
+	d.allow
+	d.reasons == ["`paste.example:443` is not on the egress allowlist; the person is asked"]
+	d.obligations[0].type == "consent"
+	d.obligations[0].timeout_s == 60
+	d.obligations[1] == {"type": "limit", "bytes": 33554432, "per_minute": 600}
+}
+
+test_no_one_to_ask_is_a_denial if {
+	d := net.decision with input as object.union(req("paste.example", 443), {"context": {"consent": {"interactive": false}}})
+	not d.allow
+	d.obligations == []
+}
+
+test_asking_never_reaches_what_is_denied_or_internal if {
+	# Metadata, link-local and restricted data stay denied without a question.
+	not net.decision.allow with input as ask("169.254.169.254", 80)
+	not net.decision.allow with input as object.union(ask("paste.example", 443), {"resource": {"sensitivity_level": 3}})
+
+	# An internal address is not asked about: it must be named with its port.
+	d := net.decision with input as object.union(ask("db.corp", 5432), {"resource": {"addresses": [{"ip": "10.0.0.5", "class": "private"}]}})
+	not d.allow
+}
+
+test_a_remembered_answer_allows_without_asking if {
+	d := net.decision with input as req("paste.example", 443)
+		with data.cordon.remembered as {"net": {"paste.example:443": {"by": "terminal"}}}
+	d.allow
+	d.obligations == [{"type": "limit", "bytes": 33554432, "per_minute": 600}]
+
+	# Only that host and port.
+	not net.decision.allow with input as req("paste.example", 80)
+		with data.cordon.remembered as {"net": {"paste.example:443": {"by": "terminal"}}}
+}

@@ -20,8 +20,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand, PolicyCommand,
-    ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand, StopCommand, TestCommand,
+    ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
+    PolicyCommand, ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand, StopCommand,
+    TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -77,6 +78,7 @@ pub enum Command {
     Proxy(ProxyCommand),
     Ps(PsCommand),
     Stop(StopCommand),
+    Approve(ApproveCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -106,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Proxy(cmd) => cmd.run(&cli),
         Command::Ps(cmd) => cmd.run(&cli),
         Command::Stop(cmd) => cmd.run(&cli),
+        Command::Approve(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),

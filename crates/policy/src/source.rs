@@ -112,6 +112,15 @@ impl PolicySource {
         Self::from_paths(&[path.to_path_buf()])
     }
 
+    /// The same policy with one more file: a data document is mounted by its relative path
+    /// (`cordon/remembered/data.json` at `data.cordon.remembered`). The revision covers it.
+    #[must_use]
+    pub fn with_file(self, file: PolicyFile) -> Self {
+        let mut files = self.files;
+        files.push(file);
+        Self::from_files(self.origin, files)
+    }
+
     fn from_files(origin: String, mut files: Vec<PolicyFile>) -> Self {
         files.sort_by(|a, b| a.display.cmp(&b.display));
         let mut hasher = Sha256::new();

@@ -25,6 +25,11 @@ use crate::{Result, SetupError};
 /// format = "sqlite"                   # or "jsonl"
 /// path = "~/.local/share/cordon/audit.db"
 ///
+/// [consent]
+/// backend = "auto"                    # terminal, socket, notify (comma-separated), deny, allow
+/// timeout_s = 60
+/// remembered = "~/.config/cordon/remembered.json"
+///
 /// [subject]
 /// user = "alice"
 /// device = "laptop-42"
@@ -42,9 +47,26 @@ pub struct CordonConfig {
     /// Where decisions are recorded.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Who is asked when the policy asks a person.
+    #[serde(default)]
+    pub consent: ConsentConfig,
     /// Who is asking, when requests do not say.
     #[serde(default)]
     pub subject: SubjectConfig,
+}
+
+/// `[consent]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// `auto` (default: the terminal when cordon holds one, else `deny`), `terminal`,
+    /// `socket`, `notify` (comma-separated), `deny` or `allow`.
+    pub backend: Option<String>,
+    /// How long to wait for an answer when the policy does not say, in seconds (default 60).
+    pub timeout_s: Option<u64>,
+    /// Where answers "for always" are kept (default `$XDG_CONFIG_HOME/cordon/remembered.json`);
+    /// the policy reads them as `data.cordon.remembered`.
+    pub remembered: Option<PathBuf>,
 }
 
 /// `[policy]`.
@@ -191,6 +213,14 @@ impl CordonConfig {
             },
             only: None,
         })
+    }
+
+    /// Where answers "for always" are kept.
+    pub fn remembered_path(&self) -> Option<PathBuf> {
+        match &self.consent.remembered {
+            Some(path) => Some(crate::expand_home(path)),
+            None => dirs::config_dir().map(|dir| dir.join("cordon").join("remembered.json")),
+        }
     }
 
     /// The largest request accepted, in bytes.

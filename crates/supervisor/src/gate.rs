@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use crate::Supervisor;
 
 /// The obligations the egress proxy carries out: `limit` (connections per minute, upload
-/// bytes per host).
+/// bytes per host), and `consent` when the gate has a broker to ask.
 const CARRIED: &[&str] = &["limit"];
+const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent"];
 
 /// Decides connections through the supervisor's pipeline (`data.cordon.net`), which
 /// records each decision: every allowance, and denials as the throttle lets through (the
@@ -25,6 +26,8 @@ pub struct PipelineGate {
     supervisor: Arc<Supervisor>,
     capability: Capability,
     throttle: std::sync::Mutex<Throttle>,
+    #[cfg(target_os = "linux")]
+    consent: Option<Arc<crate::consent::Broker>>,
 }
 
 /// Bounds what a flood of denied requests writes to the audit log (each record is a durable
@@ -84,7 +87,95 @@ impl PipelineGate {
             supervisor,
             capability: Capability::net(),
             throttle: std::sync::Mutex::new(Throttle::default()),
+            #[cfg(target_os = "linux")]
+            consent: None,
         }
+    }
+
+    /// The same gate carrying out `consent` obligations by asking `broker`: the connection
+    /// waits for the person's answer.
+    #[cfg(target_os = "linux")]
+    #[must_use]
+    pub fn with_consent(mut self, broker: Arc<crate::consent::Broker>) -> Self {
+        self.consent = Some(broker);
+        self
+    }
+
+    fn carried(&self) -> &'static [&'static str] {
+        #[cfg(target_os = "linux")]
+        if self.consent.is_some() {
+            return CARRIED_WITH_CONSENT;
+        }
+        CARRIED
+    }
+
+    /// Carries out a `consent` obligation of an allowance: asks the broker and denies on
+    /// anything but yes. The answer goes into the record (`consent`). `resolving`: the name
+    /// is being resolved, and a "once" answer covers the connection that follows.
+    #[cfg(target_os = "linux")]
+    fn consent(&self, decided: crate::Unrecorded, resolving: bool) -> crate::Unrecorded {
+        let Some(broker) = &self.consent else {
+            return decided;
+        };
+        let decision = decided.decision();
+        let Some(cordon_types::Obligation::Consent {
+            message,
+            scopes,
+            timeout_s,
+        }) = decision
+            .obligations
+            .iter()
+            .find(|o| matches!(o, cordon_types::Obligation::Consent { .. }))
+        else {
+            return decided;
+        };
+        if !decision.allow {
+            return decided;
+        }
+        let Some(input) = decided.input() else {
+            return decided.deny("no input to ask about");
+        };
+        let resource = &input["resource"];
+        let host = resource["host"].as_str().unwrap_or_default();
+        let port = resource["port"].as_u64().unwrap_or_default();
+        let place = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut what = format!("connect to {place}");
+        if let (Some(method), Some(path)) = (resource["method"].as_str(), resource["path"].as_str())
+        {
+            what = format!("{what} ({method} {path})");
+        }
+        let ask = crate::consent::Ask {
+            capability: self.capability.as_str().to_owned(),
+            action: input["action"].as_str().unwrap_or_default().to_owned(),
+            key: format!("net:{place}"),
+            what,
+            why: decision.reasons.clone(),
+            message: message.clone(),
+            scopes: scopes.clone(),
+            timeout: timeout_s.map(std::time::Duration::from_secs),
+        };
+        let answer = broker.ask(&ask);
+        if resolving && answer.allow && answer.scope.as_deref() == Some("once") {
+            broker.pass(&ask.key);
+        }
+        let mut decided = if answer.allow {
+            decided
+        } else {
+            decided.deny(&answer.reason)
+        };
+        if let Some(input) = decided.input_mut() {
+            input["consent"] = json!(answer);
+        }
+        decided
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn consent(&self, decided: crate::Unrecorded, _resolving: bool) -> crate::Unrecorded {
+        decided
     }
 
     /// Records `decided` if it allows, or if the throttle admits its denial.
@@ -155,9 +246,12 @@ impl Gate for PipelineGate {
         let pipeline = self.supervisor.pipeline();
         match pipeline.builder().build_for(&self.capability, &request) {
             Ok(input) => self.record(
-                pipeline
-                    .decide_unrecorded(&self.capability, input)
-                    .require_carried(CARRIED),
+                self.consent(
+                    pipeline
+                        .decide_unrecorded(&self.capability, input)
+                        .require_carried(self.carried()),
+                    false,
+                ),
             ),
             Err(_) => pipeline.decide(&request).decision,
         }
@@ -170,9 +264,12 @@ impl Gate for PipelineGate {
         let pipeline = self.supervisor.pipeline();
         match pipeline.builder().build_for(&self.capability, &request) {
             Ok(input) => {
-                let decided = pipeline
-                    .decide_unrecorded(&self.capability, input)
-                    .require_carried(CARRIED);
+                let decided = self.consent(
+                    pipeline
+                        .decide_unrecorded(&self.capability, input)
+                        .require_carried(self.carried()),
+                    true,
+                );
                 if decided.decision().allow {
                     decided.without_record()
                 } else {

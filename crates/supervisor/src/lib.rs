@@ -22,6 +22,8 @@
 #![deny(missing_docs)]
 
 mod config;
+#[cfg(target_os = "linux")]
+pub mod consent;
 mod error;
 mod gate;
 mod pipeline;
@@ -32,8 +34,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{
-    expand_home, AuditConfig, AuditFormat, CordonConfig, PolicyConfig, SubjectConfig,
-    WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
+    expand_home, AuditConfig, AuditFormat, ConsentConfig, CordonConfig, PolicyConfig,
+    SubjectConfig, WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
 };
 use cordon_audit::{JsonlSink, Store, StoreOptions};
 use cordon_policy::{CacheUse, Policy, PolicySource};
@@ -91,7 +93,7 @@ impl Supervisor {
         only: Option<&'static [&'static str]>,
         session: Option<(&str, &std::path::Path)>,
     ) -> Result<Self> {
-        let source = load_source(config)?;
+        let source = with_remembered(load_source(config)?, config);
         let mut options = config.policy_options()?;
         options.only = only;
         let audit_target = config.audit_target();
@@ -139,6 +141,22 @@ impl Supervisor {
             pipeline,
             audit_path,
         })
+    }
+
+    /// The same supervisor, its pipeline setting `context.<key>` of every input and record
+    /// to `value` ([`Pipeline::with_context`]).
+    #[must_use]
+    pub fn with_context(self, key: &str, value: serde_json::Value) -> Self {
+        let Self {
+            policy,
+            pipeline,
+            audit_path,
+        } = self;
+        Self {
+            policy,
+            pipeline: pipeline.with_context(key, value),
+            audit_path,
+        }
     }
 
     /// The loaded policy.
@@ -300,6 +318,24 @@ pub fn load_source(config: &CordonConfig) -> Result<PolicySource> {
         }
         None => Ok(PolicySource::embedded_default()),
     }
+}
+
+/// The policy with the person's remembered answers mounted at `data.cordon.remembered`.
+fn with_remembered(source: PolicySource, config: &CordonConfig) -> PolicySource {
+    #[cfg(target_os = "linux")]
+    if let Some(path) = config.remembered_path() {
+        let file = consent::RememberedFile::at(&path);
+        if let Some(text) = file.policy_data() {
+            return source.with_file(cordon_policy::PolicyFile {
+                relative: "cordon/remembered/data.json".into(),
+                display: path.display().to_string(),
+                text,
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = config;
+    source
 }
 
 /// What requests are resolved against: the person, their home, the working directory and the

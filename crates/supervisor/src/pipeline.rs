@@ -71,6 +71,13 @@ impl Unrecorded {
         self
     }
 
+    /// Turns this decision into a denial for `reason` (an obligation that was not carried
+    /// out); a denial stays one.
+    pub fn deny(mut self, reason: &str) -> Self {
+        self.0.decision = Decision::deny(reason);
+        self
+    }
+
     /// Gives up recording: only for a decision that is not acted on by itself (a name allowed
     /// to be resolved, whose addresses are then decided and recorded).
     pub fn without_record(self) -> Decision {
@@ -87,6 +94,8 @@ pub struct Pipeline {
     builder: InputBuilder,
     sink: Option<Arc<dyn AuditSink>>,
     session: Option<String>,
+    /// Set in every input's `context`, over whatever the request said.
+    stamped: serde_json::Map<String, Value>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -113,6 +122,7 @@ impl Pipeline {
             builder,
             sink,
             session: None,
+            stamped: serde_json::Map::new(),
         }
     }
 
@@ -120,7 +130,19 @@ impl Pipeline {
     /// record it writes carries `context.session`.
     #[must_use]
     pub fn with_session(mut self, id: impl Into<String>) -> Self {
-        self.session = Some(id.into());
+        let id = id.into();
+        self.stamped
+            .insert("session".into(), Value::String(id.clone()));
+        self.session = Some(id);
+        self
+    }
+
+    /// The same pipeline setting `context.<key>` of every input it decides and every record
+    /// it writes to `value`, over whatever a request says (`context.consent`: whether a
+    /// person can be asked).
+    #[must_use]
+    pub fn with_context(mut self, key: &str, value: Value) -> Self {
+        self.stamped.insert(key.to_owned(), value);
         self
     }
 
@@ -129,17 +151,20 @@ impl Pipeline {
         self.session.as_deref()
     }
 
-    /// Sets `context.session` of `input` to this pipeline's session, if it has one.
+    /// Sets `context.session` of `input` to this pipeline's session, if it has one, and
+    /// every other key set by [`Pipeline::with_context`].
     fn stamp(&self, input: &mut Value) {
-        let Some(session) = &self.session else {
+        if self.stamped.is_empty() {
             return;
-        };
+        }
         if let Some(context) = input.as_object_mut().map(|o| {
             o.entry("context")
                 .or_insert_with(|| Value::Object(Default::default()))
         }) {
             if let Some(context) = context.as_object_mut() {
-                context.insert("session".into(), Value::String(session.clone()));
+                for (key, value) in &self.stamped {
+                    context.insert(key.clone(), value.clone());
+                }
             }
         }
     }

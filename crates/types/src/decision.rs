@@ -31,6 +31,11 @@ pub enum Obligation {
     Consent {
         /// What to ask; cordon writes its own question when absent.
         message: Option<String>,
+        /// The scopes the person may answer for (`once`, `session`, `minutes`, `always`);
+        /// all of them when empty.
+        scopes: Vec<String>,
+        /// How long to wait for an answer, in seconds; no answer is a denial.
+        timeout_s: Option<u64>,
     },
     /// Require a fresh multi-factor authentication.
     Mfa {
@@ -66,6 +71,31 @@ pub enum Obligation {
 struct ConsentFields {
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    scopes: Vec<ConsentScope>,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+/// A scope a consent may be given for, as policies name them.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ConsentScope {
+    Once,
+    Session,
+    Minutes,
+    Always,
+}
+
+impl ConsentScope {
+    fn name(&self) -> &'static str {
+        match self {
+            ConsentScope::Once => "once",
+            ConsentScope::Session => "session",
+            ConsentScope::Minutes => "minutes",
+            ConsentScope::Always => "always",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -138,8 +168,11 @@ impl Obligation {
         fields.remove("type");
         let fields = Value::Object(fields);
         let parsed = match kind.as_str() {
-            "consent" => fields_of::<ConsentFields>(&kind, fields)
-                .map(|f| Obligation::Consent { message: f.message }),
+            "consent" => fields_of::<ConsentFields>(&kind, fields).map(|f| Obligation::Consent {
+                message: f.message,
+                scopes: f.scopes.iter().map(|s| s.name().to_owned()).collect(),
+                timeout_s: f.timeout_s,
+            }),
             "mfa" => fields_of::<MfaFields>(&kind, fields).map(|f| Obligation::Mfa {
                 max_age_s: f.max_age_s,
             }),
@@ -169,7 +202,17 @@ impl Obligation {
         let mut map = Map::new();
         match self {
             Obligation::Unknown { raw, .. } => return raw.clone(),
-            Obligation::Consent { message } => insert_some(&mut map, "message", message.clone()),
+            Obligation::Consent {
+                message,
+                scopes,
+                timeout_s,
+            } => {
+                insert_some(&mut map, "message", message.clone());
+                if !scopes.is_empty() {
+                    map.insert("scopes".into(), Value::from(scopes.clone()));
+                }
+                insert_some(&mut map, "timeout_s", *timeout_s);
+            }
             Obligation::Mfa { max_age_s } => insert_some(&mut map, "max_age_s", *max_age_s),
             Obligation::Redact { patterns } => {
                 map.insert("patterns".into(), Value::from(patterns.clone()));
@@ -359,7 +402,9 @@ mod tests {
                 reasons: vec!["in workspace".into()],
                 obligations: vec![
                     Obligation::Consent {
-                        message: Some("read plan?".into())
+                        message: Some("read plan?".into()),
+                        scopes: vec![],
+                        timeout_s: None,
                     },
                     Obligation::Journal,
                     Obligation::Limit {

@@ -37,6 +37,12 @@ use crate::{Cli, Exit};
 /// read from it; escape sequences that would write your clipboard (OSC 52) or make your
 /// terminal answer are removed from its output.
 ///
+/// When the policy asks a person (a host not on the egress allowlist, in the default policy),
+/// the connection waits for an answer: on your terminal (--consent terminal, the default
+/// when cordon runs in one; the program can neither see nor answer the question), from
+/// `cordon approve` in another terminal (--consent socket), or no one (deny, the default
+/// without a terminal). No answer within a minute is a denial.
+///
 /// Each run is a session with an id, carried by every one of its audit records: `cordon ps`
 /// lists the running ones, `cordon stop ID` ends one, `cordon audit query --session ID`
 /// shows what it was allowed and refused.
@@ -49,6 +55,7 @@ use crate::{Cli, Exit};
 ///   cordon exec -- bash
 ///   cordon exec --allow-read ~/datasets -- python3 train.py
 ///   cordon exec --allow-write ../shared-out --keep-env OPENAI_API_KEY -- ./agent
+///   cordon exec --consent socket -- ./agent   # answer its questions with `cordon approve`
 ///   cordon exec --dry-run -- make       # print the grants and the view, run nothing
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -83,6 +90,16 @@ pub struct ExecCommand {
     #[arg(long)]
     allow_degraded: bool,
 
+    /// Who answers when the policy asks a person: auto (your terminal when cordon runs in
+    /// one, else deny), terminal, socket (`cordon approve`), notify, deny, or allow (every
+    /// question answered yes: for tests and demos); several as terminal,socket
+    #[arg(long, value_name = "BACKEND")]
+    consent: Option<String>,
+
+    /// Seconds to wait for an answer when the policy does not say [default: 60]
+    #[arg(long, value_name = "SECS")]
+    consent_timeout: Option<u64>,
+
     /// Print the decision, the grants and the planned view as JSON, and run nothing
     #[arg(long)]
     dry_run: bool,
@@ -111,7 +128,13 @@ impl ExecCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
         let started = std::time::Instant::now();
-        let config = load_config(cli, &self.policy).map_err(refused)?;
+        let mut config = load_config(cli, &self.policy).map_err(refused)?;
+        if let Some(backend) = &self.consent {
+            config.consent.backend = Some(backend.clone());
+        }
+        if let Some(seconds) = self.consent_timeout {
+            config.consent.timeout_s = Some(seconds);
+        }
         let command: Vec<String> = self
             .command
             .iter()

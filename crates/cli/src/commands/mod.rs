@@ -1,5 +1,6 @@
 //! One module per subcommand, each an `Args` struct with a `run` method.
 
+mod approve;
 mod audit;
 mod doctor;
 mod eval;
@@ -11,6 +12,7 @@ mod ps;
 mod shared;
 mod test;
 
+pub use approve::ApproveCommand;
 pub use audit::AuditCommand;
 pub use doctor::DoctorCommand;
 pub use eval::EvalCommand;

@@ -249,3 +249,43 @@ pub fn assert_stderr_has(out: &Output, needle: &str) {
     let err = stderr(out);
     assert!(err.contains(needle), "`{needle}` not in stderr:\n{err}");
 }
+
+/// A listener that counts the bytes it receives and answers `200 ok` to each connection.
+pub struct Listener {
+    pub port: u16,
+    pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let count = std::sync::Arc::clone(&count);
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    );
+                });
+            }
+        });
+        Self { port, received }
+    }
+
+    pub fn received(&self) -> usize {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

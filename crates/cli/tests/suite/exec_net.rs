@@ -2,56 +2,15 @@
 //! 127.0.0.1: an allowed one and an exfiltration listener. Judged by what the servers
 //! receive and what the audit log holds.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::common::{
     default_policy_with, exec_script, read_or_empty, sandbox_ready, stderr, Home, KillOnDrop,
+    Listener,
 };
-
-/// A listener that counts the bytes it receives and answers `200 ok` to each connection.
-struct Listener {
-    port: u16,
-    received: Arc<AtomicUsize>,
-}
-
-impl Listener {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let count = Arc::clone(&count);
-                std::thread::spawn(move || {
-                    let mut stream = stream;
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = stream.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        count.fetch_add(n, Ordering::SeqCst);
-                    }
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                    );
-                });
-            }
-        });
-        Self { port, received }
-    }
-
-    fn received(&self) -> usize {
-        std::thread::sleep(Duration::from_millis(400));
-        self.received.load(Ordering::SeqCst)
-    }
-}
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
     exec_script(home, flags, "bash", script).output().unwrap()

@@ -1,6 +1,7 @@
 mod attack;
 mod audit;
 mod common;
+mod consent;
 mod doctor;
 mod eval;
 mod examples;

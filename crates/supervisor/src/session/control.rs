@@ -8,7 +8,8 @@
 //! ```text
 //! → {"op": "status"}              ← {"ok": true, "session": {...}}
 //! → {"op": "stop", "grace_secs": 5} ← {"ok": true, "stopping": true}
-//! → {"op": "approvals"}           ← {"ok": true, "pending": []}
+//! → {"op": "approvals"}           ← {"ok": true, "pending": [{"id": ..., "what": ...}]}
+//! → {"op": "answer", "id": "...", "allow": true, "scope": "session"}  ← {"ok": true, "answer": {...}}
 //! ```
 //!
 //! Only a process of the same user in cordon's own pid namespace is answered: a sandboxed
@@ -239,6 +240,8 @@ pub(super) struct Target {
     pub info: SessionInfo,
     /// The sandbox's helper, for `stop`.
     pub pidfd: Option<OwnedFd>,
+    /// The session's consent broker, for `approvals` and `answer`.
+    pub consent: Arc<crate::consent::Broker>,
 }
 
 impl Control {
@@ -415,6 +418,7 @@ fn in_own_pid_namespace(pid: i32) -> bool {
 
 fn converse(mut stream: UnixStream, state: &State) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let peer = describe_peer(&stream);
     let mut pending = Vec::new();
     loop {
         let line = match next_line(&mut stream, &mut pending) {
@@ -426,7 +430,7 @@ fn converse(mut stream: UnixStream, state: &State) {
             }
         };
         let reply = match serde_json::from_slice::<Value>(&line) {
-            Ok(request) => handle(&request, state),
+            Ok(request) => handle(&request, state, &peer),
             Err(err) => refusal(&format!("not a JSON request: {err}")),
         };
         if answer(&mut stream, &reply).is_err() {
@@ -471,7 +475,20 @@ fn next_line(
     }
 }
 
-fn handle(request: &Value, state: &State) -> Value {
+/// Who is at the other end, for the records of their answers: `socket (pid 123, cordon)`.
+fn describe_peer(stream: &UnixStream) -> String {
+    match sys::peer_credentials(stream.as_fd()) {
+        Ok((pid, _, _)) => {
+            let name = fs_err::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|n| n.trim().to_owned())
+                .unwrap_or_default();
+            format!("socket (pid {pid}, {name})")
+        }
+        Err(_) => "socket".to_owned(),
+    }
+}
+
+fn handle(request: &Value, state: &State, peer: &str) -> Value {
     match request["op"].as_str() {
         Some("status") => json!({
             "ok": true,
@@ -492,12 +509,36 @@ fn handle(request: &Value, state: &State) -> Value {
                 None => refusal("this session cannot be stopped from here"),
             }
         }
-        // Requests waiting for a person's answer; none yet.
-        Some("approvals") => json!({ "ok": true, "pending": [] }),
+        Some("approvals") => json!({ "ok": true, "pending": state.target.consent.pending() }),
+        Some("answer") => answer_request(request, state, peer),
         Some(other) => refusal(&format!(
-            "unknown op `{other}`: expected status, stop or approvals"
+            "unknown op `{other}`: expected status, stop, approvals or answer"
         )),
         None => refusal("a request is an object with an `op`"),
+    }
+}
+
+/// `{"op": "answer", "id": ID, "allow": BOOL, "scope": "once"|"session"|"10m"|"always"}`.
+fn answer_request(request: &Value, state: &State, peer: &str) -> Value {
+    let Some(id) = request["id"].as_str() else {
+        return refusal("an answer names the pending request: `id` (see `approvals`)");
+    };
+    let Some(allow) = request["allow"].as_bool() else {
+        return refusal("an answer says `allow`: true or false");
+    };
+    let scope = match request.get("scope") {
+        None => crate::consent::Scope::Once,
+        Some(Value::String(text)) => match crate::consent::Scope::parse(text) {
+            Ok(scope) => scope,
+            Err(why) => return refusal(&why),
+        },
+        Some(_) => {
+            return refusal("`scope` is a string: once, session, always, or minutes such as 10m")
+        }
+    };
+    match state.target.consent.answer(id, allow, scope, peer) {
+        Ok(answer) => json!({ "ok": true, "answer": answer }),
+        Err(why) => refusal(&why),
     }
 }
 

@@ -55,6 +55,7 @@ use serde_json::{json, Value};
 pub use control::{list, request as control_request, sessions_dir, SessionInfo, PROTOCOL};
 pub use protect::recover_pending;
 
+use crate::consent::{Backends, Broker, RememberedFile};
 use crate::{real_path, CordonConfig, PipelineGate, Supervisor, Unrecorded};
 
 /// The port of the egress proxy on 127.0.0.1 inside every sandbox.
@@ -282,6 +283,7 @@ struct Prepared {
     id: String,
     request: LaunchRequest,
     supervisor: Arc<Supervisor>,
+    consent: Arc<Broker>,
     audit: LaunchAudit,
     grants: Grants,
     plan: Plan,
@@ -377,10 +379,18 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         None
     };
     tracing::debug!("helper started after {:?}", started.elapsed());
+    let [stdin_terminal, _, stderr_terminal] = terminal::streams_on_terminal();
+    let backends = Backends::parse(
+        request.config.consent.backend.as_deref().unwrap_or("auto"),
+        stdin_terminal && stderr_terminal,
+    )
+    .map_err(refused)?;
     let supervisor =
         Supervisor::start_session(&request.config, &["sandbox", "net"], &id, &request.cwd)
-            .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?;
+            .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
+            .with_context("consent", backends.context());
     let supervisor = Arc::new(supervisor);
+    let consent = consent_broker(&request.config, &supervisor, &id, backends);
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -424,6 +434,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         id,
         request,
         supervisor,
+        consent,
         audit,
         grants,
         plan,
@@ -434,6 +445,35 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         home,
         started,
     })
+}
+
+/// The session's consent broker: the backends chosen, the configured timeout, the
+/// remembered answers' file, its questions and answers recorded in the audit log.
+fn consent_broker(
+    config: &CordonConfig,
+    supervisor: &Arc<Supervisor>,
+    id: &str,
+    backends: Backends,
+) -> Arc<Broker> {
+    let recording = Arc::clone(supervisor);
+    let consent = Capability::new("consent").unwrap_or_else(|_| Capability::sandbox());
+    let recorder: crate::consent::Recorder = Box::new(move |_, input, decision, outcome| {
+        recording
+            .pipeline()
+            .record_outcome(&consent, input, decision, outcome, false)
+            .map_err(|e| error_chain(&e))
+    });
+    let timeout = config.consent.timeout_s.map_or(
+        crate::consent::DEFAULT_TIMEOUT,
+        std::time::Duration::from_secs,
+    );
+    Broker::new(
+        id,
+        backends,
+        timeout,
+        config.remembered_path().map(RememberedFile::at),
+        Some(recorder),
+    )
 }
 
 /// Turns transparent huge pages off for this process and returns whether they were off
@@ -601,6 +641,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         id,
         request,
         supervisor,
+        consent,
         mut audit,
         grants,
         plan,
@@ -680,7 +721,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     }
     let proxy = helper
         .receive_proxy()
-        .and_then(|listener| serve_proxy(&supervisor, listener, granted_net.clone()));
+        .and_then(|listener| serve_proxy(&supervisor, &consent, listener, granted_net.clone()));
     if let Err(reason) = proxy {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
@@ -700,6 +741,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     let control = match control::Control::start(control::Target {
         info: info.clone(),
         pidfd: pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+        consent: Arc::clone(&consent),
     }) {
         Ok(control) => Some(control),
         Err(why) => {
@@ -772,13 +814,15 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
 /// runs.
 fn serve_proxy(
     supervisor: &Arc<Supervisor>,
+    consent: &Arc<Broker>,
     listener: std::net::TcpListener,
     requested: Vec<String>,
 ) -> Result<(), String> {
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set up the proxy socket: {e}"))?;
-    let gate: Arc<dyn cordon_egress::Gate> = Arc::new(PipelineGate::new(Arc::clone(supervisor)));
+    let gate: Arc<dyn cordon_egress::Gate> =
+        Arc::new(PipelineGate::new(Arc::clone(supervisor)).with_consent(Arc::clone(consent)));
     let options = cordon_egress::ProxyOptions {
         requested,
         ..cordon_egress::ProxyOptions::default()

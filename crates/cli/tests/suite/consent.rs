@@ -1,0 +1,393 @@
+//! Consent end to end: a sandboxed `curl` to a host the policy asks about waits for a
+//! person's answer given through real surfaces (`cordon approve`, the control socket), and
+//! the answers, the questions and the timeouts are in the audit log.
+
+use std::process::Output;
+
+use super::common::{
+    default_policy_with, exec_script, json, read_or_empty, sandbox_ready, stderr, stdout,
+    wait_until, Home, KillOnDrop, Listener,
+};
+
+/// A copy of the default policy whose `net` decision allows what the person remembered
+/// (`data.cordon.remembered`), asks about 127.0.0.1 (the test's own server) when one can be
+/// asked, and denies everything else. The default policy asks only about public hosts and
+/// never about loopback; its own rules are tested in `net_test.rego`.
+fn asking_policy(home: &Home) -> String {
+    let dir = default_policy_with(home, |_| {});
+    let dir_path = std::path::Path::new(&dir);
+    fs_err::remove_file(dir_path.join("net_test.rego")).unwrap();
+    fs_err::write(
+        dir_path.join("net.rego"),
+        r#"package cordon.net
+
+import rego.v1
+
+default decision := {"allow": false, "reasons": ["not the test's server"], "obligations": []}
+
+decision := {"allow": true, "reasons": ["remembered"], "obligations": []} if {
+	data.cordon.remembered.net[sprintf("%s:%d", [input.resource.host, input.resource.port])]
+} else := {
+	"allow": true,
+	"reasons": [sprintf("asking about %s:%d", [input.resource.host, input.resource.port])],
+	"obligations": [{"type": "consent", "message": "Let the test's curl in?"}],
+} if {
+	input.resource.host == "127.0.0.1"
+	input.context.consent.interactive == true
+}
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// Two requests to the server, one after the other; their status codes go to out.txt.
+fn two_requests(port: u16) -> String {
+    format!(
+        "curl -s -m 30 -o /dev/null -w 'one=%{{http_code}}\\n' http://127.0.0.1:{port}/one >> out.txt; \
+         curl -s -m 30 -o /dev/null -w 'two=%{{http_code}}\\n' http://127.0.0.1:{port}/two >> out.txt"
+    )
+}
+
+/// The requests waiting in this home's sessions, as `cordon approve --json` lists them.
+fn waiting(home: &Home) -> Vec<serde_json::Value> {
+    let out = home.cordon(&["approve", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out).as_array().cloned().unwrap_or_default()
+}
+
+/// Waits for exactly one request to be waiting, and returns it.
+fn the_question(home: &Home) -> serde_json::Value {
+    let mut listed = Vec::new();
+    wait_until("a request waiting for an answer", 30, || {
+        listed = waiting(home);
+        !listed.is_empty()
+    });
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    listed.remove(0)
+}
+
+fn consent_records(home: &Home) -> Vec<serde_json::Value> {
+    let out = home
+        .cordon(&["audit", "query", "--capability", "consent", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits (at most a minute) for the session to end, and returns what it printed.
+fn finish(mut exec: KillOnDrop) -> Output {
+    let child = &mut exec.0;
+    let mut status = None;
+    wait_until("the session to end", 60, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let read = |stream: Option<&mut dyn std::io::Read>| {
+        let mut bytes = Vec::new();
+        if let Some(stream) = stream {
+            stream.read_to_end(&mut bytes).unwrap();
+        }
+        bytes
+    };
+    let stdout = read(child.stdout.as_mut().map(|s| s as &mut dyn std::io::Read));
+    let stderr = read(child.stderr.as_mut().map(|s| s as &mut dyn std::io::Read));
+    Output {
+        status: status.unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+#[test]
+fn allowed_for_the_session_on_the_socket_the_request_passes_and_the_next_is_not_asked() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let exec = exec_script(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        "bash",
+        &two_requests(server.port),
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let exec = KillOnDrop(exec);
+
+    let question = the_question(&home);
+    assert_eq!(
+        question["what"],
+        format!("connect to 127.0.0.1:{}", server.port)
+    );
+    assert_eq!(question["message"], "Let the test's curl in?");
+    assert_eq!(
+        question["scopes"],
+        serde_json::json!(["once", "session", "minutes", "always"])
+    );
+    // Nothing reached the server while the question waits.
+    assert_eq!(server.received(), 0);
+
+    let id = question["id"].as_str().unwrap();
+    let answered = home
+        .cordon(&["approve", id, "--allow", "--for", "session"])
+        .output()
+        .unwrap();
+    assert!(answered.status.success(), "{}", stderr(&answered));
+    assert!(
+        stderr(&answered).contains("allowed by the person"),
+        "{}",
+        stderr(&answered)
+    );
+
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = read_or_empty(home.workspace().join("out.txt"));
+    assert!(
+        text.contains("one=200") && text.contains("two=200"),
+        "{text}"
+    );
+    assert!(server.received() > 0);
+
+    // One question, one answer, with who answered; the second request was not asked.
+    let records = consent_records(&home);
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["prompt", "answer"], "{records:#?}");
+    let answer = &records[1];
+    assert_eq!(answer["allow"], true);
+    let by = answer["input"]["consent"]["answer"]["by"].as_str().unwrap();
+    assert!(by.starts_with("socket (pid "), "{by}");
+    assert_eq!(answer["input"]["consent"]["answer"]["scope"], "session");
+}
+
+#[test]
+fn a_denial_and_a_timeout_refuse_the_connection_and_are_recorded() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let script = format!(
+        "curl -s -m 30 -o /dev/null -w 'denied=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
+        server.port
+    );
+    let exec = KillOnDrop(
+        exec_script(
+            &home,
+            &["--policy", &policy, "--consent", "socket"],
+            "bash",
+            &script,
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let question = the_question(&home);
+    let id = question["id"].as_str().unwrap().to_owned();
+    // A malformed scope and an unknown request change nothing.
+    let bad = home
+        .cordon(&["approve", &id, "--allow", "--for", "forever"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let unknown = home
+        .cordon(&["approve", "ffffffffffff", "--allow"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no running session is waiting"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert_eq!(waiting(&home).len(), 1);
+
+    let denied = home.cordon(&["approve", &id, "--deny"]).output().unwrap();
+    assert!(denied.status.success(), "{}", stderr(&denied));
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(read_or_empty(home.workspace().join("out.txt")).contains("denied=403"));
+    assert_eq!(server.received(), 0);
+
+    // No answer within the timeout: denied, and recorded as a timeout.
+    fs_err::remove_file(home.workspace().join("out.txt")).unwrap();
+    let started = std::time::Instant::now();
+    let out = exec_script(
+        &home,
+        &[
+            "--policy",
+            &policy,
+            "--consent",
+            "socket",
+            "--consent-timeout",
+            "1",
+        ],
+        "bash",
+        &script,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(read_or_empty(home.workspace().join("out.txt")).contains("denied=403"));
+    let actions: Vec<String> = consent_records(&home)
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["prompt", "answer", "prompt", "timeout"]);
+    assert_eq!(server.received(), 0);
+}
+
+#[test]
+fn without_anyone_to_ask_the_request_is_denied_with_how_to_answer_next_time() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    // The default backend without a terminal is `deny`: the policy sees no one to ask.
+    let script = format!(
+        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
+        server.port
+    );
+    let out = exec_script(&home, &["--policy", &policy], "bash", &script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(read_or_empty(home.workspace().join("out.txt")).contains("code=403"));
+    // The explicit `deny` backend, with a policy that asks whether or not anyone can answer.
+    let dir = std::path::Path::new(&policy);
+    let text = fs_err::read_to_string(dir.join("net.rego")).unwrap();
+    fs_err::write(
+        dir.join("net.rego"),
+        text.replace("\tinput.context.consent.interactive == true\n", ""),
+    )
+    .unwrap();
+    let out = exec_script(
+        &home,
+        &["--policy", &policy, "--consent", "deny"],
+        "bash",
+        &script,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = home
+        .cordon(&["audit", "query", "--capability", "net", "--json"])
+        .output()
+        .unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(stdout(&records).lines().last().unwrap()).unwrap();
+    assert_eq!(last["allow"], false);
+    let reason = last["reasons"][0].as_str().unwrap();
+    assert!(reason.contains("cordon approve"), "{reason}");
+    assert_eq!(server.received(), 0);
+    // An unknown backend is refused before anything runs.
+    let out = exec_script(&home, &["--consent", "telepathy"], "true", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("unknown consent backend"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn always_is_remembered_for_the_next_session_and_can_be_forgotten() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let script = format!(
+        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
+        server.port
+    );
+    let exec = KillOnDrop(
+        exec_script(
+            &home,
+            &["--policy", &policy, "--consent", "socket"],
+            "bash",
+            &script,
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let id = the_question(&home)["id"].as_str().unwrap().to_owned();
+    let answered = home
+        .cordon(&["approve", &id, "--allow", "--for", "always"])
+        .output()
+        .unwrap();
+    assert!(answered.status.success(), "{}", stderr(&answered));
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let key = format!("net:127.0.0.1:{}", server.port);
+    let listed = home
+        .cordon(&["approve", "--list-remembered"])
+        .output()
+        .unwrap();
+    assert!(stdout(&listed).contains(&key), "{}", stdout(&listed));
+    let file = home.path().join("config/cordon/remembered.json");
+    let remembered: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&file).unwrap()).unwrap();
+    assert!(
+        remembered["net"][format!("127.0.0.1:{}", server.port)]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("socket")
+    );
+
+    // The next session has no one to ask, and the remembered answer lets it through: the
+    // policy read it as data.
+    let alone = |home: &Home| {
+        fs_err::remove_file(home.workspace().join("out.txt")).unwrap();
+        let out = exec_script(
+            home,
+            &["--policy", &policy, "--consent", "deny"],
+            "bash",
+            &script,
+        )
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        read_or_empty(home.workspace().join("out.txt"))
+    };
+    assert!(alone(&home).contains("code=200"));
+
+    let forgotten = home
+        .cordon(&["approve", "--forget", &key])
+        .output()
+        .unwrap();
+    assert!(forgotten.status.success(), "{}", stderr(&forgotten));
+    let again = home
+        .cordon(&["approve", "--forget", &key])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(alone(&home).contains("code=403"));
+    let actions: Vec<String> = consent_records(&home)
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["prompt", "remember", "answer", "forget"]);
+}

@@ -1,0 +1,836 @@
+//! Consent: a person decides what the policy asks about, and the agent cannot answer for
+//! them.
+//!
+//! A surface whose decision allows only with a `consent` obligation asks the session's
+//! [`Broker`]: the broker answers at once from an earlier answer that covers the request
+//! (this session, a number of minutes, or remembered for always), and otherwise lists the
+//! request as pending, hands it to the session's prompters (the terminal cordon holds, a
+//! desktop notification) and waits for the first answer from any of them or from the
+//! control socket (`cordon approve`). No answer within the timeout is a denial. A burst of
+//! identical requests waits on one question.
+//!
+//! Every question, answer, timeout and remembered answer is recorded in the audit log
+//! (capability `consent`), with who answered and through which backend.
+
+pub mod remembered;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use cordon_types::{Decision, Outcome};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use remembered::RememberedFile;
+
+/// Requests waiting for an answer at once, per session; more are denied.
+pub const MAX_PENDING: usize = 16;
+/// How long an answer is waited for when the policy and the configuration say nothing.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait a policy may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a "once" answer given while a name was resolved covers the connection that
+/// follows.
+const PASS_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Who answers a session's questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The terminal cordon itself holds (the program has a pty of its own).
+    Terminal,
+    /// The session's control socket: `cordon approve`, or any UI speaking the protocol.
+    Socket,
+    /// A desktop notification with actions.
+    Notify,
+    /// Every question answered yes at once (tests and demos; must be asked for).
+    Allow,
+    /// Every question answered no at once: the headless default.
+    Deny,
+}
+
+impl Backend {
+    /// Its name in configuration, flags and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Terminal => "terminal",
+            Backend::Socket => "socket",
+            Backend::Notify => "notify",
+            Backend::Allow => "allow",
+            Backend::Deny => "deny",
+        }
+    }
+}
+
+/// The backends of a session, as chosen by `--consent` or `[consent] backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends(Vec<Backend>);
+
+impl Backends {
+    /// Reads `auto`, `deny`, `allow`, or a comma-separated list of `terminal`, `socket` and
+    /// `notify`. `auto` is the terminal when cordon holds one (`terminal_available`), else
+    /// `deny`. With an interactive backend, pending requests are also listed on the control
+    /// socket, so `cordon approve` can answer them from another terminal.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, or `allow`/`deny` mixed with others.
+    pub fn parse(text: &str, terminal_available: bool) -> Result<Self, String> {
+        let names: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let mut backends = Vec::new();
+        for name in &names {
+            let backend = match *name {
+                "auto" if terminal_available => Backend::Terminal,
+                "auto" | "deny" => Backend::Deny,
+                "terminal" => Backend::Terminal,
+                "socket" => Backend::Socket,
+                "notify" => Backend::Notify,
+                "allow" => Backend::Allow,
+                other => {
+                    return Err(format!(
+                        "unknown consent backend `{other}`: expected auto, terminal, socket, notify, deny or allow"
+                    ))
+                }
+            };
+            if !backends.contains(&backend) {
+                backends.push(backend);
+            }
+        }
+        if backends.is_empty() {
+            backends.push(Backend::Deny);
+        }
+        let fixed = backends
+            .iter()
+            .any(|b| matches!(b, Backend::Allow | Backend::Deny));
+        if fixed && backends.len() > 1 {
+            return Err(format!(
+                "consent backend `{text}`: `allow` and `deny` answer alone; they cannot be combined"
+            ));
+        }
+        if backends.contains(&Backend::Terminal) && !terminal_available {
+            return Err(
+                "consent backend `terminal`: cordon holds no terminal here (standard input and error must be one)"
+                    .into(),
+            );
+        }
+        if backends
+            .iter()
+            .any(|b| matches!(b, Backend::Terminal | Backend::Notify))
+            && !backends.contains(&Backend::Socket)
+        {
+            backends.push(Backend::Socket);
+        }
+        Ok(Self(backends))
+    }
+
+    /// The backends, in order.
+    pub fn list(&self) -> &[Backend] {
+        &self.0
+    }
+
+    /// Whether a person can be asked.
+    pub fn interactive(&self) -> bool {
+        self.0
+            .iter()
+            .any(|b| matches!(b, Backend::Terminal | Backend::Socket | Backend::Notify))
+    }
+
+    /// What the policy sees as `input.context.consent`.
+    pub fn context(&self) -> Value {
+        json!({
+            "interactive": self.interactive(),
+            "backends": self.0.iter().map(|b| b.name()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// How far an answer reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This request only.
+    Once,
+    /// Every identical request of this session.
+    Session,
+    /// Every identical request of this session for this many minutes.
+    Minutes(u64),
+    /// Every identical request from now on, in every session (remembered in a file the
+    /// policy reads; allowances only).
+    Always,
+}
+
+impl Scope {
+    /// Reads `once`, `session`, `always`, or minutes as `10m`, `minutes:10` or `10`.
+    ///
+    /// # Errors
+    ///
+    /// Anything else, or zero or more than a day of minutes.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let minutes = text
+            .strip_suffix('m')
+            .or_else(|| text.strip_prefix("minutes:"))
+            .unwrap_or(text);
+        match text {
+            "once" => Ok(Scope::Once),
+            "session" => Ok(Scope::Session),
+            "always" => Ok(Scope::Always),
+            _ => match minutes.parse::<u64>() {
+                Ok(n @ 1..=1440) => Ok(Scope::Minutes(n)),
+                _ => Err(format!(
+                    "`{text}` is not a scope: once, session, always, or minutes such as 10m (1 to 1440)"
+                )),
+            },
+        }
+    }
+
+    /// The kind, as policies offer scopes: `once`, `session`, `minutes`, `always`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Scope::Once => "once",
+            Scope::Session => "session",
+            Scope::Minutes(_) => "minutes",
+            Scope::Always => "always",
+        }
+    }
+
+    /// As written in answers and records: `once`, `session`, `10m`, `always`.
+    pub fn text(self) -> String {
+        match self {
+            Scope::Minutes(n) => format!("{n}m"),
+            other => other.kind().to_owned(),
+        }
+    }
+}
+
+/// What a surface asks the person about.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The capability decided (`net`).
+    pub capability: String,
+    /// The action decided (`connect`).
+    pub action: String,
+    /// What the answer covers, the same for every request it covers: `net:example.com:443`.
+    /// An "always" answer is remembered under it (the policy reads it as
+    /// `data.cordon.remembered.net["example.com:443"]`).
+    pub key: String,
+    /// One line for the person: `connect to example.com:443`.
+    pub what: String,
+    /// The policy's reasons.
+    pub why: Vec<String>,
+    /// The policy's question, if it wrote one.
+    pub message: Option<String>,
+    /// The scopes the policy offers (all when empty).
+    pub scopes: Vec<String>,
+    /// How long the policy lets the person think.
+    pub timeout: Option<Duration>,
+}
+
+/// The answer to an [`Ask`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// Whether the action may proceed.
+    pub allow: bool,
+    /// How far the answer reaches (`once`, `session`, `10m`, `always`), when a person gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Who answered: `terminal`, `socket (pid 123, cordon)`, `earlier answer`, `timeout`...
+    pub by: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The pending request's id, when the person was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+}
+
+impl Answer {
+    fn deny(by: &str, reason: impl Into<String>, request: Option<&str>) -> Self {
+        Self {
+            allow: false,
+            scope: None,
+            by: by.to_owned(),
+            reason: reason.into(),
+            request: request.map(str::to_owned),
+        }
+    }
+}
+
+/// A request waiting for an answer, as the control socket lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingRequest {
+    /// Its id: what an answer names.
+    pub id: String,
+    /// The session asking.
+    pub session: String,
+    /// The capability decided.
+    pub capability: String,
+    /// The action decided.
+    pub action: String,
+    /// What an answer covers.
+    pub key: String,
+    /// One line for the person.
+    pub what: String,
+    /// The policy's reasons.
+    pub why: Vec<String>,
+    /// The policy's question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The scopes an answer may take.
+    pub scopes: Vec<String>,
+    /// When it was asked, RFC 3339.
+    pub asked: String,
+    /// Seconds left before it is denied for want of an answer.
+    pub expires_in_s: u64,
+    #[serde(skip)]
+    deadline: Instant,
+}
+
+impl PendingRequest {
+    fn refresh(&mut self) {
+        self.expires_in_s = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs();
+    }
+}
+
+/// Records what the broker does (a session writes it to the audit log, capability
+/// `consent`): `action` is `prompt`, `answer`, `timeout` or `remember`.
+pub type Recorder = Box<dyn Fn(&str, Value, Decision, Outcome) -> Result<(), String> + Send + Sync>;
+
+/// Shows a pending request to a person and answers it through [`Broker::answer`].
+pub trait Prompter: Send + Sync {
+    /// Shows `request`; must not block (a prompter waits on threads of its own).
+    fn prompt(&self, request: &PendingRequest, broker: Weak<Broker>);
+    /// `id` was answered elsewhere or timed out: stop showing it.
+    fn withdraw(&self, id: &str);
+}
+
+/// A pending request's answer, when it comes.
+#[derive(Default)]
+struct Slot {
+    answer: Mutex<Option<Answer>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn set(&self, answer: Answer) -> bool {
+        let Ok(mut slot) = self.answer.lock() else {
+            return false;
+        };
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(answer);
+        self.ready.notify_all();
+        true
+    }
+
+    fn wait_until(&self, deadline: Instant) -> Option<Answer> {
+        let mut slot = self.answer.lock().ok()?;
+        loop {
+            if let Some(answer) = slot.as_ref() {
+                return Some(answer.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            slot = self.ready.wait_timeout(slot, left).ok()?.0;
+        }
+    }
+}
+
+/// A caller's place in a pending request: its id, its answer's slot, its deadline, and the
+/// request itself when this caller made it.
+struct Queued {
+    id: String,
+    slot: Arc<Slot>,
+    deadline: Instant,
+    created: Option<PendingRequest>,
+}
+
+struct Waiting {
+    request: PendingRequest,
+    slot: Arc<Slot>,
+}
+
+/// An earlier answer that covers later identical requests.
+struct Grant {
+    allow: bool,
+    until: Option<Instant>,
+    scope: String,
+}
+
+#[derive(Default)]
+struct State {
+    pending: BTreeMap<String, Waiting>,
+    grants: HashMap<String, Grant>,
+    passes: HashMap<String, Instant>,
+}
+
+/// A session's consent broker.
+pub struct Broker {
+    session: String,
+    backends: Backends,
+    timeout: Duration,
+    remembered: Option<RememberedFile>,
+    recorder: Option<Recorder>,
+    prompters: Mutex<Vec<Arc<dyn Prompter>>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("session", &self.session)
+            .field("backends", &self.backends)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker for `session`, asking through `backends`, waiting `timeout` unless a policy
+    /// says otherwise, remembering "always" answers in `remembered` and recording through
+    /// `recorder`.
+    pub fn new(
+        session: impl Into<String>,
+        backends: Backends,
+        timeout: Duration,
+        remembered: Option<RememberedFile>,
+        recorder: Option<Recorder>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            session: session.into(),
+            backends,
+            timeout: timeout.min(MAX_TIMEOUT),
+            remembered,
+            recorder,
+            prompters: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Adds a prompter: every request asked from now on is shown by it too.
+    pub fn add_prompter(&self, prompter: Arc<dyn Prompter>) {
+        if let Ok(mut prompters) = self.prompters.lock() {
+            prompters.push(prompter);
+        }
+    }
+
+    /// The backends answering.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Asks, and waits for the answer (up to the timeout). Never fails: whatever goes wrong
+    /// is a denial saying why.
+    pub fn ask(self: &Arc<Self>, ask: &Ask) -> Answer {
+        if let Some(answer) = self.earlier(&ask.key) {
+            return answer;
+        }
+        match self.backends.list() {
+            [Backend::Allow] => {
+                return Answer {
+                    allow: true,
+                    scope: Some("once".into()),
+                    by: "allow backend".into(),
+                    reason: "every question is answered yes (consent backend `allow`)".into(),
+                    request: None,
+                }
+            }
+            [Backend::Deny] => {
+                return Answer::deny(
+                    "deny backend",
+                    "no one to ask: this session answers every question no (consent backend `deny`, the default without a terminal); run with `--consent terminal` in a terminal, or `--consent socket` and answer with `cordon approve`",
+                    None,
+                )
+            }
+            _ => {}
+        }
+        let Queued {
+            id,
+            slot,
+            deadline,
+            created,
+        } = match self.enqueue(ask) {
+            Ok(queued) => queued,
+            Err(answer) => return answer,
+        };
+        if let Some(request) = &created {
+            let input = self.record_input(request, None);
+            let asked = Decision::deny("waiting for the person's answer");
+            if let Err(why) = self.record("prompt", input, asked, Outcome::Evaluated) {
+                let answer = Answer::deny(
+                    "cordon",
+                    format!("denied because the question could not be recorded ({why})"),
+                    Some(&id),
+                );
+                self.resolve(&id, answer.clone());
+                return answer;
+            }
+            let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
+            for prompter in prompters {
+                prompter.prompt(request, Arc::downgrade(self));
+            }
+        }
+        if let Some(answer) = slot.wait_until(deadline) {
+            return answer;
+        }
+        let timeout = Answer::deny(
+            "timeout",
+            format!(
+                "no answer within {} s; denied",
+                self.timeout_for(ask).as_secs()
+            ),
+            Some(&id),
+        );
+        if self.resolve(&id, timeout.clone()) {
+            if let Some(request) = self.created_or(created, ask, &id) {
+                let input = self.record_input(&request, Some(&timeout));
+                let refused = Decision::deny(&timeout.reason);
+                if let Err(why) = self.record("timeout", input, refused, Outcome::Refused) {
+                    tracing::warn!("cannot record a consent timeout: {why}");
+                }
+            }
+        }
+        slot.wait_until(Instant::now()).unwrap_or(timeout)
+    }
+
+    /// The answer of an earlier question that covers `key`, if any (a one-time pass is used
+    /// up).
+    fn earlier(&self, key: &str) -> Option<Answer> {
+        let mut state = self.state.lock().ok()?;
+        let now = Instant::now();
+        if let Some(given) = state.passes.remove(key) {
+            if now.duration_since(given) < PASS_LIFETIME {
+                return Some(Answer {
+                    allow: true,
+                    scope: Some("once".into()),
+                    by: "earlier answer".into(),
+                    reason: "allowed once by the person, for this connection".into(),
+                    request: None,
+                });
+            }
+        }
+        let grant = state.grants.get(key)?;
+        if grant.until.is_some_and(|until| now >= until) {
+            state.grants.remove(key);
+            return None;
+        }
+        let verb = if grant.allow { "allowed" } else { "denied" };
+        Some(Answer {
+            allow: grant.allow,
+            scope: Some(grant.scope.clone()),
+            by: "earlier answer".into(),
+            reason: format!("{verb} by the person earlier (for {})", grant.scope),
+            request: None,
+        })
+    }
+
+    /// Lets the next request under `key` through once (within 30 s): a connection whose
+    /// name was allowed once when it was resolved.
+    pub fn pass(&self, key: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state
+                .passes
+                .retain(|_, given| given.elapsed() < PASS_LIFETIME);
+            if state.passes.len() < 1024 {
+                state.passes.insert(key.to_owned(), Instant::now());
+            }
+        }
+    }
+
+    fn timeout_for(&self, ask: &Ask) -> Duration {
+        ask.timeout.unwrap_or(self.timeout).min(MAX_TIMEOUT)
+    }
+
+    /// The request to record a timeout for: the one this caller made, else (a caller that
+    /// joined it) rebuilt from what was asked.
+    fn created_or(
+        &self,
+        created: Option<PendingRequest>,
+        ask: &Ask,
+        id: &str,
+    ) -> Option<PendingRequest> {
+        created.or_else(|| {
+            let mut request = self.request_for(ask, id.to_owned());
+            request.expires_in_s = 0;
+            Some(request)
+        })
+    }
+
+    /// Joins the pending request for the same key, or makes a new one.
+    fn enqueue(&self, ask: &Ask) -> Result<Queued, Answer> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Answer::deny("cordon", "the consent broker failed", None))?;
+        if let Some((id, waiting)) = state.pending.iter().find(|(_, w)| w.request.key == ask.key) {
+            return Ok(Queued {
+                id: id.clone(),
+                slot: Arc::clone(&waiting.slot),
+                deadline: waiting.request.deadline,
+                created: None,
+            });
+        }
+        if state.pending.len() >= MAX_PENDING {
+            return Err(Answer::deny(
+                "cordon",
+                format!(
+                    "{MAX_PENDING} questions already wait for an answer; denied without asking"
+                ),
+                None,
+            ));
+        }
+        let request = self.request_for(ask, new_id());
+        let id = request.id.clone();
+        let slot = Arc::new(Slot::default());
+        state.pending.insert(
+            id.clone(),
+            Waiting {
+                request: request.clone(),
+                slot: Arc::clone(&slot),
+            },
+        );
+        Ok(Queued {
+            id,
+            slot,
+            deadline: request.deadline,
+            created: Some(request),
+        })
+    }
+
+    fn request_for(&self, ask: &Ask, id: String) -> PendingRequest {
+        let timeout = self.timeout_for(ask);
+        let scopes: Vec<String> = if ask.scopes.is_empty() {
+            ["once", "session", "minutes", "always"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        } else {
+            ask.scopes.clone()
+        };
+        PendingRequest {
+            id,
+            session: self.session.clone(),
+            capability: ask.capability.clone(),
+            action: ask.action.clone(),
+            key: ask.key.clone(),
+            what: ask.what.clone(),
+            why: ask.why.clone(),
+            message: ask.message.clone(),
+            scopes,
+            asked: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires_in_s: timeout.as_secs(),
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Gives pending request `id` its answer (the first one wins) and withdraws it from the
+    /// prompters; whether this was the first.
+    fn resolve(&self, id: &str, answer: Answer) -> bool {
+        let waiting = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pending.remove(id));
+        let Some(waiting) = waiting else {
+            return false;
+        };
+        let first = waiting.slot.set(answer);
+        let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
+        for prompter in prompters {
+            prompter.withdraw(id);
+        }
+        first
+    }
+
+    /// The requests waiting for an answer, oldest first.
+    pub fn pending(&self) -> Vec<PendingRequest> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut listed: Vec<PendingRequest> = state
+            .pending
+            .values()
+            .map(|w| {
+                let mut request = w.request.clone();
+                request.refresh();
+                request
+            })
+            .collect();
+        listed.sort_by_key(|r| r.deadline);
+        listed
+    }
+
+    /// Answers pending request `id`, as `by` (which backend, and who).
+    ///
+    /// # Errors
+    ///
+    /// An unknown or expired id, a scope the policy does not offer, "always" for a denial
+    /// (a standing denial belongs in the policy).
+    pub fn answer(&self, id: &str, allow: bool, scope: Scope, by: &str) -> Result<Answer, String> {
+        let request = {
+            let state = self
+                .state
+                .lock()
+                .map_err(|_| "the consent broker failed".to_owned())?;
+            let waiting = state.pending.get(id).ok_or_else(|| {
+                format!("no pending request `{id}` in this session (answered, timed out, or never asked)")
+            })?;
+            waiting.request.clone()
+        };
+        if !request.scopes.iter().any(|s| s == scope.kind()) {
+            return Err(format!(
+                "the policy does not offer `{}` for this request (offered: {})",
+                scope.kind(),
+                request.scopes.join(", ")
+            ));
+        }
+        if !allow && scope == Scope::Always {
+            return Err("a denial cannot be remembered for always; change the policy instead, or deny for this session".into());
+        }
+        let verb = if allow { "allowed" } else { "denied" };
+        let mut answer = Answer {
+            allow,
+            scope: Some(scope.text()),
+            by: by.to_owned(),
+            reason: format!("{verb} by the person ({by}, for {})", scope.text()),
+            request: Some(id.to_owned()),
+        };
+        if allow && scope == Scope::Always {
+            if let Err(why) = self.remember(&request, by) {
+                answer.scope = Some("session".into());
+                answer.reason = format!("{}; not remembered for always: {why}", answer.reason);
+            }
+        }
+        let input = self.record_input(&request, Some(&answer));
+        let decision = if allow {
+            Decision {
+                allow: true,
+                reasons: vec![answer.reason.clone()],
+                obligations: Vec::new(),
+                grants: None,
+            }
+        } else {
+            Decision::deny(&answer.reason)
+        };
+        let outcome = if allow {
+            Outcome::Performed
+        } else {
+            Outcome::Refused
+        };
+        if let Err(why) = self.record("answer", input, decision, outcome) {
+            answer = Answer::deny(
+                "cordon",
+                format!("denied because the answer could not be recorded ({why})"),
+                Some(id),
+            );
+        }
+        let until = match scope {
+            Scope::Minutes(n) => Some(Instant::now() + Duration::from_secs(n * 60)),
+            _ => None,
+        };
+        if scope != Scope::Once && answer.allow == allow {
+            if let Ok(mut state) = self.state.lock() {
+                state.grants.insert(
+                    request.key.clone(),
+                    Grant {
+                        allow,
+                        until,
+                        scope: answer.scope.clone().unwrap_or_default(),
+                    },
+                );
+            }
+        }
+        if self.resolve(id, answer.clone()) {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "request `{id}` was answered or timed out meanwhile"
+            ))
+        }
+    }
+
+    fn remember(&self, request: &PendingRequest, by: &str) -> Result<(), String> {
+        let file = self
+            .remembered
+            .as_ref()
+            .ok_or("no configuration directory to remember it in")?;
+        file.remember(
+            &request.key,
+            json!({
+                "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "by": by,
+                "session": self.session,
+                "what": request.what,
+            }),
+        )?;
+        let mut input = self.record_input(request, None);
+        input["remembered"] = json!({ "file": file.path(), "key": request.key, "by": by });
+        self.record(
+            "remember",
+            input,
+            Decision {
+                allow: true,
+                reasons: vec![format!("`{}` remembered for always", request.key)],
+                obligations: Vec::new(),
+                grants: None,
+            },
+            Outcome::Performed,
+        )
+    }
+
+    fn record_input(&self, request: &PendingRequest, answer: Option<&Answer>) -> Value {
+        let mut input = json!({
+            "consent": {
+                "request": request.id,
+                "capability": request.capability,
+                "action": request.action,
+                "key": request.key,
+                "what": request.what,
+                "why": request.why,
+                "scopes": request.scopes,
+                "backends": self.backends.list().iter().map(|b| b.name()).collect::<Vec<_>>(),
+            }
+        });
+        if let Some(answer) = answer {
+            input["consent"]["answer"] = json!(answer);
+        }
+        input
+    }
+
+    fn record(
+        &self,
+        action: &str,
+        mut input: Value,
+        decision: Decision,
+        outcome: Outcome,
+    ) -> Result<(), String> {
+        input["action"] = json!(action);
+        match &self.recorder {
+            Some(recorder) => recorder(action, input, decision, outcome),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A random request id: 12 hex digits.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return format!("{:06x}{n:06x}", std::process::id() & 0xff_ffff);
+    }
+    cordon_types::hex(&bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+use std::sync::Mutex;
+
+use super::*;
+
+/// What a broker recorded: each action with its input.
+type Records = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A broker for tests, with what it recorded.
+fn broker(backends: &str, timeout_ms: u64) -> (Arc<Broker>, Records) {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&records);
+    let recorder: Recorder = Box::new(move |action, input, _, _| {
+        sink.lock().unwrap().push((action.to_owned(), input));
+        Ok(())
+    });
+    let broker = Broker::new(
+        "0123456789ab",
+        Backends::parse(backends, false).unwrap(),
+        Duration::from_millis(timeout_ms),
+        None,
+        Some(recorder),
+    );
+    (broker, records)
+}
+
+fn ask(key: &str) -> Ask {
+    Ask {
+        capability: "net".into(),
+        action: "connect".into(),
+        key: key.into(),
+        what: format!("connect to {key}"),
+        why: vec!["not on the allowlist".into()],
+        message: None,
+        scopes: Vec::new(),
+        timeout: None,
+    }
+}
+
+/// Waits (bounded) until `broker` lists `n` pending requests, and returns them.
+fn pending(broker: &Broker, n: usize) -> Vec<PendingRequest> {
+    for _ in 0..500 {
+        let listed = broker.pending();
+        if listed.len() == n {
+            return listed;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("never {n} pending requests: {:?}", broker.pending());
+}
+
+fn actions(records: &Mutex<Vec<(String, Value)>>) -> Vec<String> {
+    records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, _)| a.clone())
+        .collect()
+}
+
+#[test]
+fn backends_parse_and_refuse_what_cannot_work() {
+    assert_eq!(
+        Backends::parse("auto", false).unwrap().list(),
+        [Backend::Deny]
+    );
+    assert_eq!(
+        Backends::parse("auto", true).unwrap().list(),
+        [Backend::Terminal, Backend::Socket]
+    );
+    assert_eq!(
+        Backends::parse("socket", false).unwrap().list(),
+        [Backend::Socket]
+    );
+    assert!(Backends::parse("terminal", false).is_err());
+    assert!(Backends::parse("allow,socket", false).is_err());
+    assert!(Backends::parse("telepathy", false).is_err());
+    assert!(!Backends::parse("deny", true).unwrap().interactive());
+    assert_eq!(
+        Backends::parse("socket", false).unwrap().context()["interactive"],
+        true
+    );
+}
+
+#[test]
+fn scopes_parse() {
+    assert_eq!(Scope::parse("once"), Ok(Scope::Once));
+    assert_eq!(Scope::parse("10m"), Ok(Scope::Minutes(10)));
+    assert_eq!(Scope::parse("minutes:5"), Ok(Scope::Minutes(5)));
+    assert_eq!(Scope::parse("always"), Ok(Scope::Always));
+    assert!(Scope::parse("0m").is_err());
+    assert!(Scope::parse("forever").is_err());
+    assert_eq!(Scope::Minutes(10).text(), "10m");
+}
+
+#[test]
+fn fixed_backends_answer_without_asking() {
+    let (allow, records) = broker("allow", 1000);
+    assert!(allow.ask(&ask("net:a.example:443")).allow);
+    let (deny, _) = broker("deny", 1000);
+    let answer = deny.ask(&ask("net:a.example:443"));
+    assert!(!answer.allow);
+    assert!(
+        answer.reason.contains("cordon approve"),
+        "{}",
+        answer.reason
+    );
+    assert!(actions(&records).is_empty());
+}
+
+#[test]
+fn an_answer_for_the_session_covers_later_requests_and_is_recorded() {
+    let (broker, records) = broker("socket", 10_000);
+    let asking = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    let listed = pending(&broker, 1);
+    assert_eq!(listed[0].what, "connect to net:a.example:443");
+    assert_eq!(listed[0].scopes, ["once", "session", "minutes", "always"]);
+    let answer = broker
+        .answer(&listed[0].id, true, Scope::Session, "socket (test)")
+        .unwrap();
+    assert!(answer.allow);
+    assert!(asking.join().unwrap().allow);
+    // The second request is not asked.
+    let again = broker.ask(&ask("net:a.example:443"));
+    assert!(again.allow);
+    assert_eq!(again.by, "earlier answer");
+    assert!(broker.pending().is_empty());
+    assert_eq!(actions(&records), ["prompt", "answer"]);
+    let input = records.lock().unwrap()[1].1.clone();
+    assert_eq!(input["consent"]["answer"]["by"], "socket (test)");
+    assert_eq!(input["consent"]["answer"]["scope"], "session");
+    // Another key is asked again.
+    let other = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:b.example:443")))
+    };
+    let listed = pending(&broker, 1);
+    broker
+        .answer(&listed[0].id, false, Scope::Once, "socket (test)")
+        .unwrap();
+    assert!(!other.join().unwrap().allow);
+}
+
+#[test]
+fn a_burst_of_identical_requests_asks_once() {
+    let (broker, records) = broker("socket", 10_000);
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let broker = Arc::clone(&broker);
+            std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+        })
+        .collect();
+    let listed = pending(&broker, 1);
+    // Let every asker join before answering.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(broker.pending().len(), 1);
+    broker
+        .answer(&listed[0].id, true, Scope::Once, "socket (test)")
+        .unwrap();
+    for asker in askers {
+        assert!(asker.join().unwrap().allow);
+    }
+    assert_eq!(actions(&records), ["prompt", "answer"]);
+}
+
+#[test]
+fn no_answer_in_time_is_a_recorded_denial() {
+    let (broker, records) = broker("socket", 200);
+    let answer = broker.ask(&ask("net:a.example:443"));
+    assert!(!answer.allow);
+    assert_eq!(answer.by, "timeout");
+    assert!(broker.pending().is_empty());
+    assert_eq!(actions(&records), ["prompt", "timeout"]);
+    // A late answer names a request that is gone.
+    let id = answer.request.unwrap();
+    let late = broker.answer(&id, true, Scope::Once, "socket (test)");
+    assert!(late.unwrap_err().contains("no pending request"));
+}
+
+#[test]
+fn answers_outside_what_is_offered_are_refused() {
+    let (broker, _) = broker("socket", 10_000);
+    let mut limited = ask("net:a.example:443");
+    limited.scopes = vec!["once".into()];
+    let asking = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&limited))
+    };
+    let id = pending(&broker, 1)[0].id.clone();
+    let refused = broker.answer(&id, true, Scope::Session, "socket (test)");
+    assert!(refused.unwrap_err().contains("does not offer `session`"));
+    assert!(broker
+        .answer("ffffffffffff", true, Scope::Once, "x")
+        .is_err());
+    // Still pending: a refused answer changes nothing.
+    assert_eq!(broker.pending().len(), 1);
+    broker
+        .answer(&id, false, Scope::Once, "socket (test)")
+        .unwrap();
+    assert!(!asking.join().unwrap().allow);
+}
+
+#[test]
+fn a_denial_cannot_be_remembered_and_a_failed_record_denies() {
+    let records: Recorder = Box::new(|action, _, _, _| {
+        if action == "answer" {
+            Err("disk full".into())
+        } else {
+            Ok(())
+        }
+    });
+    let broker = Broker::new(
+        "0123456789ab",
+        Backends::parse("socket", false).unwrap(),
+        Duration::from_secs(10),
+        None,
+        Some(records),
+    );
+    let asking = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    let id = pending(&broker, 1)[0].id.clone();
+    assert!(broker.answer(&id, false, Scope::Always, "x").is_err());
+    let answer = broker.answer(&id, true, Scope::Session, "x").unwrap();
+    assert!(!answer.allow, "{answer:?}");
+    assert!(!asking.join().unwrap().allow);
+    // Nor is it granted for the session.
+    assert!(broker.earlier("net:a.example:443").is_none());
+}
+
+#[test]
+fn always_is_remembered_in_the_file_and_too_many_questions_are_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = RememberedFile::at(dir.path().join("remembered.json"));
+    let broker = Broker::new(
+        "0123456789ab",
+        Backends::parse("socket", false).unwrap(),
+        Duration::from_secs(10),
+        Some(file.clone()),
+        None,
+    );
+    let askers: Vec<_> = (0..MAX_PENDING)
+        .map(|i| {
+            let broker = Arc::clone(&broker);
+            std::thread::spawn(move || broker.ask(&ask(&format!("net:h{i}.example:443"))))
+        })
+        .collect();
+    let listed = pending(&broker, MAX_PENDING);
+    let over = broker.ask(&ask("net:one-more.example:443"));
+    assert!(!over.allow);
+    assert!(over.reason.contains("already wait"), "{}", over.reason);
+    for request in &listed {
+        broker
+            .answer(&request.id, true, Scope::Always, "socket (test)")
+            .unwrap();
+    }
+    for asker in askers {
+        assert!(asker.join().unwrap().allow);
+    }
+    let keys: Vec<String> = file.list().unwrap().into_iter().map(|r| r.key).collect();
+    assert_eq!(keys.len(), MAX_PENDING);
+    assert!(keys.contains(&"net:h0.example:443".to_owned()));
+}
+
+#[test]
+fn a_pass_covers_one_request() {
+    let (broker, _) = broker("socket", 100);
+    broker.pass("net:a.example:443");
+    assert!(broker.ask(&ask("net:a.example:443")).allow);
+    // Used up: the next one is asked (and times out here).
+    assert_eq!(broker.ask(&ask("net:a.example:443")).by, "timeout");
+}
