@@ -391,3 +391,139 @@ fn always_is_remembered_for_the_next_session_and_can_be_forgotten() {
         .collect();
     assert_eq!(actions, ["prompt", "remember", "answer", "forget"]);
 }
+
+/// What the person's terminal showed, as the test reads it from its side of a real pty.
+struct Terminal {
+    master: std::fs::File,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Opens a pty and collects what is written to it; the other side goes to `command`'s
+    /// standard input, output and error.
+    fn attach(command: &mut std::process::Command) -> Self {
+        let (master, slave) = cordon_sys::process::open_pseudo_terminal().unwrap();
+        command
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        let master = std::fs::File::from(master);
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = std::sync::Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once nothing holds the other side.
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { master, shown }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for `needle` to be shown, then types `keys` after a pause longer than the
+    /// type-ahead guard.
+    fn answer(&mut self, needle: &str, keys: &[u8]) {
+        wait_until(&format!("`{needle}` on the terminal"), 30, || {
+            self.text().contains(needle)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        std::io::Write::write_all(&mut self.master, keys).unwrap();
+    }
+}
+
+#[test]
+fn the_terminal_asks_the_person_and_the_program_cannot_answer_for_them() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let question = format!("asks to connect to 127.0.0.1:{}", server.port);
+    // While its request waits, the program types every answer there is into its own
+    // terminal, again and again.
+    let script = format!(
+        "(for i in $(seq 1 300); do printf 'y\\ns\\na\\n'; sleep 0.01; done) & \
+         curl -s -m 30 -o /dev/null -w 'first=%{{http_code}}\\n' http://127.0.0.1:{p}/a >> out.txt; \
+         wait; echo first-done",
+        p = server.port
+    );
+    let mut command = home.cordon(&[
+        "exec",
+        "--policy",
+        &policy,
+        "--consent",
+        "terminal",
+        "--",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    let mut terminal = Terminal::attach(&mut command);
+    let exec = KillOnDrop(command.spawn().unwrap());
+    terminal.answer(&question, b"n");
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", terminal.text());
+    assert!(
+        read_or_empty(home.workspace().join("out.txt")).contains("first=403"),
+        "{}",
+        terminal.text()
+    );
+    assert_eq!(server.received(), 0);
+    let shown = terminal.text();
+    assert!(shown.contains("first-done"), "{shown}");
+    // The question was answered by the person, with the key typed on the terminal, and the
+    // program's flood of answers (its own terminal's output) never reached it, nor showed
+    // in the middle of it.
+    let records = consent_records(&home);
+    let answer = records.iter().find(|r| r["action"] == "answer").unwrap();
+    assert_eq!(answer["allow"], false, "{answer:#}");
+    assert_eq!(answer["input"]["consent"]["answer"]["by"], "terminal");
+    let start = shown.find(&question).unwrap();
+    let end = start + shown[start..].find("denied by the person").unwrap();
+    assert!(
+        !shown[start..end].contains("a\r\ny\r\n"),
+        "{:?}",
+        &shown[start..end]
+    );
+
+    // Allowed for the session on the terminal: both requests pass, one question.
+    fs_err::remove_file(home.workspace().join("out.txt")).unwrap();
+    let mut command = home.cordon(&[
+        "exec",
+        "--policy",
+        &policy,
+        "--consent",
+        "terminal",
+        "--",
+        "bash",
+        "-c",
+        &two_requests(server.port),
+    ]);
+    command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    let mut terminal = Terminal::attach(&mut command);
+    let exec = KillOnDrop(command.spawn().unwrap());
+    terminal.answer(&question, b"s");
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", terminal.text());
+    let text = read_or_empty(home.workspace().join("out.txt"));
+    assert!(
+        text.contains("one=200") && text.contains("two=200"),
+        "{text}"
+    );
+    assert_eq!(
+        terminal.text().matches(&question).count(),
+        1,
+        "{}",
+        terminal.text()
+    );
+}

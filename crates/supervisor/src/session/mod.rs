@@ -284,6 +284,7 @@ struct Prepared {
     request: LaunchRequest,
     supervisor: Arc<Supervisor>,
     consent: Arc<Broker>,
+    prompter: Option<Arc<terminal::TerminalPrompter>>,
     audit: LaunchAudit,
     grants: Grants,
     plan: Plan,
@@ -390,7 +391,14 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
             .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
             .with_context("consent", backends.context());
     let supervisor = Arc::new(supervisor);
+    let prompter = backends
+        .list()
+        .contains(&crate::consent::Backend::Terminal)
+        .then(|| Arc::new(terminal::TerminalPrompter::default()));
     let consent = consent_broker(&request.config, &supervisor, &id, backends);
+    if let Some(prompter) = &prompter {
+        consent.add_prompter(prompter.clone());
+    }
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -435,6 +443,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         request,
         supervisor,
         consent,
+        prompter,
         audit,
         grants,
         plan,
@@ -642,6 +651,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         request,
         supervisor,
         consent,
+        prompter,
         mut audit,
         grants,
         plan,
@@ -753,7 +763,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     };
     let (relay, released) = match helper.release() {
         Ok(master) => (
-            master.map(|m| terminal::TerminalRelay::start(m, helper.pid())),
+            master.map(|m| terminal::TerminalRelay::start(m, helper.pid(), prompter)),
             Ok(()),
         ),
         Err(err) => (None, Err(err)),

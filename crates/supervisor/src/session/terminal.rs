@@ -1,9 +1,14 @@
 //! The person's terminal and signals, as a session relays them to its program.
 
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use cordon_sys::process as sys;
+
+use crate::consent::{Broker, PendingRequest, Prompter, Scope};
 
 /// Passes cordon's termination signals to the helper, which passes them to the program;
 /// with a terminal, a window size change is copied to the program's terminal instead.
@@ -65,7 +70,14 @@ pub(super) struct TerminalRelay {
 }
 
 impl TerminalRelay {
-    pub(super) fn start(master: OwnedFd, helper: i32) -> Self {
+    /// Relays between the person's terminal and the program's `master`; with `prompter`,
+    /// the consent questions it shows pause the program's output and take the keys typed
+    /// meanwhile.
+    pub(super) fn start(
+        master: OwnedFd,
+        helper: i32,
+        prompter: Option<Arc<TerminalPrompter>>,
+    ) -> Self {
         let [stdin_is_terminal, stdout_is_terminal, _] = streams_on_terminal();
         copy_window_size_to(&master);
         let saved = if stdin_is_terminal {
@@ -76,15 +88,33 @@ impl TerminalRelay {
         let master = std::sync::Arc::new(master);
         if stdin_is_terminal {
             let input = master.clone();
+            let prompter = prompter.clone();
             std::thread::spawn(move || {
                 let stdin = std::io::stdin().as_fd().try_clone_to_owned();
                 if let (Ok(fd), Ok(stdin)) = (input.try_clone(), stdin) {
                     let mut to_program = std::fs::File::from(fd);
-                    let _ = std::io::copy(&mut std::fs::File::from(stdin), &mut to_program);
+                    let mut from_person = std::fs::File::from(stdin);
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = std::io::Read::read(&mut from_person, &mut buf) {
+                        let Some(keys) = buf.get(..n).filter(|k| !k.is_empty()) else {
+                            break;
+                        };
+                        // Keys typed while a question is shown answer it; the program
+                        // never gets them.
+                        if prompter.as_ref().is_some_and(|p| p.take_keys(keys)) {
+                            continue;
+                        }
+                        if to_program.write_all(keys).is_err() {
+                            break;
+                        }
+                    }
                 }
                 // A terminal in raw mode ends only when it hangs up: so does the program's.
                 let _ = sys::kill(helper, libc::SIGHUP);
             });
+        }
+        if let Some(prompter) = &prompter {
+            prompter.start();
         }
         let (done, output_done) = std::sync::mpsc::channel();
         let output = master.clone();
@@ -109,9 +139,13 @@ impl TerminalRelay {
                     }
                     out.clear();
                     filter.push(&buf[..n], &mut out);
-                    if std::io::Write::write_all(&mut to, &out).is_err() {
+                    // Held while a question is shown: the program's output waits (and, once
+                    // its terminal's buffer is full, so does the program).
+                    let held = prompter.as_ref().map(|p| p.hold_output());
+                    if to.write_all(&out).is_err() {
                         break;
                     }
+                    drop(held);
                 }
             }
             let _ = done.send(());
@@ -130,4 +164,199 @@ impl TerminalRelay {
             let _ = sys::set_terminal_mode(std::io::stdin().as_fd(), saved);
         }
     }
+}
+
+/// How long keys typed after a question appears are ignored: keys typed for the program
+/// just before it never answer it.
+const TYPE_AHEAD: Duration = Duration::from_millis(300);
+
+/// The consent backend `terminal`: each question is shown on the person's terminal, which
+/// cordon holds (the program has a pseudo-terminal of its own, so it can neither see the
+/// question nor type the answer). While a question is shown the program's output waits and
+/// the person's keys go to the question.
+#[derive(Default)]
+pub(crate) struct TerminalPrompter {
+    state: Mutex<PromptState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct PromptState {
+    queue: VecDeque<(PendingRequest, Weak<Broker>)>,
+    showing: Option<String>,
+    shown_at: Option<Instant>,
+    keys: Vec<u8>,
+    withdrawn: HashSet<String>,
+    started: bool,
+}
+
+impl Prompter for TerminalPrompter {
+    fn prompt(&self, request: &PendingRequest, broker: Weak<Broker>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.queue.push_back((request.clone(), broker));
+            self.changed.notify_all();
+        }
+    }
+
+    fn withdraw(&self, id: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.queue.retain(|(r, _)| r.id != id);
+            if state.showing.as_deref() == Some(id) {
+                state.withdrawn.insert(id.to_owned());
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl TerminalPrompter {
+    fn lock(&self) -> MutexGuard<'_, PromptState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts showing questions, on a thread of its own, once the relay holds the terminal.
+    fn start(self: &Arc<Self>) {
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.started, true) {
+            return;
+        }
+        let prompter = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("cordon-consent".into())
+            .spawn(move || prompter.run())
+            .map(drop)
+            .unwrap_or_else(|err| tracing::warn!("cannot show consent questions: {err}"));
+    }
+
+    /// Waits while a question is shown; the program's output is written while the guard
+    /// is held, so that a question never starts in the middle of it.
+    fn hold_output(&self) -> MutexGuard<'_, PromptState> {
+        let mut state = self.lock();
+        while state.showing.is_some() {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state
+    }
+
+    /// Takes `keys` for the question shown, if one is; whether they were taken.
+    fn take_keys(&self, keys: &[u8]) -> bool {
+        let mut state = self.lock();
+        if state.showing.is_none() {
+            return false;
+        }
+        if state.shown_at.is_some_and(|at| at.elapsed() >= TYPE_AHEAD) {
+            state.keys.extend_from_slice(keys);
+            self.changed.notify_all();
+        }
+        true
+    }
+
+    fn run(&self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                loop {
+                    if let Some(next) = state.queue.pop_front() {
+                        state.showing = Some(next.0.id.clone());
+                        state.shown_at = Some(Instant::now());
+                        state.keys.clear();
+                        break next;
+                    }
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let (request, broker) = next;
+            let said = self.ask(&request, &broker);
+            let _ = std::io::stderr().write_all(format!("{said}\r\n").as_bytes());
+            let mut state = self.lock();
+            state.showing = None;
+            state.withdrawn.remove(&request.id);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Shows `request` and waits for a key that answers it; returns what became of it.
+    fn ask(&self, request: &PendingRequest, broker: &Weak<Broker>) -> String {
+        let offered = |kind: &str| request.scopes.iter().any(|s| s == kind);
+        let mut choices = vec!["y = allow once"];
+        if offered("session") {
+            choices.push("s = this session");
+        }
+        if offered("minutes") {
+            choices.push("m = 10 minutes");
+        }
+        if offered("always") {
+            choices.push("a = always");
+        }
+        choices.push("n = deny");
+        let mut text = format!(
+            "\r\ncordon: the program in session {} asks to {}\r\n",
+            request.session,
+            printable(&request.what)
+        );
+        if let Some(message) = &request.message {
+            text.push_str(&format!("  {}\r\n", printable(message)));
+        }
+        for reason in &request.why {
+            text.push_str(&format!("  why: {}\r\n", printable(reason)));
+        }
+        text.push_str(&format!(
+            "  {} [{} s] ",
+            choices.join(", "),
+            request.expires_in_s
+        ));
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(request.expires_in_s);
+        let mut state = self.lock();
+        loop {
+            if state.withdrawn.contains(&request.id) {
+                return "\r\ncordon: answered elsewhere, or no answer in time".into();
+            }
+            let keys: Vec<u8> = state.keys.drain(..).collect();
+            for key in keys {
+                let (allow, scope) = match key {
+                    b'y' | b'Y' => (true, Scope::Once),
+                    b's' | b'S' if offered("session") => (true, Scope::Session),
+                    b'm' | b'M' if offered("minutes") => (true, Scope::Minutes(10)),
+                    b'a' | b'A' if offered("always") => (true, Scope::Always),
+                    // n, Ctrl-C, Ctrl-D, Escape: no.
+                    b'n' | b'N' | 3 | 4 | 27 => (false, Scope::Once),
+                    _ => continue,
+                };
+                drop(state);
+                let Some(broker) = broker.upgrade() else {
+                    return "cordon: the session is over".into();
+                };
+                return match broker.answer(&request.id, allow, scope, "terminal") {
+                    Ok(answer) => format!("\r\ncordon: {}", printable(&answer.reason)),
+                    Err(why) => format!("\r\ncordon: {}", printable(&why)),
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return "\r\ncordon: no answer in time; denied".into();
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+/// `text` with every control character shown as `?`: what the program chose (a host name)
+/// must not be able to move the cursor or rewrite the question.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
