@@ -21,8 +21,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
-    PolicyCommand, ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand, StopCommand,
-    TestCommand,
+    MfaCommand, PolicyCommand, ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand,
+    StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -79,6 +79,8 @@ pub enum Command {
     Ps(PsCommand),
     Stop(StopCommand),
     Approve(ApproveCommand),
+    #[command(subcommand)]
+    Mfa(MfaCommand),
     Test(TestCommand),
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -109,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Ps(cmd) => cmd.run(&cli),
         Command::Stop(cmd) => cmd.run(&cli),
         Command::Approve(cmd) => cmd.run(&cli),
+        Command::Mfa(cmd) => cmd.run(&cli),
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),

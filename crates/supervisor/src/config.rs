@@ -223,6 +223,11 @@ impl CordonConfig {
         }
     }
 
+    /// Where the enrolled authenticator's secret is kept (`$XDG_CONFIG_HOME/cordon/mfa.json`).
+    pub fn mfa_path(&self) -> Option<PathBuf> {
+        dirs::config_dir().map(|dir| dir.join("cordon").join("mfa.json"))
+    }
+
     /// The largest request accepted, in bytes.
     pub fn max_input_bytes(&self) -> usize {
         self.policy

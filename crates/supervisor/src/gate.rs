@@ -14,7 +14,7 @@ use crate::Supervisor;
 /// The obligations the egress proxy carries out: `limit` (connections per minute, upload
 /// bytes per host), and `consent` when the gate has a broker to ask.
 const CARRIED: &[&str] = &["limit"];
-const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent"];
+const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent", "mfa"];
 
 /// Decides connections through the supervisor's pipeline (`data.cordon.net`), which
 /// records each decision: every allowance, and denials as the throttle lets through (the
@@ -109,26 +109,32 @@ impl PipelineGate {
         CARRIED
     }
 
-    /// Carries out a `consent` obligation of an allowance: asks the broker and denies on
-    /// anything but yes. The answer goes into the record (`consent`). `resolving`: the name
-    /// is being resolved, and a "once" answer covers the connection that follows.
+    /// Carries out a `consent` or `mfa` obligation of an allowance: asks the broker (for a
+    /// one-time code with `mfa`) and denies on anything but yes. The answer goes into the
+    /// record (`consent`). `resolving`: the name is being resolved, and a "once" answer
+    /// covers the connection that follows.
     #[cfg(target_os = "linux")]
     fn consent(&self, decided: crate::Unrecorded, resolving: bool) -> crate::Unrecorded {
         let Some(broker) = &self.consent else {
             return decided;
         };
         let decision = decided.decision();
-        let Some(cordon_types::Obligation::Consent {
-            message,
-            scopes,
-            timeout_s,
-        }) = decision
-            .obligations
-            .iter()
-            .find(|o| matches!(o, cordon_types::Obligation::Consent { .. }))
-        else {
+        let mfa = decision.obligations.iter().find_map(|o| match o {
+            cordon_types::Obligation::Mfa { max_age_s } => Some(*max_age_s),
+            _ => None,
+        });
+        let consent = decision.obligations.iter().find_map(|o| match o {
+            cordon_types::Obligation::Consent {
+                message,
+                scopes,
+                timeout_s,
+            } => Some((message.clone(), scopes.clone(), *timeout_s)),
+            _ => None,
+        });
+        if mfa.is_none() && consent.is_none() {
             return decided;
-        };
+        }
+        let (message, scopes, timeout_s) = consent.unwrap_or_default();
         if !decision.allow {
             return decided;
         }
@@ -154,13 +160,14 @@ impl PipelineGate {
             key: format!("net:{place}"),
             what,
             why: decision.reasons.clone(),
-            message: message.clone(),
-            scopes: scopes.clone(),
+            message,
+            scopes,
             timeout: timeout_s.map(std::time::Duration::from_secs),
+            mfa,
         };
         let answer = broker.ask(&ask);
-        if resolving && answer.allow && answer.scope.as_deref() == Some("once") {
-            broker.pass(&ask.key);
+        if resolving && answer.allow && (answer.scope.as_deref() == Some("once") || mfa.is_some()) {
+            broker.pass(&ask);
         }
         let mut decided = if answer.allow {
             decided

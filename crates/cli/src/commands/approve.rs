@@ -30,6 +30,7 @@ use crate::{Cli, Exit};
 ///   cordon approve                                   # what is waiting
 ///   cordon approve 5c1e0a9f3b27 --allow --for session
 ///   cordon approve 5c1e0a9f3b27 --deny
+///   cordon approve 5c1e0a9f3b27 --allow --code 492039   # a request that needs a code (mfa)
 ///   cordon approve --watch                           # print each new request as it comes
 ///   cordon approve --list-remembered
 ///   cordon approve --forget net:paste.example:443
@@ -50,6 +51,10 @@ pub struct ApproveCommand {
     /// Deny the request
     #[arg(long, requires = "request")]
     deny: bool,
+
+    /// The one-time code your authenticator shows, for a request that needs one (mfa)
+    #[arg(long, value_name = "CODE", requires = "allow")]
+    code: Option<String>,
 
     /// How far the answer reaches: once, session, minutes such as 10m, or always (allow only)
     #[arg(
@@ -128,7 +133,10 @@ impl ApproveCommand {
             }
             let answer = session::control_request(
                 &info.id,
-                &json!({ "op": "answer", "id": id, "allow": self.allow, "scope": scope.text() }),
+                &json!({
+                    "op": "answer", "id": id, "allow": self.allow, "scope": scope.text(),
+                    "code": self.code,
+                }),
             )
             .map_err(|why| anyhow!(why))?;
             if answer["ok"] != true {

@@ -527,3 +527,143 @@ fn the_terminal_asks_the_person_and_the_program_cannot_answer_for_them() {
         terminal.text()
     );
 }
+
+/// Enrolls an authenticator in `home` as a person would (`cordon mfa enroll`, typing the
+/// code an authenticator computes from the secret shown); returns the secret and that code.
+fn enroll(home: &Home) -> (String, String) {
+    let mut child = KillOnDrop(
+        home.cordon(&["mfa", "enroll", "--json"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let secret = shown["secret"].as_str().unwrap().to_owned();
+    assert!(shown["uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/cordon:"));
+    let code = cordon_supervisor::consent::mfa::code_at(&secret, now()).unwrap();
+    std::io::Write::write_all(
+        child.0.stdin.as_mut().unwrap(),
+        format!("{code}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = finish(child);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (secret, code)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn mfa_passes_with_a_valid_code_and_never_with_a_wrong_or_replayed_one() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let net = std::path::Path::new(&policy).join("net.rego");
+    let text = fs_err::read_to_string(&net).unwrap();
+    fs_err::write(
+        &net,
+        text.replace(
+            r#"[{"type": "consent", "message": "Let the test's curl in?"}]"#,
+            r#"[{"type": "mfa"}]"#,
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
+        server.port
+    );
+    let run = |home: &Home| {
+        KillOnDrop(
+            exec_script(
+                home,
+                &["--policy", &policy, "--consent", "socket"],
+                "bash",
+                &script,
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        )
+    };
+
+    // Not enrolled: denied without a question.
+    let out = finish(run(&home));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(read_or_empty(home.workspace().join("out.txt")).contains("code=403"));
+    fs_err::remove_file(home.workspace().join("out.txt")).unwrap();
+
+    let (secret, enrolment_code) = enroll(&home);
+    let exec = run(&home);
+    let question = the_question(&home);
+    assert_eq!(question["code"], true);
+    assert_eq!(question["scopes"], serde_json::json!(["once"]));
+    let id = question["id"].as_str().unwrap().to_owned();
+    let answer = |code: &str| {
+        home.cordon(&["approve", &id, "--allow", "--code", code])
+            .output()
+            .unwrap()
+    };
+    // No code, a wrong code, the enrolment's code again: refused, and the request waits.
+    let none = home.cordon(&["approve", &id, "--allow"]).output().unwrap();
+    assert!(
+        stderr(&none).contains("needs a one-time code"),
+        "{}",
+        stderr(&none)
+    );
+    let wrong = if enrolment_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let out = answer(wrong);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong code"), "{}", stderr(&out));
+    let out = answer(&enrolment_code);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    assert_eq!(waiting(&home).len(), 1);
+    assert_eq!(server.received(), 0);
+    // The next step's code (within the accepted skew) is fresh: accepted.
+    let next = cordon_supervisor::consent::mfa::code_at(&secret, now() + 30).unwrap();
+    let out = answer(&next);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(read_or_empty(home.workspace().join("out.txt")).contains("code=200"));
+    assert!(server.received() > 0);
+
+    let actions: Vec<String> = consent_records(&home)
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "mfa_enroll",
+            "prompt",
+            "mfa_refused",
+            "mfa_refused",
+            "answer"
+        ],
+    );
+}

@@ -12,6 +12,7 @@
 //! Every question, answer, timeout and remembered answer is recorded in the audit log
 //! (capability `consent`), with who answered and through which backend.
 
+pub mod mfa;
 pub mod remembered;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use cordon_types::{Decision, Outcome};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use mfa::MfaStore;
 pub use remembered::RememberedFile;
 
 /// Requests waiting for an answer at once, per session; more are denied.
@@ -30,6 +32,11 @@ pub const MAX_PENDING: usize = 16;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest wait a policy may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Wrong codes a question takes before it is denied.
+const CODE_ATTEMPTS: u32 = 3;
+/// Wrong codes a session takes in [`WRONG_CODE_WINDOW`] before it takes no more for a while.
+const WRONG_CODES: usize = 5;
+const WRONG_CODE_WINDOW: Duration = Duration::from_secs(300);
 /// How long a "once" answer given while a name was resolved covers the connection that
 /// follows.
 const PASS_LIFETIME: Duration = Duration::from_secs(30);
@@ -228,6 +235,10 @@ pub struct Ask {
     pub scopes: Vec<String>,
     /// How long the policy lets the person think.
     pub timeout: Option<Duration>,
+    /// An `mfa` obligation: the answer needs a one-time code from the person's
+    /// authenticator, unless one was accepted within `max_age_s` (`Some(None)`: always a
+    /// new code).
+    pub mfa: Option<Option<u64>>,
 }
 
 /// The answer to an [`Ask`].
@@ -281,6 +292,8 @@ pub struct PendingRequest {
     pub message: Option<String>,
     /// The scopes an answer may take.
     pub scopes: Vec<String>,
+    /// Whether an allowing answer must carry a one-time code (`mfa`).
+    pub code: bool,
     /// When it was asked, RFC 3339.
     pub asked: String,
     /// Seconds left before it is denied for want of an answer.
@@ -357,6 +370,8 @@ struct Queued {
 struct Waiting {
     request: PendingRequest,
     slot: Arc<Slot>,
+    /// Wrong codes given for it.
+    wrong_codes: u32,
 }
 
 /// An earlier answer that covers later identical requests.
@@ -371,6 +386,7 @@ struct State {
     pending: BTreeMap<String, Waiting>,
     grants: HashMap<String, Grant>,
     passes: HashMap<String, Instant>,
+    wrong_codes: std::collections::VecDeque<Instant>,
 }
 
 /// A session's consent broker.
@@ -379,6 +395,7 @@ pub struct Broker {
     backends: Backends,
     timeout: Duration,
     remembered: Option<RememberedFile>,
+    mfa: std::sync::OnceLock<MfaStore>,
     recorder: Option<Recorder>,
     prompters: Mutex<Vec<Arc<dyn Prompter>>>,
     state: Mutex<State>,
@@ -410,10 +427,17 @@ impl Broker {
             backends,
             timeout: timeout.min(MAX_TIMEOUT),
             remembered,
+            mfa: std::sync::OnceLock::new(),
             recorder,
             prompters: Mutex::new(Vec::new()),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Checks one-time codes against `store` (`mfa` obligations); without one, an `mfa`
+    /// obligation is a denial. Set once: a later store is ignored.
+    pub fn set_mfa(&self, store: MfaStore) {
+        let _ = self.mfa.set(store);
     }
 
     /// Adds a prompter: every request asked from now on is shown by it too.
@@ -431,7 +455,37 @@ impl Broker {
     /// Asks, and waits for the answer (up to the timeout). Never fails: whatever goes wrong
     /// is a denial saying why.
     pub fn ask(self: &Arc<Self>, ask: &Ask) -> Answer {
-        if let Some(answer) = self.earlier(&ask.key) {
+        if let Some(answer) = self.take_pass(&pass_key(ask)) {
+            return answer;
+        }
+        if let Some(max_age) = ask.mfa {
+            let Some(store) = self.mfa.get().filter(|s| s.enrolled()) else {
+                return Answer::deny(
+                    "cordon",
+                    "the policy requires a one-time code (mfa) and no authenticator is enrolled; run `cordon mfa enroll`",
+                    None,
+                );
+            };
+            if max_age.is_some_and(|age| store.fresh(age, mfa::now())) {
+                return Answer {
+                    allow: true,
+                    scope: None,
+                    by: "mfa session".into(),
+                    reason: format!(
+                        "a one-time code was accepted within the last {} s",
+                        max_age.unwrap_or_default()
+                    ),
+                    request: None,
+                };
+            }
+            if self.backends.list() == [Backend::Allow] {
+                return Answer::deny(
+                    "allow backend",
+                    "a one-time code (mfa) cannot be answered by the `allow` backend; a person must type it",
+                    None,
+                );
+            }
+        } else if let Some(answer) = self.earlier(&ask.key) {
             return answer;
         }
         match self.backends.list() {
@@ -502,22 +556,23 @@ impl Broker {
         slot.wait_until(Instant::now()).unwrap_or(timeout)
     }
 
-    /// The answer of an earlier question that covers `key`, if any (a one-time pass is used
-    /// up).
+    /// The one-time pass for `key`, used up, if one was given within its lifetime.
+    fn take_pass(&self, key: &str) -> Option<Answer> {
+        let given = self.state.lock().ok()?.passes.remove(key)?;
+        (given.elapsed() < PASS_LIFETIME).then(|| Answer {
+            allow: true,
+            scope: Some("once".into()),
+            by: "earlier answer".into(),
+            reason: "allowed once by the person, for this connection".into(),
+            request: None,
+        })
+    }
+
+    /// The answer of an earlier question that covers `key` (for the session or for some
+    /// minutes), if any.
     fn earlier(&self, key: &str) -> Option<Answer> {
         let mut state = self.state.lock().ok()?;
         let now = Instant::now();
-        if let Some(given) = state.passes.remove(key) {
-            if now.duration_since(given) < PASS_LIFETIME {
-                return Some(Answer {
-                    allow: true,
-                    scope: Some("once".into()),
-                    by: "earlier answer".into(),
-                    reason: "allowed once by the person, for this connection".into(),
-                    request: None,
-                });
-            }
-        }
         let grant = state.grants.get(key)?;
         if grant.until.is_some_and(|until| now >= until) {
             state.grants.remove(key);
@@ -533,15 +588,16 @@ impl Broker {
         })
     }
 
-    /// Lets the next request under `key` through once (within 30 s): a connection whose
-    /// name was allowed once when it was resolved.
-    pub fn pass(&self, key: &str) {
+    /// Lets the next request asked like `ask` (same key, and a code needed or not alike)
+    /// through once, within 30 s: a connection whose name was allowed once when it was
+    /// resolved.
+    pub fn pass(&self, ask: &Ask) {
         if let Ok(mut state) = self.state.lock() {
             state
                 .passes
                 .retain(|_, given| given.elapsed() < PASS_LIFETIME);
             if state.passes.len() < 1024 {
-                state.passes.insert(key.to_owned(), Instant::now());
+                state.passes.insert(pass_key(ask), Instant::now());
             }
         }
     }
@@ -596,6 +652,7 @@ impl Broker {
             Waiting {
                 request: request.clone(),
                 slot: Arc::clone(&slot),
+                wrong_codes: 0,
             },
         );
         Ok(Queued {
@@ -608,7 +665,10 @@ impl Broker {
 
     fn request_for(&self, ask: &Ask, id: String) -> PendingRequest {
         let timeout = self.timeout_for(ask);
-        let scopes: Vec<String> = if ask.scopes.is_empty() {
+        // A code proves the person now: it is good for this request only.
+        let scopes: Vec<String> = if ask.mfa.is_some() {
+            vec!["once".to_owned()]
+        } else if ask.scopes.is_empty() {
             ["once", "session", "minutes", "always"]
                 .into_iter()
                 .map(str::to_owned)
@@ -626,6 +686,7 @@ impl Broker {
             why: ask.why.clone(),
             message: ask.message.clone(),
             scopes,
+            code: ask.mfa.is_some(),
             asked: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             expires_in_s: timeout.as_secs(),
             deadline: Instant::now() + timeout,
@@ -675,7 +736,14 @@ impl Broker {
     ///
     /// An unknown or expired id, a scope the policy does not offer, "always" for a denial
     /// (a standing denial belongs in the policy).
-    pub fn answer(&self, id: &str, allow: bool, scope: Scope, by: &str) -> Result<Answer, String> {
+    pub fn answer(
+        &self,
+        id: &str,
+        allow: bool,
+        scope: Scope,
+        by: &str,
+        code: Option<&str>,
+    ) -> Result<Answer, String> {
         let request = {
             let state = self
                 .state
@@ -696,6 +764,10 @@ impl Broker {
         if !allow && scope == Scope::Always {
             return Err("a denial cannot be remembered for always; change the policy instead, or deny for this session".into());
         }
+        let mut verified = None;
+        if allow && request.code {
+            verified = Some(self.check_code(&request, code, by)?);
+        }
         let verb = if allow { "allowed" } else { "denied" };
         let mut answer = Answer {
             allow,
@@ -709,6 +781,9 @@ impl Broker {
                 answer.scope = Some("session".into());
                 answer.reason = format!("{}; not remembered for always: {why}", answer.reason);
             }
+        }
+        if let Some(step) = verified {
+            answer.reason = format!("{} with a one-time code (step {step})", answer.reason);
         }
         let input = self.record_input(&request, Some(&answer));
         let decision = if allow {
@@ -756,6 +831,73 @@ impl Broker {
                 "request `{id}` was answered or timed out meanwhile"
             ))
         }
+    }
+
+    /// Checks the one-time code an allowing answer to `request` carries; a wrong or
+    /// replayed one is recorded and refused, and the third wrong one denies the request.
+    fn check_code(
+        &self,
+        request: &PendingRequest,
+        code: Option<&str>,
+        by: &str,
+    ) -> Result<u64, String> {
+        let Some(code) = code else {
+            return Err("this request needs a one-time code from your authenticator (mfa): answer with the code".into());
+        };
+        let store = self
+            .mfa
+            .get()
+            .ok_or("no authenticator is enrolled; run `cordon mfa enroll`")?;
+        {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| "the consent broker failed".to_owned())?;
+            state
+                .wrong_codes
+                .retain(|at| at.elapsed() < WRONG_CODE_WINDOW);
+            if state.wrong_codes.len() >= WRONG_CODES {
+                return Err(format!(
+                    "{WRONG_CODES} wrong codes in the last {} minutes: no more codes are taken for a while",
+                    WRONG_CODE_WINDOW.as_secs() / 60
+                ));
+            }
+        }
+        let refused = match store.verify(code, mfa::now()) {
+            Ok(step) => return Ok(step),
+            Err(refused) => refused,
+        };
+        let mut input = self.record_input(request, None);
+        input["mfa"] = json!({ "refused": refused.to_string(), "by": by });
+        let _ = self.record(
+            "mfa_refused",
+            input,
+            Decision::deny(refused.to_string()),
+            Outcome::Refused,
+        );
+        let attempts = {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| "the consent broker failed".to_owned())?;
+            state.wrong_codes.push_back(Instant::now());
+            state.pending.get_mut(&request.id).map_or(0, |w| {
+                w.wrong_codes += 1;
+                w.wrong_codes
+            })
+        };
+        if attempts >= CODE_ATTEMPTS {
+            let answer = Answer::deny(
+                by,
+                format!("{CODE_ATTEMPTS} wrong one-time codes; denied"),
+                Some(&request.id),
+            );
+            self.resolve(&request.id, answer);
+            return Err(format!(
+                "{refused}; {CODE_ATTEMPTS} wrong codes, so the request is denied"
+            ));
+        }
+        Err(format!("{refused}; the request still waits"))
     }
 
     fn remember(&self, request: &PendingRequest, by: &str) -> Result<(), String> {
@@ -818,6 +960,16 @@ impl Broker {
             Some(recorder) => recorder(action, input, decision, outcome),
             None => Ok(()),
         }
+    }
+}
+
+/// What a pass is kept under: the key, and whether a code was needed (a pass given without
+/// a code never stands in for one).
+fn pass_key(ask: &Ask) -> String {
+    if ask.mfa.is_some() {
+        format!("mfa|{}", ask.key)
+    } else {
+        ask.key.clone()
     }
 }
 

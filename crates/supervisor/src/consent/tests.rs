@@ -33,6 +33,7 @@ fn ask(key: &str) -> Ask {
         message: None,
         scopes: Vec::new(),
         timeout: None,
+        mfa: None,
     }
 }
 
@@ -118,7 +119,7 @@ fn an_answer_for_the_session_covers_later_requests_and_is_recorded() {
     assert_eq!(listed[0].what, "connect to net:a.example:443");
     assert_eq!(listed[0].scopes, ["once", "session", "minutes", "always"]);
     let answer = broker
-        .answer(&listed[0].id, true, Scope::Session, "socket (test)")
+        .answer(&listed[0].id, true, Scope::Session, "socket (test)", None)
         .unwrap();
     assert!(answer.allow);
     assert!(asking.join().unwrap().allow);
@@ -138,7 +139,7 @@ fn an_answer_for_the_session_covers_later_requests_and_is_recorded() {
     };
     let listed = pending(&broker, 1);
     broker
-        .answer(&listed[0].id, false, Scope::Once, "socket (test)")
+        .answer(&listed[0].id, false, Scope::Once, "socket (test)", None)
         .unwrap();
     assert!(!other.join().unwrap().allow);
 }
@@ -157,7 +158,7 @@ fn a_burst_of_identical_requests_asks_once() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(broker.pending().len(), 1);
     broker
-        .answer(&listed[0].id, true, Scope::Once, "socket (test)")
+        .answer(&listed[0].id, true, Scope::Once, "socket (test)", None)
         .unwrap();
     for asker in askers {
         assert!(asker.join().unwrap().allow);
@@ -175,7 +176,7 @@ fn no_answer_in_time_is_a_recorded_denial() {
     assert_eq!(actions(&records), ["prompt", "timeout"]);
     // A late answer names a request that is gone.
     let id = answer.request.unwrap();
-    let late = broker.answer(&id, true, Scope::Once, "socket (test)");
+    let late = broker.answer(&id, true, Scope::Once, "socket (test)", None);
     assert!(late.unwrap_err().contains("no pending request"));
 }
 
@@ -189,15 +190,15 @@ fn answers_outside_what_is_offered_are_refused() {
         std::thread::spawn(move || broker.ask(&limited))
     };
     let id = pending(&broker, 1)[0].id.clone();
-    let refused = broker.answer(&id, true, Scope::Session, "socket (test)");
+    let refused = broker.answer(&id, true, Scope::Session, "socket (test)", None);
     assert!(refused.unwrap_err().contains("does not offer `session`"));
     assert!(broker
-        .answer("ffffffffffff", true, Scope::Once, "x")
+        .answer("ffffffffffff", true, Scope::Once, "x", None)
         .is_err());
     // Still pending: a refused answer changes nothing.
     assert_eq!(broker.pending().len(), 1);
     broker
-        .answer(&id, false, Scope::Once, "socket (test)")
+        .answer(&id, false, Scope::Once, "socket (test)", None)
         .unwrap();
     assert!(!asking.join().unwrap().allow);
 }
@@ -223,12 +224,13 @@ fn a_denial_cannot_be_remembered_and_a_failed_record_denies() {
         std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
     };
     let id = pending(&broker, 1)[0].id.clone();
-    assert!(broker.answer(&id, false, Scope::Always, "x").is_err());
-    let answer = broker.answer(&id, true, Scope::Session, "x").unwrap();
+    assert!(broker.answer(&id, false, Scope::Always, "x", None).is_err());
+    let answer = broker.answer(&id, true, Scope::Session, "x", None).unwrap();
     assert!(!answer.allow, "{answer:?}");
     assert!(!asking.join().unwrap().allow);
     // Nor is it granted for the session.
     assert!(broker.earlier("net:a.example:443").is_none());
+    assert!(broker.take_pass("net:a.example:443").is_none());
 }
 
 #[test]
@@ -254,7 +256,7 @@ fn always_is_remembered_in_the_file_and_too_many_questions_are_denied() {
     assert!(over.reason.contains("already wait"), "{}", over.reason);
     for request in &listed {
         broker
-            .answer(&request.id, true, Scope::Always, "socket (test)")
+            .answer(&request.id, true, Scope::Always, "socket (test)", None)
             .unwrap();
     }
     for asker in askers {
@@ -268,7 +270,7 @@ fn always_is_remembered_in_the_file_and_too_many_questions_are_denied() {
 #[test]
 fn a_pass_covers_one_request() {
     let (broker, _) = broker("socket", 100);
-    broker.pass("net:a.example:443");
+    broker.pass(&ask("net:a.example:443"));
     assert!(broker.ask(&ask("net:a.example:443")).allow);
     // Used up: the next one is asked (and times out here).
     assert_eq!(broker.ask(&ask("net:a.example:443")).by, "timeout");

@@ -518,7 +518,8 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
     }
 }
 
-/// `{"op": "answer", "id": ID, "allow": BOOL, "scope": "once"|"session"|"10m"|"always"}`.
+/// `{"op": "answer", "id": ID, "allow": BOOL, "scope": "once"|"session"|"10m"|"always",
+/// "code": "123456"}` (the code only where the request says `"code": true`).
 fn answer_request(request: &Value, state: &State, peer: &str) -> Value {
     let Some(id) = request["id"].as_str() else {
         return refusal("an answer names the pending request: `id` (see `approvals`)");
@@ -536,7 +537,12 @@ fn answer_request(request: &Value, state: &State, peer: &str) -> Value {
             return refusal("`scope` is a string: once, session, always, or minutes such as 10m")
         }
     };
-    match state.target.consent.answer(id, allow, scope, peer) {
+    let code = match request.get("code") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(code)) if code.len() <= 16 => Some(code.as_str()),
+        Some(_) => return refusal("`code` is the one-time code, a string of digits"),
+    };
+    match state.target.consent.answer(id, allow, scope, peer, code) {
         Ok(answer) => json!({ "ok": true, "answer": answer }),
         Err(why) => refusal(&why),
     }

@@ -476,13 +476,17 @@ fn consent_broker(
         crate::consent::DEFAULT_TIMEOUT,
         std::time::Duration::from_secs,
     );
-    Broker::new(
+    let broker = Broker::new(
         id,
         backends,
         timeout,
         config.remembered_path().map(RememberedFile::at),
         Some(recorder),
-    )
+    );
+    if let Some(path) = config.mfa_path() {
+        broker.set_mfa(crate::consent::MfaStore::at(path));
+    }
+    broker
 }
 
 /// Turns transparent huge pages off for this process and returns whether they were off

@@ -308,13 +308,15 @@ impl TerminalPrompter {
         for reason in &request.why {
             text.push_str(&format!("  why: {}\r\n", printable(reason)));
         }
-        text.push_str(&format!(
-            "  {} [{} s] ",
-            choices.join(", "),
-            request.expires_in_s
-        ));
+        let choices = if request.code {
+            "type the code your authenticator shows and Enter to allow once; n to deny".to_owned()
+        } else {
+            choices.join(", ")
+        };
+        text.push_str(&format!("  {choices} [{} s] ", request.expires_in_s));
         let _ = std::io::stderr().write_all(text.as_bytes());
         let deadline = Instant::now() + Duration::from_secs(request.expires_in_s);
+        let mut typed = String::new();
         let mut state = self.lock();
         loop {
             if state.withdrawn.contains(&request.id) {
@@ -323,7 +325,20 @@ impl TerminalPrompter {
             let keys: Vec<u8> = state.keys.drain(..).collect();
             for key in keys {
                 let (allow, scope) = match key {
-                    b'y' | b'Y' => (true, Scope::Once),
+                    b'0'..=b'9' if request.code && typed.len() < 10 => {
+                        typed.push(char::from(key));
+                        let _ = std::io::stderr().write_all(b"*");
+                        continue;
+                    }
+                    // Backspace.
+                    8 | 127 if request.code => {
+                        if typed.pop().is_some() {
+                            let _ = std::io::stderr().write_all(b"\x08 \x08");
+                        }
+                        continue;
+                    }
+                    b'\r' | b'\n' if request.code && !typed.is_empty() => (true, Scope::Once),
+                    b'y' | b'Y' if !request.code => (true, Scope::Once),
                     b's' | b'S' if offered("session") => (true, Scope::Session),
                     b'm' | b'M' if offered("minutes") => (true, Scope::Minutes(10)),
                     b'a' | b'A' if offered("always") => (true, Scope::Always),
@@ -335,10 +350,19 @@ impl TerminalPrompter {
                 let Some(broker) = broker.upgrade() else {
                     return "cordon: the session is over".into();
                 };
-                return match broker.answer(&request.id, allow, scope, "terminal") {
-                    Ok(answer) => format!("\r\ncordon: {}", printable(&answer.reason)),
-                    Err(why) => format!("\r\ncordon: {}", printable(&why)),
-                };
+                let code = std::mem::take(&mut typed);
+                let code = (allow && request.code).then_some(code.as_str());
+                match broker.answer(&request.id, allow, scope, "terminal", code) {
+                    Ok(answer) => return format!("\r\ncordon: {}", printable(&answer.reason)),
+                    Err(why) if code.is_some() && why.ends_with("still waits") => {
+                        let _ = std::io::stderr().write_all(
+                            format!("\r\ncordon: {}; code: ", printable(&why)).as_bytes(),
+                        );
+                    }
+                    Err(why) => return format!("\r\ncordon: {}", printable(&why)),
+                }
+                state = self.lock();
+                break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
