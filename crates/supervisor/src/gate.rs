@@ -150,9 +150,11 @@ impl PipelineGate {
             format!("{host}:{port}")
         };
         let mut what = format!("connect to {place}");
-        if let (Some(method), Some(path)) = (resource["method"].as_str(), resource["path"].as_str())
-        {
-            what = format!("{what} ({method} {path})");
+        let http = &resource["http"];
+        if let (Some(method), Some(path)) = (http["method"].as_str(), http["path"].as_str()) {
+            // The answer covers the host and port; the request shows what asks first.
+            let path: String = path.chars().take(120).collect();
+            what = format!("{what} (now: {method} {path})");
         }
         let ask = crate::consent::Ask {
             capability: self.capability.as_str().to_owned(),

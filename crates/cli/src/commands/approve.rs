@@ -258,8 +258,15 @@ fn pending_everywhere() -> Result<Vec<Value>, CliError> {
     Ok(pending)
 }
 
+/// `text` with every control character shown as `?`: the program chose part of it.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn print_request(request: &Value) {
-    let text = |key: &str| request[key].as_str().unwrap_or_default().to_owned();
+    let text = |key: &str| printable(request[key].as_str().unwrap_or_default());
     println!(
         "{:<12}  {:<12}  {:>6}s  {}",
         text("id"),
@@ -269,7 +276,10 @@ fn print_request(request: &Value) {
     );
     if let Some(reasons) = request["why"].as_array() {
         for reason in reasons.iter().filter_map(Value::as_str) {
-            println!("{:<12}  why: {reason}", "");
+            println!("{:<12}  why: {}", "", printable(reason));
         }
+    }
+    if request["code"] == true {
+        println!("{:<12}  needs a one-time code: --allow --code CODE", "");
     }
 }

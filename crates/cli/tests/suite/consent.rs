@@ -126,7 +126,7 @@ fn allowed_for_the_session_on_the_socket_the_request_passes_and_the_next_is_not_
     let question = the_question(&home);
     assert_eq!(
         question["what"],
-        format!("connect to 127.0.0.1:{}", server.port)
+        format!("connect to 127.0.0.1:{} (now: GET /one)", server.port)
     );
     assert_eq!(question["message"], "Let the test's curl in?");
     assert_eq!(
@@ -429,13 +429,25 @@ impl Terminal {
     }
 
     /// Waits for `needle` to be shown, then types `keys` after a pause longer than the
-    /// type-ahead guard.
+    /// quiet time a question waits for.
     fn answer(&mut self, needle: &str, keys: &[u8]) {
+        self.wait_for(needle);
+        std::thread::sleep(std::time::Duration::from_millis(1300));
+        std::io::Write::write_all(&mut self.master, keys).unwrap();
+    }
+
+    fn wait_for(&self, needle: &str) {
         wait_until(&format!("`{needle}` on the terminal"), 30, || {
             self.text().contains(needle)
         });
-        std::thread::sleep(std::time::Duration::from_millis(600));
-        std::io::Write::write_all(&mut self.master, keys).unwrap();
+    }
+
+    /// Types `keys` one at a time, `gap` apart, as a person does.
+    fn type_slowly(&mut self, keys: &[u8], gap: std::time::Duration) {
+        for key in keys {
+            std::io::Write::write_all(&mut self.master, &[*key]).unwrap();
+            std::thread::sleep(gap);
+        }
     }
 }
 
@@ -449,9 +461,10 @@ fn the_terminal_asks_the_person_and_the_program_cannot_answer_for_them() {
     let policy = asking_policy(&home);
     let question = format!("asks to connect to 127.0.0.1:{}", server.port);
     // While its request waits, the program types every answer there is into its own
-    // terminal, again and again.
+    // terminal, again and again; before it, it leaves a window-title sequence open, which
+    // would swallow the question if nothing closed it.
     let script = format!(
-        "(for i in $(seq 1 300); do printf 'y\\ns\\na\\n'; sleep 0.01; done) & \
+        "printf '\\033]2;x'; (for i in $(seq 1 300); do printf 'y\\ns\\na\\n'; sleep 0.01; done) & \
          curl -s -m 30 -o /dev/null -w 'first=%{{http_code}}\\n' http://127.0.0.1:{p}/a >> out.txt; \
          wait; echo first-done",
         p = server.port
@@ -470,7 +483,11 @@ fn the_terminal_asks_the_person_and_the_program_cannot_answer_for_them() {
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
     let mut terminal = Terminal::attach(&mut command);
     let exec = KillOnDrop(command.spawn().unwrap());
-    terminal.answer(&question, b"n");
+    // The person is typing when the question comes, and goes on: keys typed before the
+    // keyboard was quiet for a second answer nothing, whatever they spell.
+    terminal.wait_for(&question);
+    terminal.type_slowly(b"say yes always\r", std::time::Duration::from_millis(80));
+    terminal.answer(&question, b"n\r");
     let out = finish(exec);
     assert_eq!(out.status.code(), Some(0), "{}", terminal.text());
     assert!(
@@ -512,7 +529,7 @@ fn the_terminal_asks_the_person_and_the_program_cannot_answer_for_them() {
     command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
     let mut terminal = Terminal::attach(&mut command);
     let exec = KillOnDrop(command.spawn().unwrap());
-    terminal.answer(&question, b"s");
+    terminal.answer(&question, b"s\r");
     let out = finish(exec);
     assert_eq!(out.status.code(), Some(0), "{}", terminal.text());
     let text = read_or_empty(home.workspace().join("out.txt"));
@@ -666,4 +683,34 @@ fn mfa_passes_with_a_valid_code_and_never_with_a_wrong_or_replayed_one() {
             "answer"
         ],
     );
+}
+
+#[test]
+fn remembered_answers_kept_elsewhere_are_still_out_of_the_programs_reach() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let shared = home.workspace().join("shared");
+    fs_err::create_dir_all(&shared).unwrap();
+    let file = shared.join("remembered.json");
+    fs_err::create_dir_all(home.path().join("config/cordon")).unwrap();
+    fs_err::write(
+        home.path().join("config/cordon/config.toml"),
+        format!("[consent]\nremembered = \"{}\"\n", file.display()),
+    )
+    .unwrap();
+    // Without the sandbox, the forged answer would be written.
+    let forge = r#"echo '{"net": {"evil.example:443": {"by": "terminal"}}}' > shared/remembered.json; mv shared/remembered.json shared/moved; echo done"#;
+    let out = exec_script(&home, &["--allow-write", "shared"], "bash", forge)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs_err::read_to_string(&file).unwrap(), "{}\n");
+    assert!(!shared.join("moved").exists());
+    let listed = home
+        .cordon(&["approve", "--list-remembered"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&listed).contains("evil"), "{}", stdout(&listed));
 }

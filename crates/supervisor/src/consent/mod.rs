@@ -303,6 +303,11 @@ pub struct PendingRequest {
 }
 
 impl PendingRequest {
+    /// How long it still waits for an answer.
+    pub fn expires_in(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     fn refresh(&mut self) {
         self.expires_in_s = self
             .deadline
@@ -396,6 +401,8 @@ pub struct Broker {
     timeout: Duration,
     remembered: Option<RememberedFile>,
     mfa: std::sync::OnceLock<MfaStore>,
+    /// The person asked to be asked nothing more in this session: every question is denied.
+    muted: std::sync::atomic::AtomicBool,
     recorder: Option<Recorder>,
     prompters: Mutex<Vec<Arc<dyn Prompter>>>,
     state: Mutex<State>,
@@ -428,6 +435,7 @@ impl Broker {
             timeout: timeout.min(MAX_TIMEOUT),
             remembered,
             mfa: std::sync::OnceLock::new(),
+            muted: std::sync::atomic::AtomicBool::new(false),
             recorder,
             prompters: Mutex::new(Vec::new()),
             state: Mutex::new(State::default()),
@@ -457,6 +465,13 @@ impl Broker {
     pub fn ask(self: &Arc<Self>, ask: &Ask) -> Answer {
         if let Some(answer) = self.take_pass(&pass_key(ask)) {
             return answer;
+        }
+        if self.muted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Answer::deny(
+                "earlier answer",
+                "the person stopped all questions of this session; denied without asking",
+                None,
+            );
         }
         if let Some(max_age) = ask.mfa {
             let Some(store) = self.mfa.get().filter(|s| s.enrolled()) else {
@@ -507,53 +522,64 @@ impl Broker {
             }
             _ => {}
         }
-        let Queued {
-            id,
-            slot,
-            deadline,
-            created,
-        } = match self.enqueue(ask) {
-            Ok(queued) => queued,
-            Err(answer) => return answer,
-        };
-        if let Some(request) = &created {
-            let input = self.record_input(request, None);
-            let asked = Decision::deny("waiting for the person's answer");
-            if let Err(why) = self.record("prompt", input, asked, Outcome::Evaluated) {
-                let answer = Answer::deny(
-                    "cordon",
-                    format!("denied because the question could not be recorded ({why})"),
-                    Some(&id),
-                );
-                self.resolve(&id, answer.clone());
-                return answer;
-            }
-            let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
-            for prompter in prompters {
-                prompter.prompt(request, Arc::downgrade(self));
-            }
-        }
-        if let Some(answer) = slot.wait_until(deadline) {
-            return answer;
-        }
-        let timeout = Answer::deny(
-            "timeout",
-            format!(
-                "no answer within {} s; denied",
-                self.timeout_for(ask).as_secs()
-            ),
-            Some(&id),
-        );
-        if self.resolve(&id, timeout.clone()) {
-            if let Some(request) = self.created_or(created, ask, &id) {
-                let input = self.record_input(&request, Some(&timeout));
-                let refused = Decision::deny(&timeout.reason);
-                if let Err(why) = self.record("timeout", input, refused, Outcome::Refused) {
-                    tracing::warn!("cannot record a consent timeout: {why}");
+        loop {
+            let Queued {
+                id,
+                slot,
+                deadline,
+                created,
+            } = match self.enqueue(ask) {
+                Ok(queued) => queued,
+                Err(answer) => return answer,
+            };
+            if let Some(request) = &created {
+                let input = self.record_input(request, None);
+                let asked = Decision::deny("waiting for the person's answer");
+                if let Err(why) = self.record("prompt", input, asked, Outcome::Evaluated) {
+                    let answer = Answer::deny(
+                        "cordon",
+                        format!("denied because the question could not be recorded ({why})"),
+                        Some(&id),
+                    );
+                    self.resolve(&id, answer.clone());
+                    return answer;
+                }
+                let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
+                for prompter in prompters {
+                    prompter.prompt(request, Arc::downgrade(self));
                 }
             }
+            if let Some(answer) = slot.wait_until(deadline) {
+                // A "once" answer was for the request that asked; one that joined it asks
+                // again (a denial, and any wider answer, covers them all).
+                let joined = created.is_none();
+                if joined && answer.allow && answer.scope.as_deref() == Some("once") {
+                    continue;
+                }
+                return answer;
+            }
+            let timeout = Answer::deny(
+                "timeout",
+                format!(
+                    "no answer within {} s; denied",
+                    self.timeout_for(ask).as_secs()
+                ),
+                Some(&id),
+            );
+            if self.resolve(&id, timeout.clone()) {
+                if let Some(request) = self.created_or(created, ask, &id) {
+                    let input = self.record_input(&request, Some(&timeout));
+                    let refused = Decision::deny(&timeout.reason);
+                    if let Err(why) = self.record("timeout", input, refused, Outcome::Refused) {
+                        tracing::warn!("cannot record a consent timeout: {why}");
+                    }
+                }
+            }
+            // Claimed by an answer being recorded meanwhile: its outcome, shortly.
+            return slot
+                .wait_until(Instant::now() + Duration::from_secs(10))
+                .unwrap_or(timeout);
         }
-        slot.wait_until(Instant::now()).unwrap_or(timeout)
     }
 
     /// The one-time pass for `key`, used up, if one was given within its lifetime.
@@ -704,12 +730,8 @@ impl Broker {
         let Some(waiting) = waiting else {
             return false;
         };
-        let first = waiting.slot.set(answer);
-        let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
-        for prompter in prompters {
-            prompter.withdraw(id);
-        }
-        first
+        self.settle(id, &waiting, answer);
+        true
     }
 
     /// The requests waiting for an answer, oldest first.
@@ -768,6 +790,15 @@ impl Broker {
         if allow && request.code {
             verified = Some(self.check_code(&request, code, by)?);
         }
+        // Claimed: from here no timeout and no other answer can take it, and nothing lasting
+        // happens unless this answer is recorded.
+        let waiting = self
+            .state
+            .lock()
+            .map_err(|_| "the consent broker failed".to_owned())?
+            .pending
+            .remove(id)
+            .ok_or_else(|| format!("request `{id}` was answered or timed out meanwhile"))?;
         let verb = if allow { "allowed" } else { "denied" };
         let mut answer = Answer {
             allow,
@@ -776,14 +807,20 @@ impl Broker {
             reason: format!("{verb} by the person ({by}, for {})", scope.text()),
             request: Some(id.to_owned()),
         };
-        if allow && scope == Scope::Always {
-            if let Err(why) = self.remember(&request, by) {
-                answer.scope = Some("session".into());
-                answer.reason = format!("{}; not remembered for always: {why}", answer.reason);
-            }
-        }
         if let Some(step) = verified {
             answer.reason = format!("{} with a one-time code (step {step})", answer.reason);
+        }
+        let mut scope = scope;
+        let mut remembered = false;
+        if allow && scope == Scope::Always {
+            match self.remember(&request, by) {
+                Ok(()) => remembered = true,
+                Err(why) => {
+                    scope = Scope::Session;
+                    answer.scope = Some(scope.text());
+                    answer.reason = format!("{}; not remembered for always: {why}", answer.reason);
+                }
+            }
         }
         let input = self.record_input(&request, Some(&answer));
         let decision = if allow {
@@ -802,34 +839,68 @@ impl Broker {
             Outcome::Refused
         };
         if let Err(why) = self.record("answer", input, decision, outcome) {
+            if remembered {
+                if let Some(file) = &self.remembered {
+                    let _ = file.forget(&request.key);
+                }
+            }
             answer = Answer::deny(
                 "cordon",
                 format!("denied because the answer could not be recorded ({why})"),
                 Some(id),
             );
+            self.settle(id, &waiting, answer.clone());
+            return Ok(answer);
         }
         let until = match scope {
             Scope::Minutes(n) => Some(Instant::now() + Duration::from_secs(n * 60)),
             _ => None,
         };
-        if scope != Scope::Once && answer.allow == allow {
+        if scope != Scope::Once {
             if let Ok(mut state) = self.state.lock() {
                 state.grants.insert(
                     request.key.clone(),
                     Grant {
                         allow,
                         until,
-                        scope: answer.scope.clone().unwrap_or_default(),
+                        scope: scope.text(),
                     },
                 );
             }
         }
-        if self.resolve(id, answer.clone()) {
-            Ok(answer)
-        } else {
-            Err(format!(
-                "request `{id}` was answered or timed out meanwhile"
-            ))
+        self.settle(id, &waiting, answer.clone());
+        Ok(answer)
+    }
+
+    /// Denies every waiting question and every later one of this session without asking
+    /// (the person had enough of them), as `by`; recorded.
+    pub fn mute(&self, by: &str) {
+        self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let waiting: Vec<(String, Waiting)> = match self.state.lock() {
+            Ok(mut state) => std::mem::take(&mut state.pending).into_iter().collect(),
+            Err(_) => Vec::new(),
+        };
+        let reason = format!("the person stopped all questions of this session ({by}); denied");
+        let input = json!({
+            "consent": {
+                "denied": waiting.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                "by": by,
+            }
+        });
+        if let Err(why) = self.record("mute", input, Decision::deny(&reason), Outcome::Refused) {
+            tracing::warn!("cannot record that questions were stopped: {why}");
+        }
+        for (id, waiting) in waiting {
+            self.settle(&id, &waiting, Answer::deny(by, &reason, Some(&id)));
+        }
+    }
+
+    /// Gives a claimed request its answer and withdraws it from the prompters.
+    fn settle(&self, id: &str, waiting: &Waiting, answer: Answer) {
+        waiting.slot.set(answer);
+        let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
+        for prompter in prompters {
+            prompter.withdraw(id);
         }
     }
 
@@ -916,7 +987,7 @@ impl Broker {
         )?;
         let mut input = self.record_input(request, None);
         input["remembered"] = json!({ "file": file.path(), "key": request.key, "by": by });
-        self.record(
+        let recorded = self.record(
             "remember",
             input,
             Decision {
@@ -926,7 +997,13 @@ impl Broker {
                 grants: None,
             },
             Outcome::Performed,
-        )
+        );
+        if let Err(why) = recorded {
+            // Nothing lasting without its record.
+            let _ = file.forget(&request.key);
+            return Err(format!("cannot record it ({why})"));
+        }
+        Ok(())
     }
 
     fn record_input(&self, request: &PendingRequest, answer: Option<&Answer>) -> Value {

@@ -145,6 +145,59 @@ fn an_answer_for_the_session_covers_later_requests_and_is_recorded() {
 }
 
 #[test]
+fn a_once_answer_covers_only_the_request_that_asked() {
+    let (broker, records) = broker("socket", 10_000);
+    let first = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    let id = pending(&broker, 1)[0].id.clone();
+    let second = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    // Let the second join the question.
+    std::thread::sleep(Duration::from_millis(100));
+    broker
+        .answer(&id, true, Scope::Once, "socket (test)", None)
+        .unwrap();
+    assert!(first.join().unwrap().allow);
+    // The second is asked again, and denied this time.
+    let again = loop {
+        let listed = broker.pending();
+        if let Some(request) = listed.first().filter(|r| r.id != id) {
+            break request.id.clone();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    broker
+        .answer(&again, false, Scope::Once, "socket (test)", None)
+        .unwrap();
+    assert!(!second.join().unwrap().allow);
+    assert_eq!(actions(&records), ["prompt", "answer", "prompt", "answer"]);
+}
+
+#[test]
+fn stopping_all_questions_denies_what_waits_and_what_comes() {
+    let (broker, records) = broker("socket", 10_000);
+    let waiting = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    pending(&broker, 1);
+    broker.mute("terminal");
+    assert!(!waiting.join().unwrap().allow);
+    let later = broker.ask(&ask("net:b.example:443"));
+    assert!(!later.allow);
+    assert!(
+        later.reason.contains("stopped all questions"),
+        "{}",
+        later.reason
+    );
+    assert_eq!(actions(&records), ["prompt", "mute"]);
+}
+
+#[test]
 fn a_burst_of_identical_requests_asks_once() {
     let (broker, records) = broker("socket", 10_000);
     let askers: Vec<_> = (0..8)
@@ -158,7 +211,7 @@ fn a_burst_of_identical_requests_asks_once() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(broker.pending().len(), 1);
     broker
-        .answer(&listed[0].id, true, Scope::Once, "socket (test)", None)
+        .answer(&listed[0].id, true, Scope::Session, "socket (test)", None)
         .unwrap();
     for asker in askers {
         assert!(asker.join().unwrap().allow);
@@ -204,33 +257,52 @@ fn answers_outside_what_is_offered_are_refused() {
 }
 
 #[test]
-fn a_denial_cannot_be_remembered_and_a_failed_record_denies() {
-    let records: Recorder = Box::new(|action, _, _, _| {
-        if action == "answer" {
-            Err("disk full".into())
-        } else {
-            Ok(())
-        }
-    });
-    let broker = Broker::new(
-        "0123456789ab",
-        Backends::parse("socket", false).unwrap(),
-        Duration::from_secs(10),
-        None,
-        Some(records),
-    );
-    let asking = {
-        let broker = Arc::clone(&broker);
-        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+fn a_denial_cannot_be_remembered_and_a_failed_record_denies_and_leaves_nothing() {
+    // `failing` names the record that cannot be written.
+    let run = |failing: &'static str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RememberedFile::at(dir.path().join("remembered.json"));
+        let records: Recorder = Box::new(move |action, _, _, _| {
+            if action == failing {
+                Err("disk full".into())
+            } else {
+                Ok(())
+            }
+        });
+        let broker = Broker::new(
+            "0123456789ab",
+            Backends::parse("socket", false).unwrap(),
+            Duration::from_secs(10),
+            Some(file.clone()),
+            Some(records),
+        );
+        let asking = {
+            let broker = Arc::clone(&broker);
+            std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+        };
+        let id = pending(&broker, 1)[0].id.clone();
+        assert!(broker.answer(&id, false, Scope::Always, "x", None).is_err());
+        let answer = broker.answer(&id, true, Scope::Always, "x", None).unwrap();
+        (broker, file, answer, asking.join().unwrap())
     };
-    let id = pending(&broker, 1)[0].id.clone();
-    assert!(broker.answer(&id, false, Scope::Always, "x", None).is_err());
-    let answer = broker.answer(&id, true, Scope::Session, "x", None).unwrap();
-    assert!(!answer.allow, "{answer:?}");
-    assert!(!asking.join().unwrap().allow);
-    // Nor is it granted for the session.
+    // The answer's record fails: denied, nothing remembered, nothing granted.
+    let (broker, file, answer, asked) = run("answer");
+    assert!(!answer.allow && !asked.allow, "{answer:?}");
+    assert_eq!(file.list().unwrap(), vec![]);
     assert!(broker.earlier("net:a.example:443").is_none());
     assert!(broker.take_pass("net:a.example:443").is_none());
+    // The remembered entry's record fails: the entry is taken back; the answer holds for the
+    // session only, and says so.
+    let (broker, file, answer, asked) = run("remember");
+    assert!(answer.allow && asked.allow);
+    assert_eq!(answer.scope.as_deref(), Some("session"));
+    assert!(
+        answer.reason.contains("not remembered"),
+        "{}",
+        answer.reason
+    );
+    assert_eq!(file.list().unwrap(), vec![]);
+    assert!(broker.earlier("net:a.example:443").unwrap().allow);
 }
 
 #[test]

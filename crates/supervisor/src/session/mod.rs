@@ -412,7 +412,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     tracing::debug!("decided after {:?}", started.elapsed());
     if run {
         audit.start_commit();
-        protect::create_own_dirs(&own, &grants.write)
+        protect::create_own_dirs(&own, &protect::own_files(&request.config), &grants.write)
             .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
     }
     let (uid, _) = sys::real_ids();

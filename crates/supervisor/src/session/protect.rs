@@ -32,6 +32,9 @@ pub(super) fn own_paths(config: &CordonConfig, supervisor: &Supervisor) -> Vec<P
     {
         paths.push(real_path(&dir).join("cordon"));
     }
+    // The person's remembered answers, wherever configured: a program that could write
+    // them would answer the next sessions' questions.
+    paths.extend(own_files(config));
     // The sessions' runtime directories: a program that could write there could put its
     // own socket in place of a session's, or make `cordon ps` remove what it should not.
     match super::control::sessions_dir() {
@@ -43,14 +46,45 @@ pub(super) fn own_paths(config: &CordonConfig, supervisor: &Supervisor) -> Vec<P
     paths
 }
 
-/// Creates those of cordon's own directories that do not exist yet but lie in a writable
-/// grant, so that the view can hold them read-only instead of letting the agent create them.
-pub(super) fn create_own_dirs(own: &[PathBuf], writable: &[PathBuf]) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
+/// cordon's own files outside its own directories: the remembered answers, when the
+/// configuration puts them elsewhere.
+pub(super) fn own_files(config: &CordonConfig) -> Vec<PathBuf> {
+    config
+        .consent
+        .remembered
+        .as_ref()
+        .and_then(|_| config.remembered_path())
+        .and_then(|path| Some(real_path(path.parent()?).join(path.file_name()?)))
+        .into_iter()
+        .collect()
+}
+
+/// Creates those of cordon's own directories (and files, `files`) that do not exist yet
+/// but lie in a writable grant, so that the view can hold them read-only instead of letting
+/// the agent create them.
+pub(super) fn create_own_dirs(
+    own: &[PathBuf],
+    files: &[PathBuf],
+    writable: &[PathBuf],
+) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     for path in own {
         if fs_err::symlink_metadata(path).is_ok()
             || !writable.iter().any(|root| path.starts_with(root))
         {
+            continue;
+        }
+        if files.contains(path) {
+            // An empty document: what the remembered answers' file holds when nothing is.
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, b"{}\n"));
+            created
+                .map_err(|e| format!("cannot create cordon's file `{}`: {e}", path.display()))?;
             continue;
         }
         std::fs::DirBuilder::new()

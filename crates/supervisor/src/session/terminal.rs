@@ -166,9 +166,15 @@ impl TerminalRelay {
     }
 }
 
-/// How long keys typed after a question appears are ignored: keys typed for the program
-/// just before it never answer it.
-const TYPE_AHEAD: Duration = Duration::from_millis(300);
+/// How long the keyboard must have been quiet, after a question appears, before keys answer
+/// it: a person typing for the program when the question comes (which the program can time,
+/// since it sees their keys) answers nothing. Each key typed sooner starts the wait again.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Written before a question: ends any string or sequence the program's output left open
+/// (ST, CAN), and resets attributes, character set and cursor, so that nothing the program
+/// printed can hide or restyle the question.
+const RESET: &[u8] = b"\x1b\\\x18\x1b[0m\x1b(B\x0f\x1b[?25h\r\n";
 
 /// The consent backend `terminal`: each question is shown on the person's terminal, which
 /// cordon holds (the program has a pseudo-terminal of its own, so it can neither see the
@@ -184,7 +190,11 @@ pub(crate) struct TerminalPrompter {
 struct PromptState {
     queue: VecDeque<(PendingRequest, Weak<Broker>)>,
     showing: Option<String>,
-    shown_at: Option<Instant>,
+    /// When the keyboard was last heard before keys were taken: the question's start, or
+    /// the last key dropped since.
+    quiet_since: Option<Instant>,
+    /// Keys are taken for the question shown (the keyboard was quiet long enough).
+    taking: bool,
     keys: Vec<u8>,
     withdrawn: HashSet<String>,
     started: bool,
@@ -249,9 +259,13 @@ impl TerminalPrompter {
         if state.showing.is_none() {
             return false;
         }
-        if state.shown_at.is_some_and(|at| at.elapsed() >= TYPE_AHEAD) {
+        let quiet = state.quiet_since.is_some_and(|at| at.elapsed() >= QUIET);
+        if state.taking || quiet {
+            state.taking = true;
             state.keys.extend_from_slice(keys);
             self.changed.notify_all();
+        } else {
+            state.quiet_since = Some(Instant::now());
         }
         true
     }
@@ -263,7 +277,8 @@ impl TerminalPrompter {
                 loop {
                     if let Some(next) = state.queue.pop_front() {
                         state.showing = Some(next.0.id.clone());
-                        state.shown_at = Some(Instant::now());
+                        state.quiet_since = Some(Instant::now());
+                        state.taking = false;
                         state.keys.clear();
                         break next;
                     }
@@ -283,39 +298,49 @@ impl TerminalPrompter {
         }
     }
 
-    /// Shows `request` and waits for a key that answers it; returns what became of it.
+    /// Shows `request` and waits for an answer typed and confirmed with Enter; returns what
+    /// became of it.
     fn ask(&self, request: &PendingRequest, broker: &Weak<Broker>) -> String {
         let offered = |kind: &str| request.scopes.iter().any(|s| s == kind);
-        let mut choices = vec!["y = allow once"];
-        if offered("session") {
-            choices.push("s = this session");
-        }
-        if offered("minutes") {
-            choices.push("m = 10 minutes");
-        }
-        if offered("always") {
-            choices.push("a = always");
+        let mut choices = Vec::new();
+        if request.code {
+            choices.push("the code your authenticator shows = allow once");
+        } else {
+            if offered("once") {
+                choices.push("y = allow once");
+            }
+            if offered("session") {
+                choices.push("s = this session");
+            }
+            if offered("minutes") {
+                choices.push("m = 10 minutes");
+            }
+            if offered("always") {
+                choices.push("always = always");
+            }
         }
         choices.push("n = deny");
-        let mut text = format!(
-            "\r\ncordon: the program in session {} asks to {}\r\n",
+        choices.push("x = deny this and every later question");
+        let mut text = String::from_utf8_lossy(RESET).into_owned();
+        text.push_str(&format!(
+            "cordon: the program in session {} asks to {}\r\n",
             request.session,
             printable(&request.what)
-        );
+        ));
         if let Some(message) = &request.message {
             text.push_str(&format!("  {}\r\n", printable(message)));
         }
         for reason in &request.why {
             text.push_str(&format!("  why: {}\r\n", printable(reason)));
         }
-        let choices = if request.code {
-            "type the code your authenticator shows and Enter to allow once; n to deny".to_owned()
-        } else {
-            choices.join(", ")
-        };
-        text.push_str(&format!("  {choices} [{} s] ", request.expires_in_s));
+        let left = request.expires_in();
+        text.push_str(&format!(
+            "  type {}, then Enter [{} s]: ",
+            choices.join(", "),
+            left.as_secs()
+        ));
         let _ = std::io::stderr().write_all(text.as_bytes());
-        let deadline = Instant::now() + Duration::from_secs(request.expires_in_s);
+        let deadline = Instant::now() + left;
         let mut typed = String::new();
         let mut state = self.lock();
         loop {
@@ -324,34 +349,55 @@ impl TerminalPrompter {
             }
             let keys: Vec<u8> = state.keys.drain(..).collect();
             for key in keys {
-                let (allow, scope) = match key {
-                    b'0'..=b'9' if request.code && typed.len() < 10 => {
-                        typed.push(char::from(key));
-                        let _ = std::io::stderr().write_all(b"*");
-                        continue;
-                    }
-                    // Backspace.
-                    8 | 127 if request.code => {
+                let line = match key {
+                    // Ctrl-C, Ctrl-D, Escape: no, to this and to every later question.
+                    3 | 4 | 27 => "x".to_owned(),
+                    b'\r' | b'\n' => std::mem::take(&mut typed),
+                    8 | 127 => {
                         if typed.pop().is_some() {
                             let _ = std::io::stderr().write_all(b"\x08 \x08");
                         }
                         continue;
                     }
-                    b'\r' | b'\n' if request.code && !typed.is_empty() => (true, Scope::Once),
-                    b'y' | b'Y' if !request.code => (true, Scope::Once),
-                    b's' | b'S' if offered("session") => (true, Scope::Session),
-                    b'm' | b'M' if offered("minutes") => (true, Scope::Minutes(10)),
-                    b'a' | b'A' if offered("always") => (true, Scope::Always),
-                    // n, Ctrl-C, Ctrl-D, Escape: no.
-                    b'n' | b'N' | 3 | 4 | 27 => (false, Scope::Once),
+                    b' '..=b'~' if typed.len() < 16 => {
+                        typed.push(char::from(key));
+                        let shown: &[u8] = if request.code { b"*" } else { &[key] };
+                        let _ = std::io::stderr().write_all(shown);
+                        continue;
+                    }
                     _ => continue,
+                };
+                let line = line.trim().to_owned();
+                let is_code = !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit());
+                let choice = match line.as_str() {
+                    "x" | "X" => None,
+                    "n" | "N" => Some((false, Scope::Once)),
+                    _ if request.code && is_code => Some((true, Scope::Once)),
+                    "y" | "Y" if !request.code && offered("once") => Some((true, Scope::Once)),
+                    "s" | "S" if !request.code && offered("session") => {
+                        Some((true, Scope::Session))
+                    }
+                    "m" | "M" if !request.code && offered("minutes") => {
+                        Some((true, Scope::Minutes(10)))
+                    }
+                    "always" if !request.code && offered("always") => Some((true, Scope::Always)),
+                    _ => {
+                        let _ = std::io::stderr().write_all(
+                            b"\r\ncordon: not one of the choices; type it again, then Enter: ",
+                        );
+                        continue;
+                    }
                 };
                 drop(state);
                 let Some(broker) = broker.upgrade() else {
-                    return "cordon: the session is over".into();
+                    return "\r\ncordon: the session is over".into();
                 };
-                let code = std::mem::take(&mut typed);
-                let code = (allow && request.code).then_some(code.as_str());
+                let Some((allow, scope)) = choice else {
+                    broker.mute("terminal");
+                    return "\r\ncordon: denied; no more questions in this session (all denied)"
+                        .into();
+                };
+                let code = (allow && request.code).then_some(line.as_str());
                 match broker.answer(&request.id, allow, scope, "terminal", code) {
                     Ok(answer) => return format!("\r\ncordon: {}", printable(&answer.reason)),
                     Err(why) if code.is_some() && why.ends_with("still waits") => {
