@@ -17,11 +17,26 @@ default decision := {
 decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []} if {
 	count(deny) > 0
 } else := {
+	"allow": false,
+	"reasons": [sprintf("`%s` is a personal folder: granting it needs the person's answer, and no one can be asked here (run in a terminal, or with --consent socket and answer with `cordon approve`)", [p]) | some p in ask_grant],
+	"obligations": [],
+} if {
+	count(ask_grant) > 0
+	not object.get(object.get(input.context, "consent", {}), "interactive", false) == true
+} else := {
 	"allow": true,
 	"reasons": [sprintf("`%s` may read the system directories and %d granted paths, and write %v", [
 		input.resource.command[0], count(read_requested), write,
 	])],
-	"obligations": [],
+	"obligations": [{
+		"type": "consent",
+		"key": concat(":", ["sandbox", p]),
+		"message": sprintf("Let `%s` see your personal folder `%s`%s?", [
+			input.resource.command[0], p, writable_note(p),
+		]),
+	} |
+		some p in ask_grant
+	],
 	"grants": object.union(tcp, {
 		"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
 		"write": write,
@@ -213,3 +228,17 @@ config_home_protected contains concat("/", [input.context.config_home, substring
 }
 
 env := sort({n | some n in input.context.env; data.cordon.env.passed(n)} | {n | some n in requested.keep_env})
+
+# Personal folders (settings.ask_grant, under the home): a grant of one, or of anything in
+# one, is made only once the person says so. An answer for always is remembered per path
+# (`data.cordon.remembered.sandbox[PATH]`) and not asked again.
+ask_grant contains path if {
+	some path in array.concat(requested.read, requested.write)
+	some folder in object.get(settings, "ask_grant", [])
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
+	not data.cordon.remembered.sandbox[path]
+}
+
+writable_note(path) := " (and change it)" if {
+	path in requested.write
+} else := ""

@@ -199,3 +199,38 @@ test_a_write_grant_above_cordons_paths_keeps_them_protected if {
 	d.allow
 	"/home/alice/proj/.cordon-state" in d.grants.protect
 }
+
+interactive(request) := object.union(launch(request), {"context": {"consent": {"interactive": true}}})
+
+test_a_personal_folder_is_granted_once_the_person_answers if {
+	d := sandbox.decision with input as interactive({"read": ["/home/alice/Documents/taxes"]})
+	d.allow
+	"/home/alice/Documents/taxes" in d.grants.read
+	d.obligations == [{
+		"type": "consent",
+		"key": "sandbox:/home/alice/Documents/taxes",
+		"message": "Let `bash` see your personal folder `/home/alice/Documents/taxes`?",
+	}]
+
+	# Asked about writing too, and said so.
+	w := sandbox.decision with input as interactive({"write": ["/home/alice/Desktop"]})
+	w.obligations[0].message == "Let `bash` see your personal folder `/home/alice/Desktop` (and change it)?"
+}
+
+test_a_personal_folder_is_refused_when_no_one_can_be_asked if {
+	d := sandbox.decision with input as launch({"read": ["/home/alice/Pictures"]})
+	not d.allow
+	contains(d.reasons[0], "personal folder")
+
+	# Other paths, and a workspace inside a personal folder, are not asked about.
+	o := sandbox.decision with input as launch({"read": ["/home/alice/Documentsx", "/data"]})
+	o.allow
+	o.obligations == []
+}
+
+test_a_remembered_personal_folder_is_not_asked_again if {
+	d := sandbox.decision with input as interactive({"read": ["/home/alice/Documents/taxes"]})
+		with data.cordon.remembered.sandbox as {"/home/alice/Documents/taxes": {"by": "terminal"}}
+	d.allow
+	d.obligations == []
+}

@@ -57,6 +57,29 @@ fn bind(source: &Path, target: &Path) -> Result<(), ViewError> {
     )
 }
 
+/// Hides `path` under `source` (an empty file or directory). A path this process may not
+/// even look up (a directory on the way it cannot search: cordon run as root, a 0700
+/// directory of root's, which the sandbox's identity is not) is left as it is: the program
+/// runs as the same identity with fewer rights, so it cannot reach it either.
+fn mask(source: &Path, path: &Path) -> Result<(), ViewError> {
+    let target = inside(NEW, path);
+    match mount(
+        Some(source),
+        &target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    ) {
+        Ok(()) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::EACCES) => Ok(()),
+        Err(err) => Err(format!(
+            "cannot hide `{}` (binding `{}`): {err}",
+            path.display(),
+            source.display()
+        )),
+    }
+}
+
 fn tmpfs(target: &Path, mode: u32, extra_flags: libc::c_ulong) -> Result<(), ViewError> {
     step(
         || format!("cannot mount a tmpfs on `{}`", target.display()),
@@ -263,8 +286,8 @@ fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), 
             Ok(())
         }
         MountOp::Dev => dev(),
-        MountOp::MaskFile { path } => bind(Path::new(EMPTY_FILE), &inside(NEW, path)),
-        MountOp::MaskDir { path } => bind(Path::new(EMPTY_DIR), &inside(NEW, path)),
+        MountOp::MaskFile { path } => mask(Path::new(EMPTY_FILE), path),
+        MountOp::MaskDir { path } => mask(Path::new(EMPTY_DIR), path),
         MountOp::Pin { path } => {
             let target = inside(NEW, path);
             bind(&target, &target)

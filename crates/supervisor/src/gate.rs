@@ -118,28 +118,8 @@ impl PipelineGate {
         let Some(broker) = &self.consent else {
             return decided;
         };
-        let decision = decided.decision();
-        let mfa = decision.obligations.iter().find_map(|o| match o {
-            cordon_types::Obligation::Mfa { max_age_s } => Some(*max_age_s),
-            _ => None,
-        });
-        let consent = decision.obligations.iter().find_map(|o| match o {
-            cordon_types::Obligation::Consent {
-                message,
-                scopes,
-                timeout_s,
-            } => Some((message.clone(), scopes.clone(), *timeout_s)),
-            _ => None,
-        });
-        if mfa.is_none() && consent.is_none() {
-            return decided;
-        }
-        let (message, scopes, timeout_s) = consent.unwrap_or_default();
-        if !decision.allow {
-            return decided;
-        }
         let Some(input) = decided.input() else {
-            return decided.deny("no input to ask about");
+            return decided;
         };
         let resource = &input["resource"];
         let host = resource["host"].as_str().unwrap_or_default();
@@ -156,30 +136,20 @@ impl PipelineGate {
             let path: String = path.chars().take(120).collect();
             what = format!("{what} (now: {method} {path})");
         }
-        let ask = crate::consent::Ask {
-            capability: self.capability.as_str().to_owned(),
-            action: input["action"].as_str().unwrap_or_default().to_owned(),
+        let about = crate::consent::About {
+            capability: self.capability.as_str(),
             key: format!("net:{place}"),
             what,
-            why: decision.reasons.clone(),
-            message,
-            scopes,
-            timeout: timeout_s.map(std::time::Duration::from_secs),
-            mfa,
         };
-        let answer = broker.ask(&ask);
-        if resolving && answer.allow && (answer.scope.as_deref() == Some("once") || mfa.is_some()) {
-            broker.pass(&ask);
-        }
-        let mut decided = if answer.allow {
-            decided
-        } else {
-            decided.deny(&answer.reason)
-        };
-        if let Some(input) = decided.input_mut() {
-            input["consent"] = json!(answer);
-        }
-        decided
+        crate::consent::carry_out(broker, decided, &about, |ask, answer| {
+            // A name allowed once as it is resolved: the connection that follows is that once.
+            if resolving
+                && answer.allow
+                && (answer.scope.as_deref() == Some("once") || ask.mfa.is_some())
+            {
+                broker.pass(ask);
+            }
+        })
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -868,6 +868,32 @@ pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }
 
+/// Waits at most `timeout` for `fd` to have something to read (or to be closed); whether it
+/// has.
+///
+/// # Errors
+///
+/// The kernel's refusal (an interrupted wait is not one: it reads as nothing yet).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut polled = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `polled` is one valid pollfd and the count passed is 1.
+    let ready = unsafe { libc::poll(&mut polled, 1, millis) };
+    if ready < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(ready > 0)
+}
+
 /// A new pseudo-terminal: the controlling side (kept by cordon) and the terminal side
 /// (given to the sandboxed program as its standard streams).
 ///

@@ -36,6 +36,10 @@ pub enum Obligation {
         scopes: Vec<String>,
         /// How long to wait for an answer, in seconds; no answer is a denial.
         timeout_s: Option<u64>,
+        /// What the answer covers, `CAPABILITY:ENTRY` (an answer for the session covers
+        /// every request with the same key; one for always is remembered under it, at
+        /// `data.cordon.remembered.CAPABILITY["ENTRY"]`). cordon makes one when absent.
+        key: Option<String>,
     },
     /// Require a fresh multi-factor authentication.
     Mfa {
@@ -75,6 +79,8 @@ struct ConsentFields {
     scopes: Vec<ConsentScope>,
     #[serde(default)]
     timeout_s: Option<u64>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// A scope a consent may be given for, as policies name them.
@@ -172,6 +178,7 @@ impl Obligation {
                 message: f.message,
                 scopes: f.scopes.iter().map(|s| s.name().to_owned()).collect(),
                 timeout_s: f.timeout_s,
+                key: f.key,
             }),
             "mfa" => fields_of::<MfaFields>(&kind, fields).map(|f| Obligation::Mfa {
                 max_age_s: f.max_age_s,
@@ -206,8 +213,10 @@ impl Obligation {
                 message,
                 scopes,
                 timeout_s,
+                key,
             } => {
                 insert_some(&mut map, "message", message.clone());
+                insert_some(&mut map, "key", key.clone());
                 if !scopes.is_empty() {
                     map.insert("scopes".into(), Value::from(scopes.clone()));
                 }
@@ -405,6 +414,7 @@ mod tests {
                         message: Some("read plan?".into()),
                         scopes: vec![],
                         timeout_s: None,
+                        key: None,
                     },
                     Obligation::Journal,
                     Obligation::Limit {

@@ -714,3 +714,69 @@ fn remembered_answers_kept_elsewhere_are_still_out_of_the_programs_reach() {
         .unwrap();
     assert!(!stdout(&listed).contains("evil"), "{}", stdout(&listed));
 }
+
+#[test]
+fn a_personal_folder_is_granted_only_once_the_person_answers() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let taxes = home.path().join("Documents/taxes");
+    fs_err::create_dir_all(&taxes).unwrap();
+    fs_err::write(taxes.join("return.txt"), "income: 42").unwrap();
+    let grant = taxes.display().to_string();
+    let read = format!("cat {grant}/return.txt");
+    let launch = |home: &Home, flags: &[&str]| {
+        let mut args = vec!["--allow-read", grant.as_str()];
+        args.extend_from_slice(flags);
+        let mut command = exec_script(home, &args, "bash", &read);
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+
+    // No one to ask: refused before anything runs.
+    let out = launch(&home, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("personal folder"), "{}", stderr(&out));
+
+    // Asked on the socket and denied: refused, nothing ran.
+    let exec = KillOnDrop(launch(&home, &["--consent", "socket"]).spawn().unwrap());
+    let question = the_question(&home);
+    assert_eq!(question["key"], format!("sandbox:{grant}"));
+    let id = question["id"].as_str().unwrap().to_owned();
+    let denied = home.cordon(&["approve", &id, "--deny"]).output().unwrap();
+    assert!(denied.status.success(), "{}", stderr(&denied));
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("income"));
+
+    // Asked on the terminal before the program starts, and allowed.
+    let mut command = home.cordon(&[
+        "exec",
+        "--allow-read",
+        &grant,
+        "--consent",
+        "terminal",
+        "--",
+        "bash",
+        "-c",
+        &read,
+    ]);
+    command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    let mut terminal = Terminal::attach(&mut command);
+    let exec = KillOnDrop(command.spawn().unwrap());
+    terminal.answer("see your personal folder", b"y\r");
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(0), "{}", terminal.text());
+    terminal.wait_for("income: 42");
+    let records = consent_records(&home);
+    let by: Vec<&str> = records
+        .iter()
+        .filter(|r| r["action"] == "answer")
+        .map(|r| r["input"]["consent"]["answer"]["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(by.len(), 2, "{records:#?}");
+    assert_eq!(by[1], "terminal");
+}

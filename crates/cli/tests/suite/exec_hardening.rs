@@ -1027,3 +1027,27 @@ fn a_program_ignoring_termination_is_ended_and_checked() {
     }
     assert!(!work.join(".git/commondir").exists());
 }
+
+#[test]
+fn a_secret_in_a_private_directory_of_a_granted_home_stays_out_of_reach() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    // ~/.ssh private to its owner: run as root, the sandbox's identity (root mapped to an
+    // id of its own) can neither hide it nor enter it.
+    fs_err::set_permissions(
+        home.path().join(".ssh"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let grant = home.path().display().to_string();
+    let key = home.path().join(".ssh/id_ed25519");
+    let script = format!("cat {} > stolen.txt 2>&1; true", key.display());
+    let out = exec_script(&home, &["--allow-read", &grant], "bash", &script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stolen = read(home.workspace().join("stolen.txt"));
+    assert!(!stolen.contains("PRIVATE KEY"), "{stolen}");
+}

@@ -311,13 +311,15 @@ fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
     let policy = super::common::default_policy_with(&home, |_| {});
     let rego = std::path::Path::new(&policy).join("sandbox.rego");
     let text = fs_err::read_to_string(&rego).unwrap();
-    // The allowing branch of the launch decision asks for the person's consent.
+    // The allowing branch of the launch decision (whose obligations ask the person about
+    // personal folders) asks for a journal, which nothing carries out for a launch.
     let allow = text.find("\"allow\": true").unwrap();
-    let at = allow + text[allow..].find("\"obligations\": []").unwrap();
+    let start = allow + text[allow..].find("\"obligations\": [").unwrap();
+    let end = start + text[start..].find("some p in ask_grant\n\t],").unwrap();
     let patched = format!(
-        "{}\"obligations\": [{{\"type\": \"consent\"}}]{}",
-        &text[..at],
-        &text[at + "\"obligations\": []".len()..]
+        "{}\"obligations\": [{{\"type\": \"journal\"}}],{}",
+        &text[..start],
+        &text[end + "some p in ask_grant\n\t],".len()..]
     );
     fs_err::write(&rego, patched).unwrap();
     let out = home
@@ -325,7 +327,7 @@ fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
-    assert_stderr_has(&out, "allows only with `consent`");
+    assert_stderr_has(&out, "allows only with `journal`");
     // Recorded as the denial it is.
     let records = home.cordon(&["audit", "query", "--json"]).output().unwrap();
     let last: serde_json::Value =

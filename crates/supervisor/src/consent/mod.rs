@@ -270,6 +270,107 @@ impl Answer {
     }
 }
 
+/// What a decision's `consent` and `mfa` obligations are about, as the surface carrying
+/// them out names it.
+#[derive(Debug, Clone)]
+pub struct About<'a> {
+    /// The capability decided.
+    pub capability: &'a str,
+    /// What an answer covers when the obligation names no `key`.
+    pub key: String,
+    /// One line for the person.
+    pub what: String,
+}
+
+/// Carries out the `consent` and `mfa` obligations of an allowance that is not recorded yet:
+/// asks `broker` for each (a code with `mfa`), and denies on anything but yes. The answers
+/// go into the record (`input.consent`). `then` sees each question and its answer.
+pub fn carry_out(
+    broker: &Arc<Broker>,
+    decided: crate::Unrecorded,
+    about: &About<'_>,
+    mut then: impl FnMut(&Ask, &Answer),
+) -> crate::Unrecorded {
+    let decision = decided.decision();
+    if !decision.allow {
+        return decided;
+    }
+    let action = decided
+        .input()
+        .and_then(|input| input["action"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let mfa = decision.obligations.iter().find_map(|o| match o {
+        cordon_types::Obligation::Mfa { max_age_s } => Some(*max_age_s),
+        _ => None,
+    });
+    let mut asks: Vec<Ask> = decision
+        .obligations
+        .iter()
+        .filter_map(|o| match o {
+            cordon_types::Obligation::Consent {
+                message,
+                scopes,
+                timeout_s,
+                key,
+            } => Some(Ask {
+                capability: about.capability.to_owned(),
+                action: action.clone(),
+                key: key.clone().unwrap_or_else(|| about.key.clone()),
+                what: about.what.clone(),
+                why: decision.reasons.clone(),
+                message: message.clone(),
+                scopes: scopes.clone(),
+                timeout: timeout_s.map(Duration::from_secs),
+                mfa: None,
+            }),
+            _ => None,
+        })
+        .collect();
+    // A code proves consent too: with `mfa`, the first question asks for one.
+    if let Some(max_age) = mfa {
+        match asks.first_mut() {
+            Some(first) => first.mfa = Some(max_age),
+            None => asks.push(Ask {
+                capability: about.capability.to_owned(),
+                action: action.clone(),
+                key: about.key.clone(),
+                what: about.what.clone(),
+                why: decision.reasons.clone(),
+                message: None,
+                scopes: Vec::new(),
+                timeout: None,
+                mfa: Some(max_age),
+            }),
+        }
+    }
+    let mut answers = Vec::new();
+    let mut refusal = None;
+    for ask in &asks {
+        let answer = broker.ask(ask);
+        then(ask, &answer);
+        let allowed = answer.allow;
+        if !allowed {
+            refusal = Some(answer.reason.clone());
+        }
+        answers.push(answer);
+        if !allowed {
+            break;
+        }
+    }
+    let mut decided = match refusal {
+        Some(reason) => decided.deny(&reason),
+        None => decided,
+    };
+    if let Some(input) = decided.input_mut() {
+        input["consent"] = match answers.as_slice() {
+            [one] => json!(one),
+            many => json!(many),
+        };
+    }
+    decided
+}
+
 /// A request waiting for an answer, as the control socket lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PendingRequest {

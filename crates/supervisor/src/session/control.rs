@@ -225,19 +225,27 @@ fn read_regular(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// A running session's control socket and runtime directory; both go when it is dropped.
-#[derive(Debug)]
 pub(super) struct Control {
     sessions: SessionsDir,
     id: String,
+    state: Arc<State>,
     closed: Arc<AtomicBool>,
     /// The listening socket, to shut down: that ends the accepting thread's wait.
     listener: UnixListener,
 }
 
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the control socket acts on.
 pub(super) struct Target {
-    /// The session's description.
-    pub info: SessionInfo,
+    /// The session's description (completed once the launch is decided).
+    pub info: std::sync::Mutex<SessionInfo>,
     /// The sandbox's helper, for `stop`.
     pub pidfd: Option<OwnedFd>,
     /// The session's consent broker, for `approvals` and `answer`.
@@ -249,7 +257,12 @@ impl Control {
     /// thread of its own.
     pub(super) fn start(target: Target) -> Result<Self, String> {
         let sessions = SessionsDir::open()?;
-        let id = target.info.id.clone();
+        let info = target
+            .info
+            .lock()
+            .map(|info| info.clone())
+            .map_err(|_| "the session's description is unreadable".to_owned())?;
+        let id = info.id.clone();
         let shown = sessions.path().join(&id);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -265,10 +278,7 @@ impl Control {
         })?;
         fs_err::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
-        let text = serde_json::to_vec_pretty(&target.info).map_err(|e| e.to_string())?;
-        let temporary = through(&dir, ".session.json");
-        fs_err::write(&temporary, text).map_err(|e| e.to_string())?;
-        fs_err::rename(&temporary, through(&dir, "session.json")).map_err(|e| e.to_string())?;
+        write_info(&dir, &info)?;
         let closed = Arc::new(AtomicBool::new(false));
         let state = Arc::new(State {
             target,
@@ -278,6 +288,7 @@ impl Control {
         let serving = listener
             .try_clone()
             .map_err(|e| format!("cannot serve the control socket: {e}"))?;
+        let serving_state = Arc::clone(&state);
         std::thread::Builder::new()
             .name("cordon-control".into())
             .spawn(move || serve(&serving, &state))
@@ -285,10 +296,29 @@ impl Control {
         Ok(Self {
             sessions,
             id,
+            state: serving_state,
             closed,
             listener,
         })
     }
+
+    /// Replaces the session's description (`session.json` and `status`).
+    pub(super) fn update(&self, info: SessionInfo) -> Result<(), String> {
+        let dir = self.sessions.session(&self.id)?;
+        write_info(&dir, &info)?;
+        if let Ok(mut current) = self.state.target.info.lock() {
+            *current = info;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `session.json` in the session's directory whole (a new file renamed over it).
+fn write_info(dir: &OwnedFd, info: &SessionInfo) -> Result<(), String> {
+    let text = serde_json::to_vec_pretty(info).map_err(|e| e.to_string())?;
+    let temporary = through(dir, ".session.json");
+    fs_err::write(&temporary, text).map_err(|e| e.to_string())?;
+    fs_err::rename(&temporary, through(dir, "session.json")).map_err(|e| e.to_string())
 }
 
 impl Drop for Control {
@@ -493,7 +523,7 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
         Some("status") => json!({
             "ok": true,
             "protocol": PROTOCOL,
-            "session": state.target.info,
+            "session": state.target.info.lock().map(|i| i.clone()).ok(),
             "state": "running",
         }),
         Some("stop") => {

@@ -285,6 +285,7 @@ struct Prepared {
     supervisor: Arc<Supervisor>,
     consent: Arc<Broker>,
     prompter: Option<Arc<terminal::TerminalPrompter>>,
+    control: Option<control::Control>,
     audit: LaunchAudit,
     grants: Grants,
     plan: Plan,
@@ -398,7 +399,13 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let consent = consent_broker(&request.config, &supervisor, &id, backends);
     if let Some(prompter) = &prompter {
         consent.add_prompter(prompter.clone());
+        prompter.start();
     }
+    // The control socket serves from now on: questions about the launch itself are listed
+    // and answered there.
+    let control = helper
+        .as_ref()
+        .and_then(|helper| start_control(&id, &request, &supervisor, &consent, helper.pid()));
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -408,7 +415,9 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         "keep_env": request.keep_env,
         "broad_write": request.broad_write,
     });
-    let (mut audit, grants) = decide(&supervisor, &request, &own, requested, &kernel)?;
+    // A dry run asks no one: it shows the obligations the launch would carry out.
+    let asking = run.then_some(&consent);
+    let (mut audit, grants) = decide(&supervisor, asking, &request, &own, requested, &kernel)?;
     tracing::debug!("decided after {:?}", started.elapsed());
     if run {
         audit.start_commit();
@@ -444,6 +453,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         supervisor,
         consent,
         prompter,
+        control,
         audit,
         grants,
         plan,
@@ -454,6 +464,52 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         home,
         started,
     })
+}
+
+/// What the session says about itself, before its hosts are granted.
+fn session_info(
+    id: &str,
+    request: &LaunchRequest,
+    supervisor: &Supervisor,
+    pid: i32,
+) -> SessionInfo {
+    SessionInfo {
+        id: id.to_owned(),
+        front_end: request.front_end.clone(),
+        command: request.command.clone(),
+        workspace: real_path(&request.cwd),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid,
+        cordon_pid: std::process::id(),
+        cordon_key: protect::process_key("self"),
+        granted_hosts: Vec::new(),
+        audit_log: supervisor.audit_path().map(Path::to_path_buf),
+    }
+}
+
+/// Starts the session's control socket; a session without one still runs (`cordon ps` does
+/// not list it, and questions are answered only by its other backends).
+fn start_control(
+    id: &str,
+    request: &LaunchRequest,
+    supervisor: &Supervisor,
+    consent: &Arc<Broker>,
+    pid: i32,
+) -> Option<control::Control> {
+    let started = control::Control::start(control::Target {
+        info: std::sync::Mutex::new(session_info(id, request, supervisor, pid)),
+        pidfd: sys::pidfd_open(pid).ok(),
+        consent: Arc::clone(consent),
+    });
+    match started {
+        Ok(control) => Some(control),
+        Err(why) => {
+            tracing::warn!(
+                "session {id} has no control socket (`cordon ps` will not list it): {why}"
+            );
+            None
+        }
+    }
 }
 
 /// The session's consent broker: the backends chosen, the configured timeout, the
@@ -546,6 +602,7 @@ fn missing_features(
 /// Asks the policy for the grant set; the decision is recorded by [`LaunchAudit::commit`].
 fn decide(
     supervisor: &Arc<Supervisor>,
+    consent: Option<&Arc<Broker>>,
     request: &LaunchRequest,
     own: &[PathBuf],
     requested: Value,
@@ -587,11 +644,26 @@ fn decide(
         .builder()
         .build_for(&capability, &launch)
         .map_err(|e| refused(e.to_string()))?;
-    // A launch carries out no obligation yet.
+    // A launch carries out consent and mfa (a person asked before anything starts).
     let unrecorded = supervisor
         .pipeline()
         .decide_unrecorded(&capability, input.clone())
-        .require_carried(&[]);
+        .require_carried(&["consent", "mfa"]);
+    let about = crate::consent::About {
+        capability: capability.as_str(),
+        key: format!("sandbox:launch:{}", request.command.join(" ")),
+        what: format!(
+            "start `{}` with read {:?}, write {:?} and hosts {:?}",
+            request.command.join(" "),
+            request.read,
+            request.write,
+            request.net
+        ),
+    };
+    let unrecorded = match consent {
+        Some(broker) => crate::consent::carry_out(broker, unrecorded, &about, |_, _| {}),
+        None => unrecorded,
+    };
     let mut audit = LaunchAudit {
         supervisor: Arc::clone(supervisor),
         input: unrecorded.input().cloned().unwrap_or(input),
@@ -656,6 +728,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         supervisor,
         consent,
         prompter,
+        control,
         mut audit,
         grants,
         plan,
@@ -740,31 +813,13 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
     let pidfd = sys::pidfd_open(helper.pid()).ok();
-    let info = SessionInfo {
-        id: id.clone(),
-        front_end: request.front_end.clone(),
-        command: request.command.clone(),
-        workspace: real_path(&request.cwd),
-        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        pid: helper.pid(),
-        cordon_pid: std::process::id(),
-        cordon_key: protect::process_key("self"),
-        granted_hosts: granted_net,
-        audit_log: supervisor.audit_path().map(Path::to_path_buf),
-    };
-    let control = match control::Control::start(control::Target {
-        info: info.clone(),
-        pidfd: pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
-        consent: Arc::clone(&consent),
-    }) {
-        Ok(control) => Some(control),
-        Err(why) => {
-            tracing::warn!(
-                "session {id} has no control socket (`cordon ps` will not list it): {why}"
-            );
-            None
+    let mut info = session_info(&id, &request, &supervisor, helper.pid());
+    info.granted_hosts = granted_net;
+    if let Some(control) = &control {
+        if let Err(why) = control.update(info.clone()) {
+            tracing::warn!("session {id}: cannot update its description: {why}");
         }
-    };
+    }
     let (relay, released) = match helper.release() {
         Ok(master) => (
             master.map(|m| terminal::TerminalRelay::start(m, helper.pid(), prompter)),

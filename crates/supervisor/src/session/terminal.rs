@@ -114,6 +114,7 @@ impl TerminalRelay {
             });
         }
         if let Some(prompter) = &prompter {
+            prompter.lock().relayed = true;
             prompter.start();
         }
         let (done, output_done) = std::sync::mpsc::channel();
@@ -198,6 +199,9 @@ struct PromptState {
     keys: Vec<u8>,
     withdrawn: HashSet<String>,
     started: bool,
+    /// The relay holds the terminal (raw, its keys read by the relay); before it does,
+    /// questions read the terminal themselves, line by line.
+    relayed: bool,
 }
 
 impl Prompter for TerminalPrompter {
@@ -226,8 +230,9 @@ impl TerminalPrompter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts showing questions, on a thread of its own, once the relay holds the terminal.
-    fn start(self: &Arc<Self>) {
+    /// Starts showing questions, on a thread of its own (questions asked before the program
+    /// runs, about its launch, read the terminal themselves).
+    pub(super) fn start(self: &Arc<Self>) {
         let mut state = self.lock();
         if std::mem::replace(&mut state.started, true) {
             return;
@@ -361,8 +366,10 @@ impl TerminalPrompter {
                     }
                     b' '..=b'~' if typed.len() < 16 => {
                         typed.push(char::from(key));
-                        let shown: &[u8] = if request.code { b"*" } else { &[key] };
-                        let _ = std::io::stderr().write_all(shown);
+                        if state.relayed {
+                            let shown: &[u8] = if request.code { b"*" } else { &[key] };
+                            let _ = std::io::stderr().write_all(shown);
+                        }
                         continue;
                     }
                     _ => continue,
@@ -414,11 +421,32 @@ impl TerminalPrompter {
             if left.is_zero() {
                 return "\r\ncordon: no answer in time; denied".into();
             }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .map(|(s, _)| s)
-                .unwrap_or_else(|e| e.into_inner().0);
+            if state.relayed {
+                state = self
+                    .changed
+                    .wait_timeout(state, left)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            } else {
+                // Before the program runs: nothing else reads the terminal, which is still
+                // in line mode (it echoes, and gives a line at Enter).
+                drop(state);
+                let stdin = std::io::stdin();
+                let wait = left.min(Duration::from_millis(100));
+                if matches!(sys::wait_readable(stdin.as_fd(), wait), Ok(true)) {
+                    let mut buf = [0u8; 256];
+                    match std::io::Read::read(&mut stdin.lock(), &mut buf) {
+                        // No program runs yet to time the question: every line counts.
+                        Ok(n) if n > 0 => self
+                            .lock()
+                            .keys
+                            .extend_from_slice(buf.get(..n).unwrap_or_default()),
+                        // The terminal is gone: no one can answer.
+                        _ => return "\r\ncordon: the terminal closed; denied".into(),
+                    }
+                }
+                state = self.lock();
+            }
         }
     }
 }
