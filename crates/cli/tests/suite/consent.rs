@@ -780,3 +780,169 @@ fn a_personal_folder_is_granted_only_once_the_person_answers() {
     assert_eq!(by.len(), 2, "{records:#?}");
     assert_eq!(by[1], "terminal");
 }
+
+/// The notifications a service was shown: summary and actions.
+type Shown = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>;
+
+/// A private session bus (`dbus-daemon`) with a notification service that answers every
+/// notification it is shown by invoking `action` (after a moment, as a person clicks).
+struct Desktop {
+    address: String,
+    _daemon: KillOnDrop,
+    _service: zbus::blocking::Connection,
+    shown: Shown,
+}
+
+struct Notifications {
+    connection: std::sync::Arc<std::sync::OnceLock<zbus::blocking::Connection>>,
+    shown: Shown,
+    action: &'static str,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Notifications {
+    #[allow(clippy::too_many_arguments, reason = "the D-Bus method's signature")]
+    fn notify(
+        &self,
+        _app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        _body: String,
+        actions: Vec<String>,
+        _hints: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let id = {
+            let mut shown = self.shown.lock().unwrap();
+            shown.push((summary, actions));
+            u32::try_from(shown.len()).unwrap()
+        };
+        let (connection, action) = (std::sync::Arc::clone(&self.connection), self.action);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let connection = connection.get().unwrap();
+            connection
+                .emit_signal(
+                    None::<zbus::names::BusName<'_>>,
+                    "/org/freedesktop/Notifications",
+                    "org.freedesktop.Notifications",
+                    "ActionInvoked",
+                    &(id, action),
+                )
+                .unwrap();
+        });
+        id
+    }
+
+    fn close_notification(&self, _id: u32) {}
+}
+
+impl Desktop {
+    /// `None` (after saying why) where dbus-daemon is missing.
+    fn start(home: &Home, action: &'static str) -> Option<Self> {
+        let socket = home.path().join("bus");
+        let address = format!("unix:path={}", socket.display());
+        let daemon = std::process::Command::new("dbus-daemon")
+            .args([
+                "--session",
+                "--nofork",
+                "--nopidfile",
+                "--address",
+                &address,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(daemon) = daemon else {
+            super::common::skip("dbus-daemon is not installed");
+            return None;
+        };
+        let daemon = KillOnDrop(daemon);
+        wait_until("the session bus", 10, || socket.exists());
+        let shown = std::sync::Arc::default();
+        let connection = std::sync::Arc::new(std::sync::OnceLock::new());
+        let service = zbus::blocking::connection::Builder::address(address.as_str())
+            .unwrap()
+            .serve_at(
+                "/org/freedesktop/Notifications",
+                Notifications {
+                    connection: std::sync::Arc::clone(&connection),
+                    shown: std::sync::Arc::clone(&shown),
+                    action,
+                },
+            )
+            .unwrap()
+            .name("org.freedesktop.Notifications")
+            .unwrap()
+            .build()
+            .unwrap();
+        connection.set(service.clone()).unwrap();
+        Some(Self {
+            address,
+            _daemon: daemon,
+            _service: service,
+            shown,
+        })
+    }
+}
+
+#[test]
+fn a_desktop_notification_answers_the_question() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let Some(desktop) = Desktop::start(&home, "session") else {
+        return;
+    };
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let out = exec_script(
+        &home,
+        &["--policy", &policy, "--consent", "notify"],
+        "bash",
+        &two_requests(server.port),
+    )
+    .env("DBUS_SESSION_BUS_ADDRESS", &desktop.address)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = read_or_empty(home.workspace().join("out.txt"));
+    assert!(
+        text.contains("one=200") && text.contains("two=200"),
+        "{text}"
+    );
+    // One notification, with the scopes as actions, for both requests.
+    let shown = desktop.shown.lock().unwrap().clone();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0]
+            .0
+            .contains(&format!("asks to connect to 127.0.0.1:{}", server.port)),
+        "{shown:?}"
+    );
+    assert!(shown[0].1.contains(&"session".to_owned()), "{shown:?}");
+    let records = consent_records(&home);
+    let answer = records.iter().find(|r| r["action"] == "answer").unwrap();
+    assert_eq!(answer["input"]["consent"]["answer"]["by"], "notify");
+
+    // A click on Deny refuses.
+    let home = Home::new();
+    let Some(desktop) = Desktop::start(&home, "deny") else {
+        return;
+    };
+    let policy = asking_policy(&home);
+    let out = exec_script(
+        &home,
+        &["--policy", &policy, "--consent", "notify"],
+        "bash",
+        &two_requests(server.port),
+    )
+    .env("DBUS_SESSION_BUS_ADDRESS", &desktop.address)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = read_or_empty(home.workspace().join("out.txt"));
+    assert!(text.contains("one=403"), "{text}");
+}

@@ -13,6 +13,7 @@
 //! (capability `consent`), with who answered and through which backend.
 
 pub mod mfa;
+pub mod notify;
 pub mod remembered;
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +85,20 @@ impl Backends {
     ///
     /// An unknown name, or `allow`/`deny` mixed with others.
     pub fn parse(text: &str, terminal_available: bool) -> Result<Self, String> {
+        Self::parse_with(text, terminal_available, false)
+    }
+
+    /// As [`Backends::parse`], where `session_bus` says whether a session bus is configured
+    /// (`DBUS_SESSION_BUS_ADDRESS`): `auto` then adds desktop notifications.
+    ///
+    /// # Errors
+    ///
+    /// As [`Backends::parse`].
+    pub fn parse_with(
+        text: &str,
+        terminal_available: bool,
+        session_bus: bool,
+    ) -> Result<Self, String> {
         let names: Vec<&str> = text
             .split(',')
             .map(str::trim)
@@ -92,6 +107,12 @@ impl Backends {
         let mut backends = Vec::new();
         for name in &names {
             let backend = match *name {
+                "auto" if session_bus => {
+                    if terminal_available {
+                        backends.push(Backend::Terminal);
+                    }
+                    Backend::Notify
+                }
                 "auto" if terminal_available => Backend::Terminal,
                 "auto" | "deny" => Backend::Deny,
                 "terminal" => Backend::Terminal,

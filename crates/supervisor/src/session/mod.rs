@@ -382,9 +382,14 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     };
     tracing::debug!("helper started after {:?}", started.elapsed());
     let [stdin_terminal, _, stderr_terminal] = terminal::streams_on_terminal();
-    let backends = Backends::parse(
+    let session_bus = request
+        .env
+        .iter()
+        .any(|(name, value)| name == "DBUS_SESSION_BUS_ADDRESS" && !value.is_empty());
+    let backends = Backends::parse_with(
         request.config.consent.backend.as_deref().unwrap_or("auto"),
         stdin_terminal && stderr_terminal,
+        session_bus,
     )
     .map_err(refused)?;
     let supervisor =
@@ -400,6 +405,16 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     if let Some(prompter) = &prompter {
         consent.add_prompter(prompter.clone());
         prompter.start();
+    }
+    if consent
+        .backends()
+        .list()
+        .contains(&crate::consent::Backend::Notify)
+    {
+        match crate::consent::notify::NotifyPrompter::connect() {
+            Ok(prompter) => consent.add_prompter(prompter),
+            Err(why) => tracing::warn!("questions are not shown as notifications: {why}"),
+        }
     }
     // The control socket serves from now on: questions about the launch itself are listed
     // and answered there.
