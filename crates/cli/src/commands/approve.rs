@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use cordon_supervisor::consent::{RememberedFile, Scope};
+use cordon_supervisor::consent::{printable, RememberedFile, Scope};
 use cordon_supervisor::session;
 use cordon_types::{Capability, Decision, Outcome};
 use serde_json::{json, Value};
@@ -256,13 +256,6 @@ fn pending_everywhere() -> Result<Vec<Value>, CliError> {
         }
     }
     Ok(pending)
-}
-
-/// `text` with every control character shown as `?`: the program chose part of it.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 fn print_request(request: &Value) {

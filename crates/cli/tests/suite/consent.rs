@@ -41,6 +41,24 @@ decision := {"allow": true, "reasons": ["remembered"], "obligations": []} if {
     dir
 }
 
+/// `cordon exec FLAGS -- bash -c SCRIPT` started in this home, its output kept.
+fn spawn_exec(home: &Home, flags: &[&str], script: &str) -> KillOnDrop {
+    KillOnDrop(
+        exec_script(home, flags, "bash", script)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A request to the server; its status code goes to out.txt as `LABEL=CODE`.
+fn one_request(port: u16, label: &str) -> String {
+    format!(
+        "curl -s -m 30 -o /dev/null -w '{label}=%{{http_code}}\\n' http://127.0.0.1:{port}/x >> out.txt"
+    )
+}
+
 /// Two requests to the server, one after the other; their status codes go to out.txt.
 fn two_requests(port: u16) -> String {
     format!(
@@ -111,17 +129,11 @@ fn allowed_for_the_session_on_the_socket_the_request_passes_and_the_next_is_not_
     let home = Home::new();
     let server = Listener::start();
     let policy = asking_policy(&home);
-    let exec = exec_script(
+    let exec = spawn_exec(
         &home,
         &["--policy", &policy, "--consent", "socket"],
-        "bash",
         &two_requests(server.port),
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let exec = KillOnDrop(exec);
+    );
 
     let question = the_question(&home);
     assert_eq!(
@@ -179,21 +191,11 @@ fn a_denial_and_a_timeout_refuse_the_connection_and_are_recorded() {
     let home = Home::new();
     let server = Listener::start();
     let policy = asking_policy(&home);
-    let script = format!(
-        "curl -s -m 30 -o /dev/null -w 'denied=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
-        server.port
-    );
-    let exec = KillOnDrop(
-        exec_script(
-            &home,
-            &["--policy", &policy, "--consent", "socket"],
-            "bash",
-            &script,
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap(),
+    let script = one_request(server.port, "denied");
+    let exec = spawn_exec(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        &script,
     );
     let question = the_question(&home);
     let id = question["id"].as_str().unwrap().to_owned();
@@ -260,10 +262,7 @@ fn without_anyone_to_ask_the_request_is_denied_with_how_to_answer_next_time() {
     let server = Listener::start();
     let policy = asking_policy(&home);
     // The default backend without a terminal is `deny`: the policy sees no one to ask.
-    let script = format!(
-        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
-        server.port
-    );
+    let script = one_request(server.port, "code");
     let out = exec_script(&home, &["--policy", &policy], "bash", &script)
         .output()
         .unwrap();
@@ -316,21 +315,11 @@ fn always_is_remembered_for_the_next_session_and_can_be_forgotten() {
     let home = Home::new();
     let server = Listener::start();
     let policy = asking_policy(&home);
-    let script = format!(
-        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
-        server.port
-    );
-    let exec = KillOnDrop(
-        exec_script(
-            &home,
-            &["--policy", &policy, "--consent", "socket"],
-            "bash",
-            &script,
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap(),
+    let script = one_request(server.port, "code");
+    let exec = spawn_exec(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        &script,
     );
     let id = the_question(&home)["id"].as_str().unwrap().to_owned();
     let answered = home
@@ -604,24 +593,9 @@ fn mfa_passes_with_a_valid_code_and_never_with_a_wrong_or_replayed_one() {
         ),
     )
     .unwrap();
-    let script = format!(
-        "curl -s -m 30 -o /dev/null -w 'code=%{{http_code}}\\n' http://127.0.0.1:{}/x >> out.txt",
-        server.port
-    );
-    let run = |home: &Home| {
-        KillOnDrop(
-            exec_script(
-                home,
-                &["--policy", &policy, "--consent", "socket"],
-                "bash",
-                &script,
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        )
-    };
+    let script = one_request(server.port, "code");
+    let run =
+        |home: &Home| spawn_exec(home, &["--policy", &policy, "--consent", "socket"], &script);
 
     // Not enrolled: denied without a question.
     let out = finish(run(&home));

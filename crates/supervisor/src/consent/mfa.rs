@@ -8,8 +8,6 @@
 //! proved themselves (an `mfa` obligation with `max_age_s` accepts that instead of a new
 //! code while it is young enough).
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -200,84 +198,23 @@ impl MfaStore {
     }
 
     fn read(&self) -> Result<Option<Enrolled>, String> {
-        let shown = self.path.display();
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&self.path)
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(format!("cannot read `{shown}`: {err}")),
+        let Some(text) = super::private::read(&self.path, 64 * 1024, true)
+            .map_err(|why| format!("{why}; re-enroll with `cordon mfa enroll`"))?
+        else {
+            return Ok(None);
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-        if !meta.is_file() {
-            return Err(format!("`{shown}` is not a regular file"));
-        }
-        if std::os::unix::fs::MetadataExt::mode(&meta) & 0o077 != 0 {
-            return Err(format!(
-                "`{shown}` is readable by others; re-enroll (`cordon mfa enroll`)"
-            ));
-        }
-        let mut text = Vec::new();
-        file.take(64 * 1024)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
         serde_json::from_slice(&text)
             .map(Some)
-            .map_err(|e| format!("`{shown}` is malformed: {e}"))
+            .map_err(|e| format!("`{}` is malformed: {e}", self.path.display()))
     }
 
     fn lock(&self) -> Result<std::fs::File, String> {
-        let dir = self.dir()?;
-        let lock_path = dir.join(".mfa.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot lock `{}`: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock `{}`: {e}", lock_path.display()))?;
-        Ok(lock)
-    }
-
-    fn dir(&self) -> Result<&Path, String> {
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| format!("`{}` has no directory", self.path.display()))?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-        Ok(dir)
+        super::private::lock(&self.path)
     }
 
     fn write(&self, enrolled: &Enrolled) -> Result<(), String> {
-        let dir = self.dir()?;
-        let temporary = dir.join(format!(".mfa.{}.tmp", std::process::id()));
-        let _ = fs_err::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(|e| format!("cannot write `{}`: {e}", temporary.display()))?;
         let text = serde_json::to_vec_pretty(enrolled).map_err(|e| e.to_string())?;
-        let written = file
-            .write_all(&text)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| fs_err::rename(&temporary, &self.path));
-        written.map_err(|err| {
-            let _ = fs_err::remove_file(&temporary);
-            format!("cannot write `{}`: {err}", self.path.display())
-        })
+        super::private::replace(&self.path, &text)
     }
 }
 

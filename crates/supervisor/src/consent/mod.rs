@@ -14,6 +14,7 @@
 
 pub mod mfa;
 pub mod notify;
+mod private;
 pub mod remembered;
 
 use std::collections::{BTreeMap, HashMap};
@@ -291,6 +292,14 @@ impl Answer {
     }
 }
 
+/// `text` with every control character shown as `?`: the parts of a question the program
+/// chose (a host name, a path) must not move the cursor or rewrite what the person reads.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// What a decision's `consent` and `mfa` obligations are about, as the surface carrying
 /// them out names it.
 #[derive(Debug, Clone)]
@@ -499,6 +508,8 @@ struct Waiting {
     slot: Arc<Slot>,
     /// Wrong codes given for it.
     wrong_codes: u32,
+    /// Its question is recorded: only then is it listed and may it be answered.
+    listed: bool,
 }
 
 /// An earlier answer that covers later identical requests.
@@ -666,6 +677,11 @@ impl Broker {
                     self.resolve(&id, answer.clone());
                     return answer;
                 }
+                if let Ok(mut state) = self.state.lock() {
+                    if let Some(waiting) = state.pending.get_mut(&id) {
+                        waiting.listed = true;
+                    }
+                }
                 let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
                 for prompter in prompters {
                     prompter.prompt(request, Arc::downgrade(self));
@@ -801,6 +817,7 @@ impl Broker {
                 request: request.clone(),
                 slot: Arc::clone(&slot),
                 wrong_codes: 0,
+                listed: false,
             },
         );
         Ok(Queued {
@@ -864,6 +881,7 @@ impl Broker {
         let mut listed: Vec<PendingRequest> = state
             .pending
             .values()
+            .filter(|w| w.listed)
             .map(|w| {
                 let mut request = w.request.clone();
                 request.refresh();
@@ -893,7 +911,7 @@ impl Broker {
                 .state
                 .lock()
                 .map_err(|_| "the consent broker failed".to_owned())?;
-            let waiting = state.pending.get(id).ok_or_else(|| {
+            let waiting = state.pending.get(id).filter(|w| w.listed).ok_or_else(|| {
                 format!("no pending request `{id}` in this session (answered, timed out, or never asked)")
             })?;
             waiting.request.clone()

@@ -212,9 +212,7 @@ impl Prompter for NotifyPrompter {
 /// `text` without control characters or markup (servers may render a subset of HTML):
 /// what the program chose is shown as it is, never interpreted.
 fn plain(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect::<String>()
+    super::printable(text)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

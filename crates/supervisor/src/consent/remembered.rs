@@ -9,8 +9,6 @@
 //! which every sandbox hides and no grant may make writable. It is read only as a regular
 //! file, never through a link, and replaced whole (a new file renamed over it) under a lock.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -135,29 +133,10 @@ impl RememberedFile {
 
     /// Reads the document: `None` when there is no file.
     fn read(&self) -> Result<Option<Map<String, Value>>, String> {
-        let shown = self.path.display();
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&self.path)
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(format!("cannot read `{shown}`: {err}")),
+        let Some(text) = super::private::read(&self.path, MAX_BYTES, false)? else {
+            return Ok(None);
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-        if !meta.is_file() {
-            return Err(format!("`{shown}` is not a regular file"));
-        }
-        let mut text = Vec::new();
-        file.take(MAX_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
-        if text.len() as u64 > MAX_BYTES {
-            return Err(format!("`{shown}` is larger than 1 MiB"));
-        }
+        let shown = self.path.display();
         match serde_json::from_slice::<Value>(&text) {
             Ok(Value::Object(document)) if document.values().all(|entries| entries.is_object()) => {
                 Ok(Some(document))
@@ -171,47 +150,13 @@ impl RememberedFile {
 
     /// Reads, changes and replaces the document under a lock; returns what `change` did.
     fn update(&self, change: impl FnOnce(&mut Map<String, Value>) -> bool) -> Result<bool, String> {
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| format!("`{}` has no directory", self.path.display()))?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-        let lock_path = dir.join(".remembered.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot lock `{}`: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock `{}`: {e}", lock_path.display()))?;
+        let _lock = super::private::lock(&self.path)?;
         let mut document = self.read()?.unwrap_or_default();
         let changed = change(&mut document);
-        let temporary = dir.join(format!(".remembered.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(|e| format!("cannot write `{}`: {e}", temporary.display()))?;
         let mut text = serde_json::to_vec_pretty(&Value::Object(document))
             .map_err(|e| format!("cannot write `{}`: {e}", self.path.display()))?;
         text.push(b'\n');
-        let written = file
-            .write_all(&text)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, &self.path));
-        if let Err(err) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(format!("cannot write `{}`: {err}", self.path.display()));
-        }
+        super::private::replace(&self.path, &text)?;
         Ok(changed)
     }
 }

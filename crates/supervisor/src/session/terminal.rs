@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cordon_sys::process as sys;
 
-use crate::consent::{Broker, PendingRequest, Prompter, Scope};
+use crate::consent::{printable, Broker, PendingRequest, Prompter, Scope};
 
 /// Passes cordon's termination signals to the helper, which passes them to the program;
 /// with a terminal, a window size change is copied to the program's terminal instead.
@@ -449,12 +449,4 @@ impl TerminalPrompter {
             }
         }
     }
-}
-
-/// `text` with every control character shown as `?`: what the program chose (a host name)
-/// must not be able to move the cursor or rewrite the question.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
