@@ -149,6 +149,23 @@ fn allowed_for_the_session_on_the_socket_the_request_passes_and_the_next_is_not_
     assert_eq!(server.received(), 0);
 
     let id = question["id"].as_str().unwrap();
+    // `cordon approve --watch` prints it as it comes (and keeps watching until stopped).
+    let mut watch = KillOnDrop(
+        home.cordon(&["approve", "--watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(watch.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let watched: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(watched["id"], question["id"]);
+    drop(watch);
     let answered = home
         .cordon(&["approve", id, "--allow", "--for", "session"])
         .output()

@@ -347,3 +347,23 @@ fn a_pass_covers_one_request() {
     // Used up: the next one is asked (and times out here).
     assert_eq!(broker.ask(&ask("net:a.example:443")).by, "timeout");
 }
+
+#[test]
+fn an_answer_for_some_minutes_covers_the_key_meanwhile() {
+    let (broker, _) = broker("socket", 10_000);
+    let asking = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    let id = pending(&broker, 1)[0].id.clone();
+    let answer = broker
+        .answer(&id, true, Scope::Minutes(5), "socket (test)", None)
+        .unwrap();
+    assert_eq!(answer.scope.as_deref(), Some("5m"));
+    assert!(asking.join().unwrap().allow);
+    let again = broker.ask(&ask("net:a.example:443"));
+    assert!(again.allow);
+    assert_eq!(again.scope.as_deref(), Some("5m"));
+    // Only that key.
+    assert!(broker.earlier("net:b.example:443").is_none());
+}
