@@ -18,7 +18,7 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 	count(deny) > 0
 } else := {
 	"allow": false,
-	"reasons": [sprintf("`%s` is a personal folder: granting it needs the person's answer, and no one can be asked here (run in a terminal, or with --consent socket and answer with `cordon approve`)", [p]) | some p in ask_grant],
+	"reasons": [sprintf("`%s` is or holds a personal folder: granting it needs the person's answer, and no one can be asked here (run in a terminal, or with --consent socket and answer with `cordon approve`)", [ask.path]) | some ask in ask_grant],
 	"obligations": [],
 } if {
 	count(ask_grant) > 0
@@ -30,12 +30,10 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 	])],
 	"obligations": [{
 		"type": "consent",
-		"key": concat(":", ["sandbox", p]),
-		"message": sprintf("Let `%s` see your personal folder `%s`%s?", [
-			input.resource.command[0], p, writable_note(p),
-		]),
+		"key": concat(":", ["sandbox", ask.mode, ask.path]),
+		"message": ask_message(ask),
 	} |
-		some p in ask_grant
+		some ask in ask_grant
 	],
 	"grants": object.union(tcp, {
 		"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
@@ -79,9 +77,19 @@ deny contains "sandbox request has no `context.home`, so secrets locations canno
 deny contains "sandbox request has no `resource.command`" if count(object.get(input.resource, "command", [])) == 0
 
 deny contains msg if {
-	some path in array.concat(requested.read, requested.write)
+	some path in array.concat(array.concat(requested.read, requested.write), input.context.workspace)
 	secret(path)
 	msg := sprintf("`%s` is a credentials or secrets location: agents may never be granted it", [path])
+}
+
+# A workspace or write grant at or inside a protected location (`~/.config/autostart`,
+# `~/.config/git`, agent configuration): inside it, everything is what the protection is for.
+deny contains msg if {
+	some path in array.concat(requested.write, input.context.workspace)
+	some name in settings.protected
+	protected_dir := concat("/", [home, name])
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("", [protected_dir, "/"]))
+	msg := sprintf("`%s` is protected (`%s`: what runs outside the sandbox later reads it); an agent may not write there", [path, protected_dir])
 }
 
 deny contains msg if {
@@ -140,7 +148,7 @@ deny contains msg if {
 # A write grant holding a secret location (`~/.config` holds `~/.config/gh`): a secret
 # created there during the run would be readable, and the tree is wider than a project.
 deny contains msg if {
-	some path in requested.write
+	some path in array.concat(requested.write, input.context.workspace)
 	not broad(path)
 	some secret_dir in data.cordon.settings.secrets.home
 	startswith(concat("/", [home, secret_dir]), concat("", [trim_suffix(path, "/"), "/"]))
@@ -229,16 +237,43 @@ config_home_protected contains concat("/", [input.context.config_home, substring
 
 env := sort({n | some n in input.context.env; data.cordon.env.passed(n)} | {n | some n in requested.keep_env})
 
-# Personal folders (settings.ask_grant, under the home): a grant of one, or of anything in
-# one, is made only once the person says so. An answer for always is remembered per path
-# (`data.cordon.remembered.sandbox[PATH]`) and not asked again.
-ask_grant contains path if {
+# Personal folders (settings.ask_grant, under the home): a grant of one, of anything in one,
+# or of a directory that holds one (the home itself), is made only once the person says so,
+# for reading or for writing. An answer for always is remembered per mode and path
+# (`data.cordon.remembered.sandbox["read:PATH"]`, `["write:PATH"]`; writing covers reading)
+# and not asked again.
+ask_grant contains {"mode": mode, "path": path} if {
 	some path in array.concat(requested.read, requested.write)
-	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
-	not data.cordon.remembered.sandbox[path]
+	mode := grant_mode(path)
+	personal(path)
+	not remembered_grant(mode, path)
 }
 
-writable_note(path) := " (and change it)" if {
-	path in requested.write
-} else := ""
+grant_mode(path) := "write" if path in requested.write else := "read"
+
+personal(path) if {
+	some folder in object.get(settings, "ask_grant", [])
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
+}
+
+personal(path) if {
+	some folder in object.get(settings, "ask_grant", [])
+	startswith(concat("/", [home, folder]), concat("", [trim_suffix(path, "/"), "/"]))
+}
+
+remembered_grant(mode, path) if data.cordon.remembered.sandbox[concat(":", [mode, path])]
+
+remembered_grant("read", path) if data.cordon.remembered.sandbox[concat(":", ["write", path])]
+
+ask_message(ask) := sprintf("Let `%s` change your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
+	ask.mode == "write"
+	some folder in object.get(settings, "ask_grant", [])
+	startswith(concat("", [trim_suffix(ask.path, "/"), "/"]), concat("/", [home, folder]))
+} else := sprintf("Let `%s` see your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
+	some folder in object.get(settings, "ask_grant", [])
+	startswith(concat("", [trim_suffix(ask.path, "/"), "/"]), concat("/", [home, folder]))
+} else := sprintf("Let `%s` %s `%s`, which holds your personal folders?", [
+	input.resource.command[0],
+	{"read": "see", "write": "change"}[ask.mode],
+	ask.path,
+])

@@ -208,13 +208,19 @@ test_a_personal_folder_is_granted_once_the_person_answers if {
 	"/home/alice/Documents/taxes" in d.grants.read
 	d.obligations == [{
 		"type": "consent",
-		"key": "sandbox:/home/alice/Documents/taxes",
+		"key": "sandbox:read:/home/alice/Documents/taxes",
 		"message": "Let `bash` see your personal folder `/home/alice/Documents/taxes`?",
 	}]
 
 	# Asked about writing too, and said so.
 	w := sandbox.decision with input as interactive({"write": ["/home/alice/Desktop"]})
-	w.obligations[0].message == "Let `bash` see your personal folder `/home/alice/Desktop` (and change it)?"
+	w.obligations[0].key == "sandbox:write:/home/alice/Desktop"
+	w.obligations[0].message == "Let `bash` change your personal folder `/home/alice/Desktop`?"
+
+	# A grant of the home holds them all: asked too.
+	h := sandbox.decision with input as interactive({"read": ["/home/alice"]})
+	h.obligations[0].key == "sandbox:read:/home/alice"
+	h.obligations[0].message == "Let `bash` see `/home/alice`, which holds your personal folders?"
 }
 
 test_a_personal_folder_is_refused_when_no_one_can_be_asked if {
@@ -230,7 +236,31 @@ test_a_personal_folder_is_refused_when_no_one_can_be_asked if {
 
 test_a_remembered_personal_folder_is_not_asked_again if {
 	d := sandbox.decision with input as interactive({"read": ["/home/alice/Documents/taxes"]})
-		with data.cordon.remembered.sandbox as {"/home/alice/Documents/taxes": {"by": "terminal"}}
+		with data.cordon.remembered.sandbox as {"read:/home/alice/Documents/taxes": {"by": "terminal"}}
 	d.allow
 	d.obligations == []
+
+	# Reading remembered never stands for writing.
+	w := sandbox.decision with input as interactive({"write": ["/home/alice/Documents/taxes"]})
+		with data.cordon.remembered.sandbox as {"read:/home/alice/Documents/taxes": {"by": "terminal"}}
+	w.obligations[0].key == "sandbox:write:/home/alice/Documents/taxes"
+	not sandbox.decision.allow with input as launch({"write": ["/home/alice/Documents/taxes"]})
+		with data.cordon.remembered.sandbox as {"read:/home/alice/Documents/taxes": {"by": "terminal"}}
+
+	# Writing remembered covers reading.
+	r := sandbox.decision with input as interactive({"read": ["/home/alice/Documents/taxes"]})
+		with data.cordon.remembered.sandbox as {"write:/home/alice/Documents/taxes": {"by": "terminal"}}
+	r.obligations == []
+}
+
+at_workspace(ws) := object.union(launch({}), {"context": {"workspace": [ws]}})
+
+test_a_workspace_in_a_protected_or_secrets_location_is_refused if {
+	a := sandbox.decision with input as at_workspace("/home/alice/.config/autostart")
+	not a.allow
+	contains(a.reasons[0], "is protected")
+	not sandbox.decision.allow with input as at_workspace("/home/alice/.config/git/hooks")
+	not sandbox.decision.allow with input as at_workspace("/home/alice/.docker")
+	not sandbox.decision.allow with input as at_workspace("/home/alice/.config")
+	sandbox.decision.allow with input as at_workspace("/home/alice/src/project")
 }

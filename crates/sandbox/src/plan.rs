@@ -243,6 +243,16 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
                 plan.skipped.push(path.clone());
                 continue;
             };
+            // The decision was made on the path without links: one that appeared on the way
+            // since (while the person was asked, say) would mount another tree than the one
+            // decided.
+            if &source != path {
+                return Err(format!(
+                    "`{}` now leads to `{}`: a link appeared on its way since it was decided; refused",
+                    path.display(),
+                    source.display()
+                ));
+            }
             // A path granted both ways is writable.
             granted.retain(|g| &g.path != path);
             granted.push(Granted {

@@ -42,8 +42,8 @@ impl PsCommand {
             return Ok(Exit::Ok);
         }
         println!(
-            "{:<12}  {:<8}  {:<20}  {:<7}  {:<24}  COMMAND",
-            "ID", "PID", "STARTED", "VIA", "HOSTS"
+            "{:<12}  {:<8}  {:<8}  {:<20}  {:<7}  {:<24}  COMMAND",
+            "ID", "STATE", "PID", "STARTED", "VIA", "HOSTS"
         );
         for SessionInfo {
             id,
@@ -53,6 +53,7 @@ impl PsCommand {
             granted_hosts,
             command,
             workspace,
+            state,
             ..
         } in &sessions
         {
@@ -62,7 +63,7 @@ impl PsCommand {
                 granted_hosts.join(",")
             };
             println!(
-                "{id:<12}  {pid:<8}  {started:<20}  {front_end:<7}  {hosts:<24}  {} (in {})",
+                "{id:<12}  {state:<8}  {pid:<8}  {started:<20}  {front_end:<7}  {hosts:<24}  {} (in {})",
                 command.join(" "),
                 workspace.display()
             );

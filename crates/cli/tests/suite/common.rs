@@ -84,6 +84,17 @@ impl Home {
         run_with_stdin(self.cordon(args), stdin)
     }
 
+    /// Remembers the person's answer "always" to granting this home (for writing, which
+    /// covers reading), as `cordon approve --for always` would: the default policy asks
+    /// before granting a directory that holds personal folders.
+    pub fn remember_home_grant(&self) {
+        let dir = self.path().join("config/cordon");
+        fs_err::create_dir_all(&dir).unwrap();
+        let key = format!("write:{}", self.path().display());
+        let document = serde_json::json!({ "sandbox": { key: { "by": "test" } } });
+        fs_err::write(dir.join("remembered.json"), document.to_string()).unwrap();
+    }
+
     /// Replaces this home's path with `[HOME]` so output can be snapshotted.
     pub fn filter(&self, text: &str) -> String {
         text.replace(&self.path().display().to_string(), "[HOME]")

@@ -735,7 +735,7 @@ fn a_personal_folder_is_granted_only_once_the_person_answers() {
     // Asked on the socket and denied: refused, nothing ran.
     let exec = KillOnDrop(launch(&home, &["--consent", "socket"]).spawn().unwrap());
     let question = the_question(&home);
-    assert_eq!(question["key"], format!("sandbox:{grant}"));
+    assert_eq!(question["key"], format!("sandbox:read:{grant}"));
     let id = question["id"].as_str().unwrap().to_owned();
     let denied = home.cordon(&["approve", &id, "--deny"]).output().unwrap();
     assert!(denied.status.success(), "{}", stderr(&denied));
@@ -936,4 +936,125 @@ fn a_desktop_notification_answers_the_question() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = read_or_empty(home.workspace().join("out.txt"));
     assert!(text.contains("one=403"), "{text}");
+}
+
+#[test]
+fn a_link_planted_while_the_person_is_asked_does_not_change_what_is_granted() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let tools = home.path().join("Documents/proj/tools");
+    fs_err::create_dir_all(tools.join("gh")).unwrap();
+    let secret_dir = home.path().join(".config/gh");
+    fs_err::create_dir_all(&secret_dir).unwrap();
+    fs_err::write(secret_dir.join("hosts.yml"), "oauth_token: gho_SECRET").unwrap();
+    let grant = tools.join("gh").display().to_string();
+    let exec = spawn_exec(
+        &home,
+        &["--consent", "socket", "--allow-read", &grant],
+        &format!("cat {grant}/hosts.yml"),
+    );
+    let id = the_question(&home)["id"].as_str().unwrap().to_owned();
+    // Meanwhile, another agent with the parent writable turns a folder on the way into a
+    // link to a secrets location.
+    fs_err::rename(&tools, home.path().join("Documents/proj/tools.orig")).unwrap();
+    std::os::unix::fs::symlink(home.path().join(".config"), &tools).unwrap();
+    let answered = home.cordon(&["approve", &id, "--allow"]).output().unwrap();
+    assert!(answered.status.success(), "{}", stderr(&answered));
+    let out = finish(exec);
+    assert!(!stdout(&out).contains("gho_SECRET"), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a link appeared on its way"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn stopping_a_session_while_its_launch_is_asked_about_starts_nothing() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let folder = home.path().join("Documents");
+    fs_err::create_dir_all(&folder).unwrap();
+    let grant = folder.display().to_string();
+    let exec = spawn_exec(
+        &home,
+        &["--consent", "socket", "--allow-read", &grant],
+        "echo STARTED > started.txt",
+    );
+    let question = the_question(&home);
+    let stopped = home
+        .cordon(&["stop", question["session"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let out = finish(exec);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!home.workspace().join("started.txt").exists());
+    assert!(waiting(&home).is_empty());
+}
+
+#[test]
+fn a_recent_code_stands_in_for_a_new_one_but_never_for_the_question() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    let net = std::path::Path::new(&policy).join("net.rego");
+    let text = fs_err::read_to_string(&net).unwrap();
+    fs_err::write(
+        &net,
+        text.replace(
+            r#"[{"type": "consent", "message": "Let the test's curl in?"}]"#,
+            r#"[{"type": "consent", "message": "Deploy?", "scopes": ["once"]}, {"type": "mfa", "max_age_s": 3600}]"#,
+        ),
+    )
+    .unwrap();
+    let (secret, _) = enroll(&home);
+    // Enrolling is no verification: the first request needs a code.
+    let exec = spawn_exec(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        &one_request(server.port, "first"),
+    );
+    let question = the_question(&home);
+    assert_eq!(question["code"], true);
+    let code = cordon_supervisor::consent::mfa::code_at(&secret, now() + 30).unwrap();
+    let id = question["id"].as_str().unwrap().to_owned();
+    let out = home
+        .cordon(&["approve", &id, "--allow", "--code", &code])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(finish(exec).status.code(), Some(0));
+    // Within the hour, the next one is asked again (the person consents each time), without
+    // a code.
+    let exec = spawn_exec(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        &one_request(server.port, "second"),
+    );
+    let question = the_question(&home);
+    assert_eq!(question["code"], false);
+    assert_eq!(question["message"], "Deploy?");
+    let id = question["id"].as_str().unwrap().to_owned();
+    let out = home.cordon(&["approve", &id, "--allow"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(finish(exec).status.code(), Some(0));
+    let text = read_or_empty(home.workspace().join("out.txt"));
+    assert!(
+        text.contains("first=200") && text.contains("second=200"),
+        "{text}"
+    );
+    let actions: Vec<String> = consent_records(&home)
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(actions.contains(&"mfa_session".to_owned()), "{actions:?}");
 }

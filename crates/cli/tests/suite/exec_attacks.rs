@@ -25,6 +25,7 @@ fn secret_under_home_is_unreadable() {
     let script = "cat \"$HOME/.ssh/id_ed25519\" > leak";
     leaks_only_without_sandbox(&home, &[], script, SECRET);
     // Granting the whole home does not expose it either: secrets are masked inside grants.
+    home.remember_home_grant();
     let home_dir = home.path().display().to_string();
     leaks_only_without_sandbox(&home, &["--allow-read", &home_dir], script, SECRET);
 }
@@ -120,6 +121,7 @@ fn persistence_files_in_home_are_not_changed() {
     // A writable home is refused unless asked for explicitly; even then .bashrc stays
     // read-only and a new autostart entry is moved aside when the program ends.
     let home_dir = home.path().display().to_string();
+    home.remember_home_grant();
     let out = sandboxed(&home, &["--allow-write", &home_dir], script);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let out = sandboxed(

@@ -377,6 +377,7 @@ fn more_credential_files_are_masked() {
     let home_dir = home.path().display().to_string();
     for file in files {
         let script = format!("cat \"$HOME/{file}\" > leak");
+        home.remember_home_grant();
         leaks_only_without_sandbox(
             &home,
             &["--allow-read", &home_dir],
@@ -651,6 +652,7 @@ fn linked_and_late_secrets_in_a_granted_home_stay_hidden() {
     fs_err::write(root.join("dotfiles/ssh/id_ed25519"), "LINKED KEY").unwrap();
     std::os::unix::fs::symlink("dotfiles/ssh", root.join(".ssh")).unwrap();
     let home_dir = root.display().to_string();
+    home.remember_home_grant();
     let flags = ["--allow-read", home_dir.as_str()];
     leaks_only_without_sandbox(
         &home,
@@ -925,6 +927,7 @@ fn a_home_behind_a_link_keeps_its_secrets() {
     std::os::unix::fs::symlink(home.path(), &link).unwrap();
     let script = "cat \"$HOME/.ssh/id_ed25519\" > leak";
     let linked = link.display().to_string();
+    home.remember_home_grant();
     let mut inside = exec_script(&home, &["--allow-read", &linked], "sh", script);
     inside.env("HOME", &link);
     reset(&home);
@@ -1044,6 +1047,7 @@ fn a_secret_in_a_private_directory_of_a_granted_home_stays_out_of_reach() {
     let grant = home.path().display().to_string();
     let key = home.path().join(".ssh/id_ed25519");
     let script = format!("cat {} > stolen.txt 2>&1; true", key.display());
+    home.remember_home_grant();
     let out = exec_script(&home, &["--allow-read", &grant], "bash", &script)
         .output()
         .unwrap();

@@ -24,14 +24,14 @@ fn start_sleeper(home: &Home) -> (KillOnDrop, String) {
         .unwrap();
     let child = KillOnDrop(child);
     let mut id = String::new();
-    wait_until("cordon ps to list the session", 20, || {
+    wait_until("cordon ps to list the session running", 20, || {
         let listed = json(&home.cordon(&["ps", "--json"]).output().unwrap());
         match listed.as_array().and_then(|a| a.first()) {
-            Some(session) => {
+            Some(session) if session["state"] == "running" => {
                 id = session["id"].as_str().unwrap().to_owned();
                 true
             }
-            None => false,
+            _ => false,
         }
     });
     (child, id)
@@ -315,11 +315,11 @@ fn a_launch_allowed_only_with_an_obligation_nothing_carries_out_is_refused() {
     // personal folders) asks for a journal, which nothing carries out for a launch.
     let allow = text.find("\"allow\": true").unwrap();
     let start = allow + text[allow..].find("\"obligations\": [").unwrap();
-    let end = start + text[start..].find("some p in ask_grant\n\t],").unwrap();
+    let end = start + text[start..].find("some ask in ask_grant\n\t],").unwrap();
     let patched = format!(
         "{}\"obligations\": [{{\"type\": \"journal\"}}],{}",
         &text[..start],
-        &text[end + "some p in ask_grant\n\t],".len()..]
+        &text[end + "some ask in ask_grant\n\t],".len()..]
     );
     fs_err::write(&rego, patched).unwrap();
     let out = home

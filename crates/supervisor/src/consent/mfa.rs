@@ -148,7 +148,8 @@ impl MfaStore {
             account: enrollment.account.clone(),
             enrolled: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             last_step: step,
-            verified_at: now,
+            // Enrolling proves nothing about an action: no `max_age_s` counts from it.
+            verified_at: 0,
         };
         let _lock = self.lock().map_err(Refused::Store)?;
         self.write(&enrolled).map_err(Refused::Store)
@@ -181,7 +182,7 @@ impl MfaStore {
 
     /// Whether a code was accepted within the last `max_age_s` seconds.
     pub fn fresh(&self, max_age_s: u64, now: u64) -> bool {
-        matches!(self.read(), Ok(Some(e)) if now.saturating_sub(e.verified_at) <= max_age_s && e.verified_at <= now)
+        matches!(self.read(), Ok(Some(e)) if e.verified_at > 0 && e.verified_at <= now && now - e.verified_at <= max_age_s)
     }
 
     /// Removes the enrolled secret; whether there was one.
@@ -268,6 +269,8 @@ mod tests {
         assert!(!store.enrolled());
         store.confirm(&enrollment, &code, now).unwrap();
         assert!(store.enrolled());
+        // Enrolling is not a verification a policy's `max_age_s` counts from.
+        assert!(!store.fresh(3600, now));
         use std::os::unix::fs::PermissionsExt;
         let mode = fs_err::metadata(store.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

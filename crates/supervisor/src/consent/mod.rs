@@ -296,8 +296,31 @@ impl Answer {
 /// chose (a host name, a path) must not move the cursor or rewrite what the person reads.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || invisible(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// Characters that change how text reads without showing (format characters: direction
+/// overrides and isolates, zero-width ones; line and paragraph separators).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// What a decision's `consent` and `mfa` obligations are about, as the surface carrying
@@ -357,6 +380,22 @@ pub fn carry_out(
             _ => None,
         })
         .collect();
+    // A code accepted recently enough stands in for a new one (never for the consent
+    // questions themselves); it is recorded.
+    let mut answers = Vec::new();
+    let mfa = match mfa {
+        Some(Some(age)) if broker.code_fresh(about, age) => {
+            answers.push(Answer {
+                allow: true,
+                scope: None,
+                by: "mfa session".into(),
+                reason: format!("a one-time code was accepted within the last {age} s"),
+                request: None,
+            });
+            None
+        }
+        other => other,
+    };
     // A code proves consent too: with `mfa`, the first question asks for one.
     if let Some(max_age) = mfa {
         match asks.first_mut() {
@@ -374,7 +413,6 @@ pub fn carry_out(
             }),
         }
     }
-    let mut answers = Vec::new();
     let mut refusal = None;
     for ask in &asks {
         let answer = broker.ask(ask);
@@ -575,6 +613,34 @@ impl Broker {
         })
     }
 
+    /// Whether a one-time code was accepted within the last `max_age_s` seconds (an `mfa`
+    /// obligation's `max_age_s`); recorded when it stands in for a new code.
+    pub fn code_fresh(&self, about: &About<'_>, max_age_s: u64) -> bool {
+        let fresh = self
+            .mfa
+            .get()
+            .is_some_and(|store| store.fresh(max_age_s, mfa::now()));
+        if fresh {
+            let input = json!({
+                "consent": {"capability": about.capability, "key": about.key, "what": about.what},
+                "mfa": {"max_age_s": max_age_s, "by": "mfa session"},
+            });
+            let allowed = Decision {
+                allow: true,
+                reasons: vec![format!(
+                    "a one-time code accepted within the last {max_age_s} s stands in for a new one"
+                )],
+                obligations: Vec::new(),
+                grants: None,
+            };
+            if let Err(why) = self.record("mfa_session", input, allowed, Outcome::Performed) {
+                tracing::warn!("cannot record that a recent code was used: {why}");
+                return false;
+            }
+        }
+        fresh
+    }
+
     /// Checks one-time codes against `store` (`mfa` obligations); without one, an `mfa`
     /// obligation is a denial. Set once: a later store is ignored.
     pub fn set_mfa(&self, store: MfaStore) {
@@ -606,25 +672,13 @@ impl Broker {
                 None,
             );
         }
-        if let Some(max_age) = ask.mfa {
-            let Some(store) = self.mfa.get().filter(|s| s.enrolled()) else {
+        if ask.mfa.is_some() {
+            if self.mfa.get().is_none_or(|s| !s.enrolled()) {
                 return Answer::deny(
                     "cordon",
                     "the policy requires a one-time code (mfa) and no authenticator is enrolled; run `cordon mfa enroll`",
                     None,
                 );
-            };
-            if max_age.is_some_and(|age| store.fresh(age, mfa::now())) {
-                return Answer {
-                    allow: true,
-                    scope: None,
-                    by: "mfa session".into(),
-                    reason: format!(
-                        "a one-time code was accepted within the last {} s",
-                        max_age.unwrap_or_default()
-                    ),
-                    request: None,
-                };
             }
             if self.backends.list() == [Backend::Allow] {
                 return Answer::deny(
@@ -791,7 +845,16 @@ impl Broker {
             .state
             .lock()
             .map_err(|_| Answer::deny("cordon", "the consent broker failed", None))?;
-        if let Some((id, waiting)) = state.pending.iter().find(|(_, w)| w.request.key == ask.key) {
+        // Only the same question is joined: the same key, a code needed or not alike, the
+        // same scopes and message (a request that needs a code never rides on an answer
+        // given without one).
+        let same = |w: &Waiting| {
+            w.request.key == ask.key
+                && w.request.code == ask.mfa.is_some()
+                && w.request.message == ask.message
+                && (ask.scopes.is_empty() || w.request.scopes == ask.scopes)
+        };
+        if let Some((id, waiting)) = state.pending.iter().find(|(_, w)| same(w)) {
             return Ok(Queued {
                 id: id.clone(),
                 slot: Arc::clone(&waiting.slot),
@@ -1013,7 +1076,8 @@ impl Broker {
     }
 
     /// Denies every waiting question and every later one of this session without asking
-    /// (the person had enough of them), as `by`; recorded.
+    /// (the person had enough of them, or stopped the session: `by` is then `stop`);
+    /// recorded, unless a stop found nothing waiting.
     pub fn mute(&self, by: &str) {
         self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
         let waiting: Vec<(String, Waiting)> = match self.state.lock() {
@@ -1027,8 +1091,13 @@ impl Broker {
                 "by": by,
             }
         });
-        if let Err(why) = self.record("mute", input, Decision::deny(&reason), Outcome::Refused) {
-            tracing::warn!("cannot record that questions were stopped: {why}");
+        // A session stopped with nothing waiting has nothing to record here: its end is.
+        let quiet = waiting.is_empty() && by == "stop";
+        if !quiet {
+            if let Err(why) = self.record("mute", input, Decision::deny(&reason), Outcome::Refused)
+            {
+                tracing::warn!("cannot record that questions were stopped: {why}");
+            }
         }
         for (id, waiting) in waiting {
             self.settle(&id, &waiting, Answer::deny(by, &reason, Some(&id)));
@@ -1068,10 +1137,15 @@ impl Broker {
                 .wrong_codes
                 .retain(|at| at.elapsed() < WRONG_CODE_WINDOW);
             if state.wrong_codes.len() >= WRONG_CODES {
-                return Err(format!(
+                drop(state);
+                let why = format!(
                     "{WRONG_CODES} wrong codes in the last {} minutes: no more codes are taken for a while",
                     WRONG_CODE_WINDOW.as_secs() / 60
-                ));
+                );
+                let mut input = self.record_input(request, None);
+                input["mfa"] = json!({ "refused": why, "by": by });
+                let _ = self.record("mfa_refused", input, Decision::deny(&why), Outcome::Refused);
+                return Err(why);
             }
         }
         let refused = match store.verify(code, mfa::now()) {

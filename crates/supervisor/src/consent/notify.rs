@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use zbus::blocking::{Connection, Proxy};
+use zbus::blocking::Proxy;
 
 use super::{Broker, PendingRequest, Prompter, Scope};
 
 const SERVICE: &str = "org.freedesktop.Notifications";
 const PATH: &str = "/org/freedesktop/Notifications";
+/// The longest a call to the notification service may take.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a shown notification stands for.
 struct Shown {
@@ -46,8 +48,10 @@ impl NotifyPrompter {
     ///
     /// Why notifications cannot be shown here.
     pub fn connect() -> Result<Arc<Self>, String> {
-        let connection =
-            Connection::session().map_err(|e| format!("no session bus to notify on: {e}"))?;
+        // Every call bounded: a notification service that never answers holds nothing.
+        let connection = zbus::blocking::connection::Builder::session()
+            .and_then(|b| b.method_timeout(CALL_TIMEOUT).build())
+            .map_err(|e| format!("no session bus to notify on: {e}"))?;
         let bus = zbus::blocking::fdo::DBusProxy::new(&connection)
             .map_err(|e| format!("the session bus does not answer: {e}"))?;
         let name = zbus::names::BusName::try_from(SERVICE).map_err(|e| e.to_string())?;
@@ -204,7 +208,13 @@ impl Prompter for NotifyPrompter {
             Some(found)
         });
         if let Some(notification) = notification {
-            let _: zbus::Result<()> = self.proxy.call("CloseNotification", &(notification,));
+            // Off the answering thread: closing is a courtesy, never a wait.
+            let me = self.me.clone();
+            std::thread::spawn(move || {
+                if let Some(me) = me.upgrade() {
+                    let _: zbus::Result<()> = me.proxy.call("CloseNotification", &(notification,));
+                }
+            });
         }
     }
 }

@@ -367,3 +367,51 @@ fn an_answer_for_some_minutes_covers_the_key_meanwhile() {
     // Only that key.
     assert!(broker.earlier("net:b.example:443").is_none());
 }
+
+#[test]
+fn what_the_program_chose_is_shown_without_anything_that_hides_or_reorders_text() {
+    assert_eq!(
+        printable("evil\u{202E}moc.elgoog\u{200B}\u{2028}\u{1b}[2J ok"),
+        "evil?moc.elgoog???[2J ok"
+    );
+    assert_eq!(printable("paste.example:443"), "paste.example:443");
+}
+
+#[test]
+fn a_request_needing_a_code_never_joins_a_question_without_one() {
+    let (broker, _) = broker("socket", 10_000);
+    let plain = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    pending(&broker, 1);
+    let mut coded = ask("net:a.example:443");
+    coded.mfa = Some(None);
+    let store = tempfile::tempdir().unwrap();
+    let mfa = MfaStore::at(store.path().join("mfa.json"));
+    let enrollment = mfa::Enrollment::new("alice").unwrap();
+    let now = mfa::now();
+    mfa.confirm(
+        &enrollment,
+        &mfa::code_at(&enrollment.secret(), now).unwrap(),
+        now,
+    )
+    .unwrap();
+    broker.set_mfa(mfa);
+    let needing = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&coded))
+    };
+    // Two questions: one needs a code.
+    let listed = pending(&broker, 2);
+    let without = listed.iter().find(|r| !r.code).unwrap();
+    broker
+        .answer(&without.id, true, Scope::Session, "socket (test)", None)
+        .unwrap();
+    assert!(plain.join().unwrap().allow);
+    let with = listed.iter().find(|r| r.code).unwrap();
+    broker
+        .answer(&with.id, false, Scope::Once, "socket (test)", None)
+        .unwrap();
+    assert!(!needing.join().unwrap().allow);
+}

@@ -65,6 +65,14 @@ pub struct SessionInfo {
     pub granted_hosts: Vec<String>,
     /// Where its decisions are recorded.
     pub audit_log: Option<PathBuf>,
+    /// `starting` while the launch is decided (questions about it may wait for an answer),
+    /// `running` once the program runs.
+    #[serde(default = "running")]
+    pub state: String,
+}
+
+fn running() -> String {
+    "running".into()
 }
 
 /// The directory holding this user's sessions, opened once: every later step goes through
@@ -524,13 +532,16 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
             "ok": true,
             "protocol": PROTOCOL,
             "session": state.target.info.lock().map(|i| i.clone()).ok(),
-            "state": "running",
+            "state": state.target.info.lock().map(|i| i.state.clone()).unwrap_or_default(),
         }),
         Some("stop") => {
             let grace = request["grace_secs"]
                 .as_u64()
                 .unwrap_or(5)
                 .min(MAX_GRACE_SECS);
+            // Questions still waiting are denied, and no later one is asked: the person
+            // wants the session over.
+            state.target.consent.mute("stop");
             match &state.target.pidfd {
                 Some(pidfd) => match stop(pidfd, grace) {
                     Ok(()) => json!({ "ok": true, "stopping": true, "grace_secs": grace }),

@@ -499,6 +499,7 @@ fn session_info(
         cordon_key: protect::process_key("self"),
         granted_hosts: Vec::new(),
         audit_log: supervisor.audit_path().map(Path::to_path_buf),
+        state: "starting".into(),
     }
 }
 
@@ -830,6 +831,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     let pidfd = sys::pidfd_open(helper.pid()).ok();
     let mut info = session_info(&id, &request, &supervisor, helper.pid());
     info.granted_hosts = granted_net;
+    info.state = "running".into();
     if let Some(control) = &control {
         if let Err(why) = control.update(info.clone()) {
             tracing::warn!("session {id}: cannot update its description: {why}");

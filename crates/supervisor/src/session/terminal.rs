@@ -436,11 +436,17 @@ impl TerminalPrompter {
                 if matches!(sys::wait_readable(stdin.as_fd(), wait), Ok(true)) {
                     let mut buf = [0u8; 256];
                     match std::io::Read::read(&mut stdin.lock(), &mut buf) {
-                        // No program runs yet to time the question: every line counts.
-                        Ok(n) if n > 0 => self
-                            .lock()
-                            .keys
-                            .extend_from_slice(buf.get(..n).unwrap_or_default()),
+                        // A line typed before the question (or within its first second)
+                        // answers nothing: say so, and wait for another.
+                        Ok(n) if n > 0 => {
+                            if !self.take_keys(buf.get(..n).unwrap_or_default())
+                                || !self.lock().taking
+                            {
+                                let _ = std::io::stderr().write_all(
+                                    b"cordon: that was typed before the question; type the answer again: ",
+                                );
+                            }
+                        }
                         // The terminal is gone: no one can answer.
                         _ => return "\r\ncordon: the terminal closed; denied".into(),
                     }
