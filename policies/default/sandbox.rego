@@ -86,8 +86,7 @@ deny contains msg if {
 # `~/.config/git`, agent configuration): inside it, everything is what the protection is for.
 deny contains msg if {
 	some path in array.concat(requested.write, input.context.workspace)
-	some name in settings.protected
-	protected_dir := concat("/", [home, name])
+	some protected_dir in protected_place
 	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("", [protected_dir, "/"]))
 	msg := sprintf("`%s` is protected (`%s`: what runs outside the sandbox later reads it); an agent may not write there", [path, protected_dir])
 }
@@ -227,6 +226,9 @@ protect := sort(
 	config_home_protected,
 )
 
+# Where the protected names are: under the home, and under `$XDG_CONFIG_HOME` wherever it is.
+protected_place := {concat("/", [home, name]) | some name in settings.protected} | config_home_protected
+
 # `$XDG_CONFIG_HOME` elsewhere than ~/.config holds the same configuration.
 config_home_protected contains concat("/", [input.context.config_home, substring(name, 8, -1)]) if {
 	input.context.config_home
@@ -249,12 +251,11 @@ ask_grant contains {"mode": mode, "path": path} if {
 	not remembered_grant(mode, path)
 }
 
-grant_mode(path) := "write" if path in requested.write else := "read"
+grant_mode(path) := "write" if path in requested.write
 
-personal(path) if {
-	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
-}
+grant_mode(path) := "read" if not path in requested.write
+
+personal(path) if in_personal(path)
 
 personal(path) if {
 	some folder in object.get(settings, "ask_grant", [])
@@ -265,15 +266,24 @@ remembered_grant(mode, path) if data.cordon.remembered.sandbox[concat(":", [mode
 
 remembered_grant("read", path) if data.cordon.remembered.sandbox[concat(":", ["write", path])]
 
+# The question: about a personal folder (or something in one), or about a directory that
+# holds them. (Written as separate rules, without `else`, for the bytecode VM.)
 ask_message(ask) := sprintf("Let `%s` change your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
 	ask.mode == "write"
+	in_personal(ask.path)
+}
+
+ask_message(ask) := sprintf("Let `%s` see your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
+	ask.mode == "read"
+	in_personal(ask.path)
+}
+
+ask_message(ask) := sprintf("Let `%s` %s `%s`, which holds your personal folders?", [input.resource.command[0], verb, ask.path]) if {
+	not in_personal(ask.path)
+	verb := {"read": "see", "write": "change"}[ask.mode]
+}
+
+in_personal(path) if {
 	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("", [trim_suffix(ask.path, "/"), "/"]), concat("/", [home, folder]))
-} else := sprintf("Let `%s` see your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
-	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("", [trim_suffix(ask.path, "/"), "/"]), concat("/", [home, folder]))
-} else := sprintf("Let `%s` %s `%s`, which holds your personal folders?", [
-	input.resource.command[0],
-	{"read": "see", "write": "change"}[ask.mode],
-	ask.path,
-])
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
+}

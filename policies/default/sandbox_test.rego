@@ -263,4 +263,8 @@ test_a_workspace_in_a_protected_or_secrets_location_is_refused if {
 	not sandbox.decision.allow with input as at_workspace("/home/alice/.docker")
 	not sandbox.decision.allow with input as at_workspace("/home/alice/.config")
 	sandbox.decision.allow with input as at_workspace("/home/alice/src/project")
+
+	# `$XDG_CONFIG_HOME` elsewhere holds the same protected places.
+	elsewhere := object.union(launch({"write": ["/xdg/autostart/sub"]}), {"context": {"config_home": "/xdg"}})
+	not sandbox.decision.allow with input as elsewhere
 }

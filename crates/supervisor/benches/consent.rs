@@ -59,6 +59,7 @@ fn ask(key: String) -> Ask {
         scopes: Vec::new(),
         timeout: Some(Duration::from_secs(10)),
         mfa: None,
+        person: false,
     }
 }
 

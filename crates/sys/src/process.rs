@@ -868,6 +868,16 @@ pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }
 
+/// Discards what was typed on the terminal `fd` and not read yet.
+///
+/// # Errors
+///
+/// The kernel's refusal (not a terminal).
+pub fn discard_input(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: tcflush takes a descriptor and a queue selector.
+    check(unsafe { libc::tcflush(fd.as_raw_fd(), libc::TCIFLUSH) })
+}
+
 /// Waits at most `timeout` for `fd` to have something to read (or to be closed); whether it
 /// has.
 ///

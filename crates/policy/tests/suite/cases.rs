@@ -168,3 +168,54 @@ fn rvm_matches_interpreter_on_a_request_grid() {
     }
     assert_eq!(compared, 4 * (5 * 9 + 8 * 3 * 2));
 }
+
+/// The launch decision, on inputs that ask the person (personal folders, the home) and that
+/// do not, decides identically on both evaluators (the launch decision's grants are too
+/// large for the case files).
+#[test]
+fn launch_decisions_match_on_both_engines() {
+    let source = PolicySource::embedded_default();
+    let load = |engine| {
+        Policy::load(
+            &source,
+            PolicyOptions {
+                engine,
+                ..PolicyOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let (rvm, interpreter) = (load(EngineKind::Rvm), load(EngineKind::Interpreter));
+    let sandbox = Capability::new("sandbox").unwrap();
+    for (read, write, interactive) in [
+        (vec!["/home/alice"], vec![], true),
+        (vec!["/home/alice"], vec![], false),
+        (vec!["/home/alice/Documents/taxes"], vec![], true),
+        (vec![], vec!["/home/alice/Desktop"], true),
+        (
+            vec!["/home/alice/Pictures"],
+            vec!["/home/alice/Pictures"],
+            true,
+        ),
+        (vec!["/data"], vec!["/home/alice/out"], true),
+    ] {
+        let input = serde_json::json!({
+            "capability": "sandbox",
+            "action": "launch",
+            "resource": {"command": ["bash"], "cwd": "/home/alice/proj"},
+            "context": {
+                "home": "/home/alice",
+                "workspace": ["/home/alice/proj"],
+                "request": {"read": read, "write": write},
+                "consent": {"interactive": interactive},
+                "machine": {"memory_bytes": 8_000_000_000_u64},
+            },
+        });
+        let by_rvm = rvm.evaluate(&sandbox, &input);
+        assert!(
+            !by_rvm.reasons.iter().any(|r| r.contains("malformed")),
+            "{input}: {by_rvm:?}"
+        );
+        assert_eq!(by_rvm, interpreter.evaluate(&sandbox, &input), "{input}");
+    }
+}

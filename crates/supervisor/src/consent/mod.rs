@@ -261,6 +261,9 @@ pub struct Ask {
     /// authenticator, unless one was accepted within `max_age_s` (`Some(None)`: always a
     /// new code).
     pub mfa: Option<Option<u64>>,
+    /// Only a person may answer (the decision asks for a code too, even where a recent code
+    /// stands in for it): never the `allow` backend.
+    pub person: bool,
 }
 
 /// The answer to an [`Ask`].
@@ -306,20 +309,30 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Characters that change how text reads without showing (format characters: direction
-/// overrides and isolates, zero-width ones; line and paragraph separators).
+/// Characters that change how text reads without showing: format characters (direction
+/// overrides and isolates, zero-width ones, tags), variation selectors, fillers and blanks
+/// that render as nothing, line and paragraph separators.
 fn invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
             | '\u{061C}'
-            | '\u{180E}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 
@@ -376,6 +389,7 @@ pub fn carry_out(
                 scopes: scopes.clone(),
                 timeout: timeout_s.map(Duration::from_secs),
                 mfa: None,
+                person: mfa.is_some(),
             }),
             _ => None,
         })
@@ -410,6 +424,7 @@ pub fn carry_out(
                 scopes: Vec::new(),
                 timeout: None,
                 mfa: Some(max_age),
+                person: true,
             }),
         }
     }
@@ -691,6 +706,13 @@ impl Broker {
             return answer;
         }
         match self.backends.list() {
+            [Backend::Allow] if ask.person => {
+                return Answer::deny(
+                    "allow backend",
+                    "the policy asks for a one-time code here, so only a person may answer; not the `allow` backend",
+                    None,
+                )
+            }
             [Backend::Allow] => {
                 return Answer {
                     allow: true,

@@ -34,6 +34,7 @@ fn ask(key: &str) -> Ask {
         scopes: Vec::new(),
         timeout: None,
         mfa: None,
+        person: false,
     }
 }
 
@@ -91,6 +92,16 @@ fn scopes_parse() {
     assert!(Scope::parse("0m").is_err());
     assert!(Scope::parse("forever").is_err());
     assert_eq!(Scope::Minutes(10).text(), "10m");
+}
+
+#[test]
+fn the_allow_backend_never_answers_where_a_code_is_asked_for() {
+    let (allow, _) = broker("allow", 1000);
+    let mut needs_person = ask("net:a.example:443");
+    needs_person.person = true;
+    let answer = allow.ask(&needs_person);
+    assert!(!answer.allow);
+    assert!(answer.reason.contains("only a person"), "{}", answer.reason);
 }
 
 #[test]
@@ -375,6 +386,10 @@ fn what_the_program_chose_is_shown_without_anything_that_hides_or_reorders_text(
         "evil?moc.elgoog???[2J ok"
     );
     assert_eq!(printable("paste.example:443"), "paste.example:443");
+    assert_eq!(
+        printable("proj\u{E0041}\u{3164}\u{034F}\u{FE0F}x"),
+        "proj????x"
+    );
 }
 
 #[test]

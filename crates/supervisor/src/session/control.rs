@@ -292,6 +292,7 @@ impl Control {
             target,
             closed: closed.clone(),
             connections: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
         });
         let serving = listener
             .try_clone()
@@ -308,6 +309,11 @@ impl Control {
             closed,
             listener,
         })
+    }
+
+    /// Whether a `stop` came (the launch must then not start the program).
+    pub(super) fn stopped(&self) -> bool {
+        self.state.stopped.load(Ordering::SeqCst)
     }
 
     /// Replaces the session's description (`session.json` and `status`).
@@ -358,6 +364,8 @@ struct State {
     target: Target,
     closed: Arc<AtomicBool>,
     connections: AtomicUsize,
+    /// A `stop` came: a program not yet started must not start.
+    stopped: AtomicBool,
 }
 
 /// Warns about refused connections: the first at once, then a count every ten seconds.
@@ -541,6 +549,7 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
                 .min(MAX_GRACE_SECS);
             // Questions still waiting are denied, and no later one is asked: the person
             // wants the session over.
+            state.stopped.store(true, Ordering::SeqCst);
             state.target.consent.mute("stop");
             match &state.target.pidfd {
                 Some(pidfd) => match stop(pidfd, grace) {

@@ -837,6 +837,10 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
             tracing::warn!("session {id}: cannot update its description: {why}");
         }
     }
+    if control.as_ref().is_some_and(control::Control::stopped) {
+        let error = setup("the session was stopped before its program started");
+        return Err(fail(&mut audit, pending, Outcome::Refused, error));
+    }
     let (relay, released) = match helper.release() {
         Ok(master) => (
             master.map(|m| terminal::TerminalRelay::start(m, helper.pid(), prompter)),
@@ -846,6 +850,12 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     };
     if request.forward_signals {
         terminal::forward_signals(helper.pid(), relay.as_ref().map(|r| r.master.clone()));
+    }
+    // A stop that came while the program was being released: it ends now.
+    if control.as_ref().is_some_and(control::Control::stopped) {
+        if let Some(pidfd) = &pidfd {
+            let _ = sys::pidfd_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGTERM);
+        }
     }
     let status = helper.read_status();
     tracing::debug!("program executed after {:?}", started.elapsed());

@@ -338,6 +338,11 @@ impl TerminalPrompter {
         for reason in &request.why {
             text.push_str(&format!("  why: {}\r\n", printable(reason)));
         }
+        if !self.lock().relayed {
+            // Before the program runs, the terminal is in line mode: what was typed before
+            // the question (a whole line, or half of one) must not answer it.
+            let _ = sys::discard_input(std::io::stdin().as_fd());
+        }
         let left = request.expires_in();
         text.push_str(&format!(
             "  type {}, then Enter [{} s]: ",
