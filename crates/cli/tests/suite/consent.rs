@@ -5,8 +5,8 @@
 use std::process::Output;
 
 use super::common::{
-    default_policy_with, exec_script, json, read_or_empty, sandbox_ready, stderr, stdout,
-    wait_until, Home, KillOnDrop, Listener,
+    assert_stderr_has, default_policy_with, exec_script, json, read_or_empty, sandbox_ready,
+    stderr, stdout, wait_until, Home, KillOnDrop, Listener,
 };
 
 /// A copy of the default policy whose `net` decision allows what the person remembered
@@ -171,11 +171,7 @@ fn allowed_for_the_session_on_the_socket_the_request_passes_and_the_next_is_not_
         .output()
         .unwrap();
     assert!(answered.status.success(), "{}", stderr(&answered));
-    assert!(
-        stderr(&answered).contains("allowed by the person"),
-        "{}",
-        stderr(&answered)
-    );
+    assert_stderr_has(&answered, "allowed by the person");
 
     let out = finish(exec);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -227,11 +223,7 @@ fn a_denial_and_a_timeout_refuse_the_connection_and_are_recorded() {
         .output()
         .unwrap();
     assert!(!unknown.status.success());
-    assert!(
-        stderr(&unknown).contains("no running session is waiting"),
-        "{}",
-        stderr(&unknown)
-    );
+    assert_stderr_has(&unknown, "no running session is waiting");
     assert_eq!(waiting(&home).len(), 1);
 
     let denied = home.cordon(&["approve", &id, "--deny"]).output().unwrap();
@@ -317,11 +309,7 @@ fn without_anyone_to_ask_the_request_is_denied_with_how_to_answer_next_time() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(
-        stderr(&out).contains("unknown consent backend"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "unknown consent backend");
 }
 
 #[test]
@@ -633,11 +621,7 @@ fn mfa_passes_with_a_valid_code_and_never_with_a_wrong_or_replayed_one() {
     };
     // No code, a wrong code, the enrolment's code again: refused, and the request waits.
     let none = home.cordon(&["approve", &id, "--allow"]).output().unwrap();
-    assert!(
-        stderr(&none).contains("needs a one-time code"),
-        "{}",
-        stderr(&none)
-    );
+    assert_stderr_has(&none, "needs a one-time code");
     let wrong = if enrolment_code == "000000" {
         "111111"
     } else {
@@ -645,10 +629,10 @@ fn mfa_passes_with_a_valid_code_and_never_with_a_wrong_or_replayed_one() {
     };
     let out = answer(wrong);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("wrong code"), "{}", stderr(&out));
+    assert_stderr_has(&out, "wrong code");
     let out = answer(&enrolment_code);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    assert_stderr_has(&out, "already used");
     assert_eq!(waiting(&home).len(), 1);
     assert_eq!(server.received(), 0);
     // The next step's code (within the accepted skew) is fresh: accepted.
@@ -730,7 +714,7 @@ fn a_personal_folder_is_granted_only_once_the_person_answers() {
     // No one to ask: refused before anything runs.
     let out = launch(&home, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(stderr(&out).contains("personal folder"), "{}", stderr(&out));
+    assert_stderr_has(&out, "personal folder");
 
     // Asked on the socket and denied: refused, nothing ran.
     let exec = KillOnDrop(launch(&home, &["--consent", "socket"]).spawn().unwrap());
@@ -965,11 +949,7 @@ fn a_link_planted_while_the_person_is_asked_does_not_change_what_is_granted() {
     let out = finish(exec);
     assert!(!stdout(&out).contains("gho_SECRET"), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("a link appeared on its way"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "a link appeared on its way");
 }
 
 #[test]
