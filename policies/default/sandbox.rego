@@ -258,9 +258,13 @@ grant_mode(path) := "read" if not path in requested.write
 personal(path) if in_personal(path)
 
 personal(path) if {
-	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("/", [home, folder]), concat("", [trim_suffix(path, "/"), "/"]))
+	some place in personal_places
+	startswith(place, concat("", [trim_suffix(path, "/"), "/"]))
 }
+
+# The personal folders: `settings.ask_grant` under the home, and those cordon found
+# (`context.personal_dirs`: the desktop's own names for them, links resolved).
+personal_places := {concat("/", [home, folder]) | some folder in object.get(settings, "ask_grant", [])} | {concat("", [trim_suffix(dir, "/"), "/"]) | some dir in object.get(input.context, "personal_dirs", [])}
 
 remembered_grant(mode, path) if data.cordon.remembered.sandbox[concat(":", [mode, path])]
 
@@ -284,6 +288,6 @@ ask_message(ask) := sprintf("Let `%s` %s `%s`, which holds your personal folders
 }
 
 in_personal(path) if {
-	some folder in object.get(settings, "ask_grant", [])
-	startswith(concat("", [trim_suffix(path, "/"), "/"]), concat("/", [home, folder]))
+	some place in personal_places
+	startswith(concat("", [trim_suffix(path, "/"), "/"]), place)
 }

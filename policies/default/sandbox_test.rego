@@ -268,3 +268,20 @@ test_a_workspace_in_a_protected_or_secrets_location_is_refused if {
 	elsewhere := object.union(launch({"write": ["/xdg/autostart/sub"]}), {"context": {"config_home": "/xdg"}})
 	not sandbox.decision.allow with input as elsewhere
 }
+
+test_personal_folders_the_desktop_names_are_asked_about_too if {
+	named := object.union(
+		interactive({"read": ["/home/alice/Dokumente/steuer"]}),
+		{"context": {"personal_dirs": ["/home/alice/Dokumente", "/data/photos"]}},
+	)
+	d := sandbox.decision with input as named
+	d.obligations[0].key == "sandbox:read:/home/alice/Dokumente/steuer"
+	d.obligations[0].message == "Let `bash` see your personal folder `/home/alice/Dokumente/steuer`?"
+
+	# A folder elsewhere (where ~/Pictures leads), and a directory holding it.
+	elsewhere := object.union(
+		launch({"read": ["/data"]}),
+		{"context": {"personal_dirs": ["/data/photos"]}},
+	)
+	not sandbox.decision.allow with input as elsewhere
+}

@@ -1038,3 +1038,34 @@ fn a_recent_code_stands_in_for_a_new_one_but_never_for_the_question() {
         .collect();
     assert!(actions.contains(&"mfa_session".to_owned()), "{actions:?}");
 }
+
+#[test]
+fn personal_folders_named_in_another_language_or_reached_through_a_link_are_asked_about() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let config = home.path().join("config");
+    fs_err::create_dir_all(&config).unwrap();
+    fs_err::create_dir_all(home.path().join("Dokumente/steuer")).unwrap();
+    fs_err::create_dir_all(home.path().join("realpics")).unwrap();
+    std::os::unix::fs::symlink(home.path().join("realpics"), home.path().join("Bilder")).unwrap();
+    fs_err::write(
+        config.join("user-dirs.dirs"),
+        "XDG_DOCUMENTS_DIR=\"$HOME/Dokumente\"\nXDG_PICTURES_DIR=\"$HOME/Bilder\"\n",
+    )
+    .unwrap();
+    for grant in ["Dokumente/steuer", "realpics"] {
+        let path = home.path().join(grant).display().to_string();
+        let out = exec_script(
+            &home,
+            &["--consent", "deny", "--allow-read", &path],
+            "true",
+            "",
+        )
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{grant}: {}", stderr(&out));
+        assert_stderr_has(&out, "personal folder");
+    }
+}

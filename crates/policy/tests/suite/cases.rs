@@ -188,6 +188,8 @@ fn launch_decisions_match_on_both_engines() {
     let (rvm, interpreter) = (load(EngineKind::Rvm), load(EngineKind::Interpreter));
     let sandbox = Capability::new("sandbox").unwrap();
     for (read, write, interactive) in [
+        (vec!["/home/alice/Dokumente"], vec![], true),
+        (vec!["/data"], vec![], false),
         (vec!["/home/alice"], vec![], true),
         (vec!["/home/alice"], vec![], false),
         (vec!["/home/alice/Documents/taxes"], vec![], true),
@@ -208,6 +210,7 @@ fn launch_decisions_match_on_both_engines() {
                 "workspace": ["/home/alice/proj"],
                 "request": {"read": read, "write": write},
                 "consent": {"interactive": interactive},
+                "personal_dirs": ["/home/alice/Dokumente", "/data/photos"],
                 "machine": {"memory_bytes": 8_000_000_000_u64},
             },
         });

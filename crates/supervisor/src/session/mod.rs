@@ -654,6 +654,7 @@ fn decide(
         json!({ "memory_bytes": physical_memory_bytes() }),
     );
     context.insert("cordon_paths".into(), json!(own));
+    context.insert("personal_dirs".into(), json!(personal_dirs()));
     let capability = Capability::sandbox();
     let input = supervisor
         .pipeline()
@@ -699,6 +700,30 @@ fn decide(
     let grants = Grants::from_decision(audit.decision.grants.as_ref())
         .map_err(|reason| audit.refuse(Outcome::Refused, refused(reason)))?;
     Ok((audit, grants))
+}
+
+/// The person's own folders as the desktop names them (`~/.config/user-dirs.dirs`, in
+/// their language; the English names where it says nothing), links resolved, those that
+/// exist: the policy asks before granting them, or a directory holding one.
+fn personal_dirs() -> Vec<PathBuf> {
+    let home = dirs::home_dir().map(|h| real_path(&h));
+    let mut found: Vec<PathBuf> = [
+        dirs::desktop_dir(),
+        dirs::document_dir(),
+        dirs::download_dir(),
+        dirs::picture_dir(),
+        dirs::video_dir(),
+        dirs::audio_dir(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|dir| dir.exists())
+    .map(|dir| real_path(&dir))
+    .filter(|dir| Some(dir) != home.as_ref() && dir != Path::new("/"))
+    .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// The program's environment: what the policy keeps of the request's, the proxy's variables,
