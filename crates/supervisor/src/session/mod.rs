@@ -416,11 +416,15 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
             Err(why) => tracing::warn!("questions are not shown as notifications: {why}"),
         }
     }
-    // The control socket serves from now on: questions about the launch itself are listed
-    // and answered there.
+    // Where someone can be asked, the control socket serves from now on: questions about
+    // the launch itself are listed and answered there. Elsewhere it starts with the program.
     let control = helper
         .as_ref()
-        .and_then(|helper| start_control(&id, &request, &supervisor, &consent, helper.pid()));
+        .filter(|_| consent.backends().interactive())
+        .and_then(|helper| {
+            let info = session_info(&id, &request, &supervisor, helper.pid());
+            start_control(info, &consent)
+        });
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -503,18 +507,15 @@ fn session_info(
     }
 }
 
-/// Starts the session's control socket; a session without one still runs (`cordon ps` does
-/// not list it, and questions are answered only by its other backends).
-fn start_control(
-    id: &str,
-    request: &LaunchRequest,
-    supervisor: &Supervisor,
-    consent: &Arc<Broker>,
-    pid: i32,
-) -> Option<control::Control> {
+/// Starts the session's control socket, describing it as `info`; a session without one
+/// still runs (`cordon ps` does not list it, and questions are answered only by its other
+/// backends).
+fn start_control(info: SessionInfo, consent: &Arc<Broker>) -> Option<control::Control> {
+    let id = info.id.clone();
+    let pidfd = sys::pidfd_open(info.pid).ok();
     let started = control::Control::start(control::Target {
-        info: std::sync::Mutex::new(session_info(id, request, supervisor, pid)),
-        pidfd: sys::pidfd_open(pid).ok(),
+        info: std::sync::Mutex::new(info),
+        pidfd,
         consent: Arc::clone(consent),
     });
     match started {
@@ -654,7 +655,9 @@ fn decide(
         json!({ "memory_bytes": physical_memory_bytes() }),
     );
     context.insert("cordon_paths".into(), json!(own));
-    context.insert("personal_dirs".into(), json!(personal_dirs()));
+    if !request.read.is_empty() || !request.write.is_empty() {
+        context.insert("personal_dirs".into(), json!(personal_dirs()));
+    }
     let capability = Capability::sandbox();
     let input = supervisor
         .pipeline()
@@ -857,11 +860,15 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     let mut info = session_info(&id, &request, &supervisor, helper.pid());
     info.granted_hosts = granted_net;
     info.state = "running".into();
-    if let Some(control) = &control {
-        if let Err(why) = control.update(info.clone()) {
-            tracing::warn!("session {id}: cannot update its description: {why}");
+    let control = match control {
+        Some(control) => {
+            if let Err(why) = control.update(info.clone()) {
+                tracing::warn!("session {id}: cannot update its description: {why}");
+            }
+            Some(control)
         }
-    }
+        None => start_control(info.clone(), &consent),
+    };
     if control.as_ref().is_some_and(control::Control::stopped) {
         let error = setup("the session was stopped before its program started");
         return Err(fail(&mut audit, pending, Outcome::Refused, error));
