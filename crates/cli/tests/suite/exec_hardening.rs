@@ -375,9 +375,9 @@ fn more_credential_files_are_masked() {
         fs_err::write(&path, format!("token-{file}")).unwrap();
     }
     let home_dir = home.path().display().to_string();
+    home.remember_home_grant();
     for file in files {
         let script = format!("cat \"$HOME/{file}\" > leak");
-        home.remember_home_grant();
         leaks_only_without_sandbox(
             &home,
             &["--allow-read", &home_dir],

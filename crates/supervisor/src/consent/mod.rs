@@ -547,13 +547,12 @@ impl Slot {
     }
 }
 
-/// A caller's place in a pending request: its id, its answer's slot, its deadline, and the
-/// request itself when this caller made it.
+/// A caller's place in a pending request: the request, its answer's slot, and whether this
+/// caller made it (or joined it).
 struct Queued {
-    id: String,
+    request: PendingRequest,
     slot: Arc<Slot>,
-    deadline: Instant,
-    created: Option<PendingRequest>,
+    created: bool,
 }
 
 struct Waiting {
@@ -733,16 +732,16 @@ impl Broker {
         }
         loop {
             let Queued {
-                id,
+                request,
                 slot,
-                deadline,
                 created,
             } = match self.enqueue(ask) {
                 Ok(queued) => queued,
                 Err(answer) => return answer,
             };
-            if let Some(request) = &created {
-                let input = self.record_input(request, None);
+            let id = request.id.clone();
+            if created {
+                let input = self.record_input(&request, None);
                 let asked = Decision::deny("waiting for the person's answer");
                 if let Err(why) = self.record("prompt", input, asked, Outcome::Evaluated) {
                     let answer = Answer::deny(
@@ -760,14 +759,13 @@ impl Broker {
                 }
                 let prompters = self.prompters.lock().map(|p| p.clone()).unwrap_or_default();
                 for prompter in prompters {
-                    prompter.prompt(request, Arc::downgrade(self));
+                    prompter.prompt(&request, Arc::downgrade(self));
                 }
             }
-            if let Some(answer) = slot.wait_until(deadline) {
+            if let Some(answer) = slot.wait_until(request.deadline) {
                 // A "once" answer was for the request that asked; one that joined it asks
                 // again (a denial, and any wider answer, covers them all).
-                let joined = created.is_none();
-                if joined && answer.allow && answer.scope.as_deref() == Some("once") {
+                if !created && answer.allow && answer.scope.as_deref() == Some("once") {
                     continue;
                 }
                 return answer;
@@ -781,12 +779,10 @@ impl Broker {
                 Some(&id),
             );
             if self.resolve(&id, timeout.clone()) {
-                if let Some(request) = self.created_or(created, ask, &id) {
-                    let input = self.record_input(&request, Some(&timeout));
-                    let refused = Decision::deny(&timeout.reason);
-                    if let Err(why) = self.record("timeout", input, refused, Outcome::Refused) {
-                        tracing::warn!("cannot record a consent timeout: {why}");
-                    }
+                let input = self.record_input(&request, Some(&timeout));
+                let refused = Decision::deny(&timeout.reason);
+                if let Err(why) = self.record("timeout", input, refused, Outcome::Refused) {
+                    tracing::warn!("cannot record a consent timeout: {why}");
                 }
             }
             // Claimed by an answer being recorded meanwhile: its outcome, shortly.
@@ -846,21 +842,6 @@ impl Broker {
         ask.timeout.unwrap_or(self.timeout).min(MAX_TIMEOUT)
     }
 
-    /// The request to record a timeout for: the one this caller made, else (a caller that
-    /// joined it) rebuilt from what was asked.
-    fn created_or(
-        &self,
-        created: Option<PendingRequest>,
-        ask: &Ask,
-        id: &str,
-    ) -> Option<PendingRequest> {
-        created.or_else(|| {
-            let mut request = self.request_for(ask, id.to_owned());
-            request.expires_in_s = 0;
-            Some(request)
-        })
-    }
-
     /// Joins the pending request for the same key, or makes a new one.
     fn enqueue(&self, ask: &Ask) -> Result<Queued, Answer> {
         let mut state = self
@@ -876,12 +857,11 @@ impl Broker {
                 && w.request.message == ask.message
                 && (ask.scopes.is_empty() || w.request.scopes == ask.scopes)
         };
-        if let Some((id, waiting)) = state.pending.iter().find(|(_, w)| same(w)) {
+        if let Some(waiting) = state.pending.values().find(|w| same(w)) {
             return Ok(Queued {
-                id: id.clone(),
+                request: waiting.request.clone(),
                 slot: Arc::clone(&waiting.slot),
-                deadline: waiting.request.deadline,
-                created: None,
+                created: false,
             });
         }
         if state.pending.len() >= MAX_PENDING {
@@ -894,10 +874,9 @@ impl Broker {
             ));
         }
         let request = self.request_for(ask, new_id());
-        let id = request.id.clone();
         let slot = Arc::new(Slot::default());
         state.pending.insert(
-            id.clone(),
+            request.id.clone(),
             Waiting {
                 request: request.clone(),
                 slot: Arc::clone(&slot),
@@ -906,10 +885,9 @@ impl Broker {
             },
         );
         Ok(Queued {
-            id,
+            request,
             slot,
-            deadline: request.deadline,
-            created: Some(request),
+            created: true,
         })
     }
 

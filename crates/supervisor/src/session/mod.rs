@@ -286,6 +286,8 @@ struct Prepared {
     consent: Arc<Broker>,
     prompter: Option<Arc<terminal::TerminalPrompter>>,
     control: Option<control::Control>,
+    /// What the session says about itself, from its start (with a helper only).
+    info: Option<SessionInfo>,
     audit: LaunchAudit,
     grants: Grants,
     plan: Plan,
@@ -418,13 +420,13 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     }
     // Where someone can be asked, the control socket serves from now on: questions about
     // the launch itself are listed and answered there. Elsewhere it starts with the program.
-    let control = helper
+    let info = helper
         .as_ref()
+        .map(|helper| session_info(&id, &request, &supervisor, helper.pid()));
+    let control = info
+        .clone()
         .filter(|_| consent.backends().interactive())
-        .and_then(|helper| {
-            let info = session_info(&id, &request, &supervisor, helper.pid());
-            start_control(info, &consent)
-        });
+        .and_then(|info| start_control(info, &consent));
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -473,6 +475,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         consent,
         prompter,
         control,
+        info,
         audit,
         grants,
         plan,
@@ -773,6 +776,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         consent,
         prompter,
         control,
+        info,
         mut audit,
         grants,
         plan,
@@ -857,7 +861,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
     let pidfd = sys::pidfd_open(helper.pid()).ok();
-    let mut info = session_info(&id, &request, &supervisor, helper.pid());
+    let mut info = info.unwrap_or_else(|| session_info(&id, &request, &supervisor, helper.pid()));
     info.granted_hosts = granted_net;
     info.state = "running".into();
     let control = match control {
