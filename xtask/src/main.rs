@@ -2,19 +2,49 @@
 //!
 //! - `ci`: everything CI checks, in order: formatting, clippy with warnings denied, the
 //!   whole test suite, and the default policy's own Rego tests through `cordon test`.
+//! - `skills`: build the example skills (`examples/skills`) for `wasm32-wasip2` into the
+//!   workspace's target directory, where the skill tests find them.
 //! - `fmt`: format the workspace.
 //! - `lint`: clippy only.
 #![forbid(unsafe_code)]
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci|fmt|lint>";
+const USAGE: &str = "usage: cargo xtask <ci|skills|fmt|lint>";
+
+/// Builds the example skills: a workspace of its own, for another target, into this
+/// workspace's target directory (one target directory for everything).
+const SKILLS: (&str, &[&str]) = (
+    "example skills",
+    &[
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+        "examples/skills/Cargo.toml",
+        "--target-dir",
+        "target",
+    ],
+);
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let steps: &[(&str, &[&str])] = match task.as_str() {
         "ci" => &[
             ("formatting", &["fmt", "--all", "--check"]),
+            (
+                "formatting of the example skills",
+                &[
+                    "fmt",
+                    "--all",
+                    "--check",
+                    "--manifest-path",
+                    "examples/skills/Cargo.toml",
+                ],
+            ),
             (
                 "clippy",
                 &[
@@ -31,6 +61,7 @@ fn main() -> ExitCode {
                 "docs",
                 &["doc", "--workspace", "--no-deps", "--locked", "--quiet"],
             ),
+            SKILLS,
             ("tests", &["test", "--workspace", "--locked"]),
             (
                 "default policy tests",
@@ -46,6 +77,7 @@ fn main() -> ExitCode {
                 ],
             ),
         ],
+        "skills" => &[SKILLS],
         "fmt" => &[("formatting", &["fmt", "--all"])],
         "lint" => &[(
             "clippy",

@@ -18,6 +18,8 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub mod process;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 #[cfg(target_os = "linux")]
 pub use linux::{

