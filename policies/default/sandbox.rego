@@ -1,9 +1,13 @@
-# What a native agent launched with `cordon exec` may see: decided once, at launch.
+# What a native agent launched with `cordon exec` may see, and what directories, hosts and
+# variables a WebAssembly skill run with `cordon run` gets: decided once, at launch.
 #
-# The person's flags (--allow-read, --allow-write, --allow-net, --keep-env) arrive as
-# `input.context.request`; this package turns them, the workspace and the settings in
-# data.cordon.settings.sandbox into the grant set the sandbox enforces. Secrets locations are
-# never granted, whatever is asked, and are masked inside every granted tree.
+# The person's flags (--allow-read, --allow-write, --allow-net, --keep-env; for a skill --dir,
+# --dir-ro) arrive as `input.context.request`; this package turns them, the workspace and the
+# settings in data.cordon.settings.sandbox into the grant set the sandbox enforces. Secrets
+# locations are never granted, whatever is asked, and are masked inside every granted tree.
+# A skill (`input.subject.skill`: name, sha256) gets only what it asked for, each directory
+# checked as a native grant is, and its limits; each file it opens and each request it makes
+# is decided again when it happens (data.cordon.file, data.cordon.net).
 package cordon.sandbox
 
 import rego.v1
@@ -25,9 +29,7 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 	not object.get(object.get(input.context, "consent", {}), "interactive", false) == true
 } else := {
 	"allow": true,
-	"reasons": [sprintf("`%s` may read the system directories and %d granted paths, and write %v", [
-		input.resource.command[0], count(read_requested), write,
-	])],
+	"reasons": [summary],
 	"obligations": [{
 		"type": "consent",
 		"key": concat(":", ["sandbox", ask.mode, ask.path]),
@@ -35,18 +37,36 @@ decision := {"allow": false, "reasons": [r | some r in deny], "obligations": []}
 	} |
 		some ask in ask_grant
 	],
-	"grants": object.union(tcp, {
-		"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
-		"write": write,
-		"mask": mask,
-		"protect": protect,
-		"env": env,
-		"net": [n | some n in requested.net],
-		"limits": {"pids": settings.limits.pids, "memory_bytes": memory_bytes},
-		"require": settings.require,
-		"landlock_abi": object.get(settings, "landlock_abi", 1),
-	}),
+	"grants": grants,
 }
+
+summary := sprintf("skill `%s` (sha256 %s) may read %v and write %v", [
+	input.subject.skill.name, input.subject.skill.sha256, read_requested, write,
+]) if {
+	input.subject.skill
+} else := sprintf("`%s` may read the system directories and %d granted paths, and write %v", [
+	input.resource.command[0], count(read_requested), write,
+])
+
+grants := {
+	"read": read_requested,
+	"write": write,
+	"net": [n | some n in requested.net],
+	"env": sort([n | some n in requested.keep_env]),
+	"limits": settings.skill_limits,
+} if {
+	input.subject.skill
+} else := object.union(tcp, {
+	"read": array.concat(array.concat(settings.system_read, toolchains), read_requested),
+	"write": write,
+	"mask": mask,
+	"protect": protect,
+	"env": env,
+	"net": [n | some n in requested.net],
+	"limits": {"pids": settings.limits.pids, "memory_bytes": memory_bytes},
+	"require": settings.require,
+	"landlock_abi": object.get(settings, "landlock_abi", 1),
+})
 
 # TCP ports (settings.sandbox.tcp: {"bind": [...], "connect": [...]}) are confined with
 # Landlock only when the settings name them: the network namespace already has no route
@@ -74,7 +94,15 @@ requested := object.union({"read": [], "write": [], "net": [], "keep_env": [], "
 
 deny contains "sandbox request has no `context.home`, so secrets locations cannot be ruled out" if not input.context.home
 
-deny contains "sandbox request has no `resource.command`" if count(object.get(input.resource, "command", [])) == 0
+deny contains "sandbox request has no `resource.command`" if {
+	not input.subject.skill
+	count(object.get(input.resource, "command", [])) == 0
+}
+
+deny contains "a skill launch names no `subject.skill.sha256`" if {
+	input.subject.skill
+	not input.subject.skill.sha256
+}
 
 deny contains msg if {
 	some path in array.concat(array.concat(requested.read, requested.write), input.context.workspace)

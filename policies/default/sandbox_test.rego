@@ -285,3 +285,49 @@ test_personal_folders_the_desktop_names_are_asked_about_too if {
 	)
 	not sandbox.decision.allow with input as elsewhere
 }
+
+skill_launch(request) := {
+	"capability": "sandbox",
+	"action": "launch",
+	"subject": {"skill": {"name": "summarise", "sha256": "ab12"}},
+	"resource": {"skill": "/home/alice/skills/summarise.wasm"},
+	"context": {
+		"home": "/home/alice",
+		"workspace": [],
+		"env": ["PATH", "HOME", "GITHUB_TOKEN", "LANG"],
+		"request": request,
+	},
+}
+
+test_a_skill_gets_what_it_asks_for_and_nothing_of_the_system if {
+	d := sandbox.decision with input as skill_launch({"read": ["/home/alice/notes"], "write": ["/home/alice/proj/out"], "net": ["api.example.org"], "keep_env": ["LANG"]})
+	d.allow
+	d.grants.read == ["/home/alice/notes"]
+	d.grants.write == ["/home/alice/proj/out"]
+	d.grants.net == ["api.example.org"]
+	d.grants.env == ["LANG"]
+	d.grants.limits.cpu_ms == 10000
+	not d.grants.mask
+	contains(d.reasons[0], "skill `summarise`")
+}
+
+test_a_skill_with_nothing_asked_gets_nothing if {
+	d := sandbox.decision with input as skill_launch({})
+	d.allow
+	d.grants.read == []
+	d.grants.write == []
+	d.grants.env == []
+}
+
+test_a_skill_is_refused_a_secret_or_the_home_to_write if {
+	d := sandbox.decision with input as skill_launch({"read": ["/home/alice/.ssh"]})
+	not d.allow
+	d2 := sandbox.decision with input as skill_launch({"write": ["/home/alice"]})
+	not d2.allow
+	contains(concat(" ", d2.reasons), "your home directory")
+}
+
+test_a_skill_without_a_digest_is_refused if {
+	d := sandbox.decision with input as json.patch(skill_launch({}), [{"op": "remove", "path": "/subject/skill/sha256"}])
+	not d.allow
+}

@@ -21,8 +21,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
-    MfaCommand, PolicyCommand, ProxyCommand, PsCommand, SandboxHelperCommand, SeccompProbeCommand,
-    StopCommand, TestCommand,
+    MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand, SandboxHelperCommand,
+    SeccompProbeCommand, StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -75,6 +75,7 @@ pub enum Command {
     // Each variant takes its help from the command's own doc comment.
     Eval(EvalCommand),
     Exec(ExecCommand),
+    Run(RunCommand),
     Proxy(ProxyCommand),
     Ps(PsCommand),
     Stop(StopCommand),
@@ -107,6 +108,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Exec(cmd) => cmd.run(&cli),
+        Command::Run(cmd) => cmd.run(&cli),
         Command::Proxy(cmd) => cmd.run(&cli),
         Command::Ps(cmd) => cmd.run(&cli),
         Command::Stop(cmd) => cmd.run(&cli),

@@ -35,7 +35,7 @@ pub(crate) fn add_decided(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let host = store.data_mut();
             let decision =
                 host.gate
-                    .decide("net", "resolve", json!({"host": name.to_ascii_lowercase()}));
+                    .decide("net", "lookup", json!({"host": name.to_ascii_lowercase()}));
             if !decision.allow {
                 tracing::info!(
                     "skill denied looking up `{name}`: {}",

@@ -501,7 +501,7 @@ fn a_name_is_decided_before_it_is_looked_up() {
     assert_eq!(
         gate.denied(),
         vec![(
-            "resolve".to_owned(),
+            "lookup".to_owned(),
             serde_json::json!({"host": "c2vjcmv0.exfil.example"})
         )]
     );

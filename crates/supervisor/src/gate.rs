@@ -25,7 +25,11 @@ const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent", "mfa"];
 pub struct PipelineGate {
     supervisor: Arc<Supervisor>,
     capability: Capability,
+    /// Who asks, in every request (a skill's identity).
+    subject: cordon_types::Subject,
     throttle: std::sync::Mutex<Throttle>,
+    /// Host names a skill looked up in the last minute, for `resource.exfil`.
+    names: std::sync::Mutex<cordon_egress::exfil::SubdomainWindow>,
     #[cfg(target_os = "linux")]
     consent: Option<Arc<crate::consent::Broker>>,
 }
@@ -86,7 +90,11 @@ impl PipelineGate {
         Self {
             supervisor,
             capability: Capability::net(),
+            subject: cordon_types::Subject::default(),
             throttle: std::sync::Mutex::new(Throttle::default()),
+            names: std::sync::Mutex::new(cordon_egress::exfil::SubdomainWindow::new(
+                std::time::Duration::from_secs(60),
+            )),
             #[cfg(target_os = "linux")]
             consent: None,
         }
@@ -98,6 +106,13 @@ impl PipelineGate {
     #[must_use]
     pub fn with_consent(mut self, broker: Arc<crate::consent::Broker>) -> Self {
         self.consent = Some(broker);
+        self
+    }
+
+    /// The same gate deciding for `skill`: its identity is the subject of every request.
+    #[must_use]
+    pub fn for_skill(mut self, skill: cordon_types::Skill) -> Self {
+        self.subject.skill = Some(skill);
         self
     }
 
@@ -114,7 +129,12 @@ impl PipelineGate {
     /// record (`consent`). `resolving`: the name is being resolved, and a "once" answer
     /// covers the connection that follows.
     #[cfg(target_os = "linux")]
-    fn consent(&self, decided: crate::Unrecorded, resolving: bool) -> crate::Unrecorded {
+    fn consent(
+        &self,
+        capability: &Capability,
+        decided: crate::Unrecorded,
+        resolving: bool,
+    ) -> crate::Unrecorded {
         let Some(broker) = &self.consent else {
             return decided;
         };
@@ -122,6 +142,17 @@ impl PipelineGate {
             return decided;
         };
         let resource = &input["resource"];
+        if capability.as_str() != "net" {
+            // A file: the answer covers this action on this path.
+            let action = input["action"].as_str().unwrap_or_default();
+            let path = resource["path"].as_str().unwrap_or_default();
+            let about = crate::consent::About {
+                capability: capability.as_str(),
+                key: format!("{}:{action}:{path}", capability.as_str()),
+                what: format!("{action} `{path}`"),
+            };
+            return crate::consent::carry_out(broker, decided, &about, |_, _| {});
+        }
         let host = resource["host"].as_str().unwrap_or_default();
         let port = resource["port"].as_u64().unwrap_or_default();
         let place = if host.contains(':') {
@@ -137,7 +168,7 @@ impl PipelineGate {
             what = format!("{what} (now: {method} {path})");
         }
         let about = crate::consent::About {
-            capability: self.capability.as_str(),
+            capability: capability.as_str(),
             key: format!("net:{place}"),
             what,
         };
@@ -153,15 +184,20 @@ impl PipelineGate {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn consent(&self, decided: crate::Unrecorded, _resolving: bool) -> crate::Unrecorded {
+    fn consent(
+        &self,
+        _capability: &Capability,
+        decided: crate::Unrecorded,
+        _resolving: bool,
+    ) -> crate::Unrecorded {
         decided
     }
 
     /// Records `decided` if it allows, or if the throttle admits its denial.
-    fn record(&self, decided: crate::Unrecorded) -> Decision {
+    fn record(&self, capability: &Capability, decided: crate::Unrecorded) -> Decision {
         let pipeline = self.supervisor.pipeline();
         if decided.decision().allow {
-            return pipeline.record_decided(&self.capability, decided).decision;
+            return pipeline.record_decided(capability, decided).decision;
         }
         let resource = decided
             .input()
@@ -197,7 +233,7 @@ impl PipelineGate {
                         input["coalesced"] = json!(left_out);
                     }
                 }
-                pipeline.record_decided(&self.capability, decided).decision
+                pipeline.record_decided(capability, decided).decision
             }
             None => decided.without_record(),
         }
@@ -205,8 +241,9 @@ impl PipelineGate {
 
     fn request(&self, action: &str, resource: Value, context: Value) -> Request {
         let mut request = Request {
-            capability: Some("net".into()),
+            capability: Some(self.capability.as_str().into()),
             action: action.to_owned(),
+            subject: self.subject.clone(),
             ..Request::default()
         };
         if let Ok(resource) = serde_json::from_value(resource) {
@@ -219,44 +256,83 @@ impl PipelineGate {
     }
 }
 
-impl Gate for PipelineGate {
-    fn decide(&self, action: &str, resource: Value, context: Value) -> Decision {
-        let request = self.request(action, resource, context);
+impl PipelineGate {
+    /// Decides and records one request under `capability` (consent asked for, denials
+    /// throttled). `resolving`: a host name about to be looked up, recorded only if
+    /// refused (an allowance is followed by the recorded decision on its addresses).
+    fn decide_as(
+        &self,
+        capability: &Capability,
+        action: &str,
+        resource: Value,
+        context: Value,
+        resolving: bool,
+    ) -> Decision {
+        let mut request = self.request(action, resource, context);
+        request.capability = Some(capability.as_str().into());
         let pipeline = self.supervisor.pipeline();
-        match pipeline.builder().build_for(&self.capability, &request) {
-            Ok(input) => self.record(
-                self.consent(
-                    pipeline
-                        .decide_unrecorded(&self.capability, input)
-                        .require_carried(self.carried()),
-                    false,
-                ),
-            ),
-            Err(_) => pipeline.decide(&request).decision,
-        }
-    }
-
-    fn may_resolve(&self, resource: Value, context: Value) -> Decision {
-        // Only a refusal is recorded: an allowance is followed by the recorded decision on
-        // the addresses the name resolved to.
-        let request = self.request("resolve", resource, context);
-        let pipeline = self.supervisor.pipeline();
-        match pipeline.builder().build_for(&self.capability, &request) {
+        match pipeline.builder().build_for(capability, &request) {
             Ok(input) => {
                 let decided = self.consent(
+                    capability,
                     pipeline
-                        .decide_unrecorded(&self.capability, input)
+                        .decide_unrecorded(capability, input)
                         .require_carried(self.carried()),
-                    true,
+                    resolving,
                 );
-                if decided.decision().allow {
+                if resolving && decided.decision().allow {
                     decided.without_record()
                 } else {
-                    self.record(decided)
+                    self.record(capability, decided)
                 }
             }
             Err(_) => pipeline.decide(&request).decision,
         }
+    }
+
+    /// What the proxy adds to a destination before it is decided: the host as the policy
+    /// compares it, whether it is an address, how it looks as a data channel, and the class
+    /// of each address.
+    fn describe_destination(&self, mut resource: Value) -> Value {
+        let host = resource["host"].as_str().unwrap_or_default().to_owned();
+        match cordon_egress::host::Host::parse(&host) {
+            Ok(parsed) => {
+                let is_ip = matches!(parsed, cordon_egress::host::Host::Ip(_));
+                resource["host"] = json!(parsed.as_policy_string());
+                resource["host_is_ip"] = json!(is_ip);
+                if !is_ip {
+                    if let Ok(mut names) = self.names.lock() {
+                        let score = names.score(&parsed.as_policy_string());
+                        resource["exfil"] = json!({
+                            "longest_label": score.longest_label,
+                            "entropy": (score.entropy * 100.0).round() / 100.0,
+                            "unique_subdomains": score.unique_subdomains,
+                        });
+                    }
+                }
+            }
+            Err(why) => resource["malformed"] = json!(why),
+        }
+        if let Some(addresses) = resource["addresses"].as_array_mut() {
+            for address in addresses {
+                let class = address["ip"]
+                    .as_str()
+                    .and_then(|ip| ip.parse().ok())
+                    .map(|ip| cordon_egress::class::classify(ip).as_str());
+                address["class"] = json!(class.unwrap_or("reserved"));
+            }
+        }
+        resource
+    }
+}
+
+impl Gate for PipelineGate {
+    fn decide(&self, action: &str, resource: Value, context: Value) -> Decision {
+        self.decide_as(&self.capability, action, resource, context, false)
+    }
+
+    fn may_resolve(&self, resource: Value, context: Value) -> Decision {
+        self.decide_as(&self.capability, "resolve", resource, context, true)
     }
 
     fn cut(
@@ -285,6 +361,32 @@ impl Gate for PipelineGate {
         ) {
             tracing::error!("cannot record that a connection was cut: {err}");
         }
+    }
+}
+
+/// A skill's calls: its file opens and changes under `data.cordon.file`, its requests, name
+/// lookups and sockets under `data.cordon.net`, each recorded with the skill's identity.
+impl cordon_skills::Gate for PipelineGate {
+    fn decide(&self, capability: &str, action: &str, resource: Value) -> Decision {
+        let Ok(capability) = Capability::new(capability) else {
+            return Decision::deny(format!(
+                "a skill asked for `{capability}`, which is no capability"
+            ));
+        };
+        if capability.as_str() == "net" {
+            let resource = self.describe_destination(resource);
+            if resource.get("malformed").is_some() {
+                return Decision::deny(format!("malformed host: {}", resource["malformed"]));
+            }
+            return self.decide_as(
+                &capability,
+                action,
+                resource,
+                json!({}),
+                action == "resolve",
+            );
+        }
+        self.decide_as(&capability, action, resource, json!({}), false)
     }
 }
 

@@ -159,6 +159,17 @@ impl Supervisor {
         }
     }
 
+    /// A supervisor sharing this one's policy and audit log whose pipeline resolves
+    /// requests against the workspace `roots` ([`Pipeline::with_workspace`]).
+    #[must_use]
+    pub fn with_workspace(&self, roots: Vec<std::path::PathBuf>) -> Self {
+        Self {
+            policy: Arc::clone(&self.policy),
+            pipeline: self.pipeline.clone().with_workspace(roots),
+            audit_path: self.audit_path.clone(),
+        }
+    }
+
     /// The loaded policy.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy

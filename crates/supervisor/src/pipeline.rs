@@ -89,6 +89,7 @@ impl Unrecorded {
 ///
 /// Fails closed at every step: a request that cannot be resolved, a policy that errs and an
 /// audit log that cannot take the event all give a denial whose reason says which.
+#[derive(Clone)]
 pub struct Pipeline {
     decider: Arc<dyn Decider>,
     builder: InputBuilder,
@@ -143,6 +144,16 @@ impl Pipeline {
     #[must_use]
     pub fn with_context(mut self, key: &str, value: Value) -> Self {
         self.stamped.insert(key.to_owned(), value);
+        self
+    }
+
+    /// The same pipeline resolving requests against the workspace `roots` (canonical)
+    /// instead of its own.
+    #[must_use]
+    pub fn with_workspace(mut self, roots: Vec<std::path::PathBuf>) -> Self {
+        let mut env = self.builder.env().clone();
+        env.workspace = roots;
+        self.builder = InputBuilder::new(env);
         self
     }
 

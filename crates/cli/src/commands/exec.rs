@@ -110,12 +110,12 @@ pub struct ExecCommand {
 }
 
 /// cordon's own failure before the program runs: exit 125.
-fn refused(err: impl Into<CliError>) -> CliError {
+pub(super) fn refused(err: impl Into<CliError>) -> CliError {
     err.into().with_exit(Exit::Code(SETUP_FAILED as u8))
 }
 
 /// A launch error as the person reads it, with the exit status it ends with.
-fn launch_error(err: LaunchError) -> CliError {
+pub(super) fn launch_error(err: LaunchError) -> CliError {
     let code = err.exit_code();
     let error = CliError::from(anyhow!(err.message)).with_exit(Exit::Code(code));
     match err.hint {

@@ -10,6 +10,7 @@ mod policy;
 mod probe;
 mod proxy;
 mod ps;
+mod run;
 mod shared;
 mod test;
 
@@ -23,4 +24,5 @@ pub use policy::PolicyCommand;
 pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
 pub use proxy::ProxyCommand;
 pub use ps::{PsCommand, StopCommand};
+pub use run::RunCommand;
 pub use test::TestCommand;

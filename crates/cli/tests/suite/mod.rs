@@ -13,6 +13,7 @@ mod forward;
 mod help;
 mod landlock;
 mod policy_cmd;
+mod run;
 mod seccomp;
 mod session_api;
 mod sessions;

@@ -250,12 +250,20 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// How a session is stopped.
+pub(super) enum Stopper {
+    /// A native sandbox: its helper, signalled through this pidfd.
+    Process(OwnedFd),
+    /// A skill running in this process: the flag its runtime checks.
+    Flag(Arc<AtomicBool>),
+}
+
 /// What the control socket acts on.
 pub(super) struct Target {
     /// The session's description (completed once the launch is decided).
     pub info: std::sync::Mutex<SessionInfo>,
-    /// The sandbox's helper, for `stop`.
-    pub pidfd: Option<OwnedFd>,
+    /// How `stop` ends the session.
+    pub stop: Option<Stopper>,
     /// The session's consent broker, for `approvals` and `answer`.
     pub consent: Arc<crate::consent::Broker>,
 }
@@ -551,11 +559,15 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
             // wants the session over.
             state.stopped.store(true, Ordering::SeqCst);
             state.target.consent.mute("stop");
-            match &state.target.pidfd {
-                Some(pidfd) => match stop(pidfd, grace) {
+            match &state.target.stop {
+                Some(Stopper::Process(pidfd)) => match stop(pidfd, grace) {
                     Ok(()) => json!({ "ok": true, "stopping": true, "grace_secs": grace }),
                     Err(err) => refusal(&format!("cannot stop the session: {err}")),
                 },
+                Some(Stopper::Flag(flag)) => {
+                    flag.store(true, Ordering::SeqCst);
+                    json!({ "ok": true, "stopping": true, "grace_secs": 0 })
+                }
                 None => refusal("this session cannot be stopped from here"),
             }
         }

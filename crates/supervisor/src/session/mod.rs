@@ -34,6 +34,7 @@
 
 mod control;
 mod protect;
+pub mod skill;
 mod terminal;
 mod terminal_filter;
 
@@ -514,11 +515,22 @@ fn session_info(
 /// still runs (`cordon ps` does not list it, and questions are answered only by its other
 /// backends).
 fn start_control(info: SessionInfo, consent: &Arc<Broker>) -> Option<control::Control> {
+    let stop = sys::pidfd_open(info.pid)
+        .ok()
+        .map(control::Stopper::Process);
+    start_control_with(info, stop, consent)
+}
+
+/// Starts the session's control socket, `stop` ending it.
+fn start_control_with(
+    info: SessionInfo,
+    stop: Option<control::Stopper>,
+    consent: &Arc<Broker>,
+) -> Option<control::Control> {
     let id = info.id.clone();
-    let pidfd = sys::pidfd_open(info.pid).ok();
     let started = control::Control::start(control::Target {
         info: std::sync::Mutex::new(info),
-        pidfd,
+        stop,
         consent: Arc::clone(consent),
     });
     match started {
@@ -628,15 +640,6 @@ fn decide(
     requested: Value,
     kernel: &Kernel,
 ) -> Result<(LaunchAudit, Grants), LaunchError> {
-    let env_names: Vec<&str> = request.env.iter().map(|(n, _)| n.as_str()).collect();
-    // Values never reach the policy or the audit log: only the names of variables whose
-    // value carries credentials in a URL.
-    let env_credentials: Vec<&str> = request
-        .env
-        .iter()
-        .filter(|(_, value)| cordon_audit::url_credentials(value).next().is_some())
-        .map(|(name, _)| name.as_str())
-        .collect();
     let mut launch = Request {
         action: "launch".into(),
         ..Request::default()
@@ -644,23 +647,14 @@ fn decide(
     let resource = &mut launch.resource.extra;
     resource.insert("command".into(), json!(request.command));
     resource.insert("cwd".into(), json!(real_path(&request.cwd)));
+    let asks_paths = !request.read.is_empty() || !request.write.is_empty();
     let context = &mut launch.context.extra;
-    context.insert("request".into(), requested);
-    context.insert("env".into(), json!(env_names));
-    context.insert("as_root".into(), json!(sys::real_ids().0 == 0));
-    if let Some(config_home) = dirs::config_dir() {
-        context.insert("config_home".into(), json!(real_path(&config_home)));
-    }
-    context.insert("env_credentials".into(), json!(env_credentials));
+    launch_context(context, requested, &request.env, own, asks_paths);
     context.insert("kernel".into(), kernel.to_json());
     context.insert(
         "machine".into(),
         json!({ "memory_bytes": physical_memory_bytes() }),
     );
-    context.insert("cordon_paths".into(), json!(own));
-    if !request.read.is_empty() || !request.write.is_empty() {
-        context.insert("personal_dirs".into(), json!(personal_dirs()));
-    }
     let capability = Capability::sandbox();
     let input = supervisor
         .pipeline()
@@ -706,6 +700,36 @@ fn decide(
     let grants = Grants::from_decision(audit.decision.grants.as_ref())
         .map_err(|reason| audit.refuse(Outcome::Refused, refused(reason)))?;
     Ok((audit, grants))
+}
+
+/// What every launch decision's context has: what the person asked for (`request`), the
+/// names of the environment's variables (never their values; `env_credentials` names those
+/// whose value carries credentials in a URL), whether cordon runs as root, the configuration
+/// home, cordon's own paths, and the person's folders where paths are asked for.
+fn launch_context(
+    context: &mut serde_json::Map<String, Value>,
+    requested: Value,
+    env: &[(String, String)],
+    own: &[PathBuf],
+    asks_paths: bool,
+) {
+    let env_names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    let env_credentials: Vec<&str> = env
+        .iter()
+        .filter(|(_, value)| cordon_audit::url_credentials(value).next().is_some())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    context.insert("request".into(), requested);
+    context.insert("env".into(), json!(env_names));
+    context.insert("as_root".into(), json!(sys::real_ids().0 == 0));
+    if let Some(config_home) = dirs::config_dir() {
+        context.insert("config_home".into(), json!(real_path(&config_home)));
+    }
+    context.insert("env_credentials".into(), json!(env_credentials));
+    context.insert("cordon_paths".into(), json!(own));
+    if asks_paths {
+        context.insert("personal_dirs".into(), json!(personal_dirs()));
+    }
 }
 
 /// The person's own folders as the desktop names them (`~/.config/user-dirs.dirs`, in

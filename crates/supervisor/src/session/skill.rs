@@ -1,0 +1,440 @@
+//! Skill sessions: a WebAssembly component run in this process under Wasmtime, a session
+//! like a native one (an id, a recorded launch decision, a control socket, `cordon ps`),
+//! with every file call and request of the skill decided when it happens.
+//!
+//! ```text
+//! run(SkillRequest)
+//!   read the skill; its SHA-256 is its identity
+//!   load the policy, decide `sandbox` for the skill ──── directories, hosts, variables, limits
+//!   record the decision; serve the control socket
+//!   compile (or take from the cache) and link ───────── a component importing what cordon
+//!                                                       does not provide is refused
+//!   run: each open and change under data.cordon.file, each request, lookup and socket under
+//!   data.cordon.net, all recorded with the skill's name and digest
+//!   record the outcome (exit status, a limit reached) ─── SkillEnded
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use cordon_skills::{
+    CacheUse, Exit, Limits, Preopen, Run, Runtime, RuntimeOptions, Sink, SkillFile,
+};
+use cordon_types::{error_chain, Capability, Outcome, Request};
+use serde_json::{json, Value};
+
+use super::{
+    consent_broker, control, launch_context, new_id, protect, refused, resolve_all, setup,
+    start_control_with, terminal, ErrorKind, LaunchAudit, LaunchError, SessionInfo,
+};
+use crate::consent::Backends;
+use crate::{real_path, CordonConfig, PipelineGate, Supervisor};
+
+/// A directory the person asks to give a skill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirRequest {
+    /// The directory on this machine (relative to the working directory, `~` expanded).
+    pub host: PathBuf,
+    /// The name the skill sees it by (default: `host` as written).
+    pub guest: Option<String>,
+    /// Whether the skill asks to change what is in it.
+    pub writable: bool,
+}
+
+/// What skill to run, and what the person asks for it. Directories and hosts are requests:
+/// the policy (`data.cordon.sandbox`, with the skill's identity) decides.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SkillRequest {
+    /// cordon's configuration (policy, audit log, consent).
+    pub config: CordonConfig,
+    /// The component (`.wasm`).
+    pub skill: PathBuf,
+    /// Its arguments (the skill's name goes before them).
+    pub args: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// The directories it asks for.
+    pub dirs: Vec<DirRequest>,
+    /// The hosts it asks to reach: `HOST` or `HOST:PORT`.
+    pub net: Vec<String>,
+    /// The environment variables to pass, by name (their values from `env`).
+    pub keep_env: Vec<String>,
+    /// The environment the skill's is taken from.
+    pub env: Vec<(String, String)>,
+    /// Whether the skill reads this process's standard input.
+    pub stdin: bool,
+    /// Limits tighter than the policy's, for this run.
+    pub limits: Option<Limits>,
+    /// Where compiled skills are kept (`None`: compiled every time).
+    pub cache_dir: Option<PathBuf>,
+    /// The front-end's name, shown by `cordon ps`.
+    pub front_end: String,
+}
+
+impl SkillRequest {
+    /// A request to run `skill` with `args` in `cwd` with nothing more asked for, taking the
+    /// environment of this process and cordon's cache directory.
+    pub fn new(config: CordonConfig, skill: PathBuf, args: Vec<String>, cwd: PathBuf) -> Self {
+        Self {
+            config,
+            skill,
+            args,
+            cwd,
+            dirs: Vec::new(),
+            net: Vec::new(),
+            keep_env: Vec::new(),
+            env: std::env::vars_os()
+                .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            stdin: true,
+            limits: None,
+            cache_dir: dirs::cache_dir().map(|dir| dir.join("cordon").join("skills")),
+            front_end: "library".into(),
+        }
+    }
+}
+
+/// How a skill session ended.
+#[derive(Debug, Clone)]
+pub struct SkillEnded {
+    /// The session's id.
+    pub id: String,
+    /// The skill's SHA-256.
+    pub sha256: String,
+    /// How the run ended: exit status, a limit reached.
+    pub exit: Exit,
+    /// The directories the skill was given.
+    pub preopens: Vec<Preopen>,
+    /// Where its compiled code came from.
+    pub cache: CacheUse,
+}
+
+/// What a skill launch decision grants.
+#[derive(Debug, Default)]
+struct SkillGrants {
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    net: Vec<String>,
+    env: Vec<String>,
+    limits: Limits,
+}
+
+impl SkillGrants {
+    /// Reads `data.cordon.sandbox.decision.grants` for a skill; anything malformed refuses.
+    fn from_decision(grants: Option<&Value>) -> Result<Self, String> {
+        let grants = grants
+            .and_then(Value::as_object)
+            .ok_or("the launch decision allows but grants nothing (`grants` is not an object)")?;
+        let strings = |key: &str| -> Result<Vec<String>, String> {
+            match grants.get(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("`grants.{key}` holds a non-string: {item}"))
+                    })
+                    .collect(),
+                Some(other) => Err(format!("`grants.{key}` is not a list: {other}")),
+            }
+        };
+        let defaults = Limits::default();
+        let limits = grants.get("limits").cloned().unwrap_or(json!({}));
+        let limit = |key: &str, default: u64| -> Result<u64, String> {
+            match limits.get(key) {
+                None => Ok(default),
+                Some(value) => value
+                    .as_u64()
+                    .ok_or_else(|| format!("`grants.limits.{key}` is not a whole number: {value}")),
+            }
+        };
+        Ok(Self {
+            read: strings("read")?.into_iter().map(PathBuf::from).collect(),
+            write: strings("write")?.into_iter().map(PathBuf::from).collect(),
+            net: strings("net")?,
+            env: strings("env")?,
+            limits: Limits {
+                memory_bytes: limit("memory_bytes", defaults.memory_bytes)?,
+                cpu: std::time::Duration::from_millis(limit(
+                    "cpu_ms",
+                    u64::try_from(defaults.cpu.as_millis()).unwrap_or(u64::MAX),
+                )?),
+                output_bytes: limit("output_bytes", defaults.output_bytes)?,
+            },
+        })
+    }
+}
+
+/// Runs a skill as a session: decides, records, compiles, runs with every call decided,
+/// and records how it ended.
+///
+/// # Errors
+///
+/// A [`LaunchError`]: the skill not found (127), not a runnable component (126), refused
+/// by the policy, or not set up (125). A skill that fails or reaches a limit is not an
+/// error: see [`SkillEnded::exit`].
+pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
+    let skill = SkillFile::read(&request.skill).map_err(|err| match &err {
+        cordon_skills::Error::Read { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            LaunchError::new(ErrorKind::NotFound, err.to_string())
+        }
+        cordon_skills::Error::Read { .. } => refused(err.to_string()),
+        _ => LaunchError::new(ErrorKind::CannotExecute, err.to_string()),
+    })?;
+    let id = new_id();
+    let hosts: Vec<PathBuf> = request.dirs.iter().map(|d| d.host.clone()).collect();
+    let resolved = resolve_all(&hosts, &request.cwd)?;
+    let net = request
+        .net
+        .iter()
+        .map(|e| cordon_egress::normalize_allow_entry(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(refused)?;
+    let [stdin_terminal, _, stderr_terminal] = terminal::streams_on_terminal();
+    let session_bus = request
+        .env
+        .iter()
+        .any(|(name, value)| name == "DBUS_SESSION_BUS_ADDRESS" && !value.is_empty());
+    let backends = Backends::parse_with(
+        request.config.consent.backend.as_deref().unwrap_or("auto"),
+        stdin_terminal && stderr_terminal,
+        session_bus,
+    )
+    .map_err(refused)?;
+    let started = Supervisor::start_session(
+        &request.config,
+        &["sandbox", "file", "net"],
+        &id,
+        &request.cwd,
+    )
+    .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
+    .with_context("consent", backends.context());
+    // The launch is decided with no workspace: a skill is given only what it asks for.
+    let supervisor = Arc::new(started.with_workspace(Vec::new()));
+    let consent = consent_broker(&request.config, &supervisor, &id, backends);
+    if consent
+        .backends()
+        .list()
+        .contains(&crate::consent::Backend::Terminal)
+    {
+        let prompter = Arc::new(terminal::TerminalPrompter::default());
+        consent.add_prompter(prompter.clone());
+        prompter.start();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut command = vec![request.skill.display().to_string()];
+    command.extend(request.args.iter().cloned());
+    let mut info = SessionInfo {
+        id: id.clone(),
+        front_end: request.front_end.clone(),
+        command,
+        workspace: real_path(&request.cwd),
+        started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        cordon_pid: std::process::id(),
+        cordon_key: protect::process_key("self"),
+        granted_hosts: Vec::new(),
+        audit_log: supervisor.audit_path().map(std::path::Path::to_path_buf),
+        state: "starting".into(),
+    };
+    let control = start_control_with(
+        info.clone(),
+        Some(control::Stopper::Flag(stop.clone())),
+        &consent,
+    );
+
+    // The launch decision.
+    let own = protect::own_paths(&request.config, &supervisor);
+    let (mut read, mut write) = (Vec::new(), Vec::new());
+    for (dir, path) in request.dirs.iter().zip(&resolved) {
+        if dir.writable {
+            write.push(path.clone());
+        } else {
+            read.push(path.clone());
+        }
+    }
+    let requested = json!({
+        "read": read,
+        "write": write,
+        "net": net,
+        "keep_env": request.keep_env,
+        "broad_write": false,
+    });
+    let mut launch = Request {
+        action: "launch".into(),
+        ..Request::default()
+    };
+    launch.subject.skill = Some(cordon_types::Skill {
+        name: skill.name().to_owned(),
+        sha256: Some(skill.sha256().to_owned()),
+    });
+    launch
+        .resource
+        .extra
+        .insert("skill".into(), json!(real_path(skill.path())));
+    launch.resource.sha256 = Some(skill.sha256().to_owned());
+    launch_context(
+        &mut launch.context.extra,
+        requested,
+        &request.env,
+        &own,
+        !request.dirs.is_empty(),
+    );
+    let capability = Capability::sandbox();
+    let input = supervisor
+        .pipeline()
+        .builder()
+        .build_for(&capability, &launch)
+        .map_err(|e| refused(e.to_string()))?;
+    let unrecorded = supervisor
+        .pipeline()
+        .decide_unrecorded(&capability, input.clone())
+        .require_carried(&["consent", "mfa"]);
+    let about = crate::consent::About {
+        capability: capability.as_str(),
+        key: format!("sandbox:skill:{}", skill.sha256()),
+        what: format!(
+            "run skill `{}` with directories {:?} and hosts {:?}",
+            skill.name(),
+            resolved,
+            request.net
+        ),
+    };
+    let unrecorded = crate::consent::carry_out(&consent, unrecorded, &about, |_, _| {});
+    let mut audit = LaunchAudit {
+        supervisor: Arc::clone(&supervisor),
+        input: unrecorded.input().cloned().unwrap_or(input),
+        decision: unrecorded.decision().clone(),
+        pending: Some(unrecorded),
+        committing: None,
+    };
+    if !audit.commit() {
+        return Err(refused(format!(
+            "the policy refused to run skill `{}`: {}",
+            skill.name(),
+            audit.decision.reasons.join("; ")
+        ))
+        .hint("ask for less (fewer or narrower --dir), or change the policy"));
+    }
+    let grants = SkillGrants::from_decision(audit.decision.grants.as_ref())
+        .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
+
+    // What the decision gave: each directory asked for, writable only where granted so.
+    let mut preopens = Vec::new();
+    for (dir, path) in request.dirs.iter().zip(&resolved) {
+        let writable = dir.writable && grants.write.contains(path);
+        if !writable && !grants.read.contains(path) && !grants.write.contains(path) {
+            tracing::warn!(
+                "`{}` was not granted; the skill does not see it",
+                path.display()
+            );
+            continue;
+        }
+        preopens.push(Preopen {
+            host: path.clone(),
+            guest: dir
+                .guest
+                .clone()
+                .unwrap_or_else(|| dir.host.display().to_string()),
+            writable,
+        });
+    }
+    let roots: Vec<PathBuf> = preopens.iter().map(|p| p.host.clone()).collect();
+    let mut limits = grants.limits;
+    if let Some(asked) = request.limits {
+        limits.memory_bytes = limits.memory_bytes.min(asked.memory_bytes);
+        limits.cpu = limits.cpu.min(asked.cpu);
+        limits.output_bytes = limits.output_bytes.min(asked.output_bytes);
+    }
+    let env: Vec<(String, String)> = request
+        .env
+        .iter()
+        .filter(|(name, _)| grants.env.contains(name))
+        .cloned()
+        .collect();
+
+    // Each call of the skill is decided against what it was given.
+    let calls = Arc::new(
+        supervisor
+            .with_workspace(roots)
+            .with_context("request", json!({ "net": grants.net })),
+    );
+    let gate = PipelineGate::new(calls)
+        .with_consent(Arc::clone(&consent))
+        .for_skill(cordon_types::Skill {
+            name: skill.name().to_owned(),
+            sha256: Some(skill.sha256().to_owned()),
+        });
+
+    let runtime = Runtime::new(&RuntimeOptions {
+        cache_dir: request.cache_dir.clone(),
+        ..RuntimeOptions::default()
+    })
+    .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())))?;
+    let sha256 = skill.sha256().to_owned();
+    let name = skill.name().to_owned();
+    let prepared = runtime.prepare(skill).map_err(|err| {
+        let kind = match err {
+            cordon_skills::Error::Setup(_) => ErrorKind::SetupFailed,
+            _ => ErrorKind::CannotExecute,
+        };
+        audit.refuse(Outcome::Failed, LaunchError::new(kind, err.to_string()))
+    })?;
+    info.granted_hosts = grants.net.clone();
+    info.state = "running".into();
+    if let Some(control) = &control {
+        if let Err(why) = control.update(info) {
+            tracing::warn!("session {id}: cannot update its description: {why}");
+        }
+        if control.stopped() {
+            return Err(audit.refuse(
+                Outcome::Refused,
+                setup("the session was stopped before its skill started"),
+            ));
+        }
+    }
+    let mut args = vec![name];
+    args.extend(request.args.iter().cloned());
+    let exit = runtime
+        .run(
+            &prepared,
+            Run {
+                args,
+                env,
+                preopens: preopens.clone(),
+                gate: Arc::new(gate),
+                limits,
+                stdin: request.stdin,
+                stdout: Sink::Stdout,
+                stderr: Sink::Stderr,
+                stop,
+            },
+        )
+        .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())))?;
+    let outcome = if exit.stopped.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Performed
+    };
+    audit.record(
+        outcome,
+        json!({
+            "exit_code": exit.code,
+            "stopped": exit.stopped.as_ref().map(ToString::to_string),
+            "cpu_ms": exit.cpu.as_millis(),
+        }),
+    );
+    drop(control);
+    Ok(SkillEnded {
+        id,
+        sha256,
+        exit,
+        preopens,
+        cache: prepared.cache().clone(),
+    })
+}
