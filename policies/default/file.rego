@@ -47,6 +47,15 @@ deny contains msg if {
 	)
 }
 
+# cordon's own configuration, policy, state, cache and sessions (`context.cordon_paths`,
+# given where cordon decides a program's files, as for a WebAssembly skill): an agent that
+# could change them would set the next run's policy or code.
+deny contains msg if {
+	some own in object.get(input.context, "cordon_paths", [])
+	startswith(concat("", [input.resource.path, "/"]), concat("", [trim_suffix(own, "/"), "/"]))
+	msg := sprintf("`%s` is cordon's own (`%s`: its policy, configuration, state or cache); agents may never %s it", [input.resource.path, own, input.action])
+}
+
 # Secrets locations are data.cordon.settings.secrets.home (relative to the home directory)
 # and .system (absolute). An entry ending in `/` names a file or directory and matches it and
 # everything below it (`.ssh/` matches `~/.ssh` and `~/.ssh/id_rsa`, not `~/.sshrc`); any
@@ -72,6 +81,17 @@ obligations contains {"type": "consent", "message": msg} if {
 	msg := sprintf(
 		"Allow the agent to %s %s file `%s`?",
 		[input.action, input.resource.sensitivity, input.resource.path],
+	)
+}
+
+# A file with more than one name (hard links) may be a second name for one the rules above
+# refuse by its path: the person is asked.
+obligations contains {"type": "consent", "message": msg} if {
+	input.resource.kind == "file"
+	input.resource.links > 1
+	msg := sprintf(
+		"`%s` has %d names (hard links): it may be a second name for a file kept elsewhere. Allow the agent to %s it?",
+		[input.resource.path, input.resource.links, input.action],
 	)
 }
 

@@ -138,3 +138,42 @@ test_secret_entries_are_well_formed if {
 		startswith(e, "/")
 	}
 }
+
+test_cordons_own_paths_are_never_reachable if {
+	d := file.decision with input as {
+		"capability": "file", "action": "write",
+		"resource": {"path": "/home/alice/proj/cache/cordon/skills/x.cwasm"},
+		"context": {
+			"home": "/home/alice", "workspace": ["/home/alice/proj"],
+			"cordon_paths": ["/home/alice/proj/cache/cordon"],
+		},
+	}
+	not d.allow
+	contains(d.reasons[0], "cordon's own")
+	d2 := file.decision with input as {
+		"capability": "file", "action": "read",
+		"resource": {"path": "/home/alice/proj/cache/cordon"},
+		"context": {
+			"home": "/home/alice", "workspace": ["/home/alice/proj"],
+			"cordon_paths": ["/home/alice/proj/cache/cordon/"],
+		},
+	}
+	not d2.allow
+}
+
+test_a_file_with_several_names_needs_the_persons_answer if {
+	d := file.decision with input as {
+		"capability": "file", "action": "read",
+		"resource": {"path": "/home/alice/proj/innocent.txt", "kind": "file", "links": 2},
+		"context": {"home": "/home/alice", "workspace": ["/home/alice/proj"]},
+	}
+	d.allow
+	asks := [o.message | some o in d.obligations; o.type == "consent"]
+	contains(asks[0], "2 names")
+	d2 := file.decision with input as {
+		"capability": "file", "action": "read",
+		"resource": {"path": "/home/alice/proj/dir", "kind": "directory", "links": 5},
+		"context": {"home": "/home/alice", "workspace": ["/home/alice/proj"]},
+	}
+	count([o2 | some o2 in d2.obligations; o2.type == "consent"]) == 0
+}

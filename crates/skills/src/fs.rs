@@ -7,11 +7,13 @@
 //! (`/proc/self/fd`), joined with the skill's path, links followed and `..` folded the way
 //! the kernel would. An open is checked again afterwards on what the kernel actually opened;
 //! a different file (a link swapped between the decision and the open) is closed and decided
-//! again. Reading a file's metadata (`stat-at`, `readlink-at`) is not decided.
+//! again. Reading a path's metadata (`stat-at`, `metadata-hash-at`, `readlink-at`) is decided
+//! as `stat`.
 //!
 //! The calls are Wasmtime's own, wrapped: the linker's definitions of `open-at`,
 //! `create-directory-at`, `unlink-file-at`, `remove-directory-at`, `rename-at`,
-//! `symlink-at`, `link-at` and `set-times-at` are replaced by ones that decide first.
+//! `symlink-at`, `link-at`, `set-times-at`, `set-times`, `stat-at`, `metadata-hash-at` and
+//! `readlink-at` are replaced by ones that decide first.
 
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
@@ -24,6 +26,7 @@ use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
     self as fs, DescriptorFlags, ErrorCode, NewTimestamp, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::FsError;
+use wasmtime_wasi::OpenMode;
 
 use crate::runtime::Host;
 
@@ -160,6 +163,64 @@ pub(crate) fn add_decided(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             })
         },
     )?;
+    types.func_wrap(
+        "[method]descriptor.set-times",
+        |mut store: StoreContextMut<'_, Host>,
+         (fd, atim, mtim): (Resource<Descriptor>, NewTimestamp, NewTimestamp)| {
+            let host = store.data_mut();
+            let target = match host.descriptor_path(&fd) {
+                Ok(target) => target,
+                Err(code) => return Ok((Err(code),)),
+            };
+            if let Err(code) = host.decide_path(&target, "write", json!({"times": true})) {
+                return Ok((Err(code),));
+            }
+            lower(host, |view| {
+                fs::HostDescriptor::set_times(view, fd, atim, mtim)
+            })
+        },
+    )?;
+    // Metadata: what a file is, how large, when changed, where a link leads. Decided as
+    // `stat` (a secret's size and times are the secret's).
+    types.func_wrap(
+        "[method]descriptor.stat-at",
+        |mut store: StoreContextMut<'_, Host>,
+         (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            let host = store.data_mut();
+            let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
+            if let Err(code) = host.decide_at(&fd, &path, follow, "stat", json!({})) {
+                return Ok((Err(code),));
+            }
+            lower(host, |view| {
+                fs::HostDescriptor::stat_at(view, fd, flags, path)
+            })
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.metadata-hash-at",
+        |mut store: StoreContextMut<'_, Host>,
+         (fd, flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            let host = store.data_mut();
+            let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
+            if let Err(code) = host.decide_at(&fd, &path, follow, "stat", json!({})) {
+                return Ok((Err(code),));
+            }
+            lower(host, |view| {
+                fs::HostDescriptor::metadata_hash_at(view, fd, flags, path)
+            })
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.readlink-at",
+        |mut store: StoreContextMut<'_, Host>, (fd, path): (Resource<Descriptor>, String)| {
+            let host = store.data_mut();
+            if let Err(code) = host.decide_at(&fd, &path, false, "stat", json!({"readlink": true}))
+            {
+                return Ok((Err(code),));
+            }
+            lower(host, |view| fs::HostDescriptor::readlink_at(view, fd, path))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -192,8 +253,10 @@ fn open_at(
     let existing = fs_err::metadata(&target).ok();
     let create = oflags.contains(OpenFlags::CREATE) && existing.is_none();
     let truncate = oflags.contains(OpenFlags::TRUNCATE);
+    // Wasmtime opens for writing whatever is asked with CREATE (an existing file too).
     let write = flags.contains(DescriptorFlags::WRITE)
         || flags.contains(DescriptorFlags::MUTATE_DIRECTORY)
+        || oflags.contains(OpenFlags::CREATE)
         || truncate;
     let directory =
         oflags.contains(OpenFlags::DIRECTORY) || existing.as_ref().is_some_and(|m| m.is_dir());
@@ -222,6 +285,16 @@ fn open_at(
     let Ok(new) = opened.0 else {
         return Ok(opened);
     };
+    // A descriptor that can write, from a decision that was not about writing: closed.
+    if !write && host.opened_for_writing(&new) {
+        tracing::error!(
+            "a skill's open of `{}` could write though it was decided as {action}",
+            target.display()
+        );
+        let mut view = host.filesystem();
+        fs::HostDescriptor::drop(&mut view, new)?;
+        return Ok((Err(ErrorCode::NotPermitted),));
+    }
     // What the kernel opened: a link swapped in since the decision reaches another file,
     // which is decided in its turn.
     let actual = host.descriptor_path(&new);
@@ -259,6 +332,16 @@ impl Host {
         })
     }
 
+    /// Whether the descriptor `fd` was opened so that it can change what it is.
+    fn opened_for_writing(&mut self, fd: &Resource<Descriptor>) -> bool {
+        let view = self.filesystem();
+        match view.table.get(fd) {
+            Ok(Descriptor::Dir(dir)) => dir.open_mode.contains(OpenMode::WRITE),
+            Ok(Descriptor::File(file)) => file.open_mode.contains(OpenMode::WRITE),
+            Err(_) => true,
+        }
+    }
+
     /// The host path that `path`, relative to the descriptor `fd`, reaches.
     pub(crate) fn path_at(
         &mut self,
@@ -293,6 +376,16 @@ impl Host {
         });
         if let Some(meta) = &meta {
             use std::os::unix::fs::MetadataExt;
+            let kind = if meta.is_dir() {
+                "directory"
+            } else if meta.is_symlink() {
+                "link"
+            } else if meta.is_file() {
+                "file"
+            } else {
+                "other"
+            };
+            resource["kind"] = json!(kind);
             resource["size"] = json!(meta.len());
             // A file with more than one name may be a second name for one the policy
             // refuses by its path.

@@ -18,7 +18,11 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use crate::Gate;
 
 /// The largest request body a skill may send.
-pub const MAX_BODY: usize = 64 << 20;
+pub const MAX_BODY: usize = 16 << 20;
+
+/// How many requests of one run may have their bodies read at once (each is held in memory
+/// until it is decided and sent).
+const IN_FLIGHT: usize = 4;
 
 /// How long a connection, the first byte and each later one may take, where the skill
 /// set no timeout of its own.
@@ -39,6 +43,16 @@ type Sent = Box<
 /// The hooks of one run: every request through the gate.
 pub(crate) struct Hooks {
     pub(crate) gate: Arc<dyn Gate>,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl Hooks {
+    pub(crate) fn new(gate: Arc<dyn Gate>) -> Self {
+        Self {
+            gate,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        }
+    }
 }
 
 impl WasiHttpHooks for Hooks {
@@ -50,7 +64,12 @@ impl WasiHttpHooks for Hooks {
     ) -> Sent {
         drop(fut);
         let gate = self.gate.clone();
+        let in_flight = self.in_flight.clone();
         Box::new(async move {
+            let _permit = in_flight
+                .acquire_owned()
+                .await
+                .map_err(|_| HttpError::ConnectionLimitReached)?;
             let (mut parts, body) = request.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()

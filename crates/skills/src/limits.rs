@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::io::Write;
+
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// The limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +23,19 @@ pub struct Limits {
     pub cpu: Duration,
     /// Standard output and standard error together, in bytes.
     pub output_bytes: u64,
+    /// Time from start to end, waiting included (checked while the skill computes).
+    pub wall: Duration,
 }
 
 impl Default for Limits {
-    /// What a desktop can afford: 512 MiB of memory, 10 s of processor time, 64 MiB out.
+    /// What a desktop can afford: 512 MiB of memory, 10 s of processor time, 64 MiB out,
+    /// five minutes in all.
     fn default() -> Self {
         Self {
             memory_bytes: 512 << 20,
             cpu: Duration::from_secs(10),
             output_bytes: 64 << 20,
+            wall: Duration::from_secs(300),
         }
     }
 }
@@ -51,6 +58,11 @@ pub enum Stopped {
     Output {
         /// The limit.
         limit: u64,
+    },
+    /// It ran longer than [`Limits::wall`].
+    Wall {
+        /// The limit.
+        limit: Duration,
     },
     /// Someone asked the run to stop.
     Requested,
@@ -75,6 +87,11 @@ impl std::fmt::Display for Stopped {
                 f,
                 "stopped: the output limit ({} MiB) was reached",
                 limit >> 20
+            ),
+            Self::Wall { limit } => write!(
+                f,
+                "stopped: the time limit ({:.1} s in all) was reached",
+                limit.as_secs_f64()
             ),
             Self::Requested => write!(f, "stopped on request"),
             Self::Trap(why) => write!(f, "the skill failed: {why}"),
@@ -127,23 +144,35 @@ impl wasmtime::ResourceLimiter for Limiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        // A table's element takes host memory too: counted against the same limit.
+        let grow = (desired as u64)
+            .saturating_sub(current as u64)
+            .saturating_mul(16);
+        if self.used.saturating_add(grow) > self.limit {
+            self.reached.set(Stopped::Memory { limit: self.limit });
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached (tables)",
+                self.limit
+            ));
+        }
+        self.used += grow;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
-        1000
+        100
     }
 
     fn tables(&self) -> usize {
-        1000
+        100
     }
 
     fn memories(&self) -> usize {
-        1000
+        100
     }
 }
 
@@ -153,7 +182,7 @@ pub(crate) fn thread_cpu() -> Duration {
 }
 
 /// Where a skill's standard output or error goes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Sink {
     /// cordon's own standard output.
     Stdout,
@@ -161,6 +190,49 @@ pub enum Sink {
     Stderr,
     /// Kept in memory, for the caller to read after the run.
     Memory(Arc<Mutex<Vec<u8>>>),
+    /// Written through the caller's writer (one that filters what reaches a terminal).
+    Writer(Arc<Mutex<dyn Write + Send>>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stdout => "Stdout",
+            Self::Stderr => "Stderr",
+            Self::Memory(_) => "Memory",
+            Self::Writer(_) => "Writer",
+        })
+    }
+}
+
+impl Sink {
+    fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let poisoned = || std::io::Error::other("the output's lock is poisoned");
+        match self {
+            Self::Stdout => std::io::stdout().lock().write_all(bytes),
+            Self::Stderr => std::io::stderr().lock().write_all(bytes),
+            Self::Memory(buffer) => {
+                buffer
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .extend_from_slice(bytes);
+                Ok(())
+            }
+            Self::Writer(writer) => writer.lock().map_err(|_| poisoned())?.write_all(bytes),
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        match self {
+            Self::Stdout => std::io::stdout().flush(),
+            Self::Stderr => std::io::stderr().flush(),
+            Self::Memory(_) => Ok(()),
+            Self::Writer(writer) => writer
+                .lock()
+                .map_err(|_| std::io::Error::other("the output's lock is poisoned"))?
+                .flush(),
+        }
+    }
 }
 
 /// Output and error share one budget of bytes.
@@ -197,7 +269,8 @@ impl Budget {
     }
 }
 
-/// A skill's standard output or error: the sink, within the budget.
+/// A skill's standard output or error: the sink, within the budget. Written as the skill
+/// writes (no buffering task in between).
 #[derive(Debug, Clone)]
 pub(crate) struct Output {
     pub(crate) sink: Sink,
@@ -212,64 +285,59 @@ impl IsTerminal for Output {
 }
 
 impl StdoutStream for Output {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        let inner: Pin<Box<dyn AsyncWrite + Send + Sync>> = match &self.sink {
-            Sink::Stdout => Box::pin(tokio::io::stdout()),
-            Sink::Stderr => Box::pin(tokio::io::stderr()),
-            Sink::Memory(buffer) => Box::pin(Memory(buffer.clone())),
-        };
-        Box::new(Capped {
-            inner,
-            budget: self.budget.clone(),
-        })
+        Box::new(Blocking(self.clone()))
     }
 }
 
-struct Capped {
-    inner: Pin<Box<dyn AsyncWrite + Send + Sync>>,
-    budget: Arc<Budget>,
+#[wasmtime_wasi::async_trait]
+impl Pollable for Output {
+    async fn ready(&mut self) {}
 }
 
-impl AsyncWrite for Capped {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if let Err(err) = self.budget.admit(buf.len()) {
-            return Poll::Ready(Err(err));
-        }
-        self.inner.as_mut().poll_write(cx, buf)
+impl OutputStream for Output {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.budget
+            .admit(bytes.len())
+            .and_then(|()| self.sink.write_all(&bytes))
+            .map_err(|e| StreamError::LastOperationFailed(wasmtime::Error::new(e)))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner.as_mut().poll_flush(cx)
+    fn flush(&mut self) -> StreamResult<()> {
+        self.sink
+            .flush()
+            .map_err(|e| StreamError::LastOperationFailed(wasmtime::Error::new(e)))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner.as_mut().poll_shutdown(cx)
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
     }
 }
 
-struct Memory(Arc<Mutex<Vec<u8>>>);
+/// The same output for interfaces that write through `AsyncWrite`: each write done at once.
+struct Blocking(Output);
 
-impl AsyncWrite for Memory {
+impl AsyncWrite for Blocking {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.0.lock() {
-            Ok(mut out) => {
-                out.extend_from_slice(buf);
-                Poll::Ready(Ok(buf.len()))
-            }
-            Err(_) => Poll::Ready(Err(std::io::Error::other("output buffer poisoned"))),
-        }
+        let out = &self.0;
+        Poll::Ready(
+            out.budget
+                .admit(buf.len())
+                .and_then(|()| out.sink.write_all(buf))
+                .map(|()| buf.len()),
+        )
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+        Poll::Ready(self.0.sink.flush())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -23,6 +23,9 @@ use crate::{http, Error, Gate, SkillFile};
 /// of a stop request.
 const TICK: Duration = Duration::from_millis(10);
 
+/// The most host resources (open files, streams, HTTP fields...) a run may hold at once.
+const MAX_RESOURCES: usize = 10_000;
+
 /// What WASI and `wasi:http` interfaces a skill may import, by name without the version.
 const PROVIDED: &[&str] = &[
     "wasi:cli/environment",
@@ -380,9 +383,7 @@ impl Runtime {
             wasi: builder.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: http::Hooks {
-                gate: run.gate.clone(),
-            },
+            hooks: http::Hooks::new(run.gate.clone()),
             limiter: Limiter {
                 limit: run.limits.memory_bytes,
                 used: 0,
@@ -391,9 +392,13 @@ impl Runtime {
             gate: run.gate,
         };
         let mut store = Store::new(&self.engine, host);
+        // Host resources (streams, HTTP fields, descriptors) are host memory: a bounded number.
+        store.data_mut().table.set_max_capacity(MAX_RESOURCES);
         store.limiter(|host| &mut host.limiter);
         let start = thread_cpu();
         let cpu_limit = run.limits.cpu;
+        let wall_limit = run.limits.wall;
+        let began = std::time::Instant::now();
         let stop = run.stop;
         let reached_in_callback = reached.clone();
         store.set_epoch_deadline(1);
@@ -401,6 +406,10 @@ impl Runtime {
             if stop.load(Ordering::Relaxed) {
                 reached_in_callback.set(Stopped::Requested);
                 return Err(wasmtime::format_err!("stopped on request"));
+            }
+            if began.elapsed() > wall_limit {
+                reached_in_callback.set(Stopped::Wall { limit: wall_limit });
+                return Err(wasmtime::format_err!("time limit reached"));
             }
             if thread_cpu().saturating_sub(start) > cpu_limit {
                 reached_in_callback.set(Stopped::Cpu { limit: cpu_limit });

@@ -83,7 +83,7 @@ fn reads_inside(root: &Path) -> Arc<TestGate> {
     let root = root.to_path_buf();
     TestGate::new(move |capability, action, resource| {
         capability == "file"
-            && matches!(action, "read" | "list")
+            && matches!(action, "read" | "list" | "stat")
             && Path::new(resource["path"].as_str().unwrap_or("")).starts_with(&root)
     })
 }
@@ -201,7 +201,7 @@ fn a_skill_reads_the_files_of_its_grant_and_each_open_is_decided() {
     let (_, _, resource, _) = gate
         .asked()
         .into_iter()
-        .find(|(_, _, r, _)| r["path"] == a)
+        .find(|(_, action, r, _)| action == "read" && r["path"] == a)
         .unwrap();
     assert_eq!(resource["size"], 24);
     assert_eq!(resource["mode"]["read"], true);
@@ -339,6 +339,7 @@ fn limits_stop_a_skill_and_say_which() {
         memory_bytes: 64 << 20,
         cpu: Duration::from_millis(300),
         output_bytes: 1 << 20,
+        wall: Duration::from_secs(60),
     };
     let ran = run(
         "hostile",
@@ -607,4 +608,83 @@ fn a_compiled_skill_is_cached_and_a_damaged_entry_is_recompiled() {
         other => panic!("{other:?}"),
     }
     assert_eq!(runtime.prepare(skill).unwrap().cache(), &CacheUse::Hit);
+}
+
+#[test]
+fn an_open_with_create_of_an_existing_file_is_decided_as_a_write() {
+    let (_dir, root, mut preopens) = workspace();
+    preopens[0].writable = true;
+    // Without cordon's decision the open could write: the grant is writable.
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["create-rw", "/data/notes/a.md"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(
+        ran.stdout.starts_with("denied: create-rw"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(
+        fs_err::read_to_string(root.join("notes/a.md")).unwrap(),
+        "# Plan\n\nship the runner\n"
+    );
+    let (action, resource) = gate.denied().remove(0);
+    assert_eq!(action, "write");
+    assert_eq!(resource["mode"]["create"], true);
+}
+
+#[test]
+fn changing_a_files_times_through_a_read_descriptor_is_decided() {
+    let (_dir, root, mut preopens) = workspace();
+    preopens[0].writable = true;
+    let before = fs_err::metadata(root.join("notes/b.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let gate = reads_inside(&root);
+    let ran = run(
+        "hostile",
+        &["settimes", "/data/notes/b.txt"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: settimes"), "{}", ran.stdout);
+    let after = fs_err::metadata(root.join("notes/b.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(gate.denied()[0].0, "write");
+}
+
+#[test]
+fn a_files_metadata_is_decided() {
+    let (_dir, root, preopens) = workspace();
+    let hidden = root.join("notes/b.txt");
+    let inner = reads_inside(&root);
+    let gate = TestGate::new(move |c, a, r| {
+        r["path"] != hidden.display().to_string() && (a == "stat" || (inner.rule)(c, a, r))
+    });
+    let ran = run(
+        "hostile",
+        &["stat", "/data/notes/b.txt"],
+        preopens.clone(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: stat"), "{}", ran.stdout);
+    assert_eq!(gate.denied()[0].0, "stat");
+    let ran = run(
+        "hostile",
+        &["stat", "/data/notes/a.md"],
+        preopens,
+        gate,
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("LEAKED: stat"), "{}", ran.stdout);
 }

@@ -258,15 +258,16 @@ impl PipelineGate {
 
 impl PipelineGate {
     /// Decides and records one request under `capability` (consent asked for, denials
-    /// throttled). `resolving`: a host name about to be looked up, recorded only if
-    /// refused (an allowance is followed by the recorded decision on its addresses).
+    /// throttled). `resolving`: a host name about to be looked up (a "once" answer covers
+    /// the connection that follows). `record_allowed`: whether an allowance is recorded
+    /// (not when a recorded decision follows it, as the one on a name's addresses).
     fn decide_as(
         &self,
         capability: &Capability,
         action: &str,
         resource: Value,
         context: Value,
-        resolving: bool,
+        (resolving, record_allowed): (bool, bool),
     ) -> Decision {
         let mut request = self.request(action, resource, context);
         request.capability = Some(capability.as_str().into());
@@ -280,7 +281,7 @@ impl PipelineGate {
                         .require_carried(self.carried()),
                     resolving,
                 );
-                if resolving && decided.decision().allow {
+                if !record_allowed && decided.decision().allow {
                     decided.without_record()
                 } else {
                     self.record(capability, decided)
@@ -328,11 +329,17 @@ impl PipelineGate {
 
 impl Gate for PipelineGate {
     fn decide(&self, action: &str, resource: Value, context: Value) -> Decision {
-        self.decide_as(&self.capability, action, resource, context, false)
+        self.decide_as(&self.capability, action, resource, context, (false, true))
     }
 
     fn may_resolve(&self, resource: Value, context: Value) -> Decision {
-        self.decide_as(&self.capability, "resolve", resource, context, true)
+        self.decide_as(
+            &self.capability,
+            "resolve",
+            resource,
+            context,
+            (true, false),
+        )
     }
 
     fn cut(
@@ -378,15 +385,19 @@ impl cordon_skills::Gate for PipelineGate {
             if resource.get("malformed").is_some() {
                 return Decision::deny(format!("malformed host: {}", resource["malformed"]));
             }
-            return self.decide_as(
-                &capability,
-                action,
-                resource,
-                json!({}),
-                action == "resolve",
-            );
+            // A name is recorded as it is looked up: the query leaves whatever follows.
+            let resolving = action == "resolve";
+            return self.decide_as(&capability, action, resource, json!({}), (resolving, true));
         }
-        self.decide_as(&capability, action, resource, json!({}), false)
+        // Metadata reads are many (every `is_dir`): refusals are recorded, allowances not.
+        let record_allowed = action != "stat";
+        self.decide_as(
+            &capability,
+            action,
+            resource,
+            json!({}),
+            (false, record_allowed),
+        )
     }
 }
 

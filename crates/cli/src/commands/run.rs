@@ -27,8 +27,9 @@ use crate::{Cli, Exit};
 /// and digest.
 ///
 /// Limits: the policy's (512 MiB of linear memory, 10 s of processor time, 64 MiB of
-/// output by default), or lower ones given here. A skill that reaches one is stopped with
-/// a message naming it.
+/// output, 5 minutes in all by default), or lower ones given here. A skill that reaches one
+/// is stopped with a message naming it; one stopped (or out of time) while it waits in a
+/// host call (a sleep, a read) is ended 5 s later.
 ///
 /// Compiled code is kept in $XDG_CACHE_HOME/cordon/skills by the component's digest: the
 /// second run of a skill starts without compiling.
@@ -79,6 +80,10 @@ pub struct RunCommand {
     /// Output limit (standard output and error together) in MiB, if lower than the policy's
     #[arg(long, value_name = "MIB")]
     output_mib: Option<u64>,
+
+    /// Time limit from start to end in seconds, waiting included, if lower than the policy's
+    #[arg(long, value_name = "SECS")]
+    time_s: Option<u64>,
 
     /// Who answers when the policy asks a person: auto, terminal, socket, notify, deny or allow
     #[arg(long, value_name = "BACKEND")]
@@ -147,12 +152,20 @@ impl RunCommand {
         if self.no_cache {
             request.cache_dir = None;
         }
-        if self.memory_mib.is_some() || self.cpu_ms.is_some() || self.output_mib.is_some() {
+        if self.memory_mib.is_some()
+            || self.cpu_ms.is_some()
+            || self.output_mib.is_some()
+            || self.time_s.is_some()
+        {
             let mut limits = cordon_skills::Limits {
                 memory_bytes: u64::MAX,
                 cpu: std::time::Duration::MAX,
                 output_bytes: u64::MAX,
+                wall: std::time::Duration::MAX,
             };
+            if let Some(secs) = self.time_s {
+                limits.wall = std::time::Duration::from_secs(secs);
+            }
             if let Some(mib) = self.memory_mib {
                 limits.memory_bytes = mib.saturating_mul(1 << 20);
             }
@@ -165,6 +178,7 @@ impl RunCommand {
             request.limits = Some(limits);
         }
         request.front_end = "run".into();
+        request.end_process_when_stuck = true;
         let ended = skill::run(request).map_err(launch_error)?;
         tracing::debug!(
             "session {} ended; compiled code: {:?}",

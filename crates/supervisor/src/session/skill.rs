@@ -15,7 +15,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cordon_skills::{
@@ -71,6 +71,9 @@ pub struct SkillRequest {
     pub cache_dir: Option<PathBuf>,
     /// The front-end's name, shown by `cordon ps`.
     pub front_end: String,
+    /// End this process when a stopped or timed-out skill stays blocked in a host call for
+    /// the grace period (a command-line front-end; a library caller keeps its process).
+    pub end_process_when_stuck: bool,
 }
 
 impl SkillRequest {
@@ -92,6 +95,115 @@ impl SkillRequest {
             limits: None,
             cache_dir: dirs::cache_dir().map(|dir| dir.join("cordon").join("skills")),
             front_end: "library".into(),
+            end_process_when_stuck: false,
+        }
+    }
+}
+
+/// How long a stopped skill blocked in a host call has to return before its process ends.
+const STUCK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends the process when the run is stopped, or outlives `wall`, and does not finish within
+/// [`STUCK_GRACE`]; the outcome is recorded first.
+fn watch_stuck(
+    stop: &Arc<AtomicBool>,
+    finished: &Arc<AtomicBool>,
+    wall: std::time::Duration,
+    (supervisor, input, decision): (Arc<Supervisor>, Value, cordon_types::Decision),
+) {
+    let (stop, finished) = (Arc::clone(stop), Arc::clone(finished));
+    let began = std::time::Instant::now();
+    let spawned = std::thread::Builder::new()
+        .name("cordon-skill-watch".into())
+        .spawn(move || {
+            let tick = std::time::Duration::from_millis(50);
+            while !stop.load(Ordering::SeqCst) && began.elapsed() < wall {
+                if finished.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(tick);
+            }
+            let ended = std::time::Instant::now();
+            while ended.elapsed() < STUCK_GRACE {
+                if finished.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(tick);
+            }
+            let why = if stop.load(Ordering::SeqCst) {
+                "stopped on request"
+            } else {
+                "the time limit was reached"
+            };
+            let message = format!(
+                "skill {why}, and it did not return from a host call (a wait) within {} s: ended",
+                STUCK_GRACE.as_secs()
+            );
+            let mut input = input;
+            input["result"] = json!({ "exit_code": 1, "stopped": message });
+            if let Err(err) = supervisor.pipeline().record_outcome(
+                &Capability::sandbox(),
+                input,
+                decision,
+                Outcome::Failed,
+                true,
+            ) {
+                tracing::error!("cannot record the outcome of the skill: {err}");
+            }
+            eprintln!("cordon: {message}");
+            std::process::exit(1);
+        });
+    if let Err(err) = spawned {
+        tracing::warn!("a stuck skill cannot be ended: {err}");
+    }
+}
+
+/// Which of cordon's streams.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A skill's output on cordon's own stream: through the terminal filter where that is a
+/// terminal (no clipboard writes, no answers typed back), as it is elsewhere.
+fn output(stream: Stream) -> Sink {
+    use std::io::IsTerminal;
+    let terminal = match stream {
+        Stream::Stdout => std::io::stdout().is_terminal(),
+        Stream::Stderr => std::io::stderr().is_terminal(),
+    };
+    match (terminal, stream) {
+        (false, Stream::Stdout) => Sink::Stdout,
+        (false, Stream::Stderr) => Sink::Stderr,
+        (true, stream) => Sink::Writer(Arc::new(std::sync::Mutex::new(Filtered {
+            filter: super::terminal_filter::Filter::default(),
+            stream,
+        }))),
+    }
+}
+
+/// Writes what passes the terminal filter.
+struct Filtered {
+    filter: super::terminal_filter::Filter,
+    stream: Stream,
+}
+
+impl std::io::Write for Filtered {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut clean = Vec::with_capacity(buf.len());
+        self.filter.push(buf, &mut clean);
+        match self.stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(&clean)?,
+            Stream::Stderr => std::io::stderr().lock().write_all(&clean)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.stream {
+            Stream::Stdout => std::io::stdout().flush(),
+            Stream::Stderr => std::io::stderr().flush(),
         }
     }
 }
@@ -163,6 +275,10 @@ impl SkillGrants {
                     u64::try_from(defaults.cpu.as_millis()).unwrap_or(u64::MAX),
                 )?),
                 output_bytes: limit("output_bytes", defaults.output_bytes)?,
+                wall: std::time::Duration::from_millis(limit(
+                    "wall_ms",
+                    u64::try_from(defaults.wall.as_millis()).unwrap_or(u64::MAX),
+                )?),
             },
         })
     }
@@ -350,6 +466,7 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         limits.memory_bytes = limits.memory_bytes.min(asked.memory_bytes);
         limits.cpu = limits.cpu.min(asked.cpu);
         limits.output_bytes = limits.output_bytes.min(asked.output_bytes);
+        limits.wall = limits.wall.min(asked.wall);
     }
     let env: Vec<(String, String)> = request
         .env
@@ -362,7 +479,8 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     let calls = Arc::new(
         supervisor
             .with_workspace(roots)
-            .with_context("request", json!({ "net": grants.net })),
+            .with_context("request", json!({ "net": grants.net }))
+            .with_context("cordon_paths", json!(own)),
     );
     let gate = PipelineGate::new(calls)
         .with_consent(Arc::clone(&consent))
@@ -400,6 +518,17 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     }
     let mut args = vec![name];
     args.extend(request.args.iter().cloned());
+    // A skill blocked in a host call (a sleep, a read, a slow server) does not see a stop
+    // or its time limit until the call returns: the process ends it, after a grace period.
+    let finished = Arc::new(AtomicBool::new(false));
+    if request.end_process_when_stuck {
+        let record = (
+            Arc::clone(&supervisor),
+            audit.input.clone(),
+            audit.decision.clone(),
+        );
+        watch_stuck(&stop, &finished, limits.wall, record);
+    }
     let exit = runtime
         .run(
             &prepared,
@@ -410,12 +539,14 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
                 gate: Arc::new(gate),
                 limits,
                 stdin: request.stdin,
-                stdout: Sink::Stdout,
-                stderr: Sink::Stderr,
+                stdout: output(Stream::Stdout),
+                stderr: output(Stream::Stderr),
                 stop,
             },
         )
-        .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())))?;
+        .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())));
+    finished.store(true, Ordering::SeqCst);
+    let exit = exit?;
     let outcome = if exit.stopped.is_some() {
         Outcome::Failed
     } else {
