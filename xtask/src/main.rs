@@ -96,6 +96,9 @@ fn main() -> ExitCode {
         }
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if steps.iter().any(|(name, _)| *name == SKILLS.0) {
+        add_wasm_target();
+    }
     for (name, args) in steps {
         eprintln!("xtask: {name}: cargo {}", args.join(" "));
         let mut command = Command::new(&cargo);
@@ -118,4 +121,18 @@ fn main() -> ExitCode {
     }
     eprintln!("xtask: {task}: all steps passed");
     ExitCode::SUCCESS
+}
+
+/// The example skills are built for `wasm32-wasip2`: where rustup manages the toolchain, the
+/// target is added (nothing happens when it is there). Without rustup, the build says what
+/// is missing.
+fn add_wasm_target() {
+    let added = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(added, Ok(status) if status.success()) {
+        eprintln!("xtask: could not add the wasm32-wasip2 target with rustup; building anyway");
+    }
 }
