@@ -114,6 +114,20 @@ pub(super) fn refused(err: impl Into<CliError>) -> CliError {
     err.into().with_exit(Exit::Code(SETUP_FAILED as u8))
 }
 
+/// Command-line arguments as strings; one that is not UTF-8 is refused (exit 125).
+pub(super) fn utf8_args(args: &[OsString]) -> Result<Vec<String>, CliError> {
+    args.iter()
+        .map(|a| {
+            a.to_str().map(str::to_owned).ok_or_else(|| {
+                refused(anyhow!(
+                    "the argument `{}` is not valid UTF-8",
+                    a.to_string_lossy()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// A launch error as the person reads it, with the exit status it ends with.
 pub(super) fn launch_error(err: LaunchError) -> CliError {
     let code = err.exit_code();
@@ -135,18 +149,7 @@ impl ExecCommand {
         if let Some(seconds) = self.consent_timeout {
             config.consent.timeout_s = Some(seconds);
         }
-        let command: Vec<String> = self
-            .command
-            .iter()
-            .map(|a| {
-                a.to_str().map(str::to_owned).ok_or_else(|| {
-                    refused(anyhow!(
-                        "the argument `{}` is not valid UTF-8",
-                        a.to_string_lossy()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let command = utf8_args(&self.command)?;
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;

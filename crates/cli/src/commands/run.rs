@@ -3,11 +3,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use cordon_supervisor::session::skill::{self, DirRequest, SkillRequest};
 
-use super::exec::{launch_error, refused};
+use super::exec::{launch_error, refused, utf8_args};
 use super::shared::{load_config, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
@@ -125,18 +125,7 @@ impl RunCommand {
         if let Some(backend) = &self.consent {
             config.consent.backend = Some(backend.clone());
         }
-        let args: Vec<String> = self
-            .args
-            .iter()
-            .map(|a| {
-                a.to_str().map(str::to_owned).ok_or_else(|| {
-                    refused(anyhow!(
-                        "the argument `{}` is not valid UTF-8",
-                        a.to_string_lossy()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let args = utf8_args(&self.args)?;
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;

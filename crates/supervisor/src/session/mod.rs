@@ -655,19 +655,8 @@ fn decide(
         "machine".into(),
         json!({ "memory_bytes": physical_memory_bytes() }),
     );
-    let capability = Capability::sandbox();
-    let input = supervisor
-        .pipeline()
-        .builder()
-        .build_for(&capability, &launch)
-        .map_err(|e| refused(e.to_string()))?;
-    // A launch carries out consent and mfa (a person asked before anything starts).
-    let unrecorded = supervisor
-        .pipeline()
-        .decide_unrecorded(&capability, input.clone())
-        .require_carried(&["consent", "mfa"]);
     let about = crate::consent::About {
-        capability: capability.as_str(),
+        capability: "sandbox",
         key: format!("sandbox:launch:{}", request.command.join(" ")),
         what: format!(
             "start `{}` with read {:?}, write {:?} and hosts {:?}",
@@ -677,17 +666,7 @@ fn decide(
             request.net
         ),
     };
-    let unrecorded = match consent {
-        Some(broker) => crate::consent::carry_out(broker, unrecorded, &about, |_, _| {}),
-        None => unrecorded,
-    };
-    let mut audit = LaunchAudit {
-        supervisor: Arc::clone(supervisor),
-        input: unrecorded.input().cloned().unwrap_or(input),
-        decision: unrecorded.decision().clone(),
-        pending: Some(unrecorded),
-        committing: None,
-    };
+    let mut audit = decide_launch(supervisor, consent, &launch, &about)?;
     if !audit.decision.allow {
         audit.commit();
         return Err(refused(format!(
@@ -700,6 +679,39 @@ fn decide(
     let grants = Grants::from_decision(audit.decision.grants.as_ref())
         .map_err(|reason| audit.refuse(Outcome::Refused, refused(reason)))?;
     Ok((audit, grants))
+}
+
+/// Decides a launch (`launch`, a request of the capability `sandbox`), asking `consent` what
+/// the decision asks a person (a dry run asks no one); the decision is not recorded yet
+/// ([`LaunchAudit::commit`]).
+fn decide_launch(
+    supervisor: &Arc<Supervisor>,
+    consent: Option<&Arc<Broker>>,
+    launch: &Request,
+    about: &crate::consent::About<'_>,
+) -> Result<LaunchAudit, LaunchError> {
+    let capability = Capability::sandbox();
+    let input = supervisor
+        .pipeline()
+        .builder()
+        .build_for(&capability, launch)
+        .map_err(|e| refused(e.to_string()))?;
+    // A launch carries out consent and mfa (a person asked before anything starts).
+    let unrecorded = supervisor
+        .pipeline()
+        .decide_unrecorded(&capability, input.clone())
+        .require_carried(&["consent", "mfa"]);
+    let unrecorded = match consent {
+        Some(broker) => crate::consent::carry_out(broker, unrecorded, about, |_, _| {}),
+        None => unrecorded,
+    };
+    Ok(LaunchAudit {
+        supervisor: Arc::clone(supervisor),
+        input: unrecorded.input().cloned().unwrap_or(input),
+        decision: unrecorded.decision().clone(),
+        pending: Some(unrecorded),
+        committing: None,
+    })
 }
 
 /// What every launch decision's context has: what the person asked for (`request`), the

@@ -25,8 +25,8 @@ use cordon_types::{error_chain, Capability, Outcome, Request};
 use serde_json::{json, Value};
 
 use super::{
-    consent_broker, control, launch_context, new_id, protect, refused, resolve_all, setup,
-    start_control_with, terminal, ErrorKind, LaunchAudit, LaunchError, SessionInfo,
+    consent_broker, control, decide_launch, launch_context, new_id, protect, refused, resolve_all,
+    setup, start_control_with, terminal, ErrorKind, LaunchError, SessionInfo,
 };
 use crate::consent::Backends;
 use crate::{real_path, CordonConfig, PipelineGate, Supervisor};
@@ -401,18 +401,8 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         &own,
         !request.dirs.is_empty(),
     );
-    let capability = Capability::sandbox();
-    let input = supervisor
-        .pipeline()
-        .builder()
-        .build_for(&capability, &launch)
-        .map_err(|e| refused(e.to_string()))?;
-    let unrecorded = supervisor
-        .pipeline()
-        .decide_unrecorded(&capability, input.clone())
-        .require_carried(&["consent", "mfa"]);
     let about = crate::consent::About {
-        capability: capability.as_str(),
+        capability: "sandbox",
         key: format!("sandbox:skill:{}", skill.sha256()),
         what: format!(
             "run skill `{}` with directories {:?} and hosts {:?}",
@@ -421,14 +411,7 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
             request.net
         ),
     };
-    let unrecorded = crate::consent::carry_out(&consent, unrecorded, &about, |_, _| {});
-    let mut audit = LaunchAudit {
-        supervisor: Arc::clone(&supervisor),
-        input: unrecorded.input().cloned().unwrap_or(input),
-        decision: unrecorded.decision().clone(),
-        pending: Some(unrecorded),
-        committing: None,
-    };
+    let mut audit = decide_launch(&supervisor, Some(&consent), &launch, &about)?;
     if !audit.commit() {
         return Err(refused(format!(
             "the policy refused to run skill `{}`: {}",
