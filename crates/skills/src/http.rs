@@ -4,15 +4,20 @@
 //! (at most [`MAX_BODY`]) before anything leaves, so the decision sees the method, the URL
 //! and the body's size. The host name is decided before it is looked up (a lookup alone
 //! carries data to whoever runs the name's DNS), then the request on the addresses it
-//! resolved to; a plain-HTTP request is sent to exactly the address decided. Redirects are
-//! not followed by the host: each hop is a new request of the skill, decided again.
+//! resolved to, and it is sent to exactly an address decided (over TLS for HTTPS, the
+//! certificate checked against the name): a second lookup of the name, which could answer an
+//! internal address, is never made. Redirects are not followed by the host: each hop is a new
+//! request of the skill, decided again.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Value};
+use tokio_rustls::rustls::pki_types::ServerName;
+use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::Gate;
@@ -70,7 +75,7 @@ impl WasiHttpHooks for Hooks {
                 .acquire_owned()
                 .await
                 .map_err(|_| HttpError::ConnectionLimitReached)?;
-            let (mut parts, body) = request.into_parts();
+            let (parts, body) = request.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()
                 .await
@@ -100,31 +105,123 @@ impl WasiHttpHooks for Hooks {
                 );
                 return Err(HttpError::HttpRequestDenied);
             }
-            // Plain HTTP goes to the address decided, not to a second lookup's answer (the
-            // `Host` header keeps the name). HTTPS checks the name in the certificate.
-            if target.scheme == "http" {
-                if let Some(ip) = addresses.first() {
-                    let authority = std::net::SocketAddr::new(*ip, target.port).to_string();
-                    let mut uri = http::uri::Parts::from(parts.uri.clone());
-                    uri.authority = authority.parse().ok();
-                    parts.uri =
-                        http::Uri::from_parts(uri).map_err(|_| HttpError::HttpRequestUriInvalid)?;
-                }
-            }
-            let options = Some(with_default_timeouts(options));
-            let request = http::Request::from_parts(
-                parts,
-                Full::new(body)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            let options = with_default_timeouts(options);
+            let request = http::Request::from_parts(parts, Full::new(body));
+            send(request, &target, &addresses, options).await
         })
     }
+}
+
+/// Sends `request` to one of `addresses` (those decided, in order), never to what a second
+/// lookup of the name would answer: over TLS for `https`, the certificate checked against the
+/// name. The response comes back as soon as its head is read; the connection is driven by
+/// the returned future until the body is read.
+async fn send(
+    mut request: http::Request<Full<Bytes>>,
+    target: &Target,
+    addresses: &[std::net::IpAddr],
+    options: RequestOptions,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    let connect_timeout = options.connect_timeout.unwrap_or(TIMEOUT);
+    let connecting = async {
+        let mut last = std::io::Error::other("no address to connect to");
+        for ip in addresses {
+            match tokio::net::TcpStream::connect(std::net::SocketAddr::new(*ip, target.port)).await
+            {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = err,
+            }
+        }
+        Err(HttpError::Connect(last))
+    };
+    let stream = tokio::time::timeout(connect_timeout, connecting)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+    let stream: Box<dyn Stream> = if target.scheme == "https" {
+        let name = match target.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::from(ip),
+            Err(_) => ServerName::try_from(target.host.clone())
+                .map_err(|_| HttpError::HttpRequestUriInvalid)?,
+        };
+        let tls = tokio::time::timeout(connect_timeout, tls_connector().connect(name, stream))
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)?
+            .map_err(HttpError::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, connection) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
+    // The request line carries the path only; the name goes in `Host` (set by Wasmtime).
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let first_byte = options.first_byte_timeout.unwrap_or(TIMEOUT);
+    let mut connection = Box::pin(connection);
+    let responding = tokio::time::timeout(first_byte, sender.send_request(request));
+    tokio::pin!(responding);
+    // The connection is driven while the head is awaited; it may end first (a server that
+    // closes after its response), the response then already read.
+    let mut ended = None;
+    let response = tokio::select! {
+        biased;
+        response = &mut responding => response,
+        result = &mut connection => {
+            ended = Some(result);
+            (&mut responding).await
+        }
+    };
+    let response = response.map_err(|_| HttpError::ConnectionReadTimeout)??;
+    let driven: Box<dyn Future<Output = Result<(), HttpError>> + Send> = match ended {
+        Some(result) => Box::new(std::future::ready(result.map_err(HttpError::from))),
+        None => Box::new(async move { connection.await.map_err(HttpError::from) }),
+    };
+    Ok((
+        response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
+        driven,
+    ))
+}
+
+/// What a connection is: TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// TLS with the Web PKI's roots (the `webpki-roots` bundle), made once.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static CONFIG: std::sync::OnceLock<Arc<tokio_rustls::rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = tokio_rustls::rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        Arc::new(
+            tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                tokio_rustls::rustls::ClientConfig::builder()
+                    .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }),
+        )
+    });
+    tokio_rustls::TlsConnector::from(Arc::clone(config))
 }
 
 fn with_default_timeouts(options: Option<RequestOptions>) -> RequestOptions {
@@ -194,5 +291,62 @@ impl Target {
             return Err(HttpError::DestinationNotFound);
         }
         Ok(addresses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A name no resolver knows, and a listener on 127.0.0.1: the request reaches the
+    /// listener only if it goes to the address decided rather than to a second lookup.
+    #[test]
+    fn https_goes_to_the_address_decided_with_the_name_for_tls() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut hello = vec![0u8; 2048];
+            let n = stream.read(&mut hello).unwrap();
+            hello.truncate(n);
+            hello
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let target = Target {
+            scheme: "https",
+            host: "rebound.invalid".into(),
+            port,
+        };
+        let request = http::Request::builder()
+            .uri(format!("https://rebound.invalid:{port}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let options = with_default_timeouts(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(5)),
+            between_bytes_timeout: None,
+        }));
+        let sent = runtime.block_on(send(
+            request,
+            &target,
+            &["127.0.0.1".parse().unwrap()],
+            options,
+        ));
+        // The listener speaks no TLS: the request fails, after reaching it.
+        assert!(sent.is_err());
+        let hello = accepted.join().unwrap();
+        assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
+        let sni = b"rebound.invalid";
+        assert!(
+            hello.windows(sni.len()).any(|w| w == sni),
+            "the name goes in the ClientHello"
+        );
     }
 }
