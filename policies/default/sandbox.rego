@@ -104,6 +104,20 @@ deny contains "a skill launch names no `subject.skill.sha256`" if {
 	not input.subject.skill.sha256
 }
 
+# Skills signed by a key in data.cordon.settings.skills.trusted_keys carry the key's name
+# (`subject.skill.signed_by`); with `require_signed`, no other skill runs.
+deny contains msg if {
+	input.subject.skill
+	data.cordon.settings.skills.require_signed
+	not input.subject.skill.signed_by
+	msg := sprintf("skill `%s` is not signed by a trusted key, and the policy runs only signed skills (sign it with `cordon skill sign`)", [input.subject.skill.name])
+}
+
+deny contains msg if {
+	input.subject.skill
+	msg := sprintf("skill `%s`: %s", [input.subject.skill.name, input.resource.signature_error])
+}
+
 deny contains msg if {
 	some path in array.concat(array.concat(requested.read, requested.write), input.context.workspace)
 	secret(path)

@@ -331,3 +331,19 @@ test_a_skill_without_a_digest_is_refused if {
 	d := sandbox.decision with input as json.patch(skill_launch({}), [{"op": "remove", "path": "/subject/skill/sha256"}])
 	not d.allow
 }
+
+test_an_unsigned_skill_is_refused_where_signatures_are_required if {
+	d := sandbox.decision with input as skill_launch({}) with data.cordon.settings.skills.require_signed as true
+	not d.allow
+	contains(d.reasons[0], "not signed by a trusted key")
+	signed := json.patch(skill_launch({}), [{"op": "add", "path": "/subject/skill/signed_by", "value": "release"}])
+	d2 := sandbox.decision with input as signed with data.cordon.settings.skills.require_signed as true
+	d2.allow
+}
+
+test_a_skill_whose_signature_does_not_hold_is_refused if {
+	bad := json.patch(skill_launch({}), [{"op": "add", "path": "/resource/signature_error", "value": "the skill was changed after it was signed"}])
+	d := sandbox.decision with input as bad
+	not d.allow
+	contains(d.reasons[0], "changed after it was signed")
+}

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
     MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand, SandboxHelperCommand,
-    SeccompProbeCommand, StopCommand, TestCommand,
+    SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -76,6 +76,8 @@ pub enum Command {
     Eval(EvalCommand),
     Exec(ExecCommand),
     Run(RunCommand),
+    #[command(subcommand)]
+    Skill(SkillCommand),
     Proxy(ProxyCommand),
     Ps(PsCommand),
     Stop(StopCommand),
@@ -109,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Exec(cmd) => cmd.run(&cli),
         Command::Run(cmd) => cmd.run(&cli),
+        Command::Skill(cmd) => cmd.run(&cli),
         Command::Proxy(cmd) => cmd.run(&cli),
         Command::Ps(cmd) => cmd.run(&cli),
         Command::Stop(cmd) => cmd.run(&cli),

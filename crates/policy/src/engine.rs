@@ -437,6 +437,24 @@ impl Policy {
         })
     }
 
+    /// The policy's data document at `path` below `data` (`["cordon", "settings", "skills"]`),
+    /// as JSON; `None` when there is nothing there (or the data cannot be read).
+    pub fn data_at(&self, path: &[&str]) -> Option<serde_json::Value> {
+        let data = self
+            .decisions
+            .values()
+            .find_map(|evaluator| match evaluator {
+                Evaluator::Rvm { data, .. } => Some(data.clone()),
+                Evaluator::Interpreter => None,
+            })
+            .or_else(|| self.engine.get().ok().map(Engine::get_data))?;
+        let mut value: serde_json::Value = serde_json::from_str(&data.to_json_str().ok()?).ok()?;
+        for key in path {
+            value = value.get_mut(*key)?.take();
+        }
+        Some(value)
+    }
+
     /// Stores the compiled decisions in `slot`; only a policy decided wholly by bytecode.
     fn store(&self, slot: &Slot) -> std::result::Result<(), String> {
         let mut programs = Vec::new();

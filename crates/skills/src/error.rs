@@ -55,6 +55,14 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// The component cannot be parsed, or what it declares is malformed.
+    #[error("`{path}` is malformed: {message}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The engine or the run could not be set up.
     #[error("{0}")]
     Setup(String),

@@ -33,6 +33,7 @@ mod cache;
 mod error;
 mod fs;
 mod http;
+pub mod identity;
 mod limits;
 mod runtime;
 mod skill;

@@ -97,6 +97,7 @@ impl InputBuilder {
             let mut skill_map = Map::new();
             skill_map.insert("name".into(), Value::String(skill.name.clone()));
             insert_some(&mut skill_map, "sha256", skill.sha256.as_deref());
+            insert_some(&mut skill_map, "signed_by", skill.signed_by.as_deref());
             subject_map.insert("skill".into(), Value::Object(skill_map));
         }
 

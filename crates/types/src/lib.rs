@@ -44,7 +44,7 @@ pub use capability::Capability;
 pub use decider::Decider;
 pub use decision::{json_type, Decision, Obligation};
 pub use error::{error_chain, AuditError, InputError};
-pub use hex::hex;
+pub use hex::{hex, unhex};
 pub use input::{normalize_path, InputBuilder, InputEnv};
 pub use request::{Context, Request, Resource, Skill, Subject};
 pub use sensitivity::Sensitivity;

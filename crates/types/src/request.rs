@@ -63,6 +63,9 @@ pub struct Skill {
     /// SHA-256 of the skill's component, lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The name of the trusted key whose signature of the component verified, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// What is asked for: a file, a host, a tool.

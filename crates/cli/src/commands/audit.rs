@@ -428,17 +428,8 @@ impl VerifyCommand {
 }
 
 fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect::<Option<_>>()
-        .ok_or_else(|| anyhow!("`{hex}` is not hexadecimal"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("`{hex}` is not 32 bytes long"))
+    cordon_types::unhex::<32>(hex)
+        .ok_or_else(|| anyhow!("`{hex}` is not 32 bytes of hexadecimal (64 digits)"))
 }
 
 /// Writes every record matching `filter` with `write`; stops at, and returns, the first

@@ -12,6 +12,7 @@ mod proxy;
 mod ps;
 mod run;
 mod shared;
+mod skill;
 mod test;
 
 pub use approve::ApproveCommand;
@@ -25,4 +26,5 @@ pub use probe::{LandlockProbeCommand, SeccompProbeCommand};
 pub use proxy::ProxyCommand;
 pub use ps::{PsCommand, StopCommand};
 pub use run::RunCommand;
+pub use skill::SkillCommand;
 pub use test::TestCommand;

@@ -459,3 +459,128 @@ fn escape_sequences_a_skill_writes_to_a_terminal_are_removed() {
     let plain = run(&home, &[&skill("hostile"), "--", "esc"]);
     assert!(stdout(&plain).contains("\u{1b}]52"));
 }
+
+#[test]
+fn inspect_shows_identity_and_declared_capabilities_and_diff_shows_what_a_version_adds() {
+    let home = Home::new();
+    let out = home
+        .cordon(&["skill", "inspect", "--json", &skill("summarise")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = json(&out);
+    assert_eq!(shown["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(shown["declared"]["dirs"][0]["guest"], "/notes");
+    assert_eq!(shown["signature"], "not signed");
+    assert!(shown["exports"].to_string().contains("wasi:cli/run"));
+
+    // A new version that reaches the network: asks for more, exit 1 (for CI).
+    let out = home
+        .cordon(&["skill", "diff", &skill("hello"), &skill("hostile")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout(&out).contains("+ imports wasi:http/outgoing-handler"),
+        "{}",
+        stdout(&out)
+    );
+    let out = home
+        .cordon(&["skill", "diff", &skill("hostile"), &skill("hello")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("asks for nothing beyond"));
+}
+
+#[test]
+fn a_policy_can_require_signed_skills_and_a_tampered_one_is_refused() {
+    let home = Home::new();
+    let key = home.path().join("signing.key");
+    let out = home
+        .cordon(&["skill", "keygen", "-o", &key.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = stdout(&out).trim().to_owned();
+    assert_eq!(public.len(), 64);
+    assert_eq!(
+        fs_err::read_to_string(home.path().join("signing.key.pub"))
+            .unwrap()
+            .trim(),
+        public
+    );
+    let policy = super::common::default_policy_with(&home, |settings| {
+        settings["skills"]["require_signed"] = serde_json::json!(true);
+        settings["skills"]["trusted_keys"] = serde_json::json!({ "release": public });
+    });
+    let local = home.workspace().join("hello.wasm");
+    fs_err::copy(skill("hello"), &local).unwrap();
+    let local = local.display().to_string();
+
+    // Unsigned: refused by the policy.
+    let out = run(&home, &["--policy", &policy, &local]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_stderr_has(&out, "not signed by a trusted key");
+
+    // Signed with the trusted key: runs, and the record says who signed it.
+    let out = home
+        .cordon(&["skill", "sign", &local, "--key", &key.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&home, &["--policy", &policy, &local, "--", "signed"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "hello, signed\n");
+    let launch = records(&home)
+        .into_iter()
+        .rfind(|r| r["capability"] == "sandbox")
+        .unwrap();
+    assert_eq!(launch["input"]["subject"]["skill"]["signed_by"], "release");
+
+    // Changed after signing (a custom section appended: still a valid component): refused,
+    // whatever the policy says.
+    let mut bytes = fs_err::read(&local).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'e', b'v', b'i', b'l']);
+    fs_err::write(&local, &bytes).unwrap();
+    let out = run(&home, &[&local]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_stderr_has(&out, "changed after it was signed");
+    let launch = records(&home)
+        .into_iter()
+        .rfind(|r| r["capability"] == "sandbox")
+        .unwrap();
+    assert_eq!(launch["allow"], false);
+    // A policy that allows every launch does not change that.
+    let permissive = home.path().join("permissive");
+    fs_err::create_dir_all(&permissive).unwrap();
+    fs_err::write(
+        permissive.join("sandbox.rego"),
+        "package cordon.sandbox\n\ndecision := {\"allow\": true, \"reasons\": [\"anything goes\"], \"obligations\": [], \"grants\": {}}\n",
+    )
+    .unwrap();
+    let out = run(
+        &home,
+        &["--policy", &permissive.display().to_string(), &local],
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_stderr_has(&out, "refusing skill `hello`");
+
+    // Signed by a key the policy does not trust: refused too.
+    let other = home.path().join("other.key");
+    home.cordon(&["skill", "keygen", "-o", &other.display().to_string()])
+        .output()
+        .unwrap();
+    home.cordon(&[
+        "skill",
+        "sign",
+        &local,
+        "--key",
+        &other.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    let out = run(&home, &["--policy", &policy, &local]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_stderr_has(&out, "which is not trusted");
+}

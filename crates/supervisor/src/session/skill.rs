@@ -100,6 +100,21 @@ impl SkillRequest {
     }
 }
 
+/// The public keys the policy trusts to sign skills: `data.cordon.settings.skills.trusted_keys`,
+/// an object of names to hexadecimal Ed25519 public keys.
+fn trusted_keys(supervisor: &Supervisor) -> Vec<(String, String)> {
+    let keys = supervisor
+        .policy()
+        .data_at(&["cordon", "settings", "skills", "trusted_keys"]);
+    keys.and_then(|keys| keys.as_object().cloned())
+        .map(|keys| {
+            keys.into_iter()
+                .filter_map(|(name, key)| Some((name, key.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How long a stopped skill blocked in a host call has to return before its process ends.
 const STUCK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -381,18 +396,28 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         "keep_env": request.keep_env,
         "broad_write": false,
     });
+    // Who the skill is: its digest, who signed it (a signature that is there and does not
+    // hold refuses the skill, whatever the policy says), what it imports and declares.
+    let inspection = cordon_skills::identity::inspect(&skill)
+        .map_err(|e| LaunchError::new(ErrorKind::CannotExecute, e.to_string()))?;
+    let signed = cordon_skills::identity::signed_by(&skill, &trusted_keys(&supervisor));
+    let identity = cordon_types::Skill {
+        name: skill.name().to_owned(),
+        sha256: Some(skill.sha256().to_owned()),
+        signed_by: signed.clone().ok().flatten(),
+    };
     let mut launch = Request {
         action: "launch".into(),
         ..Request::default()
     };
-    launch.subject.skill = Some(cordon_types::Skill {
-        name: skill.name().to_owned(),
-        sha256: Some(skill.sha256().to_owned()),
-    });
-    launch
-        .resource
-        .extra
-        .insert("skill".into(), json!(real_path(skill.path())));
+    launch.subject.skill = Some(identity.clone());
+    let resource = &mut launch.resource.extra;
+    resource.insert("skill".into(), json!(real_path(skill.path())));
+    resource.insert("imports".into(), json!(inspection.imports));
+    resource.insert("declared".into(), json!(inspection.declared));
+    if let Err(why) = &signed {
+        resource.insert("signature_error".into(), json!(why));
+    }
     launch.resource.sha256 = Some(skill.sha256().to_owned());
     launch_context(
         &mut launch.context.extra,
@@ -419,6 +444,14 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
             audit.decision.reasons.join("; ")
         ))
         .hint("ask for less (fewer or narrower --dir), or change the policy"));
+    }
+    if let Err(why) = signed {
+        return Err(audit.refuse(
+            Outcome::Refused,
+            refused(format!("refusing skill `{}`: {why}", skill.name())).hint(
+                "sign the skill again with `cordon skill sign`, or remove the stale signature",
+            ),
+        ));
     }
     let grants = SkillGrants::from_decision(audit.decision.grants.as_ref())
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
@@ -467,10 +500,7 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     );
     let gate = PipelineGate::new(calls)
         .with_consent(Arc::clone(&consent))
-        .for_skill(cordon_types::Skill {
-            name: skill.name().to_owned(),
-            sha256: Some(skill.sha256().to_owned()),
-        });
+        .for_skill(identity);
 
     let runtime = Runtime::new(&RuntimeOptions {
         cache_dir: request.cache_dir.clone(),

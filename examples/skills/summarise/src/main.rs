@@ -2,6 +2,12 @@
 //! non-empty line. Plain `std::fs`: the files it can read are those its grant holds.
 
 use std::path::Path;
+
+/// What this skill asks for: one directory, read-only, by the name `/notes`
+/// (`cordon skill inspect` shows it; covered by the skill's digest and signature).
+#[used]
+#[link_section = "cordon-capabilities"]
+static CAPABILITIES: [u8; 47] = *br#"{"dirs": [{"guest": "/notes", "write": false}]}"#;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
