@@ -11,6 +11,8 @@ macro_rules! default_policy_files {
 
 /// `(relative path, text)` of every file of the default policy.
 pub(crate) const FILES: &[(&str, &str)] = default_policy_files![
+    "clipboard.rego",
+    "clipboard_test.rego",
     "data.json",
     "env.rego",
     "env_test.rego",

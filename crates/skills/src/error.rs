@@ -40,7 +40,7 @@ pub enum Error {
     /// The component imports interfaces cordon does not provide.
     #[error(
         "`{path}` imports what cordon does not provide: {}; a skill may import WASI 0.2 \
-         (cli, clocks, filesystem, io, random, sockets, http)",
+         (cli, clocks, filesystem, io, random, sockets, http) and cordon:agent (clipboard)",
         .names.join(", ")
     )]
     UnknownImports {

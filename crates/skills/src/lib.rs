@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 mod cache;
 mod error;
 mod fs;

@@ -57,6 +57,7 @@ const PROVIDED: &[&str] = &[
     "wasi:sockets/ip-name-lookup",
     "wasi:http/types",
     "wasi:http/outgoing-handler",
+    "cordon:agent/clipboard",
 ];
 
 /// How the runtime is set up.
@@ -193,6 +194,8 @@ pub(crate) struct Host {
     hooks: http::Hooks,
     limiter: Limiter,
     pub(crate) gate: Arc<dyn Gate>,
+    /// The desktop's clipboard, opened at the skill's first use of it.
+    pub(crate) clipboard: Option<arboard::Clipboard>,
 }
 
 impl WasiView for Host {
@@ -248,6 +251,7 @@ impl Runtime {
             .map_err(setup("cannot link the decided file system"))?;
         crate::sockets::add_decided(&mut linker)
             .map_err(setup("cannot link the decided name lookup"))?;
+        crate::agent::add_to_linker(&mut linker).map_err(setup("cannot link cordon:agent"))?;
         let ticker = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let done = ticker.clone();
@@ -390,6 +394,7 @@ impl Runtime {
                 reached: reached.clone(),
             },
             gate: run.gate,
+            clipboard: None,
         };
         let mut store = Store::new(&self.engine, host);
         // Host resources (streams, HTTP fields, descriptors) are host memory: a bounded number.

@@ -584,3 +584,101 @@ fn a_policy_can_require_signed_skills_and_a_tampered_one_is_refused() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert_stderr_has(&out, "which is not trusted");
 }
+
+/// An X server of the test's own (`Xvfb`) on a free display; `None` (after saying why) where
+/// Xvfb is missing.
+struct Display {
+    _server: KillOnDrop,
+    name: String,
+}
+
+impl Display {
+    fn start() -> Option<Self> {
+        for attempt in 0..20u32 {
+            let number = 100 + (std::process::id() + attempt * 37) % 800;
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+            if socket.exists() || PathBuf::from(format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let spawned = std::process::Command::new("Xvfb")
+                .args([
+                    &format!(":{number}"),
+                    "-nolisten",
+                    "tcp",
+                    "-screen",
+                    "0",
+                    "640x480x24",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let mut server = match spawned {
+                Ok(child) => KillOnDrop(child),
+                Err(err) => {
+                    super::common::skip(&format!(
+                        "no Xvfb to give the clipboard test a display: {err}"
+                    ));
+                    return None;
+                }
+            };
+            let mut up = false;
+            wait_until("Xvfb to listen", 20, || {
+                up = socket.exists();
+                up || server.0.try_wait().unwrap().is_some()
+            });
+            if up {
+                return Some(Self {
+                    _server: server,
+                    name: format!(":{number}"),
+                });
+            }
+        }
+        panic!("no free display for Xvfb");
+    }
+}
+
+#[test]
+fn the_clipboard_is_the_desktops_and_each_use_is_decided() {
+    let home = Home::new();
+    // No display: a clear error.
+    let out = run(&home, &[&skill("clip"), "--", "write", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_stderr_has(&out, "no clipboard here: no display");
+
+    let Some(display) = Display::start() else {
+        return;
+    };
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skill-cache");
+    let clip = |consent: &str, args: &[&str]| {
+        home.cordon(&[&["run", "--consent", consent, &skill("clip"), "--"], args].concat())
+            .env("DISPLAY", &display.name)
+            .env("XDG_CACHE_HOME", &cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Writing is allowed; reading asks the person, and here no one answers: denied.
+    let out = clip("deny", &["copy", "from a skill"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_stderr_has(&out, "denied by policy");
+    // The person says yes: what was written is read back from the X server's clipboard.
+    let out = clip("allow", &["copy", "from a skill"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "from a skill\n");
+
+    let uses: Vec<(String, bool)> = records(&home)
+        .into_iter()
+        .filter(|r| r["capability"] == "clipboard")
+        .map(|r| (r["action"].as_str().unwrap().to_owned(), r["allow"] == true))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            ("write".to_owned(), true),
+            ("read".to_owned(), false),
+            ("write".to_owned(), true),
+            ("read".to_owned(), true)
+        ]
+    );
+}

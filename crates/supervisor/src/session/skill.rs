@@ -339,7 +339,7 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     .map_err(refused)?;
     let started = Supervisor::start_session(
         &request.config,
-        &["sandbox", "file", "net"],
+        &["sandbox", "file", "net", "clipboard"],
         &id,
         &request.cwd,
     )
