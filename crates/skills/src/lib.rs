@@ -39,6 +39,7 @@ mod limits;
 mod runtime;
 mod skill;
 mod sockets;
+mod wait;
 
 pub use cache::CacheUse;
 pub use cordon_types::Decision;

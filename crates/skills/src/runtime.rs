@@ -189,13 +189,15 @@ pub struct Exit {
 /// The state of one run, inside Wasmtime's store.
 pub(crate) struct Host {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
     hooks: http::Hooks,
     limiter: Limiter,
     pub(crate) gate: Arc<dyn Gate>,
     /// The desktop's clipboard, opened at the skill's first use of it.
     pub(crate) clipboard: Option<arboard::Clipboard>,
+    /// What ends the run from outside its code (a stop, the time limit).
+    pub(crate) watch: crate::wait::Watch,
 }
 
 impl WasiView for Host {
@@ -252,6 +254,8 @@ impl Runtime {
         crate::sockets::add_decided(&mut linker)
             .map_err(setup("cannot link the decided name lookup"))?;
         crate::agent::add_to_linker(&mut linker).map_err(setup("cannot link cordon:agent"))?;
+        crate::wait::add_interruptible(&mut linker)
+            .map_err(setup("cannot link the interruptible waits"))?;
         let ticker = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let done = ticker.clone();
@@ -395,6 +399,12 @@ impl Runtime {
             },
             gate: run.gate,
             clipboard: None,
+            watch: crate::wait::Watch {
+                stop: run.stop,
+                began: std::time::Instant::now(),
+                wall: run.limits.wall,
+                reached: reached.clone(),
+            },
         };
         let mut store = Store::new(&self.engine, host);
         // Host resources (streams, HTTP fields, descriptors) are host memory: a bounded number.
@@ -402,19 +412,12 @@ impl Runtime {
         store.limiter(|host| &mut host.limiter);
         let start = thread_cpu();
         let cpu_limit = run.limits.cpu;
-        let wall_limit = run.limits.wall;
-        let began = std::time::Instant::now();
-        let stop = run.stop;
+        let watch = store.data().watch.clone();
         let reached_in_callback = reached.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if stop.load(Ordering::Relaxed) {
-                reached_in_callback.set(Stopped::Requested);
-                return Err(wasmtime::format_err!("stopped on request"));
-            }
-            if began.elapsed() > wall_limit {
-                reached_in_callback.set(Stopped::Wall { limit: wall_limit });
-                return Err(wasmtime::format_err!("time limit reached"));
+            if let Some(why) = watch.ended() {
+                return Err(wasmtime::format_err!("{why}"));
             }
             if thread_cpu().saturating_sub(start) > cpu_limit {
                 reached_in_callback.set(Stopped::Cpu { limit: cpu_limit });

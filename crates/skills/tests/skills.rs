@@ -688,3 +688,57 @@ fn a_files_metadata_is_decided() {
     );
     assert!(ran.stdout.starts_with("LEAKED: stat"), "{}", ran.stdout);
 }
+
+#[test]
+fn a_skill_waiting_in_a_host_call_is_ended_by_a_stop_or_its_time_limit() {
+    let limits = Limits {
+        wall: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let ran = run(
+        "hostile",
+        &["sleep", "120"],
+        Vec::new(),
+        TestGate::new(|_, _, _| false),
+        limits,
+    );
+    assert_eq!(
+        ran.stopped,
+        Some(Stopped::Wall {
+            limit: Duration::from_millis(500)
+        })
+    );
+    assert_ne!(ran.code, 0);
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // A stop asked from another thread while the skill sleeps: the library's caller gets
+    // its run back (no process is ended).
+    let (runtime, prepared) = prepared("hostile");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let exit = runtime
+        .run(
+            &prepared,
+            Run {
+                args: vec!["hostile".into(), "sleep".into(), "120".into()],
+                env: Vec::new(),
+                preopens: Vec::new(),
+                gate: TestGate::new(|_, _, _| false),
+                limits: Limits::default(),
+                stdin: false,
+                stdout: Sink::Memory(Default::default()),
+                stderr: Sink::Memory(Default::default()),
+                stop,
+            },
+        )
+        .unwrap();
+    stopper.join().unwrap();
+    assert_eq!(exit.stopped, Some(Stopped::Requested));
+}
