@@ -312,19 +312,24 @@ remembered_grant(mode, path) if data.cordon.remembered.sandbox[concat(":", [mode
 
 remembered_grant("read", path) if data.cordon.remembered.sandbox[concat(":", ["write", path])]
 
+# Who asks, as the question names it: a skill by its name and digest, a program by its name.
+who := sprintf("skill `%s` (sha256 %s)", [input.subject.skill.name, substring(input.subject.skill.sha256, 0, 12)]) if {
+	input.subject.skill
+} else := sprintf("`%s`", [input.resource.command[0]])
+
 # The question: about a personal folder (or something in one), or about a directory that
 # holds them. (Written as separate rules, without `else`, for the bytecode VM.)
-ask_message(ask) := sprintf("Let `%s` change your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
+ask_message(ask) := sprintf("Let %s change your personal folder `%s`?", [who, ask.path]) if {
 	ask.mode == "write"
 	in_personal(ask.path)
 }
 
-ask_message(ask) := sprintf("Let `%s` see your personal folder `%s`?", [input.resource.command[0], ask.path]) if {
+ask_message(ask) := sprintf("Let %s see your personal folder `%s`?", [who, ask.path]) if {
 	ask.mode == "read"
 	in_personal(ask.path)
 }
 
-ask_message(ask) := sprintf("Let `%s` %s `%s`, which holds your personal folders?", [input.resource.command[0], verb, ask.path]) if {
+ask_message(ask) := sprintf("Let %s %s `%s`, which holds your personal folders?", [who, verb, ask.path]) if {
 	not in_personal(ask.path)
 	verb := {"read": "see", "write": "change"}[ask.mode]
 }

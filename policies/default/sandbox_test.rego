@@ -347,3 +347,14 @@ test_a_skill_whose_signature_does_not_hold_is_refused if {
 	not d.allow
 	contains(d.reasons[0], "changed after it was signed")
 }
+
+test_a_skill_asking_for_a_personal_folder_is_asked_about_by_name if {
+	ask := json.patch(skill_launch({"read": ["/home/alice/Documents"]}), [
+		{"op": "add", "path": "/context/personal_dirs", "value": ["/home/alice/Documents"]},
+		{"op": "add", "path": "/context/consent", "value": {"interactive": true}},
+	])
+	d := sandbox.decision with input as ask
+	d.allow
+	d.obligations[0].type == "consent"
+	contains(d.obligations[0].message, "skill `summarise`")
+}

@@ -57,6 +57,11 @@ impl Cache {
         self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
     }
 
+    /// Whether an entry for `sha256` is there (whether it can be used is another matter).
+    pub(crate) fn has(&self, sha256: &str) -> bool {
+        self.path(sha256).exists()
+    }
+
     /// The component compiled from `bytes` (whose digest is `sha256`): from the cache when
     /// an entry can be trusted, else compiled (and stored).
     pub(crate) fn load_or_compile(

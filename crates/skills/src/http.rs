@@ -171,6 +171,7 @@ async fn send(
         .to_owned();
     *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
     let first_byte = options.first_byte_timeout.unwrap_or(TIMEOUT);
+    let between = options.between_bytes_timeout.unwrap_or(TIMEOUT);
     let mut connection = Box::pin(connection);
     let responding = tokio::time::timeout(first_byte, sender.send_request(request));
     tokio::pin!(responding);
@@ -191,9 +192,54 @@ async fn send(
         None => Box::new(async move { connection.await.map_err(HttpError::from) }),
     };
     Ok((
-        response.map(|body| body.map_err(HttpError::from).boxed_unsync()),
+        response.map(|body| between_bytes(body, between).boxed_unsync()),
         driven,
     ))
+}
+
+/// A response body that fails when a frame does not come within `limit` of the last (a
+/// server that stalls mid-body does not hold the skill forever).
+struct BetweenBytes {
+    body: hyper::body::Incoming,
+    limit: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+fn between_bytes(body: hyper::body::Incoming, limit: Duration) -> BetweenBytes {
+    BetweenBytes {
+        body,
+        limit,
+        deadline: Box::pin(tokio::time::sleep(limit)),
+    }
+}
+
+impl http_body::Body for BetweenBytes {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + self.limit;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(HttpError::from(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
 }
 
 /// What a connection is: TCP, or TLS over it.
@@ -247,11 +293,16 @@ impl Target {
             Some("https") | None => "https",
             Some(_) => return Err(HttpError::HttpProtocolError),
         };
+        // `user@host`: the name a server would see in `Host` is not the host decided.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(HttpError::HttpRequestUriInvalid);
+        }
         let host = uri
             .host()
             .ok_or(HttpError::HttpRequestUriInvalid)?
             .trim_start_matches('[')
             .trim_end_matches(']')
+            .trim_end_matches('.')
             .to_ascii_lowercase();
         let port = uri
             .port_u16()
@@ -348,5 +399,71 @@ mod tests {
             hello.windows(sni.len()).any(|w| w == sni),
             "the name goes in the ClientHello"
         );
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn an_authority_with_user_information_is_refused_and_a_trailing_dot_folded() {
+        let uri: http::Uri = "http://evil.example@127.0.0.1:8080/".parse().unwrap();
+        assert!(Target::of(&uri).is_err());
+        let uri: http::Uri = "https://Example.ORG./x".parse().unwrap();
+        let target = Target::of(&uri).unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("example.org", 443));
+    }
+
+    #[test]
+    fn a_body_that_stalls_fails_after_the_between_bytes_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            // Three bytes of a hundred, then nothing.
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let target = Target {
+            scheme: "http",
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let request = http::Request::builder()
+            .uri(format!("http://127.0.0.1:{port}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let options = RequestOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            first_byte_timeout: Some(Duration::from_secs(5)),
+            between_bytes_timeout: Some(Duration::from_millis(300)),
+        };
+        let started = std::time::Instant::now();
+        let read = runtime.block_on(async {
+            let (response, driven) =
+                send(request, &target, &["127.0.0.1".parse().unwrap()], options)
+                    .await
+                    .unwrap();
+            let driving = tokio::spawn(Box::into_pin(driven));
+            let body = response.into_body().collect().await;
+            driving.abort();
+            body.map(|_| ())
+        });
+        assert!(
+            matches!(read, Err(HttpError::ConnectionReadTimeout)),
+            "{read:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(4));
+        drop(server);
     }
 }

@@ -32,6 +32,14 @@ pub const CAPABILITIES_SECTION: &str = "cordon-capabilities";
 /// The largest declaration read.
 const MAX_DECLARATION: usize = 64 * 1024;
 
+/// How deep components and modules may nest in a skill, and how many there may be: a
+/// skill needs a few; thousands nested make compiling take gigabytes.
+const MAX_NESTING: usize = 16;
+const MAX_NESTED: usize = 1000;
+
+/// The largest signature file read.
+const MAX_SIGNATURE_FILE: u64 = 4096;
+
 /// What a skill declares it wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,10 +100,20 @@ pub fn inspect(skill: &SkillFile) -> Result<Inspection, Error> {
     let mut exports = Vec::new();
     let mut declared = None;
     let mut depth = 0usize;
+    let mut nested = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(skill.bytes()) {
         use wasmparser::Payload;
         match payload.map_err(|e| malformed(e.to_string()))? {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
+                depth += 1;
+                nested += 1;
+                if depth > MAX_NESTING || nested > MAX_NESTED {
+                    return Err(malformed(format!(
+                        "components and modules nest deeper than {MAX_NESTING} or number more \
+                         than {MAX_NESTED}"
+                    )));
+                }
+            }
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
@@ -130,6 +148,17 @@ pub fn inspect(skill: &SkillFile) -> Result<Inspection, Error> {
                 }
                 let parsed: Declared = serde_json::from_slice(section.data())
                     .map_err(|e| malformed(format!("its `{CAPABILITIES_SECTION}` section: {e}")))?;
+                let names = parsed
+                    .dirs
+                    .iter()
+                    .map(|d| &d.guest)
+                    .chain(&parsed.net)
+                    .chain(&parsed.env);
+                if names.clone().any(|name| name.chars().any(char::is_control)) {
+                    return Err(malformed(format!(
+                        "its `{CAPABILITIES_SECTION}` section names something with control characters"
+                    )));
+                }
                 declared = Some(parsed);
             }
             _ => {}
@@ -144,6 +173,16 @@ pub fn inspect(skill: &SkillFile) -> Result<Inspection, Error> {
         exports,
         declared,
     })
+}
+
+/// Checks that `skill`'s structure is one cordon compiles (nesting bounded), without
+/// compiling it.
+///
+/// # Errors
+///
+/// [`Error::Malformed`].
+pub fn check_structure(skill: &SkillFile) -> Result<(), Error> {
+    inspect(skill).map(|_| ())
 }
 
 /// What `new` asks for beyond `old`: imports, and declared directories (a directory
@@ -235,35 +274,48 @@ pub fn signed_by(
     trusted: &[(String, String)],
 ) -> Result<Option<String>, String> {
     let path = signature_path(skill.path());
-    let text = match fs_err::read_to_string(&path) {
+    let text = match read_small(&path, MAX_SIGNATURE_FILE) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err.to_string()),
+        Err(err) => return Err(format!("`{}`: {err}", path.display())),
     };
     let shown = path.display();
     let file: SignatureFile = serde_json::from_str(&text)
         .map_err(|e| format!("`{shown}` is not a skill signature: {e}"))?;
+    // The file's fields are shown quoted (`{:?}`): it is not trusted yet.
     if file.format != SIGNATURE_FORMAT {
         return Err(format!(
-            "`{shown}` is in format `{}`, expected `{SIGNATURE_FORMAT}`",
+            "`{shown}` is in format {:?}, expected `{SIGNATURE_FORMAT}`",
             file.format
         ));
     }
     if file.sha256 != skill.sha256() {
         return Err(format!(
-            "`{shown}` signs the component {}, not this one ({}): the skill was changed after it was signed",
+            "`{shown}` signs the component {:?}, not this one ({}): the skill was changed after it was signed",
             file.sha256,
             skill.sha256()
         ));
     }
-    let Some((name, _)) = trusted
+    let names: Vec<&String> = trusted
         .iter()
-        .find(|(_, key)| key.eq_ignore_ascii_case(&file.key))
-    else {
-        return Err(format!(
-            "`{shown}` was made with the key {}, which is not trusted",
-            file.key
-        ));
+        .filter(|(_, key)| key.eq_ignore_ascii_case(&file.key))
+        .map(|(name, _)| name)
+        .collect();
+    let name = match names.as_slice() {
+        [] => {
+            return Err(format!(
+                "`{shown}` was made with the key {:?}, which is not trusted",
+                file.key
+            ))
+        }
+        [name] => *name,
+        _ => {
+            return Err(format!(
+                "the key {:?} is trusted under several names ({names:?}): which one signed is \
+                 ambiguous; list it once in the policy's trusted_keys",
+                file.key
+            ))
+        }
     };
     let key = cordon_types::unhex::<32>(&file.key)
         .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
@@ -274,6 +326,26 @@ pub fn signed_by(
     key.verify(&signed_message(skill.sha256()), &signature)
         .map_err(|_| format!("`{shown}` does not verify with the key `{name}`: the signature or the skill was altered"))?;
     Ok(Some(name.clone()))
+}
+
+/// Reads a small regular file: never a FIFO or a device (no blocking), at most `limit`
+/// bytes.
+fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(text)
 }
 
 /// Reads an Ed25519 signing key: 32 bytes, raw or as 64 hex digits.

@@ -24,7 +24,7 @@ use crate::{http, Error, Gate, SkillFile};
 const TICK: Duration = Duration::from_millis(10);
 
 /// The most host resources (open files, streams, HTTP fields...) a run may hold at once.
-const MAX_RESOURCES: usize = 10_000;
+const MAX_RESOURCES: usize = 2_000;
 
 /// What WASI and `wasi:http` interfaces a skill may import, by name without the version.
 const PROVIDED: &[&str] = &[
@@ -294,6 +294,15 @@ impl Runtime {
     ///
     /// [`Error::Compile`], [`Error::UnknownImports`] (naming every one), [`Error::NotCommand`].
     pub fn prepare(&self, skill: SkillFile) -> Result<Prepared, Error> {
+        // A component compiled before was checked before; any other is checked first (a
+        // few kilobytes can nest thousands of components, which compile into gigabytes).
+        let known = self
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.has(skill.sha256()));
+        if !known {
+            crate::identity::check_structure(&skill)?;
+        }
         let compiled = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, skill.sha256(), skill.bytes()),
             None => Component::new(&self.engine, skill.bytes())
@@ -390,7 +399,12 @@ impl Runtime {
         let host = Host {
             wasi: builder.build(),
             table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            http: {
+                // Headers and trailers are host memory: at most 32 KiB a set.
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(32 * 1024);
+                http
+            },
             hooks: http::Hooks::new(run.gate.clone()),
             limiter: Limiter {
                 limit: run.limits.memory_bytes,

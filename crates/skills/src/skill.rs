@@ -41,8 +41,20 @@ impl SkillFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = fs_err::File::open(path).map_err(read)?;
-        let size = file.metadata().map_err(read)?.len();
+        // Never blocking on a FIFO or a device: only a regular file is a skill.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(read)?
+        };
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(read(std::io::Error::other("not a regular file")));
+        }
+        let size = meta.len();
         if size > MAX_SKILL_BYTES {
             return Err(read(std::io::Error::other(format!(
                 "{size} bytes, more than the {MAX_SKILL_BYTES} a skill may have"

@@ -742,3 +742,47 @@ fn a_skill_waiting_in_a_host_call_is_ended_by_a_stop_or_its_time_limit() {
     stopper.join().unwrap();
     assert_eq!(exit.stopped, Some(Stopped::Requested));
 }
+
+#[test]
+fn components_nested_without_end_are_refused_before_compiling() {
+    // 200 empty components, each inside the last: a few hundred bytes.
+    let mut inner: Vec<u8> = b"\0asm\x0d\0\x01\0".to_vec();
+    for _ in 0..200 {
+        let mut outer = b"\0asm\x0d\0\x01\0".to_vec();
+        outer.push(4);
+        let mut len = inner.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                outer.push(byte);
+                break;
+            }
+            outer.push(byte | 0x80);
+        }
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    let skill = SkillFile::from_bytes(Path::new("nested.wasm"), "nested".into(), inner).unwrap();
+    let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
+    let err = runtime.prepare(skill).unwrap_err().to_string();
+    assert!(err.contains("nest deeper than"), "{err}");
+}
+
+#[test]
+fn a_declaration_with_control_characters_is_refused() {
+    let mut bytes = fs_err::read(skill_path("hello")).unwrap();
+    let name = b"cordon-capabilities";
+    let data = br#"{"net": ["evil.example\r\u001b[2K"]}"#;
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(data);
+    bytes.push(0);
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    let skill = SkillFile::from_bytes(Path::new("c.wasm"), "c".into(), bytes).unwrap();
+    let err = cordon_skills::identity::inspect(&skill)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("control characters"), "{err}");
+}

@@ -383,7 +383,25 @@ impl cordon_skills::Gate for PipelineGate {
         if capability.as_str() == "net" {
             let resource = self.describe_destination(resource);
             if resource.get("malformed").is_some() {
-                return Decision::deny(format!("malformed host: {}", resource["malformed"]));
+                // Refused by cordon before the policy: recorded all the same.
+                let decision = Decision::deny(format!("malformed host: {}", resource["malformed"]));
+                let request = self.request(action, resource, json!({}));
+                let input = self
+                    .supervisor
+                    .pipeline()
+                    .builder()
+                    .build_for(&capability, &request)
+                    .unwrap_or_else(|_| json!({"action": action}));
+                if let Err(err) = self.supervisor.pipeline().record_outcome(
+                    &capability,
+                    input,
+                    decision.clone(),
+                    Outcome::Refused,
+                    false,
+                ) {
+                    tracing::error!("cannot record a refused request: {err}");
+                }
+                return decision;
             }
             // A name is recorded as it is looked up: the query leaves whatever follows.
             let resolving = action == "resolve";

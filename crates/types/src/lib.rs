@@ -38,6 +38,7 @@ mod hex;
 mod input;
 mod request;
 mod sensitivity;
+mod text;
 
 pub use audit::{AuditEvent, AuditSink, Outcome};
 pub use capability::Capability;
@@ -48,3 +49,4 @@ pub use hex::{hex, unhex};
 pub use input::{normalize_path, InputBuilder, InputEnv};
 pub use request::{Context, Request, Resource, Skill, Subject};
 pub use sensitivity::Sensitivity;
+pub use text::printable;

@@ -460,16 +460,18 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::R
         .as_str()
         .or(record.resource["host"].as_str())
         .unwrap_or("-");
+    // What a program or skill chose (a path, a host, the reasons quoting them) is shown
+    // without control characters: a record cannot draw or forge lines on the terminal.
     writeln!(
         out,
         "{:>6} {} {:<5} {:<8} {:<5} {} {}",
         record.seq,
         record.time,
         if record.allow { "ALLOW" } else { "DENY" },
-        record.capability,
-        record.action,
-        target,
-        record.reasons.join("; ")
+        cordon_types::printable(&record.capability),
+        cordon_types::printable(&record.action),
+        cordon_types::printable(target),
+        cordon_types::printable(&record.reasons.join("; "))
     )
 }
 

@@ -81,6 +81,12 @@ pub struct SignArgs {
     key: PathBuf,
 }
 
+/// What a skill or its signature file chose (names, declarations) as it may reach a
+/// terminal: control and invisible characters shown as `?`.
+fn shown(text: &str) -> String {
+    cordon_types::printable(text)
+}
+
 fn read(path: &Path) -> Result<(SkillFile, Inspection), CliError> {
     let skill = SkillFile::read(path).map_err(|e| CliError::from(anyhow!(e)))?;
     let inspection = identity::inspect(&skill).map_err(|e| CliError::from(anyhow!(e)))?;
@@ -124,18 +130,22 @@ impl InspectArgs {
             return Ok(Exit::Ok);
         }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "skill      {}", inspection.name)?;
-        writeln!(out, "file       {}", inspection.path.display())?;
+        writeln!(out, "skill      {}", shown(&inspection.name))?;
+        writeln!(
+            out,
+            "file       {}",
+            shown(&inspection.path.display().to_string())
+        )?;
         writeln!(out, "size       {} bytes", inspection.size)?;
         writeln!(out, "sha256     {}", inspection.sha256)?;
-        writeln!(out, "signature  {signature}")?;
+        writeln!(out, "signature  {}", shown(&signature))?;
         writeln!(out, "imports")?;
         for import in &inspection.imports {
-            writeln!(out, "  {import}")?;
+            writeln!(out, "  {}", shown(import))?;
         }
         writeln!(out, "exports")?;
         for export in &inspection.exports {
-            writeln!(out, "  {export}")?;
+            writeln!(out, "  {}", shown(export))?;
         }
         match &inspection.declared {
             None => writeln!(
@@ -147,13 +157,13 @@ impl InspectArgs {
                 writeln!(out, "declares")?;
                 for dir in &declared.dirs {
                     let mode = if dir.write { "read and write" } else { "read" };
-                    writeln!(out, "  directory {} ({mode})", dir.guest)?;
+                    writeln!(out, "  directory {} ({mode})", shown(&dir.guest))?;
                 }
                 for host in &declared.net {
-                    writeln!(out, "  host {host}")?;
+                    writeln!(out, "  host {}", shown(host))?;
                 }
                 for name in &declared.env {
-                    writeln!(out, "  environment variable {name}")?;
+                    writeln!(out, "  environment variable {}", shown(name))?;
                 }
             }
         }
@@ -186,7 +196,7 @@ impl DiffArgs {
                 old.path.display()
             );
             for line in &more {
-                println!("  + {line}");
+                println!("  + {}", shown(line));
             }
         }
         Ok(if more.is_empty() {
@@ -209,7 +219,10 @@ impl KeygenArgs {
             .with_context(|| "cannot write the key (an existing key is never replaced)")?;
         let mut public_path = self.output.as_os_str().to_owned();
         public_path.push(".pub");
-        fs_err::write(&public_path, format!("{public}\n"))?;
+        options
+            .open(&public_path)
+            .and_then(|mut file| writeln!(file, "{public}"))
+            .with_context(|| "cannot write the public key (an existing file is never replaced)")?;
         println!("{public}");
         eprintln!(
             "secret key in {} (keep it private); public key in {}: trust it in the policy's \
@@ -227,7 +240,22 @@ impl SignArgs {
         let key = identity::read_signing_key(&self.key).map_err(|e| anyhow!(e))?;
         let signature = identity::sign(&skill, &key);
         let path = identity::signature_path(skill.path());
-        fs_err::write(&path, serde_json::to_string_pretty(&signature)? + "\n")?;
+        // Written beside the skill under a new name, then renamed over the old signature:
+        // a link planted as SKILL.sig is replaced, never written through.
+        let text = serde_json::to_string_pretty(&signature)? + "\n";
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        let written = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .and_then(|()| fs_err::rename(&temporary, &path));
+        if let Err(err) = written {
+            let _ = fs_err::remove_file(&temporary);
+            return Err(err.into());
+        }
         println!("{}", path.display());
         Ok(Exit::Ok)
     }

@@ -676,3 +676,75 @@ fn the_clipboard_is_the_desktops_and_each_use_is_decided() {
         ]
     );
 }
+
+#[test]
+fn what_a_skill_names_cannot_draw_on_the_terminal_through_the_audit_log() {
+    let home = Home::new();
+    let forged =
+        "/work/a\n2026-01-01 ALLOW file write /etc/shadow \u{1b}[31mX\u{1b}]52;c;cHduZWQ=\u{7}";
+    let out = run(
+        &home,
+        &[
+            "--dir",
+            ".::/work",
+            &skill("hostile"),
+            "--",
+            "write",
+            forged,
+        ],
+    );
+    assert!(stdout(&out).starts_with("denied: write"), "{out:?}");
+    let text = stdout(&home.cordon(&["audit", "query"]).output().unwrap());
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(!text.contains("\n2026-01-01"), "a forged line: {text:?}");
+    // The record itself keeps the path as it was.
+    let record = records(&home)
+        .into_iter()
+        .find(|r| r["capability"] == "file")
+        .unwrap();
+    assert!(record["input"]["resource"]["path"]
+        .as_str()
+        .unwrap()
+        .contains('\n'));
+}
+
+#[test]
+fn signing_replaces_a_planted_link_and_a_signature_that_is_no_file_is_refused() {
+    let home = Home::new();
+    let key = home.path().join("k");
+    home.cordon(&["skill", "keygen", "-o", &key.display().to_string()])
+        .output()
+        .unwrap();
+    let local = home.workspace().join("tool.wasm");
+    fs_err::copy(skill("hello"), &local).unwrap();
+    let victim = home.path().join(".bashrc");
+    fs_err::write(&victim, "export PATH\n").unwrap();
+    std::os::unix::fs::symlink(&victim, home.workspace().join("tool.wasm.sig")).unwrap();
+    let out = home
+        .cordon(&[
+            "skill",
+            "sign",
+            &local.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs_err::read_to_string(&victim).unwrap(), "export PATH\n");
+    let sig = home.workspace().join("tool.wasm.sig");
+    assert!(fs_err::symlink_metadata(&sig).unwrap().is_file());
+
+    // A FIFO in the signature's place: refused at once, never waited on.
+    fs_err::remove_file(&sig).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&sig)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let out = run(&home, &[&local.display().to_string()]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_stderr_has(&out, "not a regular file");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -214,11 +214,19 @@ fn launch_decisions_match_on_both_engines() {
                 "machine": {"memory_bytes": 8_000_000_000_u64},
             },
         });
-        let by_rvm = rvm.evaluate(&sandbox, &input);
-        assert!(
-            !by_rvm.reasons.iter().any(|r| r.contains("malformed")),
-            "{input}: {by_rvm:?}"
-        );
-        assert_eq!(by_rvm, interpreter.evaluate(&sandbox, &input), "{input}");
+        // The same request from a skill (`cordon run`): no command, the skill's identity.
+        let mut skill = input.clone();
+        skill["subject"] =
+            serde_json::json!({"skill": {"name": "summarise", "sha256": "ab12cd34ef56ab12"}});
+        skill["resource"] = serde_json::json!({"skill": "/home/alice/skills/summarise.wasm"});
+        skill["context"]["workspace"] = serde_json::json!([]);
+        for input in [input, skill] {
+            let by_rvm = rvm.evaluate(&sandbox, &input);
+            assert!(
+                !by_rvm.reasons.iter().any(|r| r.contains("malformed")),
+                "{input}: {by_rvm:?}"
+            );
+            assert_eq!(by_rvm, interpreter.evaluate(&sandbox, &input), "{input}");
+        }
     }
 }
