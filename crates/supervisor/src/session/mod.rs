@@ -110,14 +110,19 @@ impl LaunchRequest {
             keep_env: Vec::new(),
             broad_write: false,
             allow_degraded: false,
-            env: std::env::vars_os()
-                .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
+            env: process_env(),
             forward_signals: false,
             helper: None,
             front_end: "library".into(),
         }
     }
+}
+
+/// This process's environment, the variables whose name and value are UTF-8.
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// Why a launch did not run, or did not end well.

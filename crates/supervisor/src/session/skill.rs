@@ -25,8 +25,8 @@ use cordon_types::{error_chain, Capability, Outcome, Request};
 use serde_json::{json, Value};
 
 use super::{
-    consent_broker, control, decide_launch, launch_context, new_id, protect, refused, resolve_all,
-    setup, start_control_with, terminal, ErrorKind, LaunchError, SessionInfo,
+    consent_broker, control, decide_launch, launch_context, new_id, process_env, protect, refused,
+    resolve_all, setup, start_control_with, terminal, ErrorKind, LaunchError, SessionInfo,
 };
 use crate::consent::Backends;
 use crate::{real_path, CordonConfig, PipelineGate, Supervisor};
@@ -88,9 +88,7 @@ impl SkillRequest {
             dirs: Vec::new(),
             net: Vec::new(),
             keep_env: Vec::new(),
-            env: std::env::vars_os()
-                .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
+            env: process_env(),
             stdin: true,
             limits: None,
             cache_dir: dirs::cache_dir().map(|dir| dir.join("cordon").join("skills")),
