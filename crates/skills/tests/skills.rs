@@ -335,18 +335,23 @@ fn writes_are_decided_and_a_read_only_grant_holds_even_if_the_gate_allowed() {
 
 #[test]
 fn limits_stop_a_skill_and_say_which() {
-    let limits = Limits {
-        memory_bytes: 64 << 20,
-        cpu: Duration::from_millis(300),
-        output_bytes: 1 << 20,
-        wall: Duration::from_secs(60),
+    // Each case has one tight limit; the others are generous, so that a slow machine does
+    // not reach another first.
+    let generous = Limits {
+        memory_bytes: 1 << 30,
+        cpu: Duration::from_secs(60),
+        output_bytes: 1 << 30,
+        wall: Duration::from_secs(120),
     };
     let ran = run(
         "hostile",
         &["memory"],
         Vec::new(),
         TestGate::new(|_, _, _| false),
-        limits,
+        Limits {
+            memory_bytes: 64 << 20,
+            ..generous
+        },
     );
     assert_eq!(
         ran.stopped,
@@ -361,7 +366,10 @@ fn limits_stop_a_skill_and_say_which() {
         &["cpu"],
         Vec::new(),
         TestGate::new(|_, _, _| false),
-        limits,
+        Limits {
+            cpu: Duration::from_millis(300),
+            ..generous
+        },
     );
     assert_eq!(
         ran.stopped,
@@ -376,7 +384,10 @@ fn limits_stop_a_skill_and_say_which() {
         &["flood"],
         Vec::new(),
         TestGate::new(|_, _, _| false),
-        limits,
+        Limits {
+            output_bytes: 1 << 20,
+            ..generous
+        },
     );
     assert_eq!(ran.stopped, Some(Stopped::Output { limit: 1 << 20 }));
     assert!(ran.stdout.len() <= 1 << 20, "{}", ran.stdout.len());
