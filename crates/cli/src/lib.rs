@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
     MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand, SandboxHelperCommand,
-    SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
+    ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -88,6 +88,7 @@ pub enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     Audit(AuditCommand),
+    Scan(ScanCommand),
     Doctor(DoctorCommand),
     #[command(name = "__seccomp-probe", hide = true)]
     SeccompProbe(SeccompProbeCommand),
@@ -120,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
+        Command::Scan(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),
         Command::SeccompProbe(cmd) => cmd.run(&cli),
         Command::LandlockProbe(cmd) => cmd.run(&cli),

@@ -95,6 +95,14 @@ pub(crate) fn token_end(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict
     not_example(hit, confidence)
 }
 
+/// A value of a format without a check digit: random enough (3 bits a byte) and no example.
+pub(crate) fn random(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
+    if entropy(hit.value()) < 3.0 {
+        return None;
+    }
+    not_example(hit, confidence)
+}
+
 /// A private key block runs to its `-----END ... -----` line; a header with a body too short
 /// to be a key (`...` in documentation) is not one.
 pub(crate) fn private_key(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
@@ -311,17 +319,19 @@ pub(crate) fn generic(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> 
         value.iter().any(u8::is_ascii_digit),
         value.iter().any(|b| !b.is_ascii_alphanumeric()),
     ];
-    let has_digit = classes[2];
     let count = classes.iter().filter(|&&c| c).count();
+    // A quoted value is a literal; an unquoted one without digits is more likely a name
+    // (`self.config.password`, `getPassword`).
+    let quoted = hit.secret.0 > 0 && b"\"'`".contains(&hit.hay[hit.secret.0 - 1]);
+    let name_like = !classes[2]
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphabetic() || b"._".contains(b));
+    let threshold = if quoted { 3.0 } else { 3.5 };
     if count < 2
-        || !has_digit
-            && value
-                .iter()
-                .all(|b| b.is_ascii_alphabetic() || b"._".contains(b))
+        || (name_like && !(quoted && classes[0] && classes[1]))
+        || entropy(value) < threshold
     {
-        return None;
-    }
-    if entropy(value) < 3.0 {
         return None;
     }
     Some(Verdict {

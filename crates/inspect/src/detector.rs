@@ -290,7 +290,9 @@ impl Detector {
                     found(rule.id, rule.kind, verdict);
                     pos = verdict.end.max(start + 1);
                 }
-                None => pos = m.end().max(start + 1),
+                // Nothing here: a shorter match inside this one may still be a finding
+                // (`api_key = AKIA...`, whose assignment is not a generic secret).
+                None => pos = start + 1,
             }
         }
     }

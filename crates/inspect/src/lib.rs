@@ -18,6 +18,7 @@
 mod check;
 mod detector;
 mod error;
+pub mod file;
 mod mask;
 mod rules;
 mod scan;

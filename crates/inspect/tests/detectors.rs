@@ -153,6 +153,21 @@ fn service_tokens_with_their_structure() {
         &format!("ANTHROPIC_API_KEY={anthropic}"),
         anthropic,
     );
+    let sendgrid = concat!(
+        "SG.",
+        "9pcCJZtx7yJoGW7BC7Df5V.cX4R2JMITLgg02U7GRfMgU11YUFmAImEs8-MegJsCnl"
+    );
+    assert_finds("sendgrid-key", &format!("SENDGRID={sendgrid}"), sendgrid);
+    let npm = concat!("npm_", "a8Xk2LmP0vR7tY2wK9sDq4Zb6Nc1Hj3Fg5Ue");
+    assert_finds(
+        "npm-token",
+        &format!("//registry.npmjs.org/:_authToken={npm}"),
+        npm,
+    );
+    let telegram = concat!("693533162:AA", "HdqTcvCH1vGWJxfSeofSAs0K5PALDsawq");
+    assert_finds("telegram-bot-token", &format!("bot {telegram}"), telegram);
+    let square = concat!("sq0csp-", "EKvN5riztuedzaX-PG7q7NWHxtNUJVm1f94j5oW_Kv7");
+    assert_finds("square-secret", square, square);
     let jwt = concat!(
         "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.",
         "eyJzdWIiOiAiMTIzNDU2Nzg5MCIsICJuYW1lIjogIkpvIn0.",
