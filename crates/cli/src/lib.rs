@@ -20,9 +20,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LandlockProbeCommand,
-    MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand, SandboxHelperCommand,
-    ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
+    ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LabelCommand,
+    LandlockProbeCommand, MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand,
+    SandboxHelperCommand, ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -89,6 +89,7 @@ pub enum Command {
     Policy(PolicyCommand),
     Audit(AuditCommand),
     Scan(ScanCommand),
+    Label(LabelCommand),
     Doctor(DoctorCommand),
     #[command(name = "__seccomp-probe", hide = true)]
     SeccompProbe(SeccompProbeCommand),
@@ -122,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
         Command::Scan(cmd) => cmd.run(&cli),
+        Command::Label(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),
         Command::SeccompProbe(cmd) => cmd.run(&cli),
         Command::LandlockProbe(cmd) => cmd.run(&cli),

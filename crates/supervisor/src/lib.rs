@@ -26,6 +26,7 @@ mod config;
 pub mod consent;
 mod error;
 mod gate;
+pub mod inspect;
 mod pipeline;
 #[cfg(target_os = "linux")]
 pub mod session;
@@ -132,7 +133,11 @@ impl Supervisor {
             None => std::env::current_dir().ok(),
         };
         let builder = InputBuilder::new(input_env(config, cwd));
-        let mut pipeline = Pipeline::new(policy.clone(), builder, sink);
+        let inspection = Arc::new(inspect::Inspection::new(
+            Arc::clone(&policy),
+            builder.env().home.clone(),
+        ));
+        let mut pipeline = Pipeline::new(policy.clone(), builder, sink).with_inspection(inspection);
         if let Some((id, _)) = session {
             pipeline = pipeline.with_session(id);
         }

@@ -97,6 +97,8 @@ pub struct Pipeline {
     session: Option<String>,
     /// Set in every input's `context`, over whatever the request said.
     stamped: serde_json::Map<String, Value>,
+    /// Classifies the files of file decisions that carry no sensitivity.
+    inspection: Option<Arc<crate::inspect::Inspection>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -124,7 +126,22 @@ impl Pipeline {
             sink,
             session: None,
             stamped: serde_json::Map::new(),
+            inspection: None,
         }
+    }
+
+    /// The same pipeline classifying files with `inspection`: a file decision whose
+    /// request names no sensitivity gets the file's (label, path rule or content) and its
+    /// findings in `resource`.
+    #[must_use]
+    pub fn with_inspection(mut self, inspection: Arc<crate::inspect::Inspection>) -> Self {
+        self.inspection = Some(inspection);
+        self
+    }
+
+    /// The inspection classifying files, if any.
+    pub fn inspection(&self) -> Option<&Arc<crate::inspect::Inspection>> {
+        self.inspection.as_ref()
     }
 
     /// The same pipeline deciding for the session `id`: every input it decides and every
@@ -211,14 +228,32 @@ impl Pipeline {
             .builder
             .build_for(capability, request)
             .and_then(|mut input| {
+                let mut classified = Ok(());
                 if let Some(path) = &request.resource.path {
                     let real = real_path(&self.builder.absolute(path)?);
                     input["resource"]["path"] = Value::String(real.to_string_lossy().into_owned());
+                    if let (Some(inspection), true, None) = (
+                        &self.inspection,
+                        capability.as_str() == "file",
+                        request.resource.sensitivity,
+                    ) {
+                        classified = inspection.enrich(&mut input, &real);
+                    }
                 }
-                Ok(input)
+                Ok((input, classified))
             });
         match input {
-            Ok(input) => self.decide_input(capability, input),
+            Ok((mut input, Err(why))) => {
+                self.stamp(&mut input);
+                let decision = Decision::deny(format!("cannot classify the file: {why}"));
+                self.record_event(
+                    capability.as_str(),
+                    request.action.as_str(),
+                    input,
+                    decision,
+                )
+            }
+            Ok((input, Ok(()))) => self.decide_input(capability, input),
             Err(err) => {
                 let decision = Decision::deny(format!("invalid request: {err}"));
                 self.record(capability.as_str(), request, None, decision)
