@@ -11,6 +11,7 @@ mod exec_net;
 mod exec_works;
 mod forward;
 mod help;
+mod inspect;
 mod landlock;
 mod policy_cmd;
 mod run;
