@@ -16,7 +16,7 @@ pub fn init(verbose: u8, quiet: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Diagnostics(std::io::stderr()))
         .with_target(false)
         .with_ansi(ansi)
         .without_time();
@@ -30,4 +30,21 @@ pub fn init(verbose: u8, quiet: bool) {
             .try_init(),
         None => builder.with_max_level(level).try_init(),
     };
+}
+
+/// Standard error for diagnostics: a write that fails (a closed pipe, a full disk) is
+/// dropped rather than reported, so that no diagnostic can stop the work around it (the
+/// audit record that follows a warning).
+struct Diagnostics(std::io::Stderr);
+
+impl std::io::Write for Diagnostics {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use cordon_inspect::redact::{Blocked, Encoding, Redaction};
 use serde_json::json;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
@@ -560,7 +561,7 @@ where
         .framing(true)
         .map_err(|why| answer(400, format!("ambiguous request: {why}")))?;
     let (host, port) = target;
-    let decided = proxy
+    let mut decided = proxy
         .decide(
             host,
             port,
@@ -569,6 +570,40 @@ where
         )
         .await
         .map_err(refusal_answer)?;
+    // A `redact` obligation: the URL, the header values and the body leave with what the
+    // detectors find replaced, or not at all when the policy blocks what they find.
+    let redaction = Redaction::from_obligations(&decided.decision.obligations).map_err(|e| {
+        let reason = format!("the policy's `redact` obligation cannot be carried out: {e}");
+        proxy.cut(&decided, &reason);
+        answer(403, format!("cordon: {reason}"))
+    })?;
+    let refuse = |decided: &Decided, blocked: Blocked, what: &str| {
+        let reason = format!("{what}: {blocked}; refused");
+        proxy.cut(decided, &reason);
+        answer(403, format!("cordon: {reason}"))
+    };
+    let path = match &redaction {
+        Some(redaction) => {
+            let redacted = match redaction.apply(path.as_bytes(), Encoding::Percent) {
+                Ok(r) => String::from_utf8_lossy(&r.data).into_owned(),
+                Err(blocked) => {
+                    // What is recorded of the refusal names the kinds, not the values.
+                    decided.resource["http"]["path"] = json!("(withheld)");
+                    return Err(refuse(&decided, blocked, "the URL"));
+                }
+            };
+            decided.resource["http"]["path"] = json!(redacted);
+            redacted
+        }
+        None => path.to_owned(),
+    };
+    let path = path.as_str();
+    let body = match &redaction {
+        Some(redaction) if framing != Framing::None => {
+            Some(redacted_body(proxy, &decided, redaction, request, reader, write, framing).await?)
+        }
+        _ => None,
+    };
     let upstream = proxy.connect(&decided).await.map_err(refusal_answer)?;
     let (upstream_read, mut upstream_write) = upstream.into_split();
     let mut upstream_read = BufReader::new(upstream_read);
@@ -581,10 +616,28 @@ where
         out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
     }
     for (name, value) in request.headers.forwarded() {
+        let value = match &redaction {
+            Some(redaction) => {
+                if body.is_some()
+                    && (name.eq_ignore_ascii_case("content-length")
+                        || name.eq_ignore_ascii_case("transfer-encoding"))
+                {
+                    continue;
+                }
+                match redaction.apply(value, Encoding::Percent) {
+                    Ok(r) => std::borrow::Cow::Owned(r.data),
+                    Err(blocked) => return Err(refuse(&decided, blocked, "a request header")),
+                }
+            }
+            None => std::borrow::Cow::Borrowed(value),
+        };
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
+        out.extend_from_slice(&value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(body) = &body {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     let over = |over: crate::relay::OverBudget| {
@@ -607,23 +660,31 @@ where
         .headers
         .all("expect")
         .any(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue && framing != Framing::None {
-        write
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if let Some(body) = &body {
+        count(&sent, body.len(), decided.budget).map_err(over)?;
+        upstream_write
+            .write_all(body)
             .await
-            .map_err(|e| answer(400, e.to_string()))?;
+            .map_err(|e| answer(502, format!("cordon: upstream write failed: {e}")))?;
+    } else {
+        if expects_continue && framing != Framing::None {
+            write
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|e| answer(400, e.to_string()))?;
+        }
+        relay_body(
+            reader,
+            &mut upstream_write,
+            framing,
+            Some((&sent, decided.budget)),
+        )
+        .await
+        .map_err(|cut| match cut {
+            Cut::Budget(o) => over(o),
+            other => answer(400, format!("cannot relay the request body: {other:?}")),
+        })?;
     }
-    relay_body(
-        reader,
-        &mut upstream_write,
-        framing,
-        Some((&sent, decided.budget)),
-    )
-    .await
-    .map_err(|cut| match cut {
-        Cut::Budget(o) => over(o),
-        other => answer(400, format!("cannot relay the request body: {other:?}")),
-    })?;
 
     // The response, and as many interim (1xx) responses as come first.
     loop {
@@ -711,6 +772,141 @@ where
         }
         return Ok(keep_alive);
     }
+}
+
+/// The largest request body cordon holds to redact; a larger one is refused.
+const MAX_REDACTED_BODY: u64 = 16 << 20;
+
+/// Reads a request body whole (answering `Expect: 100-continue` first), and redacts it.
+async fn redacted_body<R, W>(
+    proxy: &Proxy,
+    decided: &Decided,
+    redaction: &Redaction,
+    request: &Request,
+    reader: &mut R,
+    write: &mut W,
+    framing: Framing,
+) -> Result<Vec<u8>, Answer>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let refuse = |code: u16, reason: String| {
+        proxy.cut(decided, &reason);
+        answer(code, format!("cordon: {reason}"))
+    };
+    let coded = request.headers.all("content-encoding").any(|v| {
+        !String::from_utf8_lossy(v)
+            .trim()
+            .eq_ignore_ascii_case("identity")
+    });
+    if coded {
+        return Err(refuse(
+            415,
+            "the policy asks to redact this request, and a compressed body cannot be inspected; refused".into(),
+        ));
+    }
+    if let Framing::Length(n) = framing {
+        if n > MAX_REDACTED_BODY {
+            return Err(refuse(
+                413,
+                format!("the policy asks to redact this request, and its body ({n} bytes) is larger than the {MAX_REDACTED_BODY} bytes cordon inspects; refused"),
+            ));
+        }
+    }
+    let expects_continue = request
+        .headers
+        .all("expect")
+        .any(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        write
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| answer(400, e.to_string()))?;
+    }
+    let body = read_whole_body(reader, framing, MAX_REDACTED_BODY)
+        .await
+        .map_err(|cut| match cut {
+            Cut::Refused(why) => refuse(
+                413,
+                format!("the policy asks to redact this request, and {why}; refused"),
+            ),
+            other => answer(400, format!("cannot read the request body: {other:?}")),
+        })?;
+    let form = request.headers.all("content-type").any(|v| {
+        String::from_utf8_lossy(v)
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    let encoding = if form {
+        Encoding::Percent
+    } else {
+        Encoding::Plain
+    };
+    match redaction.apply(&body, encoding) {
+        Ok(redacted) => Ok(redacted.data),
+        Err(blocked) => Err(refuse(403, format!("the request body: {blocked}; refused"))),
+    }
+}
+
+/// A whole body, de-chunked, of at most `max` bytes.
+async fn read_whole_body<R: AsyncBufRead + Unpin>(
+    from: &mut R,
+    framing: Framing,
+    max: u64,
+) -> Result<Vec<u8>, Cut> {
+    let too_large = || {
+        Cut::Refused(format!(
+            "its body is larger than the {max} bytes cordon inspects"
+        ))
+    };
+    let invalid = |why: &str| {
+        Cut::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            why.to_owned(),
+        ))
+    };
+    let mut body = Vec::new();
+    match framing {
+        Framing::None | Framing::Close => {}
+        Framing::Length(n) => {
+            if n > max {
+                return Err(too_large());
+            }
+            body.resize(usize::try_from(n).map_err(|_| too_large())?, 0);
+            from.read_exact(&mut body).await.map_err(Cut::Io)?;
+        }
+        Framing::Chunked => {
+            let mut line = Vec::new();
+            loop {
+                read_line(from, &mut line).await?;
+                let size = chunk_size(&line).ok_or_else(|| invalid("bad chunk size line"))?;
+                if size == 0 {
+                    loop {
+                        read_line(from, &mut line).await?;
+                        if line == b"\r\n" {
+                            return Ok(body);
+                        }
+                        if !line.ends_with(b"\r\n") {
+                            return Err(invalid("a trailer line does not end in CRLF"));
+                        }
+                    }
+                }
+                if body.len() as u64 + size > max {
+                    return Err(too_large());
+                }
+                let at = body.len();
+                body.resize(at + size as usize, 0);
+                from.read_exact(&mut body[at..]).await.map_err(Cut::Io)?;
+                let mut end = [0u8; 2];
+                from.read_exact(&mut end).await.map_err(Cut::Io)?;
+                if &end != b"\r\n" {
+                    return Err(invalid("chunk data does not end in CRLF"));
+                }
+            }
+        }
+    }
+    Ok(body)
 }
 
 async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>) -> Result<(), Cut> {

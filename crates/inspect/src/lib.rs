@@ -20,6 +20,7 @@ mod detector;
 mod error;
 pub mod file;
 mod mask;
+pub mod redact;
 mod rules;
 mod scan;
 

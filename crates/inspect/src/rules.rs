@@ -281,7 +281,7 @@ pub(crate) static RULES: &[Rule] = &[
     rule(
         "generic-secret",
         Kind::GenericSecret,
-        r#"(?i:secret|token|passwd|password|pwd|api_?key|apikey|access_?key|auth_?key|private_?key|credential)(?i:s)?[A-Za-z0-9_.-]{0,30}["']?[ \t]{0,4}(?::=|=>|[:=])[ \t]{0,4}["'`]?(?P<s>[A-Za-z0-9+/_.=~!@#$%^&*-]{12,})"#,
+        r#"(?i:secret|token|passwd|password|pwd|api_?key|apikey|access_?key|auth_?key|private_?key|credential)(?i:s)?[A-Za-z0-9_.-]{0,30}["']?[ \t]{0,4}(?::=|=>|[:=])[ \t]{0,4}["'`]?(?P<s>[A-Za-z0-9+/_.=~!@#$%^*-]{12,})"#,
         Medium,
         check::generic,
         0,

@@ -95,7 +95,7 @@ impl WasiHttpHooks for Hooks {
                     "body_bytes": body.len(),
                 },
             });
-            let decision = gate.decide("net", "http", resource);
+            let decision = gate.decide("net", "http", resource.clone());
             if !decision.allow {
                 tracing::info!(
                     "skill denied {} {}: {}",
@@ -105,11 +105,106 @@ impl WasiHttpHooks for Hooks {
                 );
                 return Err(HttpError::HttpRequestDenied);
             }
+            let (parts, body) = match redact(gate.as_ref(), &decision, &resource, parts, body) {
+                Ok(redacted) => redacted,
+                Err(reason) => {
+                    tracing::info!("skill request refused: {reason}");
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            };
             let options = with_default_timeouts(options);
             let request = http::Request::from_parts(parts, Full::new(body));
             send(request, &target, &addresses, options).await
         })
     }
+}
+
+/// Carries out the decision's `redact` obligations on a request about to leave: the path
+/// and query, each header value and the body, with what the detectors find replaced. A
+/// `block_if` that matches refuses the request, recorded through the gate.
+fn redact(
+    gate: &dyn Gate,
+    decision: &cordon_types::Decision,
+    resource: &serde_json::Value,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Result<(http::request::Parts, Bytes), String> {
+    use cordon_inspect::redact::{Encoding, Redaction};
+    let refuse = |reason: String| {
+        let mut resource = resource.clone();
+        if let (Ok(Some(redaction)), Some(http)) = (
+            Redaction::from_obligations(&decision.obligations),
+            resource.get_mut("http"),
+        ) {
+            let _ = redaction.apply_to_url_fields(http);
+        }
+        gate.cut("net", "http", resource, decision, &reason);
+        reason
+    };
+    let redaction = match Redaction::from_obligations(&decision.obligations) {
+        Ok(Some(redaction)) => redaction,
+        Ok(None) => return Ok((parts, body)),
+        Err(e) => {
+            return Err(refuse(format!(
+                "the policy's `redact` obligation cannot be carried out: {e}"
+            )))
+        }
+    };
+    let blocked =
+        |what: &str, b: cordon_inspect::redact::Blocked| refuse(format!("{what}: {b}; refused"));
+    if let Some(path) = parts.uri.path_and_query() {
+        let redacted = redaction
+            .apply(path.as_str().as_bytes(), Encoding::Percent)
+            .map_err(|b| blocked("the URL", b))?;
+        let mut uri = parts.uri.clone().into_parts();
+        uri.path_and_query = Some(
+            http::uri::PathAndQuery::try_from(redacted.data)
+                .map_err(|e| refuse(format!("the redacted URL is not valid: {e}")))?,
+        );
+        parts.uri = http::Uri::from_parts(uri)
+            .map_err(|e| refuse(format!("the redacted URL is not valid: {e}")))?;
+    }
+    for value in parts.headers.values_mut() {
+        let redacted = redaction
+            .apply(value.as_bytes(), Encoding::Percent)
+            .map_err(|b| blocked("a request header", b))?;
+        if !redacted.findings.is_empty() {
+            *value = http::HeaderValue::from_bytes(&redacted.data)
+                .map_err(|e| refuse(format!("the redacted header is not valid: {e}")))?;
+        }
+    }
+    let form = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .to_ascii_lowercase()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+    if parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(refuse("the policy asks to redact this request, and a compressed body cannot be inspected; refused".into()));
+    }
+    let redacted = redaction
+        .apply(
+            &body,
+            if form {
+                Encoding::Percent
+            } else {
+                Encoding::Plain
+            },
+        )
+        .map_err(|b| blocked("the request body", b))?;
+    if !redacted.findings.is_empty() {
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(redacted.data.len()),
+        );
+    }
+    Ok((parts, Bytes::from(redacted.data)))
 }
 
 /// Sends `request` to one of `addresses` (those decided, in order), never to what a second

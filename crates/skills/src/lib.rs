@@ -57,7 +57,22 @@ pub use skill::{SkillFile, MAX_SKILL_BYTES};
 /// `addresses` it resolved to, and `http`: `method`, `scheme`, `path`, `url`,
 /// `body_bytes`). An allowance whose obligations the gate cannot carry out must be a
 /// denial.
+///
+/// A `redact` obligation on an `http` request is carried out by the runtime (URL, header
+/// values and body leave redacted); what it refuses is reported through [`Gate::cut`].
 pub trait Gate: Send + Sync + 'static {
     /// Decides one call.
     fn decide(&self, capability: &str, action: &str, resource: serde_json::Value) -> Decision;
+
+    /// Records that a call `decision` allowed was refused by the runtime for `reason` (a
+    /// `redact` obligation's `block_if`).
+    fn cut(
+        &self,
+        _capability: &str,
+        _action: &str,
+        _resource: serde_json::Value,
+        _decision: &Decision,
+        _reason: &str,
+    ) {
+    }
 }

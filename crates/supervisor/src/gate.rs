@@ -15,6 +15,10 @@ use crate::Supervisor;
 /// bytes per host), and `consent` when the gate has a broker to ask.
 const CARRIED: &[&str] = &["limit"];
 const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent", "mfa"];
+/// A plain-HTTP request (or a skill's, which cordon makes itself) is seen whole: `redact`
+/// is carried out on its URL, header values and body. A tunnel is opaque.
+const CARRIED_HTTP: &[&str] = &["limit", "redact"];
+const CARRIED_HTTP_WITH_CONSENT: &[&str] = &["limit", "redact", "consent", "mfa"];
 
 /// Decides connections through the supervisor's pipeline (`data.cordon.net`), which
 /// records each decision: every allowance, and denials as the throttle lets through (the
@@ -116,12 +120,49 @@ impl PipelineGate {
         self
     }
 
-    fn carried(&self) -> &'static [&'static str] {
+    fn carried(&self, action: &str) -> &'static [&'static str] {
+        let http = action == "http";
         #[cfg(target_os = "linux")]
         if self.consent.is_some() {
-            return CARRIED_WITH_CONSENT;
+            return if http {
+                CARRIED_HTTP_WITH_CONSENT
+            } else {
+                CARRIED_WITH_CONSENT
+            };
         }
-        CARRIED
+        if http {
+            CARRIED_HTTP
+        } else {
+            CARRIED
+        }
+    }
+
+    /// Carries out a `redact` obligation on what is decided and recorded of a request: its
+    /// URL (`http.path`, `http.url`) as it will leave, so the audit log and any question
+    /// never hold what the policy redacts; denies when the URL holds what it blocks.
+    fn redact_request(decided: crate::Unrecorded) -> crate::Unrecorded {
+        use cordon_inspect::redact::Redaction;
+        if !decided.decision().allow {
+            return decided;
+        }
+        let redaction = match Redaction::from_obligations(&decided.decision().obligations) {
+            Ok(None) => return decided,
+            Ok(Some(redaction)) => redaction,
+            Err(e) => {
+                return decided.deny(&format!(
+                    "the policy's `redact` obligation cannot be carried out: {e}"
+                ))
+            }
+        };
+        let mut decided = decided;
+        let blocked = decided
+            .input_mut()
+            .and_then(|input| input.pointer_mut("/resource/http"))
+            .and_then(|http| redaction.apply_to_url_fields(http).err());
+        match blocked {
+            Some(b) => decided.deny(&format!("the URL: {b}; refused")),
+            None => decided,
+        }
     }
 
     /// Carries out a `consent` or `mfa` obligation of an allowance: asks the broker (for a
@@ -276,9 +317,11 @@ impl PipelineGate {
             Ok(input) => {
                 let decided = self.consent(
                     capability,
-                    pipeline
-                        .decide_unrecorded(capability, input)
-                        .require_carried(self.carried()),
+                    Self::redact_request(
+                        pipeline
+                            .decide_unrecorded(capability, input)
+                            .require_carried(self.carried(action)),
+                    ),
                     resolving,
                 );
                 if !record_allowed && decided.decision().allow {
@@ -350,30 +393,71 @@ impl Gate for PipelineGate {
         decision: &Decision,
         reason: &str,
     ) {
-        tracing::warn!("{reason}");
+        self.record_cut(
+            &self.capability,
+            action,
+            resource,
+            context,
+            decision,
+            reason,
+        );
+    }
+}
+
+impl PipelineGate {
+    /// Records that an action `decision` allowed was refused afterwards, for `reason` (a
+    /// connection cut, a request whose body a `redact` obligation blocks).
+    fn record_cut(
+        &self,
+        capability: &Capability,
+        action: &str,
+        resource: Value,
+        context: Value,
+        decision: &Decision,
+        reason: &str,
+    ) {
         let request = self.request(action, resource, context);
         let mut input = self
             .supervisor
             .pipeline()
             .builder()
-            .build_for(&self.capability, &request)
+            .build_for(capability, &request)
             .unwrap_or_else(|_| json!({}));
         input["result"] = json!({ "cut": reason });
         if let Err(err) = self.supervisor.pipeline().record_outcome(
-            &self.capability,
+            capability,
             input,
             decision.clone(),
             Outcome::Refused,
             false,
         ) {
-            tracing::error!("cannot record that a connection was cut: {err}");
+            tracing::error!("cannot record that an action was cut: {err}");
         }
+        // After the record: a diagnostic that cannot be written loses nothing.
+        tracing::warn!("{reason}");
     }
 }
 
 /// A skill's calls: its file opens and changes under `data.cordon.file`, its requests, name
 /// lookups and sockets under `data.cordon.net`, each recorded with the skill's identity.
 impl cordon_skills::Gate for PipelineGate {
+    fn cut(
+        &self,
+        capability: &str,
+        action: &str,
+        resource: Value,
+        decision: &Decision,
+        reason: &str,
+    ) {
+        let capability = Capability::new(capability).unwrap_or_else(|_| Capability::net());
+        let resource = if capability.as_str() == "net" {
+            self.describe_destination(resource)
+        } else {
+            resource
+        };
+        self.record_cut(&capability, action, resource, json!({}), decision, reason);
+    }
+
     fn decide(&self, capability: &str, action: &str, resource: Value) -> Decision {
         let Ok(capability) = Capability::new(capability) else {
             return Decision::deny(format!(

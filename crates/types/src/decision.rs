@@ -48,8 +48,11 @@ pub enum Obligation {
     },
     /// Remove matching content before it leaves.
     Redact {
-        /// Names of detectors or regular expressions whose matches are removed.
+        /// Kinds (`token`), rule ids (`github-token`) or `regex:PATTERN`s whose matches are
+        /// replaced by `[REDACTED:kind]`; every standard rule when empty.
         patterns: Vec<String>,
+        /// Kinds, rules or patterns whose presence refuses the action instead.
+        block_if: Vec<String>,
     },
     /// Journal the write so it can be undone.
     Journal,
@@ -116,6 +119,8 @@ struct MfaFields {
 struct RedactFields {
     #[serde(default)]
     patterns: Vec<String>,
+    #[serde(default)]
+    block_if: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +190,7 @@ impl Obligation {
             }),
             "redact" => fields_of::<RedactFields>(&kind, fields).map(|f| Obligation::Redact {
                 patterns: f.patterns,
+                block_if: f.block_if,
             }),
             "journal" => fields_of::<JournalFields>(&kind, fields).map(|_| Obligation::Journal),
             "limit" => fields_of::<LimitFields>(&kind, fields).and_then(|f| {
@@ -223,8 +229,11 @@ impl Obligation {
                 insert_some(&mut map, "timeout_s", *timeout_s);
             }
             Obligation::Mfa { max_age_s } => insert_some(&mut map, "max_age_s", *max_age_s),
-            Obligation::Redact { patterns } => {
+            Obligation::Redact { patterns, block_if } => {
                 map.insert("patterns".into(), Value::from(patterns.clone()));
+                if !block_if.is_empty() {
+                    map.insert("block_if".into(), Value::from(block_if.clone()));
+                }
             }
             Obligation::Journal => {}
             Obligation::Limit { per_minute, bytes } => {

@@ -20,7 +20,7 @@ fn out_file(home: &Home) -> String {
     read_or_empty(home.workspace().join("out.txt"))
 }
 
-fn audit_net(home: &Home) -> Vec<serde_json::Value> {
+pub(super) fn audit_net(home: &Home) -> Vec<serde_json::Value> {
     let out = home
         .cordon(&["audit", "query", "--capability", "net", "--json"])
         .output()
@@ -162,8 +162,15 @@ fn a_bulk_upload_is_cut_at_the_budget() {
 
 /// `cordon proxy --listen 127.0.0.1:0 --allow-net GRANT`, and the address it listens on.
 fn standalone_proxy(home: &Home, grant: &str) -> (KillOnDrop, String) {
+    standalone_proxy_with(home, &["--allow-net", grant])
+}
+
+/// `cordon proxy --listen 127.0.0.1:0 ARGS`, and the address it listens on.
+pub(super) fn standalone_proxy_with(home: &Home, args: &[&str]) -> (KillOnDrop, String) {
+    let mut command = vec!["proxy", "--listen", "127.0.0.1:0"];
+    command.extend_from_slice(args);
     let mut proxy = KillOnDrop(
-        home.cordon(&["proxy", "--listen", "127.0.0.1:0", "--allow-net", grant])
+        home.cordon(&command)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),

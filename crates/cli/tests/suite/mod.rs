@@ -14,6 +14,7 @@ mod help;
 mod inspect;
 mod landlock;
 mod policy_cmd;
+mod redact;
 mod run;
 mod seccomp;
 mod session_api;
