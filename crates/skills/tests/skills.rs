@@ -39,6 +39,10 @@ type Rule = Box<dyn Fn(&str, &str, &Value) -> bool + Send + Sync>;
 struct TestGate {
     rule: Rule,
     asked: Mutex<Vec<(String, String, Value, bool)>>,
+    /// Obligations every allowance carries.
+    obligations: Vec<cordon_types::Obligation>,
+    /// What the runtime refused after an allowance, and why.
+    cuts: Mutex<Vec<(Value, String)>>,
 }
 
 impl TestGate {
@@ -46,6 +50,21 @@ impl TestGate {
         Arc::new(Self {
             rule: Box::new(rule),
             asked: Mutex::new(Vec::new()),
+            obligations: Vec::new(),
+            cuts: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// As [`TestGate::new`], every allowance carrying `obligations`.
+    fn with_obligations(
+        rule: impl Fn(&str, &str, &Value) -> bool + Send + Sync + 'static,
+        obligations: Vec<cordon_types::Obligation>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            rule: Box::new(rule),
+            asked: Mutex::new(Vec::new()),
+            obligations,
+            cuts: Mutex::new(Vec::new()),
         })
     }
 
@@ -72,9 +91,20 @@ impl Gate for TestGate {
         Decision {
             allow,
             reasons: vec![if allow { "test allows" } else { "test denies" }.into()],
-            obligations: Vec::new(),
+            obligations: if allow {
+                self.obligations.clone()
+            } else {
+                Vec::new()
+            },
             grants: None,
         }
+    }
+
+    fn cut(&self, _: &str, _: &str, resource: Value, _: &Decision, reason: &str) {
+        self.cuts
+            .lock()
+            .unwrap()
+            .push((resource, reason.to_owned()));
     }
 }
 
@@ -408,15 +438,25 @@ fn serve() -> u16 {
                 continue;
             }
             let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let mut length = 0;
             loop {
                 let mut header = String::new();
                 if reader.read_line(&mut header).unwrap_or(0) <= 2 {
                     break;
                 }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
             }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
             let mut stream = stream;
             let response = match path.strip_prefix("/redirect?to=") {
                 Some(to) => format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                None if length > 0 => {
+                    let body = format!("hello from {path} got {}", String::from_utf8_lossy(&body));
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                }
                 None => {
                     let body = format!("hello from {path}");
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
@@ -796,4 +836,77 @@ fn a_declaration_with_control_characters_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("control characters"), "{err}");
+}
+
+#[test]
+fn a_redact_obligation_takes_secrets_out_of_url_and_body_and_block_if_refuses() {
+    let port = serve();
+    let key = ["AKIA", "QYLPMN5HHHFPZAM2"].concat();
+    let token = ["ghp_", "u8jzPde0IgxLd6GncfBAepfJBd0Kh8024xXH"].concat();
+    let allow_http = move |capability: &str, action: &str, resource: &Value| {
+        capability == "net" && action == "http" && resource["port"] == port
+    };
+    let redact = |block_if: &[&str]| cordon_types::Obligation::Redact {
+        patterns: Vec::new(),
+        block_if: block_if.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let gate = TestGate::with_obligations(allow_http, vec![redact(&["private_key"])]);
+    let url = format!("http://127.0.0.1:{port}/up?key={key}");
+    let ran = run(
+        "hostile",
+        &["post", &url, &format!("token={token} and more")],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains(
+            "hello from /up?key=%5BREDACTED%3Acloud_key%5D got token=[REDACTED:token] and more"
+        ),
+        "{}",
+        ran.stdout
+    );
+    // What the server received (the skill's own line names its arguments).
+    let received = ran.stdout.split(": 200 ").nth(1).unwrap_or_default();
+    assert!(
+        !received.contains(&key) && !received.contains(&token),
+        "{received}"
+    );
+
+    // A body holding what the policy blocks does not leave, and the refusal is reported
+    // with a URL that holds only what would have left.
+    let pem = format!(
+        "-----BEGIN {0}-----\n{1}\n{1}\n-----END {0}-----",
+        "PRIVATE KEY",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4"
+    );
+    let gate = TestGate::with_obligations(allow_http, vec![redact(&["private_key"])]);
+    let ran = run(
+        "hostile",
+        &["post", &url, &pem],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: post"), "{}", ran.stdout);
+    let cuts = gate.cuts.lock().unwrap().clone();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert!(cuts[0].1.contains("private_key"), "{}", cuts[0].1);
+    assert!(!cuts[0].0.to_string().contains(&key), "{}", cuts[0].0);
+
+    // A redact obligation the runtime cannot read is a refusal.
+    let bad = cordon_types::Obligation::Redact {
+        patterns: vec!["nonsense".into()],
+        block_if: Vec::new(),
+    };
+    let gate = TestGate::with_obligations(allow_http, vec![bad]);
+    let ran = run(
+        "hostile",
+        &["post", &url, "x"],
+        Vec::new(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: post"), "{}", ran.stdout);
 }

@@ -1,7 +1,7 @@
-//! What the example skills share: one HTTP GET through `wasi:http`, made by the host.
+//! What the example skills share: one HTTP request through `wasi:http`, made by the host.
 
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
 /// A response: status, `Location` (if any), and at most `limit` bytes of body.
 pub struct Response {
@@ -12,6 +12,15 @@ pub struct Response {
 
 /// GETs `url` (`http://` or `https://`); the host decides whether it may leave.
 pub fn get(url: &str, limit: usize) -> Result<Response, String> {
+    send(&Method::Get, url, None, limit)
+}
+
+/// POSTs `body` to `url`; the host decides whether it may leave, and in what form.
+pub fn post(url: &str, body: &[u8], limit: usize) -> Result<Response, String> {
+    send(&Method::Post, url, Some(body), limit)
+}
+
+fn send(method: &Method, url: &str, body: Option<&[u8]>, limit: usize) -> Result<Response, String> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
@@ -23,10 +32,14 @@ pub fn get(url: &str, limit: usize) -> Result<Response, String> {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/"),
     };
-    let request = OutgoingRequest::new(Fields::new());
-    request
-        .set_method(&Method::Get)
-        .map_err(|()| "bad method")?;
+    let headers = Fields::new();
+    if let Some(body) = body {
+        headers
+            .append("content-length", body.len().to_string().as_bytes())
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    let request = OutgoingRequest::new(headers);
+    request.set_method(method).map_err(|()| "bad method")?;
     request
         .set_scheme(Some(&scheme))
         .map_err(|()| "bad scheme")?;
@@ -36,7 +49,17 @@ pub fn get(url: &str, limit: usize) -> Result<Response, String> {
     request
         .set_path_with_query(Some(path))
         .map_err(|()| format!("bad path `{path}`"))?;
+    let outgoing = request.body().map_err(|()| "no request body")?;
     let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    {
+        let stream = outgoing.write().map_err(|()| "no request body stream")?;
+        for chunk in body.unwrap_or_default().chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
     future.subscribe().block();
     let response = future
         .get()

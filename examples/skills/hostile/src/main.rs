@@ -12,6 +12,7 @@
 //! - `sleep SECS`: wait in a host call (a clock subscription);
 //! - `esc`: write terminal escape sequences (a clipboard write, a report request);
 //! - `get URL`: an HTTP GET (a host not allowed, a redirect to one);
+//! - `post URL BODY`: an HTTP POST of BODY (data the policy redacts or blocks);
 //! - `lookup NAME`: a name lookup (`wasi:sockets/ip-name-lookup`), which carries the name
 //!   to a DNS server;
 //! - `connect IP:PORT`: a raw TCP connection;
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned())
             )
         }),
+        "post" => skill_common::post(&arg, args.get(3).map_or(&[][..], |b| b.as_bytes()), 4096)
+            .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
         "open-at" => open_at(&arg),
         "create-rw" => create_rw(&arg),
         "settimes" => set_times(&arg),
