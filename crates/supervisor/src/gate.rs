@@ -137,34 +137,6 @@ impl PipelineGate {
         }
     }
 
-    /// Carries out a `redact` obligation on what is decided and recorded of a request: its
-    /// URL (`http.path`, `http.url`) as it will leave, so the audit log and any question
-    /// never hold what the policy redacts; denies when the URL holds what it blocks.
-    fn redact_request(decided: crate::Unrecorded) -> crate::Unrecorded {
-        use cordon_inspect::redact::Redaction;
-        if !decided.decision().allow {
-            return decided;
-        }
-        let redaction = match Redaction::from_obligations(&decided.decision().obligations) {
-            Ok(None) => return decided,
-            Ok(Some(redaction)) => redaction,
-            Err(e) => {
-                return decided.deny(&format!(
-                    "the policy's `redact` obligation cannot be carried out: {e}"
-                ))
-            }
-        };
-        let mut decided = decided;
-        let blocked = decided
-            .input_mut()
-            .and_then(|input| input.pointer_mut("/resource/http"))
-            .and_then(|http| redaction.apply_to_url_fields(http).err());
-        match blocked {
-            Some(b) => decided.deny(&format!("the URL: {b}; refused")),
-            None => decided,
-        }
-    }
-
     /// Carries out a `consent` or `mfa` obligation of an allowance: asks the broker (for a
     /// one-time code with `mfa`) and denies on anything but yes. The answer goes into the
     /// record (`consent`). `resolving`: the name is being resolved, and a "once" answer
@@ -317,11 +289,9 @@ impl PipelineGate {
             Ok(input) => {
                 let decided = self.consent(
                     capability,
-                    Self::redact_request(
-                        pipeline
-                            .decide_unrecorded(capability, input)
-                            .require_carried(self.carried(action)),
-                    ),
+                    pipeline
+                        .decide_unrecorded(capability, input)
+                        .require_carried(self.carried(action)),
                     resolving,
                 );
                 if !record_allowed && decided.decision().allow {

@@ -284,6 +284,7 @@ impl Pipeline {
             }
         }
         let decision = self.decider.decide(capability, &input);
+        let decision = redact_input(&mut input, decision);
         Unrecorded(Decided {
             input: Some(input),
             decision,
@@ -403,6 +404,70 @@ impl Pipeline {
             input: Some(input),
             decision,
         }
+    }
+}
+
+/// Carries out a `redact` obligation of `decision` on what is recorded and shown of the
+/// request: every string under `input.resource` is replaced by what may leave (URLs under
+/// `resource.http` percent-encoded), so the audit log, a question to the person and
+/// `cordon eval` never hold what the policy redacts. A `block_if` that matches, or an
+/// obligation cordon cannot read, turns the decision into a denial.
+fn redact_input(input: &mut Value, decision: Decision) -> Decision {
+    use cordon_inspect::redact::{Encoding, Redaction};
+    if !decision.allow {
+        return decision;
+    }
+    let redaction = match Redaction::from_obligations(&decision.obligations) {
+        Ok(None) => return decision,
+        Ok(Some(redaction)) => redaction,
+        Err(e) => {
+            return Decision::deny(format!(
+                "the policy's `redact` obligation cannot be carried out: {e}"
+            ))
+        }
+    };
+    fn walk(
+        value: &mut Value,
+        encoding: Encoding,
+        redaction: &Redaction,
+        blocked: &mut Option<cordon_inspect::redact::Blocked>,
+    ) {
+        match value {
+            Value::String(text) => match redaction.apply(text.as_bytes(), encoding) {
+                Ok(r) if !r.findings.is_empty() => {
+                    *text = String::from_utf8_lossy(&r.data).into_owned();
+                }
+                Ok(_) => {}
+                Err(b) => {
+                    *text = "(withheld)".to_owned();
+                    blocked.get_or_insert(b);
+                }
+            },
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, encoding, redaction, blocked);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    let encoding = if key == "http" {
+                        Encoding::Percent
+                    } else {
+                        encoding
+                    };
+                    walk(item, encoding, redaction, blocked);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut blocked = None;
+    if let Some(resource) = input.get_mut("resource") {
+        walk(resource, Encoding::Plain, &redaction, &mut blocked);
+    }
+    match blocked {
+        Some(b) => Decision::deny(format!("the request: {b}; refused")),
+        None => decision,
     }
 }
 

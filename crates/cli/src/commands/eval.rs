@@ -22,6 +22,9 @@ use crate::{Cli, Exit};
 /// then decides, and the decision is recorded in the audit log.
 ///
 /// The decision is printed to stdout: `{"allow": bool, "reasons": [...], "obligations": [...]}`.
+/// When it carries a `redact` obligation, `redacted.resource` shows the request's resource
+/// as it may leave (and as the audit log holds it): secrets and personal data the policy
+/// names replaced by `[REDACTED:kind]`.
 /// Exit status is 0 whatever the decision, unless `--fail-on-deny` is given.
 ///
 /// Examples:
@@ -174,6 +177,17 @@ impl EvalCommand {
         };
 
         let mut output = serde_json::to_value(&decided.decision)?;
+        let redacts = decided
+            .decision
+            .obligations
+            .iter()
+            .any(|o| o.kind() == "redact");
+        if redacts {
+            // What the request holds as it may leave (and as it was recorded).
+            output["redacted"] = json!({
+                "resource": decided.input.as_ref().map_or(Value::Null, |i| i["resource"].clone()),
+            });
+        }
         if self.explain {
             let input = decided.input.clone().unwrap_or(Value::Null);
             let explanation = supervisor.policy().explain(&capability, &input);

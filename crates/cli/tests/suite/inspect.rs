@@ -221,3 +221,53 @@ fn label_beats_path_rule_beats_content() {
         "{decision}"
     );
 }
+
+#[test]
+fn eval_shows_and_records_the_request_as_it_may_leave() {
+    let home = Home::new();
+    let dir = home.path().join("redact-policy");
+    fs_err::create_dir_all(&dir).unwrap();
+    fs_err::write(
+        dir.join("infer.rego"),
+        "package cordon.infer\n\nimport rego.v1\n\ndecision := {\"allow\": true, \"reasons\": [\"ok\"], \"obligations\": [{\"type\": \"redact\", \"patterns\": [\"token\", \"cloud_key\"], \"block_if\": [\"private_key\"]}]}\n",
+    )
+    .unwrap();
+    let policy = dir.display().to_string();
+    let prompt = format!("deploy with {} and mail ann@corp-mail.com", aws_id());
+    let request = json!({"capability": "infer", "action": "send", "resource": {"host": "api.model.example", "prompt": prompt}});
+    let out = home.run(&["eval", "--policy", &policy], &request.to_string());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let decision = json(&out);
+    assert_eq!(decision["allow"], true);
+    // Only the kinds named are replaced; the e-mail address is not one of them.
+    assert_eq!(
+        decision["redacted"]["resource"]["prompt"],
+        "deploy with [REDACTED:cloud_key] and mail ann@corp-mail.com"
+    );
+    let log = stdout(&home.run(&["audit", "query", "--json"], ""));
+    assert!(
+        !log.contains(&aws_id()) && log.contains("[REDACTED:cloud_key]"),
+        "{log}"
+    );
+
+    // What a block_if names refuses the request, and the value is withheld from the record.
+    let request =
+        json!({"capability": "infer", "action": "send", "resource": {"prompt": private_key()}});
+    let out = home.run(&["eval", "--policy", &policy], &request.to_string());
+    let decision = json(&out);
+    assert_eq!(decision["allow"], false);
+    assert!(
+        decision["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("private_key"),
+        "{decision}"
+    );
+    let log = stdout(&home.run(&["audit", "query", "--json"], ""));
+    assert!(
+        !log.contains(
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0"
+        ),
+        "{log}"
+    );
+}
