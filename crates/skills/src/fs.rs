@@ -276,9 +276,10 @@ fn open_at(
         "truncate": truncate,
         "directory": directory,
     });
-    if let Err(code) = host.decide_path(&target, action, mode.clone()) {
-        return Ok((Err(code),));
-    }
+    let mut decisions = match host.decide_path_with(&target, action, mode.clone()) {
+        Ok(decision) => vec![decision],
+        Err(code) => return Ok((Err(code),)),
+    };
     let opened = lower(host, |view| {
         fs::HostDescriptor::open_at(view, fd, path_flags, path, oflags, flags)
     })?;
@@ -300,17 +301,52 @@ fn open_at(
     let actual = host.descriptor_path(&new);
     if actual.as_deref().ok() != Some(target.as_path()) {
         let decided = match &actual {
-            Ok(actual) => host.decide_path(actual, action, mode),
+            Ok(actual) => host.decide_path_with(actual, action, mode),
             Err(code) => Err(*code),
         };
-        if let Err(code) = decided {
-            let mut view = host.filesystem();
-            fs::HostDescriptor::drop(&mut view, new)?;
-            return Ok((Err(code),));
+        match decided {
+            Ok(decision) => decisions.push(decision),
+            Err(code) => {
+                let mut view = host.filesystem();
+                fs::HostDescriptor::drop(&mut view, new)?;
+                return Ok((Err(code),));
+            }
         }
+    }
+    // A `redact` obligation: the skill reads the file's content with what the detectors
+    // find replaced, from a private copy.
+    let obligations: Vec<cordon_types::Obligation> = decisions
+        .iter()
+        .flat_map(|d| d.obligations.iter().cloned())
+        .collect();
+    let redacted = match cordon_inspect::redact::Redaction::from_obligations(&obligations) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) if action != "read" => {
+            tracing::info!(
+                "skill denied {action} `{}`: the policy asks to redact, which only reading a file can carry out",
+                target.display()
+            );
+            Err(ErrorCode::NotPermitted)
+        }
+        Ok(Some(redaction)) => host.redact_descriptor(&new, &redaction, &decisions[0], &target),
+        Err(e) => {
+            tracing::info!(
+                "skill denied {action} `{}`: the policy's `redact` obligation cannot be carried out: {e}",
+                target.display()
+            );
+            Err(ErrorCode::NotPermitted)
+        }
+    };
+    if let Err(code) = redacted {
+        let mut view = host.filesystem();
+        fs::HostDescriptor::drop(&mut view, new)?;
+        return Ok((Err(code),));
     }
     Ok((Ok(new),))
 }
+
+/// The largest file a skill may read through a `redact` obligation.
+const MAX_REDACTED_FILE: u64 = 16 << 20;
 
 impl Host {
     /// The host path of the directory (or file) `fd` is, as the kernel names it now.
@@ -330,6 +366,65 @@ impl Host {
             );
             ErrorCode::Access
         })
+    }
+
+    /// Replaces the file `fd` opened (for reading) by a private, unnamed copy of its
+    /// content with every finding of `redaction` replaced. A file larger than
+    /// [`MAX_REDACTED_FILE`], or one holding what the policy blocks, is refused (the
+    /// refusal recorded through the gate).
+    fn redact_descriptor(
+        &mut self,
+        fd: &Resource<Descriptor>,
+        redaction: &cordon_inspect::redact::Redaction,
+        decision: &cordon_types::Decision,
+        target: &Path,
+    ) -> Result<(), ErrorCode> {
+        use std::io::{Read, Seek, Write};
+        let file = match self.filesystem().table.get(fd) {
+            Ok(Descriptor::File(file)) => std::sync::Arc::clone(&file.file),
+            _ => return Err(ErrorCode::NotPermitted),
+        };
+        let resource = json!({"path": target.to_string_lossy()});
+        let refuse = |host: &Host, reason: String| {
+            host.gate
+                .cut("file", "read", resource.clone(), decision, &reason);
+            ErrorCode::NotPermitted
+        };
+        let mut content = Vec::new();
+        (&*file)
+            .take(MAX_REDACTED_FILE + 1)
+            .read_to_end(&mut content)
+            .map_err(|_| ErrorCode::Io)?;
+        if content.len() as u64 > MAX_REDACTED_FILE {
+            return Err(refuse(
+                self,
+                format!("the policy asks to redact `{}`, which is larger than the {MAX_REDACTED_FILE} bytes cordon inspects; refused", target.display()),
+            ));
+        }
+        let redacted = match redaction.apply(&content, cordon_inspect::redact::Encoding::Plain) {
+            Ok(redacted) => redacted,
+            Err(blocked) => {
+                return Err(refuse(
+                    self,
+                    format!("`{}`: {blocked}; refused", target.display()),
+                ))
+            }
+        };
+        let mut copy = tempfile::tempfile().map_err(|_| ErrorCode::Io)?;
+        copy.write_all(&redacted.data).map_err(|_| ErrorCode::Io)?;
+        copy.rewind().map_err(|_| ErrorCode::Io)?;
+        let view = self.filesystem();
+        let entry = view
+            .table
+            .get_mut(fd)
+            .map_err(|_| ErrorCode::BadDescriptor)?;
+        *entry = Descriptor::File(wasmtime_wasi::filesystem::File::new(
+            copy,
+            wasmtime_wasi::FsPerms::ReadOnly,
+            OpenMode::READ,
+            true,
+        ));
+        Ok(())
     }
 
     /// Whether the descriptor `fd` was opened so that it can change what it is.
@@ -366,8 +461,29 @@ impl Host {
         self.decide_path(&target, action, mode)
     }
 
-    /// Decides `action` on the host path `target` under `data.cordon.file`.
+    /// Decides `action` on the host path `target` under `data.cordon.file`, for a call that
+    /// returns no content: an allowance that asks for redaction cannot be carried out there
+    /// and is refused.
     fn decide_path(&mut self, target: &Path, action: &str, mode: Value) -> Result<(), ErrorCode> {
+        let decision = self.decide_path_with(target, action, mode)?;
+        if decision.obligations.iter().any(|o| o.kind() == "redact") {
+            tracing::info!(
+                "skill denied {action} `{}`: the policy asks to redact, which only reading a file can carry out",
+                target.display()
+            );
+            return Err(ErrorCode::NotPermitted);
+        }
+        Ok(())
+    }
+
+    /// Decides `action` on the host path `target` under `data.cordon.file`; the allowance,
+    /// with its obligations.
+    fn decide_path_with(
+        &mut self,
+        target: &Path,
+        action: &str,
+        mode: Value,
+    ) -> Result<cordon_types::Decision, ErrorCode> {
         let meta = std::fs::symlink_metadata(target).ok();
         let mut resource = json!({
             "path": target.to_string_lossy(),
@@ -393,7 +509,7 @@ impl Host {
         }
         let decision = self.gate.decide("file", action, resource);
         if decision.allow {
-            Ok(())
+            Ok(decision)
         } else {
             tracing::info!(
                 "skill denied {action} `{}`: {}",

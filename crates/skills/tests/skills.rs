@@ -910,3 +910,55 @@ fn a_redact_obligation_takes_secrets_out_of_url_and_body_and_block_if_refuses() 
     );
     assert!(ran.stdout.starts_with("denied: post"), "{}", ran.stdout);
 }
+
+#[test]
+fn a_redact_obligation_on_a_read_gives_the_skill_a_redacted_copy() {
+    let (_dir, root, preopens) = workspace();
+    let key = ["AKIA", "QYLPMN5HHHFPZAM2"].concat();
+    fs_err::write(root.join("notes/creds.txt"), format!("id {key} end")).unwrap();
+    let pem = format!(
+        "-----BEGIN {0}-----\n{1}\n{1}\n-----END {0}-----",
+        "PRIVATE KEY",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4"
+    );
+    fs_err::write(root.join("notes/key.pem"), &pem).unwrap();
+    let inner = reads_inside(&root);
+    let redact = cordon_types::Obligation::Redact {
+        patterns: Vec::new(),
+        block_if: vec!["private_key".into()],
+    };
+    let gate = TestGate::with_obligations(move |c, a, r| (inner.rule)(c, a, r), vec![redact]);
+    let ran = run(
+        "hostile",
+        &["read", "/data/notes/creds.txt"],
+        preopens.clone(),
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(
+        ran.stdout.contains("id [REDACTED:cloud_key] end"),
+        "{}{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(!ran.stdout.contains(&key));
+    // The file itself is unchanged.
+    assert_eq!(
+        fs_err::read_to_string(root.join("notes/creds.txt")).unwrap(),
+        format!("id {key} end")
+    );
+    // What the policy blocks is not read at all, and the refusal is reported.
+    let ran = run(
+        "hostile",
+        &["read", "/data/notes/key.pem"],
+        preopens,
+        gate.clone(),
+        Limits::default(),
+    );
+    assert!(ran.stdout.starts_with("denied: read"), "{}", ran.stdout);
+    let cuts = gate.cuts.lock().unwrap().clone();
+    assert!(
+        cuts.iter().any(|(_, why)| why.contains("private_key")),
+        "{cuts:?}"
+    );
+}

@@ -16,7 +16,8 @@ use crate::Supervisor;
 const CARRIED: &[&str] = &["limit"];
 const CARRIED_WITH_CONSENT: &[&str] = &["limit", "consent", "mfa"];
 /// A plain-HTTP request (or a skill's, which cordon makes itself) is seen whole: `redact`
-/// is carried out on its URL, header values and body. A tunnel is opaque.
+/// is carried out on its URL, header values and body; so is a skill's read of a file
+/// (it reads a redacted copy). A tunnel is opaque.
 const CARRIED_HTTP: &[&str] = &["limit", "redact"];
 const CARRIED_HTTP_WITH_CONSENT: &[&str] = &["limit", "redact", "consent", "mfa"];
 
@@ -120,8 +121,11 @@ impl PipelineGate {
         self
     }
 
-    fn carried(&self, action: &str) -> &'static [&'static str] {
-        let http = action == "http";
+    fn carried(&self, capability: &Capability, action: &str) -> &'static [&'static str] {
+        let http = matches!(
+            (capability.as_str(), action),
+            ("net", "http") | ("file", "read")
+        );
         #[cfg(target_os = "linux")]
         if self.consent.is_some() {
             return if http {
@@ -291,7 +295,7 @@ impl PipelineGate {
                     capability,
                     pipeline
                         .decide_unrecorded(capability, input)
-                        .require_carried(self.carried(action)),
+                        .require_carried(self.carried(capability, action)),
                     resolving,
                 );
                 if !record_allowed && decided.decision().allow {
