@@ -19,7 +19,9 @@ use crate::{Cli, Exit};
 /// itself and connects only to the addresses it decided on; loopback, private, link-local
 /// and cloud-metadata addresses are refused unless the policy names them; a TLS tunnel
 /// whose ClientHello names another host is closed; the policy's `limit` obligations cap
-/// connections per minute and upload bytes per host.
+/// connections per minute and upload bytes per host; its `redact` obligations take secrets
+/// and personal data out of plain-HTTP requests (URL, header values, body) or refuse them
+/// (`block_if`). HTTPS tunnels are opaque: a tunnel the policy would redact is refused.
 ///
 /// Point a VM, a container or bubblewrap at it with HTTP_PROXY / HTTPS_PROXY
 /// (http://HOST:PORT) or ALL_PROXY (socks5h://HOST:PORT). `cordon exec` runs the same proxy
