@@ -101,7 +101,8 @@ pub struct Detector {
 pub struct Redacted {
     /// The data as it may leave.
     pub data: Vec<u8>,
-    /// What was replaced, at its position in the original data.
+    /// What was replaced, at its position in the data searched (for a URL, its
+    /// percent-decoded form).
     pub findings: Vec<Finding>,
 }
 
@@ -317,22 +318,33 @@ impl Detector {
     /// `data` with every finding replaced by `[REDACTED:kind]`.
     pub fn redact(&self, data: &[u8]) -> Redacted {
         let findings = self.find(data);
-        let mut out = Vec::with_capacity(data.len());
-        let mut at = 0usize;
-        for f in &findings {
-            let (start, end) = (f.start as usize, f.end as usize);
-            out.extend_from_slice(&data[at..start]);
-            out.extend_from_slice(b"[REDACTED:");
-            out.extend_from_slice(f.kind.as_str().as_bytes());
-            out.push(b']');
-            at = end;
-        }
-        out.extend_from_slice(&data[at..]);
+        let spans = findings
+            .iter()
+            .map(|f| (f.start as usize, f.end as usize, f.kind));
         Redacted {
-            data: out,
+            data: replace_spans(data, spans, ("[REDACTED:", "]")),
             findings,
         }
     }
+}
+
+/// `data` with each span (in order, not overlapping) replaced by `open`, the kind, `close`.
+pub(crate) fn replace_spans(
+    data: &[u8],
+    spans: impl Iterator<Item = (usize, usize, Kind)>,
+    (open, close): (&str, &str),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0usize;
+    for (start, end, kind) in spans {
+        out.extend_from_slice(&data[at..start]);
+        out.extend_from_slice(open.as_bytes());
+        out.extend_from_slice(kind.as_str().as_bytes());
+        out.extend_from_slice(close.as_bytes());
+        at = end;
+    }
+    out.extend_from_slice(&data[at..]);
+    out
 }
 
 /// How many findings of each kind: what a policy may see of them.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cordon_types::Obligation;
 
-use crate::{Detector, Finding, Kind, Result, Selection};
+use crate::{Detector, Kind, Redacted, Result, Selection};
 
 /// How the data to redact is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +22,6 @@ pub enum Encoding {
 pub struct Redaction {
     detector: Arc<Detector>,
     block: Option<Selection>,
-}
-
-/// Data that may leave, and what was taken out of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redacted {
-    /// The data as it may leave.
-    pub data: Vec<u8>,
-    /// What was replaced (positions in the searched view of the data).
-    pub findings: Vec<Finding>,
 }
 
 /// Data that may not leave at all: it holds kinds a `block_if` names.
@@ -94,13 +85,7 @@ impl Redaction {
     /// [`Blocked`] when it holds a kind a `block_if` names.
     pub fn apply(&self, data: &[u8], encoding: Encoding) -> std::result::Result<Redacted, Blocked> {
         let redacted = match encoding {
-            Encoding::Plain => {
-                let r = self.detector.redact(data);
-                Redacted {
-                    data: r.data,
-                    findings: r.findings,
-                }
-            }
+            Encoding::Plain => self.detector.redact(data),
             Encoding::Percent => self.percent(data),
         };
         if let Some(block) = &self.block {
@@ -169,20 +154,13 @@ impl Redaction {
             i += 1;
         }
         let findings = self.detector.find(&decoded);
-        let mut out = Vec::with_capacity(data.len());
-        let mut at = 0;
-        for f in &findings {
+        let spans = findings.iter().map(|f| {
             let start = origin[f.start as usize].0;
             let end = origin[(f.end as usize).saturating_sub(1).max(f.start as usize)].1;
-            out.extend_from_slice(&data[at..start]);
-            out.extend_from_slice(b"%5BREDACTED%3A");
-            out.extend_from_slice(f.kind.as_str().as_bytes());
-            out.extend_from_slice(b"%5D");
-            at = end;
-        }
-        out.extend_from_slice(&data[at..]);
+            (start, end, f.kind)
+        });
         Redacted {
-            data: out,
+            data: crate::detector::replace_spans(data, spans, ("%5BREDACTED%3A", "%5D")),
             findings,
         }
     }
