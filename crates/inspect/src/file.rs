@@ -381,7 +381,9 @@ pub struct Progress {
     pub bytes: std::sync::atomic::AtomicU64,
 }
 
-/// Scans the files under `roots` (files or folders) on every core, as [`walk`] lists them.
+/// Scans the files under `roots` (files or folders) on every core: `.gitignore` and
+/// `.ignore` respected unless [`TreeOptions::no_ignore`], hidden files read but not `.git`,
+/// links followed only with [`TreeOptions::follow`].
 /// A file that cannot be read is reported and the scan goes on; memory is bounded by the
 /// findings kept, whatever the files' sizes.
 pub fn scan_tree(
