@@ -121,6 +121,53 @@ fn scan_reports_masked_findings_and_never_the_value() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn scan_is_bounded_on_huge_deep_and_broken_trees() {
+    let home = Home::new();
+    let ws = home.workspace();
+    // A 4 GiB sparse file: binary (zeros), skipped after its first block; searched only up
+    // to the limit when binary files are asked for.
+    let huge = fs_err::File::create(ws.join("huge.img")).unwrap();
+    huge.set_len(4 << 30).unwrap();
+    // A tree 200 directories deep with a secret at the bottom.
+    let mut deep = ws.join("deep");
+    for i in 0..200 {
+        deep.push(format!("d{i}"));
+    }
+    fs_err::create_dir_all(&deep).unwrap();
+    fs_err::write(deep.join("leaf.env"), format!("TOKEN={}\n", github())).unwrap();
+    // A link to nowhere, followed: reported, and the scan goes on.
+    symlink(ws.join("missing"), ws.join("dangling")).unwrap();
+    let out = home.run(&["scan", "--json", "-L"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["findings"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["binary_skipped"], 1, "{doc}");
+    assert!(
+        doc["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().contains("dangling")),
+        "{doc}"
+    );
+    let out = home.run(
+        &[
+            "scan",
+            "--json",
+            "--binary",
+            "--max-filesize",
+            "1048576",
+            "huge.img",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["truncated"], 1, "{doc}");
+    assert_eq!(doc["bytes"], 1_048_576, "{doc}");
+}
+
 /// A policy that shows what a file decision sees of the file.
 fn echo_policy(home: &Home, paths: serde_json::Value) -> String {
     let dir = home.path().join("echo-policy");
