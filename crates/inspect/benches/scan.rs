@@ -433,6 +433,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    adversarial();
     let megabytes: usize = std::env::var("CORPUS_MB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -571,6 +572,42 @@ fn main() {
         "cordon (all cores) / detect-secrets throughput: {:.1}x",
         theirs_time / all
     );
+}
+
+/// Throughput on inputs made to be slow: repeated rule prefixes that match and fail their
+/// checks, long runs of one class, many candidates per line. 1 MiB each.
+fn adversarial() {
+    let detector = Detector::standard().unwrap();
+    let mut rng = Rng(7);
+    let repeat = |unit: &str| unit.repeat((1 << 20) / unit.len());
+    let inputs: Vec<(&str, String)> = vec![
+        ("`password=` repeated", repeat("password=")),
+        ("`token=` repeated", repeat("token=")),
+        ("digits", repeat("0123456789")),
+        ("`a@a@` repeated", repeat("a@")),
+        ("`4111 ` repeated", repeat("4111 ")),
+        (
+            "PEM headers repeated",
+            repeat("-----BEGIN PRIVATE KEY-----\n"),
+        ),
+        ("`eyJa.` repeated", repeat("eyJa.")),
+        ("random base64", rng.chars(B64, 1 << 20)),
+        (
+            "an e-mail address a line",
+            repeat("ann.lee@corp-mail.com\n"),
+        ),
+        ("`Bearer ` repeated", repeat("Bearer ")),
+    ];
+    println!("adversarial inputs (1 MiB each, one thread):");
+    for (name, text) in inputs {
+        let started = Instant::now();
+        let found = detector.find(text.as_bytes()).len();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  {name:<28} {:8.1} MB/s ({found} findings)",
+            text.len() as f64 / 1e6 / secs
+        );
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -103,11 +103,25 @@ pub(crate) fn random(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
     not_example(hit, confidence)
 }
 
+/// An opaque bearer credential (`Authorization: Bearer ...`): random enough, not a
+/// placeholder. A JWT or a known token in its place is reported by its own rule.
+pub(crate) fn bearer(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
+    let value = hit.value();
+    if value.len() > 4096 || is_placeholder(value) || entropy(value) < 3.5 {
+        return None;
+    }
+    hit.keep(confidence)
+}
+
 /// A private key block runs to its `-----END ... -----` line; a header with a body too short
 /// to be a key (`...` in documentation) is not one.
 pub(crate) fn private_key(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
     let rest = &hit.hay[hit.end..hit.hay.len().min(hit.end + KEY_BLOCK)];
-    let (body, end, confidence) = match memchr::memmem::find(rest, b"-----END") {
+    // The block ends at the next `-----`: an END line, or (a block cut short) the next
+    // header, where the search for this one stops.
+    let end_marker = memchr::memmem::find(rest, b"-----")
+        .filter(|&at| rest[at..].len() >= 8 && rest[at..at + 8].eq_ignore_ascii_case(b"-----END"));
+    let (body, end, confidence) = match end_marker {
         Some(at) => {
             let after = &rest[at + 8..];
             let close = memchr::memmem::find(&after[..after.len().min(64)], b"-----")
@@ -116,6 +130,7 @@ pub(crate) fn private_key(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdi
         }
         None => {
             // A block cut short (a truncated paste): the key material up to where it stops.
+            let rest = &rest[..memchr::memmem::find(rest, b"-----").unwrap_or(rest.len())];
             let run = rest
                 .iter()
                 .position(|&b| !(b.is_ascii_alphanumeric() || b"+/=\\ \t\r\n".contains(&b)))
@@ -345,7 +360,13 @@ pub(crate) fn email(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
     let value = hit.value();
     let at = memchr::memchr(b'@', value)?;
     let (local, domain) = (&value[..at], value[at + 1..].to_ascii_lowercase());
-    if local.starts_with(b".") || local.ends_with(b".") || local == b"git" {
+    if local.len() > 64
+        || domain.len() > 253
+        || domain.split(|&b| b == b'.').any(|label| label.len() > 63)
+        || local.starts_with(b".")
+        || local.ends_with(b".")
+        || local == b"git"
+    {
         return None;
     }
     let tld = domain.rsplit(|&b| b == b'.').next().unwrap_or_default();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use regex_automata::meta::Regex;
 use regex_automata::util::captures::Captures;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, PatternSet};
 
 use crate::rules::{Check, Hit, Verdict, RULES};
 use crate::{Confidence, Error, Finding, Kind, Result};
@@ -93,6 +93,8 @@ struct Compiled {
 #[derive(Debug)]
 pub struct Detector {
     combined: Regex,
+    /// The same patterns, every one reported: which rules can match at a position.
+    candidates: Regex,
     rules: Vec<Compiled>,
 }
 
@@ -209,7 +211,23 @@ impl Detector {
                 pattern: "the combined rules".into(),
                 source: Box::new(e),
             })?;
-        Ok(Self { combined, rules })
+        let mut all = builder();
+        all.configure(
+            Regex::config()
+                .match_kind(regex_automata::MatchKind::All)
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(8 << 20),
+        );
+        let candidates = all.build_many(&patterns).map_err(|e| Error::BuildPattern {
+            pattern: "the combined rules".into(),
+            source: Box::new(e),
+        })?;
+        Ok(Self {
+            combined,
+            candidates,
+            rules,
+        })
     }
 
     /// How many leading bytes of a finding by `rule` a masked excerpt may show.
@@ -255,22 +273,66 @@ impl Detector {
         start: usize,
         first: usize,
         caps: &mut [Option<Captures>],
-    ) -> Option<(usize, Verdict)> {
-        for i in first..self.rules.len() {
+        set: &mut PatternSet,
+    ) -> std::result::Result<(usize, Verdict), Option<usize>> {
+        // The rules that match here at all, in one anchored pass; each is then run alone for
+        // its span and check.
+        self.matching_at(hay, start, set);
+        let matching: Vec<usize> = set
+            .iter()
+            .map(|p| p.as_usize())
+            .filter(|&i| i >= first)
+            .collect();
+        let mut value_at = None;
+        for i in matching {
+            if self.rules[i].kind == Kind::GenericSecret {
+                value_at = value_at.or_else(|| self.secret_start(i, hay, start, caps));
+            }
             let Some(verdict) = self.run_rule(i, hay, start, caps) else {
                 continue;
             };
-            if self.rules[i].kind == Kind::GenericSecret {
-                let specific = (0..self.rules.len())
-                    .filter(|&j| j != i && self.rules[j].kind != Kind::GenericSecret)
+            if self.rules[i].kind == Kind::GenericSecret && verdict.start != start {
+                self.matching_at(hay, verdict.start, set);
+                let others: Vec<usize> = set.iter().map(|p| p.as_usize()).collect();
+                let specific = others
+                    .into_iter()
+                    .filter(|&j| self.rules[j].kind != Kind::GenericSecret)
                     .find_map(|j| self.run_rule(j, hay, verdict.start, caps).map(|v| (j, v)));
-                if specific.is_some() {
-                    return specific;
+                if let Some(specific) = specific {
+                    return Ok(specific);
                 }
             }
-            return Some((i, verdict));
+            return Ok((i, verdict));
         }
-        None
+        Err(value_at)
+    }
+
+    /// Where the value of rule `i`'s match at `start` begins (its `s` group), if it matches.
+    fn secret_start(
+        &self,
+        i: usize,
+        hay: &[u8],
+        start: usize,
+        caps: &mut [Option<Captures>],
+    ) -> Option<usize> {
+        let rule = &self.rules[i];
+        let caps = caps[i].get_or_insert_with(|| rule.regex.create_captures());
+        let input = Input::new(hay)
+            .span(start..hay.len())
+            .anchored(Anchored::Yes);
+        rule.regex.search_captures(&input, caps);
+        caps.get_group_by_name("s")
+            .map(|s| s.start)
+            .filter(|&s| s > start)
+    }
+
+    /// Fills `set` with the rules that match anchored at `start`.
+    fn matching_at(&self, hay: &[u8], start: usize, set: &mut PatternSet) {
+        set.clear();
+        let input = Input::new(hay)
+            .span(start..hay.len())
+            .anchored(Anchored::Yes);
+        self.candidates.which_overlapping_matches(&input, set);
     }
 
     /// Calls `found` with each finding in `hay` (rule index and span), in order of
@@ -278,6 +340,7 @@ impl Detector {
     pub(crate) fn each(&self, hay: &[u8], mut found: impl FnMut(&'static str, Kind, Verdict)) {
         let mut caps: Vec<Option<Captures>> = Vec::new();
         caps.resize_with(self.rules.len(), || None);
+        let mut set = PatternSet::new(self.rules.len());
         let mut pos = 0;
         while pos < hay.len() {
             let input = Input::new(hay).span(pos..hay.len());
@@ -285,15 +348,16 @@ impl Detector {
                 break;
             };
             let start = m.start();
-            match self.try_at(hay, start, m.pattern().as_usize(), &mut caps) {
-                Some((i, verdict)) => {
+            match self.try_at(hay, start, m.pattern().as_usize(), &mut caps, &mut set) {
+                Ok((i, verdict)) => {
                     let rule = &self.rules[i];
                     found(rule.id, rule.kind, verdict);
                     pos = verdict.end.max(start + 1);
                 }
-                // Nothing here: a shorter match inside this one may still be a finding
-                // (`api_key = AKIA...`, whose assignment is not a generic secret).
-                None => pos = start + 1,
+                // Nothing here. An assignment that is not a secret may assign one a specific
+                // rule knows (`api_key = AKIA...`): the search goes on from its value;
+                // anything else is passed whole, so no byte is searched twice over.
+                Err(value) => pos = value.unwrap_or(m.end()).max(start + 1),
             }
         }
     }

@@ -81,7 +81,7 @@ pub(crate) static RULES: &[Rule] = &[
     rule(
         "private-key",
         Kind::PrivateKey,
-        r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----",
+        r"(?i:-----BEGIN[ A-Z0-9]{0,40}PRIVATE {1,4}KEY(?: BLOCK)?-----)",
         High,
         check::private_key,
         0,
@@ -265,7 +265,7 @@ pub(crate) static RULES: &[Rule] = &[
     rule(
         "jwt",
         Kind::Jwt,
-        r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+        r"\beyJ[A-Za-z0-9_-]{4,2048}\.eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{0,1024}",
         High,
         check::jwt,
         3,
@@ -281,15 +281,23 @@ pub(crate) static RULES: &[Rule] = &[
     rule(
         "generic-secret",
         Kind::GenericSecret,
-        r#"(?i:secret|token|passwd|password|pwd|api_?key|apikey|access_?key|auth_?key|private_?key|credential)(?i:s)?[A-Za-z0-9_.-]{0,30}["']?[ \t]{0,4}(?::=|=>|[:=])[ \t]{0,4}["'`]?(?P<s>[A-Za-z0-9+/_.=~!@#$%^*-]{12,})"#,
+        r#"(?i:secret|token|passwd|password|pwd|api[_-]?key|access[_-]?key|auth[_-]?key|private[_-]?key|credential)(?i:s)?[A-Za-z0-9_.-]{0,30}["']?\s{0,4}(?::=|=>|[:=])\s{0,4}["'`]?(?P<s>[A-Za-z0-9+/_.~!@#$%^*-]{12,200}={0,2})"#,
         Medium,
         check::generic,
         0,
     ),
     rule(
+        "bearer-token",
+        Kind::GenericSecret,
+        r"(?i:bearer)[ \t]{1,4}(?P<s>[A-Za-z0-9._~+/-]{16,}=*)",
+        Medium,
+        check::bearer,
+        0,
+    ),
+    rule(
         "email",
         Kind::Email,
-        r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}\b",
+        r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}\b",
         Medium,
         check::email,
         0,
