@@ -290,7 +290,20 @@ impl PipelineGate {
         request.capability = Some(capability.as_str().into());
         let pipeline = self.supervisor.pipeline();
         match pipeline.builder().build_for(capability, &request) {
-            Ok(input) => {
+            Ok(mut input) => {
+                // A skill's file: its path is the kernel's already; its sensitivity is the
+                // file's (label, path rule, content), as for any file decision.
+                if let Some(path) = input["resource"]["path"]
+                    .as_str()
+                    .map(std::path::PathBuf::from)
+                {
+                    if let Err(why) = pipeline.classify(capability, &request, &mut input, &path) {
+                        let unrecorded = pipeline
+                            .decide_unrecorded(capability, input)
+                            .deny(&format!("cannot classify the file: {why}"));
+                        return pipeline.record_decided(capability, unrecorded).decision;
+                    }
+                }
                 let decided = self.consent(
                     capability,
                     pipeline

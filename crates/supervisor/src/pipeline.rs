@@ -232,13 +232,7 @@ impl Pipeline {
                 if let Some(path) = &request.resource.path {
                     let real = real_path(&self.builder.absolute(path)?);
                     input["resource"]["path"] = Value::String(real.to_string_lossy().into_owned());
-                    if let (Some(inspection), true, None) = (
-                        &self.inspection,
-                        capability.as_str() == "file",
-                        request.resource.sensitivity,
-                    ) {
-                        classified = inspection.enrich(&mut input, &real);
-                    }
+                    classified = self.classify(capability, request, &mut input, &real);
                 }
                 Ok((input, classified))
             });
@@ -258,6 +252,30 @@ impl Pipeline {
                 let decision = Decision::deny(format!("invalid request: {err}"));
                 self.record(capability.as_str(), request, None, decision)
             }
+        }
+    }
+
+    /// Classifies the file at `real` into `input` (sensitivity, its source, findings) when
+    /// this is a file decision whose request names no sensitivity; every surface that
+    /// decides files calls it (`decide_as`, the skill runtime's gate).
+    ///
+    /// # Errors
+    ///
+    /// The inspection settings' fault: the decision must be a denial.
+    pub fn classify(
+        &self,
+        capability: &Capability,
+        request: &Request,
+        input: &mut Value,
+        real: &Path,
+    ) -> Result<(), String> {
+        match (
+            &self.inspection,
+            capability.as_str(),
+            request.resource.sensitivity,
+        ) {
+            (Some(inspection), "file", None) => inspection.enrich(input, real),
+            _ => Ok(()),
         }
     }
 

@@ -748,3 +748,66 @@ fn signing_replaces_a_planted_link_and_a_signature_that_is_no_file_is_refused() 
     assert_stderr_has(&out, "not a regular file");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+#[test]
+fn a_skills_reads_are_classified_and_redacted_as_the_policy_says() {
+    let home = Home::new();
+    let token = ["ghp_", "u8jzPde0IgxLd6GncfBAepfJBd0Kh8024xXH"].concat();
+    let key_body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0";
+    let pem = format!(
+        "-----BEGIN {0}-----\n{key_body}\n{key_body}\n-----END {0}-----\n",
+        "RSA PRIVATE KEY"
+    );
+    fs_err::write(home.workspace().join("key.pem"), &pem).unwrap();
+    fs_err::write(
+        home.workspace().join("tok.txt"),
+        format!("token: {token}\n"),
+    )
+    .unwrap();
+    let read = |policy: Option<&str>, file: &str| {
+        let mut args = Vec::new();
+        if let Some(policy) = policy {
+            args.extend(["--policy", policy]);
+        }
+        let target = format!("/work/{file}");
+        let hostile = skill("hostile");
+        args.extend([
+            "--dir-ro",
+            ".::/work",
+            hostile.as_str(),
+            "--",
+            "read",
+            target.as_str(),
+        ]);
+        stdout(&run(&home, &args))
+    };
+    // The default policy: the content makes the key restricted, and no one can be asked.
+    assert!(read(None, "key.pem").starts_with("denied: read"));
+    let refused = records(&home)
+        .into_iter()
+        .find(|r| r["capability"] == "file" && r["allow"] == false)
+        .expect("the refused read");
+    assert_eq!(refused["input"]["resource"]["sensitivity"], "restricted");
+    assert_eq!(
+        refused["input"]["resource"]["sensitivity_source"],
+        "content"
+    );
+    // (The audit log masks the values of secret-looking keys, such as this count's.)
+    assert!(refused["input"]["resource"]["findings"].get("private_key").is_some());
+
+    // A policy that lets confidential files be read redacted: a label makes the token file
+    // confidential, and the skill reads it with the token taken out.
+    let policy = super::common::default_policy_with(&home, |_| {});
+    let file_rego = std::path::Path::new(&policy).join("file.rego");
+    let text = fs_err::read_to_string(&file_rego).unwrap();
+    let text = text.replace(
+        "obligations contains {\"type\": \"consent\", \"message\": msg} if {\n\tinput.resource.sensitivity_level >= 2",
+        "obligations contains {\"type\": \"redact\"} if {\n\tinput.resource.sensitivity_level >= 2\n}\n\nno_consent if {\n\tinput.resource.sensitivity_level >= 2",
+    );
+    fs_err::write(&file_rego, text).unwrap();
+    let out = home.run(&["label", "tok.txt", "confidential"], "");
+    assert_eq!(out.status.code(), Some(0));
+    let seen = read(Some(&policy), "tok.txt");
+    assert!(seen.contains("token: [REDACTED:token]"), "{seen}");
+    assert!(!seen.contains(&token[4..]), "{seen}");
+}
