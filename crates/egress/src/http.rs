@@ -611,12 +611,19 @@ where
         .session()
         .sent_counter(&decided.host.as_policy_string());
 
-    let mut out = format!("{} {} HTTP/1.1\r\n", request.method, path).into_bytes();
+    let method = match &redaction {
+        Some(redaction) => match redaction.apply(request.method.as_bytes(), Encoding::Percent) {
+            Ok(r) => String::from_utf8_lossy(&r.data).into_owned(),
+            Err(blocked) => return Err(refuse(&decided, blocked, "the request method")),
+        },
+        None => request.method.clone(),
+    };
+    let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
     if request.headers.host()?.is_none() {
         out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
     }
     for (name, value) in request.headers.forwarded() {
-        let value = match &redaction {
+        let (name, value) = match &redaction {
             Some(redaction) => {
                 if body.is_some()
                     && (name.eq_ignore_ascii_case("content-length")
@@ -624,12 +631,32 @@ where
                 {
                     continue;
                 }
-                match redaction.apply(value, Encoding::Percent) {
-                    Ok(r) => std::borrow::Cow::Owned(r.data),
+                // The header as one line, so a name that says what the value is
+                // (`X-Api-Key: ...`) is seen with it; the name too leaves redacted.
+                let line = [name.as_bytes(), b": ", value].concat();
+                let redacted = match redaction.apply(&line, Encoding::Percent) {
+                    Ok(r) => r.data,
                     Err(blocked) => return Err(refuse(&decided, blocked, "a request header")),
+                };
+                match redacted.windows(2).position(|w| w == b": ") {
+                    Some(at) => (
+                        std::borrow::Cow::Owned(
+                            String::from_utf8_lossy(&redacted[..at]).into_owned(),
+                        ),
+                        std::borrow::Cow::Owned(redacted[at + 2..].to_vec()),
+                    ),
+                    // The separator itself was inside what was redacted: the whole line goes
+                    // as one redacted value under a name of cordon's.
+                    None => (
+                        std::borrow::Cow::Borrowed("X-Cordon-Redacted"),
+                        std::borrow::Cow::Owned(redacted),
+                    ),
                 }
             }
-            None => std::borrow::Cow::Borrowed(value),
+            None => (
+                std::borrow::Cow::Borrowed(name),
+                std::borrow::Cow::Borrowed(value),
+            ),
         };
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -843,7 +870,17 @@ where
     } else {
         Encoding::Plain
     };
-    match redaction.apply(&body, encoding) {
+    // Searching up to 16 MiB is work for a blocking thread, not for the proxy's workers.
+    let redaction = redaction.clone();
+    let applied = tokio::task::spawn_blocking(move || redaction.apply(&body, encoding))
+        .await
+        .map_err(|_| {
+            refuse(
+                500,
+                "the redaction of the request body failed; refused".into(),
+            )
+        })?;
+    match applied {
         Ok(redacted) => Ok(redacted.data),
         Err(blocked) => Err(refuse(403, format!("the request body: {blocked}; refused"))),
     }

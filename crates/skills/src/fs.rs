@@ -280,6 +280,16 @@ fn open_at(
         Ok(decision) => vec![decision],
         Err(code) => return Ok((Err(code),)),
     };
+    // A descriptor that writes and also reads an existing file: the read is decided too (a
+    // file the policy lets be changed but not read, or read only redacted, is not handed
+    // out readable).
+    if action != "read" && !directory && existing.is_some() && flags.contains(DescriptorFlags::READ)
+    {
+        match host.decide_path(&target, "read", mode.clone()) {
+            Ok(()) => {}
+            Err(code) => return Ok((Err(code),)),
+        }
+    }
     let opened = lower(host, |view| {
         fs::HostDescriptor::open_at(view, fd, path_flags, path, oflags, flags)
     })?;

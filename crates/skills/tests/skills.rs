@@ -962,3 +962,71 @@ fn a_redact_obligation_on_a_read_gives_the_skill_a_redacted_copy() {
         "{cuts:?}"
     );
 }
+
+/// Allows reading and writing inside `root`; a read only redacted.
+struct ReadsRedacted {
+    root: PathBuf,
+    asked: Mutex<Vec<String>>,
+}
+
+impl Gate for ReadsRedacted {
+    fn decide(&self, capability: &str, action: &str, resource: Value) -> Decision {
+        self.asked.lock().unwrap().push(action.to_owned());
+        let inside = Path::new(resource["path"].as_str().unwrap_or("")).starts_with(&self.root);
+        let allow = capability == "file" && inside;
+        Decision {
+            allow,
+            reasons: Vec::new(),
+            obligations: if allow && action == "read" {
+                vec![cordon_types::Obligation::Redact {
+                    patterns: Vec::new(),
+                    block_if: Vec::new(),
+                }]
+            } else {
+                Vec::new()
+            },
+            grants: None,
+        }
+    }
+}
+
+#[test]
+fn a_descriptor_that_also_reads_is_not_handed_out_when_reads_are_redacted() {
+    let (_dir, root, mut preopens) = workspace();
+    preopens[0].writable = true;
+    let key = ["AKIA", "QYLPMN5HHHFPZAM2"].concat();
+    fs_err::write(root.join("notes/creds.txt"), format!("id {key} end")).unwrap();
+    let gate = Arc::new(ReadsRedacted {
+        root: root.clone(),
+        asked: Mutex::new(Vec::new()),
+    });
+    let (runtime, prepared) = prepared("hostile");
+    let out = Arc::new(Mutex::new(Vec::new()));
+    runtime
+        .run(
+            &prepared,
+            Run {
+                args: vec![
+                    "hostile".into(),
+                    "create-rw".into(),
+                    "/data/notes/creds.txt".into(),
+                ],
+                env: Vec::new(),
+                preopens,
+                gate: gate.clone(),
+                limits: Limits::default(),
+                stdin: false,
+                stdout: Sink::Memory(out.clone()),
+                stderr: Sink::Memory(out.clone()),
+                stop: Default::default(),
+            },
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    assert!(text.starts_with("denied: create-rw"), "{text}");
+    let asked = gate.asked.lock().unwrap().clone();
+    assert!(
+        asked.contains(&"write".to_owned()) && asked.contains(&"read".to_owned()),
+        "{asked:?}"
+    );
+}

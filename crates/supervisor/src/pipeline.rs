@@ -338,6 +338,10 @@ impl Pipeline {
         let Some(sink) = &self.sink else {
             return Ok(());
         };
+        // What the decision redacts is redacted from the outcome's record too (a connection
+        // cut after the decision, a request refused for what it holds).
+        let mut input = input;
+        let decision = redact_input(&mut input, decision);
         let action = input["action"].as_str().unwrap_or_default().to_owned();
         let event = self.event(capability.as_str(), &action, input, decision, outcome);
         if last {
@@ -480,13 +484,39 @@ fn redact_input(input: &mut Value, decision: Decision) -> Decision {
         }
     }
     let mut blocked = None;
-    if let Some(resource) = input.get_mut("resource") {
-        walk(resource, Encoding::Plain, &redaction, &mut blocked);
+    for key in ["resource", "result"] {
+        if let Some(part) = input.get_mut(key) {
+            walk(part, Encoding::Plain, &redaction, &mut blocked);
+        }
     }
-    match blocked {
-        Some(b) => Decision::deny(format!("the request: {b}; refused")),
-        None => decision,
+    if let Some(b) = blocked {
+        return Decision::deny(format!("the request: {b}; refused"));
     }
+    // What the policy wrote from the input (its reasons, the question it asks) holds what
+    // the input held.
+    let mut decision = decision;
+    let text = |s: &mut String| {
+        if let Ok(r) = redaction.apply(s.as_bytes(), Encoding::Plain) {
+            if !r.findings.is_empty() {
+                *s = String::from_utf8_lossy(&r.data).into_owned();
+            }
+        } else {
+            *s = "(withheld)".to_owned();
+        }
+    };
+    for reason in &mut decision.reasons {
+        text(reason);
+    }
+    for obligation in &mut decision.obligations {
+        if let cordon_types::Obligation::Consent {
+            message: Some(message),
+            ..
+        } = obligation
+        {
+            text(message);
+        }
+    }
+    decision
 }
 
 fn now() -> String {
@@ -595,6 +625,40 @@ mod tests {
             events[1].decision,
             Decision::deny("invalid request: path `relative` is relative and no working directory is known to resolve it")
         );
+    }
+
+    #[test]
+    fn what_a_decision_redacts_is_redacted_from_every_record_of_it() {
+        let sink = Arc::new(Memory::default());
+        let pipeline = Pipeline::new(
+            Arc::new(Fixed),
+            InputBuilder::new(InputEnv::default()),
+            Some(sink.clone()),
+        );
+        let token = ["ghp_", "u8jzPde0IgxLd6GncfBAepfJBd0Kh8024xXH"].concat();
+        let decision = Decision {
+            allow: true,
+            reasons: vec![format!("`/up/{token}` is allowed")],
+            obligations: vec![cordon_types::Obligation::Redact {
+                patterns: vec![],
+                block_if: vec![],
+            }],
+            grants: None,
+        };
+        // An outcome recorded after the decision: a connection cut, with the path in its
+        // resource and in the reason cordon wrote.
+        let input = json!({
+            "action": "http",
+            "resource": {"http": {"method": "GET", "path": format!("/up/{token}")}},
+            "result": {"cut": format!("more than 1 request a minute to `/up/{token}`")},
+        });
+        pipeline
+            .record_outcome(&Capability::net(), input, decision, Outcome::Refused, false)
+            .unwrap();
+        let events = sink.0.lock().unwrap();
+        let recorded = serde_json::to_string(&events[0]).unwrap();
+        assert!(!recorded.contains(&token[4..]), "{recorded}");
+        assert!(recorded.contains("REDACTED"), "{recorded}");
     }
 
     #[test]

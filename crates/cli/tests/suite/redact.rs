@@ -20,6 +20,9 @@ fn aws_secret() -> String {
     ["jORS/6ilI8ihN5KXSc7Tvo", "/hBKqFYY/kv5ZJr3J1"].concat()
 }
 
+/// An opaque credential: no known format, only its header's name says what it is.
+const OPAQUE: &str = "q8Xz3LmP0vR7tY2wK9sDq4Zb6Nc1";
+
 fn github() -> String {
     ["ghp_", "u8jzPde0IgxLd6GncfBAepfJBd0Kh8024xXH"].concat()
 }
@@ -107,7 +110,8 @@ fn plain_http_uploads_leave_redacted_and_blocked_ones_not_at_all() {
         aws_secret()
     );
     let request = format!(
-        "POST http://{target}/upload?key={encoded}&n=1 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nX-Note: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST http://{target}/upload?key={encoded}&n=1 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nX-Note: {}\r\nX-{}: 1\r\nX-Api-Key: {OPAQUE}\r\nAuthorization: Bearer {OPAQUE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        github(),
         github(),
         body.len()
     );
@@ -148,6 +152,7 @@ fn plain_http_uploads_leave_redacted_and_blocked_ones_not_at_all() {
         encoded.clone(),
         github(),
         a.to_owned(),
+        OPAQUE.to_owned(),
     ] {
         assert!(!all.contains(&secret), "`{secret}` arrived: {all}");
     }
@@ -197,7 +202,7 @@ fn plain_http_uploads_leave_redacted_and_blocked_ones_not_at_all() {
     }
     let records = audit_net(&home);
     let text = serde_json::to_string(&records).unwrap();
-    for secret in [aws_id(), aws_secret(), encoded, github()] {
+    for secret in [aws_id(), aws_secret(), encoded, github(), OPAQUE.to_owned()] {
         assert!(!text.contains(&secret), "`{secret}` is in the audit log");
     }
     let cut = records.iter().any(|r| {

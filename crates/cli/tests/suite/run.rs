@@ -793,7 +793,9 @@ fn a_skills_reads_are_classified_and_redacted_as_the_policy_says() {
         "content"
     );
     // (The audit log masks the values of secret-looking keys, such as this count's.)
-    assert!(refused["input"]["resource"]["findings"].get("private_key").is_some());
+    assert!(refused["input"]["resource"]["findings"]
+        .get("private_key")
+        .is_some());
 
     // A policy that lets confidential files be read redacted: a label makes the token file
     // confidential, and the skill reads it with the token taken out.
