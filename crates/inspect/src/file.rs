@@ -393,6 +393,10 @@ pub fn scan_tree(
     progress: &Progress,
 ) -> TreeReport {
     use std::sync::atomic::Ordering::Relaxed;
+    // A scan of some kinds still masks every kind in what it prints.
+    let masker = Detector::standard()
+        .ok()
+        .filter(|standard| !std::ptr::eq(*standard, detector));
     let report = Mutex::new(TreeReport::default());
     let note_error = |path: PathBuf, why: String| {
         if let Ok(mut r) = report.lock() {
@@ -423,14 +427,26 @@ pub fn scan_tree(
                     return ignore::WalkState::Continue;
                 }
             };
+            // What the file holds when it is opened: one that grows meanwhile is read up to
+            // there.
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let limit = options.max_filesize.map_or(size, |max| max.min(size));
             let mut found = Vec::new();
+            let mut more = 0u64;
             let mut reader = &file;
-            let result = crate::scan_reader(
+            let result = crate::scan_reader_masking(
                 detector,
+                masker,
                 &mut reader,
-                options.max_filesize,
+                Some(limit),
                 options.binary,
-                &mut |f| found.push((f.finding, f.excerpt())),
+                &mut |f| {
+                    if found.len() < TreeReport::KEPT {
+                        found.push((f.finding, f.excerpt()));
+                    } else {
+                        more += 1;
+                    }
+                },
             );
             let Ok(mut r) = report.lock() else {
                 return ignore::WalkState::Quit;
@@ -446,6 +462,7 @@ pub fn scan_tree(
                 }
                 Err(e) => r.errors.push((path.clone(), format!("read failed: {e}"))),
             }
+            r.more += more;
             for (finding, excerpt) in found {
                 if r.findings.len() < TreeReport::KEPT {
                     r.findings.push(FileFinding {

@@ -27,7 +27,9 @@ mod scan;
 pub use detector::{counts, Detector, Redacted, Selection};
 pub use error::{Error, Result};
 pub use mask::excerpt;
-pub use scan::{looks_binary, scan_reader, Found, Scanner, Summary, BINARY_PROBE, OVERLAP};
+pub use scan::{
+    looks_binary, scan_reader, scan_reader_masking, Found, Scanner, Summary, BINARY_PROBE, OVERLAP,
+};
 
 use serde::Serialize;
 

@@ -6,12 +6,16 @@ use crate::{Detector, Finding, Kind};
 const CONTEXT: usize = 24;
 
 /// The mask shown in place of `finding`: its public prefix (`AKIA`, `ghp_`, a private
-/// key's header line), then asterisks, never the value.
+/// key's header line), then asterisks, never the value. A finding that began before `hay`
+/// (an earlier block) shows no prefix: what is here is its middle.
 fn mask(detector: &Detector, hay: &[u8], finding: &Finding, base: u64) -> String {
-    let start = (finding.start - base) as usize;
-    let end = ((finding.end - base) as usize).min(hay.len());
-    let value = &hay[start..end];
-    let visible = if finding.kind == Kind::PrivateKey {
+    let cut = finding.start < base;
+    let start = finding.start.saturating_sub(base) as usize;
+    let end = (finding.end.saturating_sub(base) as usize).clamp(start.min(hay.len()), hay.len());
+    let value = &hay[start.min(hay.len())..end];
+    let visible = if cut {
+        0
+    } else if finding.kind == Kind::PrivateKey {
         // `-----BEGIN RSA PRIVATE KEY-----`: the header names the key's type only.
         value
             .get(5..)
@@ -27,8 +31,8 @@ fn mask(detector: &Detector, hay: &[u8], finding: &Finding, base: u64) -> String
 }
 
 /// One line of text around `finding`, found in `hay` (which starts at stream offset
-/// `base`), with the finding and every one of `all` that the line shows masked, and control
-/// and invisible characters replaced: what a report may print.
+/// `base`), with the finding and every one of `all` (sorted by start) that the line shows
+/// masked, and control and invisible characters replaced: what a report may print.
 pub fn excerpt(
     detector: &Detector,
     hay: &[u8],
@@ -39,9 +43,28 @@ pub fn excerpt(
     let start = (finding.start.saturating_sub(base) as usize).min(hay.len());
     let line_start = memchr::memrchr(b'\n', &hay[..start]).map_or(0, |i| i + 1);
     let line_end = memchr::memchr(b'\n', &hay[start..]).map_or(hay.len(), |i| start + i);
-    let end = ((finding.end.saturating_sub(base)) as usize).clamp(start, line_end);
+    let end = (finding.end.saturating_sub(base) as usize).clamp(start, line_end);
     let from = line_start.max(start.saturating_sub(CONTEXT));
     let to = line_end.min(end + CONTEXT);
+    // The findings this window shows: those starting before its end and ending after its
+    // start. `all` is sorted by start and one detector's findings do not overlap, so they
+    // are the last few before the window's end (a binary search, then a short walk back:
+    // a block with many findings stays linear).
+    let (window_from, window_to) = (base + from as u64, base + to as u64);
+    let first = all.partition_point(|f| f.start < window_to);
+    let mut shown: Vec<&Finding> = Vec::new();
+    let mut misses = 0;
+    for f in all[..first].iter().rev() {
+        if f.end > window_from {
+            shown.push(f);
+            misses = 0;
+        } else {
+            misses += 1;
+            if misses > 8 {
+                break;
+            }
+        }
+    }
     let mut out = String::new();
     if from > line_start {
         out.push('…');
@@ -49,19 +72,13 @@ pub fn excerpt(
     let mut at = from;
     let mut plain = Vec::new();
     while at < to {
-        let covering = all.iter().find(|f| {
-            let (s, e) = (
-                f.start.saturating_sub(base) as usize,
-                f.end.saturating_sub(base) as usize,
-            );
-            s <= at && at < e && f.start >= base
-        });
-        match covering {
+        let here = base + at as u64;
+        match shown.iter().find(|f| f.start <= here && here < f.end) {
             Some(f) => {
                 out.push_str(&cordon_types::printable(&String::from_utf8_lossy(&plain)));
                 plain.clear();
                 out.push_str(&cordon_types::printable(&mask(detector, hay, f, base)));
-                at = ((f.end - base) as usize).max(at + 1);
+                at = (f.end.saturating_sub(base) as usize).max(at + 1);
             }
             None => {
                 plain.push(hay[at]);

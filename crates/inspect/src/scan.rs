@@ -53,6 +53,11 @@ impl LineCounter {
 #[derive(Debug)]
 pub struct Scanner<'d> {
     detector: &'d Detector,
+    /// Findings masked in excerpts though not reported (what the standard rules find when
+    /// `detector` runs only some).
+    masker: Option<&'d Detector>,
+    /// Findings of the last block that run on into this one: masked in its excerpts.
+    carried: Vec<Finding>,
     buf: Vec<u8>,
     /// Stream offset of `buf[0]`.
     base: u64,
@@ -67,11 +72,21 @@ impl<'d> Scanner<'d> {
     pub fn new(detector: &'d Detector) -> Self {
         Self {
             detector,
+            masker: None,
+            carried: Vec::new(),
             buf: Vec::new(),
             base: 0,
             line: 1,
             reported_to: 0,
         }
+    }
+
+    /// The same scanner masking, in its excerpts, everything `masker` finds too (scans that
+    /// report only some kinds must not print the others).
+    #[must_use]
+    pub fn masking(mut self, masker: &'d Detector) -> Self {
+        self.masker = Some(masker);
+        self
     }
 
     /// Adds `data` to the stream, calling `found` for each finding now complete.
@@ -112,6 +127,29 @@ impl<'d> Scanner<'d> {
                 confidence: v.confidence,
             });
         });
+        // What excerpts mask: these findings, the masker's, and the last block's that run
+        // into this one; sorted by start.
+        let mut masked: Vec<Finding> = self
+            .carried
+            .iter()
+            .filter(|f| f.end > base)
+            .copied()
+            .chain(all.iter().copied())
+            .collect();
+        if let Some(masker) = self.masker {
+            let mut lines = LineCounter::starting(self.line);
+            masker.each(buf, |rule, kind, v| {
+                masked.push(Finding {
+                    kind,
+                    rule,
+                    start: base + v.start as u64,
+                    end: base + v.end as u64,
+                    line: lines.line_at(buf, v.start),
+                    confidence: v.confidence,
+                });
+            });
+        }
+        masked.sort_by_key(|f| f.start);
         for finding in &all {
             if finding.start < self.reported_to || finding.start >= self.base + owned as u64 {
                 continue;
@@ -121,10 +159,12 @@ impl<'d> Scanner<'d> {
                 detector: self.detector,
                 buf: &self.buf,
                 base: self.base,
-                all: &all,
+                all: &masked,
             });
             self.reported_to = finding.end;
         }
+        let next_base = self.base + owned as u64;
+        self.carried = masked.into_iter().filter(|f| f.end > next_base).collect();
         if !last {
             self.line += memchr::memchr_iter(b'\n', &self.buf[..owned]).count() as u64;
             self.buf.drain(..owned);
@@ -175,7 +215,26 @@ pub fn scan_reader(
     binary: bool,
     found: &mut dyn FnMut(&Found<'_>),
 ) -> std::io::Result<Summary> {
+    scan_reader_masking(detector, None, reader, limit, binary, found)
+}
+
+/// As [`scan_reader`], masking in excerpts what `masker` finds too ([`Scanner::masking`]).
+///
+/// # Errors
+///
+/// As [`scan_reader`].
+pub fn scan_reader_masking(
+    detector: &Detector,
+    masker: Option<&Detector>,
+    reader: &mut dyn Read,
+    limit: Option<u64>,
+    binary: bool,
+    found: &mut dyn FnMut(&Found<'_>),
+) -> std::io::Result<Summary> {
     let mut scanner = Scanner::new(detector);
+    if let Some(masker) = masker {
+        scanner = scanner.masking(masker);
+    }
     let mut summary = Summary::default();
     let mut buf = vec![0u8; 64 << 10];
     let mut first = true;

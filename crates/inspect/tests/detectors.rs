@@ -350,3 +350,42 @@ fn binary_and_huge_input() {
     bytes.extend_from_slice(&[b' ', 0xc3]);
     assert_eq!(detector().find(&bytes).len(), 1);
 }
+
+#[test]
+fn excerpts_mask_a_secret_that_began_in_the_block_before() {
+    // An AWS secret that begins just before the first 1 MiB block ends, a token right after
+    // it: the token's excerpt (in the next block) shows neither.
+    let mut text = String::new();
+    while text.len() < (1 << 20) - 40 {
+        text.push_str("filler filler filler filler filler filler\n");
+    }
+    text.truncate((1 << 20) - 30);
+    text.push('\n');
+    text.push_str(&format!(
+        "aws_secret_access_key = {AWS_SECRET} {GITHUB} end\n"
+    ));
+    text.push_str(&"tail line\n".repeat(5000));
+    let mut scanner = Scanner::new(detector());
+    let mut seen = Vec::new();
+    for chunk in text.as_bytes().chunks(4096) {
+        scanner.push(chunk, &mut |f| seen.push((f.finding.rule, f.excerpt())));
+    }
+    scanner.finish(&mut |f| seen.push((f.finding.rule, f.excerpt())));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (_, excerpt) in &seen {
+        assert!(!excerpt.contains(&AWS_SECRET[20..]), "{excerpt}");
+        assert!(!excerpt.contains(&GITHUB[4..]), "{excerpt}");
+    }
+}
+
+#[test]
+fn a_scan_of_some_kinds_masks_every_kind_it_prints() {
+    let text = format!("mail ann@corp-mail.com token {GITHUB}\n");
+    let emails = Detector::new(&Selection::parse(&["email"]).unwrap()).unwrap();
+    let mut scanner = Scanner::new(&emails).masking(detector());
+    let mut seen = Vec::new();
+    scanner.push(text.as_bytes(), &mut |f| seen.push(f.excerpt()));
+    scanner.finish(&mut |f| seen.push(f.excerpt()));
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].contains(&GITHUB[4..]), "{}", seen[0]);
+}

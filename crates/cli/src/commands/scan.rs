@@ -177,8 +177,9 @@ impl ScanCommand {
             }
             for (path, why) in &report.errors {
                 eprintln!(
-                    "warning: cannot read `{}`: {why}",
-                    cordon_types::printable(&path.display().to_string())
+                    "warning: cannot read `{}`: {}",
+                    cordon_types::printable(&path.display().to_string()),
+                    cordon_types::printable(why)
                 );
             }
             let files_with: std::collections::BTreeSet<_> =
