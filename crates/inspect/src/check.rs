@@ -103,6 +103,19 @@ pub(crate) fn random(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
     not_example(hit, confidence)
 }
 
+/// HTTP Basic credentials: base64 of `user:password`, printable, with a password.
+pub(crate) fn basic_auth(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(hit.value())
+        .ok()?;
+    let colon = memchr::memchr(b':', &decoded)?;
+    let printable = decoded.iter().all(|b| (0x20..0x7f).contains(b));
+    if !printable || colon + 1 >= decoded.len() || is_placeholder(&decoded[colon + 1..]) {
+        return None;
+    }
+    hit.keep(confidence)
+}
+
 /// An opaque bearer credential (`Authorization: Bearer ...`): random enough, not a
 /// placeholder. A JWT or a known token in its place is reported by its own rule.
 pub(crate) fn bearer(hit: &Hit<'_>, confidence: Confidence) -> Option<Verdict> {

@@ -85,8 +85,8 @@ impl Redaction {
     /// [`Blocked`] when it holds a kind a `block_if` names.
     pub fn apply(&self, data: &[u8], encoding: Encoding) -> std::result::Result<Redacted, Blocked> {
         let redacted = match encoding {
-            Encoding::Plain => self.detector.redact(data),
-            Encoding::Percent => self.percent(data),
+            Encoding::Plain => self.decoded(data, ("[REDACTED:", "]")),
+            Encoding::Percent => self.decoded(data, ("%5BREDACTED%3A", "%5D")),
         };
         if let Some(block) = &self.block {
             let mut kinds: Vec<Kind> = redacted
@@ -132,9 +132,10 @@ impl Redaction {
         blocked.map_or(Ok(()), Err)
     }
 
-    /// Searches the percent-decoded view of `data` and replaces, in `data`, the bytes each
-    /// finding came from.
-    fn percent(&self, data: &[u8]) -> Redacted {
+    /// Searches the decoded view of `data` (`%XX` escapes, and the JSON escapes `\/` and
+    /// `\u00XX`, taken for what they stand for: an escape hides nothing) and replaces, in
+    /// `data`, the bytes each finding came from with `open`, the kind, `close`.
+    fn decoded(&self, data: &[u8], (open, close): (&str, &str)) -> Redacted {
         let mut decoded = Vec::with_capacity(data.len());
         // For each decoded byte, the range of `data` it came from.
         let mut origin: Vec<(usize, usize)> = Vec::with_capacity(data.len());
@@ -149,6 +150,24 @@ impl Redaction {
                     continue;
                 }
             }
+            if data[i] == b'\\' && data.get(i + 1) == Some(&b'/') {
+                decoded.push(b'/');
+                origin.push((i, i + 2));
+                i += 2;
+                continue;
+            }
+            if data[i] == b'\\' && data.get(i + 1) == Some(&b'u') && i + 5 < data.len() {
+                let digits = &data[i + 2..i + 6];
+                let code = digits
+                    .iter()
+                    .try_fold(0u32, |n, &b| hex(b).map(|d| n * 16 + d));
+                if let Some(code @ 0x20..=0x7e) = code {
+                    decoded.push(code as u8);
+                    origin.push((i, i + 6));
+                    i += 6;
+                    continue;
+                }
+            }
             decoded.push(data[i]);
             origin.push((i, i + 1));
             i += 1;
@@ -160,7 +179,7 @@ impl Redaction {
             (start, end, f.kind)
         });
         Redacted {
-            data: crate::detector::replace_spans(data, spans, ("%5BREDACTED%3A", "%5D")),
+            data: crate::detector::replace_spans(data, spans, (open, close)),
             findings,
         }
     }
@@ -191,6 +210,23 @@ mod tests {
         );
         assert!(redact(&[], &[]).apply(b"%", Encoding::Percent).is_ok());
         assert!(redact(&[], &[]).apply(b"%4", Encoding::Percent).is_ok());
+    }
+
+    #[test]
+    fn json_escapes_hide_nothing() {
+        let body = [
+            "{\"secret\": \"aws_secret_access_key=wJalrXUtnFEMI\\/K7MDENG\\/bPxRfiCYzAb3Kq9Lm2\",",
+            " \"t\": \"gh\\u0070_u8jzPde0IgxLd6GncfBAepfJBd0Kh8024xXH\"}",
+        ]
+        .concat();
+        let r = redact(&[], &[])
+            .apply(body.as_bytes(), Encoding::Plain)
+            .unwrap();
+        let text = String::from_utf8(r.data).unwrap();
+        assert!(
+            !text.contains("bPxRfiCYzAb3Kq9Lm2") && !text.contains("u8jzPde0IgxLd6"),
+            "{text}"
+        );
     }
 
     #[test]

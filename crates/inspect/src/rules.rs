@@ -287,6 +287,14 @@ pub(crate) static RULES: &[Rule] = &[
         0,
     ),
     rule(
+        "basic-auth",
+        Kind::UrlCredentials,
+        r"(?i:basic)[ \t]{1,4}(?P<s>[A-Za-z0-9+/]{8,1024}={0,2})",
+        High,
+        check::basic_auth,
+        0,
+    ),
+    rule(
         "bearer-token",
         Kind::GenericSecret,
         r"(?i:bearer)[ \t]{1,4}(?P<s>[A-Za-z0-9._~+/-]{16,}=*)",

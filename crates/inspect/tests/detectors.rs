@@ -191,6 +191,13 @@ fn credentials_in_urls_and_assignments() {
         "api_key = \"q8Xz3LmP0vR7tY2wK9sD\"",
         "q8Xz3LmP0vR7tY2wK9sD",
     );
+    // `Authorization: Basic base64(deploy:S3cr3t-pass)`.
+    assert_finds(
+        "basic-auth",
+        "Authorization: Basic ZGVwbG95OlMzY3IzdC1wYXNz",
+        "ZGVwbG95OlMzY3IzdC1wYXNz",
+    );
+    assert_none("a basic question about it");
     assert_none("password = get_password()\ntoken: \"your_token_here\"\nsecret_name = self.config.password_field");
     // A known token assigned to a secret-looking name is reported as the token.
     assert_finds("github-token", &format!("GITHUB_TOKEN={GITHUB}"), GITHUB);
