@@ -597,6 +597,8 @@ fn adversarial() {
             repeat("ann.lee@corp-mail.com\n"),
         ),
         ("`Bearer ` repeated", repeat("Bearer ")),
+        ("`1234567890124.` repeated", repeat("1234567890124.")),
+        ("AWS key ids joined by `.`", repeat("AKIAQYLPMN5HHHFPZAM2.")),
     ];
     println!("adversarial inputs (1 MiB each, one thread):");
     for (name, text) in inputs {

@@ -92,7 +92,14 @@ struct Compiled {
 /// shared [`Detector::standard`]; both are cheap to search from many threads.
 #[derive(Debug)]
 pub struct Detector {
+    /// Every rule but e-mail addresses, as one automaton (pattern `p` is rule
+    /// `pattern_rule[p]`).
     combined: Regex,
+    pattern_rule: Vec<usize>,
+    /// The e-mail rule, if selected: found from each `@` instead (its local part is a
+    /// class so broad that, in the automaton, it would run on to the end of every long run
+    /// of letters, digits and dots, once for each candidate of another rule in it).
+    email: Option<usize>,
     /// The same patterns, every one reported: which rules can match at a position.
     candidates: Regex,
     rules: Vec<Compiled>,
@@ -171,6 +178,8 @@ impl Detector {
     pub fn new(selection: &Selection) -> Result<Self> {
         let mut rules = Vec::with_capacity(selection.rules.len() + selection.custom.len());
         let mut patterns = Vec::with_capacity(rules.capacity());
+        let mut pattern_rule = Vec::with_capacity(rules.capacity());
+        let mut email = None;
         for &i in &selection.rules {
             let rule = &RULES[i];
             let regex = builder()
@@ -179,7 +188,12 @@ impl Detector {
                     pattern: rule.pattern.to_owned(),
                     source: Box::new(e),
                 })?;
-            patterns.push(rule.pattern.replace("(?P<s>", "(?:"));
+            if rule.id == "email" {
+                email = Some(rules.len());
+            } else {
+                pattern_rule.push(rules.len());
+                patterns.push(rule.pattern.replace("(?P<s>", "(?:"));
+            }
             rules.push(Compiled {
                 id: rule.id,
                 kind: rule.kind,
@@ -195,6 +209,7 @@ impl Detector {
                 source: Box::new(e),
             })?;
             // The custom pattern's own groups are left alone; it is matched whole.
+            pattern_rule.push(rules.len());
             patterns.push(format!("(?:{pattern})"));
             rules.push(Compiled {
                 id: "custom",
@@ -225,6 +240,8 @@ impl Detector {
         })?;
         Ok(Self {
             combined,
+            pattern_rule,
+            email,
             candidates,
             rules,
         })
@@ -280,7 +297,7 @@ impl Detector {
         self.matching_at(hay, start, set);
         let matching: Vec<usize> = set
             .iter()
-            .map(|p| p.as_usize())
+            .map(|p| self.pattern_rule[p.as_usize()])
             .filter(|&i| i >= first)
             .collect();
         let mut value_at = None;
@@ -293,7 +310,10 @@ impl Detector {
             };
             if self.rules[i].kind == Kind::GenericSecret && verdict.start != start {
                 self.matching_at(hay, verdict.start, set);
-                let others: Vec<usize> = set.iter().map(|p| p.as_usize()).collect();
+                let others: Vec<usize> = set
+                    .iter()
+                    .map(|p| self.pattern_rule[p.as_usize()])
+                    .collect();
                 let specific = others
                     .into_iter()
                     .filter(|&j| self.rules[j].kind != Kind::GenericSecret)
@@ -340,18 +360,19 @@ impl Detector {
     pub(crate) fn each(&self, hay: &[u8], mut found: impl FnMut(&'static str, Kind, Verdict)) {
         let mut caps: Vec<Option<Captures>> = Vec::new();
         caps.resize_with(self.rules.len(), || None);
-        let mut set = PatternSet::new(self.rules.len());
+        let mut set = PatternSet::new(self.pattern_rule.len().max(1));
+        let mut verdicts: Vec<(usize, Verdict)> = Vec::new();
         let mut pos = 0;
-        while pos < hay.len() {
+        while pos < hay.len() && !self.pattern_rule.is_empty() {
             let input = Input::new(hay).span(pos..hay.len());
             let Some(m) = self.combined.search(&input) else {
                 break;
             };
             let start = m.start();
-            match self.try_at(hay, start, m.pattern().as_usize(), &mut caps, &mut set) {
+            let first = self.pattern_rule[m.pattern().as_usize()];
+            match self.try_at(hay, start, first, &mut caps, &mut set) {
                 Ok((i, verdict)) => {
-                    let rule = &self.rules[i];
-                    found(rule.id, rule.kind, verdict);
+                    verdicts.push((i, verdict));
                     pos = verdict.end.max(start + 1);
                 }
                 // Nothing here. An assignment that is not a secret may assign one a specific
@@ -359,6 +380,30 @@ impl Detector {
                 // anything else is passed whole, so no byte is searched twice over.
                 Err(value) => pos = value.unwrap_or(m.end()).max(start + 1),
             }
+        }
+        if let Some(email) = self.email {
+            let ordered = verdicts.is_empty();
+            for at in memchr::memchr_iter(b'@', hay) {
+                let Some(start) = email_start(hay, at) else {
+                    continue;
+                };
+                if let Some(verdict) = self.run_rule(email, hay, start, &mut caps) {
+                    verdicts.push((email, verdict));
+                }
+            }
+            if !ordered {
+                verdicts.sort_by_key(|(_, v)| v.start);
+            }
+        }
+        // In order, none overlapping the one before (the earlier start wins).
+        let mut end = 0;
+        for (i, verdict) in verdicts {
+            if verdict.start < end {
+                continue;
+            }
+            end = verdict.end;
+            let rule = &self.rules[i];
+            found(rule.id, rule.kind, verdict);
         }
     }
 
@@ -409,6 +454,23 @@ pub(crate) fn replace_spans(
     }
     out.extend_from_slice(&data[at..]);
     out
+}
+
+/// Where the e-mail address whose `@` is at `at` would begin: at most 64 characters of
+/// its local part back, at a word boundary as the rule's `\b` asks; `None` when there is
+/// no local part.
+fn email_start(hay: &[u8], at: usize) -> Option<usize> {
+    let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut start = at;
+    while start > 0 && at - start < 64 && local(hay[start - 1]) {
+        start -= 1;
+    }
+    // The boundary: a word character may not follow another one.
+    while start < at && start > 0 && word(hay[start]) && word(hay[start - 1]) {
+        start += 1;
+    }
+    (start < at).then_some(start)
 }
 
 /// How many findings of each kind: what a policy may see of them.
