@@ -44,8 +44,11 @@ fn reason_phrase(code: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         408 => "Request Timeout",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
         _ => "Error",
@@ -851,15 +854,20 @@ where
             .await
             .map_err(|e| answer(400, e.to_string()))?;
     }
-    let body = read_whole_body(reader, framing, MAX_REDACTED_BODY)
-        .await
-        .map_err(|cut| match cut {
-            Cut::Refused(why) => refuse(
-                413,
-                format!("the policy asks to redact this request, and {why}; refused"),
-            ),
-            other => answer(400, format!("cannot read the request body: {other:?}")),
-        })?;
+    // A body that stalls holds memory: it has the idle timeout to arrive whole.
+    let body = tokio::time::timeout(
+        proxy.options().idle_timeout,
+        read_whole_body(reader, framing, MAX_REDACTED_BODY),
+    )
+    .await
+    .map_err(|_| answer(408, "cordon: the request body did not arrive in time"))?
+    .map_err(|cut| match cut {
+        Cut::Refused(why) => refuse(
+            413,
+            format!("the policy asks to redact this request, and {why}; refused"),
+        ),
+        other => answer(400, format!("cannot read the request body: {other:?}")),
+    })?;
     let form = request.headers.all("content-type").any(|v| {
         String::from_utf8_lossy(v)
             .to_ascii_lowercase()
@@ -910,8 +918,14 @@ async fn read_whole_body<R: AsyncBufRead + Unpin>(
             if n > max {
                 return Err(too_large());
             }
-            body.resize(usize::try_from(n).map_err(|_| too_large())?, 0);
-            from.read_exact(&mut body).await.map_err(Cut::Io)?;
+            let read = (&mut *from)
+                .take(n)
+                .read_to_end(&mut body)
+                .await
+                .map_err(Cut::Io)?;
+            if read as u64 != n {
+                return Err(Cut::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
         }
         Framing::Chunked => {
             let mut line = Vec::new();
@@ -929,12 +943,19 @@ async fn read_whole_body<R: AsyncBufRead + Unpin>(
                         }
                     }
                 }
-                if body.len() as u64 + size > max {
+                let total = (body.len() as u64).checked_add(size).filter(|&t| t <= max);
+                if total.is_none() {
                     return Err(too_large());
                 }
-                let at = body.len();
-                body.resize(at + size as usize, 0);
-                from.read_exact(&mut body[at..]).await.map_err(Cut::Io)?;
+                // Read as it comes, not allocated ahead on the sender's word.
+                let read = (&mut *from)
+                    .take(size)
+                    .read_to_end(&mut body)
+                    .await
+                    .map_err(Cut::Io)?;
+                if read as u64 != size {
+                    return Err(Cut::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
                 let mut end = [0u8; 2];
                 from.read_exact(&mut end).await.map_err(Cut::Io)?;
                 if &end != b"\r\n" {

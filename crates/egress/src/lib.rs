@@ -272,7 +272,13 @@ impl Proxy {
         });
         if matches!(host, Host::Name(_)) {
             let gate = Arc::clone(self.gate());
-            let (r, c) = (resource.clone(), context.clone());
+            // Whether the name may be looked up is decided on the name: the request's
+            // method and path (which a later decision may redact) are not part of it.
+            let mut r = resource.clone();
+            if let Some(r) = r.as_object_mut() {
+                r.remove("http");
+            }
+            let c = context.clone();
             let verdict = tokio::task::spawn_blocking(move || gate.may_resolve(r, c))
                 .await
                 .unwrap_or_else(|_| Decision::deny("the policy decision failed"));

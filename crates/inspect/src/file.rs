@@ -182,8 +182,13 @@ pub struct Classifier {
     levels: BTreeMap<Kind, Sensitivity>,
     max_bytes: u64,
     binary: bool,
-    cache: Mutex<HashMap<(u64, u64), (Stamp, Classification)>>,
+    /// By file and the path it was reached by (a path rule depends on the path, and one
+    /// file may have several).
+    cache: Mutex<HashMap<CacheKey, (Stamp, Classification)>>,
 }
+
+/// A file (device, inode) and the path it was reached by.
+type CacheKey = (u64, u64, PathBuf);
 
 /// What identifies one version of a file's content and label.
 type Stamp = (u64, i64, i64, i64, i64);
@@ -265,10 +270,11 @@ impl Classifier {
                 return result;
             }
         };
-        let key = file
+        let (dev, ino) = file
             .metadata()
             .map(|m| (m.dev(), m.ino()))
             .unwrap_or_default();
+        let key = (dev, ino, path.to_path_buf());
         if let Some(cached) = self.cache.lock().ok().and_then(|c| {
             c.get(&key)
                 .filter(|(s, _)| *s == stamp)
@@ -429,8 +435,12 @@ pub fn scan_tree(
             };
             // What the file holds when it is opened: one that grows meanwhile is read up to
             // there.
+            // (A file that says it is empty, as those of /proc do, is read to its end.)
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let limit = options.max_filesize.map_or(size, |max| max.min(size));
+            let limit = match (size, options.max_filesize) {
+                (0, max) => max,
+                (size, max) => Some(max.map_or(size, |max| max.min(size))),
+            };
             let mut found = Vec::new();
             let mut more = 0u64;
             let mut reader = &file;
@@ -438,7 +448,7 @@ pub fn scan_tree(
                 detector,
                 masker,
                 &mut reader,
-                Some(limit),
+                limit,
                 options.binary,
                 &mut |f| {
                     if found.len() < TreeReport::KEPT {

@@ -65,6 +65,26 @@ pub fn excerpt(
             }
         }
     }
+    // A second copy of a value found, unreported (`backup = <the same key>`), is hidden too.
+    let values: Vec<&[u8]> = shown
+        .iter()
+        .chain(std::iter::once(&finding))
+        .filter(|f| f.start >= base)
+        .map(|f| {
+            let s = (f.start - base) as usize;
+            &hay[s.min(hay.len())..((f.end - base) as usize).min(hay.len())]
+        })
+        .filter(|v| v.len() >= 8)
+        .collect();
+    let hide = |plain: &mut Vec<u8>| {
+        for value in &values {
+            let mut at = 0;
+            while let Some(i) = memchr::memmem::find(&plain[at..], value) {
+                plain[at + i..at + i + value.len()].fill(b'*');
+                at += i + value.len();
+            }
+        }
+    };
     let mut out = String::new();
     if from > line_start {
         out.push('…');
@@ -75,6 +95,7 @@ pub fn excerpt(
         let here = base + at as u64;
         match shown.iter().find(|f| f.start <= here && here < f.end) {
             Some(f) => {
+                hide(&mut plain);
                 out.push_str(&cordon_types::printable(&String::from_utf8_lossy(&plain)));
                 plain.clear();
                 out.push_str(&cordon_types::printable(&mask(detector, hay, f, base)));
@@ -86,6 +107,7 @@ pub fn excerpt(
             }
         }
     }
+    hide(&mut plain);
     out.push_str(&cordon_types::printable(&String::from_utf8_lossy(&plain)));
     if to < line_end {
         out.push('…');

@@ -396,3 +396,46 @@ fn a_scan_of_some_kinds_masks_every_kind_it_prints() {
     assert_eq!(seen.len(), 1);
     assert!(!seen[0].contains(&GITHUB[4..]), "{}", seen[0]);
 }
+
+#[test]
+fn an_unreported_copy_of_a_value_found_is_hidden_in_excerpts() {
+    let text = format!("key={AWS_ID} backup={AWS_ID}x\n");
+    let mut scanner = Scanner::new(detector());
+    let mut seen = Vec::new();
+    scanner.push(text.as_bytes(), &mut |f| seen.push(f.excerpt()));
+    scanner.finish(&mut |f| seen.push(f.excerpt()));
+    assert!(!seen.is_empty());
+    for excerpt in &seen {
+        assert!(!excerpt.contains(&AWS_ID[4..]), "{excerpt}");
+    }
+}
+
+#[test]
+fn a_path_rule_follows_the_path_not_the_file() {
+    use cordon_inspect::file::{Classifier, PathRule, Source};
+    use cordon_types::Sensitivity;
+    let dir = std::env::temp_dir().join(format!("cordon-classify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    fs_err::create_dir_all(dir.join("finance")).unwrap();
+    fs_err::write(dir.join("finance/plan.txt"), "quarterly plan").unwrap();
+    fs_err::hard_link(dir.join("finance/plan.txt"), dir.join("a.txt")).unwrap();
+    let rule = PathRule::new(
+        &format!("{}/finance/**", dir.display()),
+        Sensitivity::Confidential,
+        None,
+    )
+    .unwrap();
+    let classifier = Classifier::new(vec![rule], Default::default(), 1 << 20, false);
+    // The second name first: cached, it must not decide for the first.
+    let other = classifier.classify(detector(), &dir.join("a.txt"));
+    let ruled = classifier.classify(detector(), &dir.join("finance/plan.txt"));
+    assert_eq!(
+        (other.source, other.sensitivity),
+        (Source::Default, Sensitivity::Internal)
+    );
+    assert_eq!(
+        (ruled.source, ruled.sensitivity),
+        (Source::Path, Sensitivity::Confidential)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,15 +164,28 @@ fn redact(
         parts.uri = http::Uri::from_parts(uri)
             .map_err(|e| refuse(format!("the redacted URL is not valid: {e}")))?;
     }
-    for value in parts.headers.values_mut() {
+    // Each header as one line, as the egress proxy sees it, so a name that says what the
+    // value is (`X-Api-Key: ...`) is seen with it.
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let line = [name.as_str().as_bytes(), b": ", value.as_bytes()].concat();
         let redacted = redaction
-            .apply(value.as_bytes(), Encoding::Percent)
+            .apply(&line, Encoding::Percent)
             .map_err(|b| blocked("a request header", b))?;
-        if !redacted.findings.is_empty() {
-            *value = http::HeaderValue::from_bytes(&redacted.data)
-                .map_err(|e| refuse(format!("the redacted header is not valid: {e}")))?;
-        }
+        let (name, value) = match redacted.data.windows(2).position(|w| w == b": ") {
+            Some(at) => (
+                redacted.data[..at].to_vec(),
+                redacted.data[at + 2..].to_vec(),
+            ),
+            None => (b"x-cordon-redacted".to_vec(), redacted.data.clone()),
+        };
+        let name = http::HeaderName::from_bytes(&name)
+            .map_err(|e| refuse(format!("the redacted header is not valid: {e}")))?;
+        let value = http::HeaderValue::from_bytes(&value)
+            .map_err(|e| refuse(format!("the redacted header is not valid: {e}")))?;
+        headers.append(name, value);
     }
+    parts.headers = headers;
     let form = parts
         .headers
         .get(http::header::CONTENT_TYPE)

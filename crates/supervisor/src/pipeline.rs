@@ -484,7 +484,7 @@ fn redact_input(input: &mut Value, decision: Decision) -> Decision {
         }
     }
     let mut blocked = None;
-    for key in ["resource", "result"] {
+    for key in ["resource", "result", "subject", "context"] {
         if let Some(part) = input.get_mut(key) {
             walk(part, Encoding::Plain, &redaction, &mut blocked);
         }

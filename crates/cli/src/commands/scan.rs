@@ -143,7 +143,7 @@ impl ScanCommand {
                 .iter()
                 .map(|f| {
                     json!({
-                        "path": f.path, "line": f.finding.line, "kind": f.finding.kind,
+                        "path": f.path.to_string_lossy(), "line": f.finding.line, "kind": f.finding.kind,
                         "rule": f.finding.rule, "confidence": f.finding.confidence,
                         "start": f.finding.start, "end": f.finding.end, "excerpt": f.excerpt,
                     })
@@ -152,7 +152,7 @@ impl ScanCommand {
             let errors: Vec<_> = report
                 .errors
                 .iter()
-                .map(|(path, why)| json!({"path": path, "error": why}))
+                .map(|(path, why)| json!({"path": path.to_string_lossy(), "error": why}))
                 .collect();
             let doc = json!({
                 "findings": findings, "more": report.more, "files": report.files,

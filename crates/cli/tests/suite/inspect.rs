@@ -119,6 +119,24 @@ fn scan_reports_masked_findings_and_never_the_value() {
     assert!(stderr(&out).contains("--list-rules"), "{}", stderr(&out));
     let out = home.run(&["scan", "missing-dir"], "");
     assert_eq!(out.status.code(), Some(2));
+
+    // A file name that is not UTF-8: the JSON report is still one valid document.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = home
+        .workspace()
+        .join(std::ffi::OsStr::from_bytes(b"odd-\xff.env"));
+    fs_err::write(&odd, format!("T={}\n", github())).unwrap();
+    let out = home.run(&["scan", "--json", "--no-ignore"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(json(&out)["findings"].as_array().unwrap().len() >= 3);
+
+    // A file that says it is empty (as /proc's do) is read to its end.
+    let out = home
+        .cordon(&["scan", "--binary", "/proc/self/environ"])
+        .env("DEPLOY_KEY", aws_id())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
 #[test]
@@ -281,7 +299,7 @@ fn eval_shows_and_records_the_request_as_it_may_leave() {
     .unwrap();
     let policy = dir.display().to_string();
     let prompt = format!("deploy with {} and mail ann@corp-mail.com", aws_id());
-    let request = json!({"capability": "infer", "action": "send", "resource": {"host": "api.model.example", "prompt": prompt}});
+    let request = json!({"capability": "infer", "action": "send", "resource": {"host": "api.model.example", "prompt": prompt}, "context": {"note": format!("retry with {}", aws_id())}});
     let out = home.run(&["eval", "--policy", &policy], &request.to_string());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let decision = json(&out);

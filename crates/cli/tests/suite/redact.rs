@@ -138,6 +138,11 @@ fn plain_http_uploads_leave_redacted_and_blocked_ones_not_at_all() {
         key.len()
     );
     assert_eq!(send(&proxy, &blocked), "HTTP/1.1 403 Forbidden");
+    // A chunk size at the edge of u64 after a first chunk: refused, and the proxy goes on.
+    let huge = format!(
+        "POST http://{target}/huge HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nFFFFFFFFFFFFFFFF\r\n"
+    );
+    assert_eq!(send(&proxy, &huge), "HTTP/1.1 413 Payload Too Large");
     // A tunnel cannot be redacted: refused.
     let tunnel =
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
