@@ -50,6 +50,7 @@ fn reason_phrase(code: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
     }
@@ -844,6 +845,14 @@ where
             ));
         }
     }
+    // At most four bodies are held for redaction at once (each up to 16 MiB, with the
+    // search's own copies); the others wait their turn.
+    static REDACTING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let _turn = REDACTING
+        .get_or_init(|| tokio::sync::Semaphore::new(4))
+        .acquire()
+        .await
+        .map_err(|_| answer(503, "cordon: the proxy is shutting down"))?;
     let expects_continue = request
         .headers
         .all("expect")

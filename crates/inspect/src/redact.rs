@@ -136,23 +136,27 @@ impl Redaction {
     /// `\u00XX`, taken for what they stand for: an escape hides nothing) and replaces, in
     /// `data`, the bytes each finding came from with `open`, the kind, `close`.
     fn decoded(&self, data: &[u8], (open, close): (&str, &str)) -> Redacted {
+        if u32::try_from(data.len()).is_err() {
+            return self.detector.redact(data);
+        }
         let mut decoded = Vec::with_capacity(data.len());
-        // For each decoded byte, the range of `data` it came from.
-        let mut origin: Vec<(usize, usize)> = Vec::with_capacity(data.len());
+        // For each decoded byte, where in `data` it came from (it runs to where the next one
+        // came from): four bytes a byte.
+        let mut origin: Vec<u32> = Vec::with_capacity(data.len());
         let mut i = 0;
         while i < data.len() {
             let hex = |b: u8| (b as char).to_digit(16);
             if data[i] == b'%' && i + 2 < data.len() {
                 if let (Some(hi), Some(lo)) = (hex(data[i + 1]), hex(data[i + 2])) {
                     decoded.push((hi * 16 + lo) as u8);
-                    origin.push((i, i + 3));
+                    origin.push(i as u32);
                     i += 3;
                     continue;
                 }
             }
             if data[i] == b'\\' && data.get(i + 1) == Some(&b'/') {
                 decoded.push(b'/');
-                origin.push((i, i + 2));
+                origin.push(i as u32);
                 i += 2;
                 continue;
             }
@@ -163,21 +167,20 @@ impl Redaction {
                     .try_fold(0u32, |n, &b| hex(b).map(|d| n * 16 + d));
                 if let Some(code @ 0x20..=0x7e) = code {
                     decoded.push(code as u8);
-                    origin.push((i, i + 6));
+                    origin.push(i as u32);
                     i += 6;
                     continue;
                 }
             }
             decoded.push(data[i]);
-            origin.push((i, i + 1));
+            origin.push(i as u32);
             i += 1;
         }
         let findings = self.detector.find(&decoded);
-        let spans = findings.iter().map(|f| {
-            let start = origin[f.start as usize].0;
-            let end = origin[(f.end as usize).saturating_sub(1).max(f.start as usize)].1;
-            (start, end, f.kind)
-        });
+        let from = |k: usize| origin.get(k).map_or(data.len(), |&o| o as usize);
+        let spans = findings
+            .iter()
+            .map(|f| (from(f.start as usize), from(f.end as usize), f.kind));
         Redacted {
             data: crate::detector::replace_spans(data, spans, (open, close)),
             findings,
