@@ -255,6 +255,23 @@ impl Detector {
             .map_or(0, |r| r.visible)
     }
 
+    /// Rule `i`'s match anchored at `start`, with its groups.
+    fn captures_at<'c>(
+        &self,
+        i: usize,
+        hay: &[u8],
+        start: usize,
+        caps: &'c mut [Option<Captures>],
+    ) -> &'c Captures {
+        let rule = &self.rules[i];
+        let caps = caps[i].get_or_insert_with(|| rule.regex.create_captures());
+        let input = Input::new(hay)
+            .span(start..hay.len())
+            .anchored(Anchored::Yes);
+        rule.regex.search_captures(&input, caps);
+        caps
+    }
+
     /// Tries rule `i` anchored at `start`.
     fn run_rule(
         &self,
@@ -264,11 +281,7 @@ impl Detector {
         caps: &mut [Option<Captures>],
     ) -> Option<Verdict> {
         let rule = &self.rules[i];
-        let caps = caps[i].get_or_insert_with(|| rule.regex.create_captures());
-        let input = Input::new(hay)
-            .span(start..hay.len())
-            .anchored(Anchored::Yes);
-        rule.regex.search_captures(&input, caps);
+        let caps = self.captures_at(i, hay, start, caps);
         let m = caps.get_match()?;
         let secret = caps
             .get_group_by_name("s")
@@ -335,13 +348,8 @@ impl Detector {
         start: usize,
         caps: &mut [Option<Captures>],
     ) -> Option<usize> {
-        let rule = &self.rules[i];
-        let caps = caps[i].get_or_insert_with(|| rule.regex.create_captures());
-        let input = Input::new(hay)
-            .span(start..hay.len())
-            .anchored(Anchored::Yes);
-        rule.regex.search_captures(&input, caps);
-        caps.get_group_by_name("s")
+        self.captures_at(i, hay, start, caps)
+            .get_group_by_name("s")
             .map(|s| s.start)
             .filter(|&s| s > start)
     }
@@ -409,19 +417,7 @@ impl Detector {
 
     /// Every finding in `hay`, with line numbers counted from its start.
     pub fn find(&self, hay: &[u8]) -> Vec<Finding> {
-        let mut findings = Vec::new();
-        let mut lines = crate::scan::LineCounter::default();
-        self.each(hay, |rule, kind, v| {
-            findings.push(Finding {
-                kind,
-                rule,
-                start: v.start as u64,
-                end: v.end as u64,
-                line: lines.line_at(hay, v.start),
-                confidence: v.confidence,
-            });
-        });
-        findings
+        crate::scan::findings_in(self, hay, 0, 1)
     }
 
     /// `data` with every finding replaced by `[REDACTED:kind]`.

@@ -114,19 +114,8 @@ impl<'d> Scanner<'d> {
         } else {
             self.buf.len() - OVERLAP
         };
-        let mut all = Vec::new();
-        let mut lines = LineCounter::starting(self.line);
         let (base, buf) = (self.base, &self.buf);
-        self.detector.each(buf, |rule, kind, v| {
-            all.push(Finding {
-                kind,
-                rule,
-                start: base + v.start as u64,
-                end: base + v.end as u64,
-                line: lines.line_at(buf, v.start),
-                confidence: v.confidence,
-            });
-        });
+        let all = findings_in(self.detector, buf, base, self.line);
         // What excerpts mask: these findings, the masker's, and the last block's that run
         // into this one; sorted by start.
         let mut masked: Vec<Finding> = self
@@ -137,17 +126,7 @@ impl<'d> Scanner<'d> {
             .chain(all.iter().copied())
             .collect();
         if let Some(masker) = self.masker {
-            let mut lines = LineCounter::starting(self.line);
-            masker.each(buf, |rule, kind, v| {
-                masked.push(Finding {
-                    kind,
-                    rule,
-                    start: base + v.start as u64,
-                    end: base + v.end as u64,
-                    line: lines.line_at(buf, v.start),
-                    confidence: v.confidence,
-                });
-            });
+            masked.extend(findings_in(masker, buf, base, self.line));
         }
         masked.sort_by_key(|f| f.start);
         for finding in &all {
@@ -171,6 +150,23 @@ impl<'d> Scanner<'d> {
             self.base += owned as u64;
         }
     }
+}
+
+/// What `detector` finds in `buf`, which starts at stream offset `base` on line `line`.
+pub(crate) fn findings_in(detector: &Detector, buf: &[u8], base: u64, line: u64) -> Vec<Finding> {
+    let mut found = Vec::new();
+    let mut lines = LineCounter::starting(line);
+    detector.each(buf, |rule, kind, v| {
+        found.push(Finding {
+            kind,
+            rule,
+            start: base + v.start as u64,
+            end: base + v.end as u64,
+            line: lines.line_at(buf, v.start),
+            confidence: v.confidence,
+        });
+    });
+    found
 }
 
 /// A finding as a [`Scanner`] reports it, with what is needed to show it masked.
