@@ -121,7 +121,9 @@ impl PolicySource {
         Self::from_files(self.origin, files)
     }
 
-    fn from_files(origin: String, mut files: Vec<PolicyFile>) -> Self {
+    /// A policy of `files` already read (from a bundle, say); `origin` names where they came
+    /// from in messages.
+    pub fn from_files(origin: String, mut files: Vec<PolicyFile>) -> Self {
         files.sort_by(|a, b| a.display.cmp(&b.display));
         let mut hasher = Sha256::new();
         for file in &files {
