@@ -200,6 +200,18 @@ impl Bundle {
         cordon_types::hex(&hasher.finalize())
     }
 
+    /// What the signature claims about its signer, unverified; `None` when unsigned.
+    ///
+    /// # Errors
+    ///
+    /// As [`signature::claimed`].
+    pub fn claimed(&self) -> Result<Option<signature::Claimed>> {
+        self.signatures
+            .as_deref()
+            .map(signature::claimed)
+            .transpose()
+    }
+
     /// Checks the signature with `verifier` at `now` (seconds since the epoch): `None` when
     /// the bundle is unsigned and no key is configured.
     ///

@@ -35,6 +35,11 @@ pub enum Problem {
     NotListed,
     /// A file the signature lists that the archive does not hold.
     Missing,
+    /// A revision older than one already activated (or the same revision with other
+    /// content): a replayed bundle.
+    Rollback,
+    /// The policy the bundle holds does not load.
+    Policy,
 }
 
 impl Problem {
@@ -55,6 +60,8 @@ impl Problem {
             Self::Tampered => "tampered",
             Self::NotListed => "not_listed",
             Self::Missing => "missing",
+            Self::Rollback => "rollback",
+            Self::Policy => "policy",
         }
     }
 }

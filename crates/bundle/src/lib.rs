@@ -32,9 +32,11 @@ pub mod archive;
 mod bundle;
 pub mod canonical;
 mod error;
+pub mod fetch;
 mod keys;
 pub mod manifest;
 pub mod signature;
+pub mod store;
 
 pub use archive::Limits;
 pub use bundle::{read_bounded, Bundle};

@@ -95,7 +95,7 @@ impl Verifier {
 }
 
 /// Who signed a bundle, as its verified token says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signer {
     /// The id of the key that verified it.
     pub key_id: String,
@@ -171,13 +171,29 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result
         .map_err(|err| bad(format!("the token's {what} is malformed: {err}")))
 }
 
-/// Verifies `signatures` (the bytes of `.signatures.json`) against `files` (every other file
-/// of the bundle) with `verifier`, at `now` (seconds since the epoch).
-///
-/// # Errors
-///
-/// A [`BundleError`] naming the file and the reason.
-pub fn verify(signatures: &[u8], files: &[Entry], verifier: &Verifier, now: i64) -> Result<Signer> {
+/// What a token claims about its signer, read without verifying it (for `inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claimed {
+    /// The header's `alg`.
+    pub algorithm: String,
+    /// The header's `kid`, else the payload's `keyid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `iat`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// `exp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// How many files the token lists.
+    pub files: usize,
+}
+
+/// The one token of a signatures file, split into its three parts.
+fn parts(signatures: &[u8]) -> Result<[String; 3]> {
     let parsed: SignaturesFile = serde_json::from_slice(signatures)
         .map_err(|err| bad(format!("not a signatures file: {err}")))?;
     if !parsed.plugin.is_empty() {
@@ -202,14 +218,44 @@ pub fn verify(signatures: &[u8], files: &[Entry], verifier: &Verifier, now: i64)
         _ => return Err(bad("holds several tokens; exactly one is read")),
     };
     let parts: Vec<&str> = token.split('.').collect();
-    let [header_part, payload_part, signature_part] = parts.as_slice() else {
-        return Err(bad(format!(
+    match parts.as_slice() {
+        [h, p, s] => Ok([(*h).to_owned(), (*p).to_owned(), (*s).to_owned()]),
+        _ => Err(bad(format!(
             "the token has {} parts; a compact JWS has 3",
             parts.len()
-        )));
-    };
-    let header: Header = decode_part(header_part, "header")?;
-    let payload: Payload = decode_part(payload_part, "payload")?;
+        ))),
+    }
+}
+
+/// What the token in `signatures` claims, unverified.
+///
+/// # Errors
+///
+/// As the first steps of [`verify`]: the file or token cannot be read.
+pub fn claimed(signatures: &[u8]) -> Result<Claimed> {
+    let [header_part, payload_part, _] = parts(signatures)?;
+    let header: Header = decode_part(&header_part, "header")?;
+    let payload: Payload = decode_part(&payload_part, "payload")?;
+    Ok(Claimed {
+        algorithm: header.alg.unwrap_or_default(),
+        key_id: header.kid.or(payload.keyid),
+        issuer: payload.iss,
+        issued_at: payload.iat,
+        expires_at: payload.exp,
+        files: payload.files.len(),
+    })
+}
+
+/// Verifies `signatures` (the bytes of `.signatures.json`) against `files` (every other file
+/// of the bundle) with `verifier`, at `now` (seconds since the epoch).
+///
+/// # Errors
+///
+/// A [`BundleError`] naming the file and the reason.
+pub fn verify(signatures: &[u8], files: &[Entry], verifier: &Verifier, now: i64) -> Result<Signer> {
+    let [header_part, payload_part, signature_part] = parts(signatures)?;
+    let header: Header = decode_part(&header_part, "header")?;
+    let payload: Payload = decode_part(&payload_part, "payload")?;
     if header.crit.is_some() {
         return Err(bad(
             "the token has critical header parameters cordon does not know",

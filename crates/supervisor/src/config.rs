@@ -12,6 +12,8 @@ use crate::{Result, SetupError};
 /// ```toml
 /// [policy]
 /// path = "~/.config/cordon/policy"   # a policy directory; absent: the built-in default
+/// # bundle = "https://policy.example.com/cordon.tar.gz"   # or a bundle file, instead of path
+/// # public_key = "~/.config/cordon/team.pem.pub"           # bundles must be signed with it
 /// engine = "rvm"                      # or "interpreter"
 /// time_limit_ms = 100
 /// memory_limit_mib = 64
@@ -86,6 +88,21 @@ pub struct PolicyConfig {
     /// Keep the compiled decisions in `$XDG_CACHE_HOME/cordon/policy` for the next start
     /// (default true).
     pub cache: Option<bool>,
+    /// A policy bundle (OPA's format) to run instead of `path`: a file, or an `https://`
+    /// URL that `cordon policy pull` polls. The active bundle is kept in
+    /// `$XDG_DATA_HOME/cordon/bundles`.
+    pub bundle: Option<String>,
+    /// The public key bundles must be signed with (PEM); when set, an unsigned bundle is
+    /// refused.
+    pub public_key: Option<PathBuf>,
+    /// The key id to verify with whatever a signature names (OPA's `--verification-key-id`).
+    pub key_id: Option<String>,
+    /// The scope signatures must carry.
+    pub scope: Option<String>,
+    /// Let a bundle with an older revision replace the active one (default false).
+    pub allow_downgrade: Option<bool>,
+    /// How often `cordon policy pull --watch` checks the URL, in seconds (default 300).
+    pub poll_interval_s: Option<u64>,
 }
 
 /// `[workspace]`.

@@ -47,6 +47,15 @@ pub enum SetupError {
     /// The audit store could not be opened.
     #[error("cannot open the audit log")]
     AuditStore(#[source] cordon_audit::StoreError),
+    /// A policy bundle could not be read, verified or activated.
+    #[error("policy bundle: {origin}")]
+    Bundle {
+        /// The bundle, its source or the store.
+        origin: String,
+        /// What is wrong, naming the file in the bundle.
+        #[source]
+        source: cordon_bundle::BundleError,
+    },
 }
 
 /// Result of the supervisor's fallible operations.

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bundles;
 mod config;
 #[cfg(target_os = "linux")]
 pub mod consent;
@@ -43,12 +44,13 @@ use cordon_policy::{CacheUse, Policy, PolicySource};
 use cordon_types::{AuditSink, InputBuilder, InputEnv};
 pub use error::{Result, SetupError};
 pub use gate::PipelineGate;
-pub use pipeline::{real_path, Decided, Pipeline, Unrecorded};
+pub use pipeline::{real_path, Decided, Generation, Pipeline, PolicyCell, Unrecorded};
 
 /// A started cordon: the loaded policy and the pipeline that uses it.
 #[derive(Debug)]
 pub struct Supervisor {
-    policy: Arc<Policy>,
+    /// The policy deciding now (replaced when a new bundle is activated).
+    policy: Arc<std::sync::RwLock<Arc<Policy>>>,
     pipeline: Pipeline,
     audit_path: Option<std::path::PathBuf>,
 }
@@ -94,7 +96,8 @@ impl Supervisor {
         only: Option<&'static [&'static str]>,
         session: Option<(&str, &std::path::Path)>,
     ) -> Result<Self> {
-        let source = with_remembered(load_source(config)?, config);
+        let (source, from_bundle) = load_source_with(config)?;
+        let source = with_remembered(source, config);
         let mut options = config.policy_options()?;
         options.only = only;
         let audit_target = config.audit_target();
@@ -133,13 +136,22 @@ impl Supervisor {
             None => std::env::current_dir().ok(),
         };
         let builder = InputBuilder::new(input_env(config, cwd));
-        let inspection = Arc::new(inspect::Inspection::new(
-            Arc::clone(&policy),
-            builder.env().home.clone(),
-        ));
+        let home = builder.env().home.clone();
+        let inspection = Arc::new(inspect::Inspection::new(Arc::clone(&policy), home.clone()));
         let mut pipeline = Pipeline::new(policy.clone(), builder, sink).with_inspection(inspection);
         if let Some((id, _)) = session {
             pipeline = pipeline.with_session(id);
+        }
+        let policy = Arc::new(std::sync::RwLock::new(policy));
+        if from_bundle {
+            bundles::follow(
+                config.clone(),
+                options,
+                source.revision().to_owned(),
+                Arc::downgrade(pipeline.policy_cell()),
+                Arc::downgrade(&policy),
+                home,
+            );
         }
         Ok(Self {
             policy,
@@ -175,9 +187,14 @@ impl Supervisor {
         }
     }
 
-    /// The loaded policy.
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The policy deciding now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The pipeline deciding requests.
@@ -192,7 +209,7 @@ impl Supervisor {
 }
 
 /// Loads the policy, through the compiled-policy cache unless the configuration turns it off.
-fn load_policy(
+pub(crate) fn load_policy(
     config: &CordonConfig,
     source: &PolicySource,
     options: cordon_policy::PolicyOptions,
@@ -306,7 +323,9 @@ impl Drop for DeferredSink {
     }
 }
 
-fn open_sink(target: Option<&(PathBuf, AuditFormat)>) -> Result<Option<Arc<dyn AuditSink>>> {
+pub(crate) fn open_sink(
+    target: Option<&(PathBuf, AuditFormat)>,
+) -> Result<Option<Arc<dyn AuditSink>>> {
     Ok(match target {
         Some((path, AuditFormat::Jsonl)) => {
             Some(Arc::new(JsonlSink::open(path).map_err(SetupError::Audit)?))
@@ -318,26 +337,52 @@ fn open_sink(target: Option<&(PathBuf, AuditFormat)>) -> Result<Option<Arc<dyn A
     })
 }
 
-/// The policy the configuration names: a directory or file, or the built-in default.
+/// The audit log the configuration names, opened (`None` when auditing is off).
 ///
 /// # Errors
 ///
-/// [`SetupError::Policy`] when the path cannot be read.
+/// [`SetupError::Audit`] or [`SetupError::AuditStore`] when it cannot be opened.
+pub fn open_audit(config: &CordonConfig) -> Result<Option<Arc<dyn AuditSink>>> {
+    open_sink(config.audit_target().as_ref())
+}
+
+/// The policy the configuration names: a directory or file (`policy.path`), else the
+/// active policy bundle (when `policy.bundle` is set or a bundle was activated), else the
+/// built-in default.
+///
+/// # Errors
+///
+/// [`SetupError::Policy`] when the path cannot be read, [`SetupError::Bundle`] when a
+/// bundle is in use and none can be verified.
 pub fn load_source(config: &CordonConfig) -> Result<PolicySource> {
-    match &config.policy.path {
-        Some(path) => {
+    load_source_with(config).map(|(source, _)| source)
+}
+
+/// As [`load_source`], and whether the policy is the active bundle's.
+fn load_source_with(config: &CordonConfig) -> Result<(PolicySource, bool)> {
+    match (&config.policy.path, &config.policy.bundle) {
+        (Some(_), Some(_)) => Err(SetupError::ConfigValue {
+            key: "policy.bundle",
+            message: "`policy.path` and `policy.bundle` are both set; choose one".into(),
+        }),
+        (Some(path), None) => {
             let path = expand_home(path);
-            PolicySource::from_path(&path).map_err(|source| SetupError::Policy {
-                origin: format!("`{}`", path.display()),
-                source,
-            })
+            PolicySource::from_path(&path)
+                .map(|source| (source, false))
+                .map_err(|source| SetupError::Policy {
+                    origin: format!("`{}`", path.display()),
+                    source,
+                })
         }
-        None => Ok(PolicySource::embedded_default()),
+        (None, _) => match bundles::active_source(config)? {
+            Some(source) => Ok((source, true)),
+            None => Ok((PolicySource::embedded_default(), false)),
+        },
     }
 }
 
 /// The policy with the person's remembered answers mounted at `data.cordon.remembered`.
-fn with_remembered(source: PolicySource, config: &CordonConfig) -> PolicySource {
+pub(crate) fn with_remembered(source: PolicySource, config: &CordonConfig) -> PolicySource {
     #[cfg(target_os = "linux")]
     if let Some(path) = config.remembered_path() {
         let file = consent::RememberedFile::at(&path);

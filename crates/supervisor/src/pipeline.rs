@@ -16,6 +16,15 @@ pub struct Decided {
     pub input: Option<Value>,
     /// The decision, after cordon's own checks (audit included).
     pub decision: Decision,
+    /// The revision of the policy that decided.
+    revision: Option<Arc<str>>,
+}
+
+impl Decided {
+    /// The revision of the policy that decided, when a policy did.
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
+    }
 }
 
 /// A decision made and not yet recorded ([`Pipeline::decide_unrecorded`]): the surface may
@@ -91,20 +100,100 @@ impl Unrecorded {
 /// audit log that cannot take the event all give a denial whose reason says which.
 #[derive(Clone)]
 pub struct Pipeline {
-    decider: Arc<dyn Decider>,
+    /// The policy deciding, and the inspection under its settings: replaced whole when a new
+    /// policy is activated, shared by every clone of this pipeline.
+    current: Arc<PolicyCell>,
     builder: InputBuilder,
     sink: Option<Arc<dyn AuditSink>>,
     session: Option<String>,
     /// Set in every input's `context`, over whatever the request said.
     stamped: serde_json::Map<String, Value>,
-    /// Classifies the files of file decisions that carry no sensitivity.
+}
+
+/// What decides: a policy and, when files are classified, the inspection under its
+/// settings.
+#[derive(Clone)]
+pub struct Generation {
+    decider: Arc<dyn Decider>,
+    revision: Arc<str>,
     inspection: Option<Arc<crate::inspect::Inspection>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("revision", &self.revision)
+            .field("inspection", &self.inspection.is_some())
+            .finish()
+    }
+}
+
+impl Generation {
+    /// `decider`, classifying files with `inspection` if given.
+    pub fn new(
+        decider: Arc<dyn Decider>,
+        inspection: Option<Arc<crate::inspect::Inspection>>,
+    ) -> Self {
+        let revision = Arc::from(decider.revision());
+        Self {
+            decider,
+            revision,
+            inspection,
+        }
+    }
+
+    /// The revision of its policy.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+}
+
+/// The generation a pipeline (and every clone of it) decides with. Replacing it is atomic:
+/// each decision takes the generation current when it starts and uses it to the end, its
+/// record included, so no decision sees half of one policy and half of another.
+pub struct PolicyCell {
+    current: std::sync::RwLock<Arc<Generation>>,
+}
+
+impl std::fmt::Debug for PolicyCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyCell")
+            .field("revision", &self.get().revision())
+            .finish()
+    }
+}
+
+impl PolicyCell {
+    fn new(generation: Generation) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(generation)),
+        }
+    }
+
+    /// The generation deciding now.
+    pub fn get(&self) -> Arc<Generation> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Makes `generation` decide from the next decision on; decisions under way finish
+    /// with the one they started with.
+    pub fn replace(&self, generation: Generation) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(generation);
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("revision", &self.decider.revision())
+            .field("revision", &self.current.get().revision())
             .field("env", self.builder.env())
             .field("audited", &self.sink.is_some())
             .field("session", &self.session)
@@ -121,12 +210,11 @@ impl Pipeline {
         sink: Option<Arc<dyn AuditSink>>,
     ) -> Self {
         Self {
-            decider,
+            current: Arc::new(PolicyCell::new(Generation::new(decider, None))),
             builder,
             sink,
             session: None,
             stamped: serde_json::Map::new(),
-            inspection: None,
         }
     }
 
@@ -135,13 +223,20 @@ impl Pipeline {
     /// findings in `resource`.
     #[must_use]
     pub fn with_inspection(mut self, inspection: Arc<crate::inspect::Inspection>) -> Self {
-        self.inspection = Some(inspection);
+        let decider = Arc::clone(&self.current.get().decider);
+        self.current = Arc::new(PolicyCell::new(Generation::new(decider, Some(inspection))));
         self
     }
 
-    /// The inspection classifying files, if any.
-    pub fn inspection(&self) -> Option<&Arc<crate::inspect::Inspection>> {
-        self.inspection.as_ref()
+    /// The inspection classifying files now, if any.
+    pub fn inspection(&self) -> Option<Arc<crate::inspect::Inspection>> {
+        self.current.get().inspection.clone()
+    }
+
+    /// The cell holding what decides, shared by every clone of this pipeline: replacing its
+    /// generation changes the policy of all of them for their next decisions.
+    pub fn policy_cell(&self) -> &Arc<PolicyCell> {
+        &self.current
     }
 
     /// The same pipeline deciding for the session `id`: every input it decides and every
@@ -197,9 +292,9 @@ impl Pipeline {
         }
     }
 
-    /// The revision of the policy deciding.
-    pub fn revision(&self) -> &str {
-        self.decider.revision()
+    /// The revision of the policy deciding now.
+    pub fn revision(&self) -> String {
+        self.current.get().revision().to_owned()
     }
 
     /// The builder requests are resolved with.
@@ -224,6 +319,7 @@ impl Pipeline {
     /// its existing part are followed before `..` is folded, so a link planted in the
     /// workspace that points at `~/.ssh` is decided as `~/.ssh`.
     pub fn decide_as(&self, capability: &Capability, request: &Request) -> Decided {
+        let generation = self.current.get();
         let input = self
             .builder
             .build_for(capability, request)
@@ -232,7 +328,7 @@ impl Pipeline {
                 if let Some(path) = &request.resource.path {
                     let real = real_path(&self.builder.absolute(path)?);
                     input["resource"]["path"] = Value::String(real.to_string_lossy().into_owned());
-                    classified = self.classify(capability, request, &mut input, &real);
+                    classified = classify_with(&generation, capability, request, &mut input, &real);
                 }
                 Ok((input, classified))
             });
@@ -245,9 +341,13 @@ impl Pipeline {
                     request.action.as_str(),
                     input,
                     decision,
+                    generation.revision(),
                 )
             }
-            Ok((input, Ok(()))) => self.decide_input(capability, input),
+            Ok((input, Ok(()))) => {
+                let unrecorded = self.decide_with(&generation, capability, input);
+                self.record_decided(capability, unrecorded)
+            }
             Err(err) => {
                 let decision = Decision::deny(format!("invalid request: {err}"));
                 self.record(capability.as_str(), request, None, decision)
@@ -269,14 +369,7 @@ impl Pipeline {
         input: &mut Value,
         real: &Path,
     ) -> Result<(), String> {
-        match (
-            &self.inspection,
-            capability.as_str(),
-            request.resource.sensitivity,
-        ) {
-            (Some(inspection), "file", None) => inspection.enrich(input, real),
-            _ => Ok(()),
-        }
+        classify_with(&self.current.get(), capability, request, input, real)
     }
 
     /// Decides an input document given as is (`cordon eval --raw`), stamping the time when
@@ -289,7 +382,16 @@ impl Pipeline {
     /// As [`Pipeline::decide_input`] without recording: the caller must pass the result to
     /// [`Pipeline::record_decided`], and act on what that returns, before the action
     /// proceeds. Lets a surface prepare the action while the record is made durable.
-    pub fn decide_unrecorded(&self, capability: &Capability, mut input: Value) -> Unrecorded {
+    pub fn decide_unrecorded(&self, capability: &Capability, input: Value) -> Unrecorded {
+        self.decide_with(&self.current.get(), capability, input)
+    }
+
+    fn decide_with(
+        &self,
+        generation: &Generation,
+        capability: &Capability,
+        mut input: Value,
+    ) -> Unrecorded {
         self.stamp(&mut input);
         if let Some(context) = input.as_object_mut().map(|o| {
             o.entry("context")
@@ -301,11 +403,12 @@ impl Pipeline {
                     .or_insert_with(|| Value::String(now()));
             }
         }
-        let decision = self.decider.decide(capability, &input);
+        let decision = generation.decider.decide(capability, &input);
         let decision = redact_input(&mut input, decision);
         Unrecorded(Decided {
             input: Some(input),
             decision,
+            revision: Some(Arc::clone(&generation.revision)),
         })
     }
 
@@ -315,7 +418,16 @@ impl Pipeline {
         let Unrecorded(decided) = unrecorded;
         let input = decided.input.unwrap_or_default();
         let action = input["action"].as_str().unwrap_or_default().to_owned();
-        self.record_event(capability.as_str(), &action, input, decided.decision)
+        let revision = decided
+            .revision
+            .unwrap_or_else(|| Arc::clone(&self.current.get().revision));
+        self.record_event(
+            capability.as_str(),
+            &action,
+            input,
+            decided.decision,
+            &revision,
+        )
     }
 
     /// Records what became of an action decided earlier: performed, refused by cordon
@@ -343,7 +455,15 @@ impl Pipeline {
         let mut input = input;
         let decision = redact_input(&mut input, decision);
         let action = input["action"].as_str().unwrap_or_default().to_owned();
-        let event = self.event(capability.as_str(), &action, input, decision, outcome);
+        let revision = self.revision();
+        let event = self.event(
+            capability.as_str(),
+            &action,
+            input,
+            decision,
+            outcome,
+            &revision,
+        );
         if last {
             sink.record_last(&event)
         } else {
@@ -358,6 +478,7 @@ impl Pipeline {
         input: Value,
         decision: Decision,
         outcome: Outcome,
+        revision: &str,
     ) -> AuditEvent {
         let mut input = input;
         self.stamp(&mut input);
@@ -368,7 +489,7 @@ impl Pipeline {
             input,
             outcome,
             decision,
-            policy_revision: self.decider.revision().to_owned(),
+            policy_revision: revision.to_owned(),
             cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -383,7 +504,9 @@ impl Pipeline {
         let logged = input
             .clone()
             .unwrap_or_else(|| serde_json::to_value(request).unwrap_or_default());
-        let mut decided = self.record_event(capability, &request.action, logged, decision);
+        let revision = self.revision();
+        let mut decided =
+            self.record_event(capability, &request.action, logged, decision, &revision);
         decided.input = input;
         decided
     }
@@ -394,11 +517,13 @@ impl Pipeline {
         action: &str,
         input: Value,
         decision: Decision,
+        revision: &str,
     ) -> Decided {
         let Some(sink) = &self.sink else {
             return Decided {
                 input: Some(input),
                 decision,
+                revision: Some(Arc::from(revision)),
             };
         };
         let outcome = if decision.allow {
@@ -406,7 +531,7 @@ impl Pipeline {
         } else {
             Outcome::Refused
         };
-        let event = self.event(capability, action, input, decision, outcome);
+        let event = self.event(capability, action, input, decision, outcome, revision);
         let recorded = sink.record(&event);
         let AuditEvent {
             input,
@@ -425,6 +550,7 @@ impl Pipeline {
         Decided {
             input: Some(input),
             decision,
+            revision: Some(Arc::from(revision)),
         }
     }
 }
@@ -517,6 +643,25 @@ fn redact_input(input: &mut Value, decision: Decision) -> Decision {
         }
     }
     decision
+}
+
+/// Classifies the file at `real` under `generation`'s inspection, for a file decision whose
+/// request names no sensitivity.
+fn classify_with(
+    generation: &Generation,
+    capability: &Capability,
+    request: &Request,
+    input: &mut Value,
+    real: &Path,
+) -> Result<(), String> {
+    match (
+        &generation.inspection,
+        capability.as_str(),
+        request.resource.sensitivity,
+    ) {
+        (Some(inspection), "file", None) => inspection.enrich(input, real),
+        _ => Ok(()),
+    }
 }
 
 fn now() -> String {

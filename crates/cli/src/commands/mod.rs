@@ -1,7 +1,9 @@
 //! One module per subcommand, each an `Args` struct with a `run` method.
 
+mod activation;
 mod approve;
 mod audit;
+mod bundle;
 mod doctor;
 mod eval;
 mod exec;

@@ -10,11 +10,21 @@ use serde_json::json;
 use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
-/// Write out, or check, a policy
+/// Write out, check, bundle and sign a policy
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     Init(InitCommand),
     Check(CheckCommand),
+    Build(super::bundle::BuildCommand),
+    Keygen(super::bundle::KeygenCommand),
+    Sign(super::bundle::SignCommand),
+    Verify(super::bundle::VerifyCommand),
+    Inspect(super::bundle::InspectCommand),
+    Activate(super::activation::ActivateCommand),
+    Pull(super::activation::PullCommand),
+    Status(super::activation::StatusCommand),
+    Rollback(super::activation::RollbackCommand),
+    Unpin(super::activation::UnpinCommand),
 }
 
 impl PolicyCommand {
@@ -23,6 +33,16 @@ impl PolicyCommand {
         match self {
             PolicyCommand::Init(cmd) => cmd.run(cli),
             PolicyCommand::Check(cmd) => cmd.run(cli),
+            PolicyCommand::Build(cmd) => cmd.run(cli),
+            PolicyCommand::Keygen(cmd) => cmd.run(cli),
+            PolicyCommand::Sign(cmd) => cmd.run(cli),
+            PolicyCommand::Verify(cmd) => cmd.run(cli),
+            PolicyCommand::Inspect(cmd) => cmd.run(cli),
+            PolicyCommand::Activate(cmd) => cmd.run(cli),
+            PolicyCommand::Pull(cmd) => cmd.run(cli),
+            PolicyCommand::Status(cmd) => cmd.run(cli),
+            PolicyCommand::Rollback(cmd) => cmd.run(cli),
+            PolicyCommand::Unpin(cmd) => cmd.run(cli),
         }
     }
 }

@@ -38,7 +38,9 @@ pub fn load_config(cli: &Cli, policy: &PolicyArgs) -> Result<CordonConfig, CliEr
         tracing::debug!("configuration read from {}", path.display());
     }
     if let Some(path) = &policy.policy {
+        // A policy named on the command line is the one that decides, bundle or not.
         config.policy.path = Some(path.clone());
+        config.policy.bundle = None;
     }
     if let Some(engine) = &policy.engine {
         config.policy.engine = Some(engine.clone());

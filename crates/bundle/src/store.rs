@@ -1,0 +1,558 @@
+//! The bundles a desktop has activated: the active one, the one before it (last known good),
+//! and what was decided about each offer, kept under one directory.
+//!
+//! Every change happens under an exclusive lock on `lock`, and every file is replaced by
+//! rename, so that a reader (a running session watching for a new policy) sees the old state
+//! or the new one. Nothing read back from the directory is trusted: the active bundle is
+//! verified again each time it is loaded, and a bundle whose digest is not the one recorded
+//! is refused, so a bundle swapped on disk is never run.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2_11::{Digest, Sha256};
+
+use crate::error::{BundleError, Problem, Result};
+use crate::manifest::compare_revisions;
+use crate::signature::{Signer, Verifier};
+use crate::{read_bounded, Bundle, Limits};
+
+const ACTIVE: &str = "active.tar.gz";
+const PREVIOUS: &str = "previous.tar.gz";
+const STATE: &str = "state.json";
+const LOCK: &str = "lock";
+
+/// A bundle that was activated: what it is, where it came from, and why it is active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// The manifest's revision.
+    pub revision: String,
+    /// [`Bundle::digest`].
+    pub digest: String,
+    /// Where it came from: a path or a URL.
+    pub source: String,
+    /// When it was activated, RFC 3339.
+    pub activated_at: String,
+    /// Who signed it, if it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+    /// Why it became active: `newer revision`, `canary: joined`, `rollback`, `downgrade
+    /// allowed`, `pinned`.
+    pub reason: String,
+}
+
+/// The last rollout decision for a revision that carried a percentage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The revision offered.
+    pub revision: String,
+    /// Its rollout percentage.
+    pub percent: f64,
+    /// This device's place, from 0 to 100 (a stable hash of its id).
+    pub bucket: f64,
+    /// Whether the device took it (`bucket < percent`).
+    pub joined: bool,
+}
+
+/// What the store records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The active bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<Installed>,
+    /// The bundle active before it: the last known good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Installed>,
+    /// The highest revision ever activated: no revision below it is activated again unless
+    /// a downgrade is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest: Option<String>,
+    /// Whether the active revision is pinned: newer ones are not taken until unpinned.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The last rollout decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// The server's ETag for the bundle last fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// When the source was last checked, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Why the last check or offer failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Checks failed in a row (the poller backs off by it).
+    #[serde(default)]
+    pub failures: u32,
+}
+
+/// What a store accepts: the keys, whether a downgrade is allowed, the device's id (for
+/// rollouts) and the size limits.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// The keys; any key makes a signature mandatory.
+    pub verifier: Verifier,
+    /// Whether a revision older than the highest activated may be activated.
+    pub allow_downgrade: bool,
+    /// This device's id; its hash places it in a rollout.
+    pub device: String,
+    /// How large a bundle may be.
+    pub limits: Limits,
+}
+
+/// What became of an offered bundle.
+#[derive(Debug, Clone)]
+#[must_use]
+pub enum Verdict {
+    /// It is now active; `from` was active before.
+    Activated {
+        /// The bundle active before, if any.
+        from: Option<Installed>,
+        /// The bundle now active.
+        to: Installed,
+    },
+    /// It is the active bundle already.
+    Unchanged(Installed),
+    /// It is valid and not taken (yet): a rollout this device is outside of, or a pin.
+    Deferred {
+        /// Its revision.
+        revision: String,
+        /// The active bundle.
+        active: Option<Installed>,
+        /// Why.
+        reason: String,
+    },
+    /// It was refused; the active bundle stays.
+    Refused {
+        /// Its revision, when it could be read.
+        revision: Option<String>,
+        /// The active bundle.
+        active: Option<Installed>,
+        /// Why.
+        error: BundleError,
+    },
+}
+
+/// The active bundle as loaded: the bundle, what the store says of it, and, when the active
+/// one could not be used and the previous one was, why.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The bundle, verified.
+    pub bundle: Bundle,
+    /// What the store says of it.
+    pub installed: Installed,
+    /// When this is the previous bundle: the active one and why it was refused.
+    pub fallback_from: Option<(Installed, BundleError)>,
+}
+
+/// The place of `device` in a rollout, from 0 (inclusive) to 100 (exclusive), with two
+/// decimals: the same device always gets the same place.
+pub fn bucket(device: &str) -> f64 {
+    let digest = Sha256::digest(format!("cordon-rollout\0{device}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % 10_000) as f64 / 100.0
+}
+
+/// Where activated bundles are kept.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io_error(path: &Path, err: &std::io::Error) -> BundleError {
+    BundleError::new(Problem::Unreadable, format!("`{}`: {err}", path.display()))
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = (|| {
+        let mut file = fs_err::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs_err::rename(&temp, path)
+    })();
+    if let Err(err) = written {
+        let _ = fs_err::remove_file(&temp);
+        return Err(io_error(path, &err));
+    }
+    Ok(())
+}
+
+fn timestamp(now: i64) -> String {
+    chrono::DateTime::from_timestamp(now, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store {
+    /// The store in `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that changes whenever the store does: watchers compare its metadata.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE)
+    }
+
+    /// What the store records (empty when nothing was ever activated).
+    ///
+    /// # Errors
+    ///
+    /// [`Problem::Unreadable`] when the state file exists and cannot be read or parsed.
+    pub fn state(&self) -> Result<State> {
+        let path = self.state_path();
+        match fs_err::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
+                BundleError::new(
+                    Problem::Unreadable,
+                    format!("`{}` is damaged: {err}", path.display()),
+                )
+            }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(err) => Err(io_error(&path, &err)),
+        }
+    }
+
+    fn save(&self, state: &State) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|err| BundleError::new(Problem::Unreadable, err.to_string()))?;
+        replace(&self.state_path(), &bytes)
+    }
+
+    /// Runs `change` on the state under the store's lock and saves what it returns.
+    fn locked<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        fs_err::create_dir_all(&self.dir).map_err(|err| io_error(&self.dir, &err))?;
+        let lock_path = self.dir.join(LOCK);
+        let lock = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|err| io_error(&lock_path, &err))?;
+        lock.file()
+            .lock()
+            .map_err(|err| io_error(&lock_path, &err))?;
+        let mut state = self.state()?;
+        let result = change(&mut state);
+        self.save(&state)?;
+        result
+    }
+
+    /// Records a check of the source: its ETag when it answered, the error when it did not.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be written.
+    pub fn record_check(
+        &self,
+        etag: Option<String>,
+        error: Option<String>,
+        now: i64,
+    ) -> Result<u32> {
+        self.locked(|state| {
+            state.last_check = Some(timestamp(now));
+            if let Some(etag) = etag {
+                state.etag = Some(etag);
+            }
+            if error.is_some() {
+                state.failures = state.failures.saturating_add(1);
+            } else {
+                state.failures = 0;
+            }
+            state.last_error = error;
+            Ok(state.failures)
+        })
+    }
+
+    /// Offers the bundle `bytes` from `source`: read, verified, checked by `check` (that its
+    /// policy loads), ordered against what was activated before, placed in its rollout, and
+    /// activated when all agree. `pin` activates it pinned (and lets it replace a pinned one).
+    ///
+    /// # Errors
+    ///
+    /// Only when the store itself cannot be read or written; a refused bundle is a
+    /// [`Verdict::Refused`].
+    pub fn offer(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        trust: &Trust,
+        check: &dyn Fn(&Bundle) -> Result<()>,
+        pin: bool,
+        now: i64,
+    ) -> Result<Verdict> {
+        self.locked(|state| {
+            let active = state.active.clone();
+            let refused = |revision: Option<String>, error: BundleError| Verdict::Refused {
+                revision,
+                active: active.clone(),
+                error,
+            };
+            let bundle = match Bundle::from_bytes(bytes, &trust.limits) {
+                Ok(bundle) => bundle,
+                Err(err) => {
+                    state.last_error = Some(err.to_string());
+                    return Ok(refused(None, err));
+                }
+            };
+            let revision = bundle.revision().to_owned();
+            let signer = match bundle.verify(&trust.verifier, now).and_then(|signer| {
+                check(&bundle)?;
+                Ok(signer)
+            }) {
+                Ok(signer) => signer,
+                Err(err) => {
+                    state.last_error = Some(err.to_string());
+                    return Ok(refused(Some(revision), err));
+                }
+            };
+            let digest = bundle.digest();
+            if let Some(active) = &state.active {
+                if active.digest == digest {
+                    if pin && !state.pinned {
+                        state.pinned = true;
+                    }
+                    state.last_error = None;
+                    return Ok(Verdict::Unchanged(active.clone()));
+                }
+            }
+            let mut reason = "newer revision".to_owned();
+            if let Some(highest) = &state.highest {
+                match compare_revisions(&revision, highest) {
+                    std::cmp::Ordering::Less if !trust.allow_downgrade => {
+                        let err = BundleError::new(
+                            Problem::Rollback,
+                            format!(
+                                "revision `{revision}` is older than `{highest}`, already \
+                                 activated; a bundle never goes back unless a downgrade is \
+                                 allowed (`--allow-downgrade`)"
+                            ),
+                        );
+                        state.last_error = Some(err.to_string());
+                        return Ok(refused(Some(revision), err));
+                    }
+                    std::cmp::Ordering::Less => reason = "downgrade allowed".into(),
+                    std::cmp::Ordering::Equal => {
+                        let err = BundleError::new(
+                            Problem::Rollback,
+                            format!(
+                                "revision `{revision}` was already activated with other \
+                                 content; a changed policy needs a new revision"
+                            ),
+                        );
+                        state.last_error = Some(err.to_string());
+                        return Ok(refused(Some(revision), err));
+                    }
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            if state.pinned && !pin {
+                state.last_error = None;
+                return Ok(Verdict::Deferred {
+                    revision,
+                    active: active.clone(),
+                    reason: "the active revision is pinned (`cordon policy unpin`)".into(),
+                });
+            }
+            if let Some(percent) = bundle.manifest().rollout().ok().flatten() {
+                let place = bucket(&trust.device);
+                let joined = place < percent;
+                state.canary = Some(Canary {
+                    revision: revision.clone(),
+                    percent,
+                    bucket: place,
+                    joined,
+                });
+                if !joined && !pin {
+                    state.last_error = None;
+                    return Ok(Verdict::Deferred {
+                        revision,
+                        active: active.clone(),
+                        reason: format!(
+                            "rolled out to {percent}% of devices; this one is at {place:.2}"
+                        ),
+                    });
+                }
+                reason = format!("canary: joined ({percent}% rollout, this device at {place:.2})");
+            }
+            if pin {
+                reason = format!("pinned ({reason})");
+            }
+            // The active bundle becomes the previous one, then the new one the active one,
+            // each by rename: a reader sees one whole bundle or the other.
+            let active_path = self.dir.join(ACTIVE);
+            if state.active.is_some() {
+                match fs_err::read(&active_path) {
+                    Ok(old) => replace(&self.dir.join(PREVIOUS), &old)?,
+                    Err(err) => return Err(io_error(&active_path, &err)),
+                }
+            }
+            replace(&active_path, bytes)?;
+            let to = Installed {
+                revision: revision.clone(),
+                digest,
+                source: source.to_owned(),
+                activated_at: timestamp(now),
+                signer,
+                reason,
+            };
+            state.previous = state.active.take();
+            state.active = Some(to.clone());
+            state.pinned = pin;
+            state.last_error = None;
+            let higher = state
+                .highest
+                .as_ref()
+                .is_none_or(|h| compare_revisions(&revision, h).is_gt());
+            if higher {
+                state.highest = Some(revision);
+            }
+            Ok(Verdict::Activated {
+                from: state.previous.clone(),
+                to,
+            })
+        })
+    }
+
+    /// Makes the previous bundle active again (it must still verify and load), keeping the
+    /// highest revision seen: a newer bundle is taken again when it is offered.
+    ///
+    /// # Errors
+    ///
+    /// [`Problem::Missing`] when there is no previous bundle, else as loading it.
+    pub fn rollback(
+        &self,
+        trust: &Trust,
+        check: &dyn Fn(&Bundle) -> Result<()>,
+        now: i64,
+    ) -> Result<Verdict> {
+        self.locked(|state| {
+            let Some(previous) = state.previous.clone() else {
+                return Err(BundleError::new(
+                    Problem::Missing,
+                    "there is no previous bundle to roll back to",
+                ));
+            };
+            let bundle = self.read_checked(PREVIOUS, &previous, trust, now)?;
+            check(&bundle)?;
+            let active_path = self.dir.join(ACTIVE);
+            let old = fs_err::read(&active_path).map_err(|err| io_error(&active_path, &err))?;
+            let prev_path = self.dir.join(PREVIOUS);
+            let new = fs_err::read(&prev_path).map_err(|err| io_error(&prev_path, &err))?;
+            replace(&prev_path, &old)?;
+            replace(&active_path, &new)?;
+            let from = state.active.take();
+            let mut to = previous;
+            to.activated_at = timestamp(now);
+            to.reason = "rollback".into();
+            state.active = Some(to.clone());
+            state.previous = from.clone();
+            Ok(Verdict::Activated { from, to })
+        })
+    }
+
+    /// Clears the pin.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be written.
+    pub fn unpin(&self) -> Result<bool> {
+        self.locked(|state| Ok(std::mem::replace(&mut state.pinned, false)))
+    }
+
+    fn read_checked(
+        &self,
+        name: &str,
+        installed: &Installed,
+        trust: &Trust,
+        now: i64,
+    ) -> Result<Bundle> {
+        let path = self.dir.join(name);
+        let bundle = Bundle::read(&path, &trust.limits)?;
+        if bundle.digest() != installed.digest {
+            return Err(BundleError::new(
+                Problem::Tampered,
+                format!(
+                    "`{}` is not the bundle that was activated (revision {}): it changed on disk",
+                    path.display(),
+                    installed.revision
+                ),
+            ));
+        }
+        bundle.verify(&trust.verifier, now)?;
+        Ok(bundle)
+    }
+
+    /// The active bundle, verified again with `trust`; the previous one when the active one
+    /// no longer verifies (changed on disk, or signed by a key no longer trusted); `None`
+    /// when nothing was activated.
+    ///
+    /// # Errors
+    ///
+    /// When neither can be used: the active bundle's error.
+    pub fn load(&self, trust: &Trust, now: i64) -> Result<Option<Loaded>> {
+        let state = self.state()?;
+        let Some(active) = state.active else {
+            return Ok(None);
+        };
+        let err = match self.read_checked(ACTIVE, &active, trust, now) {
+            Ok(bundle) => {
+                return Ok(Some(Loaded {
+                    bundle,
+                    installed: active,
+                    fallback_from: None,
+                }))
+            }
+            Err(err) => err,
+        };
+        if let Some(previous) = state.previous {
+            if let Ok(bundle) = self.read_checked(PREVIOUS, &previous, trust, now) {
+                return Ok(Some(Loaded {
+                    bundle,
+                    installed: previous,
+                    fallback_from: Some((active, err)),
+                }));
+            }
+        }
+        Err(err)
+    }
+}
+
+/// Reads at most the compressed limit of a bundle at `path`.
+///
+/// # Errors
+///
+/// As [`read_bounded`].
+pub fn read_source(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
+    read_bounded(path, limits.compressed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        assert_eq!(bucket("laptop-42"), bucket("laptop-42"));
+        let joined = (0..1000)
+            .filter(|i| bucket(&format!("device-{i}")) < 25.0)
+            .count();
+        assert!((200..300).contains(&joined), "{joined}");
+    }
+}

@@ -1,0 +1,390 @@
+//! `cordon policy activate|pull|status|rollback|unpin`: which signed bundle this desktop runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use cordon_bundle::fetch::Timeouts;
+use cordon_bundle::store::{Installed, Verdict};
+use cordon_supervisor::bundles::Bundles;
+use cordon_supervisor::CordonConfig;
+use cordon_types::AuditSink;
+use serde_json::json;
+
+use super::shared::{load_config, PolicyArgs};
+use crate::report::{CliError, Hint};
+use crate::{Cli, Exit};
+
+fn config(cli: &Cli) -> Result<CordonConfig, CliError> {
+    load_config(cli, &PolicyArgs::default())
+}
+
+fn sink(config: &CordonConfig) -> Result<Option<std::sync::Arc<dyn AuditSink>>, CliError> {
+    Ok(cordon_supervisor::open_audit(config)?)
+}
+
+fn describe(installed: Option<&Installed>) -> String {
+    installed.map_or("none".into(), |i| format!("revision {}", i.revision))
+}
+
+/// Prints a verdict; the exit status says whether the bundle is active.
+fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
+    let (exit, value) = match verdict {
+        Verdict::Activated { from, to } => {
+            if !json_out {
+                println!(
+                    "activated revision {} ({}), replacing {}",
+                    to.revision,
+                    to.reason,
+                    describe(from.as_ref())
+                );
+            }
+            (
+                Exit::Ok,
+                json!({"verdict": "activated", "active": to, "previous": from}),
+            )
+        }
+        Verdict::Unchanged(active) => {
+            if !json_out {
+                println!("revision {} is already active", active.revision);
+            }
+            (Exit::Ok, json!({"verdict": "unchanged", "active": active}))
+        }
+        Verdict::Deferred {
+            revision,
+            active,
+            reason,
+        } => {
+            if !json_out {
+                println!(
+                    "revision {revision} not taken: {reason}; {} stays active",
+                    describe(active.as_ref())
+                );
+            }
+            (
+                Exit::Ok,
+                json!({"verdict": "deferred", "revision": revision, "reason": reason, "active": active}),
+            )
+        }
+        Verdict::Refused {
+            revision,
+            active,
+            error,
+        } => {
+            let shown = revision
+                .as_deref()
+                .map_or(String::new(), |r| format!(" (revision {r})"));
+            if !json_out {
+                eprintln!(
+                    "error: bundle refused{shown}: {error}\n{} stays active",
+                    describe(active.as_ref())
+                );
+            }
+            (
+                Exit::Failed,
+                json!({
+                    "verdict": "refused",
+                    "revision": revision,
+                    "problem": error.problem.as_str(),
+                    "file": error.file,
+                    "reason": error.reason,
+                    "active": active,
+                }),
+            )
+        }
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(exit)
+}
+
+/// Activate a policy bundle on this desktop
+///
+/// Verifies the bundle with `policy.public_key` (mandatory when configured), loads its
+/// policy, and makes it the active policy of every cordon command and running session;
+/// the bundle it replaces is kept as the last known good. A revision older than one already
+/// activated is refused unless `--allow-downgrade`; a bundle with a rollout percentage is
+/// taken only by the devices it reaches. Each activation and refusal is audited.
+///
+/// Examples:
+///   cordon policy activate policy.tar.gz
+///   cordon policy activate policy.tar.gz --pin
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ActivateCommand {
+    /// Bundle to activate
+    #[arg(value_name = "BUNDLE")]
+    bundle: PathBuf,
+
+    /// Keep this revision until `cordon policy unpin` (takes it whatever its rollout)
+    #[arg(long)]
+    pin: bool,
+
+    /// Let an older revision replace the active one
+    #[arg(long)]
+    allow_downgrade: bool,
+
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl ActivateCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let config = config(cli)?;
+        let mut bundles = Bundles::new(&config)?;
+        if self.allow_downgrade {
+            bundles.allow_downgrade();
+        }
+        let bytes = cordon_bundle::read_bounded(&self.bundle, bundles.trust().limits.compressed)
+            .map_err(|err| anyhow!("{err}"))?;
+        let sink = sink(&config)?;
+        let source = std::path::absolute(&self.bundle).unwrap_or_else(|_| self.bundle.clone());
+        let verdict = bundles.offer(
+            &bytes,
+            &source.display().to_string(),
+            self.pin,
+            sink.as_deref(),
+        )?;
+        report(&verdict, self.json)
+    }
+}
+
+/// Fetch the configured bundle and activate it if it is new
+///
+/// Reads `policy.bundle`: a file, or an https:// URL fetched with the ETag of the last
+/// answer (any static server, object store or CDN). A server that is down or answers
+/// garbage leaves the active bundle in place. With `--watch`, checks every
+/// `policy.poll_interval_s` seconds (default 300), backing off after failures up to an hour,
+/// until stopped: run it as a user service.
+///
+/// Examples:
+///   cordon policy pull
+///   cordon policy pull --watch --interval 60
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct PullCommand {
+    /// Keep checking until stopped
+    #[arg(long)]
+    watch: bool,
+
+    /// Seconds between checks with `--watch` [default: `policy.poll_interval_s`, else 300]
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<u64>,
+
+    /// Seconds one fetch may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    timeout: u64,
+
+    /// Print each result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl PullCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let config = config(cli)?;
+        let bundles = Bundles::new(&config)?;
+        let sink = sink(&config)?;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(self.timeout.clamp(1, 10)),
+            total: Duration::from_secs(self.timeout.max(1)),
+        };
+        let interval = self
+            .interval
+            .or(config.policy.poll_interval_s)
+            .unwrap_or(300)
+            .max(1);
+        loop {
+            let result = bundles.pull(sink.as_deref(), timeouts);
+            let exit = match &result {
+                Ok(Some(verdict)) => report(verdict, self.json)?,
+                Ok(None) => {
+                    if self.json {
+                        println!("{}", json!({"verdict": "not_modified"}));
+                    } else {
+                        println!("not modified since the last check");
+                    }
+                    Exit::Ok
+                }
+                Err(err) if !self.watch => {
+                    return Err(CliError::from(anyhow!(cordon_types::error_chain(err))))
+                        .hint("the active bundle stays; `cordon policy status` shows it")
+                }
+                Err(err) => {
+                    eprintln!("error: {}", cordon_types::error_chain(err));
+                    Exit::Failed
+                }
+            };
+            if !self.watch {
+                return Ok(exit);
+            }
+            // Back off after failures: twice as long each time, up to an hour.
+            let failures = bundles.store().state().map_or(0, |s| s.failures);
+            let wait = if failures == 0 {
+                interval
+            } else {
+                interval.saturating_mul(1u64 << failures.min(12)).min(3600)
+            };
+            if !self.json {
+                eprintln!("next check in {wait} s");
+            }
+            std::thread::sleep(Duration::from_secs(wait));
+        }
+    }
+}
+
+/// Show the active policy bundle: revision, source, signer, and why
+///
+/// Says which revision is active, where it came from, who signed it and why it is active
+/// (a newer revision, the canary side this device is on, a fallback to the last known good,
+/// a pin), the previous revision kept, the highest revision seen (nothing older is taken),
+/// and the last check of the source.
+///
+/// Examples:
+///   cordon policy status
+///   cordon policy status --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusCommand {
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl StatusCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let config = config(cli)?;
+        let bundles = Bundles::new(&config)?;
+        let state = bundles.store().state()?;
+        let deciding = match (&config.policy.path, &config.policy.bundle, &state.active) {
+            (Some(path), _, _) => {
+                format!("the policy directory `{}` (policy.path)", path.display())
+            }
+            (None, _, Some(active)) => format!("bundle revision {}", active.revision),
+            (None, Some(source), None) => format!("nothing yet: `{source}` has not been activated"),
+            (None, None, None) => "the built-in default policy (no bundle activated)".into(),
+        };
+        if self.json {
+            let out = json!({
+                "deciding": deciding,
+                "source": config.policy.bundle,
+                "device": cordon_supervisor::bundles::device_id(&config),
+                "state": state,
+                "store": bundles.store().dir(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(Exit::Ok);
+        }
+        println!("deciding:  {deciding}");
+        if let Some(active) = &state.active {
+            println!(
+                "active:    revision {} from {}",
+                active.revision, active.source
+            );
+            println!(
+                "           since {}, {}{}",
+                active.activated_at,
+                active.reason,
+                if state.pinned { ", pinned" } else { "" }
+            );
+            match &active.signer {
+                Some(s) => println!(
+                    "           signed by `{}` ({}, {})",
+                    s.key_id, s.algorithm, s.fingerprint
+                ),
+                None => println!("           unsigned"),
+            }
+        }
+        if let Some(previous) = &state.previous {
+            println!(
+                "previous:  revision {} (the last known good)",
+                previous.revision
+            );
+        }
+        if let Some(highest) = &state.highest {
+            println!("highest:   revision {highest} (no older revision is activated)");
+        }
+        if let Some(canary) = &state.canary {
+            println!(
+                "rollout:   revision {} to {}% of devices; this device is at {:.2}: {}",
+                canary.revision,
+                canary.percent,
+                canary.bucket,
+                if canary.joined { "joined" } else { "not yet" }
+            );
+        }
+        if let Some(source) = &config.policy.bundle {
+            println!("source:    {source}");
+        }
+        if let Some(check) = &state.last_check {
+            println!(
+                "checked:   {check}{}",
+                state
+                    .last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(", failed: {e}"))
+            );
+        } else if let Some(error) = &state.last_error {
+            println!("last error: {error}");
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+/// Make the previous bundle active again
+///
+/// The previous bundle (the last known good) must still verify with the configured key.
+/// The highest revision seen stays: a newer bundle is taken again when it is offered.
+///
+/// Examples:
+///   cordon policy rollback
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RollbackCommand {
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl RollbackCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let config = config(cli)?;
+        let bundles = Bundles::new(&config)?;
+        let sink = sink(&config)?;
+        let verdict = bundles.rollback(sink.as_deref())?;
+        report(&verdict, self.json)
+    }
+}
+
+/// Let newer bundles replace a pinned one again
+///
+/// Examples:
+///   cordon policy unpin
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct UnpinCommand {}
+
+impl UnpinCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let config = config(cli)?;
+        let bundles = Bundles::new(&config)?;
+        let was = bundles.store().unpin()?;
+        println!(
+            "{}",
+            if was {
+                "unpinned"
+            } else {
+                "nothing was pinned"
+            }
+        );
+        Ok(Exit::Ok)
+    }
+}
