@@ -424,8 +424,9 @@ impl Store {
         })
     }
 
-    /// Makes the previous bundle active again (it must still verify and load), keeping the
-    /// highest revision seen: a newer bundle is taken again when it is offered.
+    /// Makes the previous bundle active again (it must still verify and load) for `reason`
+    /// (`rollback`, or why the active one is given up), keeping the highest revision seen: a
+    /// newer bundle is taken again when it is offered.
     ///
     /// # Errors
     ///
@@ -434,6 +435,7 @@ impl Store {
         &self,
         trust: &Trust,
         check: &dyn Fn(&Bundle) -> Result<()>,
+        reason: &str,
         now: i64,
     ) -> Result<Verdict> {
         self.locked(|state| {
@@ -454,7 +456,7 @@ impl Store {
             let from = state.active.take();
             let mut to = previous;
             to.activated_at = timestamp(now);
-            to.reason = "rollback".into();
+            to.reason = reason.to_owned();
             state.active = Some(to.clone());
             state.previous = from.clone();
             Ok(Verdict::Activated { from, to })

@@ -254,7 +254,7 @@ impl Bundles {
     pub fn rollback(&self, sink: Option<&dyn AuditSink>) -> Result<Verdict> {
         let verdict = self
             .store
-            .rollback(&self.trust, &self.check(), now())
+            .rollback(&self.trust, &self.check(), "rollback", now())
             .map_err(|err| {
                 setup(
                     format!("the bundle store `{}`", self.store.dir().display()),
@@ -311,9 +311,14 @@ impl Bundles {
                 failed.revision,
                 installed.revision
             );
+            let reason = format!(
+                "fallback: revision {} could not be used ({})",
+                failed.revision,
+                why.problem.as_str()
+            );
             let verdict = self
                 .store
-                .rollback(&self.trust, &self.check(), now())
+                .rollback(&self.trust, &self.check(), &reason, now())
                 .map_err(|err| setup(origin(), err))?;
             let sink = sink();
             record_fallback(sink.as_deref(), &verdict, &failed, &why)?;

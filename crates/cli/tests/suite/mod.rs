@@ -1,5 +1,6 @@
 mod attack;
 mod audit;
+mod bundles;
 mod common;
 mod consent;
 mod doctor;
