@@ -29,6 +29,7 @@ mod error;
 mod gate;
 pub mod inspect;
 mod pipeline;
+pub mod replay;
 #[cfg(target_os = "linux")]
 pub mod session;
 

@@ -315,7 +315,7 @@ impl SignCommand {
 pub struct KeyArgs {
     /// Public key the bundle must be signed with (PEM)
     #[arg(long, value_name = "KEY")]
-    pubkey: Option<PathBuf>,
+    pub pubkey: Option<PathBuf>,
 
     /// Use this key id whatever the signature names (OPA's `--verification-key-id`)
     #[arg(long, value_name = "ID")]

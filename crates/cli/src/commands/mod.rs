@@ -13,6 +13,7 @@ mod policy;
 mod probe;
 mod proxy;
 mod ps;
+mod replay;
 mod run;
 mod scan;
 mod shared;

@@ -25,6 +25,7 @@ pub enum PolicyCommand {
     Status(super::activation::StatusCommand),
     Rollback(super::activation::RollbackCommand),
     Unpin(super::activation::UnpinCommand),
+    Replay(super::replay::ReplayCommand),
 }
 
 impl PolicyCommand {
@@ -43,6 +44,7 @@ impl PolicyCommand {
             PolicyCommand::Status(cmd) => cmd.run(cli),
             PolicyCommand::Rollback(cmd) => cmd.run(cli),
             PolicyCommand::Unpin(cmd) => cmd.run(cli),
+            PolicyCommand::Replay(cmd) => cmd.run(cli),
         }
     }
 }

@@ -612,3 +612,109 @@ fn a_rollout_places_each_device_on_one_side_and_keeps_it_there() {
         );
     }
 }
+
+#[test]
+fn replay_reports_the_flips_of_a_changed_rule() {
+    let home = Home::new();
+    for path in ["notes.md", "/etc/hostname", "/etc/passwd", "src/main.rs"] {
+        let input = format!(
+            r#"{{"capability": "file", "action": "read", "resource": {{"path": "{path}"}}}}"#
+        );
+        home.run(&["eval", "--input", "-"], &input);
+    }
+    // The candidate: markdown is refused, and reads outside the workspace are allowed.
+    let candidate = home.path().join("candidate");
+    let out = home
+        .cordon(&["policy", "init", candidate.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rego = fs_err::read_to_string(candidate.join("file.rego")).unwrap();
+    let outside =
+        "} else := {\n\t\"allow\": false,\n\t\"reasons\": [sprintf(\"`%s` is outside the workspace";
+    assert!(rego.contains(outside));
+    let rego = rego.replace(outside, &outside.replace("false", "true"))
+        + "\ndeny contains sprintf(\"`%s` is markdown\", [input.resource.path]) if endswith(input.resource.path, \".md\")\n";
+    fs_err::write(candidate.join("file.rego"), rego).unwrap();
+
+    let out = home
+        .cordon(&[
+            "policy",
+            "replay",
+            candidate.to_str().unwrap(),
+            "--json",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(
+        (report["replayed"].as_u64(), report["unchanged"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let changes: Vec<(String, String)> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["resource"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                c["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("notes.md".to_owned(), "allow_to_deny".to_owned()),
+            ("hostname".to_owned(), "deny_to_allow".to_owned()),
+            ("passwd".to_owned(), "deny_to_allow".to_owned()),
+        ]
+    );
+    // Counted per rule: the two reads outside the workspace are one rule's.
+    assert_eq!(
+        report["by_rule"]["file: `…` is markdown"]["allow_to_deny"],
+        1
+    );
+    assert_eq!(
+        report["by_rule"]["file: `…` is outside the workspace […]"]["deny_to_allow"],
+        2
+    );
+
+    // The same through an exported log, failing a CI step.
+    let export = home.cordon(&["audit", "export"]).output().unwrap();
+    let log = home.path().join("exported.jsonl");
+    fs_err::write(&log, &export.stdout).unwrap();
+    let out = home
+        .cordon(&[
+            "policy",
+            "replay",
+            candidate.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--fail-on-change",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("3 would change"), "{}", stdout(&out));
+    // The policy that decided replays with no change.
+    let out = home
+        .cordon(&[
+            "policy",
+            "replay",
+            crate::suite::common::default_policy_dir().to_str().unwrap(),
+            "--fail-on-change",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
