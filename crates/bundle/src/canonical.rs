@@ -122,10 +122,16 @@ fn write_value(raw: &RawValue, out: &mut String, depth: usize) -> Result<(), Str
     let parse_err = |err: serde_json::Error| format!("not JSON: {err}");
     match text.as_bytes().first() {
         Some(b'{') => {
-            // A map keeps the last of duplicate keys, as Go's decoder does; its order is
-            // bytewise, as Go's sort of the keys is.
-            let object: BTreeMap<String, &RawValue> =
-                serde_json::from_str(text).map_err(parse_err)?;
+            // Keys in bytewise order, as Go sorts them. A key given twice is refused: Go's
+            // decoder keeps the last, another reader may keep the first, and a signed
+            // document must mean one thing to every reader.
+            let Pairs(pairs) = serde_json::from_str(text).map_err(parse_err)?;
+            let mut object: BTreeMap<String, &RawValue> = BTreeMap::new();
+            for (key, value) in pairs {
+                if object.insert(key.clone(), value).is_some() {
+                    return Err(format!("the key `{key}` appears twice in one object"));
+                }
+            }
             out.push('{');
             for (i, (key, value)) in object.iter().enumerate() {
                 if i > 0 {
@@ -156,6 +162,32 @@ fn write_value(raw: &RawValue, out: &mut String, depth: usize) -> Result<(), Str
         _ => out.push_str(text),
     }
     Ok(())
+}
+
+/// An object's members in the order written, duplicates kept.
+struct Pairs<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, &'de RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// A string as Go's encoder writes it with HTML escaping off.
@@ -206,8 +238,11 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_keep_the_last() {
-        assert_eq!(canon(r#"{"a": 1, "a": 2}"#), r#"{"a":2}"#);
+    fn duplicate_keys_are_refused() {
+        // `{"a": 2, "a": 1}` would hash as `{"a":1}` (Go keeps the last) and could load as
+        // `a = 2` in a reader that keeps the first: a signed document must have one meaning.
+        let err = canonical_json(br#"{"x": {"a": 2, "a": 1}}"#).unwrap_err();
+        assert!(err.contains("`a` appears twice"), "{err}");
     }
 
     /// Digests from OPA's own tests (`v1/bundle/bundle_test.go`, `verify_test.go`).

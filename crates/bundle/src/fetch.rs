@@ -51,6 +51,8 @@ pub fn fetch(url: &str, etag: Option<&str>, max_bytes: u64, timeouts: Timeouts) 
         .timeout_global(Some(timeouts.total))
         .http_status_as_error(false)
         .max_redirects(5)
+        // An https:// source is never redirected to plain HTTP.
+        .https_only(url.starts_with("https://"))
         .user_agent(concat!("cordon/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();

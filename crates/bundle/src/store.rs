@@ -169,8 +169,14 @@ fn io_error(path: &Path, err: &std::io::Error) -> BundleError {
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // A file left by a crash is removed; the new one is created, never opened through a
+    // link planted at its name.
+    let _ = fs_err::remove_file(&temp);
     let written = (|| {
-        let mut file = fs_err::File::create(&temp)?;
+        let mut file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs_err::rename(&temp, path)

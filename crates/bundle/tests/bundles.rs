@@ -287,6 +287,22 @@ fn tampered_unlisted_and_missing_files_are_refused_by_name() {
     assert_eq!(err.problem, Problem::Missing);
     assert!(err.to_string().contains("cordon/file/data.json"), "{err}");
 
+    // A key given twice hashes like the signed document (Go keeps the last) and could load
+    // as the first: refused.
+    let doubled = altered(&bytes, |e| {
+        let data = e
+            .iter_mut()
+            .find(|e| e.name.ends_with("data.json"))
+            .unwrap();
+        data.bytes = br#"{"open": false, "open": true}"#.to_vec();
+    });
+    let err = verify(&doubled, &verifier).unwrap_err();
+    assert_eq!(
+        (err.problem, err.file.as_deref()),
+        (Problem::Malformed, Some("cordon/file/data.json")),
+        "{err}"
+    );
+
     // Re-serialising a data document does not break its signature (it is hashed canonically).
     let reformatted = altered(&bytes, |e| {
         let data = e
