@@ -281,6 +281,12 @@ impl Bundle {
     /// [`Problem::Malformed`] naming the file: not UTF-8, data that is not JSON or YAML, a
     /// module or data outside the roots, no Rego module at all.
     pub fn policy_source(&self, origin: &str) -> Result<PolicySource> {
+        self.source(origin, true)
+    }
+
+    /// The policy of a bundle checked when it was activated (its digest is the activated
+    /// one): as [`Bundle::policy_source`] without parsing every module again for the roots.
+    pub(crate) fn source(&self, origin: &str, check_roots: bool) -> Result<PolicySource> {
         let mut files = Vec::new();
         let mut engine = regorus::Engine::new();
         for entry in self.entries.iter().filter(|e| loaded(&e.name)) {
@@ -292,6 +298,10 @@ impl Bundle {
                 display: format!("{origin}:/{}", entry.name),
                 text,
             };
+            if !check_roots {
+                files.push(file);
+                continue;
+            }
             if file.is_rego() {
                 let package = engine
                     .add_policy(file.display.clone(), file.text.clone())

@@ -147,6 +147,18 @@ pub struct Loaded {
     pub fallback_from: Option<(Installed, BundleError)>,
 }
 
+impl Loaded {
+    /// The policy the bundle holds. Its modules are not parsed again for the manifest's
+    /// roots: the bundle is the one checked when it was activated (same digest, verified).
+    ///
+    /// # Errors
+    ///
+    /// As [`Bundle::policy_source`], but for the roots.
+    pub fn policy_source(&self, origin: &str) -> Result<cordon_policy::PolicySource> {
+        self.bundle.source(origin, false)
+    }
+}
+
 /// The place of `device` in a rollout, from 0 (inclusive) to 100 (exclusive), with two
 /// decimals: the same device always gets the same place.
 pub fn bucket(device: &str) -> f64 {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cordon_bundle::fetch::{self, Fetched, Timeouts};
-use cordon_bundle::store::{Installed, Loaded, Store, Trust, Verdict};
+use cordon_bundle::store::{Installed, Store, Trust, Verdict};
 use cordon_bundle::{Bundle, BundleError, Limits, Problem, PublicKey, Verifier};
 use cordon_policy::{Policy, PolicyOptions, PolicySource};
 use cordon_types::{AuditEvent, AuditSink, Decision, Outcome};
@@ -297,15 +297,11 @@ impl Bundles {
                 .load(&self.trust, now())
                 .map_err(|err| setup(origin(), err))?;
         }
-        let Some(Loaded {
-            bundle,
-            installed,
-            fallback_from,
-        }) = loaded
-        else {
+        let Some(loaded) = loaded else {
             return Ok(None);
         };
-        if let Some((failed, why)) = fallback_from {
+        let installed = loaded.installed.clone();
+        if let Some((failed, why)) = &loaded.fallback_from {
             tracing::warn!(
                 "the active policy bundle (revision {}) cannot be used ({why}); falling back to revision {}",
                 failed.revision,
@@ -321,13 +317,13 @@ impl Bundles {
                 .rollback(&self.trust, &self.check(), &reason, now())
                 .map_err(|err| setup(origin(), err))?;
             let sink = sink();
-            record_fallback(sink.as_deref(), &verdict, &failed, &why)?;
+            record_fallback(sink.as_deref(), &verdict, failed, why)?;
         }
         let origin = format!(
             "bundle revision {} from {}",
             installed.revision, installed.source
         );
-        let source = bundle
+        let source = loaded
             .policy_source(&origin)
             .map_err(|err| setup(origin.clone(), err))?;
         Ok(Some((source, installed)))
