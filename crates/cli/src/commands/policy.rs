@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
-/// Write out, check, bundle and sign a policy
+/// Write, check, bundle, sign, activate and replay policies
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     Init(InitCommand),

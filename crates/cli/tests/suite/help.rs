@@ -30,6 +30,16 @@ fn policy_help() {
 }
 
 #[test]
+fn policy_commands_help() {
+    insta::assert_snapshot!(help(&["policy", "--help"]));
+}
+
+#[test]
+fn policy_build_help() {
+    insta::assert_snapshot!(help(&["policy", "build", "--help"]));
+}
+
+#[test]
 fn audit_help() {
     insta::assert_snapshot!(help(&["audit", "--help"]));
 }
