@@ -178,7 +178,8 @@ pub fn read(compressed: &[u8], limits: &Limits) -> Result<Vec<Entry>> {
                 format!("{what}; a bundle holds only regular files"),
             ));
         }
-        let size = entry.header().size().unwrap_or(u64::MAX);
+        // The size the reader will deliver: a PAX `size` record overrides the header's.
+        let size = entry.size();
         if size > limits.file {
             return Err(BundleError::file(
                 Problem::TooLarge,
@@ -196,10 +197,20 @@ pub fn read(compressed: &[u8], limits: &Limits) -> Result<Vec<Entry>> {
                 "appears twice in the archive",
             ));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        entry
+        // Memory grows with what is read, never with what a header claims; a file is read
+        // to one byte past the limit at most.
+        let mut bytes = Vec::new();
+        (&mut entry)
+            .take(limits.file + 1)
             .read_to_end(&mut bytes)
             .map_err(|err| too_large_or(&err, Problem::NotABundle, "a broken tar entry"))?;
+        if bytes.len() as u64 > limits.file {
+            return Err(BundleError::file(
+                Problem::TooLarge,
+                name,
+                format!("more than the limit of {} bytes per file", limits.file),
+            ));
+        }
         files.push(Entry { name, bytes });
     }
     Ok(files)

@@ -185,14 +185,32 @@ impl Bundle {
         self.signatures.is_some()
     }
 
-    /// SHA-256 over every file's name and content but the signature's: two bundles with the
-    /// same digest hold the same policy, however they were compressed or signed.
+    /// SHA-256 over every file's name and content but the signature's, the manifest taken
+    /// without its rollout percentage: two bundles with the same digest hold the same policy,
+    /// however they were compressed or signed, and widening a revision's rollout does not
+    /// make it another bundle.
     pub fn digest(&self) -> String {
         let mut sorted: Vec<&Entry> = self.entries.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         let mut hasher = Sha256::new();
         for entry in sorted {
-            for part in [entry.name.as_bytes(), entry.bytes.as_slice()] {
+            let manifest;
+            let bytes = if entry.name == manifest::NAME {
+                let mut without = self.manifest.clone();
+                if let Some(cordon) = without
+                    .metadata
+                    .as_mut()
+                    .and_then(|m| m.get_mut("cordon"))
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    cordon.remove("rollout");
+                }
+                manifest = serde_json::to_vec(&without).unwrap_or_default();
+                manifest.as_slice()
+            } else {
+                entry.bytes.as_slice()
+            };
+            for part in [entry.name.as_bytes(), bytes] {
                 hasher.update((part.len() as u64).to_le_bytes());
                 hasher.update(part);
             }

@@ -7,10 +7,8 @@
 //! strings escaped as Go does with HTML escaping off (`<`, `>`, `&` and non-ASCII raw; control
 //! characters, U+2028 and U+2029 escaped).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::value::RawValue;
 use sha2_11::{Digest, Sha256, Sha384, Sha512};
 
 /// How deep a structured document may nest before it is refused.
@@ -102,91 +100,208 @@ pub fn yaml_to_json(bytes: &[u8]) -> Result<String, String> {
 
 /// `bytes`, a JSON document, in OPA's canonical form.
 ///
+/// One pass: the document is parsed once into a tree whose numbers point at their text (Go
+/// keeps a number's lexeme), then written once with keys sorted.
+///
 /// # Errors
 ///
-/// A message when the document is not JSON (or nests deeper than 64 levels).
+/// A message when the document is not JSON, nests deeper than 64 levels, or has an object
+/// with a key given twice.
 pub fn canonical_json(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use serde::de::DeserializeSeed as _;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
-    let raw: &RawValue = serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    let numbers = std::cell::Cell::new(0);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let node = Seed {
+        numbers: &numbers,
+        depth: 0,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|node| deserializer.end().map(|()| node))
+    .map_err(|err| format!("not JSON: {err}"))?;
+    let lexemes = number_lexemes(text);
+    if lexemes.len() != numbers.get() {
+        return Err("the document's numbers cannot be read".into());
+    }
     let mut out = String::with_capacity(text.len());
-    write_value(raw, &mut out, 0)?;
+    write_node(&node, &lexemes, &mut out);
     Ok(out.into_bytes())
 }
 
-fn write_value(raw: &RawValue, out: &mut String, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+/// A parsed JSON value; a number is the index of its lexeme in the text.
+enum Node {
+    Object(Vec<(String, Node)>),
+    Array(Vec<Node>),
+    String(String),
+    Number(usize),
+    Literal(&'static str),
+}
+
+/// Parses one value, numbering numbers in document order.
+struct Seed<'c> {
+    numbers: &'c std::cell::Cell<usize>,
+    depth: usize,
+}
+
+impl Seed<'_> {
+    fn number(&self) -> Node {
+        let index = self.numbers.get();
+        self.numbers.set(index + 1);
+        Node::Number(index)
     }
-    let text = raw.get();
-    let parse_err = |err: serde_json::Error| format!("not JSON: {err}");
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            // Keys in bytewise order, as Go sorts them. A key given twice is refused: Go's
-            // decoder keeps the last, another reader may keep the first, and a signed
-            // document must mean one thing to every reader.
-            let Pairs(pairs) = serde_json::from_str(text).map_err(parse_err)?;
-            let mut object: BTreeMap<String, &RawValue> = BTreeMap::new();
-            for (key, value) in pairs {
-                if object.insert(key.clone(), value).is_some() {
-                    return Err(format!("the key `{key}` appears twice in one object"));
+
+    fn child(&self) -> Self {
+        Seed {
+            numbers: self.numbers,
+            depth: self.depth + 1,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+    type Value = Node;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Seed<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Literal(if v { "true" } else { "false" }))
+    }
+
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Literal("null"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(self.number())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(self.number())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(self.number())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Node, E> {
+        Ok(Node::String(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.child())? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let mut members: Vec<(String, Node)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self.child())?;
+            members.push((key, value));
+        }
+        // Keys in bytewise order, as Go sorts them. A key given twice is refused: Go's
+        // decoder keeps the last, another reader may keep the first, and a signed document
+        // must mean one thing to every reader.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = members.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(serde::de::Error::custom(format!(
+                "the key `{}` appears twice in one object",
+                pair[0].0
+            )));
+        }
+        Ok(Node::Object(members))
+    }
+}
+
+/// The text of every number of a JSON document, in document order (strings skipped).
+fn number_lexemes(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut lexemes = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
                 }
             }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                lexemes.push(&text[start..i]);
+            }
+            _ => i += 1,
+        }
+    }
+    lexemes
+}
+
+fn write_node(node: &Node, lexemes: &[&str], out: &mut String) {
+    match node {
+        Node::Object(members) => {
             out.push('{');
-            for (i, (key, value)) in object.iter().enumerate() {
+            for (i, (key, value)) in members.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 write_string(key, out);
                 out.push(':');
-                write_value(value, out, depth + 1)?;
+                write_node(value, lexemes, out);
             }
             out.push('}');
         }
-        Some(b'[') => {
-            let array: Vec<&RawValue> = serde_json::from_str(text).map_err(parse_err)?;
+        Node::Array(items) => {
             out.push('[');
-            for (i, value) in array.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(value, out, depth + 1)?;
+                write_node(item, lexemes, out);
             }
             out.push(']');
         }
-        Some(b'"') => {
-            let string: String = serde_json::from_str(text).map_err(parse_err)?;
-            write_string(&string, out);
-        }
-        // A number, `true`, `false` or `null`: as written (Go keeps a number's lexeme).
-        _ => out.push_str(text),
-    }
-    Ok(())
-}
-
-/// An object's members in the order written, duplicates kept.
-struct Pairs<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Pairs<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = Pairs<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(pair) = map.next_entry::<String, &'de RawValue>()? {
-                    pairs.push(pair);
-                }
-                Ok(Pairs(pairs))
-            }
-        }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+        Node::String(text) => write_string(text, out),
+        Node::Number(index) => out.push_str(lexemes.get(*index).copied().unwrap_or("0")),
+        Node::Literal(text) => out.push_str(text),
     }
 }
 
@@ -285,5 +400,27 @@ mod tests {
         assert!(canonical_json(b"{} {}").is_err());
         let deep = "[".repeat(100) + &"]".repeat(100);
         assert!(canonical_json(deep.as_bytes()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod nesting {
+    use super::canonical_json;
+
+    #[test]
+    fn deep_documents_around_large_values_canonicalise() {
+        let inner = format!("[{}]", vec!["1.50"; 20_000].join(", "));
+        let mut doc = inner.clone();
+        for _ in 0..60 {
+            doc = format!("{{\"b\": 1, \"a\": {doc}}}");
+        }
+        let out = String::from_utf8(canonical_json(doc.as_bytes()).unwrap()).unwrap();
+        assert!(out.starts_with("{\"a\":{\"a\":"), "{}", &out[..40]);
+        assert!(
+            out.contains("1.50,1.50],\"b\":1},\"b\":1}"),
+            "{}",
+            &out[out.len() - 40..]
+        );
+        assert_eq!(out.matches("1.50").count(), 20_000);
     }
 }

@@ -62,7 +62,11 @@ pub fn fetch(url: &str, etag: Option<&str>, max_bytes: u64, timeouts: Timeouts) 
     }
     let mut response = request.call().map_err(|err| unreadable(err.to_string()))?;
     match response.status().as_u16() {
-        304 => Ok(Fetched::NotModified),
+        // Not modified since what? Only an answer to our `If-None-Match` means anything.
+        304 if etag.is_some() => Ok(Fetched::NotModified),
+        304 => Err(unreadable(
+            "the server answered 304 Not Modified to a request without an ETag".into(),
+        )),
         200 => {
             let etag = response
                 .headers()

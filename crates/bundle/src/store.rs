@@ -1,11 +1,13 @@
 //! The bundles a desktop has activated: the active one, the one before it (last known good),
 //! and what was decided about each offer, kept under one directory.
 //!
-//! Every change happens under an exclusive lock on `lock`, and every file is replaced by
-//! rename, so that a reader (a running session watching for a new policy) sees the old state
-//! or the new one. Nothing read back from the directory is trusted: the active bundle is
-//! verified again each time it is loaded, and a bundle whose digest is not the one recorded
-//! is refused, so a bundle swapped on disk is never run.
+//! Bundles are kept by the SHA-256 of their bytes (`<sha256>.tar.gz`, written once, never
+//! changed) and `state.json` names the active and previous one: replacing `state.json` (by
+//! rename) is the one step that commits a change, so a crash at any point leaves the old
+//! state or the new one, both whole. Every change happens under an exclusive lock on `lock`;
+//! readers take no lock and never write. Nothing read back is trusted: the active bundle is
+//! verified again each time it is loaded and must have the digest and revision recorded, so a
+//! bundle swapped on disk is never run.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,9 +20,9 @@ use crate::manifest::compare_revisions;
 use crate::signature::{Signer, Verifier};
 use crate::{read_bounded, Bundle, Limits};
 
-const ACTIVE: &str = "active.tar.gz";
-const PREVIOUS: &str = "previous.tar.gz";
 const STATE: &str = "state.json";
+/// How many activated (revision, digest) pairs are remembered.
+const SEEN: usize = 32;
 const LOCK: &str = "lock";
 
 /// A bundle that was activated: what it is, where it came from, and why it is active.
@@ -30,6 +32,8 @@ pub struct Installed {
     pub revision: String,
     /// [`Bundle::digest`].
     pub digest: String,
+    /// The file in the store holding its bytes (`<sha256 of the bytes>.tar.gz`).
+    pub file: String,
     /// Where it came from: a path or a URL.
     pub source: String,
     /// When it was activated, RFC 3339.
@@ -74,6 +78,10 @@ pub struct State {
     /// The last rollout decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// The (revision, digest) pairs activated lately: the same revision with one of these
+    /// digests may be activated again (after a rollback, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<(String, String)>,
     /// The server's ETag for the bundle last fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -261,9 +269,12 @@ impl Store {
             .lock()
             .map_err(|err| io_error(&lock_path, &err))?;
         let mut state = self.state()?;
-        let result = change(&mut state);
+        let result = change(&mut state)?;
+        // The commit; then the bundles the state no longer names go, still under the lock
+        // (a writer keeps its new file before it commits).
         self.save(&state)?;
-        result
+        self.collect(&state);
+        Ok(result)
     }
 
     /// Records a check of the source: its ETag when it answered, the error when it did not.
@@ -292,6 +303,35 @@ impl Store {
         })
     }
 
+    /// Keeps `bytes` in the store under the SHA-256 of the bytes and returns the file's name.
+    fn keep(&self, bytes: &[u8]) -> Result<String> {
+        let name = format!("{}.tar.gz", cordon_types::hex(&Sha256::digest(bytes)));
+        let path = self.dir.join(&name);
+        let present = fs_err::read(&path).is_ok_and(|existing| existing == bytes);
+        if !present {
+            replace(&path, bytes)?;
+        }
+        Ok(name)
+    }
+
+    /// Removes every kept bundle that `state` no longer names.
+    fn collect(&self, state: &State) {
+        let keep: Vec<&str> = [&state.active, &state.previous]
+            .into_iter()
+            .flatten()
+            .map(|i| i.file.as_str())
+            .collect();
+        let Ok(entries) = fs_err::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tar.gz") && !keep.contains(&name.as_str()) {
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Offers the bundle `bytes` from `source`: read, verified, checked by `check` (that its
     /// policy loads), ordered against what was activated before, placed in its rollout, and
     /// activated when all agree. `pin` activates it pinned (and lets it replace a pinned one).
@@ -309,142 +349,167 @@ impl Store {
         pin: bool,
         now: i64,
     ) -> Result<Verdict> {
-        self.locked(|state| {
-            let active = state.active.clone();
-            let refused = |revision: Option<String>, error: BundleError| Verdict::Refused {
+        self.locked(|state| self.decide_offer(state, bytes, source, trust, check, pin, now))
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the steps of one offer, in one place"
+    )]
+    fn decide_offer(
+        &self,
+        state: &mut State,
+        bytes: &[u8],
+        source: &str,
+        trust: &Trust,
+        check: &dyn Fn(&Bundle) -> Result<()>,
+        pin: bool,
+        now: i64,
+    ) -> Result<Verdict> {
+        let active = state.active.clone();
+        let refused = |state: &mut State, revision: Option<String>, error: BundleError| {
+            state.last_error = Some(error.to_string());
+            Ok(Verdict::Refused {
                 revision,
                 active: active.clone(),
                 error,
-            };
-            let bundle = match Bundle::from_bytes(bytes, &trust.limits) {
-                Ok(bundle) => bundle,
-                Err(err) => {
-                    state.last_error = Some(err.to_string());
-                    return Ok(refused(None, err));
+            })
+        };
+        let bundle = match Bundle::from_bytes(bytes, &trust.limits) {
+            Ok(bundle) => bundle,
+            Err(err) => return refused(state, None, err),
+        };
+        let revision = bundle.revision().to_owned();
+        let signer = match bundle.verify(&trust.verifier, now).and_then(|signer| {
+            check(&bundle)?;
+            Ok(signer)
+        }) {
+            Ok(signer) => signer,
+            Err(err) => return refused(state, Some(revision), err),
+        };
+        let digest = bundle.digest();
+        if let Some(current) = state.active.as_mut() {
+            if current.digest == digest {
+                // The same policy: a fresh signature (a later `exp`) replaces the one kept.
+                let file = self.keep(bytes)?;
+                if file != current.file {
+                    current.file = file;
+                    current.signer = signer;
                 }
-            };
-            let revision = bundle.revision().to_owned();
-            let signer = match bundle.verify(&trust.verifier, now).and_then(|signer| {
-                check(&bundle)?;
-                Ok(signer)
-            }) {
-                Ok(signer) => signer,
-                Err(err) => {
-                    state.last_error = Some(err.to_string());
-                    return Ok(refused(Some(revision), err));
+                if pin {
+                    state.pinned = true;
                 }
-            };
-            let digest = bundle.digest();
-            if let Some(active) = &state.active {
-                if active.digest == digest {
-                    if pin && !state.pinned {
-                        state.pinned = true;
-                    }
-                    state.last_error = None;
-                    return Ok(Verdict::Unchanged(active.clone()));
-                }
+                state.last_error = None;
+                return Ok(Verdict::Unchanged(current.clone()));
             }
-            let mut reason = "newer revision".to_owned();
-            if let Some(highest) = &state.highest {
-                match compare_revisions(&revision, highest) {
-                    std::cmp::Ordering::Less if !trust.allow_downgrade => {
-                        let err = BundleError::new(
-                            Problem::Rollback,
-                            format!(
-                                "revision `{revision}` is older than `{highest}`, already \
-                                 activated; a bundle never goes back unless a downgrade is \
-                                 allowed (`--allow-downgrade`)"
-                            ),
-                        );
-                        state.last_error = Some(err.to_string());
-                        return Ok(refused(Some(revision), err));
-                    }
-                    std::cmp::Ordering::Less => reason = "downgrade allowed".into(),
-                    std::cmp::Ordering::Equal => {
-                        let err = BundleError::new(
-                            Problem::Rollback,
-                            format!(
-                                "revision `{revision}` was already activated with other \
-                                 content; a changed policy needs a new revision"
-                            ),
-                        );
-                        state.last_error = Some(err.to_string());
-                        return Ok(refused(Some(revision), err));
-                    }
-                    std::cmp::Ordering::Greater => {}
+        }
+        let known = state
+            .seen
+            .iter()
+            .any(|(r, d)| *r == revision && *d == digest);
+        let mut reason = "newer revision".to_owned();
+        if let Some(highest) = state.highest.clone() {
+            match compare_revisions(&revision, &highest) {
+                std::cmp::Ordering::Less if !trust.allow_downgrade => {
+                    let err = BundleError::new(
+                        Problem::Rollback,
+                        format!(
+                            "revision `{revision}` is older than `{highest}`, already \
+                             activated; a bundle never goes back unless a downgrade is allowed \
+                             (`--allow-downgrade`)"
+                        ),
+                    );
+                    return refused(state, Some(revision), err);
                 }
+                std::cmp::Ordering::Less => reason = "downgrade allowed".into(),
+                std::cmp::Ordering::Equal if known => reason = "activated again".into(),
+                std::cmp::Ordering::Equal if !trust.allow_downgrade => {
+                    let err = BundleError::new(
+                        Problem::Rollback,
+                        format!(
+                            "revision `{revision}` was already activated with other content; \
+                             a changed policy needs a new revision"
+                        ),
+                    );
+                    return refused(state, Some(revision), err);
+                }
+                std::cmp::Ordering::Equal => reason = "downgrade allowed".into(),
+                std::cmp::Ordering::Greater => {}
             }
-            if state.pinned && !pin {
+        }
+        if state.pinned && !pin {
+            state.last_error = None;
+            return Ok(Verdict::Deferred {
+                revision,
+                active,
+                reason: "the active revision is pinned (`cordon policy unpin`)".into(),
+            });
+        }
+        if let Some(percent) = bundle.manifest().rollout().ok().flatten() {
+            let place = bucket(&trust.device);
+            let joined = place < percent;
+            state.canary = Some(Canary {
+                revision: revision.clone(),
+                percent,
+                bucket: place,
+                joined,
+            });
+            if state.active.is_none() {
+                // A rollout paces updates; a device with no policy at all takes it.
+                reason = format!("first bundle ({percent}% rollout, this device at {place:.2})");
+            } else if !joined && !pin {
                 state.last_error = None;
                 return Ok(Verdict::Deferred {
                     revision,
-                    active: active.clone(),
-                    reason: "the active revision is pinned (`cordon policy unpin`)".into(),
+                    active,
+                    reason: format!(
+                        "rolled out to {percent}% of devices; this one is at {place:.2}"
+                    ),
                 });
-            }
-            if let Some(percent) = bundle.manifest().rollout().ok().flatten() {
-                let place = bucket(&trust.device);
-                let joined = place < percent;
-                state.canary = Some(Canary {
-                    revision: revision.clone(),
-                    percent,
-                    bucket: place,
-                    joined,
-                });
-                if !joined && !pin {
-                    state.last_error = None;
-                    return Ok(Verdict::Deferred {
-                        revision,
-                        active: active.clone(),
-                        reason: format!(
-                            "rolled out to {percent}% of devices; this one is at {place:.2}"
-                        ),
-                    });
-                }
+            } else {
                 reason = format!("canary: joined ({percent}% rollout, this device at {place:.2})");
             }
-            if pin {
-                reason = format!("pinned ({reason})");
-            }
-            // The active bundle becomes the previous one, then the new one the active one,
-            // each by rename: a reader sees one whole bundle or the other.
-            let active_path = self.dir.join(ACTIVE);
-            if state.active.is_some() {
-                match fs_err::read(&active_path) {
-                    Ok(old) => replace(&self.dir.join(PREVIOUS), &old)?,
-                    Err(err) => return Err(io_error(&active_path, &err)),
-                }
-            }
-            replace(&active_path, bytes)?;
-            let to = Installed {
-                revision: revision.clone(),
-                digest,
-                source: source.to_owned(),
-                activated_at: timestamp(now),
-                signer,
-                reason,
-            };
-            state.previous = state.active.take();
-            state.active = Some(to.clone());
-            state.pinned = pin;
-            state.last_error = None;
-            let higher = state
-                .highest
-                .as_ref()
-                .is_none_or(|h| compare_revisions(&revision, h).is_gt());
-            if higher {
-                state.highest = Some(revision);
-            }
-            Ok(Verdict::Activated {
-                from: state.previous.clone(),
-                to,
-            })
+        }
+        if pin {
+            reason = format!("pinned ({reason})");
+        }
+        let file = self.keep(bytes)?;
+        let to = Installed {
+            revision: revision.clone(),
+            digest: digest.clone(),
+            file,
+            source: source.to_owned(),
+            activated_at: timestamp(now),
+            signer,
+            reason,
+        };
+        state.previous = state.active.take();
+        state.active = Some(to.clone());
+        state.pinned = pin;
+        state.last_error = None;
+        state
+            .seen
+            .retain(|(r, d)| !(*r == revision && *d == digest));
+        state.seen.push((revision.clone(), digest));
+        if state.seen.len() > SEEN {
+            state.seen.remove(0);
+        }
+        if state
+            .highest
+            .as_ref()
+            .is_none_or(|h| compare_revisions(&revision, h).is_gt())
+        {
+            state.highest = Some(revision);
+        }
+        Ok(Verdict::Activated {
+            from: state.previous.clone(),
+            to,
         })
     }
 
-    /// Makes the previous bundle active again (it must still verify and load) for `reason`
-    /// (`rollback`, or why the active one is given up), keeping the highest revision seen: a
-    /// newer bundle is taken again when it is offered.
+    /// Makes the previous bundle active again (it must still verify and load), keeping the
+    /// highest revision seen: a newer bundle is taken again when it is offered. Only the
+    /// state changes; both bundles stay kept.
     ///
     /// # Errors
     ///
@@ -453,7 +518,6 @@ impl Store {
         &self,
         trust: &Trust,
         check: &dyn Fn(&Bundle) -> Result<()>,
-        reason: &str,
         now: i64,
     ) -> Result<Verdict> {
         self.locked(|state| {
@@ -463,43 +527,48 @@ impl Store {
                     "there is no previous bundle to roll back to",
                 ));
             };
-            let bundle = self.read_checked(PREVIOUS, &previous, trust, now)?;
+            let bundle = self.read_checked(&previous, trust, now)?;
             check(&bundle)?;
-            let active_path = self.dir.join(ACTIVE);
-            let old = fs_err::read(&active_path).map_err(|err| io_error(&active_path, &err))?;
-            let prev_path = self.dir.join(PREVIOUS);
-            let new = fs_err::read(&prev_path).map_err(|err| io_error(&prev_path, &err))?;
-            replace(&prev_path, &old)?;
-            replace(&active_path, &new)?;
             let from = state.active.take();
             let mut to = previous;
             to.activated_at = timestamp(now);
-            to.reason = reason.to_owned();
+            to.reason = "rollback".into();
             state.active = Some(to.clone());
             state.previous = from.clone();
+            // The next check fetches whatever the source serves, even unchanged.
+            state.etag = None;
             Ok(Verdict::Activated { from, to })
         })
     }
 
-    /// Clears the pin.
+    /// Clears the pin (and the ETag, so that the next check reads the source whole).
     ///
     /// # Errors
     ///
     /// When the state cannot be written.
     pub fn unpin(&self) -> Result<bool> {
-        self.locked(|state| Ok(std::mem::replace(&mut state.pinned, false)))
+        self.locked(|state| {
+            state.etag = None;
+            Ok(std::mem::replace(&mut state.pinned, false))
+        })
     }
 
-    fn read_checked(
-        &self,
-        name: &str,
-        installed: &Installed,
-        trust: &Trust,
-        now: i64,
-    ) -> Result<Bundle> {
-        let path = self.dir.join(name);
+    /// Forgets the ETag: a bundle that was fetched and not taken (deferred) is read again.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be written.
+    pub fn forget_etag(&self) -> Result<()> {
+        self.locked(|state| {
+            state.etag = None;
+            Ok(())
+        })
+    }
+
+    fn read_checked(&self, installed: &Installed, trust: &Trust, now: i64) -> Result<Bundle> {
+        let path = self.dir.join(&installed.file);
         let bundle = Bundle::read(&path, &trust.limits)?;
-        if bundle.digest() != installed.digest {
+        if bundle.digest() != installed.digest || bundle.revision() != installed.revision {
             return Err(BundleError::new(
                 Problem::Tampered,
                 format!(
@@ -513,38 +582,54 @@ impl Store {
         Ok(bundle)
     }
 
-    /// The active bundle, verified again with `trust`; the previous one when the active one
-    /// no longer verifies (changed on disk, or signed by a key no longer trusted); `None`
-    /// when nothing was activated.
+    /// The active bundle, verified again with `trust`; `None` when nothing was activated.
+    /// When the active bundle's file is damaged or missing (not when its signature fails,
+    /// which a stale key or an expired token would cause), the previous one is used in its
+    /// place, for this reader only: readers never write.
     ///
     /// # Errors
     ///
     /// When neither can be used: the active bundle's error.
     pub fn load(&self, trust: &Trust, now: i64) -> Result<Option<Loaded>> {
-        let state = self.state()?;
-        let Some(active) = state.active else {
-            return Ok(None);
-        };
-        let err = match self.read_checked(ACTIVE, &active, trust, now) {
-            Ok(bundle) => {
-                return Ok(Some(Loaded {
-                    bundle,
-                    installed: active,
-                    fallback_from: None,
-                }))
+        // A writer may commit between reading the state and reading the file it names, and
+        // collect that file: read the state again then.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let state = self.state()?;
+            let Some(active) = state.active.clone() else {
+                return Ok(None);
+            };
+            let err = match self.read_checked(&active, trust, now) {
+                Ok(bundle) => {
+                    return Ok(Some(Loaded {
+                        bundle,
+                        installed: active,
+                        fallback_from: None,
+                    }))
+                }
+                Err(err) => err,
+            };
+            if attempt < 3 && self.state().is_ok_and(|again| again != state) {
+                continue;
             }
-            Err(err) => err,
-        };
-        if let Some(previous) = state.previous {
-            if let Ok(bundle) = self.read_checked(PREVIOUS, &previous, trust, now) {
-                return Ok(Some(Loaded {
-                    bundle,
-                    installed: previous,
-                    fallback_from: Some((active, err)),
-                }));
+            let damaged = matches!(
+                err.problem,
+                Problem::Unreadable | Problem::NotABundle | Problem::Tampered | Problem::TooLarge
+            );
+            if damaged {
+                if let Some(previous) = state.previous {
+                    if let Ok(bundle) = self.read_checked(&previous, trust, now) {
+                        return Ok(Some(Loaded {
+                            bundle,
+                            installed: previous,
+                            fallback_from: Some((active, err)),
+                        }));
+                    }
+                }
             }
+            return Err(err);
         }
-        Err(err)
     }
 }
 

@@ -571,6 +571,39 @@ fn bombs_and_oversized_bundles_stop_at_the_limits() {
     let names: Vec<Vec<u8>> = (0..150)
         .map(|i| format!("d/{i}.rego").into_bytes())
         .collect();
+    // A PAX `size` record says more than the header: the larger one is what is read, and the
+    // limit holds for it; a header that claims more than the data holds allocates nothing.
+    for (pax, header_size) in [(2u64 << 20, 0u64), (0, 60 << 20)] {
+        use std::io::Write as _;
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("size", pax.to_string().as_bytes())])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("big.rego").unwrap();
+        header.set_size(header_size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let raw = builder.get_mut();
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend(std::iter::repeat_n(b'#', pax as usize));
+        raw.extend(std::iter::repeat_n(0u8, (512 - (pax as usize % 512)) % 512));
+        let tar = builder.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let err = Bundle::from_bytes(&gz.finish().unwrap(), &limits);
+        if pax > 0 {
+            let err = err.unwrap_err();
+            assert_eq!(
+                (err.problem, err.file.as_deref()),
+                (Problem::TooLarge, Some("big.rego")),
+                "{err}"
+            );
+        } else {
+            // Read as the empty file PAX says it is.
+            assert_eq!(err.unwrap().entries()[0].bytes.len(), 0);
+        }
+    }
     let many: Vec<RawEntry<'_>> = names
         .iter()
         .map(|n| (n.as_slice(), tar::EntryType::Regular, &b""[..], None))

@@ -230,8 +230,14 @@ impl Bundles {
                 // again (and refused again) rather than hidden behind a 304.
                 let (etag, error) = match &verdict {
                     Verdict::Refused { error, .. } => (None, Some(error.to_string())),
-                    _ => (etag, None),
+                    Verdict::Deferred { .. } => (None, None),
+                    Verdict::Activated { .. } | Verdict::Unchanged(_) => (etag, None),
                 };
+                if etag.is_none() {
+                    // A bundle not taken is read whole again next time (after an unpin, a
+                    // wider rollout), never hidden behind a 304.
+                    self.store.forget_etag().map_err(store_err)?;
+                }
                 self.store
                     .record_check(etag, error, now())
                     .map_err(store_err)?;
@@ -254,7 +260,7 @@ impl Bundles {
     pub fn rollback(&self, sink: Option<&dyn AuditSink>) -> Result<Verdict> {
         let verdict = self
             .store
-            .rollback(&self.trust, &self.check(), "rollback", now())
+            .rollback(&self.trust, &self.check(), now())
             .map_err(|err| {
                 setup(
                     format!("the bundle store `{}`", self.store.dir().display()),
@@ -298,26 +304,31 @@ impl Bundles {
                 .map_err(|err| setup(origin(), err))?;
         }
         let Some(loaded) = loaded else {
-            return Ok(None);
+            return match &self.source {
+                // A source is configured and nothing could be activated from it: nothing
+                // decides (never the built-in default in its place).
+                Some(source) => Err(setup(
+                    source.clone(),
+                    BundleError::new(
+                        Problem::Missing,
+                        "no bundle is active and none could be activated from it \
+                         (`cordon policy status` says why)",
+                    ),
+                )),
+                None => Ok(None),
+            };
         };
         let installed = loaded.installed.clone();
         if let Some((failed, why)) = &loaded.fallback_from {
+            // Used in place of the damaged one by this process only, and recorded each time:
+            // the store changes only by an explicit command.
             tracing::warn!(
-                "the active policy bundle (revision {}) cannot be used ({why}); falling back to revision {}",
+                "the active policy bundle (revision {}) cannot be used ({why}); deciding with the previous one, revision {}",
                 failed.revision,
                 installed.revision
             );
-            let reason = format!(
-                "fallback: revision {} could not be used ({})",
-                failed.revision,
-                why.problem.as_str()
-            );
-            let verdict = self
-                .store
-                .rollback(&self.trust, &self.check(), &reason, now())
-                .map_err(|err| setup(origin(), err))?;
             let sink = sink();
-            record_fallback(sink.as_deref(), &verdict, failed, why)?;
+            record_fallback(sink.as_deref(), &installed, failed, why)?;
         }
         let origin = format!(
             "bundle revision {} from {}",
@@ -443,27 +454,24 @@ fn record_as(
 
 fn record_fallback(
     sink: Option<&dyn AuditSink>,
-    verdict: &Verdict,
+    used: &Installed,
     failed: &Installed,
     why: &BundleError,
 ) -> Result<()> {
-    let Verdict::Activated { to, .. } = verdict else {
-        return Ok(());
-    };
     let event = event(
         "fallback",
         json!({
-            "bundle": installed_json(Some(to)),
+            "bundle": installed_json(Some(used)),
             "failed": installed_json(Some(failed)),
             "problem": why.problem.as_str(),
             "file": why.file,
         }),
         allowed(format!(
-            "revision {} cannot be used ({why}); the last known good, revision {}, is active",
-            failed.revision, to.revision
+            "revision {} cannot be used ({why}); the previous one, revision {}, decides",
+            failed.revision, used.revision
         )),
         Outcome::Performed,
-        &to.revision,
+        &used.revision,
     );
     write(sink, &event)
 }
@@ -516,6 +524,7 @@ pub(crate) fn follow(
         return;
     };
     let state = bundles.state_path();
+    drop(bundles);
     let spawned = std::thread::Builder::new()
         .name("cordon-bundle-follow".into())
         .spawn(move || {
@@ -533,6 +542,15 @@ pub(crate) fn follow(
                 seen = now_stamp;
                 let target = config.audit_target();
                 let opener = move || crate::open_sink(target.as_ref()).ok().flatten();
+                // The keys are read again: a session started before a key rotation verifies
+                // with the keys configured now.
+                let bundles = match Bundles::new(&config) {
+                    Ok(bundles) => bundles,
+                    Err(err) => {
+                        tracing::warn!("the policy bundle store cannot be followed: {}", cordon_types::error_chain(&err));
+                        continue;
+                    }
+                };
                 let source = match bundles.active(&opener) {
                     Ok(Some((source, _))) => crate::with_remembered(source, &config),
                     Ok(None) => continue,

@@ -223,19 +223,26 @@ impl PullCommand {
             if !self.watch {
                 return Ok(exit);
             }
-            // Back off after failures: twice as long each time, up to an hour.
             let failures = bundles.store().state().map_or(0, |s| s.failures);
-            let wait = if failures == 0 {
-                interval
-            } else {
-                interval.saturating_mul(1u64 << failures.min(12)).min(3600)
-            };
+            let wait = backoff(interval, failures);
             if !self.json {
                 eprintln!("next check in {wait} s");
             }
             std::thread::sleep(Duration::from_secs(wait));
         }
     }
+}
+
+/// Seconds to wait before the next check: the interval, doubled after each failure in a row,
+/// up to an hour (never less than the interval).
+fn backoff(interval: u64, failures: u32) -> u64 {
+    if failures == 0 {
+        return interval;
+    }
+    interval
+        .saturating_mul(1u64 << failures.min(12))
+        .min(3600)
+        .max(interval)
 }
 
 /// Show the active policy bundle: revision, source, signer, and why
@@ -386,5 +393,19 @@ impl UnpinCommand {
             }
         );
         Ok(Exit::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn failures_back_off_twice_as_long_up_to_an_hour() {
+        assert_eq!(backoff(60, 0), 60);
+        assert_eq!(backoff(60, 1), 120);
+        assert_eq!(backoff(60, 3), 480);
+        assert_eq!(backoff(60, 40), 3600);
+        assert_eq!(backoff(7200, 2), 7200);
     }
 }

@@ -140,6 +140,17 @@ impl BuildCommand {
             .revision
             .clone()
             .unwrap_or_else(|| chrono::Utc::now().format("%Y%m%d.%H%M%S").to_string());
+        let ordered = !revision.is_empty()
+            && revision
+                .split(['.', '-'])
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        if !ordered {
+            eprintln!(
+                "warning: revision `{revision}` is not made of numbers (like `42` or `2026.11.29.1`): \
+                 desktops never take a revision that orders before one they ran, comparing runs \
+                 of digits as numbers, so `2.0-rc1` comes after `2.0` and commit hashes order at random"
+            );
+        }
         let roots = (!self.roots.is_empty()).then(|| self.roots.clone());
         let mut bundle = Bundle::build(&self.dir, &revision, roots)
             .map_err(|err| bundle_error(&self.dir, err))?;

@@ -1,6 +1,9 @@
 //! `cordon policy replay`: what a candidate policy would decide differently.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::{BufRead as _, IsTerminal as _, Read as _};
+
+/// The longest line of an exported log read: a record is far smaller.
+const MAX_LINE: u64 = 16 << 20;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
@@ -69,14 +72,17 @@ fn since(text: &str) -> anyhow::Result<String> {
     let unit = text.chars().last().unwrap_or(' ');
     let amount = text[..text.len() - unit.len_utf8().min(text.len())].parse::<i64>();
     let seconds = match (unit, amount) {
-        ('d', Ok(n)) => Some(n * 86_400),
-        ('h', Ok(n)) => Some(n * 3600),
-        ('m', Ok(n)) => Some(n * 60),
-        ('s', Ok(n)) => Some(n),
+        ('d', Ok(n)) => Some(n.checked_mul(86_400)),
+        ('h', Ok(n)) => Some(n.checked_mul(3600)),
+        ('m', Ok(n)) => Some(n.checked_mul(60)),
+        ('s', Ok(n)) => Some(Some(n)),
         _ => None,
     };
     let time = match seconds {
-        Some(seconds) => chrono::Utc::now() - chrono::Duration::seconds(seconds),
+        Some(seconds) => seconds
+            .and_then(chrono::TimeDelta::try_seconds)
+            .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+            .ok_or_else(|| anyhow!("`{text}` is too long ago"))?,
         None => match chrono::DateTime::parse_from_rfc3339(text) {
             Ok(time) => time.with_timezone(&chrono::Utc),
             Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
@@ -132,8 +138,26 @@ impl ReplayCommand {
         match &self.log {
             Some(log) => {
                 let file = fs_err::File::open(log)?;
-                for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-                    let line = line.with_context(|| format!("cannot read `{}`", log.display()))?;
+                let mut reader = std::io::BufReader::new(file);
+                let mut line = Vec::new();
+                for n in 0.. {
+                    line.clear();
+                    let read = (&mut reader)
+                        .take(MAX_LINE + 1)
+                        .read_until(b'\n', &mut line)
+                        .with_context(|| format!("cannot read `{}`", log.display()))?;
+                    if read == 0 {
+                        break;
+                    }
+                    if line.len() as u64 > MAX_LINE {
+                        return Err(anyhow!(
+                            "`{}` line {}: longer than {MAX_LINE} bytes; not an audit record",
+                            log.display(),
+                            n + 1
+                        )
+                        .into());
+                    }
+                    let line = String::from_utf8_lossy(&line);
                     if line.trim().is_empty() {
                         continue;
                     }

@@ -293,15 +293,23 @@ fn activation_refuses_stripped_replayed_and_foreign_bundles_and_rolls_back() {
         (Some("rollback"), Some("5"))
     );
 
-    // A bundle swapped on disk is not run: the previous one (the last known good) is.
+    // A bundle swapped on disk is not run: the previous one (the last known good) decides,
+    // for this command only, and that is recorded; the store is left as it is.
     let store = home.path().join("data/cordon/bundles");
-    fs_err::copy(&foreign, store.join("active.tar.gz")).unwrap();
-    assert_eq!(deciding(&home), "five");
-    let reason = status(&home)["state"]["active"]["reason"]
+    let active_file = status(&home)["state"]["active"]["file"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(reason, "fallback: revision 2 could not be used (tampered)");
+    fs_err::copy(&foreign, store.join(active_file)).unwrap();
+    assert_eq!(deciding(&home), "five");
+    let state = status(&home)["state"].clone();
+    assert_eq!(
+        (
+            state["active"]["revision"].as_str(),
+            state["active"]["reason"].as_str()
+        ),
+        (Some("2"), Some("rollback"))
+    );
 
     // Every activation, refusal, rollback and fallback is in the audit log with both revisions.
     let out = home
@@ -527,6 +535,42 @@ fn a_polled_server_is_followed_with_etags_and_its_failures_change_nothing() {
         "the last known good decides while the server is down"
     );
 
+    // Back, with a rollout this device is outside of.
+    let outside = (0..100)
+        .map(|i| format!("device-{i}"))
+        .find(|d| cordon_bundle::store::bucket(d) >= 50.0)
+        .unwrap();
+    configure(
+        &home,
+        &format!(
+            "bundle = \"{}\"\npublic_key = \"{}.pub\"\n\n[subject]\ndevice = \"{outside}\"",
+            server.url(),
+            key.display()
+        ),
+    );
+    // A body larger than the limit (64 MiB) is cut off at it.
+    server.set(Answer::Bytes(vec![0x1f; 65 << 20]));
+    let out = pull(&home, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("larger than the limit"),
+        "{}",
+        stderr(&out)
+    );
+
+    let canary = fs_err::read(build(
+        &home,
+        "3",
+        "canary",
+        Some(&key),
+        &["--rollout", "50"],
+    ))
+    .unwrap();
+    server.set(Answer::Bundle(canary, "\"v3c\"".into()));
+    assert_eq!(json(&pull(&home, &[]))["verdict"], "deferred");
+    assert_eq!(status(&home)["state"]["canary"]["joined"], false);
+    assert_eq!(deciding(&home), "two");
+
     // Back, with a newer revision.
     configure(
         &home,
@@ -610,6 +654,21 @@ fn a_rollout_places_each_device_on_one_side_and_keeps_it_there() {
             if joins { "canary" } else { "one" },
             "{device}"
         );
+        // The same revision widened to every device: the same bundle for one already on
+        // it, taken now by the other.
+        let everyone = build(&home, "2", "canary", Some(&key), &["--rollout", "100"]);
+        let out = home
+            .cordon(&["policy", "activate", everyone.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        let expected = if joins { "unchanged" } else { "activated" };
+        assert_eq!(
+            json(&out)["verdict"],
+            expected,
+            "{device}: {}",
+            stderr(&out)
+        );
+        assert_eq!(deciding(&home), "canary", "{device}");
     }
 }
 
@@ -717,4 +776,34 @@ fn replay_reports_the_flips_of_a_changed_rule() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn a_configured_source_never_falls_back_to_the_built_in_policy() {
+    let home = Home::new();
+    let key = keygen(&home, "team.pem");
+    // A server (or someone on the path) answering 304 to a first request, with no ETag sent.
+    let server = Server::start(Answer::Status(304));
+    configure(
+        &home,
+        &format!(
+            "bundle = \"{}\"\npublic_key = \"{}.pub\"",
+            server.url(),
+            key.display()
+        ),
+    );
+    let out = home.run(
+        &["eval", "--input", "-"],
+        r#"{"capability": "file", "action": "read", "resource": {"path": "notes.md"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("304"), "{}", stderr(&out));
+    // A server that is down: the same.
+    server.set(Answer::Status(503));
+    let out = home.run(
+        &["eval", "--input", "-"],
+        r#"{"capability": "file", "action": "read", "resource": {"path": "notes.md"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
 }
