@@ -365,9 +365,15 @@ impl Bundle {
 ///
 /// [`Problem::Unreadable`] or [`Problem::TooLarge`], naming the path.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
     use std::io::Read as _;
     let unreadable = |err: std::io::Error| BundleError::new(Problem::Unreadable, err.to_string());
-    let file = fs_err::File::open(path).map_err(unreadable)?;
+    // Opened without blocking: a FIFO with no writer is refused below, not waited on.
+    let file = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         return Err(BundleError::new(

@@ -307,8 +307,12 @@ impl Store {
     fn keep(&self, bytes: &[u8]) -> Result<String> {
         let name = format!("{}.tar.gz", cordon_types::hex(&Sha256::digest(bytes)));
         let path = self.dir.join(&name);
-        let present = fs_err::read(&path).is_ok_and(|existing| existing == bytes);
+        // Only a regular file is compared (never a FIFO or a link planted at the name);
+        // anything else at the name is replaced.
+        let present = fs_err::symlink_metadata(&path).is_ok_and(|meta| meta.is_file())
+            && read_bounded(&path, bytes.len() as u64).is_ok_and(|existing| existing == bytes);
         if !present {
+            let _ = fs_err::remove_file(&path);
             replace(&path, bytes)?;
         }
         Ok(name)
@@ -566,7 +570,26 @@ impl Store {
     }
 
     fn read_checked(&self, installed: &Installed, trust: &Trust, now: i64) -> Result<Bundle> {
+        // The state names a file of the store, by its digest: nothing else.
+        let named = installed.file.strip_suffix(".tar.gz").is_some_and(|stem| {
+            stem.len() == 64 && stem.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if !named {
+            return Err(BundleError::new(
+                Problem::Tampered,
+                format!(
+                    "the store's state names `{}` for revision {}, not a bundle of the store",
+                    installed.file, installed.revision
+                ),
+            ));
+        }
         let path = self.dir.join(&installed.file);
+        if fs_err::symlink_metadata(&path).is_ok_and(|meta| !meta.is_file()) {
+            return Err(BundleError::new(
+                Problem::Tampered,
+                format!("`{}` is not a regular file", path.display()),
+            ));
+        }
         let bundle = Bundle::read(&path, &trust.limits)?;
         if bundle.digest() != installed.digest || bundle.revision() != installed.revision {
             return Err(BundleError::new(

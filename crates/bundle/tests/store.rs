@@ -263,3 +263,44 @@ fn a_first_bundle_is_taken_whatever_its_rollout() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_state_names_only_bundles_of_the_store_and_a_fifo_never_blocks() {
+    let f = Fixture::new();
+    f.activate(&f.bundle("1", "one"));
+    f.activate(&f.bundle("2", "two"));
+    let state_path = f.store.state_path();
+    let original: Value = serde_json::from_slice(&fs_err::read(&state_path).unwrap()).unwrap();
+    // A FIFO with no writer in place of the active bundle: read without waiting, refused.
+    let active = f
+        .store
+        .dir()
+        .join(original["active"]["file"].as_str().unwrap());
+    fs_err::remove_file(&active).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&active)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let loaded = f.store.load(&f.trust, 0).unwrap().unwrap();
+    assert_eq!(loaded.installed.revision, "1");
+    // A state naming a file outside the store.
+    let mut edited = original.clone();
+    edited["active"]["file"] = json!("../../../etc/hostname");
+    fs_err::write(&state_path, edited.to_string()).unwrap();
+    let (_, why) = f
+        .store
+        .load(&f.trust, 0)
+        .unwrap()
+        .unwrap()
+        .fallback_from
+        .unwrap();
+    assert_eq!(why.problem, Problem::Tampered);
+    assert!(why.reason.contains("not a bundle of the store"), "{why}");
+    // The store goes on: a rollback, then a new bundle (the FIFO is collected).
+    fs_err::write(&state_path, original.to_string()).unwrap();
+    let verdict = f.store.rollback(&f.trust, &|_| Ok(()), 0).unwrap();
+    assert!(matches!(verdict, Verdict::Activated { .. }));
+    f.activate(&f.bundle("3", "three"));
+    assert_eq!(f.active_revision(0), "3");
+}
