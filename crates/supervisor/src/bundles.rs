@@ -364,16 +364,8 @@ fn event(
     outcome: Outcome,
     revision: &str,
 ) -> AuditEvent {
-    AuditEvent {
-        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        capability: "policy".into(),
-        action: action.into(),
-        input: json!({"capability": "policy", "action": action, "resource": input}),
-        decision,
-        outcome,
-        policy_revision: revision.to_owned(),
-        cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
-    }
+    let input = json!({"capability": "policy", "action": action, "resource": input});
+    crate::pipeline::audit_event("policy", action, input, decision, outcome, revision)
 }
 
 fn allowed(reason: String) -> Decision {

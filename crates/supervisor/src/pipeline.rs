@@ -482,16 +482,7 @@ impl Pipeline {
     ) -> AuditEvent {
         let mut input = input;
         self.stamp(&mut input);
-        AuditEvent {
-            time: now(),
-            capability: capability.to_owned(),
-            action: action.to_owned(),
-            input,
-            outcome,
-            decision,
-            policy_revision: revision.to_owned(),
-            cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
-        }
+        audit_event(capability, action, input, decision, outcome, revision)
     }
 
     fn record(
@@ -661,6 +652,27 @@ fn classify_with(
     ) {
         (Some(inspection), "file", None) => inspection.enrich(input, real),
         _ => Ok(()),
+    }
+}
+
+/// An audit event made now by this cordon.
+pub(crate) fn audit_event(
+    capability: &str,
+    action: &str,
+    input: Value,
+    decision: Decision,
+    outcome: Outcome,
+    revision: &str,
+) -> AuditEvent {
+    AuditEvent {
+        time: now(),
+        capability: capability.to_owned(),
+        action: action.to_owned(),
+        input,
+        outcome,
+        decision,
+        policy_revision: revision.to_owned(),
+        cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
 
