@@ -24,17 +24,24 @@ pub struct Limits {
     pub file: u64,
     /// Entries (files and directories).
     pub entries: usize,
+    /// One data document (`data.json`, `data.yaml`), in bytes: it is parsed whole, before
+    /// its digest can be compared.
+    pub document: u64,
 }
 
+/// The largest `.manifest` read, in bytes.
+pub const MAX_MANIFEST: u64 = 64 << 10;
+
 impl Default for Limits {
-    /// 64 MiB compressed, 256 MiB decompressed, 64 MiB per file, 20,000 entries: far above any
-    /// policy, far below what a desktop can hold.
+    /// 64 MiB compressed, 256 MiB decompressed, 64 MiB per file, 16 MiB per data document,
+    /// 20,000 entries: far above any policy, far below what a desktop can hold.
     fn default() -> Self {
         Self {
             compressed: 64 << 20,
             total: 256 << 20,
             file: 64 << 20,
             entries: 20_000,
+            document: 16 << 20,
         }
     }
 }
@@ -86,6 +93,9 @@ pub fn entry_name(raw: &[u8]) -> Result<String> {
     let name = std::str::from_utf8(raw).map_err(|_| unsafe_path("the name is not UTF-8"))?;
     if name.contains('\0') || name.contains('\\') {
         return Err(unsafe_path("the name holds a NUL or a backslash"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(unsafe_path("the name holds a control character"));
     }
     let name = name
         .strip_prefix("./")

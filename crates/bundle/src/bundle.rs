@@ -73,6 +73,23 @@ impl Bundle {
                 }
                 _ => {}
             }
+            // Structured documents are parsed whole (to be hashed canonically) before their
+            // digest can be compared: they have tighter limits than other files.
+            let limit = match base {
+                _ if entry.name == manifest::NAME => archive::MAX_MANIFEST,
+                "data.json" | "data.yaml" | "data.yml" => limits.document,
+                _ => u64::MAX,
+            };
+            if entry.bytes.len() as u64 > limit {
+                return Err(BundleError::file(
+                    Problem::TooLarge,
+                    &entry.name,
+                    format!(
+                        "{} bytes, more than the limit of {limit} for this file",
+                        entry.bytes.len()
+                    ),
+                ));
+            }
             if entry.name == manifest::NAME {
                 manifest = Some(Manifest::parse(&entry.bytes)?);
             }

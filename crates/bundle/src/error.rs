@@ -78,21 +78,23 @@ pub struct BundleError {
 }
 
 impl BundleError {
-    /// A problem of the bundle as a whole.
+    /// A problem of the bundle as a whole. The reason quotes what the bundle holds: control
+    /// characters in it are shown as `?`, so that a name or a claim cannot rewrite a
+    /// terminal.
     pub fn new(problem: Problem, reason: impl Into<String>) -> Self {
         Self {
             problem,
             file: None,
-            reason: reason.into(),
+            reason: cordon_types::printable(&reason.into()),
         }
     }
 
-    /// A problem of one file in the bundle.
+    /// A problem of one file in the bundle (named printably, as the reason is).
     pub fn file(problem: Problem, file: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             problem,
-            file: Some(file.into()),
-            reason: reason.into(),
+            file: Some(cordon_types::printable(&file.into())),
+            reason: cordon_types::printable(&reason.into()),
         }
     }
 }

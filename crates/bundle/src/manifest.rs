@@ -40,6 +40,11 @@ impl Manifest {
         let malformed = |why: String| BundleError::file(Problem::Malformed, NAME, why);
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|err| malformed(format!("not a manifest: {err}")))?;
+        if manifest.revision.chars().any(char::is_control) || manifest.revision.len() > 256 {
+            return Err(malformed(
+                "the revision holds a control character or is longer than 256 bytes".into(),
+            ));
+        }
         if manifest.wasm.as_ref().is_some_and(|w| !w.is_null()) {
             return Err(BundleError::file(
                 Problem::Unsupported,

@@ -109,6 +109,19 @@ pub struct Signer {
     /// `iat` (seconds since the epoch), if the token has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<i64>,
+    /// `exp` (seconds since the epoch), if the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl Signer {
+    /// Whether this signature outlasts `other`'s: a later `exp` (none is later than any),
+    /// then a later `iat`.
+    pub fn fresher_than(&self, other: &Signer) -> bool {
+        let expiry = |s: &Signer| s.expires_at.unwrap_or(i64::MAX);
+        (expiry(self), self.issued_at.unwrap_or(i64::MIN))
+            > (expiry(other), other.issued_at.unwrap_or(i64::MIN))
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -332,6 +345,7 @@ pub fn verify(signatures: &[u8], files: &[Entry], verifier: &Verifier, now: i64)
         fingerprint: key.fingerprint(),
         issuer: payload.iss,
         issued_at: payload.iat,
+        expires_at: payload.exp,
     })
 }
 

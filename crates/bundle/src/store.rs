@@ -33,6 +33,7 @@ pub struct Installed {
     /// [`Bundle::digest`].
     pub digest: String,
     /// The file in the store holding its bytes (`<sha256 of the bytes>.tar.gz`).
+    #[serde(default)]
     pub file: String,
     /// Where it came from: a path or a URL.
     pub source: String,
@@ -123,6 +124,9 @@ pub enum Verdict {
     },
     /// It is the active bundle already.
     Unchanged(Installed),
+    /// It is the active bundle with a signature that lasts longer (a later `exp`), which
+    /// now replaces the one kept.
+    Refreshed(Installed),
     /// It is valid and not taken (yet): a rollout this device is outside of, or a pin.
     Deferred {
         /// Its revision.
@@ -237,7 +241,11 @@ impl Store {
     /// [`Problem::Unreadable`] when the state file exists and cannot be read or parsed.
     pub fn state(&self) -> Result<State> {
         let path = self.state_path();
-        match fs_err::read(&path) {
+        if fs_err::symlink_metadata(&path).is_err() {
+            return Ok(State::default());
+        }
+        // Read without blocking and bounded: a FIFO or a huge file here is an error.
+        match read_bounded(&path, 1 << 20).map_err(|err| std::io::Error::other(err.reason)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
                 BundleError::new(
                     Problem::Unreadable,
@@ -259,12 +267,22 @@ impl Store {
     fn locked<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         fs_err::create_dir_all(&self.dir).map_err(|err| io_error(&self.dir, &err))?;
         let lock_path = self.dir.join(LOCK);
-        let lock = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|err| io_error(&lock_path, &err))?;
+        let lock = {
+            use fs_err::os::unix::fs::OpenOptionsExt as _;
+            fs_err::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(&lock_path)
+                .map_err(|err| io_error(&lock_path, &err))?
+        };
+        if !lock.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(BundleError::new(
+                Problem::Unreadable,
+                format!("`{}` is not a regular file", lock_path.display()),
+            ));
+        }
         lock.file()
             .lock()
             .map_err(|err| io_error(&lock_path, &err))?;
@@ -312,7 +330,11 @@ impl Store {
         let present = fs_err::symlink_metadata(&path).is_ok_and(|meta| meta.is_file())
             && read_bounded(&path, bytes.len() as u64).is_ok_and(|existing| existing == bytes);
         if !present {
-            let _ = fs_err::remove_file(&path);
+            if fs_err::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
+                let _ = fs_err::remove_dir_all(&path);
+            } else {
+                let _ = fs_err::remove_file(&path);
+            }
             replace(&path, bytes)?;
         }
         Ok(name)
@@ -330,7 +352,11 @@ impl Store {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tar.gz") && !keep.contains(&name.as_str()) {
+            // Bundles no longer named, and temporary files a writer that died left (every
+            // writer works under the lock held now).
+            let stale = (name.ends_with(".tar.gz") && !keep.contains(&name.as_str()))
+                || name.contains(".tmp.");
+            if stale {
                 let _ = fs_err::remove_file(entry.path());
             }
         }
@@ -392,20 +418,29 @@ impl Store {
             Err(err) => return refused(state, Some(revision), err),
         };
         let digest = bundle.digest();
-        if let Some(current) = state.active.as_mut() {
-            if current.digest == digest {
-                // The same policy: a fresh signature (a later `exp`) replaces the one kept.
-                let file = self.keep(bytes)?;
-                if file != current.file {
-                    current.file = file;
-                    current.signer = signer;
-                }
-                if pin {
-                    state.pinned = true;
-                }
-                state.last_error = None;
-                return Ok(Verdict::Unchanged(current.clone()));
+        if let Some(current) = state.active.clone().filter(|a| a.digest == digest) {
+            if pin {
+                state.pinned = true;
             }
+            state.last_error = None;
+            // The same policy. Its kept signature is replaced only by one that lasts longer
+            // (a replayed older copy must not shorten it), or when the kept file is damaged.
+            let intact = self.read_checked(&current, trust, now).is_ok();
+            let fresher = match (&signer, &current.signer) {
+                (Some(new), Some(kept)) => new.fresher_than(kept),
+                _ => false,
+            };
+            if intact && !fresher {
+                return Ok(Verdict::Unchanged(current));
+            }
+            let refreshed = Installed {
+                file: self.keep(bytes)?,
+                signer,
+                source: source.to_owned(),
+                ..current
+            };
+            state.active = Some(refreshed.clone());
+            return Ok(Verdict::Refreshed(refreshed));
         }
         let known = state
             .seen
@@ -487,13 +522,21 @@ impl Store {
             signer,
             reason,
         };
-        state.previous = state.active.take();
+        // The active bundle becomes the previous one, unless its file is damaged: then the
+        // previous one stays the last known good.
+        let active_intact = state
+            .active
+            .as_ref()
+            .is_some_and(|a| self.read_checked(a, trust, now).is_ok());
+        let replaced = state.active.take();
+        if active_intact || state.previous.is_none() {
+            state.previous = replaced;
+        }
         state.active = Some(to.clone());
         state.pinned = pin;
         state.last_error = None;
-        state
-            .seen
-            .retain(|(r, d)| !(*r == revision && *d == digest));
+        // One content per revision is known: the one activated last.
+        state.seen.retain(|(r, _)| *r != revision);
         state.seen.push((revision.clone(), digest));
         if state.seen.len() > SEEN {
             state.seen.remove(0);

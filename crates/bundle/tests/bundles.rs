@@ -531,6 +531,10 @@ fn hostile_archives_are_refused_by_entry() {
             "policy.wasm",
         ),
     ];
+    // A name that would rewrite a terminal.
+    let err = read(&raw_tar(&[(b"a\x1b[2K\rb.rego", T::Regular, rego, None)])).unwrap_err();
+    assert_eq!(err.problem, Problem::UnsafePath);
+    assert!(!err.to_string().contains('\x1b'), "{err:?}");
     for (bytes, problem, file) in cases {
         let err = read(&bytes).unwrap_err();
         assert_eq!(
@@ -548,6 +552,7 @@ fn bombs_and_oversized_bundles_stop_at_the_limits() {
         total: 1 << 20,
         file: 512 << 10,
         entries: 100,
+        ..Limits::default()
     };
     // 4 MiB of zeros compress to a few KiB: a decompression bomb in miniature.
     let zeros = vec![0u8; 4 << 20];
@@ -555,6 +560,43 @@ fn bombs_and_oversized_bundles_stop_at_the_limits() {
     assert!(bomb.len() < 64 << 10);
     let err = Bundle::from_bytes(&bomb, &limits).unwrap_err();
     assert_eq!(err.problem, Problem::TooLarge, "{err}");
+    // Structured documents are parsed before their digest is compared: tighter limits.
+    let big_manifest = format!(
+        "{{\"revision\": \"1\", \"metadata\": {{\"x\": \"{}\"}}}}",
+        "y".repeat(70 << 10)
+    );
+    let err = read(&raw_tar(&[(
+        b".manifest",
+        tar::EntryType::Regular,
+        big_manifest.as_bytes(),
+        None,
+    )]))
+    .unwrap_err();
+    assert_eq!(
+        (err.problem, err.file.as_deref()),
+        (Problem::TooLarge, Some(".manifest")),
+        "{err}"
+    );
+    let small_documents = Limits {
+        document: 1 << 10,
+        ..Limits::default()
+    };
+    let data = format!("[{}]", vec!["1"; 1000].join(","));
+    let err = Bundle::from_bytes(
+        &raw_tar(&[(
+            b"x/data.json",
+            tar::EntryType::Regular,
+            data.as_bytes(),
+            None,
+        )]),
+        &small_documents,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.problem, err.file.as_deref()),
+        (Problem::TooLarge, Some("x/data.json")),
+        "{err}"
+    );
     // A file over the per-file limit is refused from its header, before it is read.
     let big = raw_tar(&[(
         b"big.rego",

@@ -194,8 +194,12 @@ fn a_key_no_longer_trusted_or_an_expired_token_is_not_a_reason_to_go_back() {
     );
     // The same policy signed again, with a later `exp`: the kept signature is refreshed.
     let fresh = resigned(&f.bundle("2", "two"), &f.key, json!({"exp": 5_000}));
-    assert!(matches!(f.offer(&fresh, 2_000), Verdict::Unchanged(_)));
+    assert!(matches!(f.offer(&fresh, 2_000), Verdict::Refreshed(_)));
     assert_eq!(f.active_revision(2_000), "2");
+    // A replayed copy with a shorter life does not replace it.
+    let shorter = resigned(&f.bundle("2", "two"), &f.key, json!({"exp": 3_000}));
+    assert!(matches!(f.offer(&shorter, 2_500), Verdict::Unchanged(_)));
+    assert_eq!(f.active_revision(4_000), "2");
 }
 
 #[test]
@@ -303,4 +307,72 @@ fn the_state_names_only_bundles_of_the_store_and_a_fifo_never_blocks() {
     assert!(matches!(verdict, Verdict::Activated { .. }));
     f.activate(&f.bundle("3", "three"));
     assert_eq!(f.active_revision(0), "3");
+}
+
+#[test]
+fn a_downgrade_at_one_revision_is_not_undone_by_a_replay() {
+    let mut f = Fixture::new();
+    let a = f.bundle("5", "a");
+    let b = f.bundle("5", "b");
+    f.activate(&a);
+    f.trust.allow_downgrade = true;
+    f.activate(&b);
+    f.trust.allow_downgrade = false;
+    match f.offer(&a, 0) {
+        Verdict::Refused { error, .. } => assert_eq!(error.problem, Problem::Rollback),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_active_bundle_does_not_push_out_the_last_known_good() {
+    let f = Fixture::new();
+    f.activate(&f.bundle("1", "one"));
+    f.activate(&f.bundle("2", "two"));
+    let state = f.store.state().unwrap();
+    fs_err::write(f.store.dir().join(&state.active.unwrap().file), b"junk").unwrap();
+    f.activate(&f.bundle("3", "three"));
+    let state = f.store.state().unwrap();
+    assert_eq!(state.previous.unwrap().revision, "1");
+    // The same bundle offered again repairs a damaged file.
+    let two = f.bundle("4", "four");
+    f.activate(&two);
+    let active = f.store.state().unwrap().active.unwrap();
+    fs_err::write(f.store.dir().join(&active.file), b"junk").unwrap();
+    assert!(matches!(f.offer(&two, 0), Verdict::Refreshed(_)));
+    assert!(f
+        .store
+        .load(&f.trust, 0)
+        .unwrap()
+        .unwrap()
+        .fallback_from
+        .is_none());
+}
+
+#[test]
+fn a_fifo_at_the_state_or_the_lock_is_an_error_not_a_hang() {
+    let f = Fixture::new();
+    f.activate(&f.bundle("1", "one"));
+    for name in ["state.json", "lock"] {
+        let path = f.store.dir().join(name);
+        let saved = fs_err::read(&path).unwrap();
+        fs_err::remove_file(&path).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+        let offered = f.store.offer(
+            &f.bundle("2", "two"),
+            "test",
+            &f.trust,
+            &|_| Ok(()),
+            false,
+            0,
+        );
+        assert!(offered.is_err(), "{name}: {offered:?}");
+        fs_err::remove_file(&path).unwrap();
+        fs_err::write(&path, saved).unwrap();
+    }
+    assert_eq!(f.active_revision(0), "1");
 }

@@ -199,7 +199,15 @@ impl Bundles {
                     ),
                 });
             }
-            let etag = self.store.state().ok().and_then(|s| s.etag);
+            // The ETag is sent only while the active bundle is whole: a damaged one is
+            // repaired by fetching it again.
+            let intact = self
+                .store
+                .load(&self.trust, now())
+                .is_ok_and(|loaded| loaded.is_some_and(|l| l.fallback_from.is_none()));
+            let etag = intact
+                .then(|| self.store.state().ok().and_then(|s| s.etag))
+                .flatten();
             fetch::fetch(
                 source,
                 etag.as_deref(),
@@ -231,7 +239,9 @@ impl Bundles {
                 let (etag, error) = match &verdict {
                     Verdict::Refused { error, .. } => (None, Some(error.to_string())),
                     Verdict::Deferred { .. } => (None, None),
-                    Verdict::Activated { .. } | Verdict::Unchanged(_) => (etag, None),
+                    Verdict::Activated { .. } | Verdict::Unchanged(_) | Verdict::Refreshed(_) => {
+                        (etag, None)
+                    }
                 };
                 if etag.is_none() {
                     // A bundle not taken is read whole again next time (after an unpin, a
@@ -399,6 +409,17 @@ fn record_as(
 ) -> Result<()> {
     let event = match verdict {
         Verdict::Unchanged(_) => return Ok(()),
+        Verdict::Refreshed(active) => event(
+            "refresh",
+            json!({"source": source, "bundle": installed_json(Some(active))}),
+            allowed(format!(
+                "revision {} stays active; its signature is replaced by one that lasts longer \
+                 (or its damaged file repaired)",
+                active.revision
+            )),
+            Outcome::Performed,
+            &active.revision,
+        ),
         Verdict::Activated { from, to } => event(
             action,
             json!({"source": source, "bundle": installed_json(Some(to)), "previous": installed_json(from.as_ref())}),

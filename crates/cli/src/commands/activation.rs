@@ -45,6 +45,15 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
                 json!({"verdict": "activated", "active": to, "previous": from}),
             )
         }
+        Verdict::Refreshed(active) => {
+            if !json_out {
+                println!(
+                    "revision {} is already active; its signature was refreshed",
+                    active.revision
+                );
+            }
+            (Exit::Ok, json!({"verdict": "refreshed", "active": active}))
+        }
         Verdict::Unchanged(active) => {
             if !json_out {
                 println!("revision {} is already active", active.revision);
@@ -273,7 +282,19 @@ impl StatusCommand {
             (Some(path), _, _) => {
                 format!("the policy directory `{}` (policy.path)", path.display())
             }
-            (None, _, Some(active)) => format!("bundle revision {}", active.revision),
+            // What decides is what verifies now, not what the state file says.
+            (None, _, Some(_)) => match bundles.store().load(bundles.trust(), super::bundle::now())
+            {
+                Ok(Some(loaded)) => match &loaded.fallback_from {
+                    None => format!("bundle revision {} (verified)", loaded.installed.revision),
+                    Some((failed, why)) => format!(
+                        "bundle revision {}, the previous one: revision {} cannot be used ({why})",
+                        loaded.installed.revision, failed.revision
+                    ),
+                },
+                Ok(None) => "the built-in default policy (no bundle activated)".into(),
+                Err(err) => format!("nothing: the active bundle cannot be used ({err})"),
+            },
             (None, Some(source), None) => format!("nothing yet: `{source}` has not been activated"),
             (None, None, None) => "the built-in default policy (no bundle activated)".into(),
         };
