@@ -94,8 +94,10 @@ pub fn entry_name(raw: &[u8]) -> Result<String> {
     if name.contains('\0') || name.contains('\\') {
         return Err(unsafe_path("the name holds a NUL or a backslash"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(unsafe_path("the name holds a control character"));
+    if cordon_types::printable(name) != name {
+        return Err(unsafe_path(
+            "the name holds a control or invisible character",
+        ));
     }
     let name = name
         .strip_prefix("./")

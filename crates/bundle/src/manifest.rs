@@ -40,9 +40,22 @@ impl Manifest {
         let malformed = |why: String| BundleError::file(Problem::Malformed, NAME, why);
         let manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|err| malformed(format!("not a manifest: {err}")))?;
-        if manifest.revision.chars().any(char::is_control) || manifest.revision.len() > 256 {
+        if cordon_types::printable(&manifest.revision) != manifest.revision
+            || manifest.revision.len() > 256
+        {
             return Err(malformed(
-                "the revision holds a control character or is longer than 256 bytes".into(),
+                "the revision holds a control or invisible character, or is longer than 256 bytes"
+                    .into(),
+            ));
+        }
+        if manifest
+            .roots
+            .iter()
+            .flatten()
+            .any(|root| cordon_types::printable(root) != *root)
+        {
+            return Err(malformed(
+                "a root holds a control or invisible character".into(),
             ));
         }
         if manifest.wasm.as_ref().is_some_and(|w| !w.is_null()) {

@@ -425,18 +425,21 @@ impl Store {
             state.last_error = None;
             // The same policy. Its kept signature is replaced only by one that lasts longer
             // (a replayed older copy must not shorten it), or when the kept file is damaged.
-            let intact = self.read_checked(&current, trust, now).is_ok();
-            let fresher = match (&signer, &current.signer) {
-                (Some(new), Some(kept)) => new.fresher_than(kept),
+            // The kept signature is the one its file verifies with now, not what the
+            // state file says.
+            let kept = self
+                .read_checked(&current, trust, now)
+                .map(|(_, kept)| kept);
+            let fresher = match (&signer, &kept) {
+                (Some(new), Ok(Some(kept))) => new.fresher_than(kept),
                 _ => false,
             };
-            if intact && !fresher {
+            if kept.is_ok() && !fresher {
                 return Ok(Verdict::Unchanged(current));
             }
             let refreshed = Installed {
                 file: self.keep(bytes)?,
                 signer,
-                source: source.to_owned(),
                 ..current
             };
             state.active = Some(refreshed.clone());
@@ -530,7 +533,7 @@ impl Store {
             .is_some_and(|a| self.read_checked(a, trust, now).is_ok());
         let replaced = state.active.take();
         if active_intact || state.previous.is_none() {
-            state.previous = replaced;
+            state.previous = replaced.clone();
         }
         state.active = Some(to.clone());
         state.pinned = pin;
@@ -548,10 +551,7 @@ impl Store {
         {
             state.highest = Some(revision);
         }
-        Ok(Verdict::Activated {
-            from: state.previous.clone(),
-            to,
-        })
+        Ok(Verdict::Activated { from: replaced, to })
     }
 
     /// Makes the previous bundle active again (it must still verify and load), keeping the
@@ -574,7 +574,7 @@ impl Store {
                     "there is no previous bundle to roll back to",
                 ));
             };
-            let bundle = self.read_checked(&previous, trust, now)?;
+            let (bundle, _) = self.read_checked(&previous, trust, now)?;
             check(&bundle)?;
             let from = state.active.take();
             let mut to = previous;
@@ -582,6 +582,9 @@ impl Store {
             to.reason = "rollback".into();
             state.active = Some(to.clone());
             state.previous = from.clone();
+            // One content per revision is known: the one active now.
+            state.seen.retain(|(r, _)| *r != to.revision);
+            state.seen.push((to.revision.clone(), to.digest.clone()));
             // The next check fetches whatever the source serves, even unchanged.
             state.etag = None;
             Ok(Verdict::Activated { from, to })
@@ -612,7 +615,13 @@ impl Store {
         })
     }
 
-    fn read_checked(&self, installed: &Installed, trust: &Trust, now: i64) -> Result<Bundle> {
+    /// The kept bundle `installed` names, verified: the bundle and who signed it.
+    fn read_checked(
+        &self,
+        installed: &Installed,
+        trust: &Trust,
+        now: i64,
+    ) -> Result<(Bundle, Option<Signer>)> {
         // The state names a file of the store, by its digest: nothing else.
         let named = installed.file.strip_suffix(".tar.gz").is_some_and(|stem| {
             stem.len() == 64 && stem.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -644,8 +653,8 @@ impl Store {
                 ),
             ));
         }
-        bundle.verify(&trust.verifier, now)?;
-        Ok(bundle)
+        let signer = bundle.verify(&trust.verifier, now)?;
+        Ok((bundle, signer))
     }
 
     /// The active bundle, verified again with `trust`; `None` when nothing was activated.
@@ -667,7 +676,7 @@ impl Store {
                 return Ok(None);
             };
             let err = match self.read_checked(&active, trust, now) {
-                Ok(bundle) => {
+                Ok((bundle, _)) => {
                     return Ok(Some(Loaded {
                         bundle,
                         installed: active,
@@ -685,7 +694,7 @@ impl Store {
             );
             if damaged {
                 if let Some(previous) = state.previous {
-                    if let Ok(bundle) = self.read_checked(&previous, trust, now) {
+                    if let Ok((bundle, _)) = self.read_checked(&previous, trust, now) {
                         return Ok(Some(Loaded {
                             bundle,
                             installed: previous,

@@ -531,6 +531,32 @@ fn hostile_archives_are_refused_by_entry() {
             "policy.wasm",
         ),
     ];
+    // A name that reads otherwise than it is (a right-to-left override).
+    let err = read(&raw_tar(&[(
+        "a\u{202e}oger.b".as_bytes(),
+        T::Regular,
+        rego,
+        None,
+    )]))
+    .unwrap_err();
+    assert_eq!(err.problem, Problem::UnsafePath, "{err}");
+    for manifest in [
+        r#"{"revision": "7\u202e01 noisiver"}"#,
+        r#"{"revision": "1", "roots": ["cordon\u001b]52;c;aGk=\u0007"]}"#,
+    ] {
+        let err = read(&raw_tar(&[(
+            b".manifest",
+            T::Regular,
+            manifest.as_bytes(),
+            None,
+        )]))
+        .unwrap_err();
+        assert_eq!(
+            (err.problem, err.file.as_deref()),
+            (Problem::Malformed, Some(".manifest")),
+            "{err}"
+        );
+    }
     // A name that would rewrite a terminal.
     let err = read(&raw_tar(&[(b"a\x1b[2K\rb.rego", T::Regular, rego, None)])).unwrap_err();
     assert_eq!(err.problem, Problem::UnsafePath);

@@ -331,7 +331,11 @@ fn a_damaged_active_bundle_does_not_push_out_the_last_known_good() {
     f.activate(&f.bundle("2", "two"));
     let state = f.store.state().unwrap();
     fs_err::write(f.store.dir().join(&state.active.unwrap().file), b"junk").unwrap();
-    f.activate(&f.bundle("3", "three"));
+    match f.offer(&f.bundle("3", "three"), 0) {
+        // What was active is what was replaced, damaged or not.
+        Verdict::Activated { from, .. } => assert_eq!(from.unwrap().revision, "2"),
+        other => panic!("{other:?}"),
+    }
     let state = f.store.state().unwrap();
     assert_eq!(state.previous.unwrap().revision, "1");
     // The same bundle offered again repairs a damaged file.
@@ -375,4 +379,40 @@ fn a_fifo_at_the_state_or_the_lock_is_an_error_not_a_hang() {
         fs_err::write(&path, saved).unwrap();
     }
     assert_eq!(f.active_revision(0), "1");
+}
+
+#[test]
+fn a_refresh_compares_with_what_the_kept_file_verifies_with() {
+    let f = Fixture::new();
+    f.activate(&f.bundle("1", "one"));
+    let short = resigned(&f.bundle("2", "two"), &f.key, json!({"exp": 1_000}));
+    assert!(matches!(f.offer(&short, 500), Verdict::Activated { .. }));
+    // The state file says the kept signature never expires: the file itself says 1000.
+    let path = f.store.state_path();
+    let mut state: Value = serde_json::from_slice(&fs_err::read(&path).unwrap()).unwrap();
+    state["active"]["signer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expires_at");
+    fs_err::write(&path, state.to_string()).unwrap();
+    let long = resigned(&f.bundle("2", "two"), &f.key, json!({"exp": 9_000}));
+    assert!(matches!(f.offer(&long, 800), Verdict::Refreshed(_)));
+    assert_eq!(f.active_revision(2_000), "2");
+}
+
+#[test]
+fn a_rollback_makes_its_content_the_known_one_of_its_revision() {
+    let mut f = Fixture::new();
+    let a = f.bundle("5", "a");
+    let b = f.bundle("5", "b");
+    f.activate(&a);
+    f.trust.allow_downgrade = true;
+    f.activate(&b);
+    f.trust.allow_downgrade = false;
+    let verdict = f.store.rollback(&f.trust, &|_| Ok(()), 0).unwrap();
+    assert!(matches!(verdict, Verdict::Activated { .. }));
+    match f.offer(&b, 0) {
+        Verdict::Refused { error, .. } => assert_eq!(error.problem, Problem::Rollback),
+        other => panic!("{other:?}"),
+    }
 }

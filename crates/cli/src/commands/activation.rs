@@ -48,7 +48,8 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
         Verdict::Refreshed(active) => {
             if !json_out {
                 println!(
-                    "revision {} is already active; its signature was refreshed",
+                    "revision {} is already active; its kept copy was replaced by this one \
+                     (a signature that lasts longer, or a repair of a damaged file)",
                     active.revision
                 );
             }

@@ -485,7 +485,7 @@ impl InspectCommand {
                     canonical::HashAlgorithm::Sha256,
                 )
                 .map(|d| cordon_types::hex(&d))
-                .unwrap_or_else(|why| format!("unreadable: {why}"));
+                .unwrap_or_else(|why| format!("unreadable: {}", cordon_types::printable(&why)));
                 json!({"name": entry.name, "size": entry.bytes.len(), "sha256": digest})
             })
             .collect();
@@ -530,8 +530,8 @@ impl InspectCommand {
             ),
             (Some(claim), _) => println!(
                 "signer:   `{}` {} (claimed; verify with --pubkey){}",
-                claim.key_id.as_deref().unwrap_or("?"),
-                claim.algorithm,
+                cordon_types::printable(claim.key_id.as_deref().unwrap_or("?")),
+                cordon_types::printable(&claim.algorithm),
                 claim
                     .issued_at
                     .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
