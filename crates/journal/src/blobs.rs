@@ -1,0 +1,179 @@
+//! The content-addressed store.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// A content's SHA-256, lowercase hex.
+pub type Digest = String;
+
+/// An error of the store itself (it cannot be written), as opposed to one of what is read.
+#[derive(Debug)]
+struct StoreFailure(io::Error);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the store cannot be written: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreFailure {}
+
+fn store_failure(err: io::Error) -> io::Error {
+    io::Error::new(err.kind(), StoreFailure(err))
+}
+
+/// Whether `err` came from writing the store (a full disk, a read-only or broken store)
+/// rather than from reading the content.
+pub fn is_store_failure(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<StoreFailure>())
+}
+
+/// Contents kept by their SHA-256 under `dir/ab/cdef…`.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+fn valid(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Blobs {
+    /// The store in `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Where `digest`'s content is kept.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `digest` is not 64 lowercase hex digits.
+    pub fn path(&self, digest: &str) -> io::Result<PathBuf> {
+        if !valid(digest) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{digest}` is not a SHA-256 digest"),
+            ));
+        }
+        Ok(self.dir.join(&digest[..2]).join(&digest[2..]))
+    }
+
+    /// Whether `digest`'s content is kept.
+    pub fn contains(&self, digest: &str) -> bool {
+        self.path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Keeps what `reader` yields and returns its digest and size. The content is written to
+    /// a temporary file, synced, and renamed to its digest's place: a crash leaves the whole
+    /// content or none. A content already kept is not written again.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of reading or writing (a full disk, say); nothing partial is kept.
+    pub fn put_reader(&self, mut reader: impl Read) -> io::Result<(Digest, u64)> {
+        fs_err::create_dir_all(&self.dir).map_err(store_failure)?;
+        let temp = self.dir.join(format!(
+            ".incoming.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let result = (|| {
+            let mut file = fs_err::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)
+                .map_err(store_failure)?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut buffer = vec![0u8; 64 << 10];
+            loop {
+                let n = match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(err),
+                };
+                hasher.update(&buffer[..n]);
+                file.write_all(&buffer[..n]).map_err(store_failure)?;
+                size += n as u64;
+            }
+            let digest = cordon_types::hex(&hasher.finalize());
+            let path = self.path(&digest)?;
+            if path.is_file() {
+                return Ok((digest, size));
+            }
+            file.sync_all().map_err(store_failure)?;
+            if let Some(parent) = path.parent() {
+                fs_err::create_dir_all(parent).map_err(store_failure)?;
+            }
+            fs_err::rename(&temp, &path).map_err(store_failure)?;
+            Ok((digest, size))
+        })();
+        let _ = fs_err::remove_file(&temp);
+        result
+    }
+
+    /// Keeps `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Blobs::put_reader`].
+    pub fn put(&self, bytes: &[u8]) -> io::Result<Digest> {
+        self.put_reader(bytes).map(|(digest, _)| digest)
+    }
+
+    /// The content of `digest`, checked against it.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when it is not kept, `InvalidData` when the kept content no longer has
+    /// that digest (the store was damaged).
+    pub fn get(&self, digest: &str) -> io::Result<Vec<u8>> {
+        let bytes = fs_err::read(self.path(digest)?)?;
+        let actual = cordon_types::hex(&Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the kept content of {digest} is damaged (it hashes to {actual})"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_are_kept_once_by_digest_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path());
+        let a = blobs.put(b"hello").unwrap();
+        assert_eq!(
+            a,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(blobs.put(b"hello").unwrap(), a);
+        assert_eq!(blobs.get(&a).unwrap(), b"hello");
+        fs_err::write(blobs.path(&a).unwrap(), b"changed").unwrap();
+        assert_eq!(
+            blobs.get(&a).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(blobs.path("../../etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! Undoing changes: each path put back exactly as it was (content, mode, link target,
+//! existence), only where it is still as the change left it.
+//!
+//! Every write goes through a descriptor of the path's parent opened beneath the root with no
+//! link followed (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): a directory of
+//! the tree replaced by a link to elsewhere makes that path's undo fail, never write outside
+//! the tree. Contents are written to a new file beside the path and renamed over it.
+
+use std::io::{self, Write as _};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use serde::Serialize;
+
+use crate::blobs::Blobs;
+use crate::diff::{Change, ChangeKind};
+use crate::snapshot::{Entry, EntryKind};
+
+/// A path not undone because it is no longer as the change left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// The path.
+    pub path: String,
+    /// What was expected and what is there.
+    pub reason: String,
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Undone {
+    /// The changes the undo made, as changes (undoing them redoes what was undone).
+    pub changes: Vec<Change>,
+    /// Paths left as they are: changed since, or not undoable.
+    pub conflicts: Vec<Conflict>,
+}
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+/// The parent directory of `rel`, opened beneath `root`, and the last component.
+fn parent<'a>(root: &OwnedFd, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
+    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a path of the tree",
+        ));
+    }
+    let dir = if dir.is_empty() { "." } else { dir };
+    let fd = rustix::fs::openat2(
+        root,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        resolve(),
+    )?;
+    Ok((fd, name))
+}
+
+/// What is at `rel` now, compared as the snapshot compares: kind, content, target, mode.
+fn current(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
+    let (dir, name) = parent(root, rel)?;
+    let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let mut entry = crate::snapshot::entry_from_stat(&stat);
+    match entry.kind {
+        EntryKind::File => {
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let (digest, _) = blobs.put_reader(std::fs::File::from(fd))?;
+            entry.digest = Some(digest);
+        }
+        EntryKind::Symlink => {
+            let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
+            entry.target = Some(target.to_string_lossy().into_owned());
+        }
+        EntryKind::Dir | EntryKind::Other => {}
+    }
+    Ok(Some(entry))
+}
+
+/// Whether what is there is what `expected` describes (as far as an undo cares).
+fn matches(found: Option<&Entry>, expected: Option<&Entry>) -> bool {
+    match (found, expected) {
+        (None, None) => true,
+        (Some(f), Some(e)) => {
+            f.kind == e.kind && f.digest == e.digest && f.target == e.target && f.mode == e.mode
+        }
+        _ => false,
+    }
+}
+
+fn describe(entry: Option<&Entry>) -> String {
+    match entry {
+        None => "nothing".into(),
+        Some(e) => match e.kind {
+            EntryKind::File => format!(
+                "a file {} (mode {:o})",
+                e.digest.as_deref().map_or("?", |d| &d[..12.min(d.len())]),
+                e.mode
+            ),
+            EntryKind::Dir => format!("a directory (mode {:o})", e.mode),
+            EntryKind::Symlink => format!("a link to `{}`", e.target.as_deref().unwrap_or("?")),
+            EntryKind::Other => "a special file".into(),
+        },
+    }
+}
+
+/// Removes what is at `rel`.
+fn remove(root: &OwnedFd, rel: &str, kind: EntryKind) -> io::Result<()> {
+    let (dir, name) = parent(root, rel)?;
+    let flags = if kind == EntryKind::Dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    Ok(rustix::fs::unlinkat(&dir, name, flags)?)
+}
+
+/// Puts `entry` at `rel`, replacing what is there (a file by rename, so a reader sees the
+/// old content or the new).
+fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()> {
+    let (dir, name) = parent(root, rel)?;
+    let mode = Mode::from_raw_mode(entry.mode);
+    match entry.kind {
+        EntryKind::File => {
+            let digest = entry
+                .digest
+                .as_deref()
+                .ok_or_else(|| io::Error::other("no content was kept for this file"))?;
+            let bytes = blobs.get(digest)?;
+            let temp = format!(".{name}.cordon-undo.{}", std::process::id());
+            let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+            let fd = rustix::fs::openat(
+                &dir,
+                temp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut file = std::fs::File::from(fd);
+            let written = file
+                .write_all(&bytes)
+                .and_then(|()| rustix::fs::fchmod(&file, mode).map_err(io::Error::from))
+                .and_then(|()| file.sync_all())
+                .and_then(|()| {
+                    rustix::fs::renameat(&dir, temp.as_str(), &dir, name).map_err(io::Error::from)
+                });
+            if written.is_err() {
+                let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+            }
+            written
+        }
+        EntryKind::Dir => match rustix::fs::mkdirat(&dir, name, mode) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => {
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                Ok(rustix::fs::fchmod(&fd, mode)?)
+            }
+            Err(err) => Err(err.into()),
+        },
+        EntryKind::Symlink => {
+            let target = entry.target.as_deref().unwrap_or_default();
+            match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(err) => return Err(err.into()),
+            }
+            Ok(rustix::fs::symlinkat(target, &dir, name)?)
+        }
+        EntryKind::Other => Err(io::Error::other("a FIFO, socket or device is not put back")),
+    }
+}
+
+/// Sets the mode of what is at `rel`, a file or a directory, without following a link.
+fn chmod(root: &OwnedFd, rel: &str, mode: u32) -> io::Result<()> {
+    let fd = rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve(),
+    )?;
+    Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?)
+}
+
+/// Undoes `changes` in the tree at `root`, in an order that lets each find its place. A path that is no longer as its change
+/// left it is a conflict and stays as it is, unless `force`; nothing is ever written outside
+/// the tree.
+///
+/// # Errors
+///
+/// When the root cannot be opened, or the store cannot be read or written; the changes
+/// undone before then are in place (and in no returned list).
+pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::Result<Undone> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut done = Undone::default();
+    for change in order(changes) {
+        let conflict = |done: &mut Undone, path: &str, reason: String| {
+            done.conflicts.push(Conflict {
+                path: path.to_owned(),
+                reason,
+            });
+        };
+        // Where the change left things, and what must be put back.
+        let (at, left, back) = match change.kind {
+            ChangeKind::Rename => (
+                change.to.clone().unwrap_or_default(),
+                change.after.as_ref(),
+                change.before.as_ref(),
+            ),
+            _ => (
+                change.path.clone(),
+                change.after.as_ref(),
+                change.before.as_ref(),
+            ),
+        };
+        let found = match current(&root_fd, &at, blobs) {
+            Ok(found) => found,
+            Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
+            Err(err) => {
+                conflict(&mut done, &at, format!("cannot be read: {err}"));
+                continue;
+            }
+        };
+        if !force && !matches(found.as_ref(), left) {
+            conflict(
+                &mut done,
+                &at,
+                format!(
+                    "changed since: {} expected, {} found",
+                    describe(left),
+                    describe(found.as_ref())
+                ),
+            );
+            continue;
+        }
+        let result = match change.kind {
+            ChangeKind::Create => found
+                .as_ref()
+                .map_or(Ok(()), |f| remove(&root_fd, &at, f.kind)),
+            ChangeKind::Delete | ChangeKind::Modify => {
+                let removed_other_kind = match (&found, back) {
+                    (Some(f), Some(b)) if f.kind != b.kind => remove(&root_fd, &at, f.kind),
+                    _ => Ok(()),
+                };
+                removed_other_kind.and_then(|()| match back {
+                    Some(back) => put(&root_fd, &at, back, blobs),
+                    None => Ok(()),
+                })
+            }
+            ChangeKind::Mode => match back {
+                Some(back) => chmod(&root_fd, &at, back.mode),
+                None => Ok(()),
+            },
+            ChangeKind::Rename => {
+                let exists = current(&root_fd, &change.path, blobs).ok().flatten();
+                if exists.is_some() && !force {
+                    conflict(&mut done, &change.path, "something is there now".into());
+                    continue;
+                }
+                parent(&root_fd, &at).and_then(|(from_dir, from_name)| {
+                    let (to_dir, to_name) = parent(&root_fd, &change.path)?;
+                    Ok(rustix::fs::renameat(
+                        &from_dir, from_name, &to_dir, to_name,
+                    )?)
+                })
+            }
+        };
+        match result {
+            Ok(()) => done.changes.push(inverse(change)),
+            Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
+            Err(err) => conflict(&mut done, &at, format!("cannot be put back: {err}")),
+        }
+    }
+    Ok(done)
+}
+
+/// The order that lets every undo find its place: deleted directories made again (parents
+/// first), renames moved back, contents and modes put back, deleted files made again, then
+/// created files removed and created directories removed (children first).
+fn order(changes: &[Change]) -> Vec<&Change> {
+    let is_dir = |e: Option<&Entry>| e.is_some_and(|e| e.kind == EntryKind::Dir);
+    let phase = |c: &Change| match c.kind {
+        ChangeKind::Delete if is_dir(c.before.as_ref()) => 0,
+        ChangeKind::Rename => 1,
+        ChangeKind::Modify | ChangeKind::Mode => 2,
+        ChangeKind::Delete => 3,
+        ChangeKind::Create if !is_dir(c.after.as_ref()) => 4,
+        ChangeKind::Create => 5,
+    };
+    let mut ordered: Vec<&Change> = changes.iter().collect();
+    ordered.sort_by(|a, b| {
+        phase(a).cmp(&phase(b)).then_with(|| {
+            if phase(a) == 5 {
+                b.path.cmp(&a.path)
+            } else {
+                a.path.cmp(&b.path)
+            }
+        })
+    });
+    ordered
+}
+
+/// The change that undoing `change` makes.
+fn inverse(change: &Change) -> Change {
+    let kind = match change.kind {
+        ChangeKind::Create => ChangeKind::Delete,
+        ChangeKind::Delete => ChangeKind::Create,
+        other => other,
+    };
+    let (path, to) = match change.kind {
+        ChangeKind::Rename => (
+            change.to.clone().unwrap_or_default(),
+            Some(change.path.clone()),
+        ),
+        _ => (change.path.clone(), None),
+    };
+    Change {
+        kind,
+        path,
+        to,
+        before: change.after.clone(),
+        after: change.before.clone(),
+    }
+}

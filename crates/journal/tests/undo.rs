@@ -1,0 +1,177 @@
+//! Undo: an agent's edits, creations, deletions, renames and mode changes undone byte for
+//! byte; the undo undone; a path changed since refused unless forced; nothing written outside
+//! the tree through a link planted in it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use cordon_journal::{diff, snapshot, undo, Blobs, Change, Manifest, Options};
+use pretty_assertions::assert_eq;
+
+/// What an undo must restore: each path's kind, content, target and mode.
+fn shape(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest
+        .entries
+        .iter()
+        .map(|(path, e)| {
+            (
+                path.clone(),
+                format!("{:?} {:?} {:?} {:o}", e.kind, e.digest, e.target, e.mode),
+            )
+        })
+        .collect()
+}
+
+fn take(root: &Path, blobs: &Blobs) -> Manifest {
+    snapshot(root, blobs, None, &Options::default()).unwrap().0
+}
+
+fn workspace(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("work");
+    fs_err::create_dir_all(root.join("src/deep")).unwrap();
+    fs_err::write(root.join("src/main.rs"), "fn main() {}\n").unwrap();
+    fs_err::write(root.join("src/deep/lib.rs"), "pub fn f() {}\n").unwrap();
+    fs_err::write(root.join("README.md"), "# project\n").unwrap();
+    fs_err::write(root.join("old.txt"), "moves\n").unwrap();
+    fs_err::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+    fs_err::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("README.md", root.join("readme-link")).unwrap();
+    root
+}
+
+/// What a prompt-injected agent does: edits, creates, deletes a tree, renames, changes modes
+/// and links.
+fn vandalise(root: &Path) {
+    fs_err::write(root.join("src/main.rs"), "fn main() { exfiltrate() }\n").unwrap();
+    fs_err::create_dir_all(root.join("new/nested")).unwrap();
+    fs_err::write(root.join("new/nested/payload.bin"), vec![7u8; 10_000]).unwrap();
+    fs_err::remove_dir_all(root.join("src/deep")).unwrap();
+    fs_err::rename(root.join("old.txt"), root.join("new/moved.txt")).unwrap();
+    fs_err::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    fs_err::remove_file(root.join("readme-link")).unwrap();
+    symlink("/etc/passwd", root.join("readme-link")).unwrap();
+    fs_err::remove_file(root.join("README.md")).unwrap();
+}
+
+#[test]
+fn a_run_is_undone_byte_for_byte_and_the_undo_can_be_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = workspace(dir.path());
+    let before = take(&root, &blobs);
+    vandalise(&root);
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    assert!(changes.len() >= 8, "{changes:#?}");
+
+    let undone = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(undone.conflicts, []);
+    assert_eq!(shape(&take(&root, &blobs)), shape(&before));
+    assert_eq!(
+        fs_err::read_to_string(root.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+
+    // Undoing the undo brings the agent's state back, byte for byte.
+    let redone = undo(&root, &blobs, &undone.changes, false).unwrap();
+    assert_eq!(redone.conflicts, []);
+    assert_eq!(shape(&take(&root, &blobs)), shape(&after));
+}
+
+#[test]
+fn one_file_can_be_undone_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = workspace(dir.path());
+    let before = take(&root, &blobs);
+    vandalise(&root);
+    let after = take(&root, &blobs);
+    let only: Vec<Change> = diff(&before, &after)
+        .into_iter()
+        .filter(|c| c.path == "src/main.rs")
+        .collect();
+    let undone = undo(&root, &blobs, &only, false).unwrap();
+    assert_eq!((undone.changes.len(), undone.conflicts.len()), (1, 0));
+    assert_eq!(
+        fs_err::read_to_string(root.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    // The rest stays as the agent left it.
+    assert!(root.join("new/nested/payload.bin").exists());
+}
+
+#[test]
+fn a_file_changed_since_is_not_overwritten_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = workspace(dir.path());
+    let before = take(&root, &blobs);
+    vandalise(&root);
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    // The person fixes main.rs by hand after the run.
+    fs_err::write(
+        root.join("src/main.rs"),
+        "fn main() { println!(\"mine\") }\n",
+    )
+    .unwrap();
+    let undone = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(undone.conflicts.len(), 1, "{:?}", undone.conflicts);
+    assert_eq!(undone.conflicts[0].path, "src/main.rs");
+    assert!(
+        undone.conflicts[0].reason.contains("changed since"),
+        "{:?}",
+        undone.conflicts
+    );
+    assert!(fs_err::read_to_string(root.join("src/main.rs"))
+        .unwrap()
+        .contains("mine"));
+    // Everything else was undone.
+    assert!(root.join("src/deep/lib.rs").exists() && root.join("old.txt").exists());
+    // Forced, it is put back too.
+    let main: Vec<Change> = changes
+        .into_iter()
+        .filter(|c| c.path == "src/main.rs")
+        .collect();
+    let forced = undo(&root, &blobs, &main, true).unwrap();
+    assert_eq!(forced.conflicts, []);
+    assert_eq!(
+        fs_err::read_to_string(root.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+}
+
+#[test]
+fn a_directory_replaced_by_a_link_never_leads_an_undo_outside_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = workspace(dir.path());
+    let outside = dir.path().join("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    fs_err::write(outside.join("main.rs"), "fn main() { exfiltrate() }\n").unwrap();
+    let before = take(&root, &blobs);
+    fs_err::write(root.join("src/main.rs"), "fn main() { exfiltrate() }\n").unwrap();
+    fs_err::write(root.join("src/deep/lib.rs"), "changed\n").unwrap();
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    // After the run, `src` becomes a link to a directory outside whose file matches what
+    // the undo expects to find.
+    fs_err::rename(root.join("src"), dir.path().join("src-moved")).unwrap();
+    symlink(&outside, root.join("src")).unwrap();
+    let undone = undo(&root, &blobs, &changes, true).unwrap();
+    assert_eq!(undone.changes, []);
+    assert_eq!(undone.conflicts.len(), 2, "{:?}", undone.conflicts);
+    // The file outside is untouched, forced or not.
+    assert_eq!(
+        fs_err::read_to_string(outside.join("main.rs")).unwrap(),
+        "fn main() { exfiltrate() }\n"
+    );
+    assert!(!outside.join("deep").exists());
+}
