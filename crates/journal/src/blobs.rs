@@ -1,6 +1,9 @@
 //! The content-addressed store.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::DirBuilderExt as _;
+
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -78,17 +81,24 @@ impl Blobs {
     ///
     /// The I/O error of reading or writing (a full disk, say); nothing partial is kept.
     pub fn put_reader(&self, mut reader: impl Read) -> io::Result<(Digest, u64)> {
-        fs_err::create_dir_all(&self.dir).map_err(store_failure)?;
+        // The store holds copies of private files: only its owner reads it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(store_failure)?;
         let temp = self.dir.join(format!(
             ".incoming.{}.{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
         let result = (|| {
+            let _ = fs_err::remove_file(&temp);
             let mut file = fs_err::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&temp)
                 .map_err(store_failure)?;
             let mut hasher = Sha256::new();
@@ -112,13 +122,39 @@ impl Blobs {
             }
             file.sync_all().map_err(store_failure)?;
             if let Some(parent) = path.parent() {
-                fs_err::create_dir_all(parent).map_err(store_failure)?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(store_failure)?;
             }
             fs_err::rename(&temp, &path).map_err(store_failure)?;
             Ok((digest, size))
         })();
         let _ = fs_err::remove_file(&temp);
         result
+    }
+
+    /// The digest and size of what `reader` yields, nothing kept.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of reading.
+    pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+        }
+        Ok((cordon_types::hex(&hasher.finalize()), size))
     }
 
     /// Keeps `bytes`.

@@ -1,6 +1,6 @@
 //! What changed between two manifests of one tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,32 +85,41 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
             created.insert(path, new);
         }
     }
-    // Renames: a deleted file and a created file with the same content, paired in path order.
-    let mut renamed_to: Vec<&str> = Vec::new();
-    for (from, old) in deleted.clone() {
-        if old.kind != EntryKind::File {
-            continue;
-        }
-        let target = created
-            .iter()
-            .find(|(to, new)| {
-                new.kind == EntryKind::File && new.digest == old.digest && !renamed_to.contains(to)
-            })
-            .map(|(to, new)| (*to, *new));
-        if let Some((to, new)) = target {
-            renamed_to.push(to);
-            deleted.remove(from);
-            changes.push(Change {
-                kind: ChangeKind::Rename,
-                path: from.to_owned(),
-                to: Some(to.to_owned()),
-                before: Some(old.clone()),
-                after: Some(new.clone()),
-            });
+    // A path that could not be read on one side: nothing is known of a change to it.
+    created.retain(|path, _| !before.unknown.iter().any(|u| u == path));
+    deleted.retain(|path, _| !after.unknown.iter().any(|u| u == path));
+    // Renames: a deleted file and a created file with the same content and mode (else the
+    // same content), paired in path order.
+    let mut by_content: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
+    let mut by_digest: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (to, new) in created.iter().rev() {
+        if let (EntryKind::File, Some(digest)) = (new.kind, new.digest.as_deref()) {
+            by_content.entry((digest, new.mode)).or_default().push(to);
+            by_digest.entry(digest).or_default().push(to);
         }
     }
-    for to in renamed_to {
-        created.remove(to);
+    let mut paired: HashSet<&str> = HashSet::new();
+    let mut renames: Vec<(String, String)> = Vec::new();
+    for (from, old) in &deleted {
+        let (EntryKind::File, Some(digest)) = (old.kind, old.digest.as_deref()) else {
+            continue;
+        };
+        let to = take_unpaired(by_content.get_mut(&(digest, old.mode)), &mut paired)
+            .or_else(|| take_unpaired(by_digest.get_mut(digest), &mut paired));
+        if let Some(to) = to {
+            renames.push(((*from).to_owned(), to.to_owned()));
+        }
+    }
+    for (from, to) in renames {
+        let old = deleted.remove(from.as_str());
+        let new = created.remove(to.as_str());
+        changes.push(Change {
+            kind: ChangeKind::Rename,
+            path: from,
+            to: Some(to),
+            before: old.cloned(),
+            after: new.cloned(),
+        });
     }
     // Parents are created before their children, and children deleted before their parents.
     for (path, new) in created {
@@ -132,4 +141,48 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
         });
     }
     changes
+}
+
+/// The first path of `list` not paired yet, now paired.
+fn take_unpaired<'a>(
+    list: Option<&mut Vec<&'a str>>,
+    paired: &mut HashSet<&'a str>,
+) -> Option<&'a str> {
+    let list = list?;
+    while let Some(candidate) = list.pop() {
+        if paired.insert(candidate) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(digest: &str) -> Entry {
+        Entry {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            ino: 1,
+            dev: 1,
+            mode: 0o644,
+            digest: Some(digest.into()),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn a_path_unread_on_one_side_is_never_created_or_deleted() {
+        let mut before = Manifest::default();
+        before.unknown.push("busy.db".into());
+        before.entries.insert("gone.txt".into(), file("a"));
+        let mut after = Manifest::default();
+        after.entries.insert("busy.db".into(), file("b"));
+        after.unknown.push("gone.txt".into());
+        assert_eq!(diff(&before, &after), []);
+    }
 }

@@ -60,7 +60,7 @@ fn parent<'a>(root: &OwnedFd, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
 }
 
 /// What is at `rel` now, compared as the snapshot compares: kind, content, target, mode.
-fn current(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
+fn current(root: &OwnedFd, rel: &str) -> io::Result<Option<Entry>> {
     let (dir, name) = parent(root, rel)?;
     let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
@@ -76,7 +76,10 @@ fn current(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            let (digest, _) = blobs.put_reader(std::fs::File::from(fd))?;
+            // Compared with what was kept; nothing new is kept.
+            let limit = entry.size;
+            let (digest, _) =
+                Blobs::hash_reader(std::io::Read::take(std::fs::File::from(fd), limit + 1))?;
             entry.digest = Some(digest);
         }
         EntryKind::Symlink => {
@@ -231,7 +234,7 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
                 change.before.as_ref(),
             ),
         };
-        let found = match current(&root_fd, &at, blobs) {
+        let found = match current(&root_fd, &at) {
             Ok(found) => found,
             Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
             Err(err) => {
@@ -270,15 +273,28 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
                 None => Ok(()),
             },
             ChangeKind::Rename => {
-                let exists = current(&root_fd, &change.path, blobs).ok().flatten();
-                if exists.is_some() && !force {
-                    conflict(&mut done, &change.path, "something is there now".into());
-                    continue;
+                match current(&root_fd, &change.path) {
+                    Ok(None) => {}
+                    Ok(Some(_)) if force => {}
+                    Ok(Some(_)) => {
+                        conflict(&mut done, &change.path, "something is there now".into());
+                        continue;
+                    }
+                    Err(err) => {
+                        conflict(&mut done, &change.path, format!("cannot be read: {err}"));
+                        continue;
+                    }
                 }
+                // Never over something that appeared meanwhile, unless forced.
+                let flags = if force {
+                    rustix::fs::RenameFlags::empty()
+                } else {
+                    rustix::fs::RenameFlags::NOREPLACE
+                };
                 parent(&root_fd, &at).and_then(|(from_dir, from_name)| {
                     let (to_dir, to_name) = parent(&root_fd, &change.path)?;
-                    Ok(rustix::fs::renameat(
-                        &from_dir, from_name, &to_dir, to_name,
+                    Ok(rustix::fs::renameat_with(
+                        &from_dir, from_name, &to_dir, to_name, flags,
                     )?)
                 })
             }

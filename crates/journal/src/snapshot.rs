@@ -73,6 +73,10 @@ pub struct Manifest {
     /// Paths left out because `.gitignore` (or `.git/info/exclude`) ignores them: the
     /// topmost of each ignored tree.
     pub left_out: Vec<String>,
+    /// Paths that exist and could not be read: what they held is unknown, so no change is
+    /// ever inferred for them (neither created nor deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
 }
 
 /// How a tree is taken.
@@ -166,7 +170,10 @@ fn read_file(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entr
             return Ok(None);
         }
         let file = std::fs::File::from(fd);
-        let (digest, size) = blobs.put_reader(&file)?;
+        // No more than the size it had when opened: a file that keeps growing (or a sparse
+        // one that reads as terabytes) is not copied without end.
+        let limit = u64::try_from(before.st_size).unwrap_or(0);
+        let (digest, size) = blobs.put_reader(std::io::Read::take(&file, limit + 1))?;
         let after = rustix::fs::fstat(&file)?;
         let mut entry = entry_of(&after, EntryKind::File);
         let stable = entry_of(&before, EntryKind::File) == entry && entry.size == size;
@@ -222,7 +229,9 @@ pub fn snapshot(
             continue;
         }
         let Some(rel) = rel.to_str().map(str::to_owned) else {
-            summary.skipped.push(rel.to_string_lossy().into_owned());
+            let shown = rel.to_string_lossy().into_owned();
+            manifest.unknown.push(shown.clone());
+            summary.skipped.push(shown);
             continue;
         };
         let Ok(stat) = rustix::fs::statat(&root_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
@@ -248,12 +257,14 @@ pub fn snapshot(
                             summary.read += 1;
                         }
                         Ok(None) => {
+                            manifest.unknown.push(rel.clone());
                             summary.skipped.push(rel);
                             continue;
                         }
                         Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                         Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
                         Err(_) => {
+                            manifest.unknown.push(rel.clone());
                             summary.skipped.push(rel);
                             continue;
                         }
@@ -267,6 +278,7 @@ pub fn snapshot(
                 match rustix::fs::readlinkat(&root_fd, rel.as_str(), Vec::new()) {
                     Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
                     Err(_) => {
+                        manifest.unknown.push(rel.clone());
                         summary.skipped.push(rel);
                         continue;
                     }

@@ -175,3 +175,48 @@ fn a_directory_replaced_by_a_link_never_leads_an_undo_outside_the_tree() {
     );
     assert!(!outside.join("deep").exists());
 }
+
+#[test]
+fn renamed_twins_get_their_own_modes_back_and_a_rename_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(&root).unwrap();
+    for (name, mode) in [("a", 0o644), ("b", 0o755)] {
+        fs_err::write(root.join(name), "same\n").unwrap();
+        fs_err::set_permissions(root.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let before = take(&root, &blobs);
+    fs_err::rename(root.join("b"), root.join("c")).unwrap();
+    fs_err::rename(root.join("a"), root.join("d")).unwrap();
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    let undone = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(undone.conflicts, []);
+    assert_eq!(shape(&take(&root, &blobs)), shape(&before));
+
+    // Renamed again; then the person puts a file where one came from: not overwritten.
+    fs_err::rename(root.join("a"), root.join("e")).unwrap();
+    let after = take(&root, &blobs);
+    let changes = diff(&take(&root, &blobs), &after);
+    assert!(changes.is_empty());
+    let changes = diff(&before, &after);
+    fs_err::write(root.join("a"), "the person's\n").unwrap();
+    let undone = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(undone.conflicts.len(), 1, "{:?}", undone.conflicts);
+    assert_eq!(
+        fs_err::read_to_string(root.join("a")).unwrap(),
+        "the person's\n"
+    );
+}
+
+#[test]
+fn the_store_is_its_owners_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let digest = blobs.put(b"a private file").unwrap();
+    let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(blobs.dir()), 0o700);
+    assert_eq!(mode(blobs.path(&digest).unwrap().parent().unwrap()), 0o700);
+    assert_eq!(mode(&blobs.path(&digest).unwrap()), 0o600);
+}
