@@ -27,6 +27,31 @@ fn store_failure(err: io::Error) -> io::Error {
     io::Error::new(err.kind(), StoreFailure(err))
 }
 
+/// Reads `reader` to its end, hashing it and writing it to `sink` if given (a write error
+/// is the store's).
+fn hash_copy(
+    reader: &mut impl Read,
+    mut sink: Option<&mut std::fs::File>,
+) -> io::Result<(Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        hasher.update(&buffer[..n]);
+        if let Some(sink) = sink.as_mut() {
+            sink.write_all(&buffer[..n]).map_err(store_failure)?;
+        }
+        size += n as u64;
+    }
+    Ok((cordon_types::hex(&hasher.finalize()), size))
+}
+
 /// Whether `err` came from writing the store (a full disk, a read-only or broken store)
 /// rather than from reading the content.
 pub fn is_store_failure(err: &io::Error) -> bool {
@@ -101,21 +126,7 @@ impl Blobs {
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(&temp)
                 .map_err(store_failure)?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut buffer = vec![0u8; 64 << 10];
-            loop {
-                let n = match reader.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Err(err),
-                };
-                hasher.update(&buffer[..n]);
-                file.write_all(&buffer[..n]).map_err(store_failure)?;
-                size += n as u64;
-            }
-            let digest = cordon_types::hex(&hasher.finalize());
+            let (digest, size) = hash_copy(&mut reader, Some(file.file_mut()))?;
             let path = self.path(&digest)?;
             if path.is_file() {
                 return Ok((digest, size));
@@ -141,20 +152,7 @@ impl Blobs {
     ///
     /// The I/O error of reading.
     pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buffer = vec![0u8; 64 << 10];
-        loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            };
-            hasher.update(&buffer[..n]);
-            size += n as u64;
-        }
-        Ok((cordon_types::hex(&hasher.finalize()), size))
+        hash_copy(&mut reader, None)
     }
 
     /// Keeps `bytes`.
