@@ -38,6 +38,8 @@ pub mod manifest;
 pub mod signature;
 pub mod store;
 
+pub use store::write_atomic;
+
 pub use archive::Limits;
 pub use bundle::{read_bounded, Bundle};
 pub use error::{BundleError, Problem, Result};

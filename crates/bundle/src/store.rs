@@ -190,26 +190,40 @@ fn io_error(path: &Path, err: &std::io::Error) -> BundleError {
     BundleError::new(Problem::Unreadable, format!("`{}`: {err}", path.display()))
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
-    // A file left by a crash is removed; the new one is created, never opened through a
-    // link planted at its name.
+/// Writes `bytes` to `path` through a synced temporary file beside it (`.NAME.tmp.PID`,
+/// created exclusively with `mode`, never opened through a link planted at its name) and a
+/// rename: a reader sees the old file or the new one, never half of one. A temporary file
+/// left by a crash is replaced; one left by a failure is removed.
+///
+/// # Errors
+///
+/// The I/O error of writing, syncing or renaming.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
     let _ = fs_err::remove_file(&temp);
     let written = (|| {
         let mut file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs_err::rename(&temp, path)
     })();
-    if let Err(err) = written {
+    if written.is_err() {
         let _ = fs_err::remove_file(&temp);
-        return Err(io_error(path, &err));
     }
-    Ok(())
+    written
+}
+
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes, 0o644).map_err(|err| io_error(path, &err))
 }
 
 fn timestamp(now: i64) -> String {
@@ -706,15 +720,6 @@ impl Store {
             return Err(err);
         }
     }
-}
-
-/// Reads at most the compressed limit of a bundle at `path`.
-///
-/// # Errors
-///
-/// As [`read_bounded`].
-pub fn read_source(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
-    read_bounded(path, limits.compressed)
 }
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ pub fn device_id(config: &CordonConfig) -> String {
     "unknown".into()
 }
 
+/// Where the desktop's bundles are kept: `$XDG_DATA_HOME/cordon/bundles`.
+fn store() -> Option<Store> {
+    dirs::data_dir().map(|dir| Store::new(dir.join("cordon").join("bundles")))
+}
+
 impl Bundles {
     /// The store and what it trusts, from `config`.
     ///
@@ -71,12 +76,10 @@ impl Bundles {
     /// [`SetupError::ConfigValue`] when the public key cannot be read or the data directory
     /// is unknown.
     pub fn new(config: &CordonConfig) -> Result<Self> {
-        let dir = dirs::data_dir()
-            .map(|dir| dir.join("cordon").join("bundles"))
-            .ok_or_else(|| SetupError::ConfigValue {
-                key: "policy.bundle",
-                message: "no data directory ($XDG_DATA_HOME or $HOME) to keep bundles in".into(),
-            })?;
+        let store = store().ok_or_else(|| SetupError::ConfigValue {
+            key: "policy.bundle",
+            message: "no data directory ($XDG_DATA_HOME or $HOME) to keep bundles in".into(),
+        })?;
         let mut verifier = Verifier::new();
         if let Some(path) = &config.policy.public_key {
             let path = crate::expand_home(path);
@@ -107,7 +110,7 @@ impl Bundles {
             limits: Limits::default(),
         };
         Ok(Self {
-            store: Store::new(dir),
+            store,
             trust,
             source: config.policy.bundle.clone(),
             options: config.policy_options()?,
@@ -349,16 +352,6 @@ impl Bundles {
             .map_err(|err| setup(origin.clone(), err))?;
         Ok(Some((source, installed)))
     }
-
-    /// Whether the store has anything active (a cheap check: one small file).
-    pub fn has_active(&self) -> bool {
-        self.store.state().is_ok_and(|s| s.active.is_some())
-    }
-
-    /// The file whose change means the active bundle changed.
-    pub fn state_path(&self) -> PathBuf {
-        self.store.state_path()
-    }
 }
 
 fn installed_json(installed: Option<&Installed>) -> Value {
@@ -498,9 +491,7 @@ fn record_fallback(
 pub fn active_source(config: &CordonConfig) -> Result<Option<PolicySource>> {
     if config.policy.bundle.is_none() {
         // The common case costs one failed stat: no bundle was ever activated.
-        let activated = dirs::data_dir()
-            .map(|dir| dir.join("cordon/bundles/state.json"))
-            .is_some_and(|state| state.exists());
+        let activated = store().is_some_and(|store| store.state_path().exists());
         if !activated {
             return Ok(None);
         }
@@ -533,11 +524,9 @@ pub(crate) fn follow(
     policy: std::sync::Weak<std::sync::RwLock<Arc<Policy>>>,
     home: Option<PathBuf>,
 ) {
-    let Ok(bundles) = Bundles::new(&config) else {
+    let Some(state) = store().map(|store| store.state_path()) else {
         return;
     };
-    let state = bundles.state_path();
-    drop(bundles);
     let spawned = std::thread::Builder::new()
         .name("cordon-bundle-follow".into())
         .spawn(move || {

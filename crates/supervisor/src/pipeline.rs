@@ -17,13 +17,14 @@ pub struct Decided {
     /// The decision, after cordon's own checks (audit included).
     pub decision: Decision,
     /// The revision of the policy that decided.
-    revision: Option<Arc<str>>,
+    revision: Arc<str>,
 }
 
 impl Decided {
-    /// The revision of the policy that decided, when a policy did.
-    pub fn revision(&self) -> Option<&str> {
-        self.revision.as_deref()
+    /// The revision of the policy that decided (the one current when the decision started,
+    /// for a request refused before any policy saw it).
+    pub fn revision(&self) -> &str {
+        &self.revision
     }
 }
 
@@ -408,7 +409,7 @@ impl Pipeline {
         Unrecorded(Decided {
             input: Some(input),
             decision,
-            revision: Some(Arc::clone(&generation.revision)),
+            revision: Arc::clone(&generation.revision),
         })
     }
 
@@ -418,9 +419,7 @@ impl Pipeline {
         let Unrecorded(decided) = unrecorded;
         let input = decided.input.unwrap_or_default();
         let action = input["action"].as_str().unwrap_or_default().to_owned();
-        let revision = decided
-            .revision
-            .unwrap_or_else(|| Arc::clone(&self.current.get().revision));
+        let revision = decided.revision;
         self.record_event(
             capability.as_str(),
             &action,
@@ -514,7 +513,7 @@ impl Pipeline {
             return Decided {
                 input: Some(input),
                 decision,
-                revision: Some(Arc::from(revision)),
+                revision: Arc::from(revision),
             };
         };
         let outcome = if decision.allow {
@@ -541,7 +540,7 @@ impl Pipeline {
         Decided {
             input: Some(input),
             decision,
-            revision: Some(Arc::from(revision)),
+            revision: Arc::from(revision),
         }
     }
 }

@@ -83,7 +83,7 @@ fn a_newly_activated_bundle_is_swapped_in_under_running_decisions() {
                 while !stop.load(Ordering::Relaxed) {
                     let decided = supervisor.pipeline().decide(&request);
                     let reason = decided.decision.reasons.join(",");
-                    let revision = decided.revision().unwrap_or_default().to_owned();
+                    let revision = decided.revision().to_owned();
                     seen.lock()
                         .unwrap()
                         .entry(reason)

@@ -268,7 +268,7 @@ impl FilterArgs {
         let since = match &self.since {
             None => None,
             Some(text) => Some(
-                parse_since(text)
+                super::shared::parse_since(text)
                     .hint("give a time like `2026-11-26T08:00:00Z` or a date like `2026-11-26`")?,
             ),
         };
@@ -280,20 +280,6 @@ impl FilterArgs {
             session: self.session.clone(),
         })
     }
-}
-
-/// Normalises a time to the form cordon stores (UTC, microseconds, `Z`) so that it
-/// compares correctly as text.
-fn parse_since(text: &str) -> anyhow::Result<String> {
-    let time = match chrono::DateTime::parse_from_rfc3339(text) {
-        Ok(time) => time.with_timezone(&chrono::Utc),
-        Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map_err(|_| anyhow!("`{text}` is not a time"))?
-            .and_hms_opt(0, 0, 0)
-            .ok_or_else(|| anyhow!("`{text}` is not a time"))?
-            .and_utc(),
-    };
-    Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 impl AuditCommand {

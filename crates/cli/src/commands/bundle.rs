@@ -1,7 +1,5 @@
 //! `cordon policy build|keygen|sign|verify|inspect`: policy bundles in OPA's format.
 
-use fs_err::os::unix::fs::OpenOptionsExt as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
@@ -15,39 +13,13 @@ use serde_json::json;
 use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use cordon_supervisor::bundles::now;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory, so that a reader
-/// sees the old file or the new one, never half of one; `mode` for a new file.
+/// Writes `bytes` to `path` atomically, `mode` for a new file
+/// ([`cordon_bundle::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs_err::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = fs_err::remove_file(&temp);
-    }
-    written.with_context(|| format!("cannot write `{}`", path.display()))
+    cordon_bundle::write_atomic(path, bytes, mode)
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKey, CliError> {

@@ -13,7 +13,7 @@ use cordon_policy::{EngineKind, Policy, PolicyOptions, PolicySource};
 use cordon_supervisor::replay::{Recorded, Report};
 
 use super::bundle::{now, KeyArgs};
-use super::shared::{load_config, PolicyArgs};
+use super::shared::{load_config, parse_since, PolicyArgs};
 use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
@@ -78,21 +78,15 @@ fn since(text: &str) -> anyhow::Result<String> {
         ('s', Ok(n)) => Some(Some(n)),
         _ => None,
     };
-    let time = match seconds {
-        Some(seconds) => seconds
+    match seconds {
+        Some(seconds) => Ok(seconds
             .and_then(chrono::TimeDelta::try_seconds)
             .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
-            .ok_or_else(|| anyhow!("`{text}` is too long ago"))?,
-        None => match chrono::DateTime::parse_from_rfc3339(text) {
-            Ok(time) => time.with_timezone(&chrono::Utc),
-            Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .map_err(|_| anyhow!("`{text}` is neither a duration (`7d`) nor a time"))?
-                .and_hms_opt(0, 0, 0)
-                .ok_or_else(|| anyhow!("`{text}` is not a time"))?
-                .and_utc(),
-        },
-    };
-    Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .ok_or_else(|| anyhow!("`{text}` is too long ago"))?
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        None => parse_since(text)
+            .map_err(|_| anyhow!("`{text}` is neither a duration (`7d`) nor a time")),
+    }
 }
 
 impl ReplayCommand {

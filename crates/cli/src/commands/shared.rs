@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_supervisor::CordonConfig;
 
@@ -52,4 +52,18 @@ pub fn load_config(cli: &Cli, policy: &PolicyArgs) -> Result<CordonConfig, CliEr
         config.policy.memory_limit_mib = Some(mib);
     }
     Ok(config)
+}
+
+/// Normalises a time to the form cordon stores (UTC, microseconds, `Z`) so that it
+/// compares correctly as text.
+pub fn parse_since(text: &str) -> anyhow::Result<String> {
+    let time = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.with_timezone(&chrono::Utc),
+        Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map_err(|_| anyhow!("`{text}` is not a time"))?
+            .and_hms_opt(0, 0, 0)
+            .ok_or_else(|| anyhow!("`{text}` is not a time"))?
+            .and_utc(),
+    };
+    Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
