@@ -86,8 +86,10 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
         }
     }
     // A path that could not be read on one side: nothing is known of a change to it.
-    created.retain(|path, _| !before.unknown.iter().any(|u| u == path));
-    deleted.retain(|path, _| !after.unknown.iter().any(|u| u == path));
+    let unknown_before: HashSet<&str> = before.unknown.iter().map(String::as_str).collect();
+    let unknown_after: HashSet<&str> = after.unknown.iter().map(String::as_str).collect();
+    created.retain(|path, _| !within(&unknown_before, path));
+    deleted.retain(|path, _| !within(&unknown_after, path));
     // Renames: a deleted file and a created file with the same content and mode (else the
     // same content), paired in path order.
     let mut by_content: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
@@ -143,6 +145,20 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
     changes
 }
 
+/// Whether `path` is one of `paths` or below one of them.
+fn within(paths: &HashSet<&str>, path: &str) -> bool {
+    let mut at = path;
+    loop {
+        if paths.contains(at) {
+            return true;
+        }
+        match at.rsplit_once('/') {
+            Some((parent, _)) => at = parent,
+            None => return false,
+        }
+    }
+}
+
 /// The first path of `list` not paired yet, now paired.
 fn take_unpaired<'a>(
     list: Option<&mut Vec<&'a str>>,
@@ -184,5 +200,17 @@ mod tests {
         after.entries.insert("busy.db".into(), file("b"));
         after.unknown.push("gone.txt".into());
         assert_eq!(diff(&before, &after), []);
+    }
+
+    #[test]
+    fn nothing_below_an_unread_directory_is_deleted() {
+        let mut before = Manifest::default();
+        before.entries.insert("locked/a.txt".into(), file("a"));
+        before.entries.insert("lockedness.txt".into(), file("b"));
+        let mut after = Manifest::default();
+        after.unknown.push("locked".into());
+        let changes = diff(&before, &after);
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["lockedness.txt"]);
     }
 }

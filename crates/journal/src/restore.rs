@@ -187,16 +187,26 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
     }
 }
 
-/// Sets the mode of what is at `rel`, a file or a directory, without following a link.
+/// Sets the mode of what is at `rel`, a file or a directory, without following a link and
+/// without opening it for reading (a file made unreadable still gets its mode back).
 fn chmod(root: &OwnedFd, rel: &str, mode: u32) -> io::Result<()> {
     let fd = rustix::fs::openat2(
         root,
         rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         resolve(),
     )?;
-    Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?)
+    let stat = rustix::fs::fstat(&fd)?;
+    if crate::snapshot::entry_from_stat(&stat).kind == EntryKind::Symlink {
+        return Err(io::Error::other("a link has no mode of its own"));
+    }
+    // The descriptor's own entry in /proc names exactly the inode opened.
+    let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    Ok(rustix::fs::chmod(
+        by_fd.as_str(),
+        Mode::from_raw_mode(mode),
+    )?)
 }
 
 /// Undoes `changes` in the tree at `root`, in an order that lets each find its place. A path that is no longer as its change

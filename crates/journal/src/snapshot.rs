@@ -77,18 +77,34 @@ pub struct Manifest {
     /// ever inferred for them (neither created nor deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// The ignore rules in force, by the file that holds them (`.gitignore` of each
+    /// directory, `.git/info/exclude`), as they were read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, String>,
 }
 
 /// How a tree is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// Leave out what `.gitignore` ignores (`target/`, `node_modules/`).
     pub gitignore: bool,
+    /// The previous manifest is the same session's earlier snapshot of the tree (see
+    /// [`snapshot`]); otherwise it serves only to skip reading unchanged files.
+    pub baseline: bool,
+    /// Files larger than this are not kept (they are unknown).
+    pub max_file: u64,
+    /// Directories never entered (cordon's own store, when it lies in the tree).
+    pub exclude: Vec<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { gitignore: true }
+        Self {
+            gitignore: true,
+            baseline: false,
+            max_file: 1 << 30,
+            exclude: Vec::new(),
+        }
     }
 }
 
@@ -147,7 +163,7 @@ fn kind_of(stat: &rustix::fs::Stat) -> EntryKind {
     }
 }
 
-/// Opens `rel` under `root` for reading: no link followed anywhere on the way, nothing
+/// Opens `rel` under `root` (a directory) for reading: no link followed anywhere on the way, nothing
 /// outside the root reached, no wait on a FIFO.
 fn open_beneath(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat2(
@@ -159,12 +175,12 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Reads the file `rel` into `blobs`: its entry, from the descriptor read, with the digest
+/// Reads the file `name` of `dir` into `blobs`: its entry, from the descriptor read, with the digest
 /// of exactly what was read; `None` when the path is no longer a regular file, or changed
 /// while it was read twice in a row.
-fn read_file(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
+fn read_file(dir: &OwnedFd, name: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
     for _ in 0..2 {
-        let fd = open_beneath(root, rel)?;
+        let fd = open_beneath(dir, name)?;
         let before = rustix::fs::fstat(&fd)?;
         if kind_of(&before) != EntryKind::File {
             return Ok(None);
@@ -186,13 +202,19 @@ fn read_file(root: &OwnedFd, rel: &str, blobs: &Blobs) -> io::Result<Option<Entr
 }
 
 /// Takes the tree at `root`: every path's metadata, every file's content kept in `blobs`.
-/// A file whose metadata is what `previous` recorded keeps its digest without being read.
+///
+/// `previous` is the tree as taken before. A file whose metadata is what it recorded keeps
+/// its digest without being read. With [`Options::baseline`], `previous` is the same
+/// session's earlier snapshot: every path it holds is taken again whatever the ignore
+/// rules say now, and what its rules ignored stays ignored, so a program that edits a
+/// `.gitignore` cannot hide a change to a file that was there, nor make an ignored tree
+/// look created.
 ///
 /// # Errors
 ///
 /// When the root cannot be opened, or the store cannot be written (a full disk): no
-/// manifest is returned then. A single path that cannot be read is skipped and named in the
-/// summary.
+/// manifest is returned then. A single path that cannot be read is skipped, named in the
+/// summary and in [`Manifest::unknown`].
 pub fn snapshot(
     root: &Path,
     blobs: &Blobs,
@@ -201,131 +223,291 @@ pub fn snapshot(
 ) -> io::Result<(Manifest, Summary)> {
     let root_fd = rustix::fs::open(
         root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut manifest = Manifest {
-        root: root.to_path_buf(),
-        ..Manifest::default()
+    let excluded = options
+        .exclude
+        .iter()
+        .filter_map(|p| rustix::fs::stat(p).ok())
+        .map(|s| {
+            let e = entry_from_stat(&s);
+            (e.dev, e.ino)
+        })
+        .collect();
+    let baseline = previous.filter(|_| options.baseline);
+    let mut walk = Walk {
+        blobs,
+        options,
+        previous,
+        baseline,
+        baseline_rules: baseline
+            .map(|b| {
+                b.rules
+                    .iter()
+                    .filter_map(|(file, text)| {
+                        Some((dir_of(file).to_owned(), matcher(file, text)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        rules: Vec::new(),
+        excluded,
+        manifest: Manifest {
+            root: root.to_path_buf(),
+            ..Manifest::default()
+        },
+        summary: Summary::default(),
     };
-    let mut summary = Summary::default();
-    let walker = ignore::WalkBuilder::new(root)
-        .hidden(false)
-        .parents(false)
-        .ignore(false)
-        .git_global(false)
-        .git_ignore(options.gitignore)
-        .git_exclude(options.gitignore)
-        .require_git(false)
-        .follow_links(false)
-        .sort_by_file_name(std::ffi::OsStr::cmp)
-        .build();
-    for item in walker {
-        let Ok(item) = item else { continue };
-        let Ok(rel) = item.path().strip_prefix(root) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
+    if options.gitignore {
+        // The repository's own exclusions, read as the `.gitignore` of the root.
+        if let Some(text) = read_rules(&root_fd, ".git/info/exclude") {
+            if let Some(m) = matcher(".git/info/exclude", &text) {
+                walk.rules.push((String::new(), m));
+            }
+            walk.manifest.rules.insert(".git/info/exclude".into(), text);
         }
-        let Some(rel) = rel.to_str().map(str::to_owned) else {
-            let shown = rel.to_string_lossy().into_owned();
-            manifest.unknown.push(shown.clone());
-            summary.skipped.push(shown);
-            continue;
-        };
-        let Ok(stat) = rustix::fs::statat(&root_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+    }
+    walk.dir(&root_fd, "", 0)?;
+    Ok((walk.manifest, walk.summary))
+}
+
+/// At most this many directories deep; deeper trees are unknown.
+const MAX_DEPTH: usize = 256;
+/// At most this many ignored trees are named.
+const MAX_LEFT_OUT: usize = 100;
+/// A rules file larger than this is not read (and nothing is left out for it).
+const MAX_RULES: u64 = 1 << 20;
+
+/// One walk of a tree.
+struct Walk<'a> {
+    blobs: &'a Blobs,
+    options: &'a Options,
+    previous: Option<&'a Manifest>,
+    baseline: Option<&'a Manifest>,
+    /// The baseline's rules by the directory they apply to.
+    baseline_rules: BTreeMap<String, ignore::gitignore::Gitignore>,
+    /// The rules in force: (directory, matcher), outermost first.
+    rules: Vec<(String, ignore::gitignore::Gitignore)>,
+    /// Directories never entered (cordon's own), by device and inode.
+    excluded: BTreeSet<(u64, u64)>,
+    manifest: Manifest,
+    summary: Summary,
+}
+
+/// The directory of a rules file (`a/b/.gitignore` → `a/b`; the repository's exclusions
+/// apply to the root).
+fn dir_of(file: &str) -> &str {
+    if file == ".git/info/exclude" {
+        return "";
+    }
+    file.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The path `rel` as a matcher of rules in `dir` sees it.
+fn virtual_path(rel: &str) -> PathBuf {
+    Path::new("/").join(rel)
+}
+
+/// The matcher of the rules file `file` holding `text`; `None` when it holds no rule.
+fn matcher(file: &str, text: &str) -> Option<ignore::gitignore::Gitignore> {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(virtual_path(dir_of(file)));
+    for line in text.lines() {
+        // A malformed line is skipped, as git does.
+        let _ = builder.add_line(None, line);
+    }
+    builder.build().ok().filter(|m| !m.is_empty())
+}
+
+/// Whether the rules, innermost first, ignore `rel`.
+fn ignored_by<'r>(
+    rules: impl Iterator<Item = &'r ignore::gitignore::Gitignore>,
+    rel: &str,
+    is_dir: bool,
+) -> bool {
+    let path = virtual_path(rel);
+    for m in rules {
+        let found = m.matched(&path, is_dir);
+        if found.is_ignore() {
+            return true;
+        }
+        if found.is_whitelist() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Reads a rules file beneath `dir`: a small regular file, no link followed, no wait.
+fn read_rules(dir: &OwnedFd, rel: &str) -> Option<String> {
+    let fd = open_beneath(dir, rel).ok()?;
+    let stat = rustix::fs::fstat(&fd).ok()?;
+    if kind_of(&stat) != EntryKind::File || u64::try_from(stat.st_size).ok()? > MAX_RULES {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), MAX_RULES),
+        &mut bytes,
+    )
+    .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl Walk<'_> {
+    fn unknown(&mut self, rel: String) {
+        self.manifest.unknown.push(rel.clone());
+        self.summary.skipped.push(rel);
+    }
+
+    /// Whether `rel` is left out.
+    fn ignored(&self, rel: &str, is_dir: bool) -> bool {
+        if !self.options.gitignore {
+            return false;
+        }
+        if let Some(baseline) = self.baseline {
+            if baseline.entries.contains_key(rel) {
+                return false;
+            }
+            // The baseline's rules, from the innermost directory out.
+            let mut dirs = vec![""];
+            dirs.extend(rel.match_indices('/').map(|(i, _)| &rel[..i]));
+            let before = dirs
+                .iter()
+                .rev()
+                .filter_map(|d| self.baseline_rules.get(*d));
+            if ignored_by(before, rel, is_dir) {
+                return true;
+            }
+        }
+        ignored_by(self.rules.iter().rev().map(|(_, m)| m), rel, is_dir)
+    }
+
+    /// Takes the directory `dir` (open) at `rel`, and everything below it.
+    fn dir(&mut self, dir: &OwnedFd, rel: &str, depth: usize) -> io::Result<()> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for item in rustix::fs::Dir::read_from(dir)? {
+            let item = item?;
+            let name = item.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        names.sort();
+        let rules_before = self.rules.len();
+        if self.options.gitignore && names.iter().any(|n| n == b".gitignore") {
+            let file = join(rel, ".gitignore");
+            if let Some(text) = read_rules(dir, ".gitignore") {
+                if let Some(m) = matcher(&file, &text) {
+                    self.rules.push((rel.to_owned(), m));
+                }
+                self.manifest.rules.insert(file, text);
+            }
+        }
+        for name in names {
+            let Ok(name) = String::from_utf8(name) else {
+                self.unknown(join(rel, "\u{fffd}"));
+                continue;
+            };
+            let child = join(rel, &name);
+            self.child(dir, &name, child, depth)?;
+        }
+        self.rules.truncate(rules_before);
+        Ok(())
+    }
+
+    /// Takes one name of an open directory.
+    fn child(&mut self, dir: &OwnedFd, name: &str, rel: String, depth: usize) -> io::Result<()> {
+        let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
             // Gone since it was listed.
-            continue;
+            return Ok(());
         };
         let kind = kind_of(&stat);
         let mut entry = entry_of(&stat, kind);
+        if kind == EntryKind::Dir && self.excluded.contains(&(entry.dev, entry.ino)) {
+            return Ok(());
+        }
+        if self.ignored(&rel, kind == EntryKind::Dir) {
+            if self.manifest.left_out.len() < MAX_LEFT_OUT {
+                self.manifest.left_out.push(rel);
+            }
+            return Ok(());
+        }
         match kind {
             EntryKind::File => {
-                let cached = previous
+                let cached = self
+                    .previous
                     .and_then(|p| p.entries.get(&rel))
                     .filter(|old| old.same_file(&entry))
                     .and_then(|old| old.digest.clone())
-                    .filter(|digest| blobs.contains(digest));
+                    .filter(|digest| self.blobs.contains(digest));
                 if let Some(digest) = cached {
                     entry.digest = Some(digest);
-                    summary.reused += 1;
+                    self.summary.reused += 1;
+                } else if entry.size > self.options.max_file {
+                    self.unknown(rel);
+                    return Ok(());
                 } else {
-                    match read_file(&root_fd, &rel, blobs) {
+                    match read_file(dir, name, self.blobs) {
                         Ok(Some(read)) => {
                             entry = read;
-                            summary.read += 1;
+                            self.summary.read += 1;
                         }
                         Ok(None) => {
-                            manifest.unknown.push(rel.clone());
-                            summary.skipped.push(rel);
-                            continue;
+                            self.unknown(rel);
+                            return Ok(());
                         }
-                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
                         Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
                         Err(_) => {
-                            manifest.unknown.push(rel.clone());
-                            summary.skipped.push(rel);
-                            continue;
+                            self.unknown(rel);
+                            return Ok(());
                         }
                     }
                 }
-                summary.files += 1;
-                summary.bytes += entry.size;
+                self.summary.files += 1;
+                self.summary.bytes += entry.size;
             }
-            EntryKind::Dir => summary.dirs += 1,
-            EntryKind::Symlink => {
-                match rustix::fs::readlinkat(&root_fd, rel.as_str(), Vec::new()) {
-                    Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
-                    Err(_) => {
-                        manifest.unknown.push(rel.clone());
-                        summary.skipped.push(rel);
-                        continue;
-                    }
+            EntryKind::Dir => {
+                let opened = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                // The directory listed is the one opened (not one put in its place since).
+                let sub = opened.ok().filter(|fd| {
+                    rustix::fs::fstat(fd).is_ok_and(|s| {
+                        let opened = entry_from_stat(&s);
+                        (opened.dev, opened.ino) == (entry.dev, entry.ino)
+                    })
+                });
+                let Some(sub) = sub.filter(|_| depth < MAX_DEPTH) else {
+                    self.unknown(rel);
+                    return Ok(());
+                };
+                self.summary.dirs += 1;
+                self.manifest.entries.insert(rel.clone(), entry);
+                return self.dir(&sub, &rel, depth + 1);
+            }
+            EntryKind::Symlink => match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
+                Err(_) => {
+                    self.unknown(rel);
+                    return Ok(());
                 }
-            }
+            },
             EntryKind::Other => {}
         }
-        manifest.entries.insert(rel, entry);
+        self.manifest.entries.insert(rel, entry);
+        Ok(())
     }
-    if options.gitignore {
-        manifest.left_out = left_out(root, &manifest);
-    }
-    Ok((manifest, summary))
-}
-
-/// The topmost paths (four levels deep at most) that a walk without `.gitignore` finds and
-/// the manifest does not hold.
-fn left_out(root: &Path, manifest: &Manifest) -> Vec<String> {
-    let mut out: BTreeSet<String> = BTreeSet::new();
-    let walker = ignore::WalkBuilder::new(root)
-        .standard_filters(false)
-        .follow_links(false)
-        .max_depth(Some(4))
-        .build();
-    for item in walker.flatten() {
-        let Some(rel) = item
-            .path()
-            .strip_prefix(root)
-            .ok()
-            .and_then(Path::to_str)
-            .filter(|r| !r.is_empty())
-        else {
-            continue;
-        };
-        if manifest.entries.contains_key(rel) {
-            continue;
-        }
-        let under_another = out.iter().any(|o| {
-            rel.strip_prefix(o.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        });
-        if !under_another {
-            out.insert(rel.to_owned());
-        }
-        if out.len() >= 100 {
-            break;
-        }
-    }
-    out.into_iter().collect()
 }

@@ -89,7 +89,16 @@ fn ignored_trees_are_left_out_and_named_and_links_are_not_followed() {
     let secret = cordon_types::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"SECRET"));
     assert!(!blobs.contains(&secret));
     // Without the .gitignore rules, everything is taken.
-    let (all, _) = snapshot(&root, &blobs, None, &Options { gitignore: false }).unwrap();
+    let (all, _) = snapshot(
+        &root,
+        &blobs,
+        None,
+        &Options {
+            gitignore: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     assert!(all.entries.contains_key("target/debug/big"));
     assert!(all.left_out.is_empty());
 }
@@ -112,4 +121,85 @@ fn a_fifo_is_recorded_not_read_and_a_full_store_is_an_error() {
     // content is not kept.
     let blocked = Blobs::new(root.join("a.txt").join("blobs"));
     assert!(snapshot(&root, &blocked, None, &Options::default()).is_err());
+}
+
+#[test]
+fn a_fifo_in_place_of_a_gitignore_is_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(root.join("sub")).unwrap();
+    for fifo in [".gitignore", "sub/.gitignore"] {
+        assert!(std::process::Command::new("mkfifo")
+            .arg(root.join(fifo))
+            .status()
+            .unwrap()
+            .success());
+    }
+    fs_err::write(root.join("sub/a.txt"), "a").unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    // Without the non-blocking read, this waits for a writer that never comes.
+    let (manifest, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
+    assert!(manifest.entries.contains_key("sub/a.txt"));
+    assert!(manifest.rules.is_empty());
+}
+
+#[test]
+fn rules_written_during_a_run_hide_no_change_to_what_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("work");
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    fs_err::create_dir_all(root.join("src")).unwrap();
+    fs_err::create_dir_all(root.join("target")).unwrap();
+    fs_err::write(root.join(".gitignore"), "target/\n").unwrap();
+    fs_err::write(root.join("src/main.rs"), "fn main() {}\n").unwrap();
+    fs_err::write(root.join("target/out"), "built").unwrap();
+    let (before, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
+
+    // The program edits a tracked file, then ignores it; and un-ignores the build tree.
+    fs_err::write(root.join("src/main.rs"), "fn main() { evil() }\n").unwrap();
+    fs_err::write(root.join(".gitignore"), "src/\n*.secret\n").unwrap();
+    fs_err::write(root.join("new.secret"), "x").unwrap();
+    let baseline = Options {
+        baseline: true,
+        ..Options::default()
+    };
+    let (after, _) = snapshot(&root, &blobs, Some(&before), &baseline).unwrap();
+    let changes = diff(&before, &after);
+    let shown: Vec<(ChangeKind, &str)> =
+        changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
+    // The edit is found; the build tree is not "created"; a new file the new rules ignore
+    // is left out (it is new: removing it undoes nothing of the person's).
+    assert_eq!(
+        shown,
+        [
+            (ChangeKind::Modify, ".gitignore"),
+            (ChangeKind::Modify, "src/main.rs"),
+        ]
+    );
+    assert!(after.left_out.iter().any(|p| p == "target"));
+    assert!(after.left_out.iter().any(|p| p == "new.secret"));
+
+    // Taken as a fresh tree (a new session), the rules in force are today's.
+    let (fresh, _) = snapshot(&root, &blobs, Some(&before), &Options::default()).unwrap();
+    assert!(!fresh.entries.contains_key("src/main.rs"));
+    assert!(fresh.entries.contains_key("target/out"));
+}
+
+#[test]
+fn the_store_in_the_tree_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("work");
+    let store = root.join(".local/cordon-journal");
+    fs_err::create_dir_all(&store).unwrap();
+    fs_err::write(root.join("a.txt"), "a").unwrap();
+    let blobs = Blobs::new(store.join("blobs"));
+    let options = Options {
+        exclude: vec![store.clone()],
+        ..Options::default()
+    };
+    let (first, _) = snapshot(&root, &blobs, None, &options).unwrap();
+    let (second, _) = snapshot(&root, &blobs, Some(&first), &options).unwrap();
+    assert!(second.entries.contains_key("a.txt"));
+    assert!(!second.entries.keys().any(|p| p.contains("cordon-journal/")));
+    assert_eq!(diff(&first, &second), []);
 }
