@@ -20,9 +20,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, LabelCommand,
-    LandlockProbeCommand, MfaCommand, PolicyCommand, ProxyCommand, PsCommand, RunCommand,
-    SandboxHelperCommand, ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand, TestCommand,
+    ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, JournalCommand,
+    LabelCommand, LandlockProbeCommand, MfaCommand, PolicyCommand, ProxyCommand, PsCommand,
+    RunCommand, SandboxHelperCommand, ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand,
+    TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -88,6 +89,7 @@ pub enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     Audit(AuditCommand),
+    Journal(JournalCommand),
     Scan(ScanCommand),
     Label(LabelCommand),
     Doctor(DoctorCommand),
@@ -122,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Test(cmd) => cmd.run(&cli),
         Command::Policy(cmd) => cmd.run(&cli),
         Command::Audit(cmd) => cmd.run(&cli),
+        Command::Journal(cmd) => cmd.run(&cli),
         Command::Scan(cmd) => cmd.run(&cli),
         Command::Label(cmd) => cmd.run(&cli),
         Command::Doctor(cmd) => cmd.run(&cli),

@@ -99,8 +99,9 @@ impl Blobs {
     }
 
     /// Keeps what `reader` yields and returns its digest and size. The content is written to
-    /// a temporary file, synced, and renamed to its digest's place: a crash leaves the whole
-    /// content or none. A content already kept is not written again.
+    /// a temporary file and renamed to its digest's place; it is durable once
+    /// [`Blobs::sync`] returned (one sync for a whole snapshot, not one per file). A content
+    /// already kept is not written again.
     ///
     /// # Errors
     ///
@@ -128,10 +129,11 @@ impl Blobs {
                 .map_err(store_failure)?;
             let (digest, size) = hash_copy(&mut reader, Some(file.file_mut()))?;
             let path = self.path(&digest)?;
-            if path.is_file() {
+            // Kept already, whole (a crash before the store was synced can leave a file of
+            // another length, which is replaced).
+            if fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size) {
                 return Ok((digest, size));
             }
-            file.sync_all().map_err(store_failure)?;
             if let Some(parent) = path.parent() {
                 std::fs::DirBuilder::new()
                     .recursive(true)
@@ -180,6 +182,64 @@ impl Blobs {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Makes everything kept so far durable (`syncfs` of the store's file system): call it
+    /// before recording anything that refers to what was kept.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of the sync, as a store failure.
+    pub fn sync(&self) -> io::Result<()> {
+        let dir = fs_err::File::open(&self.dir).map_err(store_failure)?;
+        rustix::fs::syncfs(&dir).map_err(|e| store_failure(e.into()))
+    }
+
+    /// Every digest kept.
+    ///
+    /// # Errors
+    ///
+    /// When the store's directory cannot be read.
+    pub fn list(&self) -> io::Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let top = match fs_err::read_dir(&self.dir) {
+            Ok(top) => top,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(err) => return Err(err),
+        };
+        for shard in top {
+            let shard = shard?;
+            let prefix = shard.file_name().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for item in fs_err::read_dir(shard.path())? {
+                let name = item?.file_name().to_string_lossy().into_owned();
+                let digest = format!("{prefix}{name}");
+                if valid(&digest) {
+                    out.push(digest);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The size of `digest`'s content, if kept.
+    pub fn size(&self, digest: &str) -> Option<u64> {
+        let path = self.path(digest).ok()?;
+        fs_err::symlink_metadata(path).ok().map(|m| m.len())
+    }
+
+    /// Removes `digest`'s content.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of the removal (none when it is not kept).
+    pub fn remove(&self, digest: &str) -> io::Result<()> {
+        match fs_err::remove_file(self.path(digest)?) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// The store's directory.

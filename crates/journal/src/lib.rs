@@ -7,6 +7,9 @@
 //!   named; a later snapshot reuses the digests of files whose metadata did not change.
 //! - [`diff`]: what changed from one manifest to the next: created, modified, deleted,
 //!   renamed files, mode changes, links.
+//! - [`Journal`]: which session changed what and when (SQLite), its trees taken at its
+//!   start and at each checkpoint, every change since recorded with its before-image, and
+//!   undos recorded as changes of their own.
 //! - [`undo`]: each change reversed exactly (content, mode, target, existence), only where
 //!   the path is still as the change left it, never outside the tree; what the undo did is
 //!   returned as changes, so an undo can itself be undone.
@@ -19,11 +22,16 @@
 
 mod blobs;
 mod diff;
+mod journal;
 mod restore;
 mod snapshot;
 
 pub use blobs::is_store_failure;
 pub use blobs::{Blobs, Digest};
 pub use diff::{diff, Change, ChangeKind};
+pub use journal::{
+    Checkpoint, Collected, Filter, Journal, Lock, Recorded, SessionMark, SessionRecord, Stats,
+    Taken, UndoReport,
+};
 pub use restore::{undo, Conflict, Undone};
 pub use snapshot::{snapshot, Entry, EntryKind, Manifest, Options, Summary};

@@ -31,6 +31,8 @@ pub struct Conflict {
 pub struct Undone {
     /// The changes the undo made, as changes (undoing them redoes what was undone).
     pub changes: Vec<Change>,
+    /// For each of [`Undone::changes`], the index of the change it undid in the list given.
+    pub undid: Vec<usize>,
     /// Paths left as they are: changed since, or not undoable.
     pub conflicts: Vec<Conflict>,
 }
@@ -224,7 +226,7 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
         Mode::empty(),
     )?;
     let mut done = Undone::default();
-    for change in order(changes) {
+    for (index, change) in order(changes) {
         let conflict = |done: &mut Undone, path: &str, reason: String| {
             done.conflicts.push(Conflict {
                 path: path.to_owned(),
@@ -310,7 +312,10 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
             }
         };
         match result {
-            Ok(()) => done.changes.push(inverse(change)),
+            Ok(()) => {
+                done.changes.push(inverse(change));
+                done.undid.push(index);
+            }
             Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
             Err(err) => conflict(&mut done, &at, format!("cannot be put back: {err}")),
         }
@@ -321,7 +326,7 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
 /// The order that lets every undo find its place: deleted directories made again (parents
 /// first), renames moved back, contents and modes put back, deleted files made again, then
 /// created files removed and created directories removed (children first).
-fn order(changes: &[Change]) -> Vec<&Change> {
+fn order(changes: &[Change]) -> Vec<(usize, &Change)> {
     let is_dir = |e: Option<&Entry>| e.is_some_and(|e| e.kind == EntryKind::Dir);
     let phase = |c: &Change| match c.kind {
         ChangeKind::Delete if is_dir(c.before.as_ref()) => 0,
@@ -331,8 +336,8 @@ fn order(changes: &[Change]) -> Vec<&Change> {
         ChangeKind::Create if !is_dir(c.after.as_ref()) => 4,
         ChangeKind::Create => 5,
     };
-    let mut ordered: Vec<&Change> = changes.iter().collect();
-    ordered.sort_by(|a, b| {
+    let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
+    ordered.sort_by(|(_, a), (_, b)| {
         phase(a).cmp(&phase(b)).then_with(|| {
             if phase(a) == 5 {
                 b.path.cmp(&a.path)

@@ -55,6 +55,24 @@ pub struct CordonConfig {
     /// Who is asking, when requests do not say.
     #[serde(default)]
     pub subject: SubjectConfig,
+    /// What sessions change, kept so it can be undone.
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Whether sessions' writable trees are taken at the start and the end, and what
+    /// changed journaled (default true).
+    pub enabled: Option<bool>,
+    /// The journal's directory; `$XDG_DATA_HOME/cordon/journal` when absent.
+    pub path: Option<PathBuf>,
+    /// Leave out what `.gitignore` ignores (default true).
+    pub gitignore: Option<bool>,
+    /// Files larger than this many MiB are not kept (default 1024).
+    pub max_file_mib: Option<u64>,
 }
 
 /// `[consent]`.
@@ -250,6 +268,30 @@ impl CordonConfig {
         self.policy
             .max_input_bytes
             .unwrap_or(DEFAULT_MAX_INPUT_BYTES)
+    }
+
+    /// The journal's directory, when journaling is on.
+    pub fn journal_dir(&self) -> Option<PathBuf> {
+        if self.journal.enabled == Some(false) {
+            return None;
+        }
+        self.journal
+            .path
+            .clone()
+            .or_else(|| dirs::data_dir().map(|dir| dir.join("cordon").join("journal")))
+            .map(|path| expand_home(&path))
+    }
+
+    /// How the journal takes trees.
+    pub fn journal_options(&self) -> cordon_journal::Options {
+        let mut options = cordon_journal::Options::default();
+        if let Some(gitignore) = self.journal.gitignore {
+            options.gitignore = gitignore;
+        }
+        if let Some(mib) = self.journal.max_file_mib {
+            options.max_file = mib.saturating_mul(1 << 20);
+        }
+        options
     }
 
     /// The audit log and its format, when auditing is on.

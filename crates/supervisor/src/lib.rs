@@ -37,8 +37,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{
-    expand_home, AuditConfig, AuditFormat, ConsentConfig, CordonConfig, PolicyConfig,
-    SubjectConfig, WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
+    expand_home, AuditConfig, AuditFormat, ConsentConfig, CordonConfig, JournalConfig,
+    PolicyConfig, SubjectConfig, WorkspaceConfig, DEFAULT_MAX_INPUT_BYTES,
 };
 use cordon_audit::{JsonlSink, Store, StoreOptions};
 use cordon_policy::{CacheUse, Policy, PolicySource};

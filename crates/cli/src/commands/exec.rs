@@ -100,6 +100,11 @@ pub struct ExecCommand {
     #[arg(long, value_name = "SECS")]
     consent_timeout: Option<u64>,
 
+    /// Do not journal what the program changes in its writable trees (no `cordon journal
+    /// undo` for this run)
+    #[arg(long)]
+    no_journal: bool,
+
     /// Print the decision, the grants and the planned view as JSON, and run nothing
     #[arg(long)]
     dry_run: bool,
@@ -149,6 +154,9 @@ impl ExecCommand {
         if let Some(seconds) = self.consent_timeout {
             config.consent.timeout_s = Some(seconds);
         }
+        if self.no_journal {
+            config.journal.enabled = Some(false);
+        }
         let command = utf8_args(&self.command)?;
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
@@ -170,6 +178,13 @@ impl ExecCommand {
         let running = Session::launch(request).map_err(launch_error)?;
         tracing::debug!("session {} running", running.id());
         let ended = running.wait().map_err(launch_error)?;
+        if let (Some(changes @ 1..), false) = (ended.journaled, cli.quiet) {
+            eprintln!(
+                "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
+                if changes == 1 { "" } else { "s" },
+                id = ended.id
+            );
+        }
         tracing::debug!("session ended after {:?}", started.elapsed());
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
     }

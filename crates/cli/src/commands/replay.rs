@@ -13,7 +13,7 @@ use cordon_policy::{EngineKind, Policy, PolicyOptions, PolicySource};
 use cordon_supervisor::replay::{Recorded, Report};
 
 use super::bundle::{now, KeyArgs};
-use super::shared::{load_config, parse_since, PolicyArgs};
+use super::shared::{load_config, PolicyArgs};
 use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
@@ -69,24 +69,7 @@ pub struct ReplayCommand {
 
 /// `7d`, `12h`, `30m`, `45s` before now, or a time, as the store writes times.
 fn since(text: &str) -> anyhow::Result<String> {
-    let unit = text.chars().last().unwrap_or(' ');
-    let amount = text[..text.len() - unit.len_utf8().min(text.len())].parse::<i64>();
-    let seconds = match (unit, amount) {
-        ('d', Ok(n)) => Some(n.checked_mul(86_400)),
-        ('h', Ok(n)) => Some(n.checked_mul(3600)),
-        ('m', Ok(n)) => Some(n.checked_mul(60)),
-        ('s', Ok(n)) => Some(Some(n)),
-        _ => None,
-    };
-    match seconds {
-        Some(seconds) => Ok(seconds
-            .and_then(chrono::TimeDelta::try_seconds)
-            .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
-            .ok_or_else(|| anyhow!("`{text}` is too long ago"))?
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        None => parse_since(text)
-            .map_err(|_| anyhow!("`{text}` is neither a duration (`7d`) nor a time")),
-    }
+    Ok(super::shared::since_time(text)?.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 impl ReplayCommand {

@@ -67,3 +67,33 @@ pub fn parse_since(text: &str) -> anyhow::Result<String> {
     };
     Ok(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
+
+/// `7d`, `12h`, `30m`, `45s` before now, or a time (RFC 3339, or a date at midnight UTC).
+pub fn since_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    match duration(text) {
+        Some(ago) => ago
+            .and_then(|ago| chrono::TimeDelta::from_std(ago).ok())
+            .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+            .ok_or_else(|| anyhow!("`{text}` is too long ago")),
+        None => parse_since(text)
+            .ok()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok_or_else(|| anyhow!("`{text}` is neither a duration (`7d`) nor a time")),
+    }
+}
+
+/// A duration written `7d`, `12h`, `30m` or `45s`: `None` when `text` is not one,
+/// `Some(None)` when it is too long.
+pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
+    let unit = text.chars().last()?;
+    let amount = text[..text.len() - unit.len_utf8()].parse::<u64>().ok()?;
+    let seconds = match unit {
+        'd' => amount.checked_mul(86_400),
+        'h' => amount.checked_mul(3600),
+        'm' => amount.checked_mul(60),
+        's' => Some(amount),
+        _ => return None,
+    };
+    Some(seconds.map(std::time::Duration::from_secs))
+}

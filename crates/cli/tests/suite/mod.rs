@@ -13,6 +13,7 @@ mod exec_works;
 mod forward;
 mod help;
 mod inspect;
+mod journal;
 mod landlock;
 mod policy_cmd;
 mod redact;

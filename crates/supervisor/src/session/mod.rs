@@ -33,6 +33,7 @@
 //! ```
 
 mod control;
+mod journaling;
 mod protect;
 pub mod skill;
 mod terminal;
@@ -831,6 +832,17 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     let Some(mut helper) = helper else {
         return Err(setup("the sandbox helper was not started"));
     };
+    // The writable trees are taken on a thread of their own while the protected paths are
+    // recorded and the view built; the program is released only once they are.
+    let journal_roots = journaling::roots(&grants.write);
+    let journaling = {
+        let (config, id, own) = (request.config.clone(), id.clone(), own.clone());
+        let program = request.command.join(" ");
+        std::thread::Builder::new()
+            .name("cordon-journal".into())
+            .spawn(move || journaling::begin(&config, &id, &program, &journal_roots, &own))
+            .map_err(|e| setup(format!("cannot start the journal: {e}")))?
+    };
     // Protected paths as they are before anything runs; compared after the run. cordon's own
     // directories are written by cordon itself during the run (the audit log): protected,
     // but not compared.
@@ -918,6 +930,21 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         let error = setup("the session was stopped before its program started");
         return Err(fail(&mut audit, pending, Outcome::Refused, error));
     }
+    let journal = match journaling.join() {
+        Ok(Ok(journal)) => journal.map(|(journal, taken)| {
+            tracing::info!("{}", journaling::describe(&taken));
+            journal
+        }),
+        Ok(Err(why)) => {
+            let error = setup(why).hint("`--no-journal` (or `[journal] enabled = false`) runs without journaling, and without undo");
+            return Err(fail(&mut audit, pending, Outcome::Failed, error));
+        }
+        Err(_) => {
+            let error = setup("the journal's thread failed");
+            return Err(fail(&mut audit, pending, Outcome::Failed, error));
+        }
+    };
+    tracing::debug!("writable trees taken after {:?}", started.elapsed());
     let (relay, released) = match helper.release() {
         Ok(master) => (
             master.map(|m| terminal::TerminalRelay::start(m, helper.pid(), prompter)),
@@ -975,6 +1002,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         audit,
         guard,
         pending,
+        journal,
         relay,
         control,
         kernel,
@@ -1032,6 +1060,7 @@ pub struct Running {
     audit: LaunchAudit,
     guard: Guard,
     pending: protect::Pending,
+    journal: Option<journaling::Journaling>,
     relay: Option<terminal::TerminalRelay>,
     control: Option<control::Control>,
     kernel: Kernel,
@@ -1057,6 +1086,9 @@ pub struct Ended {
     pub exit_code: i32,
     /// What the after-run check found on protected paths.
     pub protected: Vec<Finding>,
+    /// How many changes of the writable trees were journaled; `None` when journaling is
+    /// off or the changes could not be recorded.
+    pub journaled: Option<usize>,
 }
 
 impl Running {
@@ -1097,6 +1129,7 @@ impl Running {
             mut audit,
             guard,
             pending,
+            journal,
             relay,
             control,
             kernel,
@@ -1114,6 +1147,16 @@ impl Running {
         let protected = protect::check_protected(&guard, None);
         tracing::debug!("protected paths checked after {:?}", started.elapsed());
         pending.done();
+        let journaled = journal.map(journaling::Journaling::end);
+        tracing::debug!("changes journaled after {:?}", started.elapsed());
+        let journal_record = match &journaled {
+            None => json!(null),
+            Some(Ok(found)) => json!({ "changes": found.changes.len() }),
+            Some(Err(why)) => {
+                tracing::error!("{why}; the next launch journals them");
+                json!({ "error": why })
+            }
+        };
         audit.record(
             Outcome::Performed,
             json!({
@@ -1121,6 +1164,7 @@ impl Running {
                 "degraded": degraded,
                 "protected": protected,
                 "landlock": kernel.landlock_record(),
+                "journal": journal_record,
             }),
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
@@ -1134,6 +1178,9 @@ impl Running {
             id: info.id,
             exit_code: exit,
             protected,
+            journaled: journaled
+                .and_then(Result::ok)
+                .map(|found| found.changes.len()),
         })
     }
 }

@@ -21,6 +21,15 @@ pub(super) fn own_paths(config: &CordonConfig, supervisor: &Supervisor) -> Vec<P
     if let Some(path) = supervisor.audit_path().and_then(Path::parent) {
         paths.push(path.to_path_buf());
     }
+    // The journal: a program that could write it could rewrite what an undo puts back.
+    if let Some(path) = config
+        .journal
+        .path
+        .as_ref()
+        .and_then(|_| config.journal_dir())
+    {
+        paths.push(real_path(&path));
+    }
     for dir in [
         dirs::config_dir(),
         dirs::data_dir(),

@@ -1,0 +1,391 @@
+//! Reversible writes: what `cordon exec` sessions change is journaled and undone exactly,
+//! per file and per session; undo of undo; conflicts; cordon killed mid-run; links planted
+//! to lead an undo outside.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use pretty_assertions::assert_eq;
+
+use super::common::{exec_script, json, sandbox_ready, stderr, wait_until, Home, KillOnDrop};
+
+/// Every path under `root`: its kind, mode and content (a link's target).
+fn state(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = fs_err::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let shown = if meta.file_type().is_symlink() {
+                format!("link -> {}", fs_err::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                format!("dir {mode:o}")
+            } else {
+                let bytes = fs_err::read(&path).unwrap();
+                format!("file {mode:o} {}", String::from_utf8_lossy(&bytes))
+            };
+            out.insert(rel, shown);
+        }
+    }
+    out
+}
+
+fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
+/// The session ids the journal holds changes of, in order.
+fn changes(home: &Home, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["journal", "log", "-n", "0", "--json"];
+    all.extend_from_slice(args);
+    let out = home.cordon(&all).output().unwrap();
+    ok(&out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn seed(home: &Home) {
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("src/deep")).unwrap();
+    fs_err::write(ws.join("src/main.rs"), "fn main() {}\n").unwrap();
+    fs_err::write(ws.join("src/deep/lib.rs"), "pub fn f() {}\n").unwrap();
+    fs_err::write(ws.join("data.bin"), [0u8, 159, 146, 150, 255]).unwrap();
+    fs_err::write(ws.join("old-name.txt"), "moving\n").unwrap();
+    fs_err::write(ws.join("secret.txt"), "mine\n").unwrap();
+    fs_err::set_permissions(
+        ws.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs_err::write(ws.join("run.sh"), "echo hi\n").unwrap();
+    symlink("src/main.rs", ws.join("main-link")).unwrap();
+}
+
+/// What a prompt-injected agent does: edits, creates, deletes a file and a tree, renames,
+/// changes modes, repoints a link.
+const VANDAL: &str = "set -e
+echo 'fn main() { exfiltrate() }' > src/main.rs
+printf 'new\\n' > created.txt
+mkdir -p made/inner && echo x > made/inner/f
+rm -rf src/deep
+mv old-name.txt src/new-name.txt
+chmod 755 run.sh
+chmod 644 secret.txt
+printf '\\001\\002' >> data.bin
+ln -sfn /etc/passwd main-link
+";
+
+#[test]
+fn a_run_is_undone_byte_for_byte_per_file_then_per_session_and_the_undo_redone() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let before = state(&ws);
+    let out = exec_script(&home, &[], "sh", VANDAL).output().unwrap();
+    ok(&out);
+    assert!(
+        stderr(&out).contains("changes journaled"),
+        "{}",
+        stderr(&out)
+    );
+    let after = state(&ws);
+    assert_ne!(before, after);
+
+    let list = changes(&home, &[]);
+    let session = list[0]["session"].as_str().unwrap().to_owned();
+    let kinds: Vec<(&str, &str)> = list
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["path"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("modify", "src/main.rs"),
+        ("create", "created.txt"),
+        ("create", "made/inner/f"),
+        ("delete", "src/deep/lib.rs"),
+        ("delete", "src/deep"),
+        ("rename", "old-name.txt"),
+        ("mode", "run.sh"),
+        ("mode", "secret.txt"),
+        ("modify", "data.bin"),
+        ("modify", "main-link"),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} not in {kinds:?}");
+    }
+
+    // One file alone.
+    let main = list.iter().find(|c| c["path"] == "src/main.rs").unwrap()["id"].to_string();
+    ok(&home.cordon(&["journal", "undo", &main]).output().unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("created.txt")).unwrap(),
+        "new\n"
+    );
+
+    // Shown as a diff.
+    let shown = home
+        .cordon(&["journal", "show", &session])
+        .output()
+        .unwrap();
+    ok(&shown);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("+fn main() { exfiltrate() }"), "{text}");
+    assert!(text.contains("binary:"), "{text}");
+
+    // The rest of the session.
+    let undone = home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap();
+    ok(&undone);
+    assert_eq!(state(&ws), before);
+
+    // Undo of the undo: the agent's tree again.
+    let undos: Vec<String> = changes(&home, &["--session", &session])
+        .iter()
+        .filter(|c| c.get("undoes").is_some())
+        .map(|c| c["id"].to_string())
+        .collect();
+    let mut args = vec!["journal", "undo"];
+    args.extend(undos.iter().map(String::as_str));
+    ok(&home.cordon(&args).output().unwrap());
+    assert_eq!(state(&ws), after);
+}
+
+#[test]
+fn a_file_changed_since_is_left_alone_with_its_diff_unless_forced() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    ok(&exec_script(&home, &[], "sh", "echo 'agent' > src/main.rs")
+        .output()
+        .unwrap());
+    // The person edits the file after the agent.
+    fs_err::write(ws.join("src/main.rs"), "person\n").unwrap();
+    let session = changes(&home, &[])[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("left as it is") && err.contains("src/main.rs"),
+        "{err}"
+    );
+    assert!(err.contains("-agent") && err.contains("+person"), "{err}");
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "person\n"
+    );
+
+    let forced = home
+        .cordon(&["journal", "undo", "--session", &session, "--force"])
+        .output()
+        .unwrap();
+    ok(&forced);
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+}
+
+#[test]
+fn a_directory_replaced_by_a_link_never_leads_an_undo_outside() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let outside = home.path().join("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    // The first run deletes a file; the second puts a link to elsewhere in its directory's
+    // place, so that putting the file back would write through it.
+    ok(&exec_script(&home, &[], "sh", "rm src/deep/lib.rs")
+        .output()
+        .unwrap());
+    let first = changes(&home, &[])[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plant = format!("rm -rf src/deep && ln -s {} src/deep", outside.display());
+    ok(&exec_script(&home, &[], "sh", &plant).output().unwrap());
+    assert!(fs_err::symlink_metadata(ws.join("src/deep"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let out = home
+        .cordon(&["journal", "undo", "--session", &first, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !outside.join("lib.rs").exists(),
+        "the undo wrote through the link"
+    );
+}
+
+#[test]
+fn cordon_killed_during_a_run_loses_no_change_and_the_next_launch_journals_it() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let child = exec_script(
+        &home,
+        &[],
+        "sh",
+        "echo changed > src/main.rs && touch started && sleep 60",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    wait_until("the program to write", 20, || ws.join("started").exists());
+    // SIGKILL: cordon journals nothing at the end.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The sandbox ends with its cordon.
+    wait_until("the sandbox to end", 20, || {
+        let ps = json(&home.cordon(&["ps", "--json"]).output().unwrap());
+        ps.as_array().is_some_and(Vec::is_empty)
+    });
+    assert!(changes(&home, &[]).is_empty());
+
+    // The next launch records the killed session's changes before its own.
+    ok(&exec_script(&home, &[], "sh", "true").output().unwrap());
+    let list = changes(&home, &[]);
+    assert!(list.iter().any(|c| c["path"] == "src/main.rs"), "{list:?}");
+    let session = list[0]["session"].as_str().unwrap().to_owned();
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "fn main() {}\n"
+    );
+    assert!(!ws.join("started").exists());
+}
+
+#[test]
+fn cordon_killed_while_it_takes_the_tree_leaves_a_journal_that_works() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    // Enough to take a while to copy.
+    fs_err::create_dir_all(ws.join("bulk")).unwrap();
+    for i in 0..400 {
+        fs_err::write(ws.join(format!("bulk/{i}.dat")), vec![i as u8; 64 * 1024]).unwrap();
+    }
+    for delay_ms in [5, 30, 80, 200] {
+        let child = exec_script(&home, &[], "sh", "echo x >> src/main.rs")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+    }
+    // Whatever the moment of each kill, a run afterwards is journaled and undone.
+    let before = state(&ws);
+    ok(
+        &exec_script(&home, &[], "sh", "echo y > src/main.rs && rm -r bulk")
+            .output()
+            .unwrap(),
+    );
+    let list = changes(&home, &[]);
+    let session = list.last().unwrap()["session"].as_str().unwrap().to_owned();
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap());
+    assert_eq!(state(&ws), before);
+}
+
+#[test]
+fn without_the_journal_nothing_is_kept_and_gc_and_stats_report_the_store() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    ok(
+        &exec_script(&home, &["--no-journal"], "sh", "echo x > src/main.rs")
+            .output()
+            .unwrap(),
+    );
+    assert!(changes(&home, &[]).is_empty());
+
+    ok(
+        &exec_script(&home, &[], "sh", "echo y > src/main.rs && echo z > new.txt")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(changes(&home, &[]).len(), 2);
+    let stats = json(
+        &home
+            .cordon(&["journal", "stats", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(stats["changes"], 2);
+    assert!(stats["blobs"].as_u64().unwrap() > 0);
+
+    let gc = home
+        .cordon(&["journal", "gc", "--keep", "0s", "--json"])
+        .output()
+        .unwrap();
+    ok(&gc);
+    assert_eq!(json(&gc)["changes"], 2);
+    let stats = json(
+        &home
+            .cordon(&["journal", "stats", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(stats["changes"], 0);
+    // The latest tree is kept: the next session reads only what changed.
+    assert_eq!(stats["snapshots"], 1);
+
+    let bad = home
+        .cordon(&["journal", "gc", "--keep", "forever"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("not a duration"), "{}", stderr(&bad));
+}

@@ -1,0 +1,969 @@
+//! The journal: which session changed what, when, with every before-image kept; and what
+//! undid it.
+//!
+//! A directory holds `journal.db` (SQLite in WAL mode, every commit synced), the store
+//! (`blobs/`) and the lock files. A session's trees are taken at its start; each checkpoint
+//! (and its end) takes them again, records every change since the last one, and makes that
+//! snapshot the next one's baseline. The commit point of a checkpoint is one transaction,
+//! made after the store was synced: a crash before it leaves the previous baseline in force,
+//! and the next checkpoint finds the same changes again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension as _};
+use serde::Serialize;
+
+use crate::blobs::Blobs;
+use crate::diff::{diff, Change, ChangeKind};
+use crate::restore::{undo, Conflict};
+use crate::snapshot::{snapshot, Entry, Manifest, Options, Summary};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    session TEXT PRIMARY KEY,
+    program TEXT NOT NULL,
+    roots TEXT NOT NULL,
+    started_ns INTEGER NOT NULL,
+    ended_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    root TEXT NOT NULL,
+    taken_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_root ON snapshots(root, id);
+CREATE INDEX IF NOT EXISTS snapshots_session ON snapshots(session, root, id);
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    root TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    to_path TEXT,
+    before TEXT,
+    after TEXT,
+    undoes INTEGER,
+    undone_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS changes_session ON changes(session, id);
+CREATE INDEX IF NOT EXISTS changes_time ON changes(time_ns);
+";
+
+/// A journal error: what failed, and where.
+fn error(what: impl std::fmt::Display, path: &Path, err: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what} ({}): {err}", path.display()))
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recorded {
+    /// Its number in the journal.
+    pub id: i64,
+    /// The session that made it (for an undo, the session whose change it undid).
+    pub session: String,
+    /// The tree it was found in.
+    pub root: PathBuf,
+    /// When it was recorded, nanoseconds since the epoch.
+    pub time_ns: i64,
+    /// What changed.
+    #[serde(flatten)]
+    pub change: Change,
+    /// The change this one undid, when it is an undo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<i64>,
+    /// The change that undid this one, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undone_by: Option<i64>,
+}
+
+/// One session as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRecord {
+    /// The session's id.
+    pub session: String,
+    /// What it ran.
+    pub program: String,
+    /// The trees it could write.
+    pub roots: Vec<PathBuf>,
+    /// When its trees were first taken.
+    pub started_ns: i64,
+    /// When it ended; `None` while it runs (or when its cordon was killed, until recovered).
+    pub ended_ns: Option<i64>,
+}
+
+/// One tree taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Taken {
+    /// The tree.
+    pub root: PathBuf,
+    /// What the walk found and did.
+    pub summary: Summary,
+    /// The ignored trees left out.
+    pub left_out: Vec<String>,
+}
+
+/// What a checkpoint found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// The changes recorded.
+    pub changes: Vec<Recorded>,
+    /// The trees taken.
+    pub taken: Vec<Taken>,
+}
+
+/// Which changes to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Of this session.
+    pub session: Option<String>,
+    /// Recorded at or after this time (nanoseconds since the epoch).
+    pub since_ns: Option<i64>,
+    /// These ids only.
+    pub ids: Vec<i64>,
+    /// Only changes not undone, and not undos themselves.
+    pub pending: bool,
+    /// At most this many, newest first (all, oldest first, when `None`).
+    pub last: Option<u64>,
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UndoReport {
+    /// The changes the undo made, recorded (each can be undone in turn).
+    pub undone: Vec<Recorded>,
+    /// The paths left as they are, with the tree they are in.
+    pub conflicts: Vec<(PathBuf, Conflict)>,
+}
+
+/// What a collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Collected {
+    /// Changes forgotten.
+    pub changes: u64,
+    /// Snapshots forgotten.
+    pub snapshots: u64,
+    /// Sessions forgotten.
+    pub sessions: u64,
+    /// Contents removed from the store.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The journal's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Sessions recorded.
+    pub sessions: u64,
+    /// Changes recorded.
+    pub changes: u64,
+    /// Snapshots recorded.
+    pub snapshots: u64,
+    /// Contents in the store.
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Bytes of the database (with its write-ahead log).
+    pub db_bytes: u64,
+    /// When the oldest change was recorded.
+    pub oldest_ns: Option<i64>,
+}
+
+/// An exclusive hold on the journal (released when dropped).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// A running session's mark: while it is held, the session is not taken as ended.
+#[derive(Debug)]
+pub struct SessionMark {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for SessionMark {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_file(&self.path);
+    }
+}
+
+/// The journal in a directory.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    conn: Connection,
+    blobs: Blobs,
+}
+
+/// How long a writer waits for another to finish.
+const BUSY: Duration = Duration::from_secs(30);
+
+fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Create => "create",
+        ChangeKind::Modify => "modify",
+        ChangeKind::Delete => "delete",
+        ChangeKind::Rename => "rename",
+        ChangeKind::Mode => "mode",
+    }
+}
+
+fn kind_of(name: &str) -> Option<ChangeKind> {
+    Some(match name {
+        "create" => ChangeKind::Create,
+        "modify" => ChangeKind::Modify,
+        "delete" => ChangeKind::Delete,
+        "rename" => ChangeKind::Rename,
+        "mode" => ChangeKind::Mode,
+        _ => return None,
+    })
+}
+
+fn valid_session(session: &str) -> bool {
+    !session.is_empty()
+        && session.len() <= 64
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, readable by its owner alone.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be made or the database opened.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| error("cannot make the journal's directory", dir, e))?;
+        let meta = fs_err::symlink_metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(error(
+                "the journal's directory is not a directory",
+                dir,
+                "a link or a file is in its place",
+            ));
+        }
+        let path = dir.join("journal.db");
+        let conn = Connection::open(&path).map_err(|e| error("cannot open", &path, e))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(BUSY)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(SCHEMA)
+        };
+        setup().map_err(|e| error("cannot set up", &path, e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            conn,
+            blobs: Blobs::new(dir.join("blobs")),
+        })
+    }
+
+    /// The store of contents.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_private(path: &Path) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(path)
+            .map_err(|e| error("cannot open", path, e))
+    }
+
+    /// Holds the journal alone (a checkpoint, an undo, a collection), waiting up to 30 s
+    /// for another holder.
+    ///
+    /// # Errors
+    ///
+    /// When the lock file cannot be opened, or another cordon holds it longer.
+    pub fn lock(&self) -> io::Result<Lock> {
+        let path = self.dir.join("lock");
+        let file = Self::open_private(&path)?;
+        let deadline = std::time::Instant::now() + BUSY;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Lock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => {
+                    return Err(error(
+                        "the journal is busy (another cordon holds it)",
+                        &path,
+                        err,
+                    ))
+                }
+            }
+        }
+    }
+
+    fn mark_path(&self, session: &str) -> PathBuf {
+        self.dir.join("running").join(format!("{session}.lock"))
+    }
+
+    /// Marks `session` as running for as long as the mark is held.
+    ///
+    /// # Errors
+    ///
+    /// When the mark cannot be made.
+    pub fn mark_running(&self, session: &str) -> io::Result<SessionMark> {
+        if !valid_session(session) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{session}` is not a session id"),
+            ));
+        }
+        let dir = self.dir.join("running");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| error("cannot make", &dir, e))?;
+        let path = self.mark_path(session);
+        let file = Self::open_private(&path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared)
+            .map_err(|e| error("cannot mark the session as running", &path, e))?;
+        Ok(SessionMark { _file: file, path })
+    }
+
+    /// Whether `session`'s cordon still runs (holds its mark).
+    pub fn is_running(&self, session: &str) -> bool {
+        let path = self.mark_path(session);
+        let Ok(file) = fs_err::File::open(&path) else {
+            return false;
+        };
+        rustix::fs::flock(file.file(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+    }
+
+    fn latest_manifest(&self, session: Option<&str>, root: &Path) -> io::Result<Option<Manifest>> {
+        let root_text = root.to_string_lossy();
+        let digest: Option<String> = match session {
+            Some(session) => self.conn.query_row(
+                "SELECT manifest FROM snapshots WHERE session = ?1 AND root = ?2 ORDER BY id DESC LIMIT 1",
+                params![session, root_text],
+                |row| row.get(0),
+            ),
+            None => self.conn.query_row(
+                "SELECT manifest FROM snapshots WHERE root = ?1 ORDER BY id DESC LIMIT 1",
+                params![root_text],
+                |row| row.get(0),
+            ),
+        }
+        .optional()
+        .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        let bytes = self.blobs.get(&digest)?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            error(
+                "a kept snapshot cannot be read",
+                &self.blobs.path(&digest).unwrap_or_default(),
+                e,
+            )
+        })
+    }
+
+    /// Takes `root` and keeps its manifest; nothing recorded yet.
+    fn take(
+        &self,
+        root: &Path,
+        previous: Option<&Manifest>,
+        options: &Options,
+    ) -> io::Result<(Manifest, Summary, String)> {
+        let mut options = options.clone();
+        options.exclude.push(self.dir.clone());
+        let (manifest, summary) = snapshot(root, &self.blobs, previous, &options)?;
+        let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let digest = self.blobs.put(&bytes)?;
+        Ok((manifest, summary, digest))
+    }
+
+    fn insert_snapshot(
+        tx: &rusqlite::Transaction<'_>,
+        session: &str,
+        root: &Path,
+        reason: &str,
+        digest: &str,
+        summary: &Summary,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO snapshots (session, root, taken_ns, reason, manifest, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session,
+                root.to_string_lossy(),
+                now_ns(),
+                reason,
+                digest,
+                serde_json::to_string(summary).unwrap_or_default()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Takes `session`'s trees before its program runs. A tree taken before (by any
+    /// session) is read again only where its files' metadata changed.
+    ///
+    /// # Errors
+    ///
+    /// When a tree cannot be opened or the store written: the session must not run then,
+    /// for what it changed could not be undone.
+    pub fn start(
+        &mut self,
+        session: &str,
+        program: &str,
+        roots: &[PathBuf],
+        options: &Options,
+    ) -> io::Result<Vec<Taken>> {
+        if !valid_session(session) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{session}` is not a session id"),
+            ));
+        }
+        let _lock = self.lock()?;
+        let mut taken = Vec::new();
+        let mut digests = Vec::new();
+        for root in roots {
+            // A damaged earlier snapshot only costs reading everything again.
+            let previous = self.latest_manifest(None, root).unwrap_or(None);
+            let (manifest, summary, digest) = self
+                .take(
+                    root,
+                    previous.as_ref(),
+                    &Options {
+                        baseline: false,
+                        ..options.clone()
+                    },
+                )
+                .map_err(|e| error("cannot take", root, e))?;
+            digests.push(digest);
+            taken.push(Taken {
+                root: root.clone(),
+                left_out: manifest.left_out,
+                summary,
+            });
+        }
+        self.blobs.sync()?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        let write = || -> rusqlite::Result<()> {
+            tx.execute(
+                "INSERT INTO sessions (session, program, roots, started_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    session,
+                    program,
+                    serde_json::to_string(roots).unwrap_or_default(),
+                    now_ns()
+                ],
+            )?;
+            for (t, digest) in taken.iter().zip(&digests) {
+                Self::insert_snapshot(&tx, session, &t.root, "start", digest, &t.summary)?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        tx.commit()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        Ok(taken)
+    }
+
+    /// The session `session`, if recorded.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read.
+    pub fn session(&self, session: &str) -> io::Result<Option<SessionRecord>> {
+        Ok(self
+            .sessions_where("WHERE session = ?1", params![session])?
+            .into_iter()
+            .next())
+    }
+
+    /// Every session recorded, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read.
+    pub fn sessions(&self) -> io::Result<Vec<SessionRecord>> {
+        self.sessions_where("", params![])
+    }
+
+    fn sessions_where(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> io::Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT session, program, roots, started_ns, ended_ns FROM sessions {clause} ORDER BY started_ns"
+        );
+        let read = || -> rusqlite::Result<Vec<SessionRecord>> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(args, |row| {
+                let roots: String = row.get(2)?;
+                Ok(SessionRecord {
+                    session: row.get(0)?,
+                    program: row.get(1)?,
+                    roots: serde_json::from_str(&roots).unwrap_or_default(),
+                    started_ns: row.get(3)?,
+                    ended_ns: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| error("cannot read the journal", &self.dir, e))
+    }
+
+    /// Takes `session`'s trees again and records every change since its last snapshot;
+    /// with `ended`, the session is recorded as ended.
+    ///
+    /// # Errors
+    ///
+    /// When the session is unknown, a tree cannot be taken, or the journal written; nothing
+    /// is recorded then, and the next checkpoint finds the same changes.
+    pub fn checkpoint(
+        &mut self,
+        session: &str,
+        reason: &str,
+        ended: bool,
+        options: &Options,
+    ) -> io::Result<Checkpoint> {
+        let record = self.session(session)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no session `{session}` in the journal"),
+            )
+        })?;
+        let _lock = self.lock()?;
+        let mut found = Vec::new();
+        for root in &record.roots {
+            let baseline = self.latest_manifest(Some(session), root)?;
+            let options = Options {
+                baseline: true,
+                ..options.clone()
+            };
+            let (manifest, summary, digest) = self
+                .take(root, baseline.as_ref(), &options)
+                .map_err(|e| error("cannot take", root, e))?;
+            let changes = baseline
+                .as_ref()
+                .map(|b| diff(b, &manifest))
+                .unwrap_or_default();
+            found.push((root.clone(), manifest.left_out, summary, digest, changes));
+        }
+        self.blobs.sync()?;
+        let time = now_ns();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        let mut out = Checkpoint::default();
+        let write = |out: &mut Checkpoint| -> rusqlite::Result<()> {
+            for (root, left_out, summary, digest, changes) in found {
+                for change in changes {
+                    let id = insert_change(&tx, session, &root, time, &change, None)?;
+                    out.changes.push(Recorded {
+                        id,
+                        session: session.to_owned(),
+                        root: root.clone(),
+                        time_ns: time,
+                        change,
+                        undoes: None,
+                        undone_by: None,
+                    });
+                }
+                Self::insert_snapshot(&tx, session, &root, reason, &digest, &summary)?;
+                out.taken.push(Taken {
+                    root,
+                    summary,
+                    left_out,
+                });
+            }
+            if ended {
+                tx.execute(
+                    "UPDATE sessions SET ended_ns = ?1 WHERE session = ?2",
+                    params![time, session],
+                )?;
+            }
+            Ok(())
+        };
+        write(&mut out).map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        tx.commit()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        Ok(out)
+    }
+
+    /// Ends the sessions whose cordon was killed before their end: their changes are
+    /// recorded now. Returns what was recorded, by session.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read; a session that cannot be taken is left for later.
+    pub fn recover(&mut self, options: &Options) -> io::Result<Vec<(String, Checkpoint)>> {
+        let open = self.sessions_where("WHERE ended_ns IS NULL", params![])?;
+        let mut out = Vec::new();
+        for record in open {
+            if self.is_running(&record.session) {
+                continue;
+            }
+            match self.checkpoint(&record.session, "recovered", true, options) {
+                Ok(found) => {
+                    let _ = fs_err::remove_file(self.mark_path(&record.session));
+                    out.push((record.session, found));
+                }
+                Err(err) => tracing::warn!(
+                    "the changes of session {} are not recorded yet: {err}",
+                    record.session
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The changes `filter` selects, oldest first (newest first with `last`).
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read.
+    pub fn changes(&self, filter: &Filter) -> io::Result<Vec<Recorded>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(session) = &filter.session {
+            clauses.push(format!("session = ?{}", args.len() + 1));
+            args.push(session.clone().into());
+        }
+        if let Some(since) = filter.since_ns {
+            clauses.push(format!("time_ns >= ?{}", args.len() + 1));
+            args.push(since.into());
+        }
+        if !filter.ids.is_empty() {
+            let marks: Vec<String> = filter
+                .ids
+                .iter()
+                .map(|id| {
+                    args.push((*id).into());
+                    format!("?{}", args.len())
+                })
+                .collect();
+            clauses.push(format!("id IN ({})", marks.join(", ")));
+        }
+        if filter.pending {
+            clauses.push("undone_by IS NULL AND undoes IS NULL".into());
+        }
+        let mut sql = String::from(
+            "SELECT id, session, root, time_ns, kind, path, to_path, before, after, undoes, undone_by FROM changes",
+        );
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        match filter.last {
+            Some(n) => sql.push_str(&format!(" ORDER BY id DESC LIMIT {n}")),
+            None => sql.push_str(" ORDER BY id"),
+        }
+        let read = || -> rusqlite::Result<Vec<Recorded>> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                let kind: String = row.get(4)?;
+                let entry = |i: usize| -> rusqlite::Result<Option<Entry>> {
+                    let text: Option<String> = row.get(i)?;
+                    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+                };
+                let root: String = row.get(2)?;
+                Ok(Recorded {
+                    id: row.get(0)?,
+                    session: row.get(1)?,
+                    root: PathBuf::from(root),
+                    time_ns: row.get(3)?,
+                    change: Change {
+                        kind: kind_of(&kind).unwrap_or(ChangeKind::Modify),
+                        path: row.get(5)?,
+                        to: row.get(6)?,
+                        before: entry(7)?,
+                        after: entry(8)?,
+                    },
+                    undoes: row.get(9)?,
+                    undone_by: row.get(10)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| error("cannot read the journal", &self.dir, e))
+    }
+
+    /// Undoes `selected` (as [`Journal::changes`] returned them), newest session's changes
+    /// first, and records each undo as a change of its own (so it can be undone in turn).
+    /// A change already undone is skipped; a path changed since is a conflict unless
+    /// `force`.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read or the journal written. What was undone before then
+    /// stays undone and is recorded.
+    pub fn undo(&mut self, selected: &[Recorded], force: bool) -> io::Result<UndoReport> {
+        let _lock = self.lock()?;
+        // Read again under the lock: an undo made meanwhile is not made twice.
+        let ids: Vec<i64> = selected.iter().map(|r| r.id).collect();
+        let current = self.changes(&Filter {
+            ids,
+            ..Filter::default()
+        })?;
+        let mut by_root: BTreeMap<PathBuf, Vec<Recorded>> = BTreeMap::new();
+        for recorded in current.into_iter().filter(|r| r.undone_by.is_none()) {
+            by_root
+                .entry(recorded.root.clone())
+                .or_default()
+                .push(recorded);
+        }
+        let mut report = UndoReport::default();
+        for (root, mut list) in by_root {
+            // The latest change of a path is undone first.
+            list.sort_by_key(|r| std::cmp::Reverse(r.id));
+            let mut seen: BTreeSet<String> = BTreeSet::new();
+            let mut batch: Vec<Vec<Recorded>> = vec![Vec::new()];
+            for recorded in list {
+                let paths = [Some(&recorded.change.path), recorded.change.to.as_ref()];
+                if paths.iter().flatten().any(|p| seen.contains(p.as_str())) {
+                    batch.push(Vec::new());
+                    seen.clear();
+                }
+                seen.extend(paths.into_iter().flatten().cloned());
+                if let Some(last) = batch.last_mut() {
+                    last.push(recorded);
+                }
+            }
+            for group in batch.into_iter().filter(|g| !g.is_empty()) {
+                let changes: Vec<Change> = group.iter().map(|r| r.change.clone()).collect();
+                let undone = undo(&root, &self.blobs, &changes, force)?;
+                let time = now_ns();
+                let tx = self
+                    .conn
+                    .transaction()
+                    .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+                let mut made = Vec::new();
+                let write = |made: &mut Vec<Recorded>| -> rusqlite::Result<()> {
+                    for (change, index) in undone.changes.iter().zip(&undone.undid) {
+                        let Some(original) = group.get(*index) else {
+                            continue;
+                        };
+                        let id = insert_change(
+                            &tx,
+                            &original.session,
+                            &root,
+                            time,
+                            change,
+                            Some(original.id),
+                        )?;
+                        tx.execute(
+                            "UPDATE changes SET undone_by = ?1 WHERE id = ?2",
+                            params![id, original.id],
+                        )?;
+                        made.push(Recorded {
+                            id,
+                            session: original.session.clone(),
+                            root: root.clone(),
+                            time_ns: time,
+                            change: change.clone(),
+                            undoes: Some(original.id),
+                            undone_by: None,
+                        });
+                    }
+                    Ok(())
+                };
+                write(&mut made).map_err(|e| error("cannot write the journal", &self.dir, e))?;
+                tx.commit()
+                    .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+                report.undone.extend(made);
+                report
+                    .conflicts
+                    .extend(undone.conflicts.into_iter().map(|c| (root.clone(), c)));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Forgets what was recorded before `before_ns`: its changes, snapshots and ended
+    /// sessions, and the contents nothing kept refers to any more. The latest snapshot of
+    /// each tree, and every snapshot of a session still open, are kept.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read or written.
+    pub fn collect(&mut self, before_ns: i64) -> io::Result<Collected> {
+        let _lock = self.lock()?;
+        let mut out = Collected::default();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        let forget = || -> rusqlite::Result<(usize, usize, usize)> {
+            let changes =
+                tx.execute("DELETE FROM changes WHERE time_ns < ?1", params![before_ns])?;
+            let snapshots = tx.execute(
+                "DELETE FROM snapshots WHERE taken_ns < ?1
+                   AND id NOT IN (SELECT MAX(id) FROM snapshots GROUP BY root)
+                   AND session NOT IN (SELECT session FROM sessions WHERE ended_ns IS NULL)",
+                params![before_ns],
+            )?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE ended_ns IS NOT NULL AND ended_ns < ?1
+                   AND session NOT IN (SELECT session FROM changes)
+                   AND session NOT IN (SELECT session FROM snapshots)",
+                params![before_ns],
+            )?;
+            Ok((changes, snapshots, sessions))
+        };
+        let (changes, snapshots, sessions) =
+            forget().map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        tx.commit()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        out.changes = changes as u64;
+        out.snapshots = snapshots as u64;
+        out.sessions = sessions as u64;
+        // What is still referred to: every content of a change, every kept manifest and
+        // every content it names.
+        let mut live: BTreeSet<String> = BTreeSet::new();
+        for recorded in self.changes(&Filter::default())? {
+            for entry in [&recorded.change.before, &recorded.change.after]
+                .into_iter()
+                .flatten()
+            {
+                live.extend(entry.digest.clone());
+            }
+        }
+        let manifests: Vec<String> = {
+            let read = || -> rusqlite::Result<Vec<String>> {
+                let mut stmt = self
+                    .conn
+                    .prepare("SELECT DISTINCT manifest FROM snapshots")?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                rows.collect()
+            };
+            read().map_err(|e| error("cannot read the journal", &self.dir, e))?
+        };
+        for digest in manifests {
+            // A manifest that cannot be read keeps the whole store: nothing is removed
+            // that it might name.
+            let bytes = self.blobs.get(&digest)?;
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                error(
+                    "a kept snapshot cannot be read; nothing was removed from the store",
+                    &self.blobs.path(&digest).unwrap_or_default(),
+                    e,
+                )
+            })?;
+            live.extend(manifest.entries.into_values().filter_map(|e| e.digest));
+            live.insert(digest);
+        }
+        for digest in self.blobs.list()? {
+            if !live.contains(&digest) {
+                let size = self.blobs.size(&digest).unwrap_or(0);
+                self.blobs.remove(&digest)?;
+                out.blobs += 1;
+                out.bytes += size;
+            }
+        }
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        Ok(out)
+    }
+
+    /// How much the journal holds.
+    ///
+    /// # Errors
+    ///
+    /// When the journal or its store cannot be read.
+    pub fn stats(&self) -> io::Result<Stats> {
+        let count = |table: &str| -> io::Result<u64> {
+            self.conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(|e| error("cannot read the journal", &self.dir, e))
+        };
+        let mut stats = Stats {
+            sessions: count("sessions")?,
+            changes: count("changes")?,
+            snapshots: count("snapshots")?,
+            oldest_ns: self
+                .conn
+                .query_row("SELECT MIN(time_ns) FROM changes", [], |row| row.get(0))
+                .map_err(|e| error("cannot read the journal", &self.dir, e))?,
+            ..Stats::default()
+        };
+        for digest in self.blobs.list()? {
+            stats.blobs += 1;
+            stats.blob_bytes += self.blobs.size(&digest).unwrap_or(0);
+        }
+        for name in ["journal.db", "journal.db-wal"] {
+            stats.db_bytes += fs_err::metadata(self.dir.join(name)).map_or(0, |m| m.len());
+        }
+        Ok(stats)
+    }
+}
+
+fn insert_change(
+    tx: &rusqlite::Transaction<'_>,
+    session: &str,
+    root: &Path,
+    time: i64,
+    change: &Change,
+    undoes: Option<i64>,
+) -> rusqlite::Result<i64> {
+    let entry = |e: &Option<Entry>| e.as_ref().and_then(|e| serde_json::to_string(e).ok());
+    tx.execute(
+        "INSERT INTO changes (session, root, time_ns, kind, path, to_path, before, after, undoes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            session,
+            root.to_string_lossy(),
+            time,
+            kind_name(change.kind),
+            change.path,
+            change.to,
+            entry(&change.before),
+            entry(&change.after),
+            undoes
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn libc_nofollow() -> i32 {
+    i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0)
+}

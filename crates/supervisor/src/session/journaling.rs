@@ -1,0 +1,122 @@
+//! A session's writable trees journaled: taken before the program runs, taken again at its
+//! end, and every change between recorded with its before-image (`cordon journal`).
+
+use std::path::PathBuf;
+
+use cordon_journal::{Checkpoint, Journal, Options, SessionMark, Taken};
+
+use crate::CordonConfig;
+
+/// The journal of one running session.
+#[derive(Debug)]
+pub(super) struct Journaling {
+    journal: Journal,
+    options: Options,
+    id: String,
+    /// Held while the session runs: a session whose mark is free was not ended by its
+    /// cordon, and the next launch records its changes.
+    _mark: SessionMark,
+}
+
+/// The trees to take: the writable grants that are directories, none inside another.
+pub(super) fn roots(write: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = write
+        .iter()
+        .filter(|p| {
+            let is_dir = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                tracing::debug!("`{}` is not a directory: not journaled", p.display());
+            }
+            is_dir
+        })
+        .cloned()
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        if !out.iter().any(|o| dir.starts_with(o)) {
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// Records a session that did not end (its cordon was killed), then takes this session's
+/// trees. `None` when journaling is off.
+///
+/// # Errors
+///
+/// Why the trees could not be taken: the session must not run then.
+pub(super) fn begin(
+    config: &CordonConfig,
+    id: &str,
+    program: &str,
+    roots: &[PathBuf],
+    own: &[PathBuf],
+) -> Result<Option<(Journaling, Vec<Taken>)>, String> {
+    let Some(dir) = config.journal_dir() else {
+        return Ok(None);
+    };
+    let mut options = config.journal_options();
+    options.exclude.extend(own.iter().cloned());
+    let fail = |err: std::io::Error| {
+        format!("cannot journal the session's writable trees, so its changes could not be undone: {err}")
+    };
+    let mut journal = Journal::open(&dir).map_err(fail)?;
+    match journal.recover(&options) {
+        Ok(found) => {
+            for (session, checkpoint) in found {
+                tracing::warn!(
+                    "session {session} ended without its cordon: {} changes journaled now (`cordon journal log --session {session}`)",
+                    checkpoint.changes.len()
+                );
+            }
+        }
+        Err(err) => tracing::warn!("earlier sessions could not be checked: {err}"),
+    }
+    let mark = journal.mark_running(id).map_err(fail)?;
+    let taken = journal.start(id, program, roots, &options).map_err(fail)?;
+    Ok(Some((
+        Journaling {
+            journal,
+            options,
+            id: id.to_owned(),
+            _mark: mark,
+        },
+        taken,
+    )))
+}
+
+impl Journaling {
+    /// Takes the trees again and records what changed; the session is ended in the journal.
+    ///
+    /// # Errors
+    ///
+    /// Why the changes could not be recorded (the next launch records them).
+    pub(super) fn end(mut self) -> Result<Checkpoint, String> {
+        self.journal
+            .checkpoint(&self.id, "end", true, &self.options)
+            .map_err(|e| format!("cannot journal what the session changed: {e}"))
+    }
+}
+
+/// One line about the trees taken, for a person.
+pub(super) fn describe(taken: &[Taken]) -> String {
+    let files: u64 = taken.iter().map(|t| t.summary.files).sum();
+    let bytes: u64 = taken.iter().map(|t| t.summary.bytes).sum();
+    let read: u64 = taken.iter().map(|t| t.summary.read).sum();
+    let left: Vec<&str> = taken
+        .iter()
+        .flat_map(|t| t.left_out.iter().map(String::as_str))
+        .take(5)
+        .collect();
+    let mut line = format!(
+        "journal: {files} files ({:.1} MB) taken, {read} read",
+        bytes as f64 / 1e6
+    );
+    if !left.is_empty() {
+        line.push_str(&format!("; ignored by .gitignore: {}", left.join(", ")));
+    }
+    line
+}
