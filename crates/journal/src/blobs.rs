@@ -63,7 +63,12 @@ pub fn is_store_failure(err: &io::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Blobs {
     dir: PathBuf,
+    /// What was written since the last [`Blobs::sync`].
+    unsynced: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
 }
+
+/// Up to this many new contents are synced one by one; more, by syncing the file system.
+const SYNC_ONE_BY_ONE: usize = 64;
 
 fn valid(digest: &str) -> bool {
     digest.len() == 64
@@ -75,7 +80,10 @@ fn valid(digest: &str) -> bool {
 impl Blobs {
     /// The store in `dir` (created when first written).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            unsynced: std::sync::Arc::default(),
+        }
     }
 
     /// Where `digest`'s content is kept.
@@ -142,6 +150,9 @@ impl Blobs {
                     .map_err(store_failure)?;
             }
             fs_err::rename(&temp, &path).map_err(store_failure)?;
+            if let Ok(mut unsynced) = self.unsynced.lock() {
+                unsynced.push(path);
+            }
             Ok((digest, size))
         })();
         let _ = fs_err::remove_file(&temp);
@@ -184,15 +195,42 @@ impl Blobs {
         Ok(bytes)
     }
 
-    /// Makes everything kept so far durable (`syncfs` of the store's file system): call it
-    /// before recording anything that refers to what was kept.
+    /// Makes everything kept so far durable: call it before recording anything that refers
+    /// to what was kept. A few new contents are synced each with its directory; many (a
+    /// first snapshot), with one `syncfs` of the store's file system.
     ///
     /// # Errors
     ///
     /// The I/O error of the sync, as a store failure.
     pub fn sync(&self) -> io::Result<()> {
-        let dir = fs_err::File::open(&self.dir).map_err(store_failure)?;
-        rustix::fs::syncfs(&dir).map_err(|e| store_failure(e.into()))
+        let written = match self.unsynced.lock() {
+            Ok(mut unsynced) => std::mem::take(&mut *unsynced),
+            Err(_) => return Err(store_failure(io::Error::other("the store's state was lost"))),
+        };
+        if written.is_empty() {
+            return Ok(());
+        }
+        let synced = if written.len() > SYNC_ONE_BY_ONE {
+            fs_err::File::open(&self.dir)
+                .and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
+        } else {
+            let mut dirs: Vec<&Path> = written.iter().filter_map(|p| p.parent()).collect();
+            dirs.sort();
+            dirs.dedup();
+            dirs.push(&self.dir);
+            written
+                .iter()
+                .map(PathBuf::as_path)
+                .chain(dirs)
+                .try_for_each(|path| fs_err::File::open(path)?.sync_all())
+        };
+        if synced.is_err() {
+            // Synced again next time.
+            if let Ok(mut unsynced) = self.unsynced.lock() {
+                unsynced.extend(written);
+            }
+        }
+        synced.map_err(store_failure)
     }
 
     /// Every digest kept.
