@@ -129,13 +129,23 @@ fn main() {
         let mut journal = Journal::open(&journal_dir).unwrap();
         let started = Instant::now();
         journal
-            .start(&format!("first{round}"), "bench", std::slice::from_ref(&tree), &options)
+            .start(
+                &format!("first{round}"),
+                "bench",
+                std::slice::from_ref(&tree),
+                &options,
+            )
             .unwrap();
         first_journal.push(started.elapsed());
         for i in 0..5 {
             let started = Instant::now();
             journal
-                .start(&format!("again{round}x{i}"), "bench", std::slice::from_ref(&tree), &options)
+                .start(
+                    &format!("again{round}x{i}"),
+                    "bench",
+                    std::slice::from_ref(&tree),
+                    &options,
+                )
                 .unwrap();
             unchanged_journal.push(started.elapsed());
         }

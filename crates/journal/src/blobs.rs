@@ -205,7 +205,11 @@ impl Blobs {
     pub fn sync(&self) -> io::Result<()> {
         let written = match self.unsynced.lock() {
             Ok(mut unsynced) => std::mem::take(&mut *unsynced),
-            Err(_) => return Err(store_failure(io::Error::other("the store's state was lost"))),
+            Err(_) => {
+                return Err(store_failure(io::Error::other(
+                    "the store's state was lost",
+                )))
+            }
         };
         if written.is_empty() {
             return Ok(());

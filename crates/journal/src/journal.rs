@@ -364,8 +364,11 @@ impl Journal {
         let Ok(file) = fs_err::File::open(&path) else {
             return false;
         };
-        rustix::fs::flock(file.file(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .is_err()
+        rustix::fs::flock(
+            file.file(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .is_err()
     }
 
     fn latest_manifest(&self, session: Option<&str>, root: &Path) -> io::Result<Option<Manifest>> {

@@ -254,6 +254,19 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
                 continue;
             }
         };
+        // Already as it was (an undo interrupted after this path was put back): done.
+        let already = match change.kind {
+            ChangeKind::Rename => {
+                found.is_none()
+                    && current(&root_fd, &change.path).is_ok_and(|f| matches(f.as_ref(), back))
+            }
+            _ => matches(found.as_ref(), back),
+        };
+        if already {
+            done.changes.push(inverse(change));
+            done.undid.push(index);
+            continue;
+        }
         if !force && !matches(found.as_ref(), left) {
             conflict(
                 &mut done,

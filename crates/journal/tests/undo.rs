@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use cordon_journal::{diff, snapshot, undo, Blobs, Change, Manifest, Options};
+use cordon_journal::{diff, snapshot, undo, Blobs, Change, ChangeKind, Manifest, Options};
 use pretty_assertions::assert_eq;
 
 /// What an undo must restore: each path's kind, content, target and mode.
@@ -219,4 +219,29 @@ fn the_store_is_its_owners_alone() {
     assert_eq!(mode(blobs.dir()), 0o700);
     assert_eq!(mode(blobs.path(&digest).unwrap().parent().unwrap()), 0o700);
     assert_eq!(mode(&blobs.path(&digest).unwrap()), 0o600);
+}
+
+#[test]
+fn an_undo_interrupted_midway_finishes_without_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = workspace(dir.path());
+    let before = take(&root, &blobs);
+    vandalise(&root);
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    // An undo goes through deleted trees, renames, contents and modes before it removes
+    // what was created: it dies after those, before anything is recorded; the whole undo
+    // is tried again.
+    let first: Vec<_> = changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Create)
+        .cloned()
+        .collect();
+    assert!(first.len() < changes.len());
+    assert_eq!(undo(&root, &blobs, &first, false).unwrap().conflicts, []);
+    let again = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(again.conflicts, []);
+    assert_eq!(again.undid.len(), changes.len());
+    assert_eq!(shape(&take(&root, &blobs)), shape(&before));
 }
