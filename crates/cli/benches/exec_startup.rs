@@ -129,8 +129,19 @@ fn main() {
         ),
         variant(
             "cordon exec",
-            "policy decision (compiled policy from the cache), audit log (two durable records), namespaces, view, Landlock, seccomp, cgroup caps, egress proxy, control socket",
+            "policy decision (compiled policy from the cache), audit log (two durable records), namespaces, view, Landlock, seccomp, cgroup caps, egress proxy, control socket, journal of the workspace",
             &[cordon_s.clone(), "exec".into(), "--".into(), "true".into()],
+        ),
+        variant(
+            "cordon exec --no-journal",
+            "as above, the workspace not journaled",
+            &[
+                cordon_s.clone(),
+                "exec".into(),
+                "--no-journal".into(),
+                "--".into(),
+                "true".into(),
+            ],
         ),
         variant(
             "cordon exec, policy compiled",

@@ -186,6 +186,8 @@ mod tests {
             ino: 1,
             dev: 1,
             mode: 0o644,
+            uid: 0,
+            gid: 0,
             digest: Some(digest.into()),
             target: None,
         }

@@ -135,7 +135,7 @@ fn remove(root: &OwnedFd, rel: &str, kind: EntryKind) -> io::Result<()> {
 /// old content or the new).
 fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()> {
     let (dir, name) = parent(root, rel)?;
-    let mode = Mode::from_raw_mode(entry.mode);
+    let mode = Mode::from_raw_mode(safe_mode(entry.mode));
     match entry.kind {
         EntryKind::File => {
             let digest = entry
@@ -154,6 +154,7 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
             let mut file = std::fs::File::from(fd);
             let written = file
                 .write_all(&bytes)
+                .and_then(|()| owner(&file, entry))
                 .and_then(|()| rustix::fs::fchmod(&file, mode).map_err(io::Error::from))
                 .and_then(|()| file.sync_all())
                 .and_then(|()| {
@@ -164,19 +165,21 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
             }
             written
         }
-        EntryKind::Dir => match rustix::fs::mkdirat(&dir, name, mode) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::EXIST) => {
-                let fd = rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                Ok(rustix::fs::fchmod(&fd, mode)?)
+        EntryKind::Dir => {
+            match rustix::fs::mkdirat(&dir, name, mode) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => Err(err.into()),
-        },
+            // The mode exactly (mkdir's is masked by the umask), on the directory made.
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            owner(&fd, entry)?;
+            Ok(rustix::fs::fchmod(&fd, mode)?)
+        }
         EntryKind::Symlink => {
             let target = entry.target.as_deref().unwrap_or_default();
             match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
@@ -187,6 +190,25 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
         }
         EntryKind::Other => Err(io::Error::other("a FIFO, socket or device is not put back")),
     }
+}
+
+/// Gives what `fd` opened back to `entry`'s owner and group, when cordon may (as root);
+/// otherwise what is put back is the person's own, as everything they make.
+fn owner(fd: &impl std::os::fd::AsFd, entry: &Entry) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    // The ids come from a stat of the same tree; `fchown` follows nothing.
+    let uid = rustix::fs::Uid::from_raw(entry.uid);
+    let gid = rustix::fs::Gid::from_raw(entry.gid);
+    Ok(rustix::fs::fchown(fd, Some(uid), Some(gid))?)
+}
+
+/// `mode` without its set-user-id and set-group-id bits: an undo never makes a program that
+/// runs with its owner's rights (a before-image is what a program in an earlier session may
+/// have left).
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o1777
 }
 
 /// Sets the mode of what is at `rel`, a file or a directory, without following a link and
@@ -207,7 +229,7 @@ fn chmod(root: &OwnedFd, rel: &str, mode: u32) -> io::Result<()> {
     let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
     Ok(rustix::fs::chmod(
         by_fd.as_str(),
-        Mode::from_raw_mode(mode),
+        Mode::from_raw_mode(safe_mode(mode)),
     )?)
 }
 

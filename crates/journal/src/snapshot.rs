@@ -41,6 +41,12 @@ pub struct Entry {
     pub dev: u64,
     /// Permission bits (with set-id and sticky bits).
     pub mode: u32,
+    /// Owner.
+    #[serde(default)]
+    pub uid: u32,
+    /// Group.
+    #[serde(default)]
+    pub gid: u32,
     /// A file's content digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<Digest>,
@@ -144,6 +150,8 @@ fn entry_of(stat: &rustix::fs::Stat, kind: EntryKind) -> Entry {
         ino: stat.st_ino as u64,
         dev: stat.st_dev as u64,
         mode: (stat.st_mode as u32) & 0o7777,
+        uid: stat.st_uid as u32,
+        gid: stat.st_gid as u32,
         digest: None,
         target: None,
     }

@@ -245,3 +245,26 @@ fn an_undo_interrupted_midway_finishes_without_conflicts() {
     assert_eq!(again.undid.len(), changes.len());
     assert_eq!(shape(&take(&root, &blobs)), shape(&before));
 }
+
+#[test]
+fn an_undo_never_makes_a_set_id_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(&root).unwrap();
+    // Left by a program in an earlier session, then deleted.
+    fs_err::write(root.join("tool"), "#!/bin/sh\n").unwrap();
+    fs_err::set_permissions(root.join("tool"), std::fs::Permissions::from_mode(0o6755)).unwrap();
+    let before = take(&root, &blobs);
+    assert_eq!(before.entries["tool"].mode, 0o6755);
+    fs_err::remove_file(root.join("tool")).unwrap();
+    let after = take(&root, &blobs);
+    let undone = undo(&root, &blobs, &diff(&before, &after), false).unwrap();
+    assert_eq!(undone.conflicts, []);
+    let mode = fs_err::metadata(root.join("tool"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+}

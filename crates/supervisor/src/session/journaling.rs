@@ -42,6 +42,10 @@ pub(super) fn roots(write: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// What [`begin`] gives: the session's journal and the trees taken (`None` when journaling
+/// is off), or why the trees could not be taken.
+pub(super) type Begun = Result<Option<(Journaling, Vec<Taken>)>, String>;
+
 /// Records a session that did not end (its cordon was killed), then takes this session's
 /// trees. `None` when journaling is off.
 ///
@@ -54,7 +58,7 @@ pub(super) fn begin(
     program: &str,
     roots: &[PathBuf],
     own: &[PathBuf],
-) -> Result<Option<(Journaling, Vec<Taken>)>, String> {
+) -> Begun {
     let Some(dir) = config.journal_dir() else {
         return Ok(None);
     };

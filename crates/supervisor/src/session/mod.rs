@@ -300,6 +300,8 @@ struct Prepared {
     plan: Plan,
     kernel: Kernel,
     helper: Option<Helper>,
+    /// The thread taking the writable trees (with a helper only).
+    journaling: Option<std::thread::JoinHandle<journaling::Begun>>,
     degraded: Vec<&'static str>,
     own: Vec<PathBuf>,
     home: PathBuf,
@@ -447,10 +449,21 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let asking = run.then_some(&consent);
     let (mut audit, grants) = decide(&supervisor, asking, &request, &own, requested, &kernel)?;
     tracing::debug!("decided after {:?}", started.elapsed());
+    let mut journaling = None;
     if run {
         audit.start_commit();
         protect::create_own_dirs(&own, &protect::own_files(&request.config), &grants.write)
             .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
+        // The writable trees are taken on a thread of their own while the view is planned
+        // and built; the program is released only once they are.
+        let roots = journaling::roots(&grants.write);
+        let (config, id, own) = (request.config.clone(), id.clone(), own.clone());
+        let program = request.command.join(" ");
+        let spawned = std::thread::Builder::new()
+            .name("cordon-journal".into())
+            .spawn(move || journaling::begin(&config, &id, &program, &roots, &own))
+            .map_err(|e| setup(format!("cannot start the journal: {e}")));
+        journaling = Some(spawned.map_err(|e| audit.refuse(Outcome::Failed, e))?);
     }
     let (uid, _) = sys::real_ids();
     let home = real_path(&dirs::home_dir().unwrap_or_else(|| PathBuf::from("/")));
@@ -489,6 +502,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         degraded: missing.iter().map(|(f, _)| f.name()).collect(),
         kernel,
         helper,
+        journaling,
         own,
         home,
         started,
@@ -824,6 +838,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         plan,
         kernel,
         helper,
+        journaling,
         degraded,
         own,
         home,
@@ -831,17 +846,6 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     } = prepared;
     let Some(mut helper) = helper else {
         return Err(setup("the sandbox helper was not started"));
-    };
-    // The writable trees are taken on a thread of their own while the protected paths are
-    // recorded and the view built; the program is released only once they are.
-    let journal_roots = journaling::roots(&grants.write);
-    let journaling = {
-        let (config, id, own) = (request.config.clone(), id.clone(), own.clone());
-        let program = request.command.join(" ");
-        std::thread::Builder::new()
-            .name("cordon-journal".into())
-            .spawn(move || journaling::begin(&config, &id, &program, &journal_roots, &own))
-            .map_err(|e| setup(format!("cannot start the journal: {e}")))?
     };
     // Protected paths as they are before anything runs; compared after the run. cordon's own
     // directories are written by cordon itself during the run (the audit log): protected,
@@ -930,6 +934,9 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         let error = setup("the session was stopped before its program started");
         return Err(fail(&mut audit, pending, Outcome::Refused, error));
     }
+    let Some(journaling) = journaling else {
+        return Err(setup("the journal was not started"));
+    };
     let journal = match journaling.join() {
         Ok(Ok(journal)) => journal.map(|(journal, taken)| {
             tracing::info!("{}", journaling::describe(&taken));
