@@ -22,6 +22,7 @@ use crate::blobs::Blobs;
 use crate::diff::{diff, Change, ChangeKind};
 use crate::restore::{undo, Conflict};
 use crate::snapshot::{snapshot, Entry, Manifest, Options, Summary};
+use crate::stage::{apply as apply_stage, staged, Applied, Staged};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -56,6 +57,14 @@ CREATE TABLE IF NOT EXISTS changes (
     undone_by INTEGER
 );
 CREATE INDEX IF NOT EXISTS changes_session ON changes(session, id);
+CREATE TABLE IF NOT EXISTS stages (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    root TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    skip TEXT NOT NULL,
+    state TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS changes_time ON changes(time_ns);
 ";
 
@@ -149,6 +158,53 @@ pub struct UndoReport {
     pub undone: Vec<Recorded>,
     /// The paths left as they are, with the tree they are in.
     pub conflicts: Vec<(PathBuf, Conflict)>,
+}
+
+/// A session's staged writes for one tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageRecord {
+    /// Its number.
+    pub id: i64,
+    /// The session.
+    pub session: String,
+    /// The tree its writes are for.
+    pub root: PathBuf,
+    /// Where the stage is: `upper/` (the writes) and `work/` (overlayfs's own).
+    pub dir: PathBuf,
+    /// Paths never applied (protected paths), relative to the tree.
+    pub skip: Vec<String>,
+    /// `pending`, `applied` or `discarded`.
+    pub state: String,
+}
+
+impl StageRecord {
+    /// Where the session's writes are.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    /// overlayfs's work directory.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// What the stage changes.
+    ///
+    /// # Errors
+    ///
+    /// When the stage cannot be read.
+    pub fn staged(&self) -> io::Result<Vec<Staged>> {
+        staged(&self.upper())
+    }
+}
+
+/// What applying a session's stages did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// Per tree, what was applied and what was not.
+    pub applied: Vec<(PathBuf, Applied)>,
+    /// The changes journaled.
+    pub journaled: Checkpoint,
 }
 
 /// What a collection removed.
@@ -504,6 +560,174 @@ impl Journal {
         tx.commit()
             .map_err(|e| error("cannot write the journal", &self.dir, e))?;
         Ok(taken)
+    }
+
+    /// Makes a stage for each of `roots` of `session` (`<journal>/stages/<session>/<n>/`,
+    /// with empty `upper/` and `work/`, readable by their owner alone) and records it;
+    /// `skip` is per tree the protected paths never applied.
+    ///
+    /// # Errors
+    ///
+    /// When a directory cannot be made or the journal written.
+    pub fn make_stages(
+        &mut self,
+        session: &str,
+        roots: &[(PathBuf, Vec<String>)],
+    ) -> io::Result<Vec<StageRecord>> {
+        if !valid_session(session) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{session}` is not a session id"),
+            ));
+        }
+        let mut out = Vec::new();
+        for (n, (root, skip)) in roots.iter().enumerate() {
+            let dir = self.dir.join("stages").join(session).join(n.to_string());
+            for sub in ["upper", "work"] {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir.join(sub))
+                    .map_err(|e| error("cannot make the stage", &dir, e))?;
+            }
+            self.conn
+                .execute(
+                    "INSERT INTO stages (session, root, dir, skip, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+                    params![
+                        session,
+                        root.to_string_lossy(),
+                        dir.to_string_lossy(),
+                        serde_json::to_string(skip).unwrap_or_default()
+                    ],
+                )
+                .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+            out.push(StageRecord {
+                id: self.conn.last_insert_rowid(),
+                session: session.to_owned(),
+                root: root.clone(),
+                dir,
+                skip: skip.clone(),
+                state: "pending".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The stages still pending (of `session`, or of every session).
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be read.
+    pub fn stages(&self, session: Option<&str>) -> io::Result<Vec<StageRecord>> {
+        let read = || -> rusqlite::Result<Vec<StageRecord>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, session, root, dir, skip, state FROM stages
+                 WHERE state = 'pending' AND (?1 IS NULL OR session = ?1) ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![session], |row| {
+                let root: String = row.get(2)?;
+                let dir: String = row.get(3)?;
+                let skip: String = row.get(4)?;
+                Ok(StageRecord {
+                    id: row.get(0)?,
+                    session: row.get(1)?,
+                    root: PathBuf::from(root),
+                    dir: PathBuf::from(dir),
+                    skip: serde_json::from_str(&skip).unwrap_or_default(),
+                    state: row.get(5)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| error("cannot read the journal", &self.dir, e))
+    }
+
+    fn refuse_running(&self, session: &str) -> io::Result<()> {
+        if self.is_running(session) {
+            return Err(io::Error::other(format!(
+                "session {session} is still running; its stage can be applied or discarded once it ends"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies `session`'s pending stages to their trees and journals what changed (each
+    /// change then undoable like a live session's). A path changed in the tree during the
+    /// run is left as it is unless `force`; protected paths are never applied.
+    ///
+    /// # Errors
+    ///
+    /// When the session still runs, has nothing staged, or a stage cannot be read.
+    pub fn apply_stages(
+        &mut self,
+        session: &str,
+        force: bool,
+        options: &Options,
+    ) -> io::Result<ApplyReport> {
+        self.refuse_running(session)?;
+        let stages = self.stages(Some(session))?;
+        if stages.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("session {session} has nothing staged"),
+            ));
+        }
+        let mut report = ApplyReport::default();
+        {
+            let _lock = self.lock()?;
+            for stage in &stages {
+                // The tree as the session found it (or as last journaled).
+                let baseline = self.latest_manifest(Some(session), &stage.root)?;
+                let baseline = baseline.unwrap_or_default();
+                let applied =
+                    apply_stage(&stage.upper(), &stage.root, &baseline, &stage.skip, force)
+                        .map_err(|e| error("cannot apply the stage", &stage.dir, e))?;
+                report.applied.push((stage.root.clone(), applied));
+            }
+        }
+        // What the trees are now, against the session's last snapshot: the stage's changes.
+        report.journaled = self.checkpoint(session, "apply", true, options)?;
+        // A stage with paths left as they are stays, to be applied again (with `force`).
+        for (stage, (_, applied)) in stages.iter().zip(&report.applied) {
+            if applied.conflicts.is_empty() {
+                self.close_stage(stage, "applied")?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops `session`'s pending stages: nothing it wrote reaches its trees.
+    ///
+    /// # Errors
+    ///
+    /// When the session still runs, has nothing staged, or a stage cannot be removed.
+    pub fn discard_stages(&mut self, session: &str) -> io::Result<Vec<StageRecord>> {
+        self.refuse_running(session)?;
+        let stages = self.stages(Some(session))?;
+        if stages.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("session {session} has nothing staged"),
+            ));
+        }
+        for stage in &stages {
+            self.close_stage(stage, "discarded")?;
+        }
+        Ok(stages)
+    }
+
+    fn close_stage(&self, stage: &StageRecord, state: &str) -> io::Result<()> {
+        self.conn
+            .execute(
+                "UPDATE stages SET state = ?1 WHERE id = ?2",
+                params![state, stage.id],
+            )
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        // What the program wrote is removed without following any link in it.
+        match fs_err::remove_dir_all(&stage.dir) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// The session `session`, if recorded.

@@ -25,6 +25,7 @@ mod diff;
 mod journal;
 mod restore;
 mod snapshot;
+mod stage;
 
 pub use blobs::is_store_failure;
 pub use blobs::{Blobs, Digest};
@@ -35,3 +36,4 @@ pub use journal::{
 };
 pub use restore::{undo, Conflict, Undone};
 pub use snapshot::{snapshot, Entry, EntryKind, Manifest, Options, Summary};
+pub use stage::{apply as apply_stage, staged, Applied, Staged, StagedKind};

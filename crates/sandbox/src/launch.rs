@@ -307,22 +307,32 @@ struct Program<'a> {
 
 /// The trees the view attaches, in its order.
 fn sources(plan: &Plan) -> Vec<Source> {
-    plan.mounts
-        .iter()
-        .filter_map(|op| match op {
-            MountOp::Bind {
-                writable,
-                source,
-                identity,
-                ..
-            } => Some(Source {
+    let mut out = Vec::new();
+    for op in &plan.mounts {
+        if let MountOp::Bind {
+            writable,
+            source,
+            identity,
+            stage,
+            ..
+        } = op
+        {
+            out.push(Source {
                 path: source.clone(),
                 writable: *writable,
                 identity: *identity,
-            }),
-            _ => None,
-        })
-        .collect()
+            });
+            // A staged tree's stage comes right after it, writable as the tree would be.
+            if let Some(stage) = stage {
+                out.push(Source {
+                    path: stage.dir.clone(),
+                    writable: true,
+                    identity: stage.identity,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The byte that lets the program run.

@@ -30,6 +30,10 @@ pub enum MountOp {
         source: PathBuf,
         /// What `source` was when planned.
         identity: Identity,
+        /// Writes go to this stage instead of the tree: an overlay with the tree below
+        /// (`cordon exec --stage`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<Stage>,
     },
     /// An empty, private, writable file system.
     Tmpfs {
@@ -106,6 +110,31 @@ impl MountOp {
             | MountOp::Pin { .. } => 1,
             _ => 0,
         }
+    }
+}
+
+/// Where a staged tree's writes go: a directory of cordon's on the host holding overlayfs's
+/// `upper/` (the writes) and `work/`, both empty at the start. It reaches the view the way a
+/// writable tree does (opened as planned, idmapped when cordon runs as root), never inside
+/// the program's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The directory, without links.
+    pub dir: PathBuf,
+    /// What it was when planned.
+    pub identity: Identity,
+}
+
+impl Stage {
+    /// The stage in `dir`.
+    ///
+    /// # Errors
+    ///
+    /// When `dir` cannot be found.
+    pub fn at(dir: &Path) -> Result<Self, String> {
+        let (dir, identity) = identify(dir)
+            .ok_or_else(|| format!("the stage `{}` cannot be found", dir.display()))?;
+        Ok(Self { dir, identity })
     }
 }
 
@@ -310,6 +339,7 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
             writable: g.writable,
             source: g.source.clone(),
             identity: g.identity,
+            stage: None,
         });
     }
 

@@ -210,7 +210,12 @@ pub(crate) fn build(ops: &[MountOp], trees: Vec<OwnedFd>, cwd: &Path) -> Result<
 
 fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), ViewError> {
     match op {
-        MountOp::Bind { path, writable, .. } => {
+        MountOp::Bind {
+            path,
+            writable,
+            stage,
+            ..
+        } => {
             let tree = trees
                 .next()
                 .ok_or_else(|| format!("no tree was opened for `{}`", path.display()))?;
@@ -231,7 +236,22 @@ fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), 
             } else {
                 make_read_only_recursive(&target)
             };
-            step(|| format!("cannot restrict `{}`", path.display()), restrict)
+            step(|| format!("cannot restrict `{}`", path.display()), restrict)?;
+            match stage {
+                Some(_) => {
+                    let stage = trees
+                        .next()
+                        .ok_or_else(|| format!("no stage was opened for `{}`", path.display()))?;
+                    if !dir {
+                        return Err(format!(
+                            "`{}` is not a directory: it cannot be staged",
+                            path.display()
+                        ));
+                    }
+                    overlay(&target, stage)
+                }
+                None => Ok(()),
+            }
         }
         MountOp::Tmpfs { path, mode } => {
             let target = inside(NEW, path);
@@ -301,6 +321,52 @@ fn apply(op: &MountOp, trees: &mut impl Iterator<Item = OwnedFd>) -> Result<(), 
             )
         }
     }
+}
+
+/// Where stages are attached: in the setup root, outside the program's view.
+const STAGES: &str = "/stages";
+
+/// Puts an overlay on the tree attached at `target`: the tree below, read-only to it, and
+/// the stage (a detached tree, attached under [`STAGES`] where the program never sees it)
+/// taking every write in its `upper/`.
+fn overlay(target: &Path, stage: OwnedFd) -> Result<(), ViewError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let at = Path::new(STAGES).join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+    mount_point(true, &at)?;
+    step(
+        || format!("cannot attach the stage of `{}`", target.display()),
+        attach_mount_tree(stage.as_fd(), &at),
+    )?;
+    let (upper, work) = (at.join("upper"), at.join("work"));
+    let text = target.to_string_lossy();
+    if text.contains([',', ':', '\\', '\n']) {
+        return Err(format!(
+            "cannot stage `{}`: overlayfs cannot name a path holding `,`, `:` or `\\`",
+            target.strip_prefix(NEW).unwrap_or(target).display()
+        ));
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        target.display(),
+        upper.display(),
+        work.display()
+    );
+    step(
+        || {
+            format!(
+                "cannot stage the writes to `/{}` (overlayfs in a user namespace needs Linux 5.11 and a file system for the journal that can hold an overlay's upper directory; run without `--stage`)",
+                target.strip_prefix(NEW).unwrap_or(target).display()
+            )
+        },
+        mount(
+            Some(Path::new("overlay")),
+            target,
+            Some("overlay"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&options),
+        ),
+    )
 }
 
 fn dev() -> Result<(), ViewError> {

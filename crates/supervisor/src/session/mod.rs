@@ -95,7 +95,11 @@ pub struct LaunchRequest {
     pub helper: Option<PathBuf>,
     /// The front-end's name, shown by `cordon ps`.
     pub front_end: String,
+    /// Stage the program's writes instead of letting them reach the writable trees.
+    pub stage: Option<StageMode>,
 }
+
+pub use journaling::{StageMode, StagedOutcome};
 
 impl LaunchRequest {
     /// A request to run `command` in `cwd` with nothing more asked for, taking the
@@ -115,6 +119,7 @@ impl LaunchRequest {
             forward_signals: false,
             helper: None,
             front_end: "library".into(),
+            stage: None,
         }
     }
 }
@@ -470,6 +475,11 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let plan = cordon_sandbox::plan::plan(&grants, &home, uid, &read)
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     tracing::debug!("planned after {:?}", started.elapsed());
+    let mut plan = plan;
+    if let (Some(_), true) = (request.stage, run) {
+        journaling::stage(&request.config, &id, &mut plan)
+            .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
+    }
     for path in &plan.skipped {
         tracing::debug!("granted `{}` does not exist here; skipped", path.display());
     }
@@ -1010,6 +1020,8 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         guard,
         pending,
         journal,
+        stage: request.stage,
+        config: request.config.clone(),
         relay,
         control,
         kernel,
@@ -1068,6 +1080,9 @@ pub struct Running {
     guard: Guard,
     pending: protect::Pending,
     journal: Option<journaling::Journaling>,
+    /// The stage's mode, with `--stage`, and the configuration that finds the journal.
+    stage: Option<StageMode>,
+    config: CordonConfig,
     relay: Option<terminal::TerminalRelay>,
     control: Option<control::Control>,
     kernel: Kernel,
@@ -1096,6 +1111,8 @@ pub struct Ended {
     /// How many changes of the writable trees were journaled; `None` when journaling is
     /// off or the changes could not be recorded.
     pub journaled: Option<usize>,
+    /// With `--stage`: what the stage holds, and whether it was applied.
+    pub staged: Option<StagedOutcome>,
 }
 
 impl Running {
@@ -1137,6 +1154,8 @@ impl Running {
             guard,
             pending,
             journal,
+            stage,
+            config,
             relay,
             control,
             kernel,
@@ -1155,6 +1174,8 @@ impl Running {
         tracing::debug!("protected paths checked after {:?}", started.elapsed());
         pending.done();
         let journaled = journal.map(journaling::Journaling::end);
+        // The stage is applied (or kept) once the session's journal is closed.
+        let staged = stage.map(|mode| journaling::finish_stage(&config, &info.id, mode, exit));
         tracing::debug!("changes journaled after {:?}", started.elapsed());
         let journal_record = match &journaled {
             None => json!(null),
@@ -1172,6 +1193,7 @@ impl Running {
                 "protected": protected,
                 "landlock": kernel.landlock_record(),
                 "journal": journal_record,
+                "staged": staged,
             }),
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
@@ -1188,6 +1210,7 @@ impl Running {
             journaled: journaled
                 .and_then(Result::ok)
                 .map(|found| found.changes.len()),
+            staged,
         })
     }
 }

@@ -1,0 +1,511 @@
+//! Staged writes: what a session wrote into an overlay's upper directory, listed, and applied
+//! to the tree beneath it.
+//!
+//! The upper directory is overlayfs's (mounted with `userxattr`): a file or link there
+//! replaces the tree's, a character device 0/0 (a whiteout) deletes the tree's path, and a
+//! directory marked `user.overlay.opaque` hides everything the tree had in it. The program
+//! that wrote it is untrusted: it is walked by descriptors without following links, and every
+//! write to the tree goes through a parent opened beneath the tree's root.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write as _};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use serde::Serialize;
+
+use crate::restore::Conflict;
+use crate::snapshot::{Entry, EntryKind, Manifest};
+
+/// What a staged path does to the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StagedKind {
+    /// A file, link or directory written (created or replaced).
+    Write,
+    /// The path deleted.
+    Delete,
+    /// A directory whose earlier content is hidden (deleted) but for what the stage holds.
+    Replace,
+}
+
+/// One staged path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Staged {
+    /// The path, relative to the tree.
+    pub path: String,
+    /// What it does.
+    pub kind: StagedKind,
+}
+
+/// What an application did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// The paths applied.
+    pub applied: Vec<Staged>,
+    /// The paths not applied, and why.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// At most this many directories deep.
+const MAX_DEPTH: usize = 256;
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn is_whiteout(stat: &rustix::fs::Stat) -> bool {
+    FileType::from_raw_mode(stat.st_mode as _) == FileType::CharacterDevice && stat.st_rdev == 0
+}
+
+fn is_opaque(dir: &OwnedFd) -> bool {
+    let mut value = [0u8; 4];
+    matches!(
+        rustix::fs::fgetxattr(dir, "user.overlay.opaque", &mut value),
+        Ok(n) if value.get(..n) == Some(b"y")
+    )
+}
+
+fn names(dir: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in rustix::fs::Dir::read_from(dir)? {
+        let item = item?;
+        let name = item.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // A name that is not UTF-8 is shown replaced; applying it is refused.
+        out.push(String::from_utf8_lossy(name).into_owned());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn open_dir_at(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Every path the stage at `upper` changes, parents before children.
+///
+/// # Errors
+///
+/// When `upper` cannot be read.
+pub fn staged(upper: &Path) -> io::Result<Vec<Staged>> {
+    let root = rustix::fs::open(
+        upper,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    list(&root, "", 0, &mut out)?;
+    Ok(out)
+}
+
+fn list(dir: &OwnedFd, rel: &str, depth: usize, out: &mut Vec<Staged>) -> io::Result<()> {
+    for name in names(dir)? {
+        let path = join(rel, &name);
+        let Ok(stat) = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if is_whiteout(&stat) {
+            out.push(Staged {
+                path,
+                kind: StagedKind::Delete,
+            });
+            continue;
+        }
+        if FileType::from_raw_mode(stat.st_mode as _) == FileType::Directory {
+            let sub = open_dir_at(dir, &name)?;
+            let kind = if is_opaque(&sub) {
+                StagedKind::Replace
+            } else {
+                StagedKind::Write
+            };
+            out.push(Staged {
+                path: path.clone(),
+                kind,
+            });
+            if depth < MAX_DEPTH {
+                list(&sub, &path, depth + 1, out)?;
+            }
+            continue;
+        }
+        out.push(Staged {
+            path,
+            kind: StagedKind::Write,
+        });
+    }
+    Ok(())
+}
+
+/// The parent of `rel` opened beneath `root`, and the last component.
+fn parent<'a>(root: &OwnedFd, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
+    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    if name.is_empty() || name == "." || name == ".." || name.contains('\u{fffd}') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a path of the tree",
+        ));
+    }
+    let dir = if dir.is_empty() { "." } else { dir };
+    let fd = rustix::fs::openat2(
+        root,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        resolve(),
+    )?;
+    Ok((fd, name))
+}
+
+/// Removes `name` of `dir`, a whole tree if it is a directory, never following a link.
+fn remove_tree(dir: &OwnedFd, name: &str, depth: usize) -> io::Result<()> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    if FileType::from_raw_mode(stat.st_mode as _) != FileType::Directory {
+        return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
+    }
+    if depth >= MAX_DEPTH {
+        return Err(io::Error::other("too deep to remove"));
+    }
+    let sub = open_dir_at(dir, name)?;
+    for child in names(&sub)? {
+        remove_tree(&sub, &child, depth + 1)?;
+    }
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// What is at `name` of `dir` now, as the snapshot compares it (content hashed, nothing kept).
+fn found(dir: &OwnedFd, name: &str) -> io::Result<Option<Entry>> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let mut entry = crate::snapshot::entry_from_stat(&stat);
+    match entry.kind {
+        EntryKind::File => {
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let limit = entry.size;
+            let (digest, _) = crate::blobs::Blobs::hash_reader(std::io::Read::take(
+                std::fs::File::from(fd),
+                limit + 1,
+            ))?;
+            entry.digest = Some(digest);
+        }
+        EntryKind::Symlink => {
+            let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+            entry.target = Some(target.to_string_lossy().into_owned());
+        }
+        EntryKind::Dir | EntryKind::Other => {}
+    }
+    Ok(Some(entry))
+}
+
+/// Whether the tree's path is still as the session found it (so that applying the stage
+/// replaces nothing someone else wrote during the run).
+fn unchanged(now: Option<&Entry>, baseline: Option<&Entry>) -> bool {
+    match (now, baseline) {
+        (None, None) => true,
+        (Some(n), Some(b)) => {
+            n.kind == b.kind
+                && (n.kind == EntryKind::Dir || (n.digest == b.digest && n.target == b.target))
+        }
+        _ => false,
+    }
+}
+
+/// Applies the stage at `upper` to the tree at `root`. `baseline` is the tree as the
+/// session found it: a path changed there since is a conflict and left as it is, unless
+/// `force`. Paths in `skip` (and below them) are never applied (protected paths).
+///
+/// # Errors
+///
+/// When `upper` or `root` cannot be opened. A single path that cannot be applied is a
+/// conflict.
+pub fn apply(
+    upper: &Path,
+    root: &Path,
+    baseline: &Manifest,
+    skip: &[String],
+    force: bool,
+) -> io::Result<Applied> {
+    let upper_fd = rustix::fs::open(
+        upper,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut walk = ApplyWalk {
+        root: &root_fd,
+        baseline,
+        skip,
+        force,
+        out: Applied::default(),
+    };
+    walk.dir(&upper_fd, "", 0);
+    Ok(walk.out)
+}
+
+/// Whether `rel` is one of `paths` or below one.
+fn under(paths: &[String], rel: &str) -> bool {
+    let mut at = rel;
+    loop {
+        if paths.iter().any(|p| p == at) {
+            return true;
+        }
+        match at.rsplit_once('/') {
+            Some((parent, _)) => at = parent,
+            None => return false,
+        }
+    }
+}
+
+struct ApplyWalk<'a> {
+    root: &'a OwnedFd,
+    baseline: &'a Manifest,
+    skip: &'a [String],
+    force: bool,
+    out: Applied,
+}
+
+impl ApplyWalk<'_> {
+    fn conflict(&mut self, path: &str, reason: impl Into<String>) {
+        self.out.conflicts.push(Conflict {
+            path: path.to_owned(),
+            reason: reason.into(),
+        });
+    }
+
+    fn skipped(&self, rel: &str) -> bool {
+        under(self.skip, rel)
+    }
+
+    /// Whether `rel` may be replaced: as the session found it, or forced. `wanted` is what
+    /// the stage puts there: a path already so (an application interrupted after it) is
+    /// replaced again, which changes nothing.
+    fn may_replace(
+        &mut self,
+        dir: &OwnedFd,
+        name: &str,
+        rel: &str,
+        wanted: Option<&Entry>,
+    ) -> bool {
+        if self.force {
+            return true;
+        }
+        if under(&self.baseline.unknown, rel) {
+            self.conflict(
+                rel,
+                "what the tree held there could not be read at the start",
+            );
+            return false;
+        }
+        // An ignored tree (`target/`) is written as a live session writes it: not journaled.
+        if under(&self.baseline.left_out, rel) {
+            return true;
+        }
+        let now = match found(dir, name) {
+            Ok(now) => now,
+            Err(err) => {
+                self.conflict(rel, format!("cannot be read: {err}"));
+                return false;
+            }
+        };
+        if unchanged(now.as_ref(), self.baseline.entries.get(rel))
+            || unchanged(now.as_ref(), wanted)
+        {
+            return true;
+        }
+        self.conflict(rel, "changed in the tree during the run");
+        false
+    }
+
+    fn dir(&mut self, upper: &OwnedFd, rel: &str, depth: usize) {
+        let names = match names(upper) {
+            Ok(names) => names,
+            Err(err) => {
+                self.conflict(rel, format!("the stage cannot be read: {err}"));
+                return;
+            }
+        };
+        for name in names {
+            let path = join(rel, &name);
+            if self.skipped(&path) {
+                self.conflict(&path, "a protected path: not applied");
+                continue;
+            }
+            if let Err(err) = self.one(upper, &name, &path, depth) {
+                self.conflict(&path, format!("cannot be applied: {err}"));
+            }
+        }
+    }
+
+    fn one(&mut self, upper: &OwnedFd, name: &str, rel: &str, depth: usize) -> io::Result<()> {
+        let stat = rustix::fs::statat(upper, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let (dir, last) = parent(self.root, rel)?;
+        if is_whiteout(&stat) {
+            if !self.may_replace(&dir, last, rel, None) {
+                return Ok(());
+            }
+            remove_tree(&dir, last, 0)?;
+            self.out.applied.push(Staged {
+                path: rel.to_owned(),
+                kind: StagedKind::Delete,
+            });
+            return Ok(());
+        }
+        let mode = Mode::from_raw_mode((stat.st_mode as u32) & 0o1777);
+        match FileType::from_raw_mode(stat.st_mode as _) {
+            FileType::Directory => {
+                let sub = open_dir_at(upper, name)?;
+                let opaque = is_opaque(&sub);
+                let now = found(&dir, last)?;
+                if now.as_ref().is_some_and(|n| n.kind != EntryKind::Dir) {
+                    if !self.may_replace(&dir, last, rel, None) {
+                        return Ok(());
+                    }
+                    rustix::fs::unlinkat(&dir, last, AtFlags::empty())?;
+                }
+                if opaque && now.as_ref().is_some_and(|n| n.kind == EntryKind::Dir) {
+                    // Everything the tree had there is gone but what the stage holds.
+                    if !self.may_replace(&dir, last, rel, None) {
+                        return Ok(());
+                    }
+                    let target = open_dir_at(&dir, last)?;
+                    let keep: BTreeSet<String> = names(&sub)?.into_iter().collect();
+                    for child in names(&target)? {
+                        if !keep.contains(&child) {
+                            remove_tree(&target, &child, 0)?;
+                        }
+                    }
+                }
+                match rustix::fs::mkdirat(&dir, last, mode) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                let target = open_dir_at(&dir, last)?;
+                rustix::fs::fchmod(&target, mode)?;
+                self.out.applied.push(Staged {
+                    path: rel.to_owned(),
+                    kind: if opaque {
+                        StagedKind::Replace
+                    } else {
+                        StagedKind::Write
+                    },
+                });
+                if depth < MAX_DEPTH {
+                    self.dir(&sub, rel, depth + 1);
+                } else {
+                    self.conflict(rel, "too deep");
+                }
+                Ok(())
+            }
+            FileType::RegularFile => {
+                let wanted = found(upper, name)?;
+                if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
+                    return Ok(());
+                }
+                let source = rustix::fs::openat(
+                    upper,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                self.replace_dir_with_file(&dir, last)?;
+                let temp = format!(".{last}.cordon-apply.{}", std::process::id());
+                let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+                let fd = rustix::fs::openat(
+                    &dir,
+                    temp.as_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                let mut file = std::fs::File::from(fd);
+                let size = u64::try_from(stat.st_size).unwrap_or(0);
+                let written = io::copy(
+                    &mut std::io::Read::take(std::fs::File::from(source), size),
+                    &mut file,
+                )
+                .and_then(|_| file.flush())
+                .and_then(|()| rustix::fs::fchmod(&file, mode).map_err(io::Error::from))
+                .and_then(|()| file.sync_all())
+                .and_then(|()| {
+                    rustix::fs::renameat(&dir, temp.as_str(), &dir, last).map_err(io::Error::from)
+                });
+                if written.is_err() {
+                    let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+                }
+                written?;
+                self.out.applied.push(Staged {
+                    path: rel.to_owned(),
+                    kind: StagedKind::Write,
+                });
+                Ok(())
+            }
+            FileType::Symlink => {
+                let wanted = found(upper, name)?;
+                if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
+                    return Ok(());
+                }
+                let target = rustix::fs::readlinkat(upper, name, Vec::new())?;
+                self.replace_dir_with_file(&dir, last)?;
+                match rustix::fs::unlinkat(&dir, last, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                rustix::fs::symlinkat(target.as_c_str(), &dir, last)?;
+                self.out.applied.push(Staged {
+                    path: rel.to_owned(),
+                    kind: StagedKind::Write,
+                });
+                Ok(())
+            }
+            _ => {
+                self.conflict(rel, "a FIFO, socket or device is not applied");
+                Ok(())
+            }
+        }
+    }
+
+    /// A directory in the tree where the stage has a file: removed (its content was
+    /// deleted in the stage's view, whose whiteouts or opaque marks say so).
+    fn replace_dir_with_file(&self, dir: &OwnedFd, name: &str) -> io::Result<()> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode as _) == FileType::Directory => {
+                remove_tree(dir, name, 0)
+            }
+            _ => Ok(()),
+        }
+    }
+}
