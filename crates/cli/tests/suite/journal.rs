@@ -608,3 +608,91 @@ fn a_stage_does_not_overwrite_what_changed_in_the_tree_and_survives_cordon_kille
     );
     assert!(staged_sessions(&home).is_empty());
 }
+
+#[test]
+fn a_full_disk_refuses_the_launch_and_loses_nothing() {
+    if !sandbox_ready() || !super::common::running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    fs_err::write(ws.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let before = state(&ws);
+    let store = home.path().join("small");
+    fs_err::create_dir_all(&store).unwrap();
+    let config = home.path().join("config.toml");
+    fs_err::write(
+        &config,
+        format!(
+            "[journal]\npath = \"{}\"\n",
+            store.join("journal").display()
+        ),
+    )
+    .unwrap();
+    // The journal on a file system of 512 KiB, in a mount namespace of the test's own.
+    let script = format!(
+        "mount -t tmpfs -o size=512k tmpfs {} && exec \"$0\" --config {} exec -- sh -c 'echo changed > src/main.rs'",
+        store.display(),
+        config.display()
+    );
+    let cmd = home.cordon(&[]);
+    let cordon = cmd.get_program().to_owned();
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(cordon)
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir(&ws)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot journal") && err.contains("No space left"),
+        "{err}"
+    );
+    assert!(err.contains("--no-journal"), "{err}");
+    // The program never ran.
+    assert_eq!(state(&ws), before);
+}
+
+#[test]
+fn an_undo_killed_midway_is_finished_by_the_next() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("many")).unwrap();
+    for i in 0..300 {
+        fs_err::write(ws.join(format!("many/{i}.txt")), format!("original {i}\n")).unwrap();
+    }
+    let before = state(&ws);
+    let script = "for f in many/*.txt; do echo changed > \"$f\"; done; mkdir more; for i in $(seq 300); do echo $i > more/$i; done; rm -r src";
+    ok(&exec_script(&home, &[], "sh", script).output().unwrap());
+    let session = changes(&home, &[])[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for delay_ms in [2, 10, 25] {
+        let mut child = KillOnDrop(
+            home.cordon(&["journal", "undo", "--session", &session])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+    }
+    let out = home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(state(&ws), before);
+}
