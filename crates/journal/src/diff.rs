@@ -60,7 +60,12 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
                 });
             }
             Some(new) => {
-                let content_changed = old.digest != new.digest || old.target != new.target;
+                // A file whose content was not kept changed if its metadata did.
+                let unknown_changed = old.kind == EntryKind::Unknown
+                    && (old.size, old.mtime_ns, old.ino, old.dev)
+                        != (new.size, new.mtime_ns, new.ino, new.dev);
+                let content_changed =
+                    old.digest != new.digest || old.target != new.target || unknown_changed;
                 let kind = if content_changed {
                     Some(ChangeKind::Modify)
                 } else if old.mode != new.mode {
@@ -85,11 +90,20 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
             created.insert(path, new);
         }
     }
-    // A path that could not be read on one side: nothing is known of a change to it.
+    // Below a directory that could not be walked before, nothing is known to be new. A
+    // path below one that cannot be walked now is taken as gone: its undo puts back what is
+    // missing and finds what is still there as it was (so nothing is hidden by making a
+    // directory unreadable).
     let unknown_before: HashSet<&str> = before.unknown.iter().map(String::as_str).collect();
-    let unknown_after: HashSet<&str> = after.unknown.iter().map(String::as_str).collect();
     created.retain(|path, _| !within(&unknown_before, path));
-    deleted.retain(|path, _| !within(&unknown_after, path));
+    // Something that could not be walked before, found under another name (a directory
+    // whose name is not UTF-8, renamed): not new, and neither is anything below it.
+    let moved: HashSet<&str> = created
+        .iter()
+        .filter(|(_, e)| before.unknown_ids.contains(&(e.dev, e.ino)))
+        .map(|(path, _)| *path)
+        .collect();
+    created.retain(|path, _| !within(&moved, path));
     // Renames: a deleted file and a created file with the same content and mode (else the
     // same content), paired in path order.
     let mut by_content: HashMap<(&str, u32), Vec<&str>> = HashMap::new();
@@ -194,25 +208,57 @@ mod tests {
     }
 
     #[test]
-    fn a_path_unread_on_one_side_is_never_created_or_deleted() {
+    fn nothing_below_a_path_unread_before_is_new_and_below_one_unread_now_all_is_gone() {
         let mut before = Manifest::default();
-        before.unknown.push("busy.db".into());
-        before.entries.insert("gone.txt".into(), file("a"));
-        let mut after = Manifest::default();
-        after.entries.insert("busy.db".into(), file("b"));
-        after.unknown.push("gone.txt".into());
-        assert_eq!(diff(&before, &after), []);
-    }
-
-    #[test]
-    fn nothing_below_an_unread_directory_is_deleted() {
-        let mut before = Manifest::default();
+        before.unknown.push("busy".into());
         before.entries.insert("locked/a.txt".into(), file("a"));
         before.entries.insert("lockedness.txt".into(), file("b"));
         let mut after = Manifest::default();
+        after.entries.insert("busy/db".into(), file("c"));
         after.unknown.push("locked".into());
         let changes = diff(&before, &after);
-        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, ["lockedness.txt"]);
+        let shown: Vec<(ChangeKind, &str)> =
+            changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
+        // `busy/db` may have been there: never removed by an undo. What a directory made
+        // unreadable held is recorded as gone, so its undo puts back what is missing.
+        assert_eq!(
+            shown,
+            [
+                (ChangeKind::Delete, "lockedness.txt"),
+                (ChangeKind::Delete, "locked/a.txt")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tree_not_walked_before_and_renamed_is_not_new() {
+        let mut before = Manifest::default();
+        before.unknown.push("\u{fffd}636166e9".into());
+        before.unknown_ids.push((1, 42));
+        let mut after = Manifest::default();
+        let mut dir = file("x");
+        dir.kind = EntryKind::Dir;
+        dir.ino = 42;
+        after.entries.insert("cafe".into(), dir);
+        after.entries.insert("cafe/thesis.txt".into(), file("t"));
+        after.entries.insert("new.txt".into(), file("n"));
+        let paths: Vec<String> = diff(&before, &after).into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, ["new.txt"]);
+    }
+
+    #[test]
+    fn a_file_not_kept_changes_when_its_metadata_does() {
+        let mut old = file("x");
+        old.kind = EntryKind::Unknown;
+        old.digest = None;
+        let mut new = old.clone();
+        new.size = 1 << 40;
+        let mut before = Manifest::default();
+        before.entries.insert("huge".into(), old);
+        let mut after = Manifest::default();
+        after.entries.insert("huge".into(), new);
+        let changes = diff(&before, &after);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Modify);
     }
 }

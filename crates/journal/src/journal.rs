@@ -20,9 +20,10 @@ use serde::Serialize;
 
 use crate::blobs::Blobs;
 use crate::diff::{diff, Change, ChangeKind};
-use crate::restore::{undo, Conflict};
-use crate::snapshot::{snapshot, Entry, Manifest, Options, Summary};
+use crate::restore::{undo_in, Conflict};
+use crate::snapshot::{snapshot_in, Entry, Manifest, Options, Summary};
 use crate::stage::{apply as apply_stage, staged, Applied, Staged};
+use crate::tree::Root;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -57,6 +58,20 @@ CREATE TABLE IF NOT EXISTS changes (
     undone_by INTEGER
 );
 CREATE INDEX IF NOT EXISTS changes_session ON changes(session, id);
+CREATE TABLE IF NOT EXISTS roots (
+    session TEXT NOT NULL,
+    root TEXT NOT NULL,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    PRIMARY KEY (session, root)
+);
+CREATE TABLE IF NOT EXISTS touched (
+    session TEXT NOT NULL,
+    root TEXT NOT NULL,
+    path TEXT NOT NULL,
+    before TEXT,
+    PRIMARY KEY (session, root, path)
+);
 CREATE TABLE IF NOT EXISTS stages (
     id INTEGER PRIMARY KEY,
     session TEXT NOT NULL,
@@ -321,6 +336,9 @@ impl Journal {
             ));
         }
         let path = dir.join("journal.db");
+        // Made readable by its owner alone before SQLite opens it: its log and shared-memory
+        // files take the same mode.
+        Self::open_private(&path)?;
         let conn = Connection::open(&path).map_err(|e| error("cannot open", &path, e))?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(BUSY)?;
@@ -459,16 +477,60 @@ impl Journal {
     /// Takes `root` and keeps its manifest; nothing recorded yet.
     fn take(
         &self,
-        root: &Path,
+        root: &Root,
         previous: Option<&Manifest>,
         options: &Options,
     ) -> io::Result<(Manifest, Summary, String)> {
         let mut options = options.clone();
         options.exclude.push(self.dir.clone());
-        let (manifest, summary) = snapshot(root, &self.blobs, previous, &options)?;
+        let (manifest, summary) = snapshot_in(root, &self.blobs, previous, &options)?;
         let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let digest = self.blobs.put(&bytes)?;
         Ok((manifest, summary, digest))
+    }
+
+    /// Records which directory `root` is for `session` (every later use checks it).
+    fn record_root(conn: &Connection, session: &str, root: &Root) -> rusqlite::Result<()> {
+        let (dev, ino) = root.identity();
+        conn.execute(
+            "INSERT OR IGNORE INTO roots (session, root, dev, ino) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                session,
+                root.path().to_string_lossy(),
+                i64::from_ne_bytes(dev.to_ne_bytes()),
+                i64::from_ne_bytes(ino.to_ne_bytes())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The identity recorded for `session`'s tree `root`.
+    fn root_identity(&self, session: &str, root: &Path) -> io::Result<(u64, u64)> {
+        let found: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT dev, ino FROM roots WHERE session = ?1 AND root = ?2",
+                params![session, root.to_string_lossy()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        let (dev, ino) = found.ok_or_else(|| {
+            error(
+                "the journal does not know which directory the session wrote",
+                root,
+                format!("session {session}"),
+            )
+        })?;
+        Ok((
+            u64::from_ne_bytes(dev.to_ne_bytes()),
+            u64::from_ne_bytes(ino.to_ne_bytes()),
+        ))
+    }
+
+    /// `session`'s tree `root`, open, and still the directory the session wrote.
+    fn open_root(&self, session: &str, root: &Path) -> io::Result<Root> {
+        Root::open_expecting(root, self.root_identity(session, root)?)
     }
 
     fn insert_snapshot(
@@ -516,12 +578,14 @@ impl Journal {
         let _lock = self.lock()?;
         let mut taken = Vec::new();
         let mut digests = Vec::new();
+        let mut opened = Vec::new();
         for root in roots {
             // A damaged earlier snapshot only costs reading everything again.
             let previous = self.latest_manifest(None, root).unwrap_or(None);
+            let tree = Root::open(root).map_err(|e| error("cannot take", root, e))?;
             let (manifest, summary, digest) = self
                 .take(
-                    root,
+                    &tree,
                     previous.as_ref(),
                     &Options {
                         baseline: false,
@@ -530,6 +594,7 @@ impl Journal {
                 )
                 .map_err(|e| error("cannot take", root, e))?;
             digests.push(digest);
+            opened.push(tree);
             taken.push(Taken {
                 root: root.clone(),
                 left_out: manifest.left_out,
@@ -551,7 +616,8 @@ impl Journal {
                     now_ns()
                 ],
             )?;
-            for (t, digest) in taken.iter().zip(&digests) {
+            for ((t, digest), tree) in taken.iter().zip(&digests).zip(&opened) {
+                Self::record_root(&tx, session, tree)?;
                 Self::insert_snapshot(&tx, session, &t.root, "start", digest, &t.summary)?;
             }
             Ok(())
@@ -560,6 +626,127 @@ impl Journal {
         tx.commit()
             .map_err(|e| error("cannot write the journal", &self.dir, e))?;
         Ok(taken)
+    }
+
+    /// Records `session` as writing in `roots` path by path ([`Journal::touch`] before each
+    /// first write of a path), not by snapshots: a skill's session.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be written.
+    pub fn open_session(
+        &mut self,
+        session: &str,
+        program: &str,
+        roots: &[PathBuf],
+    ) -> io::Result<()> {
+        if !valid_session(session) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{session}` is not a session id"),
+            ));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO sessions (session, program, roots, started_ns) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    session,
+                    program,
+                    serde_json::to_string(roots).unwrap_or_default(),
+                    now_ns()
+                ],
+            )
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        for root in roots {
+            let tree = Root::open(root).map_err(|e| error("cannot open", root, e))?;
+            Self::record_root(&self.conn, session, &tree)
+                .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps what `rel` (below `root`) is before `session` first writes it: its content in
+    /// the store, synced, and its entry recorded, before this returns. Later writes of the
+    /// same path in the session keep nothing more; the session's end (or a checkpoint)
+    /// records what became of each path touched.
+    ///
+    /// # Errors
+    ///
+    /// When the path cannot be read or the store or journal written: the write must not
+    /// happen then.
+    pub fn touch(&mut self, session: &str, root: &Path, rel: &str) -> io::Result<()> {
+        let root_text = root.to_string_lossy();
+        let known: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM touched WHERE session = ?1 AND root = ?2 AND path = ?3",
+                params![session, root_text, rel],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        if known.is_some() {
+            return Ok(());
+        }
+        let tree = self.open_root(session, root)?;
+        let before = crate::restore::read_entry(&tree, rel, &self.blobs)?;
+        self.blobs.sync()?;
+        self.conn
+            .execute(
+                "INSERT INTO touched (session, root, path, before) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    session,
+                    root_text,
+                    rel,
+                    before.as_ref().and_then(|e| serde_json::to_string(e).ok())
+                ],
+            )
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        Ok(())
+    }
+
+    /// The changes of the paths `session` touched: what each was, what it is now.
+    fn settle(&self, session: &str) -> io::Result<Vec<(PathBuf, Change)>> {
+        let read = || -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT root, path, before FROM touched WHERE session = ?1 ORDER BY root, path",
+            )?;
+            let rows = stmt.query_map(params![session], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            rows.collect()
+        };
+        let rows = read().map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        let mut out = Vec::new();
+        for (root, path, before) in rows {
+            let root = PathBuf::from(root);
+            let before: Option<Entry> = before.and_then(|b| serde_json::from_str(&b).ok());
+            let tree = self.open_root(session, &root)?;
+            let after = crate::restore::read_entry(&tree, &path, &self.blobs)?;
+            let kind = match (&before, &after) {
+                (None, None) => continue,
+                (None, Some(_)) => ChangeKind::Create,
+                (Some(_), None) => ChangeKind::Delete,
+                (Some(b), Some(a))
+                    if b.kind != a.kind || b.digest != a.digest || b.target != a.target =>
+                {
+                    ChangeKind::Modify
+                }
+                (Some(b), Some(a)) if b.mode != a.mode => ChangeKind::Mode,
+                _ => continue,
+            };
+            out.push((
+                root,
+                Change {
+                    kind,
+                    path,
+                    to: None,
+                    before,
+                    after,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Makes a stage for each of `roots` of `session` (`<journal>/stages/<session>/<n>/`,
@@ -601,8 +788,12 @@ impl Journal {
                     ],
                 )
                 .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+            let id = self.conn.last_insert_rowid();
+            let tree = Root::open(root).map_err(|e| error("cannot open", root, e))?;
+            Self::record_root(&self.conn, session, &tree)
+                .map_err(|e| error("cannot write the journal", &self.dir, e))?;
             out.push(StageRecord {
-                id: self.conn.last_insert_rowid(),
+                id,
                 session: session.to_owned(),
                 root: root.clone(),
                 dir,
@@ -679,9 +870,9 @@ impl Journal {
                 // The tree as the session found it (or as last journaled).
                 let baseline = self.latest_manifest(Some(session), &stage.root)?;
                 let baseline = baseline.unwrap_or_default();
-                let applied =
-                    apply_stage(&stage.upper(), &stage.root, &baseline, &stage.skip, force)
-                        .map_err(|e| error("cannot apply the stage", &stage.dir, e))?;
+                let tree = self.open_root(session, &stage.root)?;
+                let applied = apply_stage(&stage.upper(), &tree, &baseline, &stage.skip, force)
+                    .map_err(|e| error("cannot apply the stage", &stage.dir, e))?;
                 report.applied.push((stage.root.clone(), applied));
             }
         }
@@ -800,12 +991,17 @@ impl Journal {
         let mut found = Vec::new();
         for root in &record.roots {
             let baseline = self.latest_manifest(Some(session), root)?;
+            // A tree never taken (a session journaled path by path) is not taken now.
+            if baseline.is_none() {
+                continue;
+            }
             let options = Options {
                 baseline: true,
                 ..options.clone()
             };
+            let tree = self.open_root(session, root)?;
             let (manifest, summary, digest) = self
-                .take(root, baseline.as_ref(), &options)
+                .take(&tree, baseline.as_ref(), &options)
                 .map_err(|e| error("cannot take", root, e))?;
             let changes = baseline
                 .as_ref()
@@ -813,6 +1009,7 @@ impl Journal {
                 .unwrap_or_default();
             found.push((root.clone(), manifest.left_out, summary, digest, changes));
         }
+        let touched = self.settle(session)?;
         self.blobs.sync()?;
         let time = now_ns();
         let tx = self
@@ -821,6 +1018,19 @@ impl Journal {
             .map_err(|e| error("cannot write the journal", &self.dir, e))?;
         let mut out = Checkpoint::default();
         let write = |out: &mut Checkpoint| -> rusqlite::Result<()> {
+            for (root, change) in touched {
+                let id = insert_change(&tx, session, &root, time, &change, None)?;
+                out.changes.push(Recorded {
+                    id,
+                    session: session.to_owned(),
+                    root,
+                    time_ns: time,
+                    change,
+                    undoes: None,
+                    undone_by: None,
+                });
+            }
+            tx.execute("DELETE FROM touched WHERE session = ?1", params![session])?;
             for (root, left_out, summary, digest, changes) in found {
                 for change in changes {
                     let id = insert_change(&tx, session, &root, time, &change, None)?;
@@ -995,8 +1205,36 @@ impl Journal {
                 }
             }
             for group in batch.into_iter().filter(|g| !g.is_empty()) {
+                // Only where the tree is still the directory each session wrote.
+                let mut usable = Vec::new();
+                let mut tree: Option<Root> = None;
+                for recorded in group {
+                    let opened =
+                        self.root_identity(&recorded.session, &root)
+                            .and_then(|id| match &tree {
+                                Some(t) if t.identity() == id => Ok(()),
+                                Some(_) => Err(io::Error::other(
+                                    "the tree was replaced between the sessions selected",
+                                )),
+                                None => Root::open_expecting(&root, id).map(|t| tree = Some(t)),
+                            });
+                    match opened {
+                        Ok(()) => usable.push(recorded),
+                        Err(err) => report.conflicts.push((
+                            root.clone(),
+                            Conflict {
+                                path: recorded.change.path.clone(),
+                                reason: err.to_string(),
+                            },
+                        )),
+                    }
+                }
+                let (Some(tree), false) = (tree, usable.is_empty()) else {
+                    continue;
+                };
+                let group = usable;
                 let changes: Vec<Change> = group.iter().map(|r| r.change.clone()).collect();
-                let undone = undo(&root, &self.blobs, &changes, force)?;
+                let undone = undo_in(&tree, &self.blobs, &changes, force)?;
                 let time = now_ns();
                 let tx = self
                     .conn

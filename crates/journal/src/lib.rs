@@ -26,6 +26,7 @@ mod journal;
 mod restore;
 mod snapshot;
 mod stage;
+mod tree;
 
 pub use blobs::is_store_failure;
 pub use blobs::{Blobs, Digest};
@@ -34,6 +35,7 @@ pub use journal::{
     Checkpoint, Collected, Filter, Journal, Lock, Recorded, SessionMark, SessionRecord, Stats,
     Taken, UndoReport,
 };
-pub use restore::{undo, Conflict, Undone};
-pub use snapshot::{snapshot, Entry, EntryKind, Manifest, Options, Summary};
+pub use restore::{undo, undo_in, Conflict, Undone};
+pub use snapshot::{snapshot, snapshot_in, Entry, EntryKind, Manifest, Options, Summary};
 pub use stage::{apply as apply_stage, staged, Applied, Staged, StagedKind};
+pub use tree::{read_file, Root};

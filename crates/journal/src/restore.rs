@@ -1,16 +1,15 @@
 //! Undoing changes: each path put back exactly as it was (content, mode, link target,
 //! existence), only where it is still as the change left it.
 //!
-//! Every write goes through a descriptor of the path's parent opened beneath the root with no
-//! link followed (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): a directory of
-//! the tree replaced by a link to elsewhere makes that path's undo fail, never write outside
-//! the tree. Contents are written to a new file beside the path and renamed over it.
+//! Every write goes through a descriptor of the path's parent reached from the root one
+//! component at a time with no link followed ([`crate::tree`]): a directory of the tree
+//! replaced by a link to elsewhere makes that path's undo fail, never write outside the tree. Contents are written to a new file beside the path and renamed over it.
 
 use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
 
 use crate::blobs::Blobs;
@@ -37,32 +36,33 @@ pub struct Undone {
     pub conflicts: Vec<Conflict>,
 }
 
-fn resolve() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+use crate::tree::{parent, Root};
+
+/// The largest file whose content an undo or a path-by-path journal reads.
+const MAX_READ: u64 = 1 << 30;
+
+/// Which files' contents are read (hashed or kept): others are described by their metadata.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    /// Only files of these sizes (what they are compared with).
+    Sizes(&'a [u64]),
+    /// Every file up to [`MAX_READ`], kept in the store.
+    Keep(&'a Blobs),
 }
 
-/// The parent directory of `rel`, opened beneath `root`, and the last component.
-fn parent<'a>(root: &OwnedFd, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
-    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a path of the tree",
-        ));
-    }
-    let dir = if dir.is_empty() { "." } else { dir };
-    let fd = rustix::fs::openat2(
-        root,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        resolve(),
-    )?;
-    Ok((fd, name))
+/// What is at `rel` below `root` now, every file's content up to a size kept in `blobs`
+/// (larger ones are [`EntryKind::Unknown`]).
+pub(crate) fn read_entry(root: &Root, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
+    current_with(root.fd(), rel, Read::Keep(blobs))
 }
 
-/// What is at `rel` now, compared as the snapshot compares: kind, content, target, mode.
-fn current(root: &OwnedFd, rel: &str) -> io::Result<Option<Entry>> {
+/// What is at `rel` now, compared as the snapshot compares: kind, content (read only for
+/// a file of one of the sizes `sizes`: nothing else can match), target, mode.
+fn current(root: &OwnedFd, rel: &str, sizes: &[u64]) -> io::Result<Option<Entry>> {
+    current_with(root, rel, Read::Sizes(sizes))
+}
+
+fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<Entry>> {
     let (dir, name) = parent(root, rel)?;
     let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
@@ -72,23 +72,35 @@ fn current(root: &OwnedFd, rel: &str) -> io::Result<Option<Entry>> {
     let mut entry = crate::snapshot::entry_from_stat(&stat);
     match entry.kind {
         EntryKind::File => {
+            let wanted = match read {
+                Read::Sizes(sizes) => sizes.contains(&entry.size),
+                Read::Keep(_) => entry.size <= MAX_READ,
+            };
+            if !wanted {
+                if let Read::Keep(_) = read {
+                    entry.kind = EntryKind::Unknown;
+                }
+                return Ok(Some(entry));
+            }
             let fd = rustix::fs::openat(
                 &dir,
                 name,
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            // Compared with what was kept; nothing new is kept.
             let limit = entry.size;
-            let (digest, _) =
-                Blobs::hash_reader(std::io::Read::take(std::fs::File::from(fd), limit + 1))?;
+            let reader = std::io::Read::take(std::fs::File::from(fd), limit + 1);
+            let (digest, _) = match read {
+                Read::Keep(blobs) => blobs.put_reader(reader)?,
+                Read::Sizes(_) => Blobs::hash_reader(reader)?,
+            };
             entry.digest = Some(digest);
         }
         EntryKind::Symlink => {
             let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
             entry.target = Some(target.to_string_lossy().into_owned());
         }
-        EntryKind::Dir | EntryKind::Other => {}
+        EntryKind::Dir | EntryKind::Other | EntryKind::Unknown => {}
     }
     Ok(Some(entry))
 }
@@ -97,11 +109,27 @@ fn current(root: &OwnedFd, rel: &str) -> io::Result<Option<Entry>> {
 fn matches(found: Option<&Entry>, expected: Option<&Entry>) -> bool {
     match (found, expected) {
         (None, None) => true,
+        // A file whose content was not kept: the same file as far as its metadata tells.
+        (Some(f), Some(e)) if e.kind == EntryKind::Unknown => {
+            matches!(f.kind, EntryKind::File | EntryKind::Unknown)
+                && (f.size, f.mtime_ns, f.ino, f.dev, f.mode)
+                    == (e.size, e.mtime_ns, e.ino, e.dev, e.mode)
+        }
         (Some(f), Some(e)) => {
             f.kind == e.kind && f.digest == e.digest && f.target == e.target && f.mode == e.mode
         }
         _ => false,
     }
+}
+
+/// The sizes of files an undo compares what it finds with.
+fn sizes(entries: &[Option<&Entry>]) -> Vec<u64> {
+    entries
+        .iter()
+        .flatten()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.size)
+        .collect()
 }
 
 fn describe(entry: Option<&Entry>) -> String {
@@ -116,6 +144,7 @@ fn describe(entry: Option<&Entry>) -> String {
             EntryKind::Dir => format!("a directory (mode {:o})", e.mode),
             EntryKind::Symlink => format!("a link to `{}`", e.target.as_deref().unwrap_or("?")),
             EntryKind::Other => "a special file".into(),
+            EntryKind::Unknown => format!("a file of {} bytes whose content was not kept", e.size),
         },
     }
 }
@@ -189,6 +218,9 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
             Ok(rustix::fs::symlinkat(target, &dir, name)?)
         }
         EntryKind::Other => Err(io::Error::other("a FIFO, socket or device is not put back")),
+        EntryKind::Unknown => Err(io::Error::other(
+            "its content was not kept (too large, sparse or unreadable when it was taken)",
+        )),
     }
 }
 
@@ -214,12 +246,12 @@ fn safe_mode(mode: u32) -> u32 {
 /// Sets the mode of what is at `rel`, a file or a directory, without following a link and
 /// without opening it for reading (a file made unreadable still gets its mode back).
 fn chmod(root: &OwnedFd, rel: &str, mode: u32) -> io::Result<()> {
-    let fd = rustix::fs::openat2(
-        root,
-        rel,
+    let (dir, name) = parent(root, rel)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-        resolve(),
     )?;
     let stat = rustix::fs::fstat(&fd)?;
     if crate::snapshot::entry_from_stat(&stat).kind == EntryKind::Symlink {
@@ -242,11 +274,16 @@ fn chmod(root: &OwnedFd, rel: &str, mode: u32) -> io::Result<()> {
 /// When the root cannot be opened, or the store cannot be read or written; the changes
 /// undone before then are in place (and in no returned list).
 pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::Result<Undone> {
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    undo_in(&Root::open(root)?, blobs, changes, force)
+}
+
+/// [`undo`] in a root already open (and checked to be the tree the changes were made in).
+///
+/// # Errors
+///
+/// As [`undo`].
+pub fn undo_in(root: &Root, blobs: &Blobs, changes: &[Change], force: bool) -> io::Result<Undone> {
+    let root_fd = root.fd();
     let mut done = Undone::default();
     for (index, change) in order(changes) {
         let conflict = |done: &mut Undone, path: &str, reason: String| {
@@ -268,7 +305,8 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
                 change.before.as_ref(),
             ),
         };
-        let found = match current(&root_fd, &at) {
+        let sizes = sizes(&[left, back]);
+        let found = match current(root_fd, &at, &sizes) {
             Ok(found) => found,
             Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
             Err(err) => {
@@ -280,7 +318,8 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
         let already = match change.kind {
             ChangeKind::Rename => {
                 found.is_none()
-                    && current(&root_fd, &change.path).is_ok_and(|f| matches(f.as_ref(), back))
+                    && current(root_fd, &change.path, &sizes)
+                        .is_ok_and(|f| matches(f.as_ref(), back))
             }
             _ => matches(found.as_ref(), back),
         };
@@ -304,23 +343,23 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
         let result = match change.kind {
             ChangeKind::Create => found
                 .as_ref()
-                .map_or(Ok(()), |f| remove(&root_fd, &at, f.kind)),
+                .map_or(Ok(()), |f| remove(root_fd, &at, f.kind)),
             ChangeKind::Delete | ChangeKind::Modify => {
                 let removed_other_kind = match (&found, back) {
-                    (Some(f), Some(b)) if f.kind != b.kind => remove(&root_fd, &at, f.kind),
+                    (Some(f), Some(b)) if f.kind != b.kind => remove(root_fd, &at, f.kind),
                     _ => Ok(()),
                 };
                 removed_other_kind.and_then(|()| match back {
-                    Some(back) => put(&root_fd, &at, back, blobs),
+                    Some(back) => put(root_fd, &at, back, blobs),
                     None => Ok(()),
                 })
             }
             ChangeKind::Mode => match back {
-                Some(back) => chmod(&root_fd, &at, back.mode),
+                Some(back) => chmod(root_fd, &at, back.mode),
                 None => Ok(()),
             },
             ChangeKind::Rename => {
-                match current(&root_fd, &change.path) {
+                match current(root_fd, &change.path, &[]) {
                     Ok(None) => {}
                     Ok(Some(_)) if force => {}
                     Ok(Some(_)) => {
@@ -338,8 +377,8 @@ pub fn undo(root: &Path, blobs: &Blobs, changes: &[Change], force: bool) -> io::
                 } else {
                     rustix::fs::RenameFlags::NOREPLACE
                 };
-                parent(&root_fd, &at).and_then(|(from_dir, from_name)| {
-                    let (to_dir, to_name) = parent(&root_fd, &change.path)?;
+                parent(root_fd, &at).and_then(|(from_dir, from_name)| {
+                    let (to_dir, to_name) = parent(root_fd, &change.path)?;
                     Ok(rustix::fs::renameat_with(
                         &from_dir, from_name, &to_dir, to_name, flags,
                     )?)

@@ -3,12 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::{Blobs, Digest};
+use crate::tree::Root;
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +24,10 @@ pub enum EntryKind {
     Symlink,
     /// A FIFO, socket or device: its kind and mode only.
     Other,
+    /// A file whose content was not kept (larger than the limit, sparse, unreadable, or
+    /// changing while it was read): its metadata only. A change to or from it is recorded,
+    /// and cannot be undone.
+    Unknown,
 }
 
 /// One path of a tree.
@@ -79,10 +85,14 @@ pub struct Manifest {
     /// Paths left out because `.gitignore` (or `.git/info/exclude`) ignores them: the
     /// topmost of each ignored tree.
     pub left_out: Vec<String>,
-    /// Paths that exist and could not be read: what they held is unknown, so no change is
-    /// ever inferred for them (neither created nor deleted).
+    /// Paths that exist and could not be walked (a directory that cannot be opened or is
+    /// too deep, a name that is not UTF-8): nothing is inferred to be created below them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// The device and inode of each of [`Manifest::unknown`]: found again under another
+    /// name, it is not something new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_ids: Vec<(u64, u64)>,
     /// The ignore rules in force, by the file that holds them (`.gitignore` of each
     /// directory, `.git/info/exclude`), as they were read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -99,7 +109,8 @@ pub struct Options {
     pub baseline: bool,
     /// Files larger than this are not kept (they are unknown).
     pub max_file: u64,
-    /// Directories never entered (cordon's own store, when it lies in the tree).
+    /// Paths never taken: cordon's own store when it lies in the tree, and the secrets the
+    /// sandbox hides (the program cannot change them; their contents are never copied).
     pub exclude: Vec<PathBuf>,
 }
 
@@ -171,6 +182,17 @@ fn kind_of(stat: &rustix::fs::Stat) -> EntryKind {
     }
 }
 
+/// Whether the file `stat` describes is large and mostly holes.
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "the types of `stat`'s fields differ between architectures"
+)]
+fn is_sparse(stat: &rustix::fs::Stat) -> bool {
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    let on_disk = (stat.st_blocks as u64).saturating_mul(512);
+    size > SPARSE_FROM && on_disk < size / 2
+}
+
 /// Opens `rel` under `root` (a directory) for reading: no link followed anywhere on the way, nothing
 /// outside the root reached, no wait on a FIFO.
 fn open_beneath(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
@@ -229,11 +251,22 @@ pub fn snapshot(
     previous: Option<&Manifest>,
     options: &Options,
 ) -> io::Result<(Manifest, Summary)> {
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    snapshot_in(&Root::open(root)?, blobs, previous, options)
+}
+
+/// [`snapshot`] of a root already open (and checked to be the tree meant).
+///
+/// # Errors
+///
+/// As [`snapshot`].
+pub fn snapshot_in(
+    root: &Root,
+    blobs: &Blobs,
+    previous: Option<&Manifest>,
+    options: &Options,
+) -> io::Result<(Manifest, Summary)> {
+    let root_fd = rustix::io::dup(root.fd())?;
+    let root = root.path();
     let excluded = options
         .exclude
         .iter()
@@ -244,6 +277,7 @@ pub fn snapshot(
         })
         .collect();
     let baseline = previous.filter(|_| options.baseline);
+    let mut budget = MAX_RULE_LINES;
     let mut walk = Walk {
         blobs,
         options,
@@ -254,12 +288,13 @@ pub fn snapshot(
                 b.rules
                     .iter()
                     .filter_map(|(file, text)| {
-                        Some((dir_of(file).to_owned(), matcher(file, text)?))
+                        Some((dir_of(file).to_owned(), matcher(file, text, &mut budget)?))
                     })
                     .collect()
             })
             .unwrap_or_default(),
         rules: Vec::new(),
+        rule_lines: MAX_RULE_LINES,
         excluded,
         manifest: Manifest {
             root: root.to_path_buf(),
@@ -270,7 +305,7 @@ pub fn snapshot(
     if options.gitignore {
         // The repository's own exclusions, read as the `.gitignore` of the root.
         if let Some(text) = read_rules(&root_fd, ".git/info/exclude") {
-            if let Some(m) = matcher(".git/info/exclude", &text) {
+            if let Some(m) = matcher(".git/info/exclude", &text, &mut walk.rule_lines) {
                 walk.rules.push((String::new(), m));
             }
             walk.manifest.rules.insert(".git/info/exclude".into(), text);
@@ -286,6 +321,12 @@ const MAX_DEPTH: usize = 256;
 const MAX_LEFT_OUT: usize = 100;
 /// A rules file larger than this is not read (and nothing is left out for it).
 const MAX_RULES: u64 = 1 << 20;
+/// At most this many ignore rules in a walk (and as many from a baseline): rules beyond
+/// are not applied, and what they would leave out is taken.
+const MAX_RULE_LINES: usize = 4_000;
+/// A file larger than this that takes less than half its size on disk is sparse: its
+/// content is not copied (it would grow to its full size in the store).
+const SPARSE_FROM: u64 = 64 << 20;
 
 /// One walk of a tree.
 struct Walk<'a> {
@@ -297,6 +338,8 @@ struct Walk<'a> {
     baseline_rules: BTreeMap<String, ignore::gitignore::Gitignore>,
     /// The rules in force: (directory, matcher), outermost first.
     rules: Vec<(String, ignore::gitignore::Gitignore)>,
+    /// How many more rule lines may be compiled.
+    rule_lines: usize,
     /// Directories never entered (cordon's own), by device and inode.
     excluded: BTreeSet<(u64, u64)>,
     manifest: Manifest,
@@ -318,9 +361,17 @@ fn virtual_path(rel: &str) -> PathBuf {
 }
 
 /// The matcher of the rules file `file` holding `text`; `None` when it holds no rule.
-fn matcher(file: &str, text: &str) -> Option<ignore::gitignore::Gitignore> {
+fn matcher(file: &str, text: &str, budget: &mut usize) -> Option<ignore::gitignore::Gitignore> {
     let mut builder = ignore::gitignore::GitignoreBuilder::new(virtual_path(dir_of(file)));
     for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
         // A malformed line is skipped, as git does.
         let _ = builder.add_line(None, line);
     }
@@ -371,9 +422,20 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 impl Walk<'_> {
-    fn unknown(&mut self, rel: String) {
+    /// A path that cannot be walked: nothing below it is inferred created.
+    fn unknown(&mut self, rel: String, id: Option<(u64, u64)>) {
         self.manifest.unknown.push(rel.clone());
+        self.manifest.unknown_ids.extend(id);
         self.summary.skipped.push(rel);
+    }
+
+    /// A file whose content is not kept: recorded by its metadata.
+    fn not_kept(&mut self, rel: String, mut entry: Entry) {
+        entry.kind = EntryKind::Unknown;
+        entry.digest = None;
+        self.summary.skipped.push(rel.clone());
+        self.summary.files += 1;
+        self.manifest.entries.insert(rel, entry);
     }
 
     /// Whether `rel` is left out.
@@ -381,10 +443,12 @@ impl Walk<'_> {
         if !self.options.gitignore {
             return false;
         }
-        if let Some(baseline) = self.baseline {
-            if baseline.entries.contains_key(rel) {
-                return false;
-            }
+        // A path taken before stays taken: rules written since (by a program, say) never
+        // hide a change to what was there.
+        if self.previous.is_some_and(|p| p.entries.contains_key(rel)) {
+            return false;
+        }
+        if self.baseline.is_some() {
             // The baseline's rules, from the innermost directory out.
             let mut dirs = vec![""];
             dirs.extend(rel.match_indices('/').map(|(i, _)| &rel[..i]));
@@ -414,16 +478,31 @@ impl Walk<'_> {
         if self.options.gitignore && names.iter().any(|n| n == b".gitignore") {
             let file = join(rel, ".gitignore");
             if let Some(text) = read_rules(dir, ".gitignore") {
-                if let Some(m) = matcher(&file, &text) {
+                if let Some(m) = matcher(&file, &text, &mut self.rule_lines) {
                     self.rules.push((rel.to_owned(), m));
                 }
                 self.manifest.rules.insert(file, text);
             }
         }
         for name in names {
-            let Ok(name) = String::from_utf8(name) else {
-                self.unknown(join(rel, "\u{fffd}"));
-                continue;
+            let name = match String::from_utf8(name) {
+                Ok(name) => name,
+                Err(err) => {
+                    let bytes = err.into_bytes();
+                    let id = rustix::fs::statat(
+                        dir,
+                        std::ffi::OsStr::from_bytes(&bytes),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .ok()
+                    .map(|s| {
+                        let e = entry_from_stat(&s);
+                        (e.dev, e.ino)
+                    });
+                    let shown = format!("\u{fffd}{}", cordon_types::hex(&bytes));
+                    self.unknown(join(rel, &shown), id);
+                    continue;
+                }
             };
             let child = join(rel, &name);
             self.child(dir, &name, child, depth)?;
@@ -440,7 +519,7 @@ impl Walk<'_> {
         };
         let kind = kind_of(&stat);
         let mut entry = entry_of(&stat, kind);
-        if kind == EntryKind::Dir && self.excluded.contains(&(entry.dev, entry.ino)) {
+        if self.excluded.contains(&(entry.dev, entry.ino)) {
             return Ok(());
         }
         if self.ignored(&rel, kind == EntryKind::Dir) {
@@ -460,8 +539,8 @@ impl Walk<'_> {
                 if let Some(digest) = cached {
                     entry.digest = Some(digest);
                     self.summary.reused += 1;
-                } else if entry.size > self.options.max_file {
-                    self.unknown(rel);
+                } else if entry.size > self.options.max_file || is_sparse(&stat) {
+                    self.not_kept(rel, entry);
                     return Ok(());
                 } else {
                     match read_file(dir, name, self.blobs) {
@@ -469,14 +548,10 @@ impl Walk<'_> {
                             entry = read;
                             self.summary.read += 1;
                         }
-                        Ok(None) => {
-                            self.unknown(rel);
-                            return Ok(());
-                        }
                         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
                         Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
-                        Err(_) => {
-                            self.unknown(rel);
+                        Ok(None) | Err(_) => {
+                            self.not_kept(rel, entry);
                             return Ok(());
                         }
                     }
@@ -499,7 +574,8 @@ impl Walk<'_> {
                     })
                 });
                 let Some(sub) = sub.filter(|_| depth < MAX_DEPTH) else {
-                    self.unknown(rel);
+                    let id = (entry.dev, entry.ino);
+                    self.unknown(rel, Some(id));
                     return Ok(());
                 };
                 self.summary.dirs += 1;
@@ -509,11 +585,12 @@ impl Walk<'_> {
             EntryKind::Symlink => match rustix::fs::readlinkat(dir, name, Vec::new()) {
                 Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
                 Err(_) => {
-                    self.unknown(rel);
+                    let id = (entry.dev, entry.ino);
+                    self.unknown(rel, Some(id));
                     return Ok(());
                 }
             },
-            EntryKind::Other => {}
+            EntryKind::Other | EntryKind::Unknown => {}
         }
         self.manifest.entries.insert(rel, entry);
         Ok(())

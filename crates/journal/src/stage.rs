@@ -12,11 +12,12 @@ use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::restore::Conflict;
 use crate::snapshot::{Entry, EntryKind, Manifest};
+use crate::tree::{open_dir_at, parent, Root};
 
 /// What a staged path does to the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,10 +52,6 @@ pub struct Applied {
 /// At most this many directories deep.
 const MAX_DEPTH: usize = 256;
 
-fn resolve() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
-}
-
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -88,15 +85,6 @@ fn names(dir: &OwnedFd) -> io::Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn open_dir_at(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
 }
 
 /// Every path the stage at `upper` changes, parents before children.
@@ -152,26 +140,6 @@ fn list(dir: &OwnedFd, rel: &str, depth: usize, out: &mut Vec<Staged>) -> io::Re
     Ok(())
 }
 
-/// The parent of `rel` opened beneath `root`, and the last component.
-fn parent<'a>(root: &OwnedFd, rel: &'a str) -> io::Result<(OwnedFd, &'a str)> {
-    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-    if name.is_empty() || name == "." || name == ".." || name.contains('\u{fffd}') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a path of the tree",
-        ));
-    }
-    let dir = if dir.is_empty() { "." } else { dir };
-    let fd = rustix::fs::openat2(
-        root,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        resolve(),
-    )?;
-    Ok((fd, name))
-}
-
 /// Removes `name` of `dir`, a whole tree if it is a directory, never following a link.
 fn remove_tree(dir: &OwnedFd, name: &str, depth: usize) -> io::Result<()> {
     let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -193,7 +161,7 @@ fn remove_tree(dir: &OwnedFd, name: &str, depth: usize) -> io::Result<()> {
 }
 
 /// What is at `name` of `dir` now, as the snapshot compares it (content hashed, nothing kept).
-fn found(dir: &OwnedFd, name: &str) -> io::Result<Option<Entry>> {
+fn found(dir: &OwnedFd, name: &str, sizes: Option<&[u64]>) -> io::Result<Option<Entry>> {
     let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -201,6 +169,7 @@ fn found(dir: &OwnedFd, name: &str) -> io::Result<Option<Entry>> {
     };
     let mut entry = crate::snapshot::entry_from_stat(&stat);
     match entry.kind {
+        EntryKind::File if sizes.is_some_and(|s| !s.contains(&entry.size)) => {}
         EntryKind::File => {
             let fd = rustix::fs::openat(
                 dir,
@@ -219,7 +188,7 @@ fn found(dir: &OwnedFd, name: &str) -> io::Result<Option<Entry>> {
             let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
             entry.target = Some(target.to_string_lossy().into_owned());
         }
-        EntryKind::Dir | EntryKind::Other => {}
+        EntryKind::Dir | EntryKind::Other | EntryKind::Unknown => {}
     }
     Ok(Some(entry))
 }
@@ -247,7 +216,7 @@ fn unchanged(now: Option<&Entry>, baseline: Option<&Entry>) -> bool {
 /// conflict.
 pub fn apply(
     upper: &Path,
-    root: &Path,
+    root: &Root,
     baseline: &Manifest,
     skip: &[String],
     force: bool,
@@ -257,13 +226,8 @@ pub fn apply(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     let mut walk = ApplyWalk {
-        root: &root_fd,
+        root: root.fd(),
         baseline,
         skip,
         force,
@@ -331,7 +295,12 @@ impl ApplyWalk<'_> {
         if under(&self.baseline.left_out, rel) {
             return true;
         }
-        let now = match found(dir, name) {
+        let sizes: Vec<u64> = [self.baseline.entries.get(rel), wanted]
+            .into_iter()
+            .flatten()
+            .map(|e| e.size)
+            .collect();
+        let now = match found(dir, name, Some(&sizes)) {
             Ok(now) => now,
             Err(err) => {
                 self.conflict(rel, format!("cannot be read: {err}"));
@@ -386,7 +355,7 @@ impl ApplyWalk<'_> {
             FileType::Directory => {
                 let sub = open_dir_at(upper, name)?;
                 let opaque = is_opaque(&sub);
-                let now = found(&dir, last)?;
+                let now = found(&dir, last, Some(&[]))?;
                 if now.as_ref().is_some_and(|n| n.kind != EntryKind::Dir) {
                     if !self.may_replace(&dir, last, rel, None) {
                         return Ok(());
@@ -428,7 +397,7 @@ impl ApplyWalk<'_> {
                 Ok(())
             }
             FileType::RegularFile => {
-                let wanted = found(upper, name)?;
+                let wanted = found(upper, name, None)?;
                 if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
                     return Ok(());
                 }
@@ -474,7 +443,7 @@ impl ApplyWalk<'_> {
                 Ok(())
             }
             FileType::Symlink => {
-                let wanted = found(upper, name)?;
+                let wanted = found(upper, name, None)?;
                 if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
                     return Ok(());
                 }

@@ -179,10 +179,16 @@ fn rules_written_during_a_run_hide_no_change_to_what_was_there() {
     assert!(after.left_out.iter().any(|p| p == "target"));
     assert!(after.left_out.iter().any(|p| p == "new.secret"));
 
-    // Taken as a fresh tree (a new session), the rules in force are today's.
-    let (fresh, _) = snapshot(&root, &blobs, Some(&before), &Options::default()).unwrap();
+    // The next session's start: a path taken before stays taken whatever the rules now say
+    // (a program's `.gitignore` cannot hide the next session's deletion of it); what the
+    // rules no longer ignore is taken.
+    let (next, _) = snapshot(&root, &blobs, Some(&before), &Options::default()).unwrap();
+    assert!(next.entries.contains_key("src/main.rs"));
+    assert!(next.entries.contains_key("target/out"));
+    assert!(!next.entries.contains_key("new.secret"));
+    // Without a previous tree, today's rules alone.
+    let (fresh, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
     assert!(!fresh.entries.contains_key("src/main.rs"));
-    assert!(fresh.entries.contains_key("target/out"));
 }
 
 #[test]
@@ -202,4 +208,22 @@ fn the_store_in_the_tree_is_not_taken() {
     assert!(second.entries.contains_key("a.txt"));
     assert!(!second.entries.keys().any(|p| p.contains("cordon-journal/")));
     assert_eq!(diff(&first, &second), []);
+}
+
+#[test]
+fn ignore_rules_beyond_the_budget_are_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(root.join("zzz")).unwrap();
+    fs_err::write(root.join("zzz/f"), "kept").unwrap();
+    // A rules file a program made to stall every later snapshot: its rules past the budget
+    // are dropped, and what they would leave out is taken.
+    let mut rules: String = (0..10_000)
+        .map(|i| format!("**/x{i}*y?z[ab]*/**/q{i}\n"))
+        .collect();
+    rules.push_str("zzz/\n");
+    fs_err::write(root.join(".gitignore"), rules).unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let (manifest, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
+    assert!(manifest.entries.contains_key("zzz/f"));
 }

@@ -268,3 +268,37 @@ fn an_undo_never_makes_a_set_id_program() {
         & 0o7777;
     assert_eq!(mode, 0o755);
 }
+
+#[test]
+fn paths_longer_than_the_kernel_takes_at_once_are_undone() {
+    use rustix::fs::{Mode, OFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(&root).unwrap();
+    fs_err::write(root.join("main.rs"), "fn main() {}\n").unwrap();
+    let before = take(&root, &blobs);
+    // Twenty levels of 250-character names: 5,000 bytes, past PATH_MAX.
+    let name = "d".repeat(250);
+    let mut fd =
+        rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..20 {
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    let root_fd =
+        rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    rustix::fs::renameat(&root_fd, "main.rs", &fd, "main.rs").unwrap();
+    let after = take(&root, &blobs);
+    let changes = diff(&before, &after);
+    assert!(changes.iter().any(|c| c.kind == ChangeKind::Rename));
+    let undone = undo(&root, &blobs, &changes, false).unwrap();
+    assert_eq!(undone.conflicts, []);
+    assert_eq!(shape(&take(&root, &blobs)), shape(&before));
+}

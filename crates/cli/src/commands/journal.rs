@@ -292,6 +292,10 @@ fn describe(entry: Option<&Entry>) -> String {
                 shown(e.target.as_deref().unwrap_or_default())
             ),
             EntryKind::Other => "a FIFO, socket or device".into(),
+            EntryKind::Unknown => format!(
+                "{} bytes, content not kept (too large, sparse or unreadable), mode {:o}",
+                e.size, e.mode
+            ),
         },
     }
 }
@@ -531,7 +535,7 @@ impl UndoCommand {
                             || (r.change.to.is_none() && r.change.path == conflict.path))
                 })
                 .and_then(|r| content(journal.blobs(), r.change.after.as_ref()));
-            let now = read_regular(&path);
+            let now = read_regular(root, &conflict.path);
             if left.is_some() || now.is_some() {
                 let label = shown(&conflict.path);
                 eprintln!(
@@ -547,7 +551,7 @@ impl UndoCommand {
         }
         if !report.conflicts.is_empty() {
             eprintln!(
-                "{} undone, {} left as they are; `--force` overwrites them",
+                "{} undone, {} left as they are; `--force` overwrites those changed since (never through a link, nor outside the tree)",
                 report.undone.len(),
                 report.conflicts.len()
             );
@@ -563,23 +567,12 @@ impl UndoCommand {
     }
 }
 
-/// A regular file's content for showing (no link followed, no wait, bounded).
-fn read_regular(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_DIFF as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(bytes)
+/// A regular file's content below `root`, for showing (no link followed, no wait, bounded).
+fn read_regular(root: &Path, rel: &str) -> Option<Vec<u8>> {
+    let root = cordon_journal::Root::open(root).ok()?;
+    cordon_journal::read_file(&root, rel, MAX_DIFF as u64 + 1)
+        .ok()
+        .flatten()
 }
 
 impl CheckpointCommand {

@@ -696,3 +696,188 @@ fn an_undo_killed_midway_is_finished_by_the_next() {
     ok(&out);
     assert_eq!(state(&ws), before);
 }
+
+#[test]
+fn an_undo_never_follows_a_tree_swapped_for_a_link() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    let sub = ws.join("sub");
+    let outside = home.path().join("outside");
+    fs_err::create_dir_all(&sub).unwrap();
+    fs_err::create_dir_all(&outside).unwrap();
+    fs_err::write(sub.join("config"), "mine\n").unwrap();
+    fs_err::write(outside.join("config"), "precious\n").unwrap();
+    fs_err::write(outside.join("secret.txt"), "precious\n").unwrap();
+    // A session in the inner tree changes a file...
+    let mut inner = exec_script(&home, &[], "sh", "echo agent > config");
+    inner.current_dir(&sub);
+    ok(&inner.output().unwrap());
+    let session = changes(&home, &[])[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // ...and a session in the outer one puts a link to elsewhere in the inner tree's place.
+    let swap = format!("mv sub sub.real && ln -s {} sub", outside.display());
+    ok(&exec_script(&home, &[], "sh", &swap).output().unwrap());
+    for force in [false, true] {
+        let mut args = vec!["journal", "undo", "--session", session.as_str()];
+        if force {
+            args.push("--force");
+        }
+        let out = home.cordon(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("link"), "{}", stderr(&out));
+    }
+    assert_eq!(
+        fs_err::read_to_string(outside.join("config")).unwrap(),
+        "precious\n"
+    );
+    assert!(outside.join("secret.txt").exists());
+    // Nor does a checkpoint read what the link leads to.
+    let out = home
+        .cordon(&["journal", "checkpoint", &session])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = changes(&home, &["--session", &session]);
+    assert!(!log.iter().any(|c| c["path"] == "secret.txt"), "{log:?}");
+}
+
+#[test]
+fn files_made_unreadable_huge_or_sparse_are_journaled_and_their_originals_put_back() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("important")).unwrap();
+    fs_err::write(ws.join("important/thesis.txt"), "thesis\n").unwrap();
+    fs_err::write(ws.join("readme"), "keep\n").unwrap();
+    let before = state(&ws);
+    // Each replaced by a sparse file of 2 GiB: none of their content is copied.
+    let script = "rm -rf important && truncate -s 2G important && truncate -s 2G readme";
+    ok(&exec_script(&home, &[], "sh", script).output().unwrap());
+    let list = changes(&home, &[]);
+    let paths: Vec<&str> = list.iter().map(|c| c["path"].as_str().unwrap()).collect();
+    for path in ["important", "important/thesis.txt", "readme"] {
+        assert!(paths.contains(&path), "{path} not in {paths:?}");
+    }
+    let session = list[0]["session"].as_str().unwrap().to_owned();
+    let out = home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(state(&ws), before);
+    let stats = json(
+        &home
+            .cordon(&["journal", "stats", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(stats["blob_bytes"].as_u64().unwrap() < 1 << 20, "{stats}");
+}
+
+#[test]
+fn a_gitignore_planted_in_one_session_hides_nothing_in_the_next() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("important")).unwrap();
+    fs_err::write(ws.join("important/thesis.txt"), "thesis\n").unwrap();
+    let before = state(&ws);
+    ok(
+        &exec_script(&home, &[], "sh", "echo important/ >> .gitignore")
+            .output()
+            .unwrap(),
+    );
+    ok(&exec_script(&home, &[], "sh", "rm -rf important")
+        .output()
+        .unwrap());
+    ok(&home
+        .cordon(&["journal", "undo", "--since", "1h"])
+        .output()
+        .unwrap());
+    assert_eq!(state(&ws), before);
+}
+
+#[test]
+fn the_journal_and_the_audit_key_are_hidden_from_the_program() {
+    if !sandbox_ready() {
+        return;
+    }
+    // The home as the workspace (asked for explicitly): cordon's data lies inside it.
+    let home = Home::new();
+    home.remember_home_grant();
+    let secret = home.path().join(".ssh/id_ed25519");
+    let mut first = exec_script(&home, &["--unsafe-broad-write"], "sh", "true");
+    first.current_dir(home.path());
+    ok(&first.output().unwrap());
+    let journal = home.path().join("data/cordon/journal");
+    assert!(journal.join("journal.db").exists());
+    let probe = format!(
+        "ls {j}/blobs 2>/dev/null | wc -l; cat {k} 2>/dev/null | wc -c; P=PRIVATE; grep -rl \"$P KEY\" {j} 2>/dev/null | wc -l",
+        j = journal.display(),
+        k = home.audit_db().with_extension("db.key").display()
+    );
+    let mut second = exec_script(&home, &["--unsafe-broad-write"], "sh", &probe);
+    second.current_dir(home.path());
+    let out = second.output().unwrap();
+    ok(&out);
+    let counts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(counts, ["0", "0", "0"], "{}", stderr(&out));
+    // The secret the view hides was never copied into the store either.
+    let grep = std::process::Command::new("grep")
+        .args(["-rl", "PRIVATE KEY"])
+        .arg(journal.join("blobs"))
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    assert!(secret.exists());
+}
+
+#[test]
+fn a_directory_whose_name_is_not_utf8_renamed_is_not_taken_for_new() {
+    use std::os::unix::ffi::OsStrExt;
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    let odd = ws.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs_err::create_dir_all(&odd).unwrap();
+    fs_err::write(odd.join("thesis.txt"), "thesis\n").unwrap();
+    ok(&exec_script(&home, &[], "sh", "mv caf* cafe")
+        .output()
+        .unwrap());
+    let out = home
+        .cordon(&["journal", "undo", "--since", "1h"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        stderr(&out)
+    );
+    // The person's thesis is still there (under the new name): never removed as "created".
+    assert_eq!(
+        fs_err::read_to_string(ws.join("cafe/thesis.txt")).unwrap(),
+        "thesis\n"
+    );
+    // The journal is its owner's alone.
+    use std::os::unix::fs::MetadataExt;
+    let db = home.path().join("data/cordon/journal/journal.db");
+    assert_eq!(fs_err::metadata(db).unwrap().mode() & 0o077, 0);
+}

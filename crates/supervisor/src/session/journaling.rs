@@ -44,6 +44,32 @@ pub(super) fn roots(write: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// cordon's files that no sandbox may see: the journal (made now, so the view can hide it)
+/// and the audit log's signing key.
+pub(super) fn hidden_paths(
+    config: &CordonConfig,
+    supervisor: &crate::Supervisor,
+    run: bool,
+) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = config.journal_dir() {
+        if run {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            let made = builder.create(&dir);
+            if let Err(err) = made {
+                tracing::debug!("cannot make the journal's directory yet: {err}");
+            }
+        }
+        out.push(crate::real_path(&dir));
+    }
+    if let Some(db) = supervisor.audit_path() {
+        out.push(crate::real_path(&cordon_audit::key_path_for(db)));
+    }
+    out
+}
+
 /// What [`begin`] gives: the session's journal and the trees taken (`None` when journaling
 /// is off), or why the trees could not be taken.
 pub(super) type Begun = Result<Option<(Journaling, Vec<Taken>)>, String>;
@@ -59,13 +85,13 @@ pub(super) fn begin(
     id: &str,
     program: &str,
     roots: &[PathBuf],
-    own: &[PathBuf],
+    exclude: &[PathBuf],
 ) -> Begun {
     let Some(dir) = config.journal_dir() else {
         return Ok(None);
     };
     let mut options = config.journal_options();
-    options.exclude.extend(own.iter().cloned());
+    options.exclude.extend(exclude.iter().cloned());
     let fail = |err: std::io::Error| {
         format!("cannot journal the session's writable trees, so its changes could not be undone: {err}")
     };

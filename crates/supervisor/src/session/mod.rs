@@ -452,29 +452,43 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     });
     // A dry run asks no one: it shows the obligations the launch would carry out.
     let asking = run.then_some(&consent);
-    let (mut audit, grants) = decide(&supervisor, asking, &request, &own, requested, &kernel)?;
+    let (mut audit, mut grants) = decide(&supervisor, asking, &request, &own, requested, &kernel)?;
     tracing::debug!("decided after {:?}", started.elapsed());
-    let mut journaling = None;
     if run {
         audit.start_commit();
         protect::create_own_dirs(&own, &protect::own_files(&request.config), &grants.write)
             .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
-        // The writable trees are taken on a thread of their own while the view is planned
-        // and built; the program is released only once they are.
-        let roots = journaling::roots(&grants.write);
-        let (config, id, own) = (request.config.clone(), id.clone(), own.clone());
-        let program = request.command.join(" ");
-        let spawned = std::thread::Builder::new()
-            .name("cordon-journal".into())
-            .spawn(move || journaling::begin(&config, &id, &program, &roots, &own))
-            .map_err(|e| setup(format!("cannot start the journal: {e}")));
-        journaling = Some(spawned.map_err(|e| audit.refuse(Outcome::Failed, e))?);
+    }
+    // What cordon keeps about the sessions is never in a program's view: the journal holds
+    // copies of what the trees held (secrets the view hides included, before they were
+    // left out), the audit log's key signs its checkpoints.
+    for hidden in journaling::hidden_paths(&request.config, &supervisor, run) {
+        grants.mask.push(format!("{}/", hidden.display()));
     }
     let (uid, _) = sys::real_ids();
     let home = real_path(&dirs::home_dir().unwrap_or_else(|| PathBuf::from("/")));
     let plan = cordon_sandbox::plan::plan(&grants, &home, uid, &read)
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     tracing::debug!("planned after {:?}", started.elapsed());
+    let mut journaling = None;
+    if run {
+        // The writable trees are taken on a thread of their own while the view is built;
+        // the program is released only once they are. What the view hides is not taken.
+        let roots = journaling::roots(&grants.write);
+        let mut exclude = own.clone();
+        exclude.extend(plan.mounts.iter().filter_map(|op| match op {
+            cordon_sandbox::plan::MountOp::MaskFile { path }
+            | cordon_sandbox::plan::MountOp::MaskDir { path } => Some(path.clone()),
+            _ => None,
+        }));
+        let (config, id) = (request.config.clone(), id.clone());
+        let program = request.command.join(" ");
+        let spawned = std::thread::Builder::new()
+            .name("cordon-journal".into())
+            .spawn(move || journaling::begin(&config, &id, &program, &roots, &exclude))
+            .map_err(|e| setup(format!("cannot start the journal: {e}")));
+        journaling = Some(spawned.map_err(|e| audit.refuse(Outcome::Failed, e))?);
+    }
     let mut plan = plan;
     if let (Some(_), true) = (request.stage, run) {
         journaling::stage(&request.config, &id, &mut plan)
