@@ -60,7 +60,8 @@ fn rights_for(path: &Path, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
 ///
 /// # Errors
 ///
-/// [`SandboxError::GrantPath`] naming a grant that cannot be opened (it must exist),
+/// [`SandboxError::GrantPath`] naming a grant that cannot be opened (it must exist; one this
+/// process has no permission to reach gets no rule),
 /// [`SandboxError::Landlock`] when the kernel has no Landlock at all or refuses the rules.
 pub fn restrict_current_thread(grants: &Rules) -> Result<Enforcement, SandboxError> {
     let landlock = |e: landlock::RulesetError| SandboxError::Landlock(Box::new(e));
@@ -98,10 +99,19 @@ pub fn restrict_current_thread(grants: &Rules) -> Result<Enforcement, SandboxErr
     let write = AccessFs::from_all(ABI_WANTED);
     for (paths, rights) in [(&grants.read, read), (&grants.write, write)] {
         for path in paths {
-            let fd = PathFd::new(path).map_err(|e| SandboxError::GrantPath {
-                path: path.clone(),
-                source: Box::new(e),
-            })?;
+            let fd = match PathFd::new(path) {
+                Ok(fd) => fd,
+                // A path this process may not even reach (below a directory of another
+                // owner's, say cordon's own 0700 state beside a hidden file): nothing below
+                // it could be used anyway, and no rule grants less.
+                Err(e) if permission_denied(&e) => continue,
+                Err(e) => {
+                    return Err(SandboxError::GrantPath {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    })
+                }
+            };
             ruleset = ruleset
                 .add_rule(PathBeneath::new(fd, rights_for(path, rights)))
                 .map_err(landlock)?;
@@ -113,4 +123,16 @@ pub fn restrict_current_thread(grants: &Rules) -> Result<Enforcement, SandboxErr
         RulesetStatus::PartiallyEnforced => Ok(Enforcement::Partial),
         RulesetStatus::NotEnforced => Err(SandboxError::LandlockUnavailable),
     }
+}
+
+/// Whether opening a rule's path failed for want of permission.
+fn permission_denied(err: &landlock::PathFdError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::PermissionDenied;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -37,6 +37,19 @@ pub struct PipelineGate {
     names: std::sync::Mutex<cordon_egress::exfil::SubdomainWindow>,
     #[cfg(target_os = "linux")]
     consent: Option<Arc<crate::consent::Broker>>,
+    /// Keeps what a path is before a write allowed with a `journal` obligation.
+    journal: Option<Arc<dyn WriteJournal>>,
+}
+
+/// Carries out a `journal` obligation: what a path is, kept before the write the decision
+/// allows happens (a skill's file calls).
+pub trait WriteJournal: Send + Sync + std::fmt::Debug {
+    /// Keeps what `path` is now, durably, before it is written.
+    ///
+    /// # Errors
+    ///
+    /// Why it could not be kept: the write is denied then.
+    fn before_write(&self, path: &std::path::Path) -> Result<(), String>;
 }
 
 /// Bounds what a flood of denied requests writes to the audit log (each record is a durable
@@ -102,7 +115,15 @@ impl PipelineGate {
             )),
             #[cfg(target_os = "linux")]
             consent: None,
+            journal: None,
         }
+    }
+
+    /// The same gate carrying out `journal` obligations on file decisions with `journal`.
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<dyn WriteJournal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// The same gate carrying out `consent` obligations by asking `broker`: the connection
@@ -121,23 +142,58 @@ impl PipelineGate {
         self
     }
 
-    fn carried(&self, capability: &Capability, action: &str) -> &'static [&'static str] {
+    fn carried(&self, capability: &Capability, action: &str) -> Vec<&'static str> {
         let http = matches!(
             (capability.as_str(), action),
             ("net", "http") | ("file", "read")
         );
         #[cfg(target_os = "linux")]
-        if self.consent.is_some() {
-            return if http {
-                CARRIED_HTTP_WITH_CONSENT
-            } else {
-                CARRIED_WITH_CONSENT
-            };
+        let consent = self.consent.is_some();
+        #[cfg(not(target_os = "linux"))]
+        let consent = false;
+        let mut carried = match (http, consent) {
+            (true, true) => CARRIED_HTTP_WITH_CONSENT,
+            (false, true) => CARRIED_WITH_CONSENT,
+            (true, false) => CARRIED_HTTP,
+            (false, false) => CARRIED,
         }
-        if http {
-            CARRIED_HTTP
-        } else {
-            CARRIED
+        .to_vec();
+        if self.journal.is_some() && capability.as_str() == "file" {
+            carried.push("journal");
+        }
+        carried
+    }
+
+    /// Carries out a `journal` obligation of a file allowance: what the path is now is kept
+    /// before the write happens; a path that cannot be kept denies.
+    fn journal_before(
+        &self,
+        capability: &Capability,
+        decided: crate::Unrecorded,
+    ) -> crate::Unrecorded {
+        let Some(journal) = &self.journal else {
+            return decided;
+        };
+        let asked = capability.as_str() == "file"
+            && decided.decision().allow
+            && decided
+                .decision()
+                .obligations
+                .iter()
+                .any(|o| o.kind() == "journal");
+        if !asked {
+            return decided;
+        }
+        let path = decided
+            .input()
+            .and_then(|input| input["resource"]["path"].as_str())
+            .map(std::path::PathBuf::from);
+        match path.map(|p| journal.before_write(&p)) {
+            Some(Ok(())) => decided,
+            Some(Err(why)) => decided.deny(&format!(
+                "denied because the write could not be journaled: {why}"
+            )),
+            None => decided.deny("denied because the write names no path to journal"),
         }
     }
 
@@ -308,9 +364,10 @@ impl PipelineGate {
                     capability,
                     pipeline
                         .decide_unrecorded(capability, input)
-                        .require_carried(self.carried(capability, action)),
+                        .require_carried(&self.carried(capability, action)),
                     resolving,
                 );
+                let decided = self.journal_before(capability, decided);
                 if !record_allowed && decided.decision().allow {
                     decided.without_record()
                 } else {

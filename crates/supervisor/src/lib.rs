@@ -44,7 +44,7 @@ use cordon_audit::{JsonlSink, Store, StoreOptions};
 use cordon_policy::{CacheUse, Policy, PolicySource};
 use cordon_types::{AuditSink, InputBuilder, InputEnv};
 pub use error::{Result, SetupError};
-pub use gate::PipelineGate;
+pub use gate::{PipelineGate, WriteJournal};
 pub use pipeline::{real_path, Decided, Generation, Pipeline, PolicyCell, Unrecorded};
 
 /// A started cordon: the loaded policy and the pipeline that uses it.

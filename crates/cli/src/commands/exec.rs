@@ -206,13 +206,7 @@ impl ExecCommand {
                 );
             }
         }
-        if let (Some(changes @ 1..), false) = (ended.journaled, cli.quiet) {
-            eprintln!(
-                "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
-                if changes == 1 { "" } else { "s" },
-                id = ended.id
-            );
-        }
+        super::shared::report_journaled(cli, &ended.id, ended.journaled);
         tracing::debug!("session ended after {:?}", started.elapsed());
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
     }

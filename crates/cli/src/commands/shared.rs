@@ -97,3 +97,13 @@ pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
     };
     Some(seconds.map(std::time::Duration::from_secs))
 }
+
+/// Tells the person how many changes a session journaled, and how to see and undo them.
+pub fn report_journaled(cli: &Cli, id: &str, changes: Option<usize>) {
+    if let (Some(changes @ 1..), false) = (changes, cli.quiet) {
+        eprintln!(
+            "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
+            if changes == 1 { "" } else { "s" },
+        );
+    }
+}

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 
-use super::common::{assert_stderr_has, json, stdout, wait_until, Home, KillOnDrop, Listener};
+use super::common::{
+    assert_stderr_has, json, stderr, stdout, wait_until, Home, KillOnDrop, Listener,
+};
 
 /// An example skill, built by `cargo xtask skills`.
 fn skill(name: &str) -> String {
@@ -91,11 +93,10 @@ fn the_hostile_skill_is_denied_every_way_out_and_each_denial_is_recorded() {
     );
 
     let hostile = skill("hostile");
-    let attempts: [&[&str]; 4] = [
+    let attempts: [&[&str]; 3] = [
         &["read", "/work/../outside.txt"],
         &["read", "/work/link.md"],
         &["open-at", "/etc/passwd"],
-        &["write", "/work/planted.sh"],
     ];
     for attempt in attempts {
         let out = run(
@@ -106,7 +107,6 @@ fn the_hostile_skill_is_denied_every_way_out_and_each_denial_is_recorded() {
         assert!(text.starts_with("denied:"), "{attempt:?}: {text}");
         assert!(!out.status.success());
     }
-    assert!(!home.workspace().join("planted.sh").exists());
 
     let denied: Vec<(String, String, String)> = records(&home)
         .iter()
@@ -132,12 +132,87 @@ fn the_hostile_skill_is_denied_every_way_out_and_each_denial_is_recorded() {
         denied.iter().any(|(_, p, _)| p == "/etc/passwd"),
         "{denied:?}"
     );
-    let planted = home.workspace().join("planted.sh").display().to_string();
-    let (_, _, why) = denied
-        .iter()
-        .find(|(a, p, _)| a == "create" && *p == planted)
+}
+
+#[test]
+fn a_skills_writes_are_journaled_before_they_happen_and_undone() {
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::write(ws.join("notes.md"), "my notes\n").unwrap();
+    let hostile = skill("hostile");
+    for attempt in [
+        ["write", "/work/planted.sh"],
+        ["create-rw", "/work/notes.md"],
+    ] {
+        let out = run(
+            &home,
+            &[&["--dir", ".::/work", &hostile, "--"], &attempt[..]].concat(),
+        );
+        assert!(out.status.success(), "{attempt:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("journaled"), "{}", stderr(&out));
+    }
+    assert_eq!(
+        fs_err::read_to_string(ws.join("notes.md")).unwrap(),
+        "overwritten by a skill\n"
+    );
+    let log = home
+        .cordon(&["journal", "log", "-n", "0", "--json"])
+        .output()
         .unwrap();
-    assert!(why.contains("journal"), "writes wait for journaling: {why}");
+    let changes: Vec<serde_json::Value> = String::from_utf8_lossy(&log.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("create", "planted.sh"), ("modify", "notes.md")]);
+    // Each write's decision carried the obligation, and was recorded.
+    let journaled = records(&home)
+        .iter()
+        .filter(|r| r["capability"] == "file" && r["allow"] == true)
+        .filter(|r| r["obligations"].to_string().contains("journal"))
+        .count();
+    assert!(journaled >= 2, "{journaled}");
+    let undo = home
+        .cordon(&["journal", "undo", "--since", "1h"])
+        .output()
+        .unwrap();
+    assert!(undo.status.success(), "{}", stderr(&undo));
+    assert!(!ws.join("planted.sh").exists());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("notes.md")).unwrap(),
+        "my notes\n"
+    );
+}
+
+#[test]
+fn without_the_journal_a_skills_writes_are_refused() {
+    let home = Home::new();
+    let config = home.path().join("no-journal.toml");
+    fs_err::write(&config, "[journal]\nenabled = false\n").unwrap();
+    let out = run(
+        &home,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dir",
+            ".::/work",
+            &skill("hostile"),
+            "--",
+            "write",
+            "/work/planted.sh",
+        ],
+    );
+    assert!(stdout(&out).starts_with("denied:"), "{}", stdout(&out));
+    assert!(!home.workspace().join("planted.sh").exists());
+    let why: Vec<String> = records(&home)
+        .iter()
+        .filter(|r| r["capability"] == "file" && r["allow"] == false)
+        .map(|r| r["reasons"][0].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(why.iter().any(|w| w.contains("journal")), "{why:?}");
 }
 
 #[test]

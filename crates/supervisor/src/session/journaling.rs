@@ -277,3 +277,91 @@ pub(super) fn finish_stage(
     }
     outcome
 }
+
+/// The journal of a skill session: each path kept before the skill first writes it.
+#[derive(Debug)]
+pub(super) struct SkillJournal {
+    journal: std::sync::Mutex<Journal>,
+    options: Options,
+    id: String,
+    /// The writable directories, canonical.
+    roots: Vec<PathBuf>,
+    _mark: SessionMark,
+}
+
+/// Opens the journal of a skill session writing in `roots`; `None` when journaling is off
+/// or nothing is writable (the skill's writes are then refused by any policy asking for
+/// `journal`).
+///
+/// # Errors
+///
+/// Why the journal cannot be opened: the skill must not run then.
+pub(super) fn for_skill(
+    config: &CordonConfig,
+    id: &str,
+    program: &str,
+    roots: &[PathBuf],
+) -> Result<Option<std::sync::Arc<SkillJournal>>, String> {
+    let Some(dir) = config.journal_dir() else {
+        return Ok(None);
+    };
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let fail = |e: std::io::Error| format!("cannot journal the skill's writes: {e}");
+    let mut journal = Journal::open(&dir).map_err(fail)?;
+    let mark = journal.mark_running(id).map_err(fail)?;
+    journal.open_session(id, program, roots).map_err(fail)?;
+    Ok(Some(std::sync::Arc::new(SkillJournal {
+        journal: std::sync::Mutex::new(journal),
+        options: config.journal_options(),
+        id: id.to_owned(),
+        roots: roots.to_vec(),
+        _mark: mark,
+    })))
+}
+
+impl crate::WriteJournal for SkillJournal {
+    fn before_write(&self, path: &std::path::Path) -> Result<(), String> {
+        let root = self
+            .roots
+            .iter()
+            .filter(|r| path.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+            .ok_or_else(|| format!("`{}` is in no writable directory", path.display()))?;
+        let rel = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .ok_or_else(|| format!("`{}` is not a path the journal can name", path.display()))?;
+        if rel.is_empty() {
+            // The directory itself: it is never replaced, only what is in it.
+            return Ok(());
+        }
+        let mut journal = self
+            .journal
+            .lock()
+            .map_err(|_| "the journal's state was lost".to_owned())?;
+        journal
+            .touch(&self.id, root, rel)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl SkillJournal {
+    /// Records what became of every path the skill wrote; the session is ended in the
+    /// journal.
+    ///
+    /// # Errors
+    ///
+    /// Why the changes could not be recorded (the next launch records them).
+    pub(super) fn end(&self) -> Result<Checkpoint, String> {
+        let mut journal = self
+            .journal
+            .lock()
+            .map_err(|_| "the journal's state was lost".to_owned())?;
+        journal
+            .checkpoint(&self.id, "end", true, &self.options)
+            .map_err(|e| format!("cannot journal what the skill changed: {e}"))
+    }
+}

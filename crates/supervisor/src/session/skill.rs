@@ -234,6 +234,9 @@ pub struct SkillEnded {
     pub preopens: Vec<Preopen>,
     /// Where its compiled code came from.
     pub cache: CacheUse,
+    /// How many changes of its writable directories were journaled; `None` when nothing
+    /// was journaled (journaling off, nothing writable) or the changes could not be recorded.
+    pub journaled: Option<usize>,
 }
 
 /// What a skill launch decision grants.
@@ -496,9 +499,25 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
             .with_context("request", json!({ "net": grants.net }))
             .with_context("cordon_paths", json!(own)),
     );
-    let gate = PipelineGate::new(calls)
+    let mut gate = PipelineGate::new(calls)
         .with_consent(Arc::clone(&consent))
         .for_skill(identity);
+    // Each write is journaled before it happens: what the path was is kept first.
+    let writable: Vec<PathBuf> = preopens
+        .iter()
+        .filter(|p| p.writable)
+        .map(|p| p.host.clone())
+        .collect();
+    let journal = super::journaling::for_skill(
+        &request.config,
+        &id,
+        &request.skill.display().to_string(),
+        &writable,
+    )
+    .map_err(|why| audit.refuse(Outcome::Failed, setup(why)))?;
+    if let Some(journal) = &journal {
+        gate = gate.with_journal(Arc::clone(journal) as Arc<dyn crate::WriteJournal>);
+    }
 
     let runtime = Runtime::new(&RuntimeOptions {
         cache_dir: request.cache_dir.clone(),
@@ -557,6 +576,10 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         )
         .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())));
     finished.store(true, Ordering::SeqCst);
+    let journaled = journal.map(|journal| journal.end());
+    if let Some(Err(why)) = &journaled {
+        tracing::error!("{why}; the next launch journals them");
+    }
     let exit = exit?;
     let outcome = if exit.stopped.is_some() {
         Outcome::Failed
@@ -569,6 +592,10 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
             "exit_code": exit.code,
             "stopped": exit.stopped.as_ref().map(ToString::to_string),
             "cpu_ms": exit.cpu.as_millis(),
+            "journal": journaled.as_ref().map(|j| match j {
+                Ok(found) => json!({ "changes": found.changes.len() }),
+                Err(why) => json!({ "error": why }),
+            }),
         }),
     );
     drop(control);
@@ -578,5 +605,8 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         exit,
         preopens,
         cache: prepared.cache().clone(),
+        journaled: journaled
+            .and_then(Result::ok)
+            .map(|found| found.changes.len()),
     })
 }
