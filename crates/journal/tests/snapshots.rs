@@ -227,3 +227,40 @@ fn ignore_rules_beyond_the_budget_are_not_applied() {
     let (manifest, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
     assert!(manifest.entries.contains_key("zzz/f"));
 }
+
+#[test]
+fn a_file_rewritten_while_it_is_taken_is_recorded_whole_or_as_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(&root).unwrap();
+    let versions: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 256 * 1024]).collect();
+    fs_err::write(root.join("busy.log"), &versions[0]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path, versions) = (stop.clone(), root.join("busy.log"), versions.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // In place, as a log or a database writes: the reader may see a mix.
+                let _ = fs_err::write(&path, &versions[i % versions.len()]);
+                i += 1;
+            }
+        })
+    };
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    for _ in 0..20 {
+        let (manifest, _) = snapshot(&root, &blobs, None, &Options::default()).unwrap();
+        let entry = &manifest.entries["busy.log"];
+        match entry.kind {
+            // Kept: exactly what was read, which the store gives back under its digest.
+            EntryKind::File => {
+                let digest = entry.digest.as_deref().unwrap();
+                assert_eq!(blobs.get(digest).unwrap().len() as u64, entry.size);
+            }
+            EntryKind::Unknown => assert!(entry.digest.is_none()),
+            other => panic!("{other:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}

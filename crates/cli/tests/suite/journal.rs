@@ -881,3 +881,53 @@ fn a_directory_whose_name_is_not_utf8_renamed_is_not_taken_for_new() {
     let db = home.path().join("data/cordon/journal/journal.db");
     assert_eq!(fs_err::metadata(db).unwrap().mode() & 0o077, 0);
 }
+
+#[test]
+fn staging_on_a_file_system_that_cannot_hold_a_stage_is_refused_with_the_reason() {
+    if !sandbox_ready() || !super::common::running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let before = state(&ws);
+    // The journal on an overlayfs, which cannot be another overlay's upper directory.
+    let base = home.path().join("ovl");
+    for dir in ["lower", "upper", "work", "mnt"] {
+        fs_err::create_dir_all(base.join(dir)).unwrap();
+    }
+    let config = home.path().join("config.toml");
+    fs_err::write(
+        &config,
+        format!(
+            "[journal]\npath = \"{}\"\n",
+            base.join("mnt/journal").display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={b}/lower,upperdir={b}/upper,workdir={b}/work {b}/mnt && exec \"$0\" --config {c} exec --stage -- sh -c 'echo changed > src/main.rs'",
+        b = base.display(),
+        c = config.display()
+    );
+    let cmd = home.cordon(&[]);
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(cmd.get_program())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir(&ws)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    // Refused, naming the stage and what to do: overlayfs refuses the upper directory, or
+    // (as root) the file system refuses the idmapped mount that comes first.
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot stage") || err.contains("/stages/"),
+        "{err}"
+    );
+    assert!(err.contains("without `--stage`"), "{err}");
+    assert_eq!(state(&ws), before);
+}

@@ -911,6 +911,16 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         pending.done();
         audit.refuse(outcome, error)
     };
+    // The sandbox could not be built: with `--stage`, the stage may be why.
+    let staged = request.stage.is_some();
+    let not_built = |why: String| {
+        let error = setup(why);
+        if staged {
+            error.hint("`--stage` needs the journal on a file system that can hold an overlay's upper directory (ext4, xfs, btrfs, tmpfs; and idmapped mounts when cordon runs as root); run without `--stage`")
+        } else {
+            error
+        }
+    };
     // The proxy serves the listening socket the helper made inside the sandbox. The hosts the
     // sandbox decision granted (the person's requests, as the policy let them through) are
     // what the proxy's decisions see as requested.
@@ -932,7 +942,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
             Ok(Some(Status::Setup(message) | Status::Exec(message))) => message,
             _ => format!("cannot send the launch specification: {reason}"),
         };
-        let error = setup(format!("cannot set up the sandbox: {why}"));
+        let error = not_built(format!("cannot set up the sandbox: {why}"));
         return Err(fail(&mut audit, pending, Outcome::Failed, error));
     }
     let proxy = helper
@@ -1024,7 +1034,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         if let Some(relay) = relay {
             relay.finish();
         }
-        return Err(fail(&mut audit, pending, Outcome::Failed, setup(why)));
+        return Err(fail(&mut audit, pending, Outcome::Failed, not_built(why)));
     }
     Ok(Running {
         info,
