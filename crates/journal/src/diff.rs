@@ -22,6 +22,32 @@ pub enum ChangeKind {
     Mode,
 }
 
+impl ChangeKind {
+    /// Its name, as the journal stores it and `cordon journal` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Modify => "modify",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Rename => "rename",
+            ChangeKind::Mode => "mode",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            ChangeKind::Create,
+            ChangeKind::Modify,
+            ChangeKind::Delete,
+            ChangeKind::Rename,
+            ChangeKind::Mode,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
 /// One change: the path, and what it was and is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {

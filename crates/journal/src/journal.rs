@@ -286,27 +286,6 @@ pub struct Journal {
 /// How long a writer waits for another to finish.
 const BUSY: Duration = Duration::from_secs(30);
 
-fn kind_name(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Create => "create",
-        ChangeKind::Modify => "modify",
-        ChangeKind::Delete => "delete",
-        ChangeKind::Rename => "rename",
-        ChangeKind::Mode => "mode",
-    }
-}
-
-fn kind_of(name: &str) -> Option<ChangeKind> {
-    Some(match name {
-        "create" => ChangeKind::Create,
-        "modify" => ChangeKind::Modify,
-        "delete" => ChangeKind::Delete,
-        "rename" => ChangeKind::Rename,
-        "mode" => ChangeKind::Mode,
-        _ => return None,
-    })
-}
-
 fn valid_session(session: &str) -> bool {
     !session.is_empty()
         && session.len() <= 64
@@ -1148,7 +1127,7 @@ impl Journal {
                     root: PathBuf::from(root),
                     time_ns: row.get(3)?,
                     change: Change {
-                        kind: kind_of(&kind).unwrap_or(ChangeKind::Modify),
+                        kind: ChangeKind::from_name(&kind).unwrap_or(ChangeKind::Modify),
                         path: row.get(5)?,
                         to: row.get(6)?,
                         before: entry(7)?,
@@ -1418,7 +1397,7 @@ fn insert_change(
             session,
             root.to_string_lossy(),
             time,
-            kind_name(change.kind),
+            change.kind.as_str(),
             change.path,
             change.to,
             entry(&change.before),

@@ -208,16 +208,6 @@ fn time(ns: i64) -> String {
         .to_string()
 }
 
-fn kind(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Create => "create",
-        ChangeKind::Modify => "modify",
-        ChangeKind::Delete => "delete",
-        ChangeKind::Rename => "rename",
-        ChangeKind::Mode => "mode",
-    }
-}
-
 /// `#ID time session kind path [→ to] [notes]`.
 fn line(r: &Recorded) -> String {
     let mut out = format!(
@@ -225,7 +215,7 @@ fn line(r: &Recorded) -> String {
         r.id,
         time(r.time_ns),
         shown(&r.session),
-        kind(r.change.kind),
+        r.change.kind.as_str(),
         shown(&r.root.join(&r.change.path).to_string_lossy())
     );
     if let Some(to) = &r.change.to {

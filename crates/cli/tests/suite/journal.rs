@@ -609,6 +609,31 @@ fn a_stage_does_not_overwrite_what_changed_in_the_tree_and_survives_cordon_kille
     assert!(staged_sessions(&home).is_empty());
 }
 
+/// `cordon --config CONFIG exec ARGS` in the workspace, in a mount namespace of the test's
+/// own where `mount` (a shell command) ran first; `journal` is the journal's directory.
+fn exec_after_mount(home: &Home, mount: &str, journal: &Path, args: &str) -> Output {
+    let config = home.path().join("config.toml");
+    fs_err::write(
+        &config,
+        format!("[journal]\npath = \"{}\"\n", journal.display()),
+    )
+    .unwrap();
+    let script = format!(
+        "{mount} && exec \"$0\" --config {} exec {args}",
+        config.display()
+    );
+    let cmd = home.cordon(&[]);
+    std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(cmd.get_program())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir(home.workspace())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_full_disk_refuses_the_launch_and_loses_nothing() {
     if !sandbox_ready() || !super::common::running_as_root() {
@@ -621,32 +646,14 @@ fn a_full_disk_refuses_the_launch_and_loses_nothing() {
     let before = state(&ws);
     let store = home.path().join("small");
     fs_err::create_dir_all(&store).unwrap();
-    let config = home.path().join("config.toml");
-    fs_err::write(
-        &config,
-        format!(
-            "[journal]\npath = \"{}\"\n",
-            store.join("journal").display()
-        ),
-    )
-    .unwrap();
-    // The journal on a file system of 512 KiB, in a mount namespace of the test's own.
-    let script = format!(
-        "mount -t tmpfs -o size=512k tmpfs {} && exec \"$0\" --config {} exec -- sh -c 'echo changed > src/main.rs'",
-        store.display(),
-        config.display()
+    // The journal on a file system of 512 KiB.
+    let mount = format!("mount -t tmpfs -o size=512k tmpfs {}", store.display());
+    let out = exec_after_mount(
+        &home,
+        &mount,
+        &store.join("journal"),
+        "-- sh -c 'echo changed > src/main.rs'",
     );
-    let cmd = home.cordon(&[]);
-    let cordon = cmd.get_program().to_owned();
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .arg(cordon)
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .current_dir(&ws)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -896,30 +903,16 @@ fn staging_on_a_file_system_that_cannot_hold_a_stage_is_refused_with_the_reason(
     for dir in ["lower", "upper", "work", "mnt"] {
         fs_err::create_dir_all(base.join(dir)).unwrap();
     }
-    let config = home.path().join("config.toml");
-    fs_err::write(
-        &config,
-        format!(
-            "[journal]\npath = \"{}\"\n",
-            base.join("mnt/journal").display()
-        ),
-    )
-    .unwrap();
-    let script = format!(
-        "mount -t overlay overlay -o lowerdir={b}/lower,upperdir={b}/upper,workdir={b}/work {b}/mnt && exec \"$0\" --config {c} exec --stage -- sh -c 'echo changed > src/main.rs'",
-        b = base.display(),
-        c = config.display()
+    let mount = format!(
+        "mount -t overlay overlay -o lowerdir={b}/lower,upperdir={b}/upper,workdir={b}/work {b}/mnt",
+        b = base.display()
     );
-    let cmd = home.cordon(&[]);
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .arg(cmd.get_program())
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .current_dir(&ws)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = exec_after_mount(
+        &home,
+        &mount,
+        &base.join("mnt/journal"),
+        "--stage -- sh -c 'echo changed > src/main.rs'",
+    );
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     // Refused, naming the stage and what to do: overlayfs refuses the upper directory, or
     // (as root) the file system refuses the idmapped mount that comes first.
