@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::blobs::Blobs;
 use crate::diff::{diff, Change, ChangeKind};
 use crate::restore::{undo_in, Conflict};
-use crate::snapshot::{snapshot_in, Entry, Manifest, Options, Summary};
+use crate::snapshot::{snapshot_in, Entry, EntryKind, Manifest, Options, Summary};
 use crate::stage::{apply as apply_stage, staged, Applied, Staged};
 use crate::tree::Root;
 
@@ -283,6 +283,9 @@ pub struct Journal {
     blobs: Blobs,
 }
 
+/// At most this many paths below a directory a skill renames, removes or makes are kept.
+const MAX_TOUCHED_BELOW: usize = 10_000;
+
 /// How long a writer waits for another to finish.
 const BUSY: Duration = Duration::from_secs(30);
 
@@ -453,6 +456,50 @@ impl Journal {
         })
     }
 
+    /// The contents (digests) of ignore-rules files as sessions left them, not undone.
+    fn rules_sessions_wrote(&self) -> io::Result<BTreeSet<String>> {
+        let read = || -> rusqlite::Result<Vec<Option<String>>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT after FROM changes WHERE undone_by IS NULL AND undoes IS NULL
+                 AND (path = '.gitignore' OR path LIKE '%/.gitignore' OR path = '.git/info/exclude'
+                      OR to_path = '.gitignore' OR to_path LIKE '%/.gitignore')",
+            )?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect()
+        };
+        let rows = read().map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        Ok(rows
+            .into_iter()
+            .flatten()
+            .filter_map(|a| serde_json::from_str::<Entry>(&a).ok())
+            .filter_map(|e| e.digest)
+            .collect())
+    }
+
+    /// The first snapshot of `session`'s tree `root`: the tree as the session found it.
+    fn first_manifest(&self, session: &str, root: &Path) -> io::Result<Option<Manifest>> {
+        let digest: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT manifest FROM snapshots WHERE session = ?1 AND root = ?2 ORDER BY id ASC LIMIT 1",
+                params![session, root.to_string_lossy()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        let bytes = self.blobs.get(&digest)?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            error(
+                "a kept snapshot cannot be read",
+                &self.blobs.path(&digest).unwrap_or_default(),
+                e,
+            )
+        })
+    }
+
     /// Takes `root` and keeps its manifest; nothing recorded yet.
     fn take(
         &self,
@@ -555,6 +602,9 @@ impl Journal {
             ));
         }
         let _lock = self.lock()?;
+        let mut options = options.clone();
+        options.untrusted_rules = self.rules_sessions_wrote()?;
+        let options = &options;
         let mut taken = Vec::new();
         let mut digests = Vec::new();
         let mut opened = Vec::new();
@@ -653,23 +703,55 @@ impl Journal {
     ///
     /// When the path cannot be read or the store or journal written: the write must not
     /// happen then.
-    pub fn touch(&mut self, session: &str, root: &Path, rel: &str) -> io::Result<()> {
-        let root_text = root.to_string_lossy();
-        let known: Option<i64> = self
+    pub fn touch(
+        &mut self,
+        session: &str,
+        root: &Path,
+        rel: &str,
+        options: &Options,
+    ) -> io::Result<()> {
+        let tree = self.open_root(session, root)?;
+        let is_dir = self.touch_one(session, &tree, rel, options)?;
+        // A directory renamed or removed takes what is in it along: each is kept too.
+        if is_dir {
+            for below in crate::tree::descendants(&tree, rel, MAX_TOUCHED_BELOW)? {
+                self.touch_one(session, &tree, &below, options)?;
+            }
+        }
+        self.blobs.sync()
+    }
+
+    /// Keeps one path (see [`Journal::touch`]); whether it is a directory. The store is
+    /// synced by the caller.
+    fn touch_one(
+        &mut self,
+        session: &str,
+        tree: &Root,
+        rel: &str,
+        options: &Options,
+    ) -> io::Result<bool> {
+        let root_text = tree.path().to_string_lossy();
+        let known: Option<Option<String>> = self
             .conn
             .query_row(
-                "SELECT 1 FROM touched WHERE session = ?1 AND root = ?2 AND path = ?3",
+                "SELECT before FROM touched WHERE session = ?1 AND root = ?2 AND path = ?3",
                 params![session, root_text, rel],
                 |row| row.get(0),
             )
             .optional()
             .map_err(|e| error("cannot read the journal", &self.dir, e))?;
-        if known.is_some() {
-            return Ok(());
+        if let Some(before) = known {
+            let entry: Option<Entry> = before.and_then(|b| serde_json::from_str(&b).ok());
+            return Ok(entry.is_some_and(|e| e.kind == EntryKind::Dir));
         }
-        let tree = self.open_root(session, root)?;
-        let before = crate::restore::read_entry(&tree, rel, &self.blobs)?;
-        self.blobs.sync()?;
+        let before = crate::restore::read_entry(tree, rel, &self.blobs, options.max_file)?;
+        // A write whose before-image cannot be kept could not be undone: it does not happen.
+        if let Some(entry) = before.as_ref().filter(|e| e.kind == EntryKind::Unknown) {
+            return Err(io::Error::other(format!(
+                "`{rel}`: its content ({} bytes) cannot be kept",
+                entry.size
+            )));
+        }
         self.conn
             .execute(
                 "INSERT INTO touched (session, root, path, before) VALUES (?1, ?2, ?3, ?4)",
@@ -681,11 +763,11 @@ impl Journal {
                 ],
             )
             .map_err(|e| error("cannot write the journal", &self.dir, e))?;
-        Ok(())
+        Ok(before.is_some_and(|e| e.kind == EntryKind::Dir))
     }
 
     /// The changes of the paths `session` touched: what each was, what it is now.
-    fn settle(&self, session: &str) -> io::Result<Vec<(PathBuf, Change)>> {
+    fn settle(&self, session: &str, options: &Options) -> io::Result<Vec<(PathBuf, Change)>> {
         let read = || -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
             let mut stmt = self.conn.prepare(
                 "SELECT root, path, before FROM touched WHERE session = ?1 ORDER BY root, path",
@@ -696,12 +778,23 @@ impl Journal {
             rows.collect()
         };
         let rows = read().map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        let known: BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|(root, path, _)| (root.clone(), path.clone()))
+            .collect();
         let mut out = Vec::new();
         for (root, path, before) in rows {
             let root = PathBuf::from(root);
             let before: Option<Entry> = before.and_then(|b| serde_json::from_str(&b).ok());
             let tree = self.open_root(session, &root)?;
-            let after = crate::restore::read_entry(&tree, &path, &self.blobs)?;
+            // A path that cannot be reached now (a link in its way) is taken as gone: its
+            // undo puts the before-image back, over whatever is there only when forced.
+            let after =
+                match crate::restore::read_entry(&tree, &path, &self.blobs, options.max_file) {
+                    Ok(after) => after,
+                    Err(err) if crate::blobs::is_store_failure(&err) => return Err(err),
+                    Err(_) => None,
+                };
             let kind = match (&before, &after) {
                 (None, None) => continue,
                 (None, Some(_)) => ChangeKind::Create,
@@ -714,8 +807,17 @@ impl Journal {
                 (Some(b), Some(a)) if b.mode != a.mode => ChangeKind::Mode,
                 _ => continue,
             };
+            // What is in a directory the skill made (or renamed here) is the skill's too.
+            let made_dir =
+                before.is_none() && after.as_ref().is_some_and(|a| a.kind == EntryKind::Dir);
+            let below = if made_dir {
+                crate::tree::descendants(&tree, &path, MAX_TOUCHED_BELOW).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let root_text = root.to_string_lossy().into_owned();
             out.push((
-                root,
+                root.clone(),
                 Change {
                     kind,
                     path,
@@ -724,6 +826,25 @@ impl Journal {
                     after,
                 },
             ));
+            for child in below {
+                if known.contains(&(root_text.clone(), child.clone())) {
+                    continue;
+                }
+                if let Some(after) =
+                    crate::restore::read_entry(&tree, &child, &self.blobs, options.max_file)?
+                {
+                    out.push((
+                        root.clone(),
+                        Change {
+                            kind: ChangeKind::Create,
+                            path: child,
+                            to: None,
+                            before: None,
+                            after: Some(after),
+                        },
+                    ));
+                }
+            }
         }
         Ok(out)
     }
@@ -833,6 +954,7 @@ impl Journal {
         session: &str,
         force: bool,
         options: &Options,
+        vet: &dyn Fn(&Path) -> Result<(), String>,
     ) -> io::Result<ApplyReport> {
         self.refuse_running(session)?;
         let stages = self.stages(Some(session))?;
@@ -843,14 +965,24 @@ impl Journal {
             ));
         }
         let mut report = ApplyReport::default();
+        // The trees as they are now become the session's baseline, attributing nothing to
+        // it: what is journaled next is exactly what the stage brings, and whatever it
+        // replaces or removes keeps its before-image.
+        self.take_session(session, "before-apply", false, options, false)?;
         {
             let _lock = self.lock()?;
             for stage in &stages {
-                // The tree as the session found it (or as last journaled).
-                let baseline = self.latest_manifest(Some(session), &stage.root)?;
-                let baseline = baseline.unwrap_or_default();
+                // Conflicts are judged against the tree as the session found it.
+                let found = self
+                    .first_manifest(session, &stage.root)?
+                    .unwrap_or_default();
                 let tree = self.open_root(session, &stage.root)?;
-                let applied = apply_stage(&stage.upper(), &tree, &baseline, &stage.skip, force)
+                let rules = crate::stage::ApplyRules {
+                    skip: &stage.skip,
+                    max_file: options.max_file,
+                    vet,
+                };
+                let applied = apply_stage(&stage.upper(), &tree, &found, &rules, force)
                     .map_err(|e| error("cannot apply the stage", &stage.dir, e))?;
                 report.applied.push((stage.root.clone(), applied));
             }
@@ -960,6 +1092,21 @@ impl Journal {
         ended: bool,
         options: &Options,
     ) -> io::Result<Checkpoint> {
+        self.take_session(session, reason, ended, options, true)
+    }
+
+    /// Takes `session`'s trees again, recording them (and, with `record`, every change
+    /// since its last snapshot and every path it touched). Without `record`, the trees as
+    /// they are become the session's baseline and nothing is attributed to it.
+    fn take_session(
+        &mut self,
+        session: &str,
+        reason: &str,
+        ended: bool,
+        options: &Options,
+        record: bool,
+    ) -> io::Result<Checkpoint> {
+        let record_changes = record;
         let record = self.session(session)?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -982,13 +1129,17 @@ impl Journal {
             let (manifest, summary, digest) = self
                 .take(&tree, baseline.as_ref(), &options)
                 .map_err(|e| error("cannot take", root, e))?;
-            let changes = baseline
-                .as_ref()
-                .map(|b| diff(b, &manifest))
-                .unwrap_or_default();
+            let changes = match (&baseline, record_changes) {
+                (Some(b), true) => diff(b, &manifest),
+                _ => Vec::new(),
+            };
             found.push((root.clone(), manifest.left_out, summary, digest, changes));
         }
-        let touched = self.settle(session)?;
+        let touched = if record_changes {
+            self.settle(session, options)?
+        } else {
+            Vec::new()
+        };
         self.blobs.sync()?;
         let time = now_ns();
         let tx = self
@@ -1009,7 +1160,9 @@ impl Journal {
                     undone_by: None,
                 });
             }
-            tx.execute("DELETE FROM touched WHERE session = ?1", params![session])?;
+            if record_changes {
+                tx.execute("DELETE FROM touched WHERE session = ?1", params![session])?;
+            }
             for (root, left_out, summary, digest, changes) in found {
                 for change in changes {
                     let id = insert_change(&tx, session, &root, time, &change, None)?;
@@ -1308,6 +1461,21 @@ impl Journal {
                 .flatten()
             {
                 live.extend(entry.digest.clone());
+            }
+        }
+        // What a skill session kept before its writes, not settled yet (it runs, or its
+        // cordon was killed and the next launch settles it).
+        let touched: Vec<Option<String>> = {
+            let read = || -> rusqlite::Result<Vec<Option<String>>> {
+                let mut stmt = self.conn.prepare("SELECT before FROM touched")?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                rows.collect()
+            };
+            read().map_err(|e| error("cannot read the journal", &self.dir, e))?
+        };
+        for before in touched.into_iter().flatten() {
+            if let Ok(entry) = serde_json::from_str::<Entry>(&before) {
+                live.extend(entry.digest);
             }
         }
         let manifests: Vec<String> = {

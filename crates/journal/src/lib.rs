@@ -37,5 +37,5 @@ pub use journal::{
 };
 pub use restore::{undo, undo_in, Conflict, Undone};
 pub use snapshot::{snapshot, snapshot_in, Entry, EntryKind, Manifest, Options, Summary};
-pub use stage::{apply as apply_stage, staged, Applied, Staged, StagedKind};
+pub use stage::{apply as apply_stage, staged, Applied, ApplyRules, Staged, StagedKind};
 pub use tree::{read_file, Root};

@@ -46,14 +46,19 @@ const MAX_READ: u64 = 1 << 30;
 enum Read<'a> {
     /// Only files of these sizes (what they are compared with).
     Sizes(&'a [u64]),
-    /// Every file up to [`MAX_READ`], kept in the store.
-    Keep(&'a Blobs),
+    /// Every file up to this size that is not sparse, kept in the store.
+    Keep(&'a Blobs, u64),
 }
 
 /// What is at `rel` below `root` now, every file's content up to a size kept in `blobs`
 /// (larger ones are [`EntryKind::Unknown`]).
-pub(crate) fn read_entry(root: &Root, rel: &str, blobs: &Blobs) -> io::Result<Option<Entry>> {
-    current_with(root.fd(), rel, Read::Keep(blobs))
+pub(crate) fn read_entry(
+    root: &Root,
+    rel: &str,
+    blobs: &Blobs,
+    max: u64,
+) -> io::Result<Option<Entry>> {
+    current_with(root.fd(), rel, Read::Keep(blobs, max.min(MAX_READ)))
 }
 
 /// What is at `rel` now, compared as the snapshot compares: kind, content (read only for
@@ -63,7 +68,17 @@ fn current(root: &OwnedFd, rel: &str, sizes: &[u64]) -> io::Result<Option<Entry>
 }
 
 fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<Entry>> {
-    let (dir, name) = parent(root, rel)?;
+    // A parent that is gone, or is no directory now: nothing is at `rel`.
+    let (dir, name) = match parent(root, rel) {
+        Ok(found) => found,
+        Err(err)
+            if err.kind() == io::ErrorKind::NotFound
+                || err.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+        {
+            return Ok(None)
+        }
+        Err(err) => return Err(err),
+    };
     let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -74,10 +89,10 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
         EntryKind::File => {
             let wanted = match read {
                 Read::Sizes(sizes) => sizes.contains(&entry.size),
-                Read::Keep(_) => entry.size <= MAX_READ,
+                Read::Keep(_, max) => entry.size <= max && !crate::snapshot::is_sparse(&stat),
             };
             if !wanted {
-                if let Read::Keep(_) = read {
+                if let Read::Keep(..) = read {
                     entry.kind = EntryKind::Unknown;
                 }
                 return Ok(Some(entry));
@@ -91,7 +106,7 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
             let limit = entry.size;
             let reader = std::io::Read::take(std::fs::File::from(fd), limit + 1);
             let (digest, _) = match read {
-                Read::Keep(blobs) => blobs.put_reader(reader)?,
+                Read::Keep(blobs, _) => blobs.put_reader(reader)?,
                 Read::Sizes(_) => Blobs::hash_reader(reader)?,
             };
             entry.digest = Some(digest);
@@ -326,6 +341,21 @@ pub fn undo_in(root: &Root, blobs: &Blobs, changes: &[Change], force: bool) -> i
         if already {
             done.changes.push(inverse(change));
             done.undid.push(index);
+            continue;
+        }
+        // What cannot be put back is never taken away first: a before-image whose content
+        // was not kept (too large, sparse, unreadable) or a FIFO, socket or device.
+        let unrestorable = matches!(change.kind, ChangeKind::Delete | ChangeKind::Modify)
+            && back.is_some_and(|b| matches!(b.kind, EntryKind::Unknown | EntryKind::Other));
+        if unrestorable {
+            conflict(
+                &mut done,
+                &at,
+                format!(
+                    "cannot be put back: {} was there, and its content was not kept",
+                    describe(back)
+                ),
+            );
             continue;
         }
         if !force && !matches(found.as_ref(), left) {

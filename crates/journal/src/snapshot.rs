@@ -112,6 +112,8 @@ pub struct Options {
     /// Paths never taken: cordon's own store when it lies in the tree, and the secrets the
     /// sandbox hides (the program cannot change them; their contents are never copied).
     pub exclude: Vec<PathBuf>,
+    /// Digests of ignore-rules files that sessions wrote: such rules are not applied.
+    pub untrusted_rules: BTreeSet<String>,
 }
 
 impl Default for Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             baseline: false,
             max_file: 1 << 30,
             exclude: Vec::new(),
+            untrusted_rules: BTreeSet::new(),
         }
     }
 }
@@ -187,7 +190,7 @@ fn kind_of(stat: &rustix::fs::Stat) -> EntryKind {
     clippy::unnecessary_cast,
     reason = "the types of `stat`'s fields differ between architectures"
 )]
-fn is_sparse(stat: &rustix::fs::Stat) -> bool {
+pub(crate) fn is_sparse(stat: &rustix::fs::Stat) -> bool {
     let size = u64::try_from(stat.st_size).unwrap_or(0);
     let on_disk = (stat.st_blocks as u64).saturating_mul(512);
     size > SPARSE_FROM && on_disk < size / 2
@@ -304,7 +307,7 @@ pub fn snapshot_in(
     };
     if options.gitignore {
         // The repository's own exclusions, read as the `.gitignore` of the root.
-        if let Some(text) = read_rules(&root_fd, ".git/info/exclude") {
+        if let Some(text) = read_rules(&root_fd, ".git/info/exclude", &options.untrusted_rules) {
             if let Some(m) = matcher(".git/info/exclude", &text, &mut walk.rule_lines) {
                 walk.rules.push((String::new(), m));
             }
@@ -397,8 +400,10 @@ fn ignored_by<'r>(
     false
 }
 
-/// Reads a rules file beneath `dir`: a small regular file, no link followed, no wait.
-fn read_rules(dir: &OwnedFd, rel: &str) -> Option<String> {
+/// Reads a rules file beneath `dir`: a small regular file, no link followed, no wait; `None`
+/// too when a session wrote what it holds (`untrusted`: rules a program wrote are not
+/// applied, so they hide nothing of what the person makes later).
+fn read_rules(dir: &OwnedFd, rel: &str, untrusted: &BTreeSet<String>) -> Option<String> {
     let fd = open_beneath(dir, rel).ok()?;
     let stat = rustix::fs::fstat(&fd).ok()?;
     if kind_of(&stat) != EntryKind::File || u64::try_from(stat.st_size).ok()? > MAX_RULES {
@@ -410,6 +415,12 @@ fn read_rules(dir: &OwnedFd, rel: &str) -> Option<String> {
         &mut bytes,
     )
     .ok()?;
+    if !untrusted.is_empty() {
+        let digest = cordon_types::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if untrusted.contains(&digest) {
+            return None;
+        }
+    }
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -477,7 +488,7 @@ impl Walk<'_> {
         let rules_before = self.rules.len();
         if self.options.gitignore && names.iter().any(|n| n == b".gitignore") {
             let file = join(rel, ".gitignore");
-            if let Some(text) = read_rules(dir, ".gitignore") {
+            if let Some(text) = read_rules(dir, ".gitignore", &self.options.untrusted_rules) {
                 if let Some(m) = matcher(&file, &text, &mut self.rule_lines) {
                     self.rules.push((rel.to_owned(), m));
                 }

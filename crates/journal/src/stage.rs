@@ -107,6 +107,11 @@ fn list(dir: &OwnedFd, rel: &str, depth: usize, out: &mut Vec<Staged>) -> io::Re
     for name in names(dir)? {
         let path = join(rel, &name);
         let Ok(stat) = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            // A name that is not UTF-8 (shown replaced): listed, and refused when applied.
+            out.push(Staged {
+                path,
+                kind: StagedKind::Write,
+            });
             continue;
         };
         if is_whiteout(&stat) {
@@ -218,7 +223,7 @@ pub fn apply(
     upper: &Path,
     root: &Root,
     baseline: &Manifest,
-    skip: &[String],
+    rules: &ApplyRules<'_>,
     force: bool,
 ) -> io::Result<Applied> {
     let upper_fd = rustix::fs::open(
@@ -227,9 +232,10 @@ pub fn apply(
         Mode::empty(),
     )?;
     let mut walk = ApplyWalk {
-        root: root.fd(),
+        root,
+        upper,
         baseline,
-        skip,
+        rules,
         force,
         out: Applied::default(),
     };
@@ -251,10 +257,35 @@ fn under(paths: &[String], rel: &str) -> bool {
     }
 }
 
+/// What a stage may not bring into a tree, whatever `force` says.
+pub struct ApplyRules<'a> {
+    /// Paths never applied (protected paths), relative to the tree.
+    pub skip: &'a [String],
+    /// Files larger than this are not applied (nor sparse ones: copied, they would grow to
+    /// their full size).
+    pub max_file: u64,
+    /// Asked about each path the tree did not have (with the stage's copy): a refusal
+    /// keeps it out (a repository whose configuration runs commands, say).
+    pub vet: &'a dyn Fn(&Path) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for ApplyRules<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyRules")
+            .field("skip", &self.skip)
+            .field("max_file", &self.max_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many paths below a directory the stage removes are compared first.
+const MAX_REMOVED: usize = 100_000;
+
 struct ApplyWalk<'a> {
-    root: &'a OwnedFd,
+    root: &'a Root,
+    upper: &'a Path,
     baseline: &'a Manifest,
-    skip: &'a [String],
+    rules: &'a ApplyRules<'a>,
     force: bool,
     out: Applied,
 }
@@ -268,7 +299,64 @@ impl ApplyWalk<'_> {
     }
 
     fn skipped(&self, rel: &str) -> bool {
-        under(self.skip, rel)
+        under(self.rules.skip, rel)
+    }
+
+    /// Whether everything below the tree's directory `rel` is as the session found it:
+    /// removing it then removes nothing anyone wrote since.
+    fn subtree_unchanged(&mut self, rel: &str) -> bool {
+        if self.force {
+            return true;
+        }
+        let below = match crate::tree::descendants(self.root, rel, MAX_REMOVED) {
+            Ok(below) => below,
+            Err(err) => {
+                self.conflict(rel, format!("what is in it cannot be compared: {err}"));
+                return false;
+            }
+        };
+        for path in below {
+            let found = crate::tree::parent(self.root.fd(), &path).and_then(|(dir, name)| {
+                Ok(rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+            });
+            let same = match (found, self.baseline.entries.get(&path)) {
+                (Ok(stat), Some(old)) => {
+                    let now = crate::snapshot::entry_from_stat(&stat);
+                    now.kind == old.kind
+                        && (now.kind == EntryKind::Dir
+                            || (now.size, now.mtime_ns, now.ino)
+                                == (old.size, old.mtime_ns, old.ino))
+                }
+                _ => false,
+            };
+            if !same {
+                self.conflict(
+                    rel,
+                    format!("`{path}` in it changed in the tree during the run: the directory is not removed"),
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the stage's `rel`, which the tree did not have, may come in.
+    fn vetted(&mut self, rel: &str, kind: EntryKind) -> bool {
+        let known = self
+            .baseline
+            .entries
+            .get(rel)
+            .is_some_and(|old| old.kind == kind);
+        if known {
+            return true;
+        }
+        match (self.rules.vet)(&self.upper.join(rel)) {
+            Ok(()) => true,
+            Err(why) => {
+                self.conflict(rel, why);
+                false
+            }
+        }
     }
 
     /// Whether `rel` may be replaced: as the session found it, or forced. `wanted` is what
@@ -338,9 +426,9 @@ impl ApplyWalk<'_> {
 
     fn one(&mut self, upper: &OwnedFd, name: &str, rel: &str, depth: usize) -> io::Result<()> {
         let stat = rustix::fs::statat(upper, name, AtFlags::SYMLINK_NOFOLLOW)?;
-        let (dir, last) = parent(self.root, rel)?;
+        let (dir, last) = parent(self.root.fd(), rel)?;
         if is_whiteout(&stat) {
-            if !self.may_replace(&dir, last, rel, None) {
+            if !self.may_replace(&dir, last, rel, None) || !self.clear_dir(&dir, last, rel)? {
                 return Ok(());
             }
             remove_tree(&dir, last, 0)?;
@@ -353,6 +441,9 @@ impl ApplyWalk<'_> {
         let mode = Mode::from_raw_mode((stat.st_mode as u32) & 0o1777);
         match FileType::from_raw_mode(stat.st_mode as _) {
             FileType::Directory => {
+                if !self.vetted(rel, EntryKind::Dir) {
+                    return Ok(());
+                }
                 let sub = open_dir_at(upper, name)?;
                 let opaque = is_opaque(&sub);
                 let now = found(&dir, last, Some(&[]))?;
@@ -364,7 +455,7 @@ impl ApplyWalk<'_> {
                 }
                 if opaque && now.as_ref().is_some_and(|n| n.kind == EntryKind::Dir) {
                     // Everything the tree had there is gone but what the stage holds.
-                    if !self.may_replace(&dir, last, rel, None) {
+                    if !self.may_replace(&dir, last, rel, None) || !self.subtree_unchanged(rel) {
                         return Ok(());
                     }
                     let target = open_dir_at(&dir, last)?;
@@ -397,8 +488,21 @@ impl ApplyWalk<'_> {
                 Ok(())
             }
             FileType::RegularFile => {
+                if !self.vetted(rel, EntryKind::File) {
+                    return Ok(());
+                }
+                let size = u64::try_from(stat.st_size).unwrap_or(0);
+                if size > self.rules.max_file || crate::snapshot::is_sparse(&stat) {
+                    self.conflict(
+                        rel,
+                        format!("{size} bytes, too large (or sparse) to apply: not applied"),
+                    );
+                    return Ok(());
+                }
                 let wanted = found(upper, name, None)?;
-                if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
+                if !self.may_replace(&dir, last, rel, wanted.as_ref())
+                    || !self.clear_dir(&dir, last, rel)?
+                {
                     return Ok(());
                 }
                 let source = rustix::fs::openat(
@@ -407,7 +511,6 @@ impl ApplyWalk<'_> {
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                self.replace_dir_with_file(&dir, last)?;
                 let temp = format!(".{last}.cordon-apply.{}", std::process::id());
                 let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
                 let fd = rustix::fs::openat(
@@ -421,7 +524,6 @@ impl ApplyWalk<'_> {
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut file = std::fs::File::from(fd);
-                let size = u64::try_from(stat.st_size).unwrap_or(0);
                 let written = io::copy(
                     &mut std::io::Read::take(std::fs::File::from(source), size),
                     &mut file,
@@ -443,12 +545,16 @@ impl ApplyWalk<'_> {
                 Ok(())
             }
             FileType::Symlink => {
+                if !self.vetted(rel, EntryKind::Symlink) {
+                    return Ok(());
+                }
                 let wanted = found(upper, name, None)?;
-                if !self.may_replace(&dir, last, rel, wanted.as_ref()) {
+                if !self.may_replace(&dir, last, rel, wanted.as_ref())
+                    || !self.clear_dir(&dir, last, rel)?
+                {
                     return Ok(());
                 }
                 let target = rustix::fs::readlinkat(upper, name, Vec::new())?;
-                self.replace_dir_with_file(&dir, last)?;
                 match rustix::fs::unlinkat(&dir, last, AtFlags::empty()) {
                     Ok(()) | Err(rustix::io::Errno::NOENT) => {}
                     Err(err) => return Err(err.into()),
@@ -467,14 +573,18 @@ impl ApplyWalk<'_> {
         }
     }
 
-    /// A directory in the tree where the stage has a file: removed (its content was
-    /// deleted in the stage's view, whose whiteouts or opaque marks say so).
-    fn replace_dir_with_file(&self, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    /// A directory in the tree where the stage has something else: removed, when nothing
+    /// in it changed since the session found it (else a conflict, and `false`).
+    fn clear_dir(&mut self, dir: &OwnedFd, name: &str, rel: &str) -> io::Result<bool> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode as _) == FileType::Directory => {
-                remove_tree(dir, name, 0)
+                if !self.subtree_unchanged(rel) {
+                    return Ok(false);
+                }
+                remove_tree(dir, name, 0)?;
+                Ok(true)
             }
-            _ => Ok(()),
+            _ => Ok(true),
         }
     }
 }

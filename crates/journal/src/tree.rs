@@ -172,3 +172,38 @@ pub fn read_file(root: &Root, rel: &str, limit: u64) -> io::Result<Option<Vec<u8
     )?;
     Ok(Some(bytes))
 }
+
+/// The paths below the directory `rel` of `root`, parents before children, at most `most`
+/// (an error beyond, or for a name that is not UTF-8: the journal could not name it).
+pub(crate) fn descendants(root: &Root, rel: &str, most: usize) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(open_dir(root.fd(), rel)?, rel.to_owned())];
+    while let Some((dir, at)) = stack.pop() {
+        let mut names = Vec::new();
+        for item in rustix::fs::Dir::read_from(&dir)? {
+            let item = item?;
+            let name = item.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::str::from_utf8(name)
+                .map_err(|_| io::Error::other("a name below it is not UTF-8"))?
+                .to_owned();
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            let path = format!("{at}/{name}");
+            if out.len() >= most {
+                return Err(io::Error::other(format!(
+                    "more than {most} paths below `{rel}`"
+                )));
+            }
+            out.push(path.clone());
+            if let Ok(sub) = open_dir_at(&dir, &name) {
+                stack.push((sub, path));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -467,6 +467,26 @@ fn repositories_below_at_most(root: &Path, most: usize) -> Result<Vec<PathBuf>, 
     Ok(found)
 }
 
+/// Whether what a staged program made at `path` (in its stage) may be applied to a tree: not
+/// a `.git` file (a pointer git follows elsewhere), not a repository (a `.git` directory, or
+/// a directory git takes for one) whose configuration or hooks could run commands, which
+/// live sessions move aside too.
+///
+/// # Errors
+///
+/// Why it is not applied.
+pub fn vet_staged(path: &Path) -> Result<(), String> {
+    let meta = fs_err::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let named_git = path.file_name().is_some_and(|n| n == ".git");
+    if named_git && !meta.is_dir() {
+        return Err("a `.git` that is no directory (a pointer git would follow to another repository): not applied".into());
+    }
+    if meta.is_dir() && (named_git || is_git_directory(path)) && !benign_repository(path) {
+        return Err("a repository the program made, whose configuration or hooks could run commands when git runs there: not applied".into());
+    }
+    Ok(())
+}
+
 /// Whether a repository the program made is a plain one whose configuration runs nothing
 /// (what `git init` or `git clone` leaves): it stays.
 fn benign_repository(git: &Path) -> bool {

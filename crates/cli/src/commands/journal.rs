@@ -643,7 +643,12 @@ impl ApplyCommand {
     fn run(&self, journal: &mut Journal, cli: &Cli) -> Result<Exit, CliError> {
         let config = load_config(cli, &PolicyArgs::default())?;
         let report = journal
-            .apply_stages(&self.session, self.force, &config.journal_options())
+            .apply_stages(
+                &self.session,
+                self.force,
+                &config.journal_options(),
+                &cordon_sandbox::guard::vet_staged,
+            )
             .hint("`cordon journal staged` lists the sessions with a stage")?;
         if self.json {
             json_line(&report)?;

@@ -924,3 +924,167 @@ fn staging_on_a_file_system_that_cannot_hold_a_stage_is_refused_with_the_reason(
     assert!(err.contains("without `--stage`"), "{err}");
     assert_eq!(state(&ws), before);
 }
+
+#[test]
+fn applying_a_stage_never_removes_or_overwrites_what_the_person_wrote_since() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    // The program replaces a directory and a file in its stage.
+    ok(&exec_script(
+        &home,
+        &["--stage"],
+        "sh",
+        "rm -rf src && mkdir src && echo agent > src/x && echo agent > notes.md",
+    )
+    .output()
+    .unwrap());
+    let session = staged_sessions(&home).pop().unwrap();
+    // Meanwhile the person keeps working in both.
+    fs_err::write(ws.join("src/precious.rs"), "precious\n").unwrap();
+    fs_err::write(ws.join("notes.md"), "person\n").unwrap();
+    let out = home
+        .cordon(&["journal", "apply", &session])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/precious.rs")).unwrap(),
+        "precious\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("notes.md")).unwrap(),
+        "person\n"
+    );
+    // Forced, it is applied, and what it removed or replaced is journaled: undone, the
+    // person's files are back.
+    ok(&home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap());
+    assert!(!ws.join("src/precious.rs").exists());
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("src/precious.rs")).unwrap(),
+        "precious\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("notes.md")).unwrap(),
+        "person\n"
+    );
+}
+
+#[test]
+fn a_stage_cannot_plant_a_repository_that_runs_commands_nor_a_huge_sparse_file() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let script =
+        "mkdir -p evil/objects evil/refs/heads && echo 'ref: refs/heads/main' > evil/HEAD \
+        && printf '[core]\\n\\tfsmonitor = \"touch pwned; false\"\\n' > evil/config \
+        && echo 'gitdir: evil' > .git \
+        && mkdir -p sub/.git/objects sub/.git/refs && echo 'ref: refs/heads/main' > sub/.git/HEAD \
+        && printf '[core]\\n\\tfsmonitor = \"touch pwned; false\"\\n' > sub/.git/config \
+        && truncate -s 3G big.img && echo fine > fine.txt";
+    ok(&exec_script(&home, &["--stage"], "sh", script)
+        .output()
+        .unwrap());
+    let session = staged_sessions(&home).pop().unwrap();
+    let out = home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("pointer") && err.contains("run commands"),
+        "{err}"
+    );
+    assert!(!ws.join(".git").exists());
+    assert!(!ws.join("evil").exists());
+    assert!(!ws.join("sub/.git").exists());
+    assert!(!ws.join("big.img").exists(), "{err}");
+    assert_eq!(
+        fs_err::read_to_string(ws.join("fine.txt")).unwrap(),
+        "fine\n"
+    );
+}
+
+#[test]
+fn an_undo_never_removes_a_file_whose_original_was_not_kept() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::write(ws.join("data.bin"), vec![9u8; 2 << 20]).unwrap();
+    let config = home.path().join("config/cordon/config.toml");
+    fs_err::create_dir_all(config.parent().unwrap()).unwrap();
+    fs_err::write(&config, "[journal]\nmax_file_mib = 1\n").unwrap();
+    ok(&exec_script(&home, &[], "sh", "echo appended >> data.bin")
+        .output()
+        .unwrap());
+    let session = changes(&home, &[])[0]["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = home
+        .cordon(&["journal", "undo", "--session", &session, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not kept"), "{}", stderr(&out));
+    assert_eq!(
+        fs_err::metadata(ws.join("data.bin")).unwrap().len(),
+        (2 << 20) + 9
+    );
+}
+
+#[test]
+fn ignore_rules_a_session_wrote_hide_nothing_the_person_makes_later() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    ok(&exec_script(
+        &home,
+        &[],
+        "sh",
+        "printf 'target/\\n*.md\\nnotes/\\n' > .gitignore",
+    )
+    .output()
+    .unwrap());
+    // The person then writes these.
+    fs_err::create_dir_all(ws.join("notes")).unwrap();
+    fs_err::write(ws.join("notes/todo.txt"), "todo\n").unwrap();
+    fs_err::write(ws.join("DESIGN.md"), "design\n").unwrap();
+    ok(&exec_script(&home, &[], "sh", "rm -rf notes DESIGN.md")
+        .output()
+        .unwrap());
+    let last = changes(&home, &[]).last().unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &last])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("notes/todo.txt")).unwrap(),
+        "todo\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(ws.join("DESIGN.md")).unwrap(),
+        "design\n"
+    );
+}

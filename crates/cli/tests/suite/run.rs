@@ -888,3 +888,35 @@ fn a_skills_reads_are_classified_and_redacted_as_the_policy_says() {
     assert!(seen.contains("token: [REDACTED:token]"), "{seen}");
     assert!(!seen.contains(&token[4..]), "{seen}");
 }
+
+#[test]
+fn a_skills_write_whose_original_cannot_be_kept_is_refused() {
+    let home = Home::new();
+    let big = home.workspace().join("big.img");
+    fs_err::File::create(&big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let out = run(
+        &home,
+        &[
+            "--dir",
+            ".::/work",
+            &skill("hostile"),
+            "--",
+            "create-rw",
+            "/work/big.img",
+        ],
+    );
+    assert!(stdout(&out).starts_with("denied:"), "{}", stdout(&out));
+    assert_eq!(fs_err::metadata(&big).unwrap().len(), 3 << 30);
+    let why: Vec<String> = records(&home)
+        .iter()
+        .filter(|r| r["capability"] == "file" && r["allow"] == false)
+        .map(|r| r["reasons"][0].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        why.iter().any(|w| w.contains("could not be journaled")),
+        "{why:?}"
+    );
+}

@@ -257,7 +257,12 @@ pub(super) fn finish_stage(
             outcome.paths += stage.staged()?.len();
         }
         if mode == StageMode::Auto && exit == 0 && outcome.paths > 0 {
-            let report = journal.apply_stages(id, false, &config.journal_options())?;
+            let report = journal.apply_stages(
+                id,
+                false,
+                &config.journal_options(),
+                &cordon_sandbox::guard::vet_staged,
+            )?;
             outcome.applied = true;
             outcome.journaled = report.journaled.changes.len();
             for (root, applied) in report.applied {
@@ -343,7 +348,7 @@ impl crate::WriteJournal for SkillJournal {
             .lock()
             .map_err(|_| "the journal's state was lost".to_owned())?;
         journal
-            .touch(&self.id, root, rel)
+            .touch(&self.id, root, rel, &self.options)
             .map_err(|e| e.to_string())
     }
 }

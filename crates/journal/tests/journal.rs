@@ -1,0 +1,113 @@
+//! The journal as a skill's session uses it: each path kept before its first write, what
+//! became of it recorded at the end, undone exactly; nothing kept is collected while it is
+//! still needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cordon_journal::{Filter, Journal, Options};
+use pretty_assertions::assert_eq;
+
+fn files(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() {
+                stack.push(path);
+                out.insert(rel, "dir".into());
+            } else {
+                out.insert(rel, fs_err::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs_err::canonicalize(dir.path()).unwrap().join("work");
+    fs_err::create_dir_all(root.join("d/inner")).unwrap();
+    fs_err::write(root.join("d/a.txt"), "a\n").unwrap();
+    fs_err::write(root.join("d/inner/b.txt"), "b\n").unwrap();
+    fs_err::write(root.join("v"), "original\n").unwrap();
+    let journal = Journal::open(&dir.path().join("journal")).unwrap();
+    (dir, root, journal)
+}
+
+#[test]
+fn a_directory_a_skill_renamed_is_put_back_whole() {
+    let (_dir, root, mut journal) = setup();
+    let before = files(&root);
+    let options = Options::default();
+    journal
+        .open_session("s1", "skill", std::slice::from_ref(&root))
+        .unwrap();
+    // As the gate does: the source of the rename, then its destination, each before it
+    // is written.
+    journal.touch("s1", &root, "d", &options).unwrap();
+    journal.touch("s1", &root, "e", &options).unwrap();
+    fs_err::rename(root.join("d"), root.join("e")).unwrap();
+    fs_err::write(root.join("e/a.txt"), "changed\n").unwrap();
+    let found = journal.checkpoint("s1", "end", true, &options).unwrap();
+    assert!(found.changes.len() >= 6, "{:#?}", found.changes);
+    let selected = journal
+        .changes(&Filter {
+            session: Some("s1".into()),
+            pending: true,
+            ..Filter::default()
+        })
+        .unwrap();
+    let report = journal.undo(&selected, false).unwrap();
+    assert_eq!(report.conflicts, []);
+    assert_eq!(files(&root), before);
+}
+
+#[test]
+fn what_a_running_skill_kept_is_not_collected() {
+    let (_dir, root, mut journal) = setup();
+    let options = Options::default();
+    journal
+        .open_session("s2", "skill", std::slice::from_ref(&root))
+        .unwrap();
+    let _mark = journal.mark_running("s2").unwrap();
+    journal.touch("s2", &root, "v", &options).unwrap();
+    fs_err::write(root.join("v"), "clobbered\n").unwrap();
+    // A collection while the skill runs keeps the before-image.
+    let collected = journal.collect(i64::MAX).unwrap();
+    assert_eq!(collected.blobs, 0, "{collected:?}");
+    journal.checkpoint("s2", "end", true, &options).unwrap();
+    let selected = journal
+        .changes(&Filter {
+            session: Some("s2".into()),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(journal.undo(&selected, false).unwrap().conflicts, []);
+    assert_eq!(
+        fs_err::read_to_string(root.join("v")).unwrap(),
+        "original\n"
+    );
+}
+
+#[test]
+fn a_write_whose_before_image_cannot_be_kept_is_refused() {
+    let (_dir, root, mut journal) = setup();
+    let options = Options {
+        max_file: 4,
+        ..Options::default()
+    };
+    journal
+        .open_session("s3", "skill", std::slice::from_ref(&root))
+        .unwrap();
+    let refused = journal.touch("s3", &root, "v", &options).unwrap_err();
+    assert!(refused.to_string().contains("cannot be kept"), "{refused}");
+}
