@@ -460,7 +460,8 @@ impl Journal {
     fn rules_sessions_wrote(&self) -> io::Result<BTreeSet<String>> {
         let read = || -> rusqlite::Result<Vec<Option<String>>> {
             let mut stmt = self.conn.prepare(
-                "SELECT after FROM changes WHERE undone_by IS NULL AND undoes IS NULL
+                "SELECT after FROM changes WHERE undone_by IS NULL
+                 AND (undoes IS NULL OR undoes IN (SELECT id FROM changes WHERE undoes IS NOT NULL))
                  AND (path = '.gitignore' OR path LIKE '%/.gitignore' OR path = '.git/info/exclude'
                       OR to_path = '.gitignore' OR to_path LIKE '%/.gitignore')",
             )?;
@@ -752,6 +753,11 @@ impl Journal {
                 entry.size
             )));
         }
+        if before.as_ref().is_some_and(|e| e.kind == EntryKind::Other) {
+            return Err(io::Error::other(format!(
+                "`{rel}` is a FIFO, socket or device, which an undo cannot put back"
+            )));
+        }
         self.conn
             .execute(
                 "INSERT INTO touched (session, root, path, before) VALUES (?1, ?2, ?3, ?4)",
@@ -913,7 +919,7 @@ impl Journal {
         let read = || -> rusqlite::Result<Vec<StageRecord>> {
             let mut stmt = self.conn.prepare(
                 "SELECT id, session, root, dir, skip, state FROM stages
-                 WHERE state = 'pending' AND (?1 IS NULL OR session = ?1) ORDER BY id",
+                 WHERE state IN ('pending', 'applying') AND (?1 IS NULL OR session = ?1) ORDER BY id",
             )?;
             let rows = stmt.query_map(params![session], |row| {
                 let root: String = row.get(2)?;
@@ -944,7 +950,9 @@ impl Journal {
 
     /// Applies `session`'s pending stages to their trees and journals what changed (each
     /// change then undoable like a live session's). A path changed in the tree during the
-    /// run is left as it is unless `force`; protected paths are never applied.
+    /// run is left as it is unless `force`; protected paths are never applied; `vet` is
+    /// asked about each path the tree did not have, and `after` runs once everything is in,
+    /// before it is journaled.
     ///
     /// # Errors
     ///
@@ -955,6 +963,7 @@ impl Journal {
         force: bool,
         options: &Options,
         vet: &dyn Fn(&Path) -> Result<(), String>,
+        after: &mut dyn FnMut(),
     ) -> io::Result<ApplyReport> {
         self.refuse_running(session)?;
         let stages = self.stages(Some(session))?;
@@ -968,7 +977,19 @@ impl Journal {
         // The trees as they are now become the session's baseline, attributing nothing to
         // it: what is journaled next is exactly what the stage brings, and whatever it
         // replaces or removes keeps its before-image.
-        self.take_session(session, "before-apply", false, options, false)?;
+        // Once per application: one cut short and finished later keeps this baseline, so
+        // what the first attempt overwrote keeps its before-image.
+        if stages.iter().all(|s| s.state == "pending") {
+            self.take_session(session, "before-apply", false, options, false)?;
+            for stage in &stages {
+                self.conn
+                    .execute(
+                        "UPDATE stages SET state = 'applying' WHERE id = ?1",
+                        params![stage.id],
+                    )
+                    .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+            }
+        }
         {
             let _lock = self.lock()?;
             for stage in &stages {
@@ -987,6 +1008,9 @@ impl Journal {
                 report.applied.push((stage.root.clone(), applied));
             }
         }
+        // What the caller checks once the stage is in (repositories that appeared, say),
+        // before the result is journaled.
+        after();
         // What the trees are now, against the session's last snapshot: the stage's changes.
         report.journaled = self.checkpoint(session, "apply", true, options)?;
         // A stage with paths left as they are stays, to be applied again (with `force`).
@@ -1434,13 +1458,15 @@ impl Journal {
             let snapshots = tx.execute(
                 "DELETE FROM snapshots WHERE taken_ns < ?1
                    AND id NOT IN (SELECT MAX(id) FROM snapshots GROUP BY root)
-                   AND session NOT IN (SELECT session FROM sessions WHERE ended_ns IS NULL)",
+                   AND session NOT IN (SELECT session FROM sessions WHERE ended_ns IS NULL)
+                   AND session NOT IN (SELECT session FROM stages WHERE state IN ('pending', 'applying'))",
                 params![before_ns],
             )?;
             let sessions = tx.execute(
                 "DELETE FROM sessions WHERE ended_ns IS NOT NULL AND ended_ns < ?1
                    AND session NOT IN (SELECT session FROM changes)
-                   AND session NOT IN (SELECT session FROM snapshots)",
+                   AND session NOT IN (SELECT session FROM snapshots)
+                   AND session NOT IN (SELECT session FROM stages WHERE state IN ('pending', 'applying'))",
                 params![before_ns],
             )?;
             Ok((changes, snapshots, sessions))

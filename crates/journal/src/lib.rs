@@ -32,8 +32,8 @@ pub use blobs::is_store_failure;
 pub use blobs::{Blobs, Digest};
 pub use diff::{diff, Change, ChangeKind};
 pub use journal::{
-    Checkpoint, Collected, Filter, Journal, Lock, Recorded, SessionMark, SessionRecord, Stats,
-    Taken, UndoReport,
+    ApplyReport, Checkpoint, Collected, Filter, Journal, Lock, Recorded, SessionMark,
+    SessionRecord, StageRecord, Stats, Taken, UndoReport,
 };
 pub use restore::{undo, undo_in, Conflict, Undone};
 pub use snapshot::{snapshot, snapshot_in, Entry, EntryKind, Manifest, Options, Summary};

@@ -433,8 +433,11 @@ pub fn undo_in(root: &Root, blobs: &Blobs, changes: &[Change], force: bool) -> i
 fn order(changes: &[Change]) -> Vec<(usize, &Change)> {
     let is_dir = |e: Option<&Entry>| e.is_some_and(|e| e.kind == EntryKind::Dir);
     let phase = |c: &Change| match c.kind {
-        ChangeKind::Delete if is_dir(c.before.as_ref()) => 0,
+        // Directories put back before what goes in them.
+        ChangeKind::Delete | ChangeKind::Modify if is_dir(c.before.as_ref()) => 0,
         ChangeKind::Rename => 1,
+        // A directory that replaced a file goes once what was made in it is gone.
+        ChangeKind::Modify if is_dir(c.after.as_ref()) => 6,
         ChangeKind::Modify | ChangeKind::Mode => 2,
         ChangeKind::Delete => 3,
         ChangeKind::Create if !is_dir(c.after.as_ref()) => 4,
@@ -443,7 +446,7 @@ fn order(changes: &[Change]) -> Vec<(usize, &Change)> {
     let mut ordered: Vec<(usize, &Change)> = changes.iter().enumerate().collect();
     ordered.sort_by(|(_, a), (_, b)| {
         phase(a).cmp(&phase(b)).then_with(|| {
-            if phase(a) == 5 {
+            if phase(a) >= 5 {
                 b.path.cmp(&a.path)
             } else {
                 a.path.cmp(&b.path)

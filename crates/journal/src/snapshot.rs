@@ -533,7 +533,9 @@ impl Walk<'_> {
         if self.excluded.contains(&(entry.dev, entry.ino)) {
             return Ok(());
         }
-        if self.ignored(&rel, kind == EntryKind::Dir) {
+        // A rules file is always taken: one that ignores itself would be written unseen.
+        let rules_file = name == ".gitignore";
+        if !rules_file && self.ignored(&rel, kind == EntryKind::Dir) {
             if self.manifest.left_out.len() < MAX_LEFT_OUT {
                 self.manifest.left_out.push(rel);
             }

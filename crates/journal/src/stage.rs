@@ -203,6 +203,11 @@ fn found(dir: &OwnedFd, name: &str, sizes: Option<&[u64]>) -> io::Result<Option<
 fn unchanged(now: Option<&Entry>, baseline: Option<&Entry>) -> bool {
     match (now, baseline) {
         (None, None) => true,
+        // A file whose content was not kept: the same as far as its metadata tells.
+        (Some(n), Some(b)) if b.kind == EntryKind::Unknown => {
+            matches!(n.kind, EntryKind::File | EntryKind::Unknown)
+                && (n.size, n.mtime_ns, n.ino) == (b.size, b.mtime_ns, b.ino)
+        }
         (Some(n), Some(b)) => {
             n.kind == b.kind
                 && (n.kind == EntryKind::Dir || (n.digest == b.digest && n.target == b.target))
@@ -305,9 +310,6 @@ impl ApplyWalk<'_> {
     /// Whether everything below the tree's directory `rel` is as the session found it:
     /// removing it then removes nothing anyone wrote since.
     fn subtree_unchanged(&mut self, rel: &str) -> bool {
-        if self.force {
-            return true;
-        }
         let below = match crate::tree::descendants(self.root, rel, MAX_REMOVED) {
             Ok(below) => below,
             Err(err) => {
@@ -319,10 +321,26 @@ impl ApplyWalk<'_> {
             let found = crate::tree::parent(self.root.fd(), &path).and_then(|(dir, name)| {
                 Ok(rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
             });
+            // What could not be kept is never removed, forced or not: nothing could put it
+            // back.
+            if let Ok(stat) = &found {
+                if self.unkeepable(stat) {
+                    self.conflict(
+                        rel,
+                        format!("`{path}` in it is too large (or sparse) to keep: the directory is not removed"),
+                    );
+                    return false;
+                }
+            }
+            if self.force {
+                continue;
+            }
             let same = match (found, self.baseline.entries.get(&path)) {
                 (Ok(stat), Some(old)) => {
                     let now = crate::snapshot::entry_from_stat(&stat);
-                    now.kind == old.kind
+                    let kind_same = now.kind == old.kind
+                        || (now.kind == EntryKind::File && old.kind == EntryKind::Unknown);
+                    kind_same
                         && (now.kind == EntryKind::Dir
                             || (now.size, now.mtime_ns, now.ino)
                                 == (old.size, old.mtime_ns, old.ino))
@@ -338,6 +356,14 @@ impl ApplyWalk<'_> {
             }
         }
         true
+    }
+
+    /// Whether the tree's file `stat` describes is one whose content the journal would not
+    /// keep (so what replaced or removed it could not be undone).
+    fn unkeepable(&self, stat: &rustix::fs::Stat) -> bool {
+        FileType::from_raw_mode(stat.st_mode as _) == FileType::RegularFile
+            && (u64::try_from(stat.st_size).unwrap_or(u64::MAX) > self.rules.max_file
+                || crate::snapshot::is_sparse(stat))
     }
 
     /// Whether the stage's `rel`, which the tree did not have, may come in.
@@ -369,6 +395,16 @@ impl ApplyWalk<'_> {
         rel: &str,
         wanted: Option<&Entry>,
     ) -> bool {
+        // What is there and could not be kept is never replaced, forced or not.
+        if let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            if self.unkeepable(&stat) {
+                self.conflict(
+                    rel,
+                    "too large (or sparse) to keep a before-image of: not replaced",
+                );
+                return false;
+            }
+        }
         if self.force {
             return true;
         }

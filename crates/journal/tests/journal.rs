@@ -111,3 +111,20 @@ fn a_write_whose_before_image_cannot_be_kept_is_refused() {
     let refused = journal.touch("s3", &root, "v", &options).unwrap_err();
     assert!(refused.to_string().contains("cannot be kept"), "{refused}");
 }
+
+#[test]
+fn a_fifo_a_skill_would_remove_is_refused() {
+    let (_dir, root, mut journal) = setup();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    journal
+        .open_session("s4", "skill", std::slice::from_ref(&root))
+        .unwrap();
+    let refused = journal
+        .touch("s4", &root, "pipe", &Options::default())
+        .unwrap_err();
+    assert!(refused.to_string().contains("FIFO"), "{refused}");
+}

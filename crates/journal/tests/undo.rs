@@ -302,3 +302,20 @@ fn paths_longer_than_the_kernel_takes_at_once_are_undone() {
     assert_eq!(undone.conflicts, []);
     assert_eq!(shape(&take(&root, &blobs)), shape(&before));
 }
+
+#[test]
+fn a_file_replaced_by_a_directory_with_files_is_put_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("blobs"));
+    let root = dir.path().join("work");
+    fs_err::create_dir_all(&root).unwrap();
+    fs_err::write(root.join("f"), "a file\n").unwrap();
+    let before = take(&root, &blobs);
+    fs_err::remove_file(root.join("f")).unwrap();
+    fs_err::create_dir_all(root.join("f/deeper")).unwrap();
+    fs_err::write(root.join("f/deeper/inner"), "x").unwrap();
+    let after = take(&root, &blobs);
+    let undone = undo(&root, &blobs, &diff(&before, &after), false).unwrap();
+    assert_eq!(undone.conflicts, []);
+    assert_eq!(shape(&take(&root, &blobs)), shape(&before));
+}

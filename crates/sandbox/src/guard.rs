@@ -383,6 +383,10 @@ fn benign_git_config_in(file: OwnedFd) -> bool {
 
 /// Whether a hooks directory holds only git's samples.
 fn only_sample_hooks(dir: &Path) -> bool {
+    // A link leads elsewhere, where anything may appear later.
+    if !fs_err::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     fs_err::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).all(|e| {
             e.file_name().to_string_lossy().ends_with(".sample")
@@ -493,10 +497,13 @@ fn benign_repository(git: &Path) -> bool {
     let Ok(meta) = fs_err::symlink_metadata(git) else {
         return false;
     };
+    // Each part looked at as it is, links not followed: a link to where nothing is yet
+    // would pass as "none" and be filled in later.
+    let absent = |name: &str| fs_err::symlink_metadata(git.join(name)).is_err();
     meta.is_dir()
         && benign_git_config(&git.join("config"))
-        && (!git.join("hooks").exists() || only_sample_hooks(&git.join("hooks")))
-        && !git.join("commondir").exists()
+        && (absent("hooks") || only_sample_hooks(&git.join("hooks")))
+        && absent("commondir")
 }
 
 impl Guard {
@@ -520,6 +527,25 @@ impl Guard {
             guard.entries.push((g.clone(), index, state));
         }
         guard
+    }
+
+    /// A guard over `roots` as they are now (protected paths `guarded`, and every repository
+    /// found in them): what then writes into them (a stage being applied) is checked as a
+    /// program's run is.
+    ///
+    /// # Errors
+    ///
+    /// When a root is too large to search for repositories.
+    pub fn for_trees(roots: &[PathBuf], guarded: &[Guarded]) -> Result<Guard, String> {
+        let mut repos = Vec::new();
+        for root in roots {
+            repos.extend(repositories_below(root)?);
+        }
+        let mut guard = Self::record_with_repositories(guarded, &repos);
+        for root in roots {
+            guard.root_index(root);
+        }
+        Ok(guard)
     }
 
     /// Writes what the check needs to `path` (created `0600`), so that a later cordon can run

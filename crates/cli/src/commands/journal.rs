@@ -642,14 +642,13 @@ impl StagedCommand {
 impl ApplyCommand {
     fn run(&self, journal: &mut Journal, cli: &Cli) -> Result<Exit, CliError> {
         let config = load_config(cli, &PolicyArgs::default())?;
-        let report = journal
-            .apply_stages(
-                &self.session,
-                self.force,
-                &config.journal_options(),
-                &cordon_sandbox::guard::vet_staged,
-            )
-            .hint("`cordon journal staged` lists the sessions with a stage")?;
+        let (report, findings) = cordon_supervisor::session::apply_guarded(
+            journal,
+            &self.session,
+            self.force,
+            &config.journal_options(),
+        )
+        .hint("`cordon journal staged` lists the sessions with a stage")?;
         if self.json {
             json_line(&report)?;
         } else {
@@ -657,7 +656,10 @@ impl ApplyCommand {
                 emit(&line(r))?;
             }
         }
-        let mut left = 0;
+        let mut left = findings
+            .iter()
+            .filter(|f| f.action == cordon_sandbox::guard::Action::Unresolved)
+            .count();
         for (root, applied) in &report.applied {
             for conflict in &applied.conflicts {
                 left += 1;

@@ -1088,3 +1088,169 @@ fn ignore_rules_a_session_wrote_hide_nothing_the_person_makes_later() {
         "design\n"
     );
 }
+
+#[test]
+fn a_stage_cannot_turn_a_directory_into_a_repository_nor_link_its_hooks() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    let pwned = home.path().join("PWNED");
+    fs_err::create_dir_all(ws.join("lib")).unwrap();
+    fs_err::write(ws.join("lib/a.c"), "code\n").unwrap();
+    let script = format!(
+        "cd lib && mkdir -p objects refs/heads && echo 'ref: refs/heads/main' > HEAD \
+         && printf '[core]\\n\\tbare = false\\n\\tworktree = .\\n\\tfsmonitor = \"touch {p}; false\"\\n' > config && cd .. \
+         && mkdir sub && cd sub && git init -q . && rm -rf .git/hooks && ln -s {w}/zzhooks .git/hooks \
+         && mkdir {w}/zzhooks && printf '#!/bin/sh\\ntouch {p}\\n' > {w}/zzhooks/pre-commit && chmod +x {w}/zzhooks/pre-commit",
+        p = pwned.display(),
+        w = ws.display()
+    );
+    ok(&exec_script(&home, &["--stage"], "sh", &script)
+        .output()
+        .unwrap());
+    let session = staged_sessions(&home).pop().unwrap();
+    let _ = home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap();
+    for args in [
+        vec!["-C", "lib", "status"],
+        vec!["-C", "sub", "status"],
+        vec![
+            "-C",
+            "sub",
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@b",
+            "commit",
+            "-qm",
+            "x",
+            "--allow-empty",
+        ],
+    ] {
+        let _ = std::process::Command::new("git")
+            .args(&args)
+            .current_dir(&ws)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output();
+    }
+    assert!(!pwned.exists(), "git ran what the stage planted");
+    // What the person had in the directory is still there.
+    assert_eq!(
+        fs_err::read_to_string(ws.join("lib/a.c")).unwrap(),
+        "code\n"
+    );
+}
+
+#[test]
+fn a_gitignore_that_ignores_itself_is_journaled_and_not_trusted() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("docs")).unwrap();
+    fs_err::write(ws.join("docs/old.md"), "old\n").unwrap();
+    ok(
+        &exec_script(&home, &[], "sh", "printf '*\\n' > docs/.gitignore")
+            .output()
+            .unwrap(),
+    );
+    fs_err::write(ws.join("docs/plan.md"), "the person's plan\n").unwrap();
+    ok(&exec_script(&home, &[], "sh", "rm -f docs/plan.md")
+        .output()
+        .unwrap());
+    let last = changes(&home, &[]).last().unwrap()["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &last])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("docs/plan.md")).unwrap(),
+        "the person's plan\n"
+    );
+}
+
+#[test]
+fn an_application_cut_short_and_finished_keeps_every_before_image() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::write(ws.join("a"), "the person's a\n").unwrap();
+    let script = "echo staged > a; mkdir z; i=0; while [ $i -lt 3000 ]; do echo $i > z/f$i; i=$((i+1)); done";
+    ok(&exec_script(&home, &["--stage"], "sh", script)
+        .output()
+        .unwrap());
+    let session = staged_sessions(&home).pop().unwrap();
+    let mut child = KillOnDrop(
+        home.cordon(&["journal", "apply", &session])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    ok(&home
+        .cordon(&["journal", "apply", &session])
+        .output()
+        .unwrap());
+    assert_eq!(fs_err::read_to_string(ws.join("a")).unwrap(), "staged\n");
+    ok(&home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs_err::read_to_string(ws.join("a")).unwrap(),
+        "the person's a\n"
+    );
+    assert!(!ws.join("z").exists());
+}
+
+#[test]
+fn a_stage_never_removes_a_file_too_large_to_keep_and_survives_gc() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    let config = home.path().join("config/cordon/config.toml");
+    fs_err::create_dir_all(config.parent().unwrap()).unwrap();
+    fs_err::write(&config, "[journal]\nmax_file_mib = 1\n").unwrap();
+    fs_err::write(ws.join("big.bin"), vec![3u8; 2 << 20]).unwrap();
+    ok(&exec_script(
+        &home,
+        &["--stage"],
+        "sh",
+        "rm big.bin && echo x > small.txt",
+    )
+    .output()
+    .unwrap());
+    let session = staged_sessions(&home).pop().unwrap();
+    // Another session and a collection: the pending stage stays appliable.
+    ok(&exec_script(&home, &[], "sh", "echo y > other.txt")
+        .output()
+        .unwrap());
+    ok(&home
+        .cordon(&["journal", "gc", "--keep", "0s"])
+        .output()
+        .unwrap());
+    let out = home
+        .cordon(&["journal", "apply", &session, "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("too large"), "{}", stderr(&out));
+    assert_eq!(fs_err::metadata(ws.join("big.bin")).unwrap().len(), 2 << 20);
+    assert_eq!(fs_err::read_to_string(ws.join("small.txt")).unwrap(), "x\n");
+}

@@ -257,12 +257,7 @@ pub(super) fn finish_stage(
             outcome.paths += stage.staged()?.len();
         }
         if mode == StageMode::Auto && exit == 0 && outcome.paths > 0 {
-            let report = journal.apply_stages(
-                id,
-                false,
-                &config.journal_options(),
-                &cordon_sandbox::guard::vet_staged,
-            )?;
+            let (report, _) = apply_guarded(&mut journal, id, false, &config.journal_options())?;
             outcome.applied = true;
             outcome.journaled = report.journaled.changes.len();
             for (root, applied) in report.applied {
@@ -369,4 +364,46 @@ impl SkillJournal {
             .checkpoint(&self.id, "end", true, &self.options)
             .map_err(|e| format!("cannot journal what the skill changed: {e}"))
     }
+}
+
+/// Applies `session`'s stages as `cordon journal apply` does: the trees are guarded as a
+/// program's run is (a protected path changed, or a repository that appeared with
+/// something that runs in it, is moved aside before the result is journaled), and every
+/// path the tree did not have is vetted first. Returns what was applied, and what the guard
+/// found.
+///
+/// # Errors
+///
+/// When the stages cannot be read or applied, or the trees not searched.
+pub fn apply_guarded(
+    journal: &mut Journal,
+    session: &str,
+    force: bool,
+    options: &Options,
+) -> std::io::Result<(
+    cordon_journal::ApplyReport,
+    Vec<cordon_sandbox::guard::Finding>,
+)> {
+    let stages = journal.stages(Some(session))?;
+    let roots: Vec<PathBuf> = stages.iter().map(|s| s.root.clone()).collect();
+    let guarded: Vec<cordon_sandbox::guard::Guarded> = stages
+        .iter()
+        .flat_map(|s| {
+            s.skip.iter().map(|rel| cordon_sandbox::guard::Guarded {
+                root: s.root.clone(),
+                path: s.root.join(rel),
+            })
+        })
+        .collect();
+    let guard =
+        cordon_sandbox::guard::Guard::for_trees(&roots, &guarded).map_err(std::io::Error::other)?;
+    let mut findings = Vec::new();
+    let report = journal.apply_stages(
+        session,
+        force,
+        options,
+        &cordon_sandbox::guard::vet_staged,
+        &mut || findings = super::protect::check_protected(&guard, None),
+    )?;
+    Ok((report, findings))
 }

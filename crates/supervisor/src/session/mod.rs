@@ -99,7 +99,7 @@ pub struct LaunchRequest {
     pub stage: Option<StageMode>,
 }
 
-pub use journaling::{StageMode, StagedOutcome};
+pub use journaling::{apply_guarded, StageMode, StagedOutcome};
 
 impl LaunchRequest {
     /// A request to run `command` in `cwd` with nothing more asked for, taking the
