@@ -443,6 +443,11 @@ impl Journal {
         }
         .optional()
         .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        self.load_manifest(digest)
+    }
+
+    /// The manifest kept as `digest`, if any.
+    fn load_manifest(&self, digest: Option<String>) -> io::Result<Option<Manifest>> {
         let Some(digest) = digest else {
             return Ok(None);
         };
@@ -488,17 +493,7 @@ impl Journal {
             )
             .optional()
             .map_err(|e| error("cannot read the journal", &self.dir, e))?;
-        let Some(digest) = digest else {
-            return Ok(None);
-        };
-        let bytes = self.blobs.get(&digest)?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            error(
-                "a kept snapshot cannot be read",
-                &self.blobs.path(&digest).unwrap_or_default(),
-                e,
-            )
-        })
+        self.load_manifest(digest)
     }
 
     /// Takes `root` and keeps its manifest; nothing recorded yet.

@@ -383,10 +383,6 @@ fn benign_git_config_in(file: OwnedFd) -> bool {
 
 /// Whether a hooks directory holds only git's samples.
 fn only_sample_hooks(dir: &Path) -> bool {
-    // A link leads elsewhere, where anything may appear later.
-    if !fs_err::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return false;
-    }
     fs_err::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).all(|e| {
             e.file_name().to_string_lossy().ends_with(".sample")
@@ -500,10 +496,12 @@ fn benign_repository(git: &Path) -> bool {
     // Each part looked at as it is, links not followed: a link to where nothing is yet
     // would pass as "none" and be filled in later.
     let absent = |name: &str| fs_err::symlink_metadata(git.join(name)).is_err();
-    meta.is_dir()
-        && benign_git_config(&git.join("config"))
-        && (absent("hooks") || only_sample_hooks(&git.join("hooks")))
-        && absent("commondir")
+    // A hooks link leads elsewhere, where anything may appear later.
+    let hooks = match fs_err::symlink_metadata(git.join("hooks")) {
+        Err(_) => true,
+        Ok(m) => m.is_dir() && only_sample_hooks(&git.join("hooks")),
+    };
+    meta.is_dir() && benign_git_config(&git.join("config")) && hooks && absent("commondir")
 }
 
 impl Guard {

@@ -206,7 +206,7 @@ impl ExecCommand {
                 );
             }
         }
-        super::shared::report_journaled(cli, &ended.id, ended.journaled);
+        super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
         tracing::debug!("session ended after {:?}", started.elapsed());
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
     }

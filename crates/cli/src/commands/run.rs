@@ -174,7 +174,7 @@ impl RunCommand {
             ended.id,
             ended.cache
         );
-        super::shared::report_journaled(cli, &ended.id, ended.journaled);
+        super::shared::report_journaled(cli, &ended.id, ended.journaled, &[]);
         if let Some(stopped) = &ended.exit.stopped {
             eprintln!("cordon: skill {stopped}");
         }

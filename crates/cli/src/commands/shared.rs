@@ -98,12 +98,23 @@ pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
     Some(seconds.map(std::time::Duration::from_secs))
 }
 
-/// Tells the person how many changes a session journaled, and how to see and undo them.
-pub fn report_journaled(cli: &Cli, id: &str, changes: Option<usize>) {
+/// Tells the person how many changes a session journaled, how to see and undo them, and
+/// which trees `.gitignore` left out.
+pub fn report_journaled(cli: &Cli, id: &str, changes: Option<usize>, left_out: &[PathBuf]) {
     if let (Some(changes @ 1..), false) = (changes, cli.quiet) {
         eprintln!(
             "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
             if changes == 1 { "" } else { "s" },
         );
+        if !left_out.is_empty() {
+            let shown: Vec<String> = left_out
+                .iter()
+                .map(|p| cordon_types::printable(&p.to_string_lossy()))
+                .collect();
+            eprintln!(
+                "cordon: not journaled (ignored by .gitignore): {}",
+                shown.join(", ")
+            );
+        }
     }
 }

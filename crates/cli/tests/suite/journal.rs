@@ -58,6 +58,14 @@ fn changes(home: &Home, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `cordon journal undo --session SESSION`, which must succeed.
+fn undo_session(home: &Home, session: &str) {
+    ok(&home
+        .cordon(&["journal", "undo", "--session", session])
+        .output()
+        .unwrap());
+}
+
 fn seed(home: &Home) {
     let ws = home.workspace();
     fs_err::create_dir_all(ws.join("src/deep")).unwrap();
@@ -286,10 +294,7 @@ fn cordon_killed_during_a_run_loses_no_change_and_the_next_launch_journals_it() 
     let list = changes(&home, &[]);
     assert!(list.iter().any(|c| c["path"] == "src/main.rs"), "{list:?}");
     let session = list[0]["session"].as_str().unwrap().to_owned();
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &session])
-        .output()
-        .unwrap());
+    undo_session(&home, &session);
     assert_eq!(
         fs_err::read_to_string(ws.join("src/main.rs")).unwrap(),
         "fn main() {}\n"
@@ -330,10 +335,7 @@ fn cordon_killed_while_it_takes_the_tree_leaves_a_journal_that_works() {
     );
     let list = changes(&home, &[]);
     let session = list.last().unwrap()["session"].as_str().unwrap().to_owned();
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &session])
-        .output()
-        .unwrap());
+    undo_session(&home, &session);
     assert_eq!(state(&ws), before);
 }
 
@@ -966,10 +968,7 @@ fn applying_a_stage_never_removes_or_overwrites_what_the_person_wrote_since() {
         .output()
         .unwrap());
     assert!(!ws.join("src/precious.rs").exists());
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &session])
-        .output()
-        .unwrap());
+    undo_session(&home, &session);
     assert_eq!(
         fs_err::read_to_string(ws.join("src/precious.rs")).unwrap(),
         "precious\n"
@@ -1075,10 +1074,7 @@ fn ignore_rules_a_session_wrote_hide_nothing_the_person_makes_later() {
         .as_str()
         .unwrap()
         .to_owned();
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &last])
-        .output()
-        .unwrap());
+    undo_session(&home, &last);
     assert_eq!(
         fs_err::read_to_string(ws.join("notes/todo.txt")).unwrap(),
         "todo\n"
@@ -1168,10 +1164,7 @@ fn a_gitignore_that_ignores_itself_is_journaled_and_not_trusted() {
         .as_str()
         .unwrap()
         .to_owned();
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &last])
-        .output()
-        .unwrap());
+    undo_session(&home, &last);
     assert_eq!(
         fs_err::read_to_string(ws.join("docs/plan.md")).unwrap(),
         "the person's plan\n"
@@ -1206,10 +1199,7 @@ fn an_application_cut_short_and_finished_keeps_every_before_image() {
         .output()
         .unwrap());
     assert_eq!(fs_err::read_to_string(ws.join("a")).unwrap(), "staged\n");
-    ok(&home
-        .cordon(&["journal", "undo", "--session", &session])
-        .output()
-        .unwrap());
+    undo_session(&home, &session);
     assert_eq!(
         fs_err::read_to_string(ws.join("a")).unwrap(),
         "the person's a\n"
@@ -1253,4 +1243,31 @@ fn a_stage_never_removes_a_file_too_large_to_keep_and_survives_gc() {
     assert!(stderr(&out).contains("too large"), "{}", stderr(&out));
     assert_eq!(fs_err::metadata(ws.join("big.bin")).unwrap().len(), 2 << 20);
     assert_eq!(fs_err::read_to_string(ws.join("small.txt")).unwrap(), "x\n");
+}
+
+#[test]
+fn the_run_says_which_trees_gitignore_left_out() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    fs_err::create_dir_all(ws.join("target/debug")).unwrap();
+    fs_err::write(ws.join("target/debug/out"), "built").unwrap();
+    fs_err::write(ws.join(".gitignore"), "target/\n").unwrap();
+    let out = exec_script(
+        &home,
+        &[],
+        "sh",
+        "echo x > notes.md && echo y > target/debug/out",
+    )
+    .output()
+    .unwrap();
+    ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("1 change journaled"), "{err}");
+    assert!(
+        err.contains("not journaled (ignored by .gitignore)") && err.contains("target"),
+        "{err}"
+    );
 }

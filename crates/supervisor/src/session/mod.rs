@@ -1137,6 +1137,8 @@ pub struct Ended {
     pub journaled: Option<usize>,
     /// With `--stage`: what the stage holds, and whether it was applied.
     pub staged: Option<StagedOutcome>,
+    /// Trees `.gitignore` left out of the journal (not undoable), at most a few.
+    pub left_out: Vec<PathBuf>,
 }
 
 impl Running {
@@ -1231,6 +1233,18 @@ impl Running {
             id: info.id,
             exit_code: exit,
             protected,
+            left_out: journaled
+                .as_ref()
+                .and_then(|j| j.as_ref().ok())
+                .map(|found| {
+                    found
+                        .taken
+                        .iter()
+                        .flat_map(|t| t.left_out.iter().map(|rel| t.root.join(rel)))
+                        .take(5)
+                        .collect()
+                })
+                .unwrap_or_default(),
             journaled: journaled
                 .and_then(Result::ok)
                 .map(|found| found.changes.len()),
