@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     started_ns INTEGER NOT NULL,
     ended_ns INTEGER
 );
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions(session) WHERE ended_ns IS NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     id INTEGER PRIMARY KEY,
     session TEXT NOT NULL,
@@ -55,9 +56,11 @@ CREATE TABLE IF NOT EXISTS changes (
     before TEXT,
     after TEXT,
     undoes INTEGER,
-    undone_by INTEGER
+    undone_by INTEGER,
+    rules INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS changes_session ON changes(session, id);
+CREATE INDEX IF NOT EXISTS changes_rules ON changes(id) WHERE rules = 1;
 CREATE TABLE IF NOT EXISTS roots (
     session TEXT NOT NULL,
     root TEXT NOT NULL,
@@ -465,10 +468,8 @@ impl Journal {
     fn rules_sessions_wrote(&self) -> io::Result<BTreeSet<String>> {
         let read = || -> rusqlite::Result<Vec<Option<String>>> {
             let mut stmt = self.conn.prepare(
-                "SELECT after FROM changes WHERE undone_by IS NULL
-                 AND (undoes IS NULL OR undoes IN (SELECT id FROM changes WHERE undoes IS NOT NULL))
-                 AND (path = '.gitignore' OR path LIKE '%/.gitignore' OR path = '.git/info/exclude'
-                      OR to_path = '.gitignore' OR to_path LIKE '%/.gitignore')",
+                "SELECT after FROM changes WHERE rules = 1 AND undone_by IS NULL
+                 AND (undoes IS NULL OR undoes IN (SELECT id FROM changes WHERE rules = 1 AND undoes IS NOT NULL))",
             )?;
             let rows = stmt.query_map([], |row| row.get(0))?;
             rows.collect()
@@ -1580,8 +1581,8 @@ fn insert_change(
 ) -> rusqlite::Result<i64> {
     let entry = |e: &Option<Entry>| e.as_ref().and_then(|e| serde_json::to_string(e).ok());
     tx.execute(
-        "INSERT INTO changes (session, root, time_ns, kind, path, to_path, before, after, undoes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO changes (session, root, time_ns, kind, path, to_path, before, after, undoes, rules)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             session,
             root.to_string_lossy(),
@@ -1591,10 +1592,17 @@ fn insert_change(
             change.to,
             entry(&change.before),
             entry(&change.after),
-            undoes
+            undoes,
+            i64::from(is_rules_file(change.to.as_deref().unwrap_or(&change.path)))
         ],
     )?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Whether `path` (in a tree) is an ignore-rules file: found at each start without reading
+/// every change ([`Journal::start`]).
+fn is_rules_file(path: &str) -> bool {
+    path == ".gitignore" || path.ends_with("/.gitignore") || path == ".git/info/exclude"
 }
 
 fn libc_nofollow() -> i32 {
