@@ -25,6 +25,30 @@ use crate::snapshot::{snapshot_in, Entry, EntryKind, Manifest, Options, Summary}
 use crate::stage::{apply as apply_stage, staged, Applied, Staged};
 use crate::tree::Root;
 
+/// Indexes on columns a journal made by an earlier version may lack until [`migrate`] adds
+/// them.
+const LATER_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS changes_rules ON changes(id) WHERE rules = 1;
+";
+
+/// Brings a journal made by an earlier version up to this one's tables.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_rules: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('changes') WHERE name = 'rules'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_rules {
+        conn.execute_batch(
+            "ALTER TABLE changes ADD COLUMN rules INTEGER NOT NULL DEFAULT 0;
+             UPDATE changes SET rules = 1
+               WHERE path = '.gitignore' OR path LIKE '%/.gitignore' OR path = '.git/info/exclude'
+                  OR to_path = '.gitignore' OR to_path LIKE '%/.gitignore';",
+        )?;
+    }
+    conn.execute_batch(LATER_INDEXES)
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
     session TEXT PRIMARY KEY,
@@ -60,7 +84,6 @@ CREATE TABLE IF NOT EXISTS changes (
     rules INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS changes_session ON changes(session, id);
-CREATE INDEX IF NOT EXISTS changes_rules ON changes(id) WHERE rules = 1;
 CREATE TABLE IF NOT EXISTS roots (
     session TEXT NOT NULL,
     root TEXT NOT NULL,
@@ -329,7 +352,8 @@ impl Journal {
             conn.busy_timeout(BUSY)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)
+            conn.execute_batch(SCHEMA)?;
+            migrate(&conn)
         };
         setup().map_err(|e| error("cannot set up", &path, e))?;
         Ok(Self {

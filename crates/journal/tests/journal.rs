@@ -128,3 +128,29 @@ fn a_fifo_a_skill_would_remove_is_refused() {
         .unwrap_err();
     assert!(refused.to_string().contains("FIFO"), "{refused}");
 }
+
+#[test]
+fn a_journal_made_by_an_earlier_version_is_brought_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    fs_err::create_dir_all(&journal_dir).unwrap();
+    // The changes table as the first version made it, with a rules file recorded.
+    let old = rusqlite::Connection::open(journal_dir.join("journal.db")).unwrap();
+    old.execute_batch(
+        "CREATE TABLE changes (id INTEGER PRIMARY KEY, session TEXT NOT NULL, root TEXT NOT NULL,
+           time_ns INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, to_path TEXT,
+           before TEXT, after TEXT, undoes INTEGER, undone_by INTEGER);
+         INSERT INTO changes (session, root, time_ns, kind, path) VALUES ('s', '/w', 1, 'create', 'a/.gitignore');",
+    )
+    .unwrap();
+    drop(old);
+    let journal = Journal::open(&journal_dir).unwrap();
+    let listed = journal.changes(&Filter::default()).unwrap();
+    assert_eq!(listed.len(), 1);
+    drop(journal);
+    let check = rusqlite::Connection::open(journal_dir.join("journal.db")).unwrap();
+    let rules: i64 = check
+        .query_row("SELECT rules FROM changes", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rules, 1);
+}

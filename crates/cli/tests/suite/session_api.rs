@@ -9,6 +9,8 @@ use super::common::{sandbox_ready, Home};
 fn request(home: &Home, command: &[&str]) -> LaunchRequest {
     let mut config = CordonConfig::default();
     config.audit.path = Some(home.audit_db());
+    // This home's journal, not the one of the user running the tests.
+    config.journal.path = Some(home.path().join("data/cordon/journal"));
     let mut request = LaunchRequest::new(
         config,
         command.iter().map(|s| (*s).to_owned()).collect(),
