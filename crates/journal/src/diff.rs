@@ -187,16 +187,7 @@ pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
 
 /// Whether `path` is one of `paths` or below one of them.
 fn within(paths: &HashSet<&str>, path: &str) -> bool {
-    let mut at = path;
-    loop {
-        if paths.contains(at) {
-            return true;
-        }
-        match at.rsplit_once('/') {
-            Some((parent, _)) => at = parent,
-            None => return false,
-        }
-    }
+    crate::tree::self_and_ancestors(path).any(|at| paths.contains(at))
 }
 
 /// The first path of `list` not paired yet, now paired.

@@ -43,9 +43,11 @@ const MAX_READ: u64 = 1 << 30;
 
 /// Which files' contents are read (hashed or kept): others are described by their metadata.
 #[derive(Clone, Copy)]
-enum Read<'a> {
+pub(crate) enum Read<'a> {
     /// Only files of these sizes (what they are compared with).
     Sizes(&'a [u64]),
+    /// Every file, hashed, nothing kept.
+    Any,
     /// Every file up to this size that is not sparse, kept in the store.
     Keep(&'a Blobs, u64),
 }
@@ -79,7 +81,13 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
         }
         Err(err) => return Err(err),
     };
-    let stat = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+    entry_at(&dir, name, read)
+}
+
+/// What `name` of the directory `dir` is now, its content read as `read` says (no link
+/// followed, no wait on a FIFO, no more read than its size).
+pub(crate) fn entry_at(dir: &OwnedFd, name: &str, read: Read<'_>) -> io::Result<Option<Entry>> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(err) => return Err(err.into()),
@@ -89,6 +97,7 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
         EntryKind::File => {
             let wanted = match read {
                 Read::Sizes(sizes) => sizes.contains(&entry.size),
+                Read::Any => true,
                 Read::Keep(_, max) => entry.size <= max && !crate::snapshot::is_sparse(&stat),
             };
             if !wanted {
@@ -98,7 +107,7 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
                 return Ok(Some(entry));
             }
             let fd = rustix::fs::openat(
-                &dir,
+                dir,
                 name,
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -107,12 +116,12 @@ fn current_with(root: &OwnedFd, rel: &str, read: Read<'_>) -> io::Result<Option<
             let reader = std::io::Read::take(std::fs::File::from(fd), limit + 1);
             let (digest, _) = match read {
                 Read::Keep(blobs, _) => blobs.put_reader(reader)?,
-                Read::Sizes(_) => Blobs::hash_reader(reader)?,
+                Read::Sizes(_) | Read::Any => Blobs::hash_reader(reader)?,
             };
             entry.digest = Some(digest);
         }
         EntryKind::Symlink => {
-            let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
+            let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
             entry.target = Some(target.to_string_lossy().into_owned());
         }
         EntryKind::Dir | EntryKind::Other | EntryKind::Unknown => {}

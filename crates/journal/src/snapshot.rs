@@ -10,7 +10,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::{Blobs, Digest};
-use crate::tree::Root;
+use crate::tree::{join, Root};
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,14 +422,6 @@ fn read_rules(dir: &OwnedFd, rel: &str, untrusted: &BTreeSet<String>) -> Option<
         }
     }
     Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 impl Walk<'_> {

@@ -15,9 +15,9 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
-use crate::restore::Conflict;
+use crate::restore::{entry_at, Conflict, Read};
 use crate::snapshot::{Entry, EntryKind, Manifest};
-use crate::tree::{open_dir_at, parent, Root};
+use crate::tree::{join, open_dir_at, parent, Root};
 
 /// What a staged path does to the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,14 +51,6 @@ pub struct Applied {
 
 /// At most this many directories deep.
 const MAX_DEPTH: usize = 256;
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
 
 fn is_whiteout(stat: &rustix::fs::Stat) -> bool {
     FileType::from_raw_mode(stat.st_mode as _) == FileType::CharacterDevice && stat.st_rdev == 0
@@ -165,39 +157,6 @@ fn remove_tree(dir: &OwnedFd, name: &str, depth: usize) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
 
-/// What is at `name` of `dir` now, as the snapshot compares it (content hashed, nothing kept).
-fn found(dir: &OwnedFd, name: &str, sizes: Option<&[u64]>) -> io::Result<Option<Entry>> {
-    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(stat) => stat,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(err) => return Err(err.into()),
-    };
-    let mut entry = crate::snapshot::entry_from_stat(&stat);
-    match entry.kind {
-        EntryKind::File if sizes.is_some_and(|s| !s.contains(&entry.size)) => {}
-        EntryKind::File => {
-            let fd = rustix::fs::openat(
-                dir,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let limit = entry.size;
-            let (digest, _) = crate::blobs::Blobs::hash_reader(std::io::Read::take(
-                std::fs::File::from(fd),
-                limit + 1,
-            ))?;
-            entry.digest = Some(digest);
-        }
-        EntryKind::Symlink => {
-            let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
-            entry.target = Some(target.to_string_lossy().into_owned());
-        }
-        EntryKind::Dir | EntryKind::Other | EntryKind::Unknown => {}
-    }
-    Ok(Some(entry))
-}
-
 /// Whether the tree's path is still as the session found it (so that applying the stage
 /// replaces nothing someone else wrote during the run).
 fn unchanged(now: Option<&Entry>, baseline: Option<&Entry>) -> bool {
@@ -250,16 +209,7 @@ pub fn apply(
 
 /// Whether `rel` is one of `paths` or below one.
 fn under(paths: &[String], rel: &str) -> bool {
-    let mut at = rel;
-    loop {
-        if paths.iter().any(|p| p == at) {
-            return true;
-        }
-        match at.rsplit_once('/') {
-            Some((parent, _)) => at = parent,
-            None => return false,
-        }
-    }
+    crate::tree::self_and_ancestors(rel).any(|at| paths.iter().any(|p| p == at))
 }
 
 /// What a stage may not bring into a tree, whatever `force` says.
@@ -424,7 +374,7 @@ impl ApplyWalk<'_> {
             .flatten()
             .map(|e| e.size)
             .collect();
-        let now = match found(dir, name, Some(&sizes)) {
+        let now = match entry_at(dir, name, Read::Sizes(&sizes)) {
             Ok(now) => now,
             Err(err) => {
                 self.conflict(rel, format!("cannot be read: {err}"));
@@ -482,7 +432,7 @@ impl ApplyWalk<'_> {
                 }
                 let sub = open_dir_at(upper, name)?;
                 let opaque = is_opaque(&sub);
-                let now = found(&dir, last, Some(&[]))?;
+                let now = entry_at(&dir, last, Read::Sizes(&[]))?;
                 if now.as_ref().is_some_and(|n| n.kind != EntryKind::Dir) {
                     if !self.may_replace(&dir, last, rel, None) {
                         return Ok(());
@@ -535,7 +485,7 @@ impl ApplyWalk<'_> {
                     );
                     return Ok(());
                 }
-                let wanted = found(upper, name, None)?;
+                let wanted = entry_at(upper, name, Read::Any)?;
                 if !self.may_replace(&dir, last, rel, wanted.as_ref())
                     || !self.clear_dir(&dir, last, rel)?
                 {
@@ -584,7 +534,7 @@ impl ApplyWalk<'_> {
                 if !self.vetted(rel, EntryKind::Symlink) {
                     return Ok(());
                 }
-                let wanted = found(upper, name, None)?;
+                let wanted = entry_at(upper, name, Read::Any)?;
                 if !self.may_replace(&dir, last, rel, wanted.as_ref())
                     || !self.clear_dir(&dir, last, rel)?
                 {

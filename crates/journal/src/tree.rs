@@ -207,3 +207,19 @@ pub(crate) fn descendants(root: &Root, rel: &str, most: usize) -> io::Result<Vec
     }
     Ok(out)
 }
+
+/// `rel` joined under `dir` (`""` is the root).
+pub(crate) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// `rel`, then each directory above it: `a/b/c`, `a/b`, `a`.
+pub(crate) fn self_and_ancestors(rel: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(rel), |at| {
+        at.rsplit_once('/').map(|(parent, _)| parent)
+    })
+}
