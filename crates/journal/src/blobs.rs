@@ -174,6 +174,16 @@ impl Blobs {
     ///
     /// As [`Blobs::put_reader`].
     pub fn put(&self, bytes: &[u8]) -> io::Result<Digest> {
+        // What is in memory is hashed first: a content kept already (an unchanged tree's
+        // manifest) costs no temporary file.
+        let digest = cordon_types::hex(&Sha256::digest(bytes));
+        let kept = self.path(&digest).is_ok_and(|path| {
+            fs_err::symlink_metadata(path)
+                .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        });
+        if kept {
+            return Ok(digest);
+        }
         self.put_reader(bytes).map(|(digest, _)| digest)
     }
 

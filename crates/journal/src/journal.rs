@@ -352,6 +352,14 @@ impl Journal {
             conn.busy_timeout(BUSY)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
+            // As the audit log: each session opens the journal, and copying the WAL back at
+            // every close would cost a session's end two syncs and its next start two more
+            // (the WAL made again). It is copied back once it passes 128 pages instead.
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )?;
+            conn.pragma_update(None, "wal_autocheckpoint", 128)?;
             conn.execute_batch(SCHEMA)?;
             migrate(&conn)
         };
@@ -1254,6 +1262,22 @@ impl Journal {
             if self.is_running(&record.session) {
                 continue;
             }
+            if let Some(why) = self.tree_gone(&record)? {
+                // Nothing of it can be recorded or undone, now or later: it is ended, so
+                // that no later launch tries again.
+                self.conn
+                    .execute(
+                        "UPDATE sessions SET ended_ns = ?1 WHERE session = ?2",
+                        params![now_ns(), record.session],
+                    )
+                    .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+                let _ = fs_err::remove_file(self.mark_path(&record.session));
+                tracing::warn!(
+                    "session {} ended without its cordon and {why}: what it changed there cannot be recorded",
+                    record.session
+                );
+                continue;
+            }
             match self.checkpoint(&record.session, "recovered", true, options) {
                 Ok(found) => {
                     let _ = fs_err::remove_file(self.mark_path(&record.session));
@@ -1266,6 +1290,33 @@ impl Journal {
             }
         }
         Ok(out)
+    }
+
+    /// Why `session`'s trees can never be taken again, if they cannot: a tree that no
+    /// longer exists, or one whose identity the journal never recorded (an earlier
+    /// version's). A tree that exists but is another directory (a file system not
+    /// mounted, say) may come back, and is not given up.
+    fn tree_gone(&self, session: &SessionRecord) -> io::Result<Option<String>> {
+        for root in &session.roots {
+            if self
+                .latest_manifest(Some(&session.session), root)?
+                .is_none()
+            {
+                continue;
+            }
+            if let Err(err) = fs_err::symlink_metadata(root) {
+                if err.kind() == io::ErrorKind::NotFound {
+                    return Ok(Some(format!("`{}` no longer exists", root.display())));
+                }
+            }
+            if self.root_identity(&session.session, root).is_err() {
+                return Ok(Some(format!(
+                    "the journal does not know which directory `{}` was",
+                    root.display()
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// The changes `filter` selects, oldest first (newest first with `last`).

@@ -154,3 +154,33 @@ fn a_journal_made_by_an_earlier_version_is_brought_up_to_date() {
         .unwrap();
     assert_eq!(rules, 1);
 }
+
+#[test]
+fn a_killed_session_whose_tree_is_gone_is_ended_not_retried_at_every_launch() {
+    let (dir, root, mut journal) = setup();
+    let options = Options::default();
+    journal
+        .start("s1", "agent", std::slice::from_ref(&root), &options)
+        .unwrap();
+    // Another session, killed too, whose tree is still there.
+    let kept = dir.path().join("kept");
+    fs_err::create_dir(&kept).unwrap();
+    journal
+        .start("s2", "agent", std::slice::from_ref(&kept), &options)
+        .unwrap();
+    fs_err::write(kept.join("new.txt"), "new\n").unwrap();
+    drop(journal);
+    fs_err::remove_dir_all(&root).unwrap();
+
+    let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+    let found = journal.recover(&options).unwrap();
+    let recovered: Vec<&str> = found.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(recovered, ["s2"]);
+    assert_eq!(found[0].1.changes.len(), 1);
+    let s1 = journal.session("s1").unwrap().unwrap();
+    assert!(
+        s1.ended_ns.is_some(),
+        "a session whose tree is gone stays open"
+    );
+    assert!(journal.recover(&options).unwrap().is_empty());
+}

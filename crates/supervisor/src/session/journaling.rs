@@ -95,7 +95,9 @@ pub(super) fn begin(
     let fail = |err: std::io::Error| {
         format!("cannot journal the session's writable trees, so its changes could not be undone: {err}")
     };
+    let started = std::time::Instant::now();
     let mut journal = Journal::open(&dir).map_err(fail)?;
+    let opened = started.elapsed();
     match journal.recover(&options) {
         Ok(found) => {
             for (session, checkpoint) in found {
@@ -107,8 +109,14 @@ pub(super) fn begin(
         }
         Err(err) => tracing::warn!("earlier sessions could not be checked: {err}"),
     }
+    let checked = started.elapsed();
     let mark = journal.mark_running(id).map_err(fail)?;
+    let marked = started.elapsed();
     let taken = journal.start(id, program, roots, &options).map_err(fail)?;
+    tracing::debug!(
+        "journal opened in {opened:?}, earlier sessions checked after {checked:?}, marked after {marked:?}, trees taken after {:?}",
+        started.elapsed()
+    );
     Ok(Some((
         Journaling {
             journal,
