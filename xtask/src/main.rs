@@ -4,13 +4,18 @@
 //!   whole test suite, and the default policy's own Rego tests through `cordon test`.
 //! - `skills`: build the example skills (`examples/skills`) for `wasm32-wasip2` into the
 //!   workspace's target directory, where the skill tests find them.
+//! - `vm-test`: cordon on a systemd desktop as a non-root user, in a VM ([`vm`]); `ci` runs
+//!   it last, and skips it only where its tools are missing and `CORDON_REQUIRE_SANDBOX` is
+//!   not set.
 //! - `fmt`: format the workspace.
 //! - `lint`: clippy only.
 #![forbid(unsafe_code)]
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <ci|skills|fmt|lint>";
+mod vm;
+
+const USAGE: &str = "usage: cargo xtask <ci|skills|vm-test|fmt|lint>";
 
 /// Builds the example skills: a workspace of its own, for another target, into this
 /// workspace's target directory (one target directory for everything).
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             ),
         ],
         "skills" => &[SKILLS],
+        "vm-test" => &[],
         "fmt" => &[("formatting", &["fmt", "--all"])],
         "lint" => &[(
             "clippy",
@@ -115,6 +121,26 @@ fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("xtask: cannot run cargo for {name}: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if task == "ci" || task == "vm-test" {
+        let missing = vm::missing_tools();
+        let required = task == "vm-test"
+            || std::env::var_os("CORDON_REQUIRE_SANDBOX").is_some_and(|v| v == "1");
+        if !missing.is_empty() && !required {
+            eprintln!(
+                "xtask: vm test skipped: it needs Debian's {} (set CORDON_REQUIRE_SANDBOX=1 to make this an error)",
+                missing.join(", ")
+            );
+        } else {
+            eprintln!("xtask: vm test: cordon on a systemd desktop, as its user");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            if let Err(why) = vm::test(root, &cargo) {
+                eprintln!("xtask: vm test failed: {why}");
                 return ExitCode::FAILURE;
             }
         }

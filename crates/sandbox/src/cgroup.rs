@@ -58,7 +58,7 @@ impl Support {
             let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
             if has("pids") && has("memory") {
                 return Support::V2 {
-                    dir: Path::new(ROOT).join(path_of("").unwrap_or_default()),
+                    dir: without_own_leaf(Path::new(ROOT).join(path_of("").unwrap_or_default())),
                     controllers,
                 };
             }
@@ -98,6 +98,53 @@ impl Support {
             }
         }
         Ok(())
+    }
+
+    /// Where this machine's sandboxes get their caps, found without changing anything (for
+    /// `cordon doctor`): cgroup v1, cordon's own v2 cgroup, or a scope systemd delegates.
+    ///
+    /// # Errors
+    ///
+    /// Why no cgroup can hold the caps here, with what a person can do.
+    pub fn placement(&self) -> Result<String, String> {
+        let probed = match self {
+            Support::None => return Err(self.describe()),
+            Support::V1 { .. } => {
+                return Ok(
+                    "cgroups below cordon's own in the v1 pids and memory hierarchies".into(),
+                )
+            }
+            Support::V2 { dir, .. } => dir,
+        };
+        let own = crate::systemd::own_cgroup()
+            .map(without_own_leaf)
+            .unwrap_or_else(|| probed.clone());
+        if enables_controllers(&own) {
+            return Ok(format!("cgroups below cordon's own, `{}`", own.display()));
+        }
+        let procs = fs_err::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+        let alone = procs
+            .lines()
+            .all(|l| l.trim() == std::process::id().to_string());
+        if alone && cordon_sys::process::may_create_in(&own) {
+            return Ok(format!(
+                "cordon moves itself into a leaf of its cgroup `{}` (delegated to it alone) and caps the sandboxes beside it",
+                own.display()
+            ));
+        }
+        let manager = crate::systemd::Manager::for_this_user();
+        match crate::systemd::version(manager) {
+            Ok(version) => Ok(format!(
+                "cordon's cgroup `{}` is shared, so cordon asks {} (systemd {version}) for a delegated scope of its own",
+                own.display(),
+                manager.describe()
+            )),
+            Err(why) => Err(format!(
+                "cordon's cgroup `{}` is shared with other processes and {} cannot be asked for a delegated scope ({why}); {DELEGATE_HINT}",
+                own.display(),
+                manager.describe()
+            )),
+        }
     }
 
     /// One line for people: what was found.
@@ -148,40 +195,91 @@ fn remove_stale(parent: &Path) {
     }
 }
 
+/// The leaf cordon moves itself into when its cgroup must enable controllers for its
+/// children: `cordon-self-<pid>`.
+fn own_leaf(dir: &Path) -> PathBuf {
+    dir.join(format!("{PREFIX}self-{}", std::process::id()))
+}
+
+/// `dir` without this process's own leaf ([`own_leaf`]) at its end: the cgroup cordon's
+/// sandboxes are made in, however many sessions this process has started.
+fn without_own_leaf(dir: PathBuf) -> PathBuf {
+    let leaf = format!("{PREFIX}self-{}", std::process::id());
+    match dir.parent() {
+        Some(parent) if dir.file_name().is_some_and(|n| n == leaf.as_str()) => parent.to_path_buf(),
+        _ => dir,
+    }
+}
+
+/// What a person can do when no cgroup can hold the sandboxes' caps.
+pub const DELEGATE_HINT: &str = "run cordon in a cgroup delegated to it alone, for example `systemd-run --user --scope -p Delegate=yes cordon exec ...`";
+
+/// Whether `dir` enables the `pids` and `memory` controllers for its children.
+fn enables_controllers(dir: &Path) -> bool {
+    let list = fs_err::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let has = |c: &str| list.split_whitespace().any(|x| x == c);
+    has("pids") && has("memory")
+}
+
 /// On cgroup v2, a child cgroup has the `pids` and `memory` files only when its parent
 /// enables those controllers (`cgroup.subtree_control`), and a cgroup holding processes
 /// cannot enable them (no internal processes). So when cordon's own cgroup has them off,
 /// cordon moves itself into a leaf of its own (`cordon-self-<pid>`) and enables them. That
-/// succeeds in a cgroup delegated to cordon alone, such as
-/// `systemd-run --user --scope -p Delegate=yes cordon exec ...`, and fails with a message
-/// saying so in a cgroup shared with other processes (a login session's scope).
-fn enable_v2_controllers(own: &Path) -> Result<(), SandboxError> {
-    let enabled = |dir: &Path| {
-        let list = fs_err::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-        let has = |c: &str| list.split_whitespace().any(|x| x == c);
-        has("pids") && has("memory")
-    };
-    if enabled(own) {
+/// succeeds in a cgroup delegated to cordon alone (a scope systemd delegated, see
+/// [`crate::systemd`]) and fails in a cgroup shared with other processes (a terminal's
+/// scope), where cordon goes back where it was.
+fn enable_v2_controllers(own: &Path) -> Result<(), String> {
+    if enables_controllers(own) {
         return Ok(());
     }
-    let delegate_hint = format!(
-        "cordon's cgroup `{}` does not enable the pids and memory controllers for its children and cordon cannot enable them there; run cordon in a cgroup delegated to it alone, for example `systemd-run --user --scope -p Delegate=yes cordon exec ...`",
-        own.display()
-    );
-    let leaf = own.join(format!("{PREFIX}self-{}", std::process::id()));
+    let refused = |e: &dyn std::fmt::Display| {
+        format!(
+            "cordon's cgroup `{}` does not enable the pids and memory controllers for its children and cordon cannot enable them there ({e})",
+            own.display()
+        )
+    };
+    let leaf = own_leaf(own);
     if !leaf.exists() {
-        fs_err::create_dir(&leaf)
-            .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
+        fs_err::create_dir(&leaf).map_err(|e| refused(&e))?;
     }
-    fs_err::write(leaf.join("cgroup.procs"), std::process::id().to_string())
-        .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
-    fs_err::write(own.join("cgroup.subtree_control"), "+pids +memory")
-        .map_err(|e| SandboxError::Cgroup(format!("{delegate_hint} ({e})")))?;
-    if enabled(own) {
-        Ok(())
-    } else {
-        Err(SandboxError::Cgroup(delegate_hint))
+    let pid = std::process::id().to_string();
+    fs_err::write(leaf.join("cgroup.procs"), &pid).map_err(|e| refused(&e))?;
+    let enabled = fs_err::write(own.join("cgroup.subtree_control"), "+pids +memory");
+    match enabled {
+        Ok(()) if enables_controllers(own) => Ok(()),
+        failed => {
+            // Back where it was, the leaf removed: nothing of the attempt is left behind.
+            let _ = fs_err::write(own.join("cgroup.procs"), &pid);
+            let _ = fs_err::remove_dir(&leaf);
+            Err(match failed {
+                Err(e) => refused(&e),
+                Ok(()) => refused(&"the kernel did not enable them"),
+            })
+        }
     }
+}
+
+/// The cgroup v2 directory the sandboxes' cgroups go in, with the controllers enabled:
+/// cordon's own (or the leaf trick of [`enable_v2_controllers`]), else a scope systemd
+/// delegates to cordon.
+fn v2_parent(probed: &Path) -> Result<PathBuf, SandboxError> {
+    let own = crate::systemd::own_cgroup()
+        .map(without_own_leaf)
+        .unwrap_or_else(|| probed.to_path_buf());
+    let refused = match enable_v2_controllers(&own) {
+        Ok(()) => return Ok(own),
+        Err(refused) => refused,
+    };
+    let manager = crate::systemd::Manager::for_this_user();
+    let scope = crate::systemd::delegated_scope(manager).map_err(|why| {
+        SandboxError::Cgroup(format!(
+            "{refused}; {} gave cordon no delegated scope ({why}); {DELEGATE_HINT}",
+            manager.describe()
+        ))
+    })?;
+    enable_v2_controllers(&scope)
+        .map_err(|why| SandboxError::Cgroup(format!("{why}; {DELEGATE_HINT}")))?;
+    Ok(scope)
 }
 
 /// The cgroups holding one sandboxed tree; removed (after killing what is left) on drop.
@@ -217,9 +315,16 @@ impl Cgroup {
         };
         match support {
             Support::None => return Err(SandboxError::Cgroup(support.describe())),
-            Support::V2 { dir, .. } => {
-                enable_v2_controllers(dir)?;
-                cgroup.make(&dir.join(name))?;
+            Support::V2 { dir, controllers } => {
+                let parent = v2_parent(dir)?;
+                if parent != *dir {
+                    remove_stale(&parent);
+                }
+                cgroup.make(&parent.join(name))?;
+                cgroup.version = Support::V2 {
+                    dir: parent,
+                    controllers: controllers.clone(),
+                };
             }
             Support::V1 { pids, memory } => {
                 cgroup.make(&pids.join(name))?;
@@ -311,5 +416,25 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leaf_cordon_moved_into_is_not_where_sandboxes_go() {
+        let scope = PathBuf::from("/sys/fs/cgroup/user.slice/cordon-1-a.scope");
+        assert_eq!(without_own_leaf(own_leaf(&scope)), scope);
+        assert_eq!(without_own_leaf(scope.clone()), scope);
+        // Another process's leaf is not this one's.
+        let other = scope.join("cordon-self-1");
+        let other = if std::process::id() == 1 {
+            scope.join("cordon-self-2")
+        } else {
+            other
+        };
+        assert_eq!(without_own_leaf(other.clone()), other);
     }
 }

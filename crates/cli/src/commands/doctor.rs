@@ -148,17 +148,30 @@ fn seccomp(kernel: &cordon_sandbox::kernel::Kernel) -> Feature {
 fn cgroups(kernel: &cordon_sandbox::kernel::Kernel) -> Feature {
     use cordon_sandbox::cgroup::Support;
     let support = &kernel.cgroups;
-    let (status, consequence) = match support {
-        Support::V2 { .. } | Support::V1 { .. } => ("ok", String::new()),
-        Support::None => (
+    let refused = "cordon exec refuses when the policy sets caps (the default policy does), unless run with --allow-degraded";
+    let (status, found, consequence) = match (support, support.placement()) {
+        (Support::None, _) => (
             "missing",
-            "process and memory caps cannot hold when cordon runs as root (RLIMIT_NPROC does not bind uid 0): cordon exec refuses when the policy sets caps".to_owned(),
+            support.describe(),
+            format!(
+                "process and memory caps cannot hold (RLIMIT_NPROC does not bind uid 0): {refused}"
+            ),
+        ),
+        (_, Ok(placement)) => (
+            "ok",
+            format!("{}: {placement}", support.describe()),
+            String::new(),
+        ),
+        (_, Err(why)) => (
+            "missing",
+            format!("{}, but {why}", support.describe()),
+            refused.to_owned(),
         ),
     };
     Feature {
         name: "cgroups",
         status,
-        found: support.describe(),
+        found,
         consequence,
     }
 }
