@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "libpam-systemd",
     "python3",
     "procps",
+    "openssh-client",
 ];
 /// Run inside the new system once its packages are in (`$1` is its root).
 const HOOKS: &[&str] = &[
@@ -48,7 +49,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
 ];
 /// The longest a boot and its tests may take under TCG.
-const BOOT_DEADLINE: Duration = Duration::from_secs(1500);
+const BOOT_DEADLINE: Duration = Duration::from_secs(900);
 
 /// The tools missing from `PATH`, as the Debian packages that have them.
 pub fn missing_tools() -> Vec<&'static str> {
@@ -60,12 +61,30 @@ pub fn missing_tools() -> Vec<&'static str> {
         .collect()
 }
 
-fn run(what: &str, command: &mut Command) -> Result<(), String> {
-    match command.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("{what} failed ({status})")),
-        Err(err) => Err(format!("cannot run {what}: {err}")),
+/// Runs `command` to its end, at most `limit`: a mirror or a tool that hangs is stopped.
+fn run_within(what: &str, limit: Duration, command: &mut Command) -> Result<(), String> {
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{what} failed ({status})")),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} took longer than {limit:?}; stopped"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(err) => return Err(format!("cannot wait for {what}: {err}")),
+        }
     }
+}
+
+/// [`run_within`] with the limit of any step but the build: ten minutes.
+fn run(what: &str, command: &mut Command) -> Result<(), String> {
+    run_within(what, Duration::from_secs(600), command)
 }
 
 fn output(what: &str, command: &mut Command) -> Result<String, String> {
@@ -390,8 +409,9 @@ pub fn test(root: &Path, cargo: &std::ffi::OsStr) -> Result<(), String> {
             missing.join(" ")
         ));
     }
-    run(
+    run_within(
         "cargo build (cordon's binaries)",
+        Duration::from_secs(3600),
         Command::new(cargo).args(["build", "--locked", "--quiet", "-p", "cordon-cli", "--bins"]),
     )?;
     let mut key = DefaultHasher::new();

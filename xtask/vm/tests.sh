@@ -129,7 +129,12 @@ check "a fork bomb stops at the cap (${stopped:-never})" test "${stopped:-99999}
 check "nothing of it outlives cordon" \
     wait_for 30 test -z "$(pgrep -u agent -f 'import os, time')"
 
-# The user's sockets in /run/user/1000 are hidden: the session bus and an agent's socket.
+# The user's sockets in /run/user/1000 are hidden: the session bus, ssh-agent, and any other.
+eval "$(ssh-agent -a "$XDG_RUNTIME_DIR/ssh-agent.sock" -t 600)" >/dev/null
+ssh-add -l >/dev/null 2>&1
+check "outside, ssh-agent answers (exit $? from ssh-add -l: 1 is no keys, 2 no agent)" test "$?" = 1
+out=$(cordon exec -- env SSH_AUTH_SOCK="$SSH_AUTH_SOCK" ssh-add -l 2>&1)
+check "inside, it does not (exit $?)" test "$?" = 2
 python3 -c '
 import os, socket, time
 s = socket.socket(socket.AF_UNIX)
@@ -155,8 +160,17 @@ inside=$(cordon exec -- python3 -c "$probe" 2>&1)
 check "inside: neither is reachable" lacks REACHED "$inside"
 check "inside: the probe ran" has "refused /run/user/1000/bus" "$inside"
 kill "$listener" 2>/dev/null
+ssh-agent -k >/dev/null 2>&1
 
-# cordon's state lives in the user's XDG directories.
+# cordon's state lives in the user's XDG directories, and its configuration is read there.
+config="$HOME/.config/cordon/config.toml"
+cp "$config" "$config.good"
+echo "this is not toml [" >"$config"
+out=$(cordon exec -- true 2>&1)
+rc=$?
+mv "$config.good" "$config"
+check "a broken ~/.config/cordon/config.toml is named, and refused (exit $rc)" \
+    has "$config" "$out"
 check "the audit log is in ~/.local/share/cordon, the user's own" \
     test -O "$HOME/.local/share/cordon/audit.db"
 check "the journal too" test -O "$HOME/.local/share/cordon/journal/journal.db"
