@@ -10,8 +10,6 @@
 //! this task reads. The root file system and the kernel are kept under `target/vm/`, keyed
 //! by what they are built from; the binaries and the tests are packed at every run.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -135,6 +133,22 @@ fn kernel_package() -> Result<String, String> {
             "apt knows no linux-image-amd64 (its package lists may be missing: `apt-get update`)"
                 .to_owned()
         })
+}
+
+/// What the image is built from, as a key that stays the same across toolchains (FNV-1a).
+fn image_key(mirror: &str) -> u64 {
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [SUITE, mirror]
+        .into_iter()
+        .chain(PACKAGES.iter().copied())
+        .chain(HOOKS.iter().copied());
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            key ^= u64::from(byte);
+            key = key.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    key
 }
 
 /// The root file system and the kernel, built into `dir` unless already there.
@@ -275,9 +289,10 @@ struct Tally {
 impl Tally {
     fn read(&mut self, line: &str) {
         let line = line.trim_end_matches('\r');
-        if line.starts_with("CORDON-VM: BEGIN") {
+        // The markers may follow the escape sequences of a terminal reset.
+        if line.contains("CORDON-VM: BEGIN") {
             self.begun = true;
-        } else if let Some(rc) = line.strip_prefix("CORDON-VM: END rc=") {
+        } else if let Some((_, rc)) = line.split_once("CORDON-VM: END rc=") {
             self.end = Some(rc.trim().parse().unwrap_or(-1));
         } else if line.starts_with("ok ") {
             self.passed += 1;
@@ -329,7 +344,7 @@ fn boot(vm: &Path, kernel: &Path, initrd: &Path) -> Result<(), String> {
         .arg(initrd)
         .args([
             "-append",
-            "console=ttyS0 rdinit=/opt/cordon/init panic=-1 quiet systemd.show_status=false",
+            "console=ttyS0 rdinit=/opt/cordon/init panic=-1 quiet loglevel=0 systemd.show_status=false",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -339,10 +354,22 @@ fn boot(vm: &Path, kernel: &Path, initrd: &Path) -> Result<(), String> {
     let stdout = qemu.stdout.take().ok_or("qemu's output is not readable")?;
     let (lines, received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
+        // Bytes, not UTF-8 lines: whatever the guest prints (a test's binary output), the
+        // console is drained to its end.
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line)
+                        .trim_end_matches('\n')
+                        .to_owned();
+                    if lines.send(text).is_err() {
+                        break;
+                    }
+                }
             }
         }
     });
@@ -360,7 +387,7 @@ fn boot(vm: &Path, kernel: &Path, initrd: &Path) -> Result<(), String> {
                         || shown.starts_with("not ok ")
                         || shown.starts_with('#')
                         || shown.starts_with("1..")
-                        || shown.starts_with("CORDON-VM"))
+                        || shown.contains("CORDON-VM: "))
                 {
                     eprintln!("vm: {shown}");
                 }
@@ -369,7 +396,12 @@ fn boot(vm: &Path, kernel: &Path, initrd: &Path) -> Result<(), String> {
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if matches!(qemu.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         let overdue = started.elapsed() > BOOT_DEADLINE
             || ended_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60));
@@ -414,10 +446,8 @@ pub fn test(root: &Path, cargo: &std::ffi::OsStr) -> Result<(), String> {
         Duration::from_secs(3600),
         Command::new(cargo).args(["build", "--locked", "--quiet", "-p", "cordon-cli", "--bins"]),
     )?;
-    let mut key = DefaultHasher::new();
-    (SUITE, PACKAGES, HOOKS, mirror()).hash(&mut key);
     let vm = root.join("target/vm");
-    let (rootfs, kernel) = image(&vm.join(format!("image-{:016x}", key.finish())))?;
+    let (rootfs, kernel) = image(&vm.join(format!("image-{:016x}", image_key(&mirror()))))?;
     let overlay = overlay(root, &vm)?;
     let initrd = vm.join("initrd.cpio");
     let mut joined = fs_err::File::create(&initrd).map_err(|e| e.to_string())?;
@@ -442,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_run_passes_only_when_every_planned_test_passed() {
-        let good = "noise\nCORDON-VM: BEGIN 6.1\nok 1 - a\nok 2 - b\n1..2\nCORDON-VM: END rc=0\n";
+        let good = "noise\n\x1bc\x1b[2JCORDON-VM: BEGIN 6.1\nok 1 - a\nok 2 - b\n1..2\nCORDON-VM: END rc=0\n";
         assert_eq!(tally(good), Ok(()));
         assert!(
             tally("CORDON-VM: BEGIN\nok 1 - a\nnot ok 2 - b\n1..2\nCORDON-VM: END rc=1").is_err()

@@ -62,7 +62,7 @@ print(found["status"] + ": " + found["found"])' "$1" <<<"$doctor" 2>&1
 echo "# doctor: cgroups $(feature cgroups)"
 echo "# doctor: landlock $(feature landlock)"
 check "doctor: a delegated scope from the systemd user manager" \
-    has "^ok: .*asks the systemd user manager (session bus) (systemd [^)]*) for a delegated scope" "$(feature cgroups)"
+    has "^ok: .*asks the systemd user manager (systemd [^)]*) for a delegated scope of its own, in .app.slice." "$(feature cgroups)"
 check "doctor: Landlock ABI 2, partial" \
     has "^partial: ABI version 2 (files, refer)$" "$(feature landlock)"
 
@@ -128,6 +128,51 @@ check "a fork bomb stops at the cap (${stopped:-never})" test "${stopped:-99999}
 [ -n "$stopped" ] || echo "$out" | sed 's/^/#   /'
 check "nothing of it outlives cordon" \
     wait_for 30 test -z "$(pgrep -u agent -f 'import os, time')"
+
+# cordon leaves its unit's cgroup for the scope, but not the unit's limits: run from a
+# service limited to 100 tasks, the sandbox stops there, not at its own cap of 1024.
+out=$(timeout 300 systemd-run --user --wait --pipe --quiet -p TasksMax=100 -p MemoryMax=1G \
+    -p WorkingDirectory="$HOME/work" \
+    /opt/cordon/bin/cordon exec -- python3 -c "$bomb" 2>&1)
+stopped=$(sed -n 's/^stopped at \([0-9]*\).*/\1/p' <<<"$out")
+check "a unit's TasksMax=100 still holds in cordon's scope (stopped at ${stopped:-never})" \
+    test "${stopped:-99999}" -le 100
+[ -n "$stopped" ] || echo "$out" | sed 's/^/#   /'
+check "and nothing of that outlives cordon" \
+    wait_for 30 test -z "$(pgrep -u agent -f 'import os, time')"
+
+# From a system service run as the user, cordon's cgroup is the system manager's: it does
+# not leave it (its limits would go), and says so. (run-tests.sh ran it, as root.)
+system=$(cat /run/cordon-vm/system-service.txt 2>&1)
+check "a system service's cordon stays in its cgroup: refused" has "^exit 125$" "$system"
+check "with the reason and the hint" \
+    has "is not one of its user's systemd manager.*systemd-run --user --scope" "$system"
+
+# In a pid namespace of its own, cordon's pid is not the manager's: the scope still holds
+# cordon itself, never the process that has that pid outside.
+out=$(timeout 300 unshare --user --map-current-user --pid --fork --mount-proc \
+    cordon exec -- true 2>&1)
+check "cordon in a pid namespace of its own gets its scope (exit $?)" test "$?" = 0
+[ -z "$out" ] || echo "$out" | sed 's/^/#   /'
+
+# A session bus that accepts connections and never answers costs seconds, not a hang.
+python3 -c '
+import socket, time
+s = socket.socket(socket.AF_UNIX)
+s.bind("/tmp/silent.sock")
+s.listen(16)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+' &
+silent=$!
+wait_for 20 test -S /tmp/silent.sock
+started=$SECONDS
+out=$(DBUS_SESSION_BUS_ADDRESS=unix:path=/tmp/silent.sock timeout 120 cordon exec -- true 2>&1)
+rc=$?
+check "a bus that never answers: refused (exit $rc) in $((SECONDS - started)) s, not hung" test "$rc" = 125
+kill "$silent" 2>/dev/null
 
 # The user's sockets in /run/user/1000 are hidden: the session bus, ssh-agent, and any other.
 eval "$(ssh-agent -a "$XDG_RUNTIME_DIR/ssh-agent.sock" -t 600)" >/dev/null

@@ -132,17 +132,25 @@ impl Support {
                 own.display()
             ));
         }
-        let manager = crate::systemd::Manager::for_this_user();
-        match crate::systemd::version(manager) {
-            Ok(version) => Ok(format!(
-                "cordon's cgroup `{}` is shared, so cordon asks {} (systemd {version}) for a delegated scope of its own",
-                own.display(),
-                manager.describe()
-            )),
+        let plan = scope_plan(&own)
+            .and_then(|plan| crate::systemd::version().map(|version| (plan, version)));
+        match plan {
+            Ok((plan, version)) => {
+                let limit = |name: &str, value: Option<u64>| {
+                    value.map(|v| format!(", {name} {v}")).unwrap_or_default()
+                };
+                Ok(format!(
+                    "cordon's cgroup `{}` is shared, so cordon asks the systemd user manager (systemd {version}) for a delegated scope of its own, in `{}` with its unit's limits{}{}{}",
+                    own.display(),
+                    plan.slice,
+                    limit("tasks", plan.tasks_max),
+                    limit("memory", plan.memory_max),
+                    limit("swap", plan.swap_max),
+                ))
+            }
             Err(why) => Err(format!(
-                "cordon's cgroup `{}` is shared with other processes and {} cannot be asked for a delegated scope ({why}); {DELEGATE_HINT}",
-                own.display(),
-                manager.describe()
+                "cordon's cgroup `{}` is shared with other processes and no delegated scope can be had ({why}); {DELEGATE_HINT}",
+                own.display()
             )),
         }
     }
@@ -270,16 +278,83 @@ fn v2_parent(probed: &Path) -> Result<PathBuf, SandboxError> {
         Ok(()) => return Ok(own),
         Err(refused) => refused,
     };
-    let manager = crate::systemd::Manager::for_this_user();
-    let scope = crate::systemd::delegated_scope(manager).map_err(|why| {
+    let delegated = scope_plan(&own).and_then(|plan| crate::systemd::delegated_scope(&plan));
+    let scope = delegated.map_err(|why| {
         SandboxError::Cgroup(format!(
-            "{refused}; {} gave cordon no delegated scope ({why}); {DELEGATE_HINT}",
-            manager.describe()
+            "{refused}; the systemd user manager gave cordon no delegated scope ({why}); {DELEGATE_HINT}"
         ))
     })?;
     enable_v2_controllers(&scope)
         .map_err(|why| SandboxError::Cgroup(format!("{why}; {DELEGATE_HINT}")))?;
     Ok(scope)
+}
+
+/// The smallest of the numeric values of `file` in `dirs` (`max` is no limit).
+fn tightest(dirs: &[&Path], file: &str) -> Option<u64> {
+    dirs.iter()
+        .filter_map(|dir| fs_err::read_to_string(dir.join(file)).ok())
+        .filter_map(|value| value.trim().parse::<u64>().ok())
+        .min()
+}
+
+/// The scope cordon may ask its user's systemd manager for, in place of its own cgroup
+/// `own`: in the slice of the unit cordon runs in, with the tightest process and memory
+/// limits between `own` and that slice, so that nothing that bound cordon is shed.
+///
+/// # Errors
+///
+/// Why cordon does not move: it runs as root, or in a cgroup that is not its user
+/// manager's (a system service's, a login session's), or the manager has no pids and
+/// memory controllers to delegate.
+fn scope_plan(own: &Path) -> Result<crate::systemd::Scope, String> {
+    let (uid, _) = cordon_sys::process::real_ids();
+    if uid == 0 {
+        return Err("cordon runs as root, and root's cgroups belong to the system manager: cordon does not move itself out of them".into());
+    }
+    let manager = Path::new(ROOT).join(format!("user.slice/user-{uid}.slice/user@{uid}.service"));
+    let inside = own
+        .strip_prefix(&manager)
+        .ok()
+        .filter(|rest| rest.components().next().is_some());
+    if inside.is_none() {
+        return Err(format!(
+            "cordon's cgroup `{}` is not one of its user's systemd manager, and leaving it would shed the limits set there",
+            own.display()
+        ));
+    }
+    let controllers =
+        fs_err::read_to_string(manager.join("cgroup.controllers")).unwrap_or_default();
+    let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+    if !(has("pids") && has("memory")) {
+        return Err(format!(
+            "the user's systemd manager has no pids and memory controllers to delegate (it has: {})",
+            controllers.trim()
+        ));
+    }
+    // The unit's own cgroups, up to the slice that holds it (the manager's root slice,
+    // `-.slice`, where there is none below the manager).
+    let mut below_slice: Vec<&Path> = Vec::new();
+    let mut slice = "-.slice".to_owned();
+    for dir in own.ancestors() {
+        if dir == manager {
+            break;
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".slice") {
+            slice = name;
+            break;
+        }
+        below_slice.push(dir);
+    }
+    Ok(crate::systemd::Scope {
+        slice,
+        tasks_max: tightest(&below_slice, "pids.max"),
+        memory_max: tightest(&below_slice, "memory.max"),
+        swap_max: tightest(&below_slice, "memory.swap.max"),
+    })
 }
 
 /// The cgroups holding one sandboxed tree; removed (after killing what is left) on drop.

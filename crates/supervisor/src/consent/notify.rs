@@ -16,8 +16,6 @@ use super::{Broker, PendingRequest, Prompter, Scope};
 
 const SERVICE: &str = "org.freedesktop.Notifications";
 const PATH: &str = "/org/freedesktop/Notifications";
-/// The longest a call to the notification service may take.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a shown notification stands for.
 struct Shown {
@@ -48,9 +46,9 @@ impl NotifyPrompter {
     ///
     /// Why notifications cannot be shown here.
     pub fn connect() -> Result<Arc<Self>, String> {
-        // Every call bounded: a notification service that never answers holds nothing.
-        let connection = zbus::blocking::connection::Builder::session()
-            .and_then(|b| b.method_timeout(CALL_TIMEOUT).build())
+        // Every call bounded, the handshake too: a bus or a notification service that never
+        // answers holds nothing.
+        let connection = cordon_sandbox::systemd::connect(cordon_sandbox::systemd::Bus::Session)
             .map_err(|e| format!("no session bus to notify on: {e}"))?;
         let bus = zbus::blocking::fdo::DBusProxy::new(&connection)
             .map_err(|e| format!("the session bus does not answer: {e}"))?;
