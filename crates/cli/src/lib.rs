@@ -21,9 +21,9 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     ApproveCommand, AuditCommand, DoctorCommand, EvalCommand, ExecCommand, JournalCommand,
-    LabelCommand, LandlockProbeCommand, MfaCommand, PolicyCommand, ProxyCommand, PsCommand,
-    RunCommand, SandboxHelperCommand, ScanCommand, SeccompProbeCommand, SkillCommand, StopCommand,
-    TestCommand,
+    LabelCommand, LandlockProbeCommand, McpCommand, MfaCommand, PolicyCommand, ProxyCommand,
+    PsCommand, RunCommand, SandboxHelperCommand, ScanCommand, SeccompProbeCommand, SkillCommand,
+    StopCommand, TestCommand,
 };
 pub use crate::exit::Exit;
 
@@ -77,6 +77,7 @@ pub enum Command {
     Eval(EvalCommand),
     Exec(ExecCommand),
     Run(RunCommand),
+    Mcp(McpCommand),
     #[command(subcommand)]
     Skill(SkillCommand),
     Proxy(ProxyCommand),
@@ -115,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Eval(cmd) => cmd.run(&cli),
         Command::Exec(cmd) => cmd.run(&cli),
         Command::Run(cmd) => cmd.run(&cli),
+        Command::Mcp(cmd) => cmd.run(&cli),
         Command::Skill(cmd) => cmd.run(&cli),
         Command::Proxy(cmd) => cmd.run(&cli),
         Command::Ps(cmd) => cmd.run(&cli),

@@ -24,6 +24,8 @@ pub(crate) const FILES: &[(&str, &str)] = default_policy_files![
     "net_test.rego",
     "sandbox.rego",
     "sandbox_test.rego",
+    "tool.rego",
+    "tool_test.rego",
 ];
 
 #[cfg(test)]

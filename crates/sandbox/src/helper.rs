@@ -44,6 +44,10 @@ pub struct HelperOptions {
     /// executable, else the running executable itself with the hidden `__sandbox-helper`
     /// subcommand (which `cordon` has).
     pub program: Option<PathBuf>,
+    /// The program's standard input and output, in place of cordon's own: a pipe's read
+    /// end and another's write end (a front-end that relays what the program says, such as
+    /// an MCP gateway). Neither is a terminal.
+    pub piped: Option<std::sync::Arc<[OwnedFd; 2]>>,
 }
 
 /// A started helper, waiting for the launch specification.
@@ -125,6 +129,13 @@ impl Helper {
                 1 => command.stdout(Stdio::null()),
                 _ => command.stderr(Stdio::null()),
             };
+        }
+        if let Some(piped) = &options.piped {
+            let [input, output] = &**piped;
+            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
+            command
+                .stdin(dup(input).map_err(helper_error("cannot pass the program's input"))?)
+                .stdout(dup(output).map_err(helper_error("cannot pass the program's output"))?);
         }
         let child = command.spawn();
         drop(status_write);

@@ -28,6 +28,7 @@ pub mod consent;
 mod error;
 mod gate;
 pub mod inspect;
+pub mod mcp;
 mod pipeline;
 pub mod replay;
 #[cfg(target_os = "linux")]

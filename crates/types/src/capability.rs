@@ -51,6 +51,11 @@ impl Capability {
         Self("sandbox".to_owned())
     }
 
+    /// The tool calls of an MCP server, as cordon's gateway decides them.
+    pub fn tool() -> Self {
+        Self("tool".to_owned())
+    }
+
     /// The capability name, e.g. `file`.
     pub fn as_str(&self) -> &str {
         &self.0

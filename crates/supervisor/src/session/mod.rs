@@ -97,6 +97,13 @@ pub struct LaunchRequest {
     pub front_end: String,
     /// Stage the program's writes instead of letting them reach the writable trees.
     pub stage: Option<StageMode>,
+    /// The program's standard input and output are pipes to the front-end
+    /// ([`Running::take_stdio`]) instead of cordon's own (an MCP gateway relays them).
+    pub piped: bool,
+    /// The capabilities the session's policy decides: `sandbox` and `net` (the launch and
+    /// its egress), and what the front-end decides through [`Running::supervisor`] (`tool`
+    /// for an MCP gateway).
+    pub decides: &'static [&'static str],
 }
 
 pub use journaling::{apply_guarded, StageMode, StagedOutcome};
@@ -120,6 +127,8 @@ impl LaunchRequest {
             helper: None,
             front_end: "library".into(),
             stage: None,
+            piped: false,
+            decides: &["sandbox", "net"],
         }
     }
 }
@@ -305,6 +314,8 @@ struct Prepared {
     plan: Plan,
     kernel: Kernel,
     helper: Option<Helper>,
+    /// The front-end's ends of the program's input and output, with [`LaunchRequest::piped`].
+    stdio: Option<(std::fs::File, std::fs::File)>,
     /// The thread taking the writable trees (with a helper only).
     journaling: Option<std::thread::JoinHandle<journaling::Begun>>,
     degraded: Vec<&'static str>,
@@ -385,12 +396,30 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .map_err(refused)?;
 
     // The helper starts now and prepares the namespaces while the policy loads.
+    let mut stdio = None;
     let mut helper = if run {
+        let mut terminal = terminal::streams_on_terminal();
+        let piped = if request.piped {
+            let (input, to_input) = std::io::pipe()
+                .map_err(|e| setup(format!("cannot make the program's input: {e}")))?;
+            let (from_output, output) = std::io::pipe()
+                .map_err(|e| setup(format!("cannot make the program's output: {e}")))?;
+            stdio = Some((
+                std::fs::File::from(OwnedFd::from(to_input)),
+                std::fs::File::from(OwnedFd::from(from_output)),
+            ));
+            terminal[0] = false;
+            terminal[1] = false;
+            Some(Arc::new([OwnedFd::from(input), OwnedFd::from(output)]))
+        } else {
+            None
+        };
         let options = HelperOptions {
-            terminal: terminal::streams_on_terminal(),
+            terminal,
             proxy_port: Some(PROXY_PORT),
             program: request.helper.clone(),
             huge_pages_disabled: huge_pages_off_for_cordon(),
+            piped,
         };
         Some(Helper::start(&kernel, &options).map_err(|e| setup(e.to_string()))?)
     } else {
@@ -408,10 +437,9 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         session_bus,
     )
     .map_err(refused)?;
-    let supervisor =
-        Supervisor::start_session(&request.config, &["sandbox", "net"], &id, &request.cwd)
-            .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
-            .with_context("consent", backends.context());
+    let supervisor = Supervisor::start_session(&request.config, request.decides, &id, &request.cwd)
+        .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
+        .with_context("consent", backends.context());
     let supervisor = Arc::new(supervisor);
     let prompter = backends
         .list()
@@ -526,6 +554,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         degraded: missing.iter().map(|(f, _)| f.name()).collect(),
         kernel,
         helper,
+        stdio,
         journaling,
         own,
         home,
@@ -862,6 +891,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         plan,
         kernel,
         helper,
+        stdio,
         journaling,
         degraded,
         own,
@@ -1051,6 +1081,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         kernel,
         degraded,
         started,
+        stdio,
     })
 }
 
@@ -1112,6 +1143,8 @@ pub struct Running {
     kernel: Kernel,
     degraded: Vec<&'static str>,
     started: std::time::Instant,
+    /// The front-end's ends of the program's input and output, until taken.
+    stdio: Option<(std::fs::File, std::fs::File)>,
 }
 
 impl std::fmt::Debug for Running {
@@ -1142,9 +1175,21 @@ pub struct Ended {
 }
 
 impl Running {
+    /// The program's standard input (to write to) and output (to read from), with
+    /// [`LaunchRequest::piped`]; once.
+    pub fn take_stdio(&mut self) -> Option<(std::fs::File, std::fs::File)> {
+        self.stdio.take()
+    }
+
     /// The session's id (`context.session` of its audit records).
     pub fn id(&self) -> &str {
         &self.info.id
+    }
+
+    /// The session's policy and audit log: what the front-end decides for the session
+    /// (with [`LaunchRequest::decides`]) is recorded with its id.
+    pub fn supervisor(&self) -> Arc<Supervisor> {
+        Arc::clone(&self.audit.supervisor)
     }
 
     /// What the session says about itself.
@@ -1187,7 +1232,10 @@ impl Running {
             kernel,
             degraded,
             started,
+            stdio,
         } = self;
+        // The front-end's ends close before the wait: a program reading its input sees the end.
+        drop(stdio);
         let exit = helper.wait();
         drop(pidfd);
         if let Some(relay) = relay {

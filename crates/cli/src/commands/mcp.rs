@@ -1,0 +1,134 @@
+//! `cordon mcp`: an MCP server in the sandbox, with a decision on every tool call.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use cordon_supervisor::mcp::{Gateway, Server};
+use cordon_supervisor::session::{LaunchRequest, Session};
+
+use super::exec::{launch_error, refused, utf8_args};
+use super::shared::{load_config, PolicyArgs};
+use crate::report::CliError;
+use crate::{Cli, Exit};
+
+/// Run an MCP server in cordon's sandbox, deciding every tool call it is asked
+///
+/// Configure an MCP client (Claude Desktop, Cursor, VS Code, Codex...) to start cordon in
+/// place of the server: `"command": "cordon", "args": ["mcp", "--", "npx", "some-server"]`.
+/// cordon starts the server as `cordon exec` would (its own grants, its egress through the
+/// proxy, its session in `cordon ps`), and relays the stdio transport's JSON-RPC messages in
+/// both directions. Each `tools/call` is decided by the policy (`data.cordon.tool`, action
+/// `call`, with the server's name and command, the tool's name and its arguments) and
+/// recorded in the audit log with the session's id before the server sees it; a denied call
+/// is answered with a tool error the model can read ("denied by policy: ..."). `tools/list`
+/// shows only the tools the policy allows. A message that is not JSON is answered with a
+/// JSON-RPC parse error and never reaches the server.
+///
+/// The default policy allows every tool except those `settings.tool.deny` names
+/// ("SERVER/TOOL" patterns, e.g. "*/delete_*").
+///
+/// Exit status: the server's; 125 when cordon refused or could not start it.
+///
+/// Examples:
+///   cordon mcp -- npx -y @modelcontextprotocol/server-filesystem .
+///   cordon mcp --name notes --allow-read ~/notes -- python3 notes_server.py
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct McpCommand {
+    #[command(flatten)]
+    policy: PolicyArgs,
+
+    /// The server's name in decisions and records [default: the program's file name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Ask to make PATH readable for the server (repeat for several; it must exist)
+    #[arg(long, value_name = "PATH")]
+    allow_read: Vec<PathBuf>,
+
+    /// Ask to make PATH readable and writable for the server (repeat for several)
+    #[arg(long, value_name = "PATH")]
+    allow_write: Vec<PathBuf>,
+
+    /// Ask to let the server reach HOST or HOST:PORT through cordon's proxy
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_net: Vec<String>,
+
+    /// Ask to keep the environment variable NAME for the server
+    #[arg(long, value_name = "NAME")]
+    keep_env: Vec<String>,
+
+    /// Run even when a kernel feature the policy requires is missing (recorded)
+    #[arg(long)]
+    allow_degraded: bool,
+
+    /// Do not journal what the server changes in its writable trees
+    #[arg(long)]
+    no_journal: bool,
+
+    /// The server's program and its arguments
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+impl McpCommand {
+    /// Runs the command.
+    pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
+        let mut config = load_config(cli, &self.policy).map_err(refused)?;
+        if self.no_journal {
+            config.journal.enabled = Some(false);
+        }
+        // The client owns this process's input and output: nobody is at a terminal here.
+        if config.consent.backend.is_none() {
+            config.consent.backend = Some("deny".into());
+        }
+        let command = utf8_args(&self.command)?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            std::path::Path::new(&command[0])
+                .file_name()
+                .map_or_else(|| command[0].clone(), |n| n.to_string_lossy().into_owned())
+        });
+        let cwd = std::env::current_dir()
+            .context("cannot read the current directory")
+            .map_err(refused)?;
+        let mut request = LaunchRequest::new(config, command.clone(), cwd);
+        request.read.clone_from(&self.allow_read);
+        request.write.clone_from(&self.allow_write);
+        request.net.clone_from(&self.allow_net);
+        request.keep_env.clone_from(&self.keep_env);
+        request.allow_degraded = self.allow_degraded;
+        request.forward_signals = true;
+        request.front_end = "mcp".into();
+        request.piped = true;
+        request.decides = &["sandbox", "net", "tool"];
+        let mut running = Session::launch(request).map_err(launch_error)?;
+        let (server_in, server_out) = running
+            .take_stdio()
+            .ok_or_else(|| refused(anyhow::anyhow!("the server's input and output are missing")))?;
+        let gateway = Arc::new(Gateway::new(running.supervisor(), Server { name, command }));
+        let ended = cordon_supervisor::mcp::relay(
+            gateway,
+            std::io::stdin(),
+            std::io::stdout(),
+            server_in,
+            server_out,
+        );
+        match ended {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("the server did not end when its client left; stopping it");
+                let _ = running.signal(libc::SIGKILL);
+            }
+            Err(err) => {
+                tracing::warn!("the relay ended: {err}; stopping the server");
+                let _ = running.signal(libc::SIGKILL);
+            }
+        }
+        let ended = running.wait().map_err(launch_error)?;
+        super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
+        Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
+    }
+}

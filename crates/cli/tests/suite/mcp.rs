@@ -1,0 +1,228 @@
+//! `cordon mcp` between a real MCP client and a real MCP server, both written with the
+//! official Python SDK (`mcp` on PyPI; `.ci/run` installs it and names its Python in
+//! `CORDON_TEST_MCP_PYTHON`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::common::{default_policy_with, sandbox_ready, skip, Home};
+
+/// The Python that has the MCP SDK, and its environment's directory.
+fn mcp_python() -> Option<(PathBuf, PathBuf)> {
+    let python = std::env::var_os("CORDON_TEST_MCP_PYTHON").map(PathBuf::from);
+    let Some(python) = python.filter(|p| p.exists()) else {
+        skip("CORDON_TEST_MCP_PYTHON does not name a Python with the MCP SDK");
+        return None;
+    };
+    let env = python.parent()?.parent()?.to_path_buf();
+    Some((python, env))
+}
+
+fn client(home: &Home, python: &Path, server: &[&str]) -> serde_json::Value {
+    let mut command = Command::new("timeout");
+    command
+        .arg("180")
+        .arg(python)
+        .arg(home.workspace().join("client.py"))
+        .args(server)
+        .current_dir(home.workspace())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_RUNTIME_DIR", home.runtime_dir());
+    let out: Output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the client failed ({}): {stdout}\n{stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+#[test]
+fn every_tool_call_is_decided_and_the_server_is_confined() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some((python, env)) = mcp_python() else {
+        return;
+    };
+    let home = Home::new();
+    for name in ["client.py", "server.py"] {
+        let text = fs_err::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/mcp")
+                .join(name),
+        )
+        .unwrap();
+        fs_err::write(home.workspace().join(name), text).unwrap();
+    }
+    let python_arg = python.display().to_string();
+
+    // Without cordon the server reads the private key, and deletes when asked.
+    let direct = client(&home, &python, &[&python_arg, "server.py"]);
+    assert_eq!(
+        direct["tools"],
+        serde_json::json!(["delete_everything", "echo", "read_file"])
+    );
+    assert_eq!(direct["read_file"]["text"], "PRIVATE KEY", "{direct}");
+    assert_eq!(direct["delete_everything"]["error"], false, "{direct}");
+
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["notes/delete_*"]);
+    });
+    let cordon = env!("CARGO_BIN_EXE_cordon");
+    let env_arg = env.display().to_string();
+    let gated = client(
+        &home,
+        &python,
+        &[
+            cordon,
+            "mcp",
+            "--policy",
+            &policy,
+            "--name",
+            "notes",
+            "--allow-read",
+            &env_arg,
+            "--",
+            &python_arg,
+            "server.py",
+        ],
+    );
+    // The denied tool is hidden, and refused when called anyway.
+    assert_eq!(
+        gated["tools"],
+        serde_json::json!(["echo", "read_file"]),
+        "{gated}"
+    );
+    assert_eq!(
+        gated["echo"],
+        serde_json::json!({"error": false, "text": "hello"})
+    );
+    assert_eq!(gated["delete_everything"]["error"], true, "{gated}");
+    let refusal = gated["delete_everything"]["text"].as_str().unwrap();
+    assert!(refusal.starts_with("denied by policy: "), "{refusal}");
+    assert!(refusal.contains("notes/delete_*"), "{refusal}");
+    // The server runs in the sandbox: the key is hidden from it.
+    assert_eq!(gated["read_file"]["error"], true, "{gated}");
+    assert!(!gated.to_string().contains("PRIVATE KEY"), "{gated}");
+
+    // Each call is in the audit log, with the session's id.
+    let out = home
+        .cordon(&["audit", "query", "--capability", "tool", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let decided: Vec<(String, bool)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["input"]["resource"]["tool"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["allow"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("echo".to_owned(), true),
+            ("delete_everything".to_owned(), false),
+            ("read_file".to_owned(), true)
+        ],
+        "{text}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["input"]["context"]["session"].is_string()),
+        "{text}"
+    );
+}
+
+/// Bad input from the client, batches and denied calls, with `cat` as the server: what it
+/// echoes back is exactly what reached it.
+#[test]
+fn malformed_messages_batches_and_denials_never_reach_the_server() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["cat/rm_*"]);
+    });
+    let call = |id: u32, tool: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}}})
+    };
+    let lines = [
+        "this is not json".to_owned(),
+        call(1, "rm_rf").to_string(),
+        call(2, "ls").to_string(),
+        serde_json::json!([call(3, "ls"), call(4, "rm_all")]).to_string(),
+        "42".to_owned(),
+    ];
+    let input = lines.join("\n") + "\n";
+    let out = home.run(&["mcp", "--policy", &policy, "--", "cat"], &input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let has = |check: &dyn Fn(&serde_json::Value) -> bool| replies.iter().any(check);
+    // Not JSON: a parse error, from cordon.
+    assert!(
+        has(&|r| r["error"]["code"] == -32700 && r["id"].is_null()),
+        "{stdout}"
+    );
+    // Not a JSON-RPC message: an invalid request.
+    assert!(has(&|r| r["error"]["code"] == -32600), "{stdout}");
+    // The denied call: a tool error for the model, never echoed by the server.
+    assert!(
+        has(&|r| r["id"] == 1
+            && r["result"]["isError"] == true
+            && r["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("denied by policy: "))),
+        "{stdout}"
+    );
+    assert!(
+        !has(&|r| r["method"] == "tools/call" && r["id"] == 1),
+        "{stdout}"
+    );
+    // The allowed call reached the server (cat says it back).
+    assert!(
+        has(&|r| r["method"] == "tools/call" && r["id"] == 2),
+        "{stdout}"
+    );
+    // A batch: the allowed half reached it, the denied half was answered.
+    assert!(
+        has(&|r| r
+            .as_array()
+            .is_some_and(|b| b.len() == 1 && b[0]["id"] == 3)),
+        "{stdout}"
+    );
+    assert!(
+        has(&|r| r
+            .as_array()
+            .is_some_and(|b| b.len() == 1 && b[0]["id"] == 4 && b[0]["result"]["isError"] == true)),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("rm_all\",\"arguments"), "{stdout}");
+}
