@@ -274,7 +274,9 @@ fn v2_parent(probed: &Path) -> Result<PathBuf, SandboxError> {
     // One placement at a time in a process: sessions started together would otherwise each
     // ask for a scope, and all but the last would find cordon moved on.
     static PLACING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _placing = PLACING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _placing = PLACING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let own = crate::systemd::own_cgroup()
         .map(without_own_leaf)
         .unwrap_or_else(|| probed.to_path_buf());

@@ -13,8 +13,9 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use cordon_types::{Capability, Request};
+use cordon_types::{Capability, Decision, Request};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 
 use crate::Supervisor;
 
@@ -33,13 +34,21 @@ pub struct Server {
 /// What to do with a message from the client.
 #[derive(Debug, PartialEq)]
 pub enum FromClient {
-    /// Pass it to the server, as it came.
+    /// Pass this to the server: the value decided, encoded again.
     Forward(String),
     /// Answer the client with this instead; the server never sees the message.
     Reply(Value),
     /// Pass some of a batch on and answer the rest.
     Both(String, Value),
+    /// Nothing: a denied notification, which has no one to answer.
+    Nothing,
 }
+
+/// The most `tools/list` requests awaiting their results that are remembered.
+const MAX_PENDING_LISTS: usize = 1024;
+
+/// Arguments larger than this (as JSON) are recorded as their digest, size and beginning.
+const RECORDED_ARGUMENTS: usize = 16 << 10;
 
 /// The gateway's decisions for one server.
 #[derive(Debug)]
@@ -54,6 +63,49 @@ fn error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
+/// An id as clients match responses to requests: `1`, `1.0` and `"1"` are one request.
+fn id_key(id: &Value) -> String {
+    match id {
+        Value::String(text) => text
+            .parse::<i64>()
+            .map_or_else(|_| id.to_string(), |n| n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+            .map_or_else(|| n.to_string(), |f| format!("{f:.0}")),
+        other => other.to_string(),
+    }
+}
+
+/// A key of `object` that is not one of `keys` but equals one of them ignoring case.
+fn case_twin(object: &Value, keys: &[&str]) -> Option<String> {
+    object.as_object()?.keys().find_map(|key| {
+        let lower = key.to_lowercase();
+        (keys.contains(&lower.as_str()) && !keys.contains(&key.as_str())).then(|| key.clone())
+    })
+}
+
+/// The id of a message too large to parse, read from its beginning (`"id": 7` or
+/// `"id": "abc"`), so that its sender can be answered.
+fn leading_id(bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64 << 10)]);
+    let Some(at) = text.find("\"id\"") else {
+        return Value::Null;
+    };
+    let rest = text[at + 4..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return Value::Null;
+    };
+    let rest = rest.trim_start();
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map(|i| i + 2)
+    } else {
+        rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))
+    };
+    end.and_then(|end| serde_json::from_str(&rest[..end]).ok())
+        .unwrap_or(Value::Null)
+}
+
 impl Gateway {
     /// A gateway deciding under `supervisor`'s policy (with the `tool` capability loaded)
     /// for `server`.
@@ -65,12 +117,7 @@ impl Gateway {
         }
     }
 
-    fn decide(
-        &self,
-        action: &str,
-        tool: &Value,
-        extra: &[(&str, Value)],
-    ) -> cordon_types::Decision {
+    fn decide(&self, action: &str, tool: &Value, extra: &[(&str, Value)]) -> Decision {
         let capability = Capability::tool();
         let mut request = Request {
             capability: Some("tool".into()),
@@ -86,53 +133,92 @@ impl Gateway {
         let pipeline = self.supervisor.pipeline();
         let input = match pipeline.builder().build_for(&capability, &request) {
             Ok(input) => input,
-            Err(err) => return cordon_types::Decision::deny(format!("invalid request: {err}")),
+            Err(err) => return Decision::deny(format!("invalid request: {err}")),
         };
-        let unrecorded = pipeline
+        let mut unrecorded = pipeline
             .decide_unrecorded(&capability, input)
             .require_carried(&[]);
         if action == "list" {
             // What a listing shows is not an action: only calls are recorded.
-            unrecorded.without_record()
-        } else {
-            pipeline.record_decided(&capability, unrecorded).decision
+            return unrecorded.without_record();
         }
+        // Large arguments are decided whole and recorded as their digest, size and start:
+        // a client cannot fill the log at the rate it sends.
+        if let Some(arguments) = unrecorded
+            .input_mut()
+            .and_then(|input| input.pointer_mut("/resource/arguments"))
+        {
+            let text = arguments.to_string();
+            if text.len() > RECORDED_ARGUMENTS {
+                let digest = cordon_types::hex(&sha2::Sha256::digest(text.as_bytes()));
+                let start: String = text.chars().take(1024).collect();
+                *arguments = json!({"sha256": digest, "bytes": text.len(), "start": start});
+            }
+        }
+        pipeline.record_decided(&capability, unrecorded).decision
     }
 
-    /// Decides one message of the client's (not a batch).
-    fn client_one(&self, message: Value) -> Result<Value, Value> {
+    /// Decides one message of the client's (not a batch): `Ok(None)` drops it.
+    fn client_one(&self, message: Value) -> Result<Option<Value>, Value> {
+        let id = message.get("id").cloned();
+        // A key that differs from a JSON-RPC or MCP key only in case would be read as that
+        // key by a server whose parser ignores case: what is decided must be what it reads.
+        let twin = case_twin(&message, &["jsonrpc", "id", "method", "params"]).or_else(|| {
+            message
+                .get("params")
+                .and_then(|p| case_twin(p, &["name", "arguments"]))
+        });
+        if let Some(twin) = twin {
+            return Err(error(
+                id.unwrap_or(Value::Null),
+                -32600,
+                &format!(
+                    "invalid request: the key `{twin}` differs from a JSON-RPC key only in case"
+                ),
+            ));
+        }
         let method = message
             .get("method")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let id = message.get("id").cloned();
-        match (method, id) {
-            ("tools/call", Some(id)) => {
+        match method {
+            // Decided with or without an id: a server may run a call sent as a notification.
+            "tools/call" => {
                 let params = message.get("params").cloned().unwrap_or(Value::Null);
                 let tool = params.get("name").cloned().unwrap_or(Value::Null);
                 if !tool.is_string() {
+                    let id = id.unwrap_or(Value::Null);
                     return Err(error(id, -32602, "tools/call needs a tool name"));
                 }
                 let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
                 let decision = self.decide("call", &tool, &[("arguments", arguments)]);
-                if decision.allow {
-                    Ok(message)
-                } else {
-                    let text = format!("denied by policy: {}", decision.reasons.join("; "));
-                    Err(json!({
-                        "jsonrpc": "2.0",
-                        "id": id,
-                        "result": {"content": [{"type": "text", "text": text}], "isError": true},
-                    }))
+                match (decision.allow, id) {
+                    (true, _) => Ok(Some(message)),
+                    (false, None) => {
+                        tracing::warn!("a tools/call without an id was denied and dropped");
+                        Ok(None)
+                    }
+                    (false, Some(id)) => {
+                        let text = format!("denied by policy: {}", decision.reasons.join("; "));
+                        Err(json!({
+                            "jsonrpc": "2.0",
+                            "id": id,
+                            "result": {"content": [{"type": "text", "text": text}], "isError": true},
+                        }))
+                    }
                 }
             }
-            ("tools/list", Some(id)) => {
-                if let Ok(mut listing) = self.listing.lock() {
-                    listing.insert(id.to_string());
+            "tools/list" => {
+                if let (Some(id), Ok(mut listing)) = (&id, self.listing.lock()) {
+                    // A client that never reads its results cannot grow this without end.
+                    if listing.len() >= MAX_PENDING_LISTS {
+                        listing.clear();
+                    }
+                    listing.insert(id_key(id));
                 }
-                Ok(message)
+                Ok(Some(message))
             }
-            _ => Ok(message),
+            _ => Ok(Some(message)),
         }
     }
 
@@ -141,11 +227,8 @@ impl Gateway {
         let parsed: Value = match serde_json::from_str(line) {
             Ok(value) => value,
             Err(err) => {
-                return FromClient::Reply(error(
-                    Value::Null,
-                    -32700,
-                    &format!("parse error: {err}"),
-                ))
+                let message = format!("parse error: {err}");
+                return FromClient::Reply(error(Value::Null, -32700, &message));
             }
         };
         match parsed {
@@ -153,20 +236,28 @@ impl Gateway {
                 let (mut forward, mut replies) = (Vec::new(), Vec::new());
                 for message in batch {
                     match self.client_one(message) {
-                        Ok(message) => forward.push(message),
+                        Ok(Some(message)) => forward.push(message),
+                        Ok(None) => {}
                         Err(reply) => replies.push(reply),
                     }
                 }
-                match (forward.is_empty(), replies.is_empty()) {
-                    (false, true) => FromClient::Forward(Value::Array(forward).to_string()),
-                    (true, _) => FromClient::Reply(Value::Array(replies)),
-                    (false, false) => {
-                        FromClient::Both(Value::Array(forward).to_string(), Value::Array(replies))
-                    }
+                let forward = Value::Array(forward);
+                match (
+                    forward.as_array().is_some_and(Vec::is_empty),
+                    replies.is_empty(),
+                ) {
+                    (false, true) => FromClient::Forward(forward.to_string()),
+                    (false, false) => FromClient::Both(forward.to_string(), Value::Array(replies)),
+                    (true, false) => FromClient::Reply(Value::Array(replies)),
+                    (true, true) => FromClient::Nothing,
                 }
             }
+            // What is forwarded is the value decided, encoded again, never the bytes as they
+            // came: a server could split those otherwise (a bare `\r` is JSON whitespace, and
+            // a line end to some readers).
             Value::Object(_) => match self.client_one(parsed) {
-                Ok(_) => FromClient::Forward(line.to_owned()),
+                Ok(Some(message)) => FromClient::Forward(message.to_string()),
+                Ok(None) => FromClient::Nothing,
                 Err(reply) => FromClient::Reply(reply),
             },
             _ => FromClient::Reply(error(
@@ -180,7 +271,7 @@ impl Gateway {
     /// Filters one message of the server's: a `tools/list` result shows only what the
     /// policy allows.
     fn server_one(&self, mut message: Value) -> Value {
-        let Some(id) = message.get("id").map(Value::to_string) else {
+        let Some(id) = message.get("id").map(id_key) else {
             return message;
         };
         let listed = self
@@ -218,7 +309,9 @@ impl Gateway {
     }
 }
 
-/// Reads one line of at most [`MAX_MESSAGE`] bytes; `Ok(None)` at the end.
+/// Reads one line into `line`, keeping at most [`MAX_MESSAGE`] bytes of it (the rest is
+/// read and discarded in pieces, never held); `Ok(None)` at the end, else whether the line
+/// was whole.
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
     line.clear();
     let read = reader
@@ -230,9 +323,23 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<O
     }
     let whole = line.ends_with(b"\n") || read <= MAX_MESSAGE;
     if !whole {
-        // Skip the rest of the oversized line.
-        let mut rest = Vec::new();
-        reader.read_until(b'\n', &mut rest)?;
+        loop {
+            let buffer = reader.fill_buf()?;
+            if buffer.is_empty() {
+                break;
+            }
+            match buffer.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    reader.consume(at + 1);
+                    break;
+                }
+                None => {
+                    let all = buffer.len();
+                    reader.consume(all);
+                }
+            }
+        }
+        line.truncate(MAX_MESSAGE);
     }
     while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         line.pop();
@@ -249,12 +356,21 @@ fn send(out: &Mutex<Box<dyn Write + Send>>, text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
-/// How long a server may take to end once its client has gone.
+/// How long a server may take to end once its client has gone, and to take a message it
+/// was sent.
 pub const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Messages on their way to the server that it has not yet taken.
+const QUEUED: usize = 256;
 
 /// Relays between the client (`client_in`, `client_out`) and the server (`server_in`,
 /// `server_out`) until the server's output ends, or the client's input ends and the server
-/// has had [`GRACE`] to end after its input was closed. Returns whether the server ended.
+/// has had [`GRACE`] to end after its input was closed, or the server has not taken a
+/// message for [`GRACE`] with 256 waiting. Returns whether the server ended.
+///
+/// # Errors
+///
+/// The I/O error that ended the relay, other than a broken pipe.
 pub fn relay(
     gateway: Arc<Gateway>,
     client_in: impl Read + Send + 'static,
@@ -265,9 +381,12 @@ pub fn relay(
     enum Ended {
         Client(std::io::Result<()>),
         Server(std::io::Result<()>),
+        Stalled,
     }
     let client_out: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(Box::new(client_out)));
     let (ended, events) = std::sync::mpsc::channel();
+
+    // The server's output, to the client.
     let to_client = Arc::clone(&client_out);
     let from_server = Arc::clone(&gateway);
     let server_ended = ended.clone();
@@ -278,14 +397,21 @@ pub fn relay(
                 let mut reader = BufReader::new(server_out);
                 let mut line = Vec::new();
                 while let Some(whole) = read_line(&mut reader, &mut line)? {
+                    if !whole {
+                        // The request it answers is answered with an error, not left waiting.
+                        tracing::warn!("the server sent a message over {MAX_MESSAGE} bytes; dropped");
+                        let id = leading_id(&line);
+                        if !id.is_null() {
+                            let why = format!("the server's response was over {MAX_MESSAGE} bytes");
+                            send(&to_client, &error(id, -32603, &why).to_string())?;
+                        }
+                        continue;
+                    }
                     let text = String::from_utf8_lossy(&line);
-                    match (whole, from_server.from_server(&text)) {
-                        (true, Some(message)) => send(&to_client, &message)?,
-                        (false, _) => tracing::warn!(
-                            "the server sent a message over {MAX_MESSAGE} bytes; dropped"
-                        ),
-                        (true, None) if text.trim().is_empty() => {}
-                        (true, None) => tracing::warn!(
+                    match from_server.from_server(&text) {
+                        Some(message) => send(&to_client, &message)?,
+                        None if text.trim().is_empty() => {}
+                        None => tracing::warn!(
                             "the server wrote something that is not JSON-RPC on its output; dropped: {}",
                             cordon_types::printable(&text.chars().take(200).collect::<String>())
                         ),
@@ -295,24 +421,46 @@ pub fn relay(
             })();
             let _ = server_ended.send(Ended::Server(relayed));
         })?;
+
+    // The server's input, written on a thread of its own: a server that stops reading
+    // blocks that thread, never the reading of the client.
+    let (queue, queued) = crossbeam_channel::bounded::<String>(QUEUED);
+    std::thread::Builder::new()
+        .name("cordon-mcp-to-server".into())
+        .spawn(move || {
+            for message in queued {
+                let written = server_in
+                    .write_all(message.as_bytes())
+                    .and_then(|()| server_in.write_all(b"\n"))
+                    .and_then(|()| server_in.flush());
+                if written.is_err() {
+                    break;
+                }
+            }
+            // The client is gone (or the server's input is): the server's input closes.
+        })?;
+
+    // The client's input, decided.
+    let client_ended = ended;
     std::thread::Builder::new()
         .name("cordon-mcp-client".into())
         .spawn(move || {
-            let relayed = (|| -> std::io::Result<()> {
+            let relayed = (|| -> Result<(), Ended> {
+                let io = |err: std::io::Error| Ended::Client(Err(err));
                 let mut reader = BufReader::new(client_in);
                 let mut line = Vec::new();
-                let mut to_server = |message: &str| -> std::io::Result<()> {
-                    server_in.write_all(message.as_bytes())?;
-                    server_in.write_all(b"\n")?;
-                    server_in.flush()
+                let to_server = |message: String| match queue.send_timeout(message, GRACE) {
+                    Ok(()) => Ok(()),
+                    Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => Err(Ended::Stalled),
+                    Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                        Err(Ended::Client(Err(std::io::ErrorKind::BrokenPipe.into())))
+                    }
                 };
-                while let Some(whole) = read_line(&mut reader, &mut line)? {
+                while let Some(whole) = read_line(&mut reader, &mut line).map_err(io)? {
                     if !whole {
                         let refused = format!("message over {MAX_MESSAGE} bytes; refused");
-                        send(
-                            &client_out,
-                            &error(Value::Null, -32600, &refused).to_string(),
-                        )?;
+                        let reply = error(leading_id(&line), -32600, &refused);
+                        send(&client_out, &reply.to_string()).map_err(io)?;
                         continue;
                     }
                     let text = String::from_utf8_lossy(&line);
@@ -320,26 +468,35 @@ pub fn relay(
                         continue;
                     }
                     match gateway.from_client(&text) {
-                        FromClient::Forward(message) => to_server(&message)?,
-                        FromClient::Reply(reply) => send(&client_out, &reply.to_string())?,
-                        FromClient::Both(message, reply) => {
-                            to_server(&message)?;
-                            send(&client_out, &reply.to_string())?;
+                        FromClient::Forward(message) => to_server(message)?,
+                        FromClient::Reply(reply) => {
+                            send(&client_out, &reply.to_string()).map_err(io)?;
                         }
+                        FromClient::Both(message, reply) => {
+                            to_server(message)?;
+                            send(&client_out, &reply.to_string()).map_err(io)?;
+                        }
+                        FromClient::Nothing => {}
                     }
                 }
                 Ok(())
             })();
-            // The client is gone (or the server's input is): the server's input closes.
-            drop(server_in);
-            let _ = ended.send(Ended::Client(relayed));
+            let _ = client_ended.send(match relayed {
+                Ok(()) => Ended::Client(Ok(())),
+                Err(ended) => ended,
+            });
         })?;
+
     let quiet = |result: std::io::Result<()>| match result {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err),
         _ => Ok(()),
     };
     match events.recv() {
         Ok(Ended::Server(result)) => quiet(result).map(|()| true),
+        Ok(Ended::Stalled) => {
+            tracing::warn!("the server has not read its input for {GRACE:?}; stopping it");
+            Ok(false)
+        }
         Ok(Ended::Client(result)) => {
             quiet(result)?;
             match events.recv_timeout(GRACE) {

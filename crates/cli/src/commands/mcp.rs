@@ -74,6 +74,51 @@ pub struct McpCommand {
     command: Vec<OsString>,
 }
 
+/// Programs that start a server named by an argument: `npx -y @scope/server-x .`,
+/// `python3 server.py`, `uvx mcp-server-git`, `docker run ... image`.
+const LAUNCHERS: &[&str] = &[
+    "npx", "pnpx", "bunx", "uvx", "uv", "pipx", "node", "deno", "bun", "python", "python3", "sh",
+    "bash", "docker", "podman", "java",
+];
+
+/// The server's name when `--name` gives none: the program's file name, or for a launcher
+/// the first argument that is not an option (`python -m pkg` gives `pkg`), without its
+/// directory, package scope or extension; `server-filesystem` for
+/// `npx -y @modelcontextprotocol/server-filesystem .`.
+fn server_name(command: &[String]) -> String {
+    let base = |text: &str| -> String {
+        let last = text.rsplit('/').next().unwrap_or(text);
+        let stem = last.split_once('@').map_or(last, |(name, _)| name);
+        let stem = stem
+            .rsplit_once('.')
+            .filter(|(name, ext)| !name.is_empty() && ext.chars().all(char::is_alphanumeric))
+            .map_or(stem, |(name, _)| name);
+        if stem.is_empty() {
+            text.to_owned()
+        } else {
+            stem.to_owned()
+        }
+    };
+    let program = base(&command[0]);
+    let launcher = LAUNCHERS
+        .iter()
+        .any(|l| program == *l || program.starts_with("python3."));
+    if !launcher {
+        return program;
+    }
+    let mut args = command[1..].iter();
+    while let Some(arg) = args.next() {
+        if arg == "-m" || arg == "--from" {
+            if let Some(module) = args.next() {
+                return base(module);
+            }
+        } else if !arg.starts_with('-') && arg != "run" && arg != "exec" {
+            return base(arg);
+        }
+    }
+    program
+}
+
 impl McpCommand {
     /// Runs the command.
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
@@ -86,11 +131,8 @@ impl McpCommand {
             config.consent.backend = Some("deny".into());
         }
         let command = utf8_args(&self.command)?;
-        let name = self.name.clone().unwrap_or_else(|| {
-            std::path::Path::new(&command[0])
-                .file_name()
-                .map_or_else(|| command[0].clone(), |n| n.to_string_lossy().into_owned())
-        });
+        let name = self.name.clone().unwrap_or_else(|| server_name(&command));
+        tracing::info!("deciding for MCP server `{name}` (`--name` names it otherwise)");
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;
@@ -130,5 +172,27 @@ impl McpCommand {
         let ended = running.wait().map_err(launch_error)?;
         super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_name;
+
+    fn name(command: &str) -> String {
+        server_name(&command.split(' ').map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_launcher_is_not_the_server() {
+        assert_eq!(
+            name("npx -y @modelcontextprotocol/server-filesystem ."),
+            "server-filesystem"
+        );
+        assert_eq!(name("/usr/bin/python3 server.py"), "server");
+        assert_eq!(name("python3 -m notes_mcp"), "notes_mcp");
+        assert_eq!(name("uvx mcp-server-git@1.2"), "mcp-server-git");
+        assert_eq!(name("./bin/my-server --port 3"), "my-server");
+        assert_eq!(name("npx"), "npx");
     }
 }

@@ -226,3 +226,107 @@ fn malformed_messages_batches_and_denials_never_reach_the_server() {
     );
     assert!(!stdout.contains("rm_all\",\"arguments"), "{stdout}");
 }
+
+/// What a raw client could slip past a check made on one reading of a line and forwarded
+/// as other bytes: a bare `\r` (a line end to the official SDK's reader and to Node's
+/// `readline`) hiding a call inside an allowed value, a call sent as a notification, a key
+/// that a case-blind parser would take for `method`, a message too large to hold.
+#[test]
+fn what_reaches_the_server_is_exactly_what_was_decided() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["cat/rm_*"]);
+    });
+    let smuggled = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "rm_rf", "arguments": {}}})
+    .to_string();
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"x\",\"params\":{{\"p\":\"{}\"}}}}",
+        "a".repeat(17 << 20)
+    );
+    let lines = [
+        format!("{{\"x\":\r{smuggled}\r}}"),
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"rm_quietly","arguments":{}}}"#
+            .to_owned(),
+        r#"{"jsonrpc":"2.0","id":9,"method":"ping","Method":"tools/call","params":{"name":"rm_x"}}"#
+            .to_owned(),
+        huge,
+    ];
+    let input = lines.join("\n") + "\n";
+    let out = home.run(&["mcp", "--policy", &policy, "--", "cat"], &input);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Forwarded as the value decided, encoded again: no `\r` reaches the server.
+    assert!(!stdout.contains('\r'), "{stdout:?}");
+    let replies: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let has = |check: &dyn Fn(&serde_json::Value) -> bool| replies.iter().any(check);
+    assert!(
+        !has(&|r| r["method"] == "tools/call" && r["id"] == 7),
+        "{stdout}"
+    );
+    // The call sent as a notification was decided, denied and dropped.
+    assert!(!stdout.contains("rm_quietly"), "{stdout}");
+    // A case twin of `method`: refused with the request's id.
+    assert!(
+        has(&|r| r["id"] == 9 && r["error"]["code"] == -32600),
+        "{stdout}"
+    );
+    assert!(!has(&|r| r["method"] == "ping"), "{stdout}");
+    // The oversized message: answered with its id, never forwarded.
+    assert!(
+        has(&|r| r["id"] == 11 && r["error"]["code"] == -32600),
+        "{stdout}"
+    );
+    let records = home
+        .cordon(&["audit", "query", "--capability", "tool", "--json"])
+        .output()
+        .unwrap();
+    let records = String::from_utf8_lossy(&records.stdout);
+    assert!(
+        records
+            .lines()
+            .any(|l| l.contains("rm_quietly") && l.contains("\"allow\":false")),
+        "{records}"
+    );
+}
+
+/// A server that never reads its input: cordon stops it once the client is gone, rather
+/// than wait on it for ever.
+#[test]
+fn a_server_that_stops_reading_is_stopped() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let message = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+        "params": {"pad": "x".repeat(400)}})
+    .to_string();
+    let input = vec![message; 3000].join("\n") + "\n";
+    let cordon = home.cordon(&["mcp", "--", "sleep", "600"]);
+    let mut command = Command::new("timeout");
+    command
+        .arg("300")
+        .arg(cordon.get_program())
+        .args(cordon.get_args())
+        .env_clear()
+        .envs(cordon.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(home.workspace());
+    let out = super::common::run_with_stdin(command, &input);
+    assert_ne!(out.status.code(), Some(124), "cordon waited on the server");
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
