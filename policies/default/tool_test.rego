@@ -29,3 +29,12 @@ test_a_pattern_names_the_server_too if {
 test_another_action_is_refused if {
 	not tool.decision.allow with input as object.union(call("files", "x"), {"action": "sample"})
 }
+
+test_a_changed_definition_is_refused_until_accepted if {
+	changed := object.union(call("files", "read_file"), {"resource": {"definition": {"sha256": "b", "pinned": "a", "changed": true}}})
+	d := tool.decision with input as changed
+	not d.allow
+	contains(d.reasons[0], "--accept-changed files/read_file")
+	same := object.union(call("files", "read_file"), {"resource": {"definition": {"sha256": "a", "pinned": "a", "changed": false}}})
+	tool.decision.allow with input as same
+}

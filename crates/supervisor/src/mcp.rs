@@ -57,6 +57,100 @@ pub struct Gateway {
     server: Server,
     /// Ids of the client's `tools/list` requests whose results are still to come.
     listing: Mutex<HashSet<String>>,
+    pins: Pins,
+    /// What the last listing said of each tool's definition (`input.resource.definition`).
+    definitions: Mutex<std::collections::HashMap<String, Value>>,
+    /// `SERVER/TOOL`s whose changed definitions are accepted.
+    accept: Vec<String>,
+}
+
+/// The digests of the tool definitions (name, description, input schema) first seen, by
+/// `SERVER/TOOL`, kept in a file: a definition that changes later (a "rug pull", a
+/// description rewritten to instruct the model) is told apart from the one first trusted.
+#[derive(Debug)]
+pub struct Pins {
+    path: std::path::PathBuf,
+    pinned: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// How a tool's definition stands against its pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinned {
+    /// First seen now, and pinned.
+    New,
+    /// As pinned.
+    Same,
+    /// Not as pinned: the pinned digest.
+    Changed(String),
+}
+
+impl Pins {
+    /// The pins kept in `path` (none yet when it does not exist).
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or is not a JSON object of digests: refused, never
+    /// taken for "nothing pinned", which would trust every changed definition.
+    pub fn open(path: &std::path::Path) -> Result<Self, String> {
+        let pinned = match fs_err::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the tool pins `{}` are damaged: {e}", path.display()))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(err) => return Err(format!("cannot read the tool pins: {err}")),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            pinned: Mutex::new(pinned),
+        })
+    }
+
+    /// Where they are kept.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn save(&self, pinned: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+        let text = serde_json::to_vec_pretty(pinned).map_err(|e| e.to_string())?;
+        if let Some(dir) = self.path.parent() {
+            fs_err::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        cordon_bundle::write_atomic(&self.path, &text, 0o600).map_err(|e| e.to_string())
+    }
+
+    /// Checks `digest` for `key` (`SERVER/TOOL`), pinning it when none is; with `accept`,
+    /// a changed definition is pinned anew.
+    ///
+    /// # Errors
+    ///
+    /// A pin that cannot be kept.
+    pub fn check(&self, key: &str, digest: &str, accept: bool) -> Result<Pinned, String> {
+        let mut pinned = self
+            .pinned
+            .lock()
+            .map_err(|_| "the tool pins were lost".to_owned())?;
+        let status = match pinned.get(key) {
+            Some(old) if old == digest => return Ok(Pinned::Same),
+            Some(old) if !accept => return Ok(Pinned::Changed(old.clone())),
+            Some(old) => Pinned::Changed(old.clone()),
+            None => Pinned::New,
+        };
+        pinned.insert(key.to_owned(), digest.to_owned());
+        self.save(&pinned)?;
+        Ok(status)
+    }
+}
+
+/// The digest of a tool's definition: its name, description and input schema, as canonical
+/// JSON.
+pub fn definition_digest(tool: &Value) -> String {
+    let definition = json!({
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "inputSchema": tool.get("inputSchema"),
+    });
+    let bytes = cordon_bundle::canonical::canonical_json(definition.to_string().as_bytes())
+        .unwrap_or_else(|_| definition.to_string().into_bytes());
+    cordon_types::hex(&sha2::Sha256::digest(&bytes))
 }
 
 fn error(id: Value, code: i64, message: &str) -> Value {
@@ -109,12 +203,63 @@ fn leading_id(bytes: &[u8]) -> Value {
 impl Gateway {
     /// A gateway deciding under `supervisor`'s policy (with the `tool` capability loaded)
     /// for `server`.
-    pub fn new(supervisor: Arc<Supervisor>, server: Server) -> Self {
+    pub fn new(supervisor: Arc<Supervisor>, server: Server, pins: Pins) -> Self {
         Self {
             supervisor,
             server,
             listing: Mutex::new(HashSet::new()),
+            pins,
+            definitions: Mutex::new(std::collections::HashMap::new()),
+            accept: Vec::new(),
         }
+    }
+
+    /// Accepts the current definitions of these tools (`SERVER/TOOL`) in place of their pins.
+    #[must_use]
+    pub fn accepting(mut self, tools: Vec<String>) -> Self {
+        self.accept = tools;
+        self
+    }
+
+    /// What is known of `tool`'s definition: its digest, its pin, whether it changed.
+    fn definition(&self, tool: &Value, listed: Option<&Value>) -> Value {
+        let name = tool.as_str().unwrap_or_default();
+        let Some(listed) = listed else {
+            return self
+                .definitions
+                .lock()
+                .ok()
+                .and_then(|d| d.get(name).cloned())
+                .unwrap_or(Value::Null);
+        };
+        let key = format!("{}/{name}", self.server.name);
+        let digest = definition_digest(listed);
+        let accept = self.accept.contains(&key);
+        let known = match self.pins.check(&key, &digest, accept) {
+            Ok(Pinned::New) => {
+                tracing::info!("tool `{key}` pinned (definition {digest})");
+                json!({"sha256": digest, "pinned": digest, "changed": false})
+            }
+            Ok(Pinned::Same) => json!({"sha256": digest, "pinned": digest, "changed": false}),
+            Ok(Pinned::Changed(old)) if accept => {
+                tracing::warn!("tool `{key}`: its changed definition is accepted and pinned ({old} before, {digest} now)");
+                json!({"sha256": digest, "pinned": digest, "changed": false})
+            }
+            Ok(Pinned::Changed(old)) => {
+                tracing::warn!(
+                    "tool `{key}` changed its definition since it was pinned ({old} then, {digest} now): hidden and refused until accepted (`--accept-changed {key}`)"
+                );
+                json!({"sha256": digest, "pinned": old, "changed": true})
+            }
+            Err(why) => {
+                tracing::warn!("tool `{key}`: {why}");
+                json!({"sha256": digest, "pinned": null, "changed": true, "error": why})
+            }
+        };
+        if let Ok(mut definitions) = self.definitions.lock() {
+            definitions.insert(name.to_owned(), known.clone());
+        }
+        known
     }
 
     fn decide(&self, action: &str, tool: &Value, extra: &[(&str, Value)]) -> Decision {
@@ -191,7 +336,12 @@ impl Gateway {
                     return Err(error(id, -32602, "tools/call needs a tool name"));
                 }
                 let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
-                let decision = self.decide("call", &tool, &[("arguments", arguments)]);
+                let definition = self.definition(&tool, None);
+                let decision = self.decide(
+                    "call",
+                    &tool,
+                    &[("arguments", arguments), ("definition", definition)],
+                );
                 match (decision.allow, id) {
                     (true, _) => Ok(Some(message)),
                     (false, None) => {
@@ -289,8 +439,13 @@ impl Gateway {
             tools.retain(|tool| {
                 let name = tool.get("name").cloned().unwrap_or(Value::Null);
                 let annotations = tool.get("annotations").cloned().unwrap_or(Value::Null);
-                self.decide("list", &name, &[("annotations", annotations)])
-                    .allow
+                let definition = self.definition(&name, Some(tool));
+                self.decide(
+                    "list",
+                    &name,
+                    &[("annotations", annotations), ("definition", definition)],
+                )
+                .allow
             });
         }
         message

@@ -1,14 +1,13 @@
 //! `cordon exec`: run a native program in the sandbox, with what the policy grants.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
 use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
-use super::shared::{load_config, PolicyArgs};
+use super::shared::{load_config, GrantArgs, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
 
@@ -63,22 +62,8 @@ pub struct ExecCommand {
     #[command(flatten)]
     policy: PolicyArgs,
 
-    /// Ask to make PATH readable (repeat for several; it must exist)
-    #[arg(long, value_name = "PATH")]
-    allow_read: Vec<PathBuf>,
-
-    /// Ask to make PATH readable and writable (repeat for several; it must exist)
-    #[arg(long, value_name = "PATH")]
-    allow_write: Vec<PathBuf>,
-
-    /// Ask to let the program reach HOST (any port) or HOST:PORT through cordon's proxy; an internal address must be named with its port
-    #[arg(long, value_name = "HOST[:PORT]")]
-    allow_net: Vec<String>,
-
-    /// Ask to keep the environment variable NAME (only an allowlist passes by default: PATH,
-    /// HOME, the locale, the terminal, tool-chain and CA-bundle variables)
-    #[arg(long, value_name = "NAME")]
-    keep_env: Vec<String>,
+    #[command(flatten)]
+    grants: GrantArgs,
 
     /// Allow a workspace or --allow-write that is your home, an ancestor of it, /tmp,
     /// /var/tmp, /run or /run/user/*: the agent could then plant what runs outside later
@@ -169,10 +154,7 @@ impl ExecCommand {
             .context("cannot read the current directory")
             .map_err(refused)?;
         let mut request = LaunchRequest::new(config, command, cwd);
-        request.read.clone_from(&self.allow_read);
-        request.write.clone_from(&self.allow_write);
-        request.net.clone_from(&self.allow_net);
-        request.keep_env.clone_from(&self.keep_env);
+        self.grants.ask(&mut request);
         request.broad_write = self.unsafe_broad_write;
         request.allow_degraded = self.allow_degraded;
         request.forward_signals = true;

@@ -1,16 +1,15 @@
 //! `cordon mcp`: an MCP server in the sandbox, with a decision on every tool call.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use cordon_supervisor::mcp::{Gateway, Server};
+use cordon_supervisor::mcp::{Gateway, Pins, Server};
 use cordon_supervisor::session::{LaunchRequest, Session};
 
 use super::exec::{launch_error, refused, utf8_args};
-use super::shared::{load_config, PolicyArgs};
+use super::shared::{load_config, GrantArgs, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
 
@@ -30,6 +29,11 @@ use crate::{Cli, Exit};
 /// The default policy allows every tool except those `settings.tool.deny` names
 /// ("SERVER/TOOL" patterns, e.g. "*/delete_*").
 ///
+/// Each tool's definition (name, description, input schema) is pinned by its digest the
+/// first time a listing shows it ($XDG_DATA_HOME/cordon/mcp-pins.json). A definition that
+/// changes later (a "rug pull", or a description rewritten to instruct the model) is
+/// hidden and its calls refused until you accept it with --accept-changed SERVER/TOOL.
+///
 /// Exit status: the server's; 125 when cordon refused or could not start it.
 ///
 /// Examples:
@@ -45,21 +49,8 @@ pub struct McpCommand {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
-    /// Ask to make PATH readable for the server (repeat for several; it must exist)
-    #[arg(long, value_name = "PATH")]
-    allow_read: Vec<PathBuf>,
-
-    /// Ask to make PATH readable and writable for the server (repeat for several)
-    #[arg(long, value_name = "PATH")]
-    allow_write: Vec<PathBuf>,
-
-    /// Ask to let the server reach HOST or HOST:PORT through cordon's proxy
-    #[arg(long, value_name = "HOST[:PORT]")]
-    allow_net: Vec<String>,
-
-    /// Ask to keep the environment variable NAME for the server
-    #[arg(long, value_name = "NAME")]
-    keep_env: Vec<String>,
+    #[command(flatten)]
+    grants: GrantArgs,
 
     /// Run even when a kernel feature the policy requires is missing (recorded)
     #[arg(long)]
@@ -68,6 +59,11 @@ pub struct McpCommand {
     /// Do not journal what the server changes in its writable trees
     #[arg(long)]
     no_journal: bool,
+
+    /// Accept the current definition of SERVER/TOOL in place of its pin, once you have read
+    /// it (repeat for several)
+    #[arg(long, value_name = "SERVER/TOOL")]
+    accept_changed: Vec<String>,
 
     /// The server's program and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
@@ -137,20 +133,27 @@ impl McpCommand {
             .context("cannot read the current directory")
             .map_err(refused)?;
         let mut request = LaunchRequest::new(config, command.clone(), cwd);
-        request.read.clone_from(&self.allow_read);
-        request.write.clone_from(&self.allow_write);
-        request.net.clone_from(&self.allow_net);
-        request.keep_env.clone_from(&self.keep_env);
+        self.grants.ask(&mut request);
         request.allow_degraded = self.allow_degraded;
         request.forward_signals = true;
         request.front_end = "mcp".into();
         request.piped = true;
         request.decides = &["sandbox", "net", "tool"];
+        let pins_path = dirs::data_dir()
+            .map(|dir| dir.join("cordon").join("mcp-pins.json"))
+            .ok_or_else(|| {
+                refused(anyhow::anyhow!(
+                    "no data directory to keep the tool pins in"
+                ))
+            })?;
+        let pins = Pins::open(&pins_path).map_err(|why| refused(anyhow::anyhow!(why)))?;
         let mut running = Session::launch(request).map_err(launch_error)?;
         let (server_in, server_out) = running
             .take_stdio()
             .ok_or_else(|| refused(anyhow::anyhow!("the server's input and output are missing")))?;
-        let gateway = Arc::new(Gateway::new(running.supervisor(), Server { name, command }));
+        let gateway = Gateway::new(running.supervisor(), Server { name, command }, pins)
+            .accepting(self.accept_changed.clone());
+        let gateway = Arc::new(gateway);
         let ended = cordon_supervisor::mcp::relay(
             gateway,
             std::io::stdin(),

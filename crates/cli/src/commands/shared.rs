@@ -29,6 +29,37 @@ pub struct PolicyArgs {
     pub memory_limit_mib: Option<u64>,
 }
 
+/// What a sandboxed program asks to be granted (`cordon exec`, `cordon mcp`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GrantArgs {
+    /// Ask to make PATH readable (repeat for several; it must exist)
+    #[arg(long, value_name = "PATH")]
+    pub allow_read: Vec<PathBuf>,
+
+    /// Ask to make PATH readable and writable (repeat for several; it must exist)
+    #[arg(long, value_name = "PATH")]
+    pub allow_write: Vec<PathBuf>,
+
+    /// Ask to let the program reach HOST (any port) or HOST:PORT through cordon's proxy; an internal address must be named with its port
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub allow_net: Vec<String>,
+
+    /// Ask to keep the environment variable NAME (only an allowlist passes by default: PATH,
+    /// HOME, the locale, the terminal, tool-chain and CA-bundle variables)
+    #[arg(long, value_name = "NAME")]
+    pub keep_env: Vec<String>,
+}
+
+impl GrantArgs {
+    /// Puts what is asked for into `request`.
+    pub fn ask(&self, request: &mut cordon_supervisor::session::LaunchRequest) {
+        request.read.clone_from(&self.allow_read);
+        request.write.clone_from(&self.allow_write);
+        request.net.clone_from(&self.allow_net);
+        request.keep_env.clone_from(&self.keep_env);
+    }
+}
+
 /// Reads the configuration file and applies the policy flags on top.
 pub fn load_config(cli: &Cli, policy: &PolicyArgs) -> Result<CordonConfig, CliError> {
     let (mut config, path) = CordonConfig::load(cli.config.as_deref())
