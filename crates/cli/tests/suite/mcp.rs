@@ -56,6 +56,16 @@ fn client_with(
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
 }
 
+/// A home whose workspace holds the SDK's client and server (`tests/fixtures/mcp`).
+fn home_with_the_sdk_programs() -> Home {
+    let home = Home::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp");
+    for name in ["client.py", "server.py"] {
+        fs_err::copy(fixtures.join(name), home.workspace().join(name)).unwrap();
+    }
+    home
+}
+
 #[test]
 fn every_tool_call_is_decided_and_the_server_is_confined() {
     if !sandbox_ready() {
@@ -64,16 +74,7 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
     let Some((python, env)) = mcp_python() else {
         return;
     };
-    let home = Home::new();
-    for name in ["client.py", "server.py"] {
-        let text = fs_err::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/mcp")
-                .join(name),
-        )
-        .unwrap();
-        fs_err::write(home.workspace().join(name), text).unwrap();
-    }
+    let home = home_with_the_sdk_programs();
     let python_arg = python.display().to_string();
 
     // Without cordon the server reads the private key, and deletes when asked.
@@ -346,16 +347,7 @@ fn a_changed_tool_definition_is_flagged_until_accepted() {
     let Some((python, env)) = mcp_python() else {
         return;
     };
-    let home = Home::new();
-    for name in ["client.py", "server.py"] {
-        let text = fs_err::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/mcp")
-                .join(name),
-        )
-        .unwrap();
-        fs_err::write(home.workspace().join(name), text).unwrap();
-    }
+    let home = home_with_the_sdk_programs();
     let cordon = env!("CARGO_BIN_EXE_cordon");
     let (python_arg, env_arg) = (python.display().to_string(), env.display().to_string());
     let run = |description: Option<&str>, accept: &[&str]| {

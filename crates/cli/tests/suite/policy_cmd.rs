@@ -29,7 +29,15 @@ fn init_writes_a_policy_that_tests_and_checks() {
     assert_eq!(report["ok"], true);
     assert_eq!(
         report["capabilities"],
-        serde_json::json!(["clipboard", "env", "file", "infer", "net", "sandbox"])
+        serde_json::json!([
+            "clipboard",
+            "env",
+            "file",
+            "infer",
+            "net",
+            "sandbox",
+            "tool"
+        ])
     );
 
     // A second init refuses to overwrite the person's edits.
