@@ -55,8 +55,7 @@ impl Support {
                 .unwrap_or_default()
                 .trim()
                 .to_owned();
-            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-            if has("pids") && has("memory") {
+            if lists_pids_and_memory(&controllers) {
                 return Support::V2 {
                     dir: without_own_leaf(Path::new(ROOT).join(path_of("").unwrap_or_default())),
                     controllers,
@@ -206,13 +205,24 @@ fn remove_stale(parent: &Path) {
 /// The leaf cordon moves itself into when its cgroup must enable controllers for its
 /// children: `cordon-self-<pid>`.
 fn own_leaf(dir: &Path) -> PathBuf {
-    dir.join(format!("{PREFIX}self-{}", std::process::id()))
+    dir.join(own_leaf_name())
+}
+
+fn own_leaf_name() -> String {
+    format!("{PREFIX}self-{}", std::process::id())
+}
+
+/// Whether a list of controllers (`cgroup.controllers`, `cgroup.subtree_control`) names
+/// both `pids` and `memory`.
+fn lists_pids_and_memory(list: &str) -> bool {
+    let has = |c: &str| list.split_whitespace().any(|x| x == c);
+    has("pids") && has("memory")
 }
 
 /// `dir` without this process's own leaf ([`own_leaf`]) at its end: the cgroup cordon's
 /// sandboxes are made in, however many sessions this process has started.
 fn without_own_leaf(dir: PathBuf) -> PathBuf {
-    let leaf = format!("{PREFIX}self-{}", std::process::id());
+    let leaf = own_leaf_name();
     match dir.parent() {
         Some(parent) if dir.file_name().is_some_and(|n| n == leaf.as_str()) => parent.to_path_buf(),
         _ => dir,
@@ -224,9 +234,9 @@ pub const DELEGATE_HINT: &str = "run cordon in a cgroup delegated to it alone, f
 
 /// Whether `dir` enables the `pids` and `memory` controllers for its children.
 fn enables_controllers(dir: &Path) -> bool {
-    let list = fs_err::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let has = |c: &str| list.split_whitespace().any(|x| x == c);
-    has("pids") && has("memory")
+    lists_pids_and_memory(
+        &fs_err::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default(),
+    )
 }
 
 /// On cgroup v2, a child cgroup has the `pids` and `memory` files only when its parent
@@ -330,8 +340,7 @@ fn scope_plan(own: &Path) -> Result<crate::systemd::Scope, String> {
     }
     let controllers =
         fs_err::read_to_string(manager.join("cgroup.controllers")).unwrap_or_default();
-    let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-    if !(has("pids") && has("memory")) {
+    if !lists_pids_and_memory(&controllers) {
         return Err(format!(
             "the user's systemd manager has no pids and memory controllers to delegate (it has: {})",
             controllers.trim()
