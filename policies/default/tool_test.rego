@@ -38,3 +38,82 @@ test_a_changed_definition_is_refused_until_accepted if {
 	same := object.union(call("files", "read_file"), {"resource": {"definition": {"sha256": "a", "pinned": "a", "changed": false}}})
 	tool.decision.allow with input as same
 }
+
+test_a_call_carries_the_redaction_and_the_rate_limit if {
+	d := tool.decision with input as call("files", "read_file")
+		with data.cordon.settings.tool as {"redact": ["cloud_key"], "per_minute": 5}
+	d.allow
+	d.obligations == [{"type": "redact", "patterns": ["cloud_key"]}, {"type": "limit", "per_minute": 5}]
+}
+
+test_a_listing_carries_nothing if {
+	d := tool.decision with input as object.union(call("files", "read_file"), {"action": "list"})
+		with data.cordon.settings.tool as {"redact": ["cloud_key"], "per_minute": 5}
+	d.allow
+	d.obligations == []
+}
+
+test_an_unlisted_tool_is_refused if {
+	unlisted := object.union(call("files", "read_file"), {"resource": {"definition": {"listed": false}}})
+	d := tool.decision with input as unlisted
+	not d.allow
+	contains(d.reasons[0], "was not listed in this session")
+}
+
+asking(interactive) := object.union(call("files", "delete_all"), {"context": {"consent": {"interactive": interactive}}})
+
+test_an_asked_tool_needs_consent_where_someone_can_answer if {
+	d := tool.decision with input as asking(true)
+		with data.cordon.settings.tool as {"ask": ["files/delete_*"]}
+	d.allow
+	d.obligations[0] == {"type": "consent", "key": "tool:files/delete_all"}
+	d2 := tool.decision with input as asking(false)
+		with data.cordon.settings.tool as {"ask": ["files/delete_*"]}
+	not d2.allow
+	contains(d2.reasons[0], "--consent socket")
+	d3 := tool.decision with input as asking(false)
+		with data.cordon.settings.tool as {"ask": ["files/read_*"]}
+	d3.allow
+}
+
+resource(action, uri) := {
+	"capability": "tool", "action": action,
+	"resource": {"server": {"name": "files", "command": ["srv"]}, "uri": uri},
+}
+
+test_resources_are_refused_and_hidden_by_pattern if {
+	not tool.decision.allow with input as resource("read_resource", "file:///home/a/.ssh/id_rsa")
+		with data.cordon.settings.tool as {"deny_resources": ["file://*/.ssh/*"]}
+	not tool.decision.allow with input as resource("list_resources", "file:///home/a/.ssh/id_rsa")
+		with data.cordon.settings.tool as {"deny_resources": ["file://*/.ssh/*"]}
+	tool.decision.allow with input as resource("read_resource", "file:///home/a/notes.md")
+		with data.cordon.settings.tool as {"deny_resources": ["file://*/.ssh/*"]}
+}
+
+test_prompts_are_refused_by_pattern if {
+	get := {"capability": "tool", "action": "get_prompt", "resource": {"server": {"name": "files"}, "prompt": "leak", "arguments": {}}}
+	not tool.decision.allow with input as get with data.cordon.settings.tool as {"deny_prompts": ["files/leak"]}
+	tool.decision.allow with input as get with data.cordon.settings.tool as {"deny_prompts": ["other/*"]}
+}
+
+method(action, name) := {
+	"capability": "tool", "action": action,
+	"resource": {"server": {"name": "files"}, "method": name, "params": {}},
+}
+
+test_methods_outside_the_specification_pass_only_when_listed if {
+	not tool.decision.allow with input as method("method", "x/exfiltrate")
+	tool.decision.allow with input as method("method", "x/ok") with data.cordon.settings.tool as {"methods": ["x/ok"]}
+}
+
+test_a_server_asks_the_client_only_what_the_settings_let_it if {
+	tool.decision.allow with input as method("server_request", "sampling/createMessage")
+	tool.decision.allow with input as method("server_request", "roots/list")
+	not tool.decision.allow with input as method("server_request", "tools/call")
+}
+
+test_every_refusal_is_given if {
+	d := tool.decision with input as object.union(call("files", "delete_all"), {"resource": {"definition": {"listed": false}}})
+		with data.cordon.settings.tool as {"deny": ["files/delete_*"]}
+	count(d.reasons) == 2
+}

@@ -28,6 +28,7 @@ pub mod consent;
 mod error;
 mod gate;
 pub mod inspect;
+#[cfg(target_os = "linux")]
 pub mod mcp;
 mod pipeline;
 pub mod replay;

@@ -7,7 +7,7 @@ use clap::Args;
 use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
 use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
-use super::shared::{load_config, GrantArgs, PolicyArgs};
+use super::shared::{load_config, ConsentArgs, GrantArgs, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
 
@@ -75,15 +75,8 @@ pub struct ExecCommand {
     #[arg(long)]
     allow_degraded: bool,
 
-    /// Who answers when the policy asks a person: auto (your terminal when cordon runs in
-    /// one, else deny), terminal, socket (`cordon approve`), notify, deny, or allow (every
-    /// question answered yes: for tests and demos); several as terminal,socket
-    #[arg(long, value_name = "BACKEND")]
-    consent: Option<String>,
-
-    /// Seconds to wait for an answer when the policy does not say [default: 60]
-    #[arg(long, value_name = "SECS")]
-    consent_timeout: Option<u64>,
+    #[command(flatten)]
+    consent: ConsentArgs,
 
     /// Do not journal what the program changes in its writable trees (no `cordon journal
     /// undo` for this run)
@@ -140,12 +133,7 @@ impl ExecCommand {
     pub fn run(&self, cli: &Cli) -> Result<Exit, CliError> {
         let started = std::time::Instant::now();
         let mut config = load_config(cli, &self.policy).map_err(refused)?;
-        if let Some(backend) = &self.consent {
-            config.consent.backend = Some(backend.clone());
-        }
-        if let Some(seconds) = self.consent_timeout {
-            config.consent.timeout_s = Some(seconds);
-        }
+        self.consent.apply(&mut config);
         if self.no_journal {
             config.journal.enabled = Some(false);
         }

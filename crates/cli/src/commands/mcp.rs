@@ -9,7 +9,7 @@ use cordon_supervisor::mcp::{Gateway, Pins, Server};
 use cordon_supervisor::session::{LaunchRequest, Session};
 
 use super::exec::{launch_error, refused, utf8_args};
-use super::shared::{load_config, GrantArgs, PolicyArgs};
+use super::shared::{load_config, ConsentArgs, GrantArgs, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
 
@@ -19,26 +19,39 @@ use crate::{Cli, Exit};
 /// place of the server: `"command": "cordon", "args": ["mcp", "--", "npx", "some-server"]`.
 /// cordon starts the server as `cordon exec` would (its own grants, its egress through the
 /// proxy, its session in `cordon ps`), and relays the stdio transport's JSON-RPC messages in
-/// both directions. Each `tools/call` is decided by the policy (`data.cordon.tool`, action
-/// `call`, with the server's name and command, the tool's name and its arguments) and
-/// recorded in the audit log with the session's id before the server sees it; a denied call
-/// is answered with a tool error the model can read ("denied by policy: ..."). `tools/list`
-/// shows only the tools the policy allows. A message that is not JSON is answered with a
-/// JSON-RPC parse error and never reaches the server.
+/// both directions, deciding under the policy's `data.cordon.tool`:
+///
+///   tools/call        action `call`: the server's name, command and executable's digest,
+///                     the tool, its arguments, its definition; recorded with the session's
+///                     id before the server sees it, its result's size recorded after
+///   resources/read    action `read_resource` (the URI); prompts/get: `get_prompt`
+///   listings          tools, resources and prompts the policy refuses are not shown
+///   other methods     a client method outside the MCP specification (`method`), and what
+///                     the server asks the client (`server_request`: sampling, elicitation,
+///                     roots), pass only when the policy allows them
+///
+/// A denied call is answered with a tool error the model can read ("denied by policy: ...").
+/// Obligations are carried out: `consent` asks the person (answer with `cordon approve`, or
+/// a desktop notification) while other messages keep flowing; `redact` removes secrets
+/// from what a tool is sent and from what it returns; `limit` caps calls a minute.
 ///
 /// The default policy allows every tool except those `settings.tool.deny` names
-/// ("SERVER/TOOL" patterns, e.g. "*/delete_*").
+/// ("SERVER/TOOL" patterns, e.g. "*/delete_*"), asks about those `settings.tool.ask`
+/// names, redacts private keys, cloud keys, tokens, JWTs and URL credentials from arguments
+/// and results, and allows 600 calls a minute to each tool.
 ///
-/// Each tool's definition (name, description, input schema) is pinned by its digest the
-/// first time a listing shows it ($XDG_DATA_HOME/cordon/mcp-pins.json). A definition that
-/// changes later (a "rug pull", or a description rewritten to instruct the model) is
-/// hidden and its calls refused until you accept it with --accept-changed SERVER/TOOL.
+/// Each tool's definition (name, title, description, schemas, annotations) is pinned by its
+/// digest the first time a listing shows it ($XDG_DATA_HOME/cordon/mcp-pins.json). A
+/// definition that changes later (a "rug pull", or a description rewritten to instruct the
+/// model) is hidden and its calls refused until you accept it with --accept-changed
+/// SERVER/TOOL. A tool never listed in the session cannot be called.
 ///
 /// Exit status: the server's; 125 when cordon refused or could not start it.
 ///
 /// Examples:
 ///   cordon mcp -- npx -y @modelcontextprotocol/server-filesystem .
 ///   cordon mcp --name notes --allow-read ~/notes -- python3 notes_server.py
+///   cordon mcp --consent notify -- uvx mcp-server-git   # asks on the desktop
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct McpCommand {
@@ -51,6 +64,9 @@ pub struct McpCommand {
 
     #[command(flatten)]
     grants: GrantArgs,
+
+    #[command(flatten)]
+    consent: ConsentArgs,
 
     /// Run even when a kernel feature the policy requires is missing (recorded)
     #[arg(long)]
@@ -122,17 +138,14 @@ impl McpCommand {
         if self.no_journal {
             config.journal.enabled = Some(false);
         }
-        // The client owns this process's input and output: nobody is at a terminal here.
-        if config.consent.backend.is_none() {
-            config.consent.backend = Some("deny".into());
-        }
+        self.consent.apply(&mut config);
         let command = utf8_args(&self.command)?;
         let name = self.name.clone().unwrap_or_else(|| server_name(&command));
         tracing::info!("deciding for MCP server `{name}` (`--name` names it otherwise)");
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;
-        let mut request = LaunchRequest::new(config, command.clone(), cwd);
+        let mut request = LaunchRequest::new(config, command.clone(), cwd.clone());
         self.grants.ask(&mut request);
         request.allow_degraded = self.allow_degraded;
         request.forward_signals = true;
@@ -151,8 +164,11 @@ impl McpCommand {
         let (server_in, server_out) = running
             .take_stdio()
             .ok_or_else(|| refused(anyhow::anyhow!("the server's input and output are missing")))?;
-        let gateway = Gateway::new(running.supervisor(), Server { name, command }, pins)
-            .accepting(self.accept_changed.clone());
+        let path = std::env::var("PATH").unwrap_or_default();
+        let server = Server::new(name, command, &cwd, &path);
+        let gateway = Gateway::new(running.supervisor(), server, pins)
+            .accepting(self.accept_changed.clone())
+            .asking(running.consent());
         let gateway = Arc::new(gateway);
         let ended = cordon_supervisor::mcp::relay(
             gateway,

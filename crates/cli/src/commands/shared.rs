@@ -29,6 +29,33 @@ pub struct PolicyArgs {
     pub memory_limit_mib: Option<u64>,
 }
 
+/// Who answers the policy's questions (`cordon exec`, `cordon mcp`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConsentArgs {
+    /// Who answers when the policy asks a person: auto (your terminal when cordon runs in
+    /// one, else a desktop notification where there is a session bus, else deny), terminal,
+    /// socket (`cordon approve`), notify, deny, or allow (every question answered yes: for
+    /// tests and demos); several as notify,socket
+    #[arg(long, value_name = "BACKEND")]
+    pub consent: Option<String>,
+
+    /// Seconds to wait for an answer when the policy does not say [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub consent_timeout: Option<u64>,
+}
+
+impl ConsentArgs {
+    /// Puts what was asked for into `config`, over the configuration file's.
+    pub fn apply(&self, config: &mut cordon_supervisor::CordonConfig) {
+        if let Some(backend) = &self.consent {
+            config.consent.backend = Some(backend.clone());
+        }
+        if let Some(seconds) = self.consent_timeout {
+            config.consent.timeout_s = Some(seconds);
+        }
+    }
+}
+
 /// What a sandboxed program asks to be granted (`cordon exec`, `cordon mcp`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct GrantArgs {

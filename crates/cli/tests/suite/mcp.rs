@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::common::{default_policy_with, sandbox_ready, skip, Home};
+use super::common::{
+    default_policy_with, read_or_empty, sandbox_ready, skip, wait_until, Home, KillOnDrop,
+};
 
 /// The Python that has the MCP SDK, and its environment's directory.
 fn mcp_python() -> Option<(PathBuf, PathBuf)> {
@@ -18,16 +20,13 @@ fn mcp_python() -> Option<(PathBuf, PathBuf)> {
     Some((python, env))
 }
 
-fn client(home: &Home, python: &Path, server: &[&str]) -> serde_json::Value {
-    client_with(home, python, server, None)
-}
-
-/// As [`client`], with `ECHO_DESCRIPTION` set for the server when given.
+/// As [`client`], with `env` set for the client and the server it starts
+/// (`ECHO_DESCRIPTION`, `FETCH_URL`).
 fn client_with(
     home: &Home,
     python: &Path,
     server: &[&str],
-    description: Option<&str>,
+    env: &[(&str, &str)],
 ) -> serde_json::Value {
     let mut command = Command::new("timeout");
     command
@@ -42,9 +41,7 @@ fn client_with(
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_DATA_HOME", home.path().join("data"))
         .env("XDG_RUNTIME_DIR", home.runtime_dir());
-    if let Some(description) = description {
-        command.env("ECHO_DESCRIPTION", description);
-    }
+    command.envs(env.iter().copied());
     let out: Output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -77,21 +74,40 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
     let home = home_with_the_sdk_programs();
     let python_arg = python.display().to_string();
 
-    // Without cordon the server reads the private key, and deletes when asked.
-    let direct = client(&home, &python, &[&python_arg, "server.py"]);
+    // Without cordon the server reads the private key, shows the AWS key in its result,
+    // reaches a host on this machine, and deletes when asked.
+    let host = super::common::Listener::start();
+    let url = format!("http://127.0.0.1:{}/", host.port);
+    let fetch = [("FETCH_URL", url.as_str())];
+    let direct = client_with(&home, &python, &[&python_arg, "server.py"], &fetch);
     assert_eq!(
         direct["tools"],
-        serde_json::json!(["delete_everything", "echo", "read_file"])
+        serde_json::json!([
+            "delete_everything",
+            "echo",
+            "fetch",
+            "read_file",
+            "show_config"
+        ])
     );
     assert_eq!(direct["read_file"]["text"], "PRIVATE KEY", "{direct}");
     assert_eq!(direct["delete_everything"]["error"], false, "{direct}");
+    let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";
+    assert!(direct["show_config"]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&key));
+    assert_eq!(
+        direct["fetch"],
+        serde_json::json!({"error": false, "text": "ok\n"})
+    );
 
     let policy = default_policy_with(&home, |settings| {
         settings["tool"]["deny"] = serde_json::json!(["notes/delete_*"]);
     });
     let cordon = env!("CARGO_BIN_EXE_cordon");
     let env_arg = env.display().to_string();
-    let gated = client(
+    let gated = client_with(
         &home,
         &python,
         &[
@@ -107,11 +123,12 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
             &python_arg,
             "server.py",
         ],
+        &fetch,
     );
     // The denied tool is hidden, and refused when called anyway.
     assert_eq!(
         gated["tools"],
-        serde_json::json!(["echo", "read_file"]),
+        serde_json::json!(["echo", "fetch", "read_file", "show_config"]),
         "{gated}"
     );
     assert_eq!(
@@ -122,11 +139,19 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
     let refusal = gated["delete_everything"]["text"].as_str().unwrap();
     assert!(refusal.starts_with("denied by policy: "), "{refusal}");
     assert!(refusal.contains("notes/delete_*"), "{refusal}");
-    // The server runs in the sandbox: the key is hidden from it.
+    // The server runs in the sandbox: the key is hidden from it, the host out of its reach.
     assert_eq!(gated["read_file"]["error"], true, "{gated}");
     assert!(!gated.to_string().contains("PRIVATE KEY"), "{gated}");
+    assert_eq!(gated["fetch"]["error"], true, "{gated}");
+    // The AWS key in the tool's result never reaches the client.
+    assert_eq!(
+        gated["show_config"],
+        serde_json::json!({"error": false,
+            "text": "region=eu-west-1 aws_access_key_id=[REDACTED:cloud_key]"}),
+        "{gated}"
+    );
 
-    // Each call is in the audit log, with the session's id.
+    // Each call is in the audit log, with the session's id, and each result's size after it.
     let out = home
         .cordon(&["audit", "query", "--capability", "tool", "--json"])
         .output()
@@ -138,6 +163,7 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
         .collect();
     let decided: Vec<(String, bool)> = records
         .iter()
+        .filter(|r| r["input"].get("result").is_none())
         .map(|r| {
             (
                 r["input"]["resource"]["tool"]
@@ -153,10 +179,24 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
         [
             ("echo".to_owned(), true),
             ("delete_everything".to_owned(), false),
-            ("read_file".to_owned(), true)
+            ("read_file".to_owned(), true),
+            ("show_config".to_owned(), true),
+            ("fetch".to_owned(), true),
         ],
         "{text}"
     );
+    let results: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["input"].get("result").is_some())
+        .collect();
+    assert_eq!(results.len(), 4, "{text}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["input"]["result"]["bytes"].as_u64().unwrap_or(0) > 0),
+        "{text}"
+    );
+    assert!(!text.contains(&key), "{text}");
     assert!(
         records
             .iter()
@@ -165,103 +205,274 @@ fn every_tool_call_is_decided_and_the_server_is_confined() {
     );
 }
 
-/// `cordon mcp -- cat` under a policy that denies `cat/rm_*`, given `lines`: what came back
-/// (what `cat` echoes is exactly what reached it), as text and as messages.
-fn through_cat(lines: &[String]) -> (Home, String, Vec<serde_json::Value>) {
-    let home = Home::new();
-    let policy = default_policy_with(&home, |settings| {
-        settings["tool"]["deny"] = serde_json::json!(["cat/rm_*"]);
-    });
-    let input = lines.join("\n") + "\n";
-    let out = home.run(&["mcp", "--policy", &policy, "--", "cat"], &input);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replies = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
-        .collect();
-    (home, stdout, replies)
+/// `cordon mcp FLAGS -- python3 raw_server.py` (`tests/fixtures/mcp/raw_server.py`, named
+/// `raw_server`) spoken to line by line, as a client does: each wait bounded.
+struct Peer {
+    child: KillOnDrop,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: PathBuf,
+    workspace: PathBuf,
 }
 
-/// Bad input from the client, batches and denied calls, with `cat` as the server: what it
-/// echoes back is exactly what reached it.
+/// The system's Python, which runs the raw server in the sandbox.
+fn system_python() -> Option<&'static str> {
+    let python = "/usr/bin/python3";
+    if Path::new(python).exists() {
+        Some(python)
+    } else {
+        skip("no /usr/bin/python3 to run the raw MCP server");
+        None
+    }
+}
+
+fn call(id: u32, tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}})
+}
+
+impl Peer {
+    fn start(home: &Home, flags: &[&str]) -> Option<Self> {
+        let python = system_python()?;
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp");
+        fs_err::copy(
+            fixtures.join("raw_server.py"),
+            home.workspace().join("raw_server.py"),
+        )
+        .unwrap();
+        let mut args = vec!["mcp"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", python, "raw_server.py"]);
+        let stderr = home.path().join("mcp.stderr");
+        let mut child = home
+            .cordon(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(fs_err::File::create(&stderr).unwrap().into_parts().0)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Self {
+            child: KillOnDrop(child),
+            stdin,
+            lines,
+            stderr,
+            workspace: home.workspace(),
+        })
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
+        std::io::Write::flush(stdin).unwrap();
+    }
+
+    fn send(&mut self, message: &serde_json::Value) {
+        self.send_line(&message.to_string());
+    }
+
+    /// The next message from cordon (a minute at most).
+    fn next(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no message from cordon ({e}): {}",
+                    read_or_empty(&self.stderr)
+                )
+            });
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// The next message that answers `id`, passing over others (a minute at most).
+    fn answer_to(&self, id: serde_json::Value) -> serde_json::Value {
+        loop {
+            let message = self.next();
+            if message["id"] == id && message.get("method").is_none() {
+                return message;
+            }
+        }
+    }
+
+    /// Lists the tools (so that calls may follow) and returns their names.
+    fn list(&mut self) -> Vec<String> {
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"}));
+        let listed = self.answer_to(serde_json::json!(0));
+        listed["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{listed}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Closes the client's side and returns whatever cordon still sent, and its status.
+    fn end(mut self) -> (Vec<serde_json::Value>, std::process::ExitStatus) {
+        drop(self.stdin.take());
+        let mut rest = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            rest.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}")));
+        }
+        let mut status = None;
+        wait_until("cordon mcp to end", 60, || {
+            status = self.child.0.try_wait().unwrap();
+            status.is_some()
+        });
+        (rest, status.unwrap())
+    }
+
+    fn stderr(&self) -> String {
+        read_or_empty(&self.stderr)
+    }
+
+    /// What reached the server, message by message (lines that are not JSON as strings).
+    fn received(&self) -> Vec<serde_json::Value> {
+        read_or_empty(self.workspace.join("received.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| serde_json::json!(l)))
+            .collect()
+    }
+}
+
+/// The tool calls that reached the server, by tool name.
+fn calls_received(received: &[serde_json::Value]) -> Vec<String> {
+    let one = |m: &serde_json::Value| {
+        (m["method"] == "tools/call").then(|| m["params"]["name"].as_str().unwrap_or("").to_owned())
+    };
+    received
+        .iter()
+        .flat_map(|m| match m.as_array() {
+            Some(batch) => batch.iter().filter_map(one).collect::<Vec<_>>(),
+            None => one(m).into_iter().collect(),
+        })
+        .collect()
+}
+
+/// Bad input from the client, batches and denied calls: what reached the server is what it
+/// wrote down.
 #[test]
 fn malformed_messages_batches_and_denials_never_reach_the_server() {
     if !sandbox_ready() {
         return;
     }
-    let call = |id: u32, tool: &str| {
-        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": {}}})
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
+    });
+    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+        return;
     };
+    let listed = peer.list();
+    assert!(listed.contains(&"ls".to_owned()), "{listed:?}");
+    assert!(!listed.iter().any(|t| t.starts_with("rm_")), "{listed:?}");
     let lines = [
         "this is not json".to_owned(),
-        call(1, "rm_rf").to_string(),
-        call(2, "ls").to_string(),
-        serde_json::json!([call(3, "ls"), call(4, "rm_all")]).to_string(),
+        call(1, "rm_rf", serde_json::json!({})).to_string(),
+        call(2, "ls", serde_json::json!({})).to_string(),
+        serde_json::json!([
+            call(3, "ls", serde_json::json!({})),
+            call(4, "rm_all", serde_json::json!({}))
+        ])
+        .to_string(),
         "42".to_owned(),
+        // A tool the listing never showed: its definition was never checked.
+        call(5, "unheard_of", serde_json::json!({})).to_string(),
     ];
-    let (_home, stdout, replies) = through_cat(&lines);
+    for line in &lines {
+        peer.send_line(line);
+    }
+    // Each answered before the client leaves.
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        replies.push(peer.next());
+    }
+    let received = peer.received();
+    let stderr = peer.stderr();
+    let (rest, status) = peer.end();
+    assert!(status.success(), "{stderr}");
+    replies.extend(rest);
+    let text = serde_json::to_string(&replies).unwrap();
     let has = |check: &dyn Fn(&serde_json::Value) -> bool| replies.iter().any(check);
     // Not JSON: a parse error, from cordon.
     assert!(
         has(&|r| r["error"]["code"] == -32700 && r["id"].is_null()),
-        "{stdout}"
+        "{text}"
     );
     // Not a JSON-RPC message: an invalid request.
-    assert!(has(&|r| r["error"]["code"] == -32600), "{stdout}");
-    // The denied call: a tool error for the model, never echoed by the server.
+    assert!(has(&|r| r["error"]["code"] == -32600), "{text}");
+    // The denied call: a tool error for the model.
     assert!(
         has(&|r| r["id"] == 1
             && r["result"]["isError"] == true
             && r["result"]["content"][0]["text"]
                 .as_str()
                 .is_some_and(|t| t.starts_with("denied by policy: "))),
-        "{stdout}"
+        "{text}"
     );
+    // The allowed call reached the server, and its answer came back.
     assert!(
-        !has(&|r| r["method"] == "tools/call" && r["id"] == 1),
-        "{stdout}"
+        has(&|r| r["id"] == 2 && r["result"]["isError"] == false),
+        "{text}"
     );
-    // The allowed call reached the server (cat says it back).
+    // A batch: the allowed half reached it, the denied half was answered by cordon.
     assert!(
-        has(&|r| r["method"] == "tools/call" && r["id"] == 2),
-        "{stdout}"
-    );
-    // A batch: the allowed half reached it, the denied half was answered.
-    assert!(
-        has(&|r| r
-            .as_array()
-            .is_some_and(|b| b.len() == 1 && b[0]["id"] == 3)),
-        "{stdout}"
+        has(&|r| r.as_array().is_some_and(|b| b.len() == 1
+            && b[0]["id"] == 3
+            && b[0]["result"]["isError"] == false)),
+        "{text}"
     );
     assert!(
         has(&|r| r
             .as_array()
             .is_some_and(|b| b.len() == 1 && b[0]["id"] == 4 && b[0]["result"]["isError"] == true)),
-        "{stdout}"
+        "{text}"
     );
-    assert!(!stdout.contains("rm_all\",\"arguments"), "{stdout}");
+    assert!(
+        has(&|r| r["id"] == 5
+            && r["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("was not listed in this session"))),
+        "{text}"
+    );
+    assert_eq!(calls_received(&received), ["ls", "ls"], "{received:?}");
 }
 
 /// What a raw client could slip past a check made on one reading of a line and forwarded
 /// as other bytes: a bare `\r` (a line end to the official SDK's reader and to Node's
 /// `readline`) hiding a call inside an allowed value, a call sent as a notification, a key
-/// that a case-blind parser would take for `method`, a message too large to hold.
+/// that a case-blind parser would take for `method`, a message too large to hold, a request
+/// that reuses the id of one still in flight.
 #[test]
 fn what_reaches_the_server_is_exactly_what_was_decided() {
     if !sandbox_ready() {
         return;
     }
-    let smuggled = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "rm_rf", "arguments": {}}})
-    .to_string();
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
+    });
+    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+        return;
+    };
+    peer.list();
+    let smuggled = call(7, "rm_rf", serde_json::json!({})).to_string();
     let huge = format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"x\",\"params\":{{\"p\":\"{}\"}}}}",
+        "{{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"ping\",\"params\":{{\"p\":\"{}\"}}}}",
         "a".repeat(17 << 20)
     );
     let lines = [
@@ -272,27 +483,32 @@ fn what_reaches_the_server_is_exactly_what_was_decided() {
             .to_owned(),
         huge,
     ];
-    let (home, stdout, replies) = through_cat(&lines);
-    // Forwarded as the value decided, encoded again: no `\r` reaches the server.
-    assert!(!stdout.contains('\r'), "{stdout:?}");
+    for line in &lines {
+        peer.send_line(line);
+    }
+    let mut replies = vec![peer.next(), peer.next(), peer.next()];
+    let received = peer.received();
+    let (rest, status) = peer.end();
+    assert!(status.success());
+    replies.extend(rest);
+    let text = serde_json::to_string(&replies).unwrap();
     let has = |check: &dyn Fn(&serde_json::Value) -> bool| replies.iter().any(check);
-    assert!(
-        !has(&|r| r["method"] == "tools/call" && r["id"] == 7),
-        "{stdout}"
-    );
-    // The call sent as a notification was decided, denied and dropped.
-    assert!(!stdout.contains("rm_quietly"), "{stdout}");
+    // Forwarded as the value decided, encoded again: no `\r` reaches the server, and the
+    // smuggled call neither.
+    let raw = read_or_empty(home.workspace().join("received.jsonl"));
+    assert!(!raw.contains('\r'), "{raw:?}");
+    assert!(calls_received(&received).is_empty(), "{received:?}");
     // A case twin of `method`: refused with the request's id.
     assert!(
         has(&|r| r["id"] == 9 && r["error"]["code"] == -32600),
-        "{stdout}"
+        "{text}"
     );
-    assert!(!has(&|r| r["method"] == "ping"), "{stdout}");
     // The oversized message: answered with its id, never forwarded.
     assert!(
         has(&|r| r["id"] == 11 && r["error"]["code"] == -32600),
-        "{stdout}"
+        "{text}"
     );
+    assert!(!raw.contains("aaaa"), "the huge message reached the server");
     let records = home
         .cordon(&["audit", "query", "--capability", "tool", "--json"])
         .output()
@@ -306,6 +522,213 @@ fn what_reaches_the_server_is_exactly_what_was_decided() {
     );
 }
 
+/// The obligations on tools: what a tool returns and what it is sent are redacted (an AWS
+/// key), a call past the rate limit is refused, a method outside the specification is
+/// refused, a server's requests to the client are decided (and the client's answer
+/// redacted), an answer to no request is dropped, and a server that dies leaves no request
+/// unanswered. Each call and its result's size is recorded.
+#[test]
+fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["per_minute"] = serde_json::json!(8);
+        settings["tool"]["deny_resources"] = serde_json::json!(["file:///secret/*"]);
+    });
+    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+        return;
+    };
+    let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";
+    peer.list();
+    // The tool's result holds a key: the model never sees it.
+    peer.send(&call(1, "leak", serde_json::json!({})));
+    let leaked = peer.answer_to(serde_json::json!(1));
+    let text = leaked["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(text, "the key is [REDACTED:cloud_key]", "{leaked}");
+    // What a tool is sent is redacted too.
+    peer.send(&call(
+        2,
+        "ls",
+        serde_json::json!({"path": format!("/tmp/{key}")}),
+    ));
+    let sent = peer.answer_to(serde_json::json!(2));
+    assert!(!sent.to_string().contains(&key), "{sent}");
+    // Resources: the denied one hidden and refused, the other's contents redacted.
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "resources/list"}));
+    let resources = peer.answer_to(serde_json::json!(3));
+    assert_eq!(
+        resources["result"]["resources"],
+        serde_json::json!([{"uri": "file:///notes.md", "name": "notes"}])
+    );
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read",
+        "params": {"uri": "file:///secret/key"}}),
+    );
+    let refused = peer.answer_to(serde_json::json!(4));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("denied by policy")),
+        "{refused}"
+    );
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "resources/read",
+        "params": {"uri": "file:///notes.md"}}),
+    );
+    let read = peer.answer_to(serde_json::json!(5));
+    assert_eq!(
+        read["result"]["contents"][0]["text"],
+        "contents of file:///notes.md: [REDACTED:cloud_key]"
+    );
+    // A method the specification does not have: refused, never sent.
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 6, "method": "x/exfiltrate"}));
+    let method = peer.answer_to(serde_json::json!(6));
+    assert_eq!(method["error"]["code"], -32601, "{method}");
+    // The server asks the client: sampling passes (its text redacted), a tools/call is
+    // refused to the server; the client's answer is redacted on its way back.
+    peer.send(&call(7, "ask_client", serde_json::json!({})));
+    let sampling = peer.next();
+    assert_eq!(sampling["method"], "sampling/createMessage", "{sampling}");
+    assert!(!sampling.to_string().contains(&key), "{sampling}");
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": sampling["id"],
+        "result": {"role": "assistant", "content": {"type": "text", "text": format!("sure {key}")}, "model": "m"}}));
+    let asked = peer.answer_to(serde_json::json!(7));
+    assert_eq!(asked["result"]["isError"], false, "{asked}");
+    // An answer to no request in flight: dropped (the stray one), the real one delivered.
+    peer.send(&call(8, "stray", serde_json::json!({})));
+    let stray = peer.answer_to(serde_json::json!(8));
+    assert_eq!(stray["result"]["isError"], false, "{stray}");
+    // Past the limit (8 uses of one tool a minute): refused.
+    let mut limited = None;
+    for id in 20..30 {
+        peer.send(&call(id, "ls", serde_json::json!({})));
+        let answer = peer.answer_to(serde_json::json!(id));
+        if answer["result"]["isError"] == true {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit never held");
+    assert!(limited.to_string().contains("8 a minute"), "{limited}");
+    // The server dies mid-call: the client gets an answer, not silence.
+    peer.send(&call(40, "die", serde_json::json!({})));
+    let died = peer.answer_to(serde_json::json!(40));
+    assert!(
+        died["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ended before it answered")),
+        "{died}"
+    );
+    let received = peer.received();
+    let (rest, _status) = peer.end();
+    let everything = serde_json::to_string(&(&rest, &received)).unwrap();
+    assert!(!everything.contains(&key), "{everything}");
+    assert!(
+        !rest.iter().any(|m| m["id"] == 999_999),
+        "a stray answer reached the client: {rest:?}"
+    );
+    // The server's refused tools/call: answered to it with the reason.
+    assert!(
+        received.iter().any(|m| m["id"] == "s-2"
+            && m["error"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("denied by policy"))),
+        "{received:?}"
+    );
+    assert!(!received
+        .iter()
+        .any(|m| m["method"] == "x/exfiltrate" || m["params"]["uri"] == "file:///secret/key"));
+    // The records: each call decided, then its result's size and what was redacted.
+    let out = home
+        .cordon(&["audit", "query", "--capability", "tool", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let leak_result = records
+        .iter()
+        .find(|r| r["input"]["resource"]["tool"] == "leak" && r["outcome"] == "performed")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(leak_result["input"]["result"]["redacted"], 1);
+    assert!(leak_result["input"]["result"]["bytes"].as_u64().unwrap() > 0);
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "server_request" && r["allow"] == false));
+    assert!(!serde_json::to_string(&records).unwrap().contains(&key));
+}
+
+/// A tool the settings ask about waits for the person's answer, given on the session's
+/// control socket (`cordon approve`); the relay goes on meanwhile.
+#[test]
+fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["ask"] = serde_json::json!(["raw_server/rm_*"]);
+    });
+    let Some(mut peer) = Peer::start(&home, &["--policy", &policy, "--consent", "socket"]) else {
+        return;
+    };
+    peer.list();
+    peer.send(&call(1, "rm_rf", serde_json::json!({"path": "/"})));
+    let mut question = serde_json::Value::Null;
+    wait_until("the question", 60, || {
+        let out = home.cordon(&["approve", "--json"]).output().unwrap();
+        question = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|list| list.as_array().and_then(|l| l.first().cloned()))
+            .unwrap_or_default();
+        !question.is_null()
+    });
+    let what = question["what"].as_str().unwrap();
+    assert!(
+        what.contains("call tool `rm_rf` of MCP server `raw_server` with {\"path\":\"/\"}"),
+        "{question}"
+    );
+    // Nothing reached the server meanwhile; the client is still answered.
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}));
+    assert!(peer.answer_to(serde_json::json!(2)).get("result").is_some());
+    assert!(calls_received(&peer.received()).is_empty());
+    let id = question["id"].as_str().unwrap();
+    let answered = home
+        .cordon(&["approve", id, "--allow", "--for", "once"])
+        .output()
+        .unwrap();
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let allowed = peer.answer_to(serde_json::json!(1));
+    assert_eq!(allowed["result"]["isError"], false, "{allowed}");
+    // Asked again, refused this time.
+    peer.send(&call(3, "rm_all", serde_json::json!({})));
+    let mut second = serde_json::Value::Null;
+    wait_until("the second question", 60, || {
+        let out = home.cordon(&["approve", "--json"]).output().unwrap();
+        second = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|list| list.as_array().and_then(|l| l.first().cloned()))
+            .unwrap_or_default();
+        !second.is_null()
+    });
+    let id = second["id"].as_str().unwrap();
+    let answered = home.cordon(&["approve", id, "--deny"]).output().unwrap();
+    assert!(answered.status.success());
+    let denied = peer.answer_to(serde_json::json!(3));
+    assert_eq!(denied["result"]["isError"], true, "{denied}");
+    let received = peer.received();
+    let (_rest, status) = peer.end();
+    assert!(status.success());
+    assert_eq!(calls_received(&received), ["rm_rf"], "{received:?}");
+}
+
 /// A server that never reads its input: cordon stops it once the client is gone, rather
 /// than wait on it for ever.
 #[test]
@@ -314,10 +737,14 @@ fn a_server_that_stops_reading_is_stopped() {
         return;
     }
     let home = Home::new();
-    let message = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
-        "params": {"pad": "x".repeat(400)}})
-    .to_string();
-    let input = vec![message; 3000].join("\n") + "\n";
+    let input: String = (0..3000)
+        .map(|id| {
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "ping",
+                "params": {"pad": "x".repeat(400)}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
     let cordon = home.cordon(&["mcp", "--", "sleep", "600"]);
     let mut command = Command::new("timeout");
     command
@@ -357,7 +784,11 @@ fn a_changed_tool_definition_is_flagged_until_accepted() {
             args.extend_from_slice(&["--accept-changed", tool]);
         }
         args.extend_from_slice(&["--", &python_arg, "server.py"]);
-        client_with(&home, &python, &args, description)
+        let env: Vec<(&str, &str)> = description
+            .map(|d| ("ECHO_DESCRIPTION", d))
+            .into_iter()
+            .collect();
+        client_with(&home, &python, &args, &env)
     };
     let first = run(None, &[]);
     assert_eq!(first["echo"]["text"], "hello", "{first}");
@@ -367,7 +798,7 @@ fn a_changed_tool_definition_is_flagged_until_accepted() {
     let second = run(Some(poisoned), &[]);
     assert_eq!(
         second["tools"],
-        serde_json::json!(["delete_everything", "read_file"]),
+        serde_json::json!(["delete_everything", "fetch", "read_file", "show_config"]),
         "{second}"
     );
     assert_eq!(second["echo"]["error"], true, "{second}");

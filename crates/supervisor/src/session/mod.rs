@@ -433,7 +433,8 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .any(|(name, value)| name == "DBUS_SESSION_BUS_ADDRESS" && !value.is_empty());
     let backends = Backends::parse_with(
         request.config.consent.backend.as_deref().unwrap_or("auto"),
-        stdin_terminal && stderr_terminal,
+        // A piped program's front-end owns this process's input: no one answers there.
+        stdin_terminal && stderr_terminal && !request.piped,
         session_bus,
     )
     .map_err(refused)?;
@@ -1082,6 +1083,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         degraded,
         started,
         stdio,
+        consent,
     })
 }
 
@@ -1145,6 +1147,8 @@ pub struct Running {
     started: std::time::Instant,
     /// The front-end's ends of the program's input and output, until taken.
     stdio: Option<(std::fs::File, std::fs::File)>,
+    /// Who the session's questions go to.
+    consent: Arc<Broker>,
 }
 
 impl std::fmt::Debug for Running {
@@ -1192,6 +1196,13 @@ impl Running {
         Arc::clone(&self.audit.supervisor)
     }
 
+    /// The session's consent broker: what the front-end decides with a `consent` or `mfa`
+    /// obligation is asked of the person the way the session's own questions are (and
+    /// answered on its control socket).
+    pub fn consent(&self) -> Arc<Broker> {
+        Arc::clone(&self.consent)
+    }
+
     /// What the session says about itself.
     pub fn info(&self) -> &SessionInfo {
         &self.info
@@ -1233,6 +1244,7 @@ impl Running {
             degraded,
             started,
             stdio,
+            consent: _,
         } = self;
         // The front-end's ends close before the wait: a program reading its input sees the end.
         drop(stdio);

@@ -1,0 +1,1329 @@
+//! The MCP gateway's core: a decision on every tool, resource, prompt and method a client
+//! asks a server for, and on every request a server sends back to the client.
+//!
+//! cordon stands between an MCP client and a server it runs in the sandbox, relaying
+//! JSON-RPC messages both ways ([`relay`]: the stdio transport, one JSON value per line).
+//! Under `data.cordon.tool`:
+//!
+//! - `tools/call` (action `call`), `resources/read` (`read_resource`) and `prompts/get`
+//!   (`get_prompt`) are decided, their obligations carried out (`consent` and `mfa` asked of
+//!   the person, `redact` on what is sent and on the result, `limit` on calls a minute and
+//!   bytes sent) and recorded before the server sees them; the result's size, and what was
+//!   redacted from it, is recorded once it is delivered. A denied call is answered with a
+//!   tool error the model can read ("denied by policy: …").
+//! - Listings (`tools/list`, `resources/list`, `prompts/list`) show only what the policy
+//!   allows (actions `list`, `list_resources`, `list_prompts`; not recorded). Every tool's
+//!   definition is checked against its pin ([`Pins`]).
+//! - A method outside the MCP specification passes only when the policy allows it (action
+//!   `method`); a request the server sends the client (sampling, elicitation, roots) likewise
+//!   (action `server_request`).
+//!
+//! Only answers to requests in flight are relayed: a response to an id nobody asked with
+//! is dropped, and a request that reuses the id of one in flight is refused, so that every
+//! result meets the decision of the request it answers.
+
+mod pins;
+mod relay;
+
+pub use pins::{definition_digest, Pinned, Pins};
+pub use relay::{relay, GRACE};
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cordon_inspect::redact::{Encoding, Redaction};
+use cordon_types::{Capability, Decision, Obligation, Outcome, Request};
+use serde_json::{json, Map, Value};
+use sha2::Digest as _;
+
+use crate::consent::Broker;
+use crate::{Supervisor, Unrecorded};
+
+/// The longest message either side may send, in bytes: larger is refused, not buffered.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// Who the server is, as decisions see it (`input.resource.server`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Server {
+    /// Its name (`--name`, else the program's file name).
+    pub name: String,
+    /// The command that runs it.
+    pub command: Vec<String>,
+    /// The program's file and its SHA-256 (`{"path", "sha256"}`), where cordon found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<Value>,
+}
+
+impl Server {
+    /// The server run by `command` under `name`, its program found as `cwd` and `path` (the
+    /// `PATH` list) find it, and its digest taken.
+    pub fn new(name: String, command: Vec<String>, cwd: &std::path::Path, path: &str) -> Self {
+        let program = command.first().map(String::as_str).unwrap_or_default();
+        let found = if program.contains('/') {
+            Some(cwd.join(program))
+        } else {
+            std::env::split_paths(path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        };
+        let executable = found
+            .and_then(|file| std::fs::canonicalize(file).ok())
+            .and_then(|file| {
+                let mut hasher = sha2::Sha256::new();
+                let mut reader = fs_err::File::open(&file).ok()?;
+                std::io::copy(&mut reader, &mut hasher).ok()?;
+                Some(json!({
+                    "path": file.display().to_string(),
+                    "sha256": cordon_types::hex(&hasher.finalize()),
+                }))
+            });
+        Self {
+            name,
+            command,
+            executable,
+        }
+    }
+}
+
+/// Where each part of a message goes.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// One line for the server.
+    pub to_server: Option<String>,
+    /// One line for the client.
+    pub to_client: Option<String>,
+    /// Calls waiting for the person's answer: each is finished by [`Gateway::answer`], on a
+    /// thread of its own, so that the relay goes on meanwhile.
+    pub asking: Vec<Asking>,
+    /// What was delivered, to be recorded by [`Gateway::record`] once it is.
+    pub done: Vec<Done>,
+}
+
+/// A call whose decision asks the person first.
+#[derive(Debug)]
+pub struct Asking {
+    key: String,
+    id: Option<Value>,
+    message: Value,
+    target: Target,
+    unrecorded: Unrecorded,
+}
+
+/// A result delivered, with what its record says.
+#[derive(Debug)]
+pub struct Done {
+    input: Value,
+    decision: Decision,
+    outcome: Outcome,
+}
+
+/// What a decided request is about.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The policy's action.
+    action: &'static str,
+    /// What limits count and an answer covers: `SERVER/TOOL`, `SERVER/resource:URI`...
+    label: String,
+    /// One line for the person.
+    what: String,
+    /// The key of `params` whose decided (and redacted) value is what is sent on.
+    payload: Option<&'static str>,
+}
+
+/// A request to decide: what it is about, and its resource for the policy.
+type Decidable = (Target, Map<String, Value>);
+
+/// What the gateway waits for an answer to.
+#[derive(Debug)]
+enum Awaited {
+    /// A listing, filtered on its way back.
+    List(&'static str),
+    /// A decided request: its result redacted as the decision says, and recorded.
+    Decided(Box<Call>),
+    /// A call while the person is asked.
+    Asking,
+    /// Anything else.
+    Plain,
+}
+
+#[derive(Debug)]
+struct Call {
+    input: Value,
+    decision: Decision,
+    redaction: Option<Redaction>,
+    started: Instant,
+    tool: bool,
+}
+
+/// What the client may send without a decision: the methods of the MCP specification whose
+/// effect is decided elsewhere (listings are filtered, calls decided).
+const CLIENT_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "completion/complete",
+    "logging/setLevel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// What the server may tell the client without a decision.
+const SERVER_NOTIFICATIONS: &[&str] = &[
+    "notifications/message",
+    "notifications/progress",
+    "notifications/cancelled",
+    "notifications/resources/updated",
+    "notifications/resources/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+];
+
+/// The obligations the gateway carries out.
+const CARRIED: &[&str] = &["consent", "mfa", "redact", "limit"];
+
+/// The most requests in flight either way: more are refused, never forgotten (a result
+/// whose request was forgotten would pass undecided).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// The most calls waiting for the person's answer at once.
+const MAX_ASKING: usize = 16;
+
+/// Arguments larger than this (as JSON) are recorded as their digest, size and beginning.
+const RECORDED_ARGUMENTS: usize = 16 << 10;
+
+/// The gateway's decisions for one server.
+#[derive(Debug)]
+pub struct Gateway {
+    supervisor: Arc<Supervisor>,
+    server: Server,
+    consent: Option<Arc<Broker>>,
+    pins: Pins,
+    /// What the last listing said of each tool's definition (`input.resource.definition`).
+    definitions: Mutex<HashMap<String, Value>>,
+    /// `SERVER/TOOL`s whose changed definitions are accepted.
+    accept: Vec<String>,
+    /// The client's requests the server has yet to answer, by [`id_key`].
+    from_client: Mutex<HashMap<String, Awaited>>,
+    /// The server's requests the client has yet to answer, and what their answer is
+    /// redacted with.
+    from_server: Mutex<HashMap<String, Option<Redaction>>>,
+    limits: Limits,
+    asking: AtomicUsize,
+}
+
+fn error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// An id as clients match responses to requests: `1`, `1.0` and `"1"` are one request.
+fn id_key(id: &Value) -> String {
+    match id {
+        Value::String(text) => text
+            .parse::<i64>()
+            .map_or_else(|_| id.to_string(), |n| n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+            .map_or_else(|| n.to_string(), |f| format!("{f:.0}")),
+        other => other.to_string(),
+    }
+}
+
+/// A key of `object` that is not one of `keys` but equals one of them ignoring case.
+fn case_twin(object: &Value, keys: &[&str]) -> Option<String> {
+    object.as_object()?.keys().find_map(|key| {
+        let lower = key.to_lowercase();
+        (keys.contains(&lower.as_str()) && !keys.contains(&key.as_str())).then(|| key.clone())
+    })
+}
+
+/// The id of a message too large to parse, read from its beginning (`"id": 7` or
+/// `"id": "abc"`), so that its sender can be answered.
+fn leading_id(bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64 << 10)]);
+    let Some(at) = text.find("\"id\"") else {
+        return Value::Null;
+    };
+    let rest = text[at + 4..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return Value::Null;
+    };
+    let rest = rest.trim_start();
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map(|i| i + 2)
+    } else {
+        rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))
+    };
+    end.and_then(|end| serde_json::from_str(&rest[..end]).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `value` with every string (and object key) replaced by what `redaction` lets leave:
+/// the count of findings, or the kinds that refuse it.
+fn redact_value(
+    value: &mut Value,
+    redaction: &Redaction,
+) -> Result<usize, cordon_inspect::redact::Blocked> {
+    let text = |s: &str| -> Result<Option<(String, usize)>, cordon_inspect::redact::Blocked> {
+        let r = redaction.apply(s.as_bytes(), Encoding::Plain)?;
+        Ok((!r.findings.is_empty()).then(|| {
+            (
+                String::from_utf8_lossy(&r.data).into_owned(),
+                r.findings.len(),
+            )
+        }))
+    };
+    match value {
+        Value::String(s) => Ok(match text(s)? {
+            Some((clean, n)) => {
+                *s = clean;
+                n
+            }
+            None => 0,
+        }),
+        Value::Array(items) => items.iter_mut().map(|v| redact_value(v, redaction)).sum(),
+        Value::Object(map) => {
+            let mut found = 0;
+            let old = std::mem::take(map);
+            for (key, mut item) in old {
+                found += redact_value(&mut item, redaction)?;
+                let key = match text(&key)? {
+                    Some((clean, n)) => {
+                        found += n;
+                        clean
+                    }
+                    None => key,
+                };
+                map.insert(key, item);
+            }
+            Ok(found)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// A value as it is recorded: whole, or when large its digest, size and beginning (a
+/// client cannot fill the log at the rate it sends).
+fn recorded(value: &mut Value) {
+    let text = value.to_string();
+    if text.len() > RECORDED_ARGUMENTS {
+        let digest = cordon_types::hex(&sha2::Sha256::digest(text.as_bytes()));
+        let start: String = text.chars().take(1024).collect();
+        *value = json!({"sha256": digest, "bytes": text.len(), "start": start});
+    }
+}
+
+/// What a step decided for one message.
+enum Step {
+    /// Send it on (the value decided, encoded again).
+    Forward(Value),
+    /// Answer its sender with this instead.
+    Reply(Value),
+    /// Nothing: a refused notification, a response nobody waits for.
+    Drop,
+    /// Ask the person first.
+    Ask(Box<Asking>),
+}
+
+impl Gateway {
+    /// A gateway deciding under `supervisor`'s policy (with the `tool` capability loaded)
+    /// for `server`.
+    pub fn new(supervisor: Arc<Supervisor>, server: Server, pins: Pins) -> Self {
+        Self {
+            supervisor,
+            server,
+            consent: None,
+            pins,
+            definitions: Mutex::new(HashMap::new()),
+            accept: Vec::new(),
+            from_client: Mutex::new(HashMap::new()),
+            from_server: Mutex::new(HashMap::new()),
+            limits: Limits::default(),
+            asking: AtomicUsize::new(0),
+        }
+    }
+
+    /// Accepts the current definitions of these tools (`SERVER/TOOL`) in place of their pins.
+    #[must_use]
+    pub fn accepting(mut self, tools: Vec<String>) -> Self {
+        self.accept = tools;
+        self
+    }
+
+    /// Asks `broker` what a `consent` or `mfa` obligation asks (without one, such a
+    /// decision is a denial).
+    #[must_use]
+    pub fn asking(mut self, broker: Arc<Broker>) -> Self {
+        self.consent = Some(broker);
+        self
+    }
+
+    /// What is known of `tool`'s definition: its digest, its pin, whether it changed (for a
+    /// tool listed in this session), or that it was not listed and what is pinned.
+    fn definition(&self, tool: &Value, listed: Option<&Value>) -> Value {
+        let name = tool.as_str().unwrap_or_default();
+        let key = format!("{}/{name}", self.server.name);
+        let Some(listed) = listed else {
+            let known = self
+                .definitions
+                .lock()
+                .ok()
+                .and_then(|d| d.get(name).cloned());
+            return known.unwrap_or_else(|| json!({"listed": false}));
+        };
+        let digest = definition_digest(listed);
+        let accept = self.accept.contains(&key);
+        let known = match self.pins.check(&key, &digest, accept) {
+            Ok(Pinned::New) => {
+                tracing::info!("tool `{key}` pinned (definition {digest})");
+                json!({"sha256": digest, "pinned": digest, "changed": false})
+            }
+            Ok(Pinned::Same) => json!({"sha256": digest, "pinned": digest, "changed": false}),
+            Ok(Pinned::Changed(old)) if accept => {
+                tracing::warn!("tool `{key}`: its changed definition is accepted and pinned ({old} before, {digest} now)");
+                json!({"sha256": digest, "pinned": digest, "changed": false})
+            }
+            Ok(Pinned::Changed(old)) => {
+                tracing::warn!(
+                    "tool `{key}` changed its definition since it was pinned ({old} then, {digest} now): hidden and refused until accepted (`--accept-changed {key}`)"
+                );
+                json!({"sha256": digest, "pinned": old, "changed": true})
+            }
+            Err(why) => {
+                tracing::warn!("tool `{key}`: {why}");
+                json!({"sha256": digest, "pinned": null, "changed": true, "error": why})
+            }
+        };
+        let mut known = known;
+        known["listed"] = json!(true);
+        if let Ok(mut definitions) = self.definitions.lock() {
+            // A server that lists ever new names cannot grow this without end.
+            if definitions.len() >= MAX_IN_FLIGHT && !definitions.contains_key(name) {
+                definitions.clear();
+            }
+            definitions.insert(name.to_owned(), known.clone());
+        }
+        known
+    }
+
+    /// Decides `action` on `resource` (the server added), unrecorded.
+    fn decide(&self, action: &str, resource: Map<String, Value>) -> Result<Unrecorded, Decision> {
+        let capability = Capability::tool();
+        let mut request = Request {
+            capability: Some("tool".into()),
+            action: action.into(),
+            ..Request::default()
+        };
+        request
+            .resource
+            .extra
+            .insert("server".into(), json!(self.server));
+        request.resource.extra.extend(resource);
+        let pipeline = self.supervisor.pipeline();
+        let input = pipeline
+            .builder()
+            .build_for(&capability, &request)
+            .map_err(|err| Decision::deny(format!("invalid request: {err}")))?;
+        Ok(pipeline
+            .decide_unrecorded(&capability, input)
+            .require_carried(CARRIED))
+    }
+
+    /// Whether a listing shows an item: what the policy would allow (its obligations are
+    /// carried out when the item is used).
+    fn shows(&self, action: &str, resource: Map<String, Value>) -> bool {
+        self.decide(action, resource)
+            .is_ok_and(|u| u.without_record().allow)
+    }
+
+    /// Records a refusal made before the policy could decide (an invalid request).
+    fn record_refusal(&self, action: &str, resource: Map<String, Value>, decision: Decision) {
+        let mut input = json!({"capability": "tool", "action": action, "resource": resource});
+        input["resource"]["server"] = json!(self.server);
+        if let Err(err) = self.supervisor.pipeline().record_outcome(
+            &Capability::tool(),
+            input,
+            decision,
+            Outcome::Refused,
+            false,
+        ) {
+            tracing::error!("cannot record a refused request: {err}");
+        }
+    }
+
+    /// Carries out a decision on a request of the client's: the person asked (`consent`,
+    /// `mfa`), the limits counted, the record made; then what is sent on is the value
+    /// decided, with its payload as redacted, and the request waits for its result.
+    fn proceed(&self, asking: Asking) -> Step {
+        let Asking {
+            key,
+            id,
+            mut message,
+            target,
+            mut unrecorded,
+        } = asking;
+        let asks = unrecorded.decision().allow
+            && unrecorded
+                .decision()
+                .obligations
+                .iter()
+                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        if asks {
+            unrecorded = match &self.consent {
+                Some(broker) => {
+                    let about = crate::consent::About {
+                        capability: "tool",
+                        key: format!("tool:{}", target.label),
+                        what: target.what.clone(),
+                    };
+                    crate::consent::carry_out(broker, unrecorded, &about, |_, _| {})
+                }
+                None => unrecorded.deny("the policy asks the person, and no one can be asked here"),
+            };
+        }
+        // Cancelled while the person was asked: nothing is sent, nothing answered.
+        if id.is_some() {
+            let still = self
+                .from_client
+                .lock()
+                .map(|m| matches!(m.get(&key), Some(Awaited::Asking)))
+                .unwrap_or(false);
+            if asks && !still {
+                let mut refused = unrecorded.deny("the client cancelled the request");
+                if let Some(input) = refused.input_mut() {
+                    if let Some(payload) = target.payload {
+                        if let Some(value) = input.pointer_mut(&format!("/resource/{payload}")) {
+                            recorded(value);
+                        }
+                    }
+                }
+                let _ = self
+                    .supervisor
+                    .pipeline()
+                    .record_decided(&Capability::tool(), refused);
+                return Step::Drop;
+            }
+        }
+        let payload = target.payload.and_then(|name| {
+            unrecorded
+                .input()
+                .and_then(|input| input["resource"].get(name))
+                .cloned()
+        });
+        if unrecorded.decision().allow {
+            let bytes = payload.as_ref().map_or(0, |p| p.to_string().len() as u64);
+            if let Err(why) =
+                self.limits
+                    .take(&target.label, &unrecorded.decision().obligations, bytes)
+            {
+                unrecorded = unrecorded.deny(&why);
+            }
+        }
+        if let (Some(name), Some(input)) = (target.payload, unrecorded.input_mut()) {
+            if let Some(value) = input.pointer_mut(&format!("/resource/{name}")) {
+                recorded(value);
+            }
+        }
+        let redaction = if unrecorded.decision().allow {
+            Redaction::from_obligations(&unrecorded.decision().obligations)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let decided = self
+            .supervisor
+            .pipeline()
+            .record_decided(&Capability::tool(), unrecorded);
+        let decision = decided.decision;
+        if !decision.allow {
+            self.forget(&key, id.is_some());
+            let Some(id) = id else {
+                tracing::warn!(
+                    "a {} without an id was denied and dropped: {}",
+                    target.action,
+                    decision.reasons.join("; ")
+                );
+                return Step::Drop;
+            };
+            let text = format!("denied by policy: {}", decision.reasons.join("; "));
+            return Step::Reply(match target.action {
+                "call" => json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "result": {"content": [{"type": "text", "text": text}], "isError": true},
+                }),
+                "method" => error(id, -32601, &text),
+                _ => error(id, -32001, &text),
+            });
+        }
+        // What was decided (and redacted) is what is sent.
+        match (target.payload, payload, message.as_object_mut()) {
+            (Some("params"), Some(value), Some(object)) if object.contains_key("params") => {
+                object.insert("params".into(), value);
+            }
+            (Some(name), Some(value), Some(object)) if name != "params" => {
+                if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
+                    params.insert(name.into(), value);
+                }
+            }
+            _ => {}
+        }
+        if id.is_some() {
+            if let Ok(mut awaited) = self.from_client.lock() {
+                awaited.insert(
+                    key,
+                    Awaited::Decided(Box::new(Call {
+                        input: decided.input.unwrap_or_default(),
+                        decision,
+                        redaction,
+                        started: Instant::now(),
+                        tool: target.action == "call",
+                    })),
+                );
+            }
+        }
+        Step::Forward(message)
+    }
+
+    fn forget(&self, key: &str, had_id: bool) {
+        if had_id {
+            if let Ok(mut awaited) = self.from_client.lock() {
+                awaited.remove(key);
+            }
+        }
+    }
+
+    /// Finishes a call once the person answered (or did not): what to send where.
+    pub fn answer(&self, asking: Asking) -> Routed {
+        let step = self.proceed(asking);
+        self.asking.fetch_sub(1, Ordering::SeqCst);
+        let mut routed = Routed::default();
+        match step {
+            Step::Forward(message) => routed.to_server = Some(message.to_string()),
+            Step::Reply(reply) => routed.to_client = Some(reply.to_string()),
+            Step::Drop | Step::Ask(_) => {}
+        }
+        routed
+    }
+
+    /// What a request of the client's is about, and its resource for the policy; `None`
+    /// for a method of the specification that passes undecided.
+    fn target(&self, method: &str, params: &Value) -> Result<Option<Decidable>, &'static str> {
+        let server = &self.server.name;
+        let shown = |value: &Value| -> String {
+            let text = value.to_string();
+            let cut: String = text.chars().take(300).collect();
+            if cut.len() < text.len() {
+                format!("{cut}…")
+            } else {
+                cut
+            }
+        };
+        let mut resource = Map::new();
+        let target = match method {
+            "tools/call" => {
+                let tool = params.get("name").cloned().unwrap_or(Value::Null);
+                let Some(name) = tool.as_str() else {
+                    return Err("tools/call needs a tool name");
+                };
+                let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+                let what = format!(
+                    "call tool `{name}` of MCP server `{server}` with {}",
+                    shown(&arguments)
+                );
+                let label = format!("{server}/{name}");
+                resource.insert("definition".into(), self.definition(&tool, None));
+                resource.insert("tool".into(), tool);
+                resource.insert("arguments".into(), arguments);
+                Target {
+                    action: "call",
+                    label,
+                    what,
+                    payload: Some("arguments"),
+                }
+            }
+            "resources/read" => {
+                let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+                    return Err("resources/read needs a uri");
+                };
+                resource.insert("uri".into(), json!(uri));
+                Target {
+                    action: "read_resource",
+                    label: format!("{server}/resource:{uri}"),
+                    what: format!("read resource `{uri}` of MCP server `{server}`"),
+                    payload: None,
+                }
+            }
+            "prompts/get" => {
+                let Some(name) = params.get("name").and_then(Value::as_str) else {
+                    return Err("prompts/get needs a prompt name");
+                };
+                let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+                let what = format!(
+                    "get prompt `{name}` of MCP server `{server}` with {}",
+                    shown(&arguments)
+                );
+                resource.insert("prompt".into(), json!(name));
+                resource.insert("arguments".into(), arguments);
+                Target {
+                    action: "get_prompt",
+                    label: format!("{server}/prompt:{name}"),
+                    what,
+                    payload: Some("arguments"),
+                }
+            }
+            known if CLIENT_METHODS.contains(&known) => return Ok(None),
+            other => {
+                resource.insert("method".into(), json!(other));
+                resource.insert("params".into(), params.clone());
+                Target {
+                    action: "method",
+                    label: format!("{server}/method:{other}"),
+                    what: format!("send `{other}` to MCP server `{server}`"),
+                    payload: Some("params"),
+                }
+            }
+        };
+        Ok(Some((target, resource)))
+    }
+
+    /// Decides one message of the client's (not a batch).
+    fn client_one(&self, message: Value, inline: bool) -> Step {
+        let id = message.get("id").cloned();
+        // A key that differs from a JSON-RPC or MCP key only in case would be read as that
+        // key by a server whose parser ignores case: what is decided must be what it reads.
+        let twin = case_twin(&message, &["jsonrpc", "id", "method", "params"]).or_else(|| {
+            message
+                .get("params")
+                .and_then(|p| case_twin(p, &["name", "arguments", "uri"]))
+        });
+        if let Some(twin) = twin {
+            return Step::Reply(error(
+                id.unwrap_or(Value::Null),
+                -32600,
+                &format!(
+                    "invalid request: the key `{twin}` differs from a JSON-RPC key only in case"
+                ),
+            ));
+        }
+        let Some(method) = message.get("method") else {
+            return self.client_response(message);
+        };
+        let Some(method) = method.as_str().map(str::to_owned) else {
+            return Step::Reply(error(
+                id.unwrap_or(Value::Null),
+                -32600,
+                "invalid request: the method is not a string",
+            ));
+        };
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let key = id.as_ref().map(id_key).unwrap_or_default();
+        if method == "notifications/cancelled" {
+            if let Some(cancelled) = params.get("requestId").map(id_key) {
+                self.forget(&cancelled, true);
+            }
+        }
+        let target = match self.target(&method, &params) {
+            Ok(target) => target,
+            Err(why) => return Step::Reply(error(id.unwrap_or(Value::Null), -32602, why)),
+        };
+        // A request waits for its answer under its id: one reused while in flight is
+        // refused, or its result would meet another request's decision.
+        if id.is_some() {
+            let Ok(mut awaited) = self.from_client.lock() else {
+                return Step::Reply(error(id.unwrap_or_default(), -32603, "the gateway failed"));
+            };
+            if awaited.contains_key(&key) {
+                return Step::Reply(error(
+                    id.unwrap_or_default(),
+                    -32600,
+                    "invalid request: a request with this id is still in flight",
+                ));
+            }
+            if awaited.len() >= MAX_IN_FLIGHT {
+                return Step::Reply(error(
+                    id.unwrap_or_default(),
+                    -32603,
+                    "too many requests in flight; try again once some are answered",
+                ));
+            }
+            let list = match method.as_str() {
+                "tools/list" => Awaited::List("list"),
+                "resources/list" => Awaited::List("list_resources"),
+                "prompts/list" => Awaited::List("list_prompts"),
+                _ if target.is_some() => Awaited::Asking,
+                _ => Awaited::Plain,
+            };
+            awaited.insert(key.clone(), list);
+        }
+        let Some((target, resource)) = target else {
+            return Step::Forward(message);
+        };
+        let unrecorded = match self.decide(target.action, resource.clone()) {
+            Ok(unrecorded) => unrecorded,
+            Err(decision) => {
+                self.forget(&key, id.is_some());
+                self.record_refusal(target.action, resource, decision.clone());
+                return match id {
+                    Some(id) => Step::Reply(error(id, -32602, &decision.reasons.join("; "))),
+                    None => Step::Drop,
+                };
+            }
+        };
+        let asking = Asking {
+            key,
+            id,
+            message,
+            target,
+            unrecorded,
+        };
+        let asks = asking.unrecorded.decision().allow
+            && asking
+                .unrecorded
+                .decision()
+                .obligations
+                .iter()
+                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        if asks && !inline {
+            if self.asking.fetch_add(1, Ordering::SeqCst) >= MAX_ASKING {
+                self.asking.fetch_sub(1, Ordering::SeqCst);
+                let busy = asking.unrecorded;
+                let busy = busy.deny(&format!(
+                    "{MAX_ASKING} requests already wait for the person's answer"
+                ));
+                return self.proceed(Asking {
+                    unrecorded: busy,
+                    ..asking
+                });
+            }
+            return Step::Ask(Box::new(asking));
+        }
+        self.proceed(asking)
+    }
+
+    /// The client's answer to a request of the server's: passed on (redacted as that
+    /// request's decision says) only when the server waits for it.
+    fn client_response(&self, mut message: Value) -> Step {
+        let Some(key) = message.get("id").filter(|id| !id.is_null()).map(id_key) else {
+            return Step::Reply(error(
+                Value::Null,
+                -32600,
+                "invalid request: neither a request nor a response",
+            ));
+        };
+        let waiting = self
+            .from_server
+            .lock()
+            .ok()
+            .and_then(|mut waiting| waiting.remove(&key));
+        let Some(redaction) = waiting else {
+            tracing::warn!("the client answered a request the server did not send; dropped");
+            return Step::Drop;
+        };
+        if let (Some(redaction), Some(result)) = (redaction, message.get_mut("result")) {
+            if let Err(blocked) = redact_value(result, &redaction) {
+                let id = message.get("id").cloned().unwrap_or_default();
+                message = error(id, -32001, &format!("the answer was withheld: {blocked}"));
+            }
+        }
+        Step::Forward(message)
+    }
+
+    /// Decides a line the client sent.
+    pub fn from_client(&self, line: &str) -> Routed {
+        let mut routed = Routed::default();
+        let parsed: Value = match serde_json::from_str(line) {
+            Ok(value) => value,
+            Err(err) => {
+                let message = format!("parse error: {err}");
+                routed.to_client = Some(error(Value::Null, -32700, &message).to_string());
+                return routed;
+            }
+        };
+        match parsed {
+            Value::Array(batch) if !batch.is_empty() => {
+                let (mut forward, mut replies) = (Vec::new(), Vec::new());
+                for message in batch {
+                    // A batch's calls are decided in turn, asking included.
+                    match self.client_one(message, true) {
+                        Step::Forward(message) => forward.push(message),
+                        Step::Reply(reply) => replies.push(reply),
+                        Step::Drop | Step::Ask(_) => {}
+                    }
+                }
+                if !forward.is_empty() {
+                    routed.to_server = Some(Value::Array(forward).to_string());
+                }
+                if !replies.is_empty() {
+                    routed.to_client = Some(Value::Array(replies).to_string());
+                }
+            }
+            // What is forwarded is the value decided, encoded again, never the bytes as they
+            // came: a server could split those otherwise (a bare `\r` is JSON whitespace, and
+            // a line end to some readers).
+            Value::Object(_) => match self.client_one(parsed, false) {
+                Step::Forward(message) => routed.to_server = Some(message.to_string()),
+                Step::Reply(reply) => routed.to_client = Some(reply.to_string()),
+                Step::Ask(asking) => routed.asking.push(*asking),
+                Step::Drop => {}
+            },
+            _ => {
+                let reply = error(
+                    Value::Null,
+                    -32600,
+                    "invalid request: not a JSON-RPC message",
+                );
+                routed.to_client = Some(reply.to_string());
+            }
+        }
+        routed
+    }
+
+    /// A listing's result with what the policy does not show left out.
+    fn filter_listing(&self, action: &str, result: &mut Value) {
+        let (field, name) = match action {
+            "list" => ("tools", "tool"),
+            "list_resources" => ("resources", "uri"),
+            _ => ("prompts", "prompt"),
+        };
+        let Some(items) = result.get_mut(field).and_then(Value::as_array_mut) else {
+            return;
+        };
+        items.retain(|item| {
+            let mut resource = Map::new();
+            match action {
+                "list" => {
+                    let tool = item.get("name").cloned().unwrap_or(Value::Null);
+                    resource.insert("definition".into(), self.definition(&tool, Some(item)));
+                    resource.insert(
+                        "annotations".into(),
+                        item.get("annotations").cloned().unwrap_or(Value::Null),
+                    );
+                    resource.insert(name.into(), tool);
+                }
+                "list_resources" => {
+                    resource.insert(name.into(), item.get("uri").cloned().unwrap_or(Value::Null));
+                }
+                _ => {
+                    resource.insert(
+                        name.into(),
+                        item.get("name").cloned().unwrap_or(Value::Null),
+                    );
+                }
+            }
+            self.shows(action, resource)
+        });
+    }
+
+    /// A result on its way to the client: redacted as its request's decision says, and
+    /// what its record will say.
+    fn finish(&self, call: Call, message: &mut Value) -> Done {
+        let Call {
+            mut input,
+            decision,
+            redaction,
+            started,
+            tool,
+        } = call;
+        let id = message.get("id").cloned().unwrap_or_default();
+        let mut summary = json!({"ms": started.elapsed().as_secs_f64() * 1000.0});
+        let outcome = if let Some(result) = message.get_mut("result") {
+            summary["bytes"] = json!(result.to_string().len());
+            summary["is_error"] = json!(result.get("isError") == Some(&json!(true)));
+            match redaction.as_ref().map(|r| redact_value(result, r)) {
+                Some(Ok(found)) => {
+                    summary["redacted"] = json!(found);
+                    Outcome::Performed
+                }
+                Some(Err(blocked)) => {
+                    let why = format!("the result was withheld: {blocked}");
+                    summary["withheld"] = json!(why);
+                    *message = if tool {
+                        json!({"jsonrpc": "2.0", "id": id,
+                            "result": {"content": [{"type": "text", "text": why}], "isError": true}})
+                    } else {
+                        error(id, -32001, &why)
+                    };
+                    Outcome::Refused
+                }
+                None => Outcome::Performed,
+            }
+        } else {
+            summary["error"] = message.get("error").cloned().unwrap_or(Value::Null);
+            recorded(&mut summary["error"]);
+            Outcome::Failed
+        };
+        input["result"] = summary;
+        Done {
+            input,
+            decision,
+            outcome,
+        }
+    }
+
+    /// A response of the server's: passed on only when the client waits for it, filtered
+    /// (a listing) or redacted (a decided request) as its request says.
+    fn server_response(&self, mut message: Value, done: &mut Vec<Done>) -> Step {
+        let Some(key) = message.get("id").filter(|id| !id.is_null()).map(id_key) else {
+            // An error about a message the server could not read: the client sent it.
+            return if message.get("error").is_some() {
+                Step::Forward(message)
+            } else {
+                tracing::warn!(
+                    "the server sent a message that is neither request nor response; dropped"
+                );
+                Step::Drop
+            };
+        };
+        let awaited =
+            self.from_client
+                .lock()
+                .ok()
+                .and_then(|mut awaited| match awaited.get(&key) {
+                    // A call still asked about has not reached the server: this is no answer.
+                    Some(Awaited::Asking) | None => None,
+                    Some(_) => awaited.remove(&key),
+                });
+        match awaited {
+            None => {
+                tracing::warn!(
+                    "the server answered a request the client did not send (id {key}); dropped"
+                );
+                Step::Drop
+            }
+            Some(Awaited::List(action)) => {
+                if let Some(result) = message.get_mut("result") {
+                    self.filter_listing(action, result);
+                }
+                Step::Forward(message)
+            }
+            Some(Awaited::Decided(call)) => {
+                done.push(self.finish(*call, &mut message));
+                Step::Forward(message)
+            }
+            Some(Awaited::Plain | Awaited::Asking) => Step::Forward(message),
+        }
+    }
+
+    /// A request (or notification) the server sends the client: decided under
+    /// `server_request`; a denied request is answered to the server.
+    fn server_request(&self, mut message: Value, method: &str) -> Step {
+        let id = message.get("id").cloned();
+        if id.is_none() && SERVER_NOTIFICATIONS.contains(&method) {
+            return Step::Forward(message);
+        }
+        let mut resource = Map::new();
+        resource.insert("method".into(), json!(method));
+        resource.insert(
+            "params".into(),
+            message.get("params").cloned().unwrap_or(Value::Null),
+        );
+        let key = id.as_ref().map(id_key).unwrap_or_default();
+        let refuse = |why: &str| match &id {
+            Some(id) => Step::Reply(error(id.clone(), -32001, why)),
+            None => Step::Drop,
+        };
+        if id.is_some() {
+            let busy = self
+                .from_server
+                .lock()
+                .map(|w| w.contains_key(&key) || w.len() >= MAX_IN_FLIGHT)
+                .unwrap_or(true);
+            if busy {
+                return refuse("a request with this id is still in flight, or too many are");
+            }
+        }
+        let mut unrecorded = match self.decide("server_request", resource) {
+            Ok(unrecorded) => unrecorded,
+            Err(decision) => return refuse(&decision.reasons.join("; ")),
+        };
+        // Asking the person is for what the client asks; a server's request is not.
+        let asks = unrecorded
+            .decision()
+            .obligations
+            .iter()
+            .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        if asks {
+            unrecorded = unrecorded
+                .deny("the policy asks the person about a server's request; cordon asks only about the client's");
+        }
+        let label = format!("{}/server:{method}", self.server.name);
+        if unrecorded.decision().allow {
+            if let Err(why) = self
+                .limits
+                .take(&label, &unrecorded.decision().obligations, 0)
+            {
+                unrecorded = unrecorded.deny(&why);
+            }
+        }
+        let params = unrecorded
+            .input()
+            .and_then(|input| input["resource"].get("params"))
+            .cloned();
+        let redaction = if unrecorded.decision().allow {
+            Redaction::from_obligations(&unrecorded.decision().obligations)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let decision = if method == "ping" && unrecorded.decision().allow {
+            unrecorded.without_record()
+        } else {
+            if let Some(value) = unrecorded
+                .input_mut()
+                .and_then(|input| input.pointer_mut("/resource/params"))
+            {
+                recorded(value);
+            }
+            self.supervisor
+                .pipeline()
+                .record_decided(&Capability::tool(), unrecorded)
+                .decision
+        };
+        if !decision.allow {
+            let why = format!("denied by policy: {}", decision.reasons.join("; "));
+            tracing::warn!("the server's `{method}` request: {why}");
+            return refuse(&why);
+        }
+        if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
+            if object.contains_key("params") {
+                object.insert("params".into(), params);
+            }
+        }
+        if id.is_some() {
+            if let Ok(mut waiting) = self.from_server.lock() {
+                waiting.insert(key, redaction);
+            }
+        }
+        Step::Forward(message)
+    }
+
+    /// Decides a line the server sent: what goes to the client, and what answers the
+    /// server's own refused requests.
+    pub fn from_server(&self, line: &str) -> Option<Routed> {
+        let parsed: Value = serde_json::from_str(line).ok()?;
+        let mut routed = Routed::default();
+        let one = |message: Value, done: &mut Vec<Done>| -> Step {
+            match message
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            {
+                Some(method) => self.server_request(message, &method),
+                None => self.server_response(message, done),
+            }
+        };
+        match parsed {
+            Value::Array(batch) => {
+                let (mut forward, mut replies) = (Vec::new(), Vec::new());
+                for message in batch {
+                    match one(message, &mut routed.done) {
+                        Step::Forward(message) => forward.push(message),
+                        Step::Reply(reply) => replies.push(reply),
+                        Step::Drop | Step::Ask(_) => {}
+                    }
+                }
+                if !forward.is_empty() {
+                    routed.to_client = Some(Value::Array(forward).to_string());
+                }
+                if !replies.is_empty() {
+                    routed.to_server = Some(Value::Array(replies).to_string());
+                }
+            }
+            message @ Value::Object(_) => match one(message, &mut routed.done) {
+                Step::Forward(message) => routed.to_client = Some(message.to_string()),
+                Step::Reply(reply) => routed.to_server = Some(reply.to_string()),
+                Step::Drop | Step::Ask(_) => {}
+            },
+            _ => return None,
+        }
+        Some(routed)
+    }
+
+    /// Records a result delivered.
+    pub fn record(&self, done: Done) {
+        if let Err(err) = self.supervisor.pipeline().record_outcome(
+            &Capability::tool(),
+            done.input,
+            done.decision,
+            done.outcome,
+            false,
+        ) {
+            tracing::error!("cannot record a tool's result: {err}");
+        }
+    }
+
+    /// Answers, with `why`, every request of the client's still in flight (the server
+    /// ended): the client is not left waiting.
+    pub fn abandon(&self, why: &str) -> Vec<String> {
+        let Ok(mut awaited) = self.from_client.lock() else {
+            return Vec::new();
+        };
+        awaited
+            .drain()
+            .map(|(key, _)| {
+                let id = serde_json::from_str(&key).unwrap_or(Value::String(key));
+                error(id, -32603, why).to_string()
+            })
+            .collect()
+    }
+}
+
+/// The `limit` obligations' counts: calls in the last minute and bytes sent, by what is
+/// called (`SERVER/TOOL`...).
+#[derive(Debug, Default)]
+struct Limits(Mutex<HashMap<String, Usage>>);
+
+#[derive(Debug, Default)]
+struct Usage {
+    calls: VecDeque<Instant>,
+    bytes: u64,
+}
+
+impl Limits {
+    const MINUTE: Duration = Duration::from_secs(60);
+    const KEYS: usize = 4096;
+
+    /// Counts one use of `label` sending `bytes`, or says which limit it would pass.
+    fn take(&self, label: &str, obligations: &[Obligation], bytes: u64) -> Result<(), String> {
+        let (mut per_minute, mut max_bytes): (Option<u64>, Option<u64>) = (None, None);
+        for obligation in obligations {
+            if let Obligation::Limit {
+                per_minute: p,
+                bytes: b,
+            } = obligation
+            {
+                per_minute = per_minute.min(*p).or(*p).or(per_minute);
+                max_bytes = max_bytes.min(*b).or(*b).or(max_bytes);
+            }
+        }
+        if per_minute.is_none() && max_bytes.is_none() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut usage = self
+            .0
+            .lock()
+            .map_err(|_| "the limits' counts were lost".to_owned())?;
+        if usage.len() >= Self::KEYS && !usage.contains_key(label) {
+            usage.retain(|_, u| {
+                u.calls
+                    .back()
+                    .is_some_and(|at| now.duration_since(*at) < Self::MINUTE)
+            });
+        }
+        let used = usage.entry(label.to_owned()).or_default();
+        while used
+            .calls
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= Self::MINUTE)
+        {
+            used.calls.pop_front();
+        }
+        if let Some(limit) = per_minute {
+            if used.calls.len() as u64 >= limit {
+                return Err(format!(
+                    "`{label}` was used {} times in the last minute, and the policy allows {limit} a minute",
+                    used.calls.len()
+                ));
+            }
+        }
+        if let Some(limit) = max_bytes {
+            if used.bytes.saturating_add(bytes) > limit {
+                return Err(format!(
+                    "`{label}` was sent {} bytes in this session, and the policy allows {limit}",
+                    used.bytes
+                ));
+            }
+        }
+        if per_minute.is_some() {
+            used.calls.push_back(now);
+        }
+        used.bytes = used.bytes.saturating_add(bytes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_calls_a_minute_and_bytes() {
+        let limits = Limits::default();
+        let per_minute = [Obligation::Limit {
+            per_minute: Some(2),
+            bytes: None,
+        }];
+        assert!(limits.take("s/t", &per_minute, 10).is_ok());
+        assert!(limits.take("s/t", &per_minute, 10).is_ok());
+        let third = limits.take("s/t", &per_minute, 10).unwrap_err();
+        assert!(third.contains("2 a minute"), "{third}");
+        // Counted by what is called.
+        assert!(limits.take("s/other", &per_minute, 10).is_ok());
+        // The tightest of two limits holds.
+        let bytes = [
+            Obligation::Limit {
+                per_minute: None,
+                bytes: Some(100),
+            },
+            Obligation::Limit {
+                per_minute: None,
+                bytes: Some(50),
+            },
+        ];
+        assert!(limits.take("s/b", &bytes, 40).is_ok());
+        assert!(limits.take("s/b", &bytes, 20).is_err());
+        assert!(limits.take("s/b", &bytes, 10).is_ok());
+        // No limit: nothing counted.
+        assert!(limits.take("s/t", &[], 1 << 40).is_ok());
+    }
+
+    #[test]
+    fn redaction_reaches_every_string_and_key() {
+        let redaction = Redaction::from_obligations(&[Obligation::Redact {
+            patterns: vec!["cloud_key".into()],
+            block_if: vec![],
+        }])
+        .unwrap()
+        .unwrap();
+        let key = "AKIAQYLPMN5HHHFPZAM2";
+        let mut value = json!({"content": [{"type": "text", "text": format!("the key is {key}")}],
+            key: 1, "n": 3});
+        let found = redact_value(&mut value, &redaction).unwrap();
+        assert_eq!(found, 2, "{value}");
+        assert!(!value.to_string().contains(key), "{value}");
+        assert!(
+            value.to_string().contains("[REDACTED:cloud_key]"),
+            "{value}"
+        );
+        let blocking = Redaction::from_obligations(&[Obligation::Redact {
+            patterns: vec![],
+            block_if: vec!["cloud_key".into()],
+        }])
+        .unwrap()
+        .unwrap();
+        let mut value = json!([format!("x {key}")]);
+        assert!(redact_value(&mut value, &blocking).is_err());
+    }
+
+    #[test]
+    fn ids_match_as_clients_match_them() {
+        assert_eq!(id_key(&json!(1)), id_key(&json!("1")));
+        assert_eq!(id_key(&json!(1)), id_key(&json!(1.0)));
+        assert_ne!(id_key(&json!("a")), id_key(&json!("b")));
+        assert_eq!(leading_id(br#"{"jsonrpc":"2.0","id": 42, "x""#), json!(42));
+        assert_eq!(leading_id(br#"{"id":"abc","#), json!("abc"));
+    }
+}
