@@ -78,8 +78,12 @@ struct Job {
     event: AuditEvent,
     /// Write a checkpoint with this event (the last of a command).
     checkpoint: bool,
-    ack: Sender<Result<u64, String>>,
+    /// Who waits for the commit; `None` for a deferred event, which nobody waits for.
+    ack: Option<Sender<Result<u64, String>>>,
 }
+
+/// How long a deferred event waits for a durable one to share its commit.
+const DEFERRED_WAIT: Duration = Duration::from_millis(50);
 
 /// The tamper-evident audit log.
 ///
@@ -304,7 +308,23 @@ impl Store {
         self.submit(event, true)
     }
 
-    fn submit(&self, event: &AuditEvent, checkpoint: bool) -> Result<u64> {
+    /// Appends `event` without waiting for it to be durable: it is committed with the next
+    /// event that is waited for, or alone [`DEFERRED_WAIT`] later. For a record of what was
+    /// already done (a result delivered), never for a decision: a crash in that time loses it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::QueueFull`] or [`StoreError::WriterGone`]: the event is not queued.
+    pub fn append_deferred(&self, event: &AuditEvent) -> Result<()> {
+        self.enqueue(event, false, None)
+    }
+
+    fn enqueue(
+        &self,
+        event: &AuditEvent,
+        checkpoint: bool,
+        ack: Option<Sender<Result<u64, String>>>,
+    ) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.options.queue_capacity {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -312,18 +332,22 @@ impl Store {
                 capacity: self.options.queue_capacity,
             });
         }
-        let (ack, confirmed) = bounded(1);
         match jobs.try_send(Job {
             event: event.clone(),
             checkpoint,
             ack,
         }) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                return Err(StoreError::WriterGone);
+                Err(StoreError::WriterGone)
             }
         }
+    }
+
+    fn submit(&self, event: &AuditEvent, checkpoint: bool) -> Result<u64> {
+        let (ack, confirmed) = bounded(1);
+        self.enqueue(event, checkpoint, Some(ack))?;
         match confirmed.recv_timeout(self.options.confirm_timeout) {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(why)) => Err(StoreError::Commit(why)),
@@ -354,6 +378,10 @@ impl AuditSink for Store {
     fn record_last(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.sink_result(self.append_with_checkpoint(event))
     }
+
+    fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.sink_result(self.append_deferred(event).map(|()| 0))
+    }
 }
 
 impl Store {
@@ -381,6 +409,22 @@ impl Writer {
     fn run(mut self, queue: Receiver<Job>, queued: &AtomicUsize) {
         while let Ok(first) = queue.recv() {
             let mut batch = vec![first];
+            // Deferred events alone: they wait a little for one that is waited for.
+            if batch[0].ack.is_none() {
+                let until = Instant::now() + DEFERRED_WAIT;
+                while batch.len() < self.options.max_batch {
+                    match queue.recv_deadline(until) {
+                        Ok(job) => {
+                            let durable = job.ack.is_some();
+                            batch.push(job);
+                            if durable {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
             while batch.len() < self.options.max_batch {
                 match queue.try_recv() {
                     Ok(job) => batch.push(job),
@@ -393,14 +437,18 @@ impl Writer {
             match self.commit(&events, checkpoint) {
                 Ok(first_seq) => {
                     for (i, job) in batch.iter().enumerate() {
-                        let _ = job.ack.send(Ok(first_seq + i as u64));
+                        if let Some(ack) = &job.ack {
+                            let _ = ack.send(Ok(first_seq + i as u64));
+                        }
                     }
                 }
                 Err(err) => {
                     let why = error_chain(&err);
                     tracing::error!("audit commit failed: {why}");
                     for job in &batch {
-                        let _ = job.ack.send(Err(why.clone()));
+                        if let Some(ack) = &job.ack {
+                            let _ = ack.send(Err(why.clone()));
+                        }
                     }
                 }
             }

@@ -317,6 +317,13 @@ impl AuditSink for DeferredSink {
     ) -> std::result::Result<(), cordon_types::AuditError> {
         self.get()?.record_last(event)
     }
+
+    fn record_deferred(
+        &self,
+        event: &cordon_types::AuditEvent,
+    ) -> std::result::Result<(), cordon_types::AuditError> {
+        self.get()?.record_deferred(event)
+    }
 }
 
 impl Drop for DeferredSink {

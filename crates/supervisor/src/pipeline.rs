@@ -95,6 +95,16 @@ impl Unrecorded {
     }
 }
 
+/// How an outcome's record is written.
+enum Last {
+    /// The last of the command (a log may seal itself in the same write).
+    Yes,
+    /// Durably, before returning.
+    No,
+    /// Queued, durable a little later.
+    Deferred,
+}
+
 /// Turns requests into recorded decisions.
 ///
 /// Fails closed at every step: a request that cannot be resolved, a policy that errs and an
@@ -446,6 +456,34 @@ impl Pipeline {
         outcome: Outcome,
         last: bool,
     ) -> Result<(), cordon_types::AuditError> {
+        let last = if last { Last::Yes } else { Last::No };
+        self.record_outcome_as(capability, input, decision, outcome, last)
+    }
+
+    /// As [`Pipeline::record_outcome`], without waiting for the record to be durable (see
+    /// [`AuditSink::record_deferred`]): for what was already done, never for a decision.
+    ///
+    /// # Errors
+    ///
+    /// The audit log's refusal to take the event.
+    pub fn record_done(
+        &self,
+        capability: &Capability,
+        input: Value,
+        decision: Decision,
+        outcome: Outcome,
+    ) -> Result<(), cordon_types::AuditError> {
+        self.record_outcome_as(capability, input, decision, outcome, Last::Deferred)
+    }
+
+    fn record_outcome_as(
+        &self,
+        capability: &Capability,
+        input: Value,
+        decision: Decision,
+        outcome: Outcome,
+        last: Last,
+    ) -> Result<(), cordon_types::AuditError> {
         let Some(sink) = &self.sink else {
             return Ok(());
         };
@@ -463,10 +501,10 @@ impl Pipeline {
             outcome,
             &revision,
         );
-        if last {
-            sink.record_last(&event)
-        } else {
-            sink.record(&event)
+        match last {
+            Last::Yes => sink.record_last(&event),
+            Last::No => sink.record(&event),
+            Last::Deferred => sink.record_deferred(&event),
         }
     }
 

@@ -72,4 +72,16 @@ pub trait AuditSink: Send + Sync {
     fn record_last(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.record(event)
     }
+
+    /// Records an event about something already done (a result delivered), without waiting
+    /// for it to be durable: a log that commits in groups may keep it for the next durable
+    /// write, or write it alone shortly after. By default, the same as
+    /// [`AuditSink::record`]. Never for a decision an action waits on.
+    ///
+    /// # Errors
+    ///
+    /// An [`AuditError`] when the event could not even be queued.
+    fn record_deferred(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.record(event)
+    }
 }

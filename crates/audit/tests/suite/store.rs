@@ -179,3 +179,30 @@ fn two_stores_on_one_database_interleave_into_one_chain() {
         .unwrap();
     assert_eq!((report.records, report.problem), (20, None));
 }
+
+#[test]
+fn deferred_events_share_the_next_commit_or_are_written_alone_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    let count = || Reader::open(&db).unwrap().verify(None).unwrap().records;
+    // Nobody waits for a deferred event; the durable one after it is in order behind it.
+    store.append_deferred(&event(1)).unwrap();
+    assert_eq!(store.append(&event(2)).unwrap(), 2);
+    assert_eq!(count(), 2);
+    // Alone, it is written a little later (bounded wait: ten seconds at most).
+    store.append_deferred(&event(3)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a deferred event was never written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Closing the store writes what is queued.
+    store.append_deferred(&event(4)).unwrap();
+    drop(store);
+    let report = Reader::open(&db).unwrap().verify(None).unwrap();
+    assert_eq!((report.records, report.problem), (4, None));
+}

@@ -1151,14 +1151,15 @@ impl Gateway {
         Some(routed)
     }
 
-    /// Records a result delivered.
+    /// Records a result delivered: queued for the audit log's next commit (the call's
+    /// decision was durable before the server saw it; what came of it need not hold up the
+    /// next call).
     pub fn record(&self, done: Done) {
-        if let Err(err) = self.supervisor.pipeline().record_outcome(
+        if let Err(err) = self.supervisor.pipeline().record_done(
             &Capability::tool(),
             done.input,
             done.decision,
             done.outcome,
-            false,
         ) {
             tracing::error!("cannot record a tool's result: {err}");
         }

@@ -1,0 +1,253 @@
+//! Latency a tool call gains through `cordon mcp`: the same client sends the same
+//! `tools/call` to the same server, straight over its stdio and through the gateway (server
+//! in the sandbox, the default policy deciding with its redaction and rate limit carried
+//! out, each call's decision durably recorded before the server sees it, its result's record
+//! sharing the next commit), in one run.
+//!
+//! The server is this benchmark's own executable run as a minimal MCP server (it answers
+//! `initialize`, `tools/list` and `tools/call` at once), so that what is measured is the
+//! transport and the gateway, not a server's work. The calls of the two variants alternate,
+//! so that the machine's noise falls on both alike.
+//!
+//! ```sh
+//! cargo bench -p cordon-cli --bench mcp_call            # 2000 calls each
+//! CORDON_BENCH_CALLS=500 cargo bench -p cordon-cli --bench mcp_call
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark fails by panicking"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Set in the environment of this executable when it is to be the server.
+const SERVER: &str = "CORDON_BENCH_MCP_SERVER";
+
+/// The minimal server: one line in, one line out.
+fn serve() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let Some(id) = message.get("id").cloned() else {
+            continue;
+        };
+        let result = match message["method"].as_str() {
+            Some("initialize") => {
+                json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "bench", "version": "1"}})
+            }
+            Some("tools/list") => {
+                json!({"tools": [{"name": "echo", "description": "Say the text back.",
+                "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]})
+            }
+            Some("tools/call") => json!({"content": [{"type": "text",
+                "text": message["params"]["arguments"]["text"]}], "isError": false}),
+            _ => json!({}),
+        };
+        let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+struct Client {
+    name: &'static str,
+    what: &'static str,
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+    next: u64,
+    times: Vec<Duration>,
+}
+
+impl Client {
+    fn start(name: &'static str, what: &'static str, mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        let mut client = Self {
+            name,
+            what,
+            child,
+            input,
+            output,
+            next: 0,
+            times: Vec::new(),
+        };
+        client.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}),
+        );
+        writeln!(
+            client.input,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        .unwrap();
+        client.request("tools/list", json!({}));
+        client
+    }
+
+    /// Sends one request and waits for its answer.
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let message =
+            json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
+        writeln!(self.input, "{message}").unwrap();
+        self.input.flush().unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.output.read_line(&mut line).unwrap() > 0,
+                "{}: the server ended",
+                self.name
+            );
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            if answer["id"] == json!(self.next) {
+                return answer;
+            }
+        }
+    }
+
+    fn call(&mut self) {
+        let started = Instant::now();
+        let answer = self.request(
+            "tools/call",
+            json!({"name": "echo",
+            "arguments": {"text": "the quarterly numbers are in the usual place"}}),
+        );
+        self.times.push(started.elapsed());
+        assert_eq!(
+            answer["result"]["isError"], false,
+            "{}: {answer}",
+            self.name
+        );
+    }
+
+    fn end(mut self) -> Self {
+        drop(std::mem::replace(&mut self.input, {
+            // A closed pipe in its place: the server sees the end of its input.
+            let (_, write) = std::io::pipe().unwrap();
+            ChildStdin::from(std::os::fd::OwnedFd::from(write))
+        }));
+        let _ = self.child.wait();
+        self
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e6
+}
+
+fn main() {
+    if std::env::var_os(SERVER).is_some() {
+        serve();
+        return;
+    }
+    let calls: usize = std::env::var("CORDON_BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let cordon = PathBuf::from(env!("CARGO_BIN_EXE_cordon"));
+    let scratch = tempfile::tempdir().unwrap();
+    let home = scratch.path();
+    let workspace = home.join("work");
+    fs_err::create_dir_all(&workspace).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(home.join("run"))
+        .unwrap();
+    // The server's executable, where the sandbox shows it: in the workspace.
+    let server = workspace.join("bench-server");
+    fs_err::copy(std::env::current_exe().unwrap(), &server).unwrap();
+    let env = |command: &mut Command, home: &Path| {
+        command
+            .current_dir(home.join("work"))
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("XDG_RUNTIME_DIR", home.join("run"))
+            .env(SERVER, "1");
+    };
+    let mut direct = Command::new(&server);
+    env(&mut direct, home);
+    // The default policy, its rate limit raised past the calls made (still carried out).
+    let policy = home.join("policy");
+    fs_err::create_dir_all(&policy).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default");
+    for entry in fs_err::read_dir(&shipped).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(entry.path(), policy.join(entry.file_name())).unwrap();
+    }
+    let mut data: Value =
+        serde_json::from_str(&fs_err::read_to_string(policy.join("data.json")).unwrap()).unwrap();
+    data["cordon"]["settings"]["tool"]["per_minute"] = json!(1_000_000);
+    fs_err::write(policy.join("data.json"), data.to_string()).unwrap();
+    let mut gated = Command::new(&cordon);
+    gated
+        .args(["mcp", "--keep-env", SERVER, "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&server);
+    env(&mut gated, home);
+    let mut clients = [
+        Client::start("direct", "client → server over its stdio", direct),
+        Client::start(
+            "cordon mcp",
+            "client → cordon → sandboxed server (default policy, each call and result a durable record)",
+            gated,
+        ),
+    ];
+    eprintln!("{calls} calls through each, alternating...");
+    for _ in 0..calls {
+        for client in &mut clients {
+            client.call();
+        }
+    }
+    let clients = clients.map(Client::end);
+    println!("| variant | what runs | calls | p50 (µs) | p90 (µs) | p99 (µs) | mean (µs) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut p = Vec::new();
+    for client in &clients {
+        let mut times = client.times.clone();
+        times.sort();
+        let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64;
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            client.name,
+            client.what,
+            times.len(),
+            percentile(&times, 0.5),
+            percentile(&times, 0.9),
+            percentile(&times, 0.99),
+            mean,
+        );
+        p.push((percentile(&times, 0.5), percentile(&times, 0.99)));
+    }
+    println!(
+        "\nadded by the gateway: p50 {:.1} µs, p99 {:.1} µs",
+        p[1].0 - p[0].0,
+        p[1].1 - p[0].1
+    );
+}
