@@ -6,10 +6,13 @@
 #                    "tool", "arguments", "definition": {"listed", "sha256", "pinned", "changed"}}
 #   "list"           whether tools/list shows a tool (same resource, with "annotations")
 #   "read_resource", "list_resources"   resources/read and what resources/list shows: "uri"
+#                    (one form of it: `FILE:///a/../b%2Fc` is `file:///b/c`), "uri_as_sent"
 #   "get_prompt", "list_prompts"        prompts/get ("prompt", "arguments") and prompts/list
 #   "method"         a client method outside the MCP specification: "method", "params"
 #   "server_request" a request the server sends the client (sampling, elicitation, roots):
 #                    "method", "params"
+#   "relay"          once a session: whether the server's messages are relayed at all, and
+#                    what every message, either way, is redacted with
 #
 # Settings (`data.cordon.settings.tool`):
 #   deny            "SERVER/TOOL" patterns (`*` within a name): refused and hidden
@@ -78,10 +81,11 @@ refusals contains sprintf("tool `%s` of server `%s` was not listed in this sessi
 	input.resource.definition.listed == false
 }
 
-refusals contains sprintf("resource `%s` of server `%s` is denied by the settings (`%s`)", [input.resource.uri, server, pattern]) if {
+refusals contains sprintf("resource `%s` of server `%s` is denied by the settings (`%s`)", [uri, server, pattern]) if {
 	input.action in {"read_resource", "list_resources"}
 	some pattern in object.get(settings, "deny_resources", [])
-	glob.match(pattern, [], input.resource.uri)
+	some uri in {input.resource.uri, object.get(input.resource, "uri_as_sent", input.resource.uri)}
+	glob.match(pattern, null, uri)
 }
 
 refusals contains sprintf("prompt `%s` of server `%s` is denied by the settings (`%s`)", [input.resource.prompt, server, pattern]) if {
@@ -93,7 +97,11 @@ refusals contains sprintf("prompt `%s` of server `%s` is denied by the settings 
 asked if {
 	some pattern in object.get(settings, "ask", [])
 	glob.match(pattern, ["/"], tool_name)
+	not remembered
 }
+
+# The person allowed it for always, at an earlier question.
+remembered if data.cordon.remembered.tool[tool_name]
 
 allowed := sprintf("tool `%s` of server `%s` is not denied by the settings", [input.resource.tool, server]) if {
 	input.action in {"call", "list"}
@@ -115,6 +123,10 @@ allowed := sprintf("method `%s` is let through by the settings", [input.resource
 	input.resource.method in object.get(settings, "methods", [])
 }
 
+allowed := sprintf("messages of server `%s` are relayed, redacted as the settings say", [server]) if {
+	input.action == "relay"
+}
+
 allowed := sprintf("a server may ask its client `%s`", [input.resource.method]) if {
 	input.action == "server_request"
 	input.resource.method in object.get(settings, "server_requests", [])
@@ -124,6 +136,8 @@ allowed := sprintf("a server may ask its client `%s`", [input.resource.method]) 
 # asked, the redaction and the rate limit.
 obligations := [] if {
 	input.action in {"list", "list_resources", "list_prompts"}
+} else := redact if {
+	input.action == "relay"
 } else := array.concat(consent, array.concat(redact, limit))
 
 consent := [{"type": "consent", "key": sprintf("tool:%s", [tool_name])}] if {

@@ -117,3 +117,26 @@ test_every_refusal_is_given if {
 		with data.cordon.settings.tool as {"deny": ["files/delete_*"]}
 	count(d.reasons) == 2
 }
+
+test_a_resource_pattern_crosses_dots_and_matches_the_form_sent if {
+	settings := {"deny_resources": ["file:///secret/*"]}
+	not tool.decision.allow with input as resource("read_resource", "file:///secret/key.pem")
+		with data.cordon.settings.tool as settings
+	sent := object.union(resource("read_resource", "file:///other"), {"resource": {"uri_as_sent": "file:///secret/.env"}})
+	not tool.decision.allow with input as sent with data.cordon.settings.tool as settings
+}
+
+test_the_relay_carries_the_redaction_only if {
+	d := tool.decision with input as {"capability": "tool", "action": "relay", "resource": {"server": {"name": "files"}}}
+		with data.cordon.settings.tool as {"redact": ["token"], "per_minute": 5}
+	d.allow
+	d.obligations == [{"type": "redact", "patterns": ["token"]}]
+}
+
+test_an_answer_for_always_is_not_asked_again if {
+	d := tool.decision with input as asking(false)
+		with data.cordon.settings.tool as {"ask": ["files/delete_*"]}
+		with data.cordon.remembered.tool as {"files/delete_all": true}
+	d.allow
+	d.obligations == []
+}

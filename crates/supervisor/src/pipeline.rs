@@ -625,13 +625,20 @@ fn redact_input(input: &mut Value, decision: Decision) -> Decision {
                 }
             }
             Value::Object(map) => {
-                for (key, item) in map.iter_mut() {
-                    let encoding = if key == "http" {
+                // A key can hold what is redacted as well as a value can (`{"AKIA…": 1}`).
+                let old = std::mem::take(map);
+                for (key, mut item) in old {
+                    let encoding_below = if key == "http" {
                         Encoding::Percent
                     } else {
                         encoding
                     };
-                    walk(item, encoding, redaction, blocked);
+                    walk(&mut item, encoding_below, redaction, blocked);
+                    let mut key = Value::String(key);
+                    walk(&mut key, Encoding::Plain, redaction, blocked);
+                    if let Value::String(key) = key {
+                        map.insert(key, item);
+                    }
                 }
             }
             _ => {}

@@ -169,6 +169,15 @@ impl McpCommand {
         let gateway = Gateway::new(running.supervisor(), server, pins)
             .accepting(self.accept_changed.clone())
             .asking(running.consent());
+        if let Some(why) = gateway.refusal() {
+            let why = format!(
+                "the policy refuses to relay MCP server `{}`: {why}",
+                gateway.server_name()
+            );
+            let _ = running.signal(libc::SIGKILL);
+            let _ = running.wait();
+            return Err(refused(anyhow::anyhow!(why)));
+        }
         let gateway = Arc::new(gateway);
         let ended = cordon_supervisor::mcp::relay(
             gateway,

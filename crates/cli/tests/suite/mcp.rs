@@ -536,6 +536,7 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
     let policy = default_policy_with(&home, |settings| {
         settings["tool"]["per_minute"] = serde_json::json!(8);
         settings["tool"]["deny_resources"] = serde_json::json!(["file:///secret/*"]);
+        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
     });
     let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
         return;
@@ -547,14 +548,24 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
     let leaked = peer.answer_to(serde_json::json!(1));
     let text = leaked["result"]["content"][0]["text"].as_str().unwrap();
     assert_eq!(text, "the key is [REDACTED:cloud_key]", "{leaked}");
-    // What a tool is sent is redacted too.
-    peer.send(&call(
+    // What a tool is sent is redacted too: values, keys, and what lies beside the arguments.
+    let mut with_meta = call(
         2,
         "ls",
-        serde_json::json!({"path": format!("/tmp/{key}")}),
-    ));
+        serde_json::json!({"path": format!("/tmp/{key}"), key.clone(): 1}),
+    );
+    with_meta["params"]["_meta"] = serde_json::json!({"token": key});
+    peer.send(&with_meta);
     let sent = peer.answer_to(serde_json::json!(2));
     assert!(!sent.to_string().contains(&key), "{sent}");
+    // A refused call's arguments are recorded redacted.
+    peer.send(&call(
+        9,
+        "rm_rf",
+        serde_json::json!({"path": format!("/{key}")}),
+    ));
+    let refused_call = peer.answer_to(serde_json::json!(9));
+    assert_eq!(refused_call["result"]["isError"], true, "{refused_call}");
     // Resources: the denied one hidden and refused, the other's contents redacted.
     peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "resources/list"}));
     let resources = peer.answer_to(serde_json::json!(3));
@@ -562,17 +573,31 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
         resources["result"]["resources"],
         serde_json::json!([{"uri": "file:///notes.md", "name": "notes"}])
     );
-    peer.send(
-        &serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read",
-        "params": {"uri": "file:///secret/key"}}),
-    );
-    let refused = peer.answer_to(serde_json::json!(4));
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("denied by policy")),
-        "{refused}"
-    );
+    // Refused in every form that names it: a dot past the pattern's `*`, case, `..`,
+    // escapes, `localhost`.
+    for (n, uri) in [
+        "file:///secret/key",
+        "file:///secret/key.pem",
+        "FILE:///notes/../secret/key",
+        "file:///secret%2Fkey",
+        "file://localhost/secret//key",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 100 + n;
+        peer.send(
+            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "resources/read",
+            "params": {"uri": uri}}),
+        );
+        let refused = peer.answer_to(serde_json::json!(id));
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("denied by policy")),
+            "{uri}: {refused}"
+        );
+    }
     peer.send(
         &serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "resources/read",
         "params": {"uri": "file:///notes.md"}}),
@@ -612,9 +637,12 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
     }
     let limited = limited.expect("the rate limit never held");
     assert!(limited.to_string().contains("8 a minute"), "{limited}");
-    // The server dies mid-call: the client gets an answer, not silence.
-    peer.send(&call(40, "die", serde_json::json!({})));
-    let died = peer.answer_to(serde_json::json!(40));
+    // The server dies mid-call: the client gets an answer, not silence, under the id it
+    // sent.
+    let mut die = call(0, "die", serde_json::json!({}));
+    die["id"] = serde_json::json!("040");
+    peer.send(&die);
+    let died = peer.answer_to(serde_json::json!("040"));
     assert!(
         died["error"]["message"]
             .as_str()
@@ -637,9 +665,10 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
                 .is_some_and(|t| t.contains("denied by policy"))),
         "{received:?}"
     );
-    assert!(!received
-        .iter()
-        .any(|m| m["method"] == "x/exfiltrate" || m["params"]["uri"] == "file:///secret/key"));
+    assert!(!received.iter().any(|m| m["method"] == "x/exfiltrate"
+        || m["params"]["uri"]
+            .as_str()
+            .is_some_and(|u| u.to_lowercase().contains("secret"))));
     // The records: each call decided, then its result's size and what was redacted.
     let out = home
         .cordon(&["audit", "query", "--capability", "tool", "--json"])
@@ -661,6 +690,101 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
     assert!(!serde_json::to_string(&records).unwrap().contains(&key));
 }
 
+/// What the server sends is held to the protocol and redacted whatever its kind: an error
+/// answer, a log notification, a message both request and answer, a case twin of `method`,
+/// a line too large that names a request nobody sent; and an id cancelled stays taken until
+/// its late answer comes, which is dropped.
+#[test]
+fn everything_the_server_says_is_redacted_and_held_to_the_protocol() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let Some(mut peer) = Peer::start(&home, &[]) else {
+        return;
+    };
+    let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";
+    peer.list();
+    let mut seen = Vec::new();
+    let mut answer = |peer: &Peer, id: serde_json::Value| loop {
+        let message = peer.next();
+        seen.push(message.clone());
+        if message["id"] == id && message.get("method").is_none() {
+            return message;
+        }
+    };
+    peer.send(&call(1, "fail", serde_json::json!({})));
+    let failed = answer(&peer, serde_json::json!(1));
+    assert_eq!(
+        failed["error"]["message"], "bad [REDACTED:cloud_key]",
+        "{failed}"
+    );
+    peer.send(&call(2, "log", serde_json::json!({})));
+    answer(&peer, serde_json::json!(2));
+    peer.send(&call(3, "twin", serde_json::json!({})));
+    let twin = answer(&peer, serde_json::json!(3));
+    assert_eq!(twin["result"]["isError"], false, "{twin}");
+    peer.send(&call(4, "huge", serde_json::json!({})));
+    answer(&peer, serde_json::json!(4));
+    // Cancelled, then the id reused: refused while the late answer may come.
+    peer.send_line(
+        &[
+            call(5, "slow", serde_json::json!({})).to_string(),
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 5}})
+            .to_string(),
+            serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}).to_string(),
+        ]
+        .join("\n"),
+    );
+    let reused = answer(&peer, serde_json::json!(5));
+    assert!(
+        reused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still in flight")),
+        "{reused}"
+    );
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}));
+    answer(&peer, serde_json::json!(6));
+    let (rest, _) = peer.end();
+    seen.extend(rest);
+    let everything = serde_json::to_string(&seen).unwrap();
+    assert!(
+        seen.iter().any(|m| m["method"] == "notifications/message"),
+        "{everything}"
+    );
+    assert!(!everything.contains(&key), "{everything}");
+    assert!(!everything.contains("Method"), "{everything}");
+    assert!(!seen.iter().any(|m| m["id"] == 424_242), "{everything}");
+    // The cancelled call's late answer was dropped: id 5 answered once, by cordon.
+    assert_eq!(
+        seen.iter().filter(|m| m["id"] == 5).count(),
+        1,
+        "{everything}"
+    );
+}
+
+/// The pins' lock is never a link followed: one planted there is refused, its target
+/// never created, and the tools are hidden rather than trusted unpinned.
+#[test]
+fn a_link_planted_at_the_pins_lock_is_not_followed() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let data = home.path().join("data/cordon");
+    fs_err::create_dir_all(&data).unwrap();
+    let target = home.path().join("planted");
+    std::os::unix::fs::symlink(&target, data.join("mcp-pins.json.lock")).unwrap();
+    let Some(mut peer) = Peer::start(&home, &[]) else {
+        return;
+    };
+    assert!(peer.list().is_empty());
+    let (_rest, status) = peer.end();
+    assert!(status.success());
+    assert!(!target.exists(), "the link was followed");
+}
+
 /// A tool the settings ask about waits for the person's answer, given on the session's
 /// control socket (`cordon approve`); the relay goes on meanwhile.
 #[test]
@@ -676,7 +800,21 @@ fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
         return;
     };
     peer.list();
-    peer.send(&call(1, "rm_rf", serde_json::json!({"path": "/"})));
+    let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";
+    // In a batch, a call that needs the person's answer is refused at once (the batch
+    // would wait, and everything behind it).
+    peer.send(&serde_json::json!([call(9, "rm_x", serde_json::json!({}))]));
+    let batch = peer.next();
+    assert_eq!(batch[0]["result"]["isError"], true, "{batch}");
+    assert!(
+        batch.to_string().contains("cannot be sent in a batch"),
+        "{batch}"
+    );
+    peer.send(&call(
+        1,
+        "rm_rf",
+        serde_json::json!({"path": "/", "token": key}),
+    ));
     let mut question = serde_json::Value::Null;
     wait_until("the question", 60, || {
         let out = home.cordon(&["approve", "--json"]).output().unwrap();
@@ -688,7 +826,7 @@ fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
     });
     let what = question["what"].as_str().unwrap();
     assert!(
-        what.contains("call tool `rm_rf` of MCP server `raw_server` with {\"path\":\"/\"}"),
+                what.contains("call tool `rm_rf` of MCP server `raw_server` with {\"path\":\"/\",\"token\":\"[REDACTED:cloud_key]\"}"),
         "{question}"
     );
     // Nothing reached the server meanwhile; the client is still answered.

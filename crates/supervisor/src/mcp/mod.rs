@@ -126,7 +126,7 @@ struct Target {
     action: &'static str,
     /// What limits count and an answer covers: `SERVER/TOOL`, `SERVER/resource:URI`...
     label: String,
-    /// One line for the person.
+    /// What is done, for the person (the payload, redacted, follows it).
     what: String,
     /// The key of `params` whose decided (and redacted) value is what is sent on.
     payload: Option<&'static str>,
@@ -134,6 +134,13 @@ struct Target {
 
 /// A request to decide: what it is about, and its resource for the policy.
 type Decidable = (Target, Map<String, Value>);
+
+/// A request the gateway waits for the answer to, with its id as it was sent.
+#[derive(Debug)]
+struct Pending {
+    id: Value,
+    state: Awaited,
+}
 
 /// What the gateway waits for an answer to.
 #[derive(Debug)]
@@ -144,6 +151,9 @@ enum Awaited {
     Decided(Box<Call>),
     /// A call while the person is asked.
     Asking,
+    /// Cancelled by the client: a late answer is dropped, and the id stays taken until it
+    /// comes (or the person's answer does), so that no other request meets it.
+    Cancelled,
     /// Anything else.
     Plain,
 }
@@ -194,6 +204,9 @@ const CARRIED: &[&str] = &["consent", "mfa", "redact", "limit"];
 /// whose request was forgotten would pass undecided).
 const MAX_IN_FLIGHT: usize = 4096;
 
+/// The most tools of one listing that are pinned and shown.
+const MAX_LISTED: usize = 1024;
+
 /// The most calls waiting for the person's answer at once.
 const MAX_ASKING: usize = 16;
 
@@ -212,10 +225,13 @@ pub struct Gateway {
     /// `SERVER/TOOL`s whose changed definitions are accepted.
     accept: Vec<String>,
     /// The client's requests the server has yet to answer, by [`id_key`].
-    from_client: Mutex<HashMap<String, Awaited>>,
+    from_client: Mutex<HashMap<String, Pending>>,
+    /// What every message is redacted with, both ways (the policy's `relay` decision); the
+    /// reason when the policy refuses to relay at all.
+    relay: Result<Option<Redaction>, String>,
     /// The server's requests the client has yet to answer, and what their answer is
     /// redacted with.
-    from_server: Mutex<HashMap<String, Option<Redaction>>>,
+    from_server: Mutex<HashMap<String, (Value, Option<Redaction>)>>,
     limits: Limits,
     asking: AtomicUsize,
 }
@@ -238,12 +254,115 @@ fn id_key(id: &Value) -> String {
     }
 }
 
-/// A key of `object` that is not one of `keys` but equals one of them ignoring case.
+/// A key of `object` that is not one of `keys` but equals one of them ignoring case, as
+/// any parser may fold it (`Method`, `paramſ`: `ſ` is `S` in upper case, as Java's
+/// `equalsIgnoreCase` compares).
 fn case_twin(object: &Value, keys: &[&str]) -> Option<String> {
+    let fold = |text: &str| text.to_uppercase().to_lowercase();
     object.as_object()?.keys().find_map(|key| {
+        let folded = fold(key);
         let lower = key.to_lowercase();
-        (keys.contains(&lower.as_str()) && !keys.contains(&key.as_str())).then(|| key.clone())
+        let twin = keys
+            .iter()
+            .any(|canonical| fold(canonical) == folded || canonical.to_lowercase() == lower);
+        (twin && !keys.contains(&key.as_str())).then(|| key.clone())
     })
+}
+
+/// The keys a JSON-RPC message may have; others are not passed on.
+const MESSAGE_KEYS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+
+/// `message` as it may pass, whichever side sent it: an object, no key a case twin of a
+/// JSON-RPC key (nor of the MCP keys decisions read in `params`), not both a request and a
+/// response, and only JSON-RPC's keys.
+fn well_formed(message: Value) -> Result<Value, String> {
+    let twin = case_twin(&message, MESSAGE_KEYS).or_else(|| {
+        message
+            .get("params")
+            .and_then(|p| case_twin(p, &["name", "arguments", "uri", "requestId"]))
+    });
+    if let Some(twin) = twin {
+        return Err(format!(
+            "invalid request: the key `{twin}` differs from a JSON-RPC or MCP key only in case"
+        ));
+    }
+    let Value::Object(mut object) = message else {
+        return Err("invalid request: not a JSON-RPC message".into());
+    };
+    if object.contains_key("method")
+        && (object.contains_key("result") || object.contains_key("error"))
+    {
+        return Err("invalid request: a message is a request or a response, not both".into());
+    }
+    object.retain(|key, _| MESSAGE_KEYS.contains(&key.as_str()));
+    Ok(Value::Object(object))
+}
+
+/// One form of a URI for decisions: scheme and host in lower case, `%XX` escapes decoded,
+/// `.` and `..` segments resolved, repeated slashes one, `localhost` dropped from a `file:`
+/// URI. A pattern that refuses `file:///secret/*` refuses `FILE:///x/../secret/%6Bey` too.
+pub fn normalize_uri(uri: &str) -> String {
+    let decoded = {
+        let bytes = uri.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let Some((scheme, rest)) = decoded.split_once(':') else {
+        return decoded;
+    };
+    let scheme = scheme.to_lowercase();
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find('/').unwrap_or(after.len());
+            let authority = after[..end].to_lowercase();
+            let authority = if scheme == "file" && authority == "localhost" {
+                String::new()
+            } else {
+                authority
+            };
+            (Some(authority), &after[end..])
+        }
+        None => (None, rest),
+    };
+    let (path, tail) = match path.find(['?', '#']) {
+        Some(at) => (&path[..at], &path[at..]),
+        None => (path, ""),
+    };
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let absolute = path.starts_with('/') || authority.is_some();
+    let mut joined = segments.join("/");
+    if absolute {
+        joined.insert(0, '/');
+    }
+    if path.ends_with('/') && !segments.is_empty() {
+        joined.push('/');
+    }
+    match authority {
+        Some(authority) => format!("{scheme}://{authority}{joined}{tail}"),
+        None => format!("{scheme}:{joined}{tail}"),
+    }
 }
 
 /// The id of a message too large to parse, read from its beginning (`"id": 7` or
@@ -338,7 +457,7 @@ impl Gateway {
     /// A gateway deciding under `supervisor`'s policy (with the `tool` capability loaded)
     /// for `server`.
     pub fn new(supervisor: Arc<Supervisor>, server: Server, pins: Pins) -> Self {
-        Self {
+        let mut gateway = Self {
             supervisor,
             server,
             consent: None,
@@ -347,9 +466,73 @@ impl Gateway {
             accept: Vec::new(),
             from_client: Mutex::new(HashMap::new()),
             from_server: Mutex::new(HashMap::new()),
+            relay: Ok(None),
             limits: Limits::default(),
             asking: AtomicUsize::new(0),
+        };
+        // Once for the session: whether messages are relayed at all, and what every one of
+        // them is redacted with.
+        gateway.relay = match gateway.decide("relay", Map::new()) {
+            Ok(unrecorded) => {
+                let decision = unrecorded.without_record();
+                if decision.allow {
+                    Redaction::from_obligations(&decision.obligations).map_err(|e| {
+                        format!("the policy's `redact` obligation for the relay cannot be carried out: {e}")
+                    })
+                } else {
+                    Err(decision.reasons.join("; "))
+                }
+            }
+            Err(decision) => Err(decision.reasons.join("; ")),
+        };
+        gateway
+    }
+
+    /// The server's name in decisions and records.
+    pub fn server_name(&self) -> &str {
+        &self.server.name
+    }
+
+    /// Why the policy refuses to relay this server's messages at all, if it does.
+    pub fn refusal(&self) -> Option<&str> {
+        self.relay.as_ref().err().map(String::as_str)
+    }
+
+    /// Redacts, in place, what a message carries (`params`, `result`, `error`) as the relay's
+    /// decision says.
+    ///
+    /// # Errors
+    ///
+    /// What a `block_if` refuses: the message must not pass.
+    fn scrub(&self, message: &mut Value) -> Result<(), cordon_inspect::redact::Blocked> {
+        let Ok(Some(redaction)) = &self.relay else {
+            return Ok(());
+        };
+        for part in ["params", "result", "error"] {
+            if let Some(value) = message.get_mut(part) {
+                redact_value(value, redaction)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Redacts a refused request's resource before it is recorded: a refusal carries no
+    /// obligation of its own, and what was refused is recorded all the same.
+    fn scrub_refused(&self, mut unrecorded: Unrecorded) -> Unrecorded {
+        if let (Ok(Some(redaction)), false) = (&self.relay, unrecorded.decision().allow) {
+            if let Some(resource) = unrecorded
+                .input_mut()
+                .and_then(|i| i.get_mut("resource"))
+                .and_then(Value::as_object_mut)
+            {
+                for value in resource.values_mut() {
+                    if redact_value(value, redaction).is_err() {
+                        *value = json!("(withheld: it holds what the policy does not let leave)");
+                    }
+                }
+            }
+        }
+        unrecorded
     }
 
     /// Accepts the current definitions of these tools (`SERVER/TOOL`) in place of their pins.
@@ -367,50 +550,94 @@ impl Gateway {
         self
     }
 
-    /// What is known of `tool`'s definition: its digest, its pin, whether it changed (for a
-    /// tool listed in this session), or that it was not listed and what is pinned.
-    fn definition(&self, tool: &Value, listed: Option<&Value>) -> Value {
-        let name = tool.as_str().unwrap_or_default();
-        let key = format!("{}/{name}", self.server.name);
-        let Some(listed) = listed else {
-            let known = self
-                .definitions
-                .lock()
-                .ok()
-                .and_then(|d| d.get(name).cloned());
-            return known.unwrap_or_else(|| json!({"listed": false}));
-        };
-        let digest = definition_digest(listed);
-        let accept = self.accept.contains(&key);
-        let known = match self.pins.check(&key, &digest, accept) {
-            Ok(Pinned::New) => {
-                tracing::info!("tool `{key}` pinned (definition {digest})");
-                json!({"sha256": digest, "pinned": digest, "changed": false})
-            }
-            Ok(Pinned::Same) => json!({"sha256": digest, "pinned": digest, "changed": false}),
-            Ok(Pinned::Changed(old)) if accept => {
-                tracing::warn!("tool `{key}`: its changed definition is accepted and pinned ({old} before, {digest} now)");
-                json!({"sha256": digest, "pinned": digest, "changed": false})
-            }
-            Ok(Pinned::Changed(old)) => {
-                tracing::warn!(
-                    "tool `{key}` changed its definition since it was pinned ({old} then, {digest} now): hidden and refused until accepted (`--accept-changed {key}`)"
-                );
-                json!({"sha256": digest, "pinned": old, "changed": true})
-            }
-            Err(why) => {
-                tracing::warn!("tool `{key}`: {why}");
-                json!({"sha256": digest, "pinned": null, "changed": true, "error": why})
-            }
-        };
-        let mut known = known;
-        known["listed"] = json!(true);
+    /// What is known of `tool`'s definition for a call: as the last listing showed it
+    /// (its digest, its pin, whether it changed), or that no listing in this session did.
+    fn definition(&self, tool: &str) -> Value {
+        self.definitions
+            .lock()
+            .ok()
+            .and_then(|d| d.get(tool).cloned())
+            .unwrap_or_else(|| json!({"listed": false}))
+    }
+
+    /// Checks the definitions a listing shows against their pins (pinning those first
+    /// seen, in one write), and returns what is known of each, in order. Past
+    /// [`MAX_LISTED`] tools, the rest are not pinned and known as refused.
+    fn definitions_listed(&self, tools: &[Value]) -> Vec<Value> {
+        let names: Vec<String> = tools
+            .iter()
+            .map(|t| {
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        let keys: Vec<String> = names
+            .iter()
+            .map(|name| format!("{}/{name}", self.server.name))
+            .collect();
+        let digests: Vec<String> = tools.iter().map(definition_digest).collect();
+        let shown = tools.len().min(MAX_LISTED);
+        if tools.len() > MAX_LISTED {
+            tracing::warn!(
+                "server `{}` listed {} tools; the {} past the first {MAX_LISTED} are hidden",
+                self.server.name,
+                tools.len(),
+                tools.len() - MAX_LISTED
+            );
+        }
+        let asked: Vec<(&str, &str, bool)> = (0..shown)
+            .map(|i| {
+                (
+                    keys[i].as_str(),
+                    digests[i].as_str(),
+                    self.accept.contains(&keys[i]),
+                )
+            })
+            .collect();
+        let statuses = self.pins.check_all(&asked);
+        let mut known = Vec::with_capacity(tools.len());
+        for i in 0..tools.len() {
+            let (key, digest) = (&keys[i], &digests[i]);
+            let status = match &statuses {
+                Ok(statuses) if i < shown => Ok(statuses[i].clone()),
+                Ok(_) => Err(format!("more than {MAX_LISTED} tools were listed")),
+                Err(why) => Err(why.clone()),
+            };
+            let accept = self.accept.contains(key);
+            let mut value = match status {
+                Ok(Pinned::New) => {
+                    tracing::info!("tool `{key}` pinned (definition {digest})");
+                    json!({"sha256": digest, "pinned": digest, "changed": false})
+                }
+                Ok(Pinned::Same) => json!({"sha256": digest, "pinned": digest, "changed": false}),
+                Ok(Pinned::Changed(old)) if accept => {
+                    tracing::warn!("tool `{key}`: its changed definition is accepted and pinned ({old} before, {digest} now)");
+                    json!({"sha256": digest, "pinned": digest, "changed": false})
+                }
+                Ok(Pinned::Changed(old)) => {
+                    tracing::warn!(
+                        "tool `{key}` changed its definition since it was pinned ({old} then, {digest} now): hidden and refused until accepted (`--accept-changed {key}`)"
+                    );
+                    json!({"sha256": digest, "pinned": old, "changed": true})
+                }
+                Err(why) => {
+                    tracing::warn!("tool `{key}`: {why}");
+                    json!({"sha256": digest, "pinned": null, "changed": true, "error": why})
+                }
+            };
+            value["listed"] = json!(true);
+            known.push(value);
+        }
         if let Ok(mut definitions) = self.definitions.lock() {
             // A server that lists ever new names cannot grow this without end.
-            if definitions.len() >= MAX_IN_FLIGHT && !definitions.contains_key(name) {
+            if definitions.len() + names.len() > 4 * MAX_LISTED {
                 definitions.clear();
             }
-            definitions.insert(name.to_owned(), known.clone());
+            for (name, value) in names.into_iter().zip(&known) {
+                definitions.insert(name, value.clone());
+            }
         }
         known
     }
@@ -483,22 +710,23 @@ impl Gateway {
                     let about = crate::consent::About {
                         capability: "tool",
                         key: format!("tool:{}", target.label),
-                        what: target.what.clone(),
+                        what: self.what(&target, unrecorded.input()),
                     };
                     crate::consent::carry_out(broker, unrecorded, &about, |_, _| {})
                 }
                 None => unrecorded.deny("the policy asks the person, and no one can be asked here"),
             };
-        }
-        // Cancelled while the person was asked: nothing is sent, nothing answered.
-        if id.is_some() {
-            let still = self
-                .from_client
-                .lock()
-                .map(|m| matches!(m.get(&key), Some(Awaited::Asking)))
-                .unwrap_or(false);
-            if asks && !still {
-                let mut refused = unrecorded.deny("the client cancelled the request");
+            // Cancelled while the person was asked: nothing is sent, nothing answered.
+            let cancelled = id.is_some()
+                && self
+                    .from_client
+                    .lock()
+                    .map(|m| !matches!(m.get(&key).map(|p| &p.state), Some(Awaited::Asking)))
+                    .unwrap_or(true);
+            if cancelled {
+                self.forget(&key);
+                let mut refused =
+                    self.scrub_refused(unrecorded.deny("the client cancelled the request"));
                 if let Some(input) = refused.input_mut() {
                     if let Some(payload) = target.payload {
                         if let Some(value) = input.pointer_mut(&format!("/resource/{payload}")) {
@@ -528,6 +756,23 @@ impl Gateway {
                 unrecorded = unrecorded.deny(&why);
             }
         }
+        // What was decided (and redacted) is what is sent, and redacted as the relay says.
+        match (target.payload, payload, message.as_object_mut()) {
+            (Some("params"), Some(value), Some(object)) if object.contains_key("params") => {
+                object.insert("params".into(), value);
+            }
+            (Some(name), Some(value), Some(object)) if name != "params" => {
+                if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
+                    params.insert(name.into(), value);
+                }
+            }
+            _ => {}
+        }
+        if unrecorded.decision().allow {
+            if let Err(blocked) = self.scrub(&mut message) {
+                unrecorded = unrecorded.deny(&format!("the request: {blocked}; refused"));
+            }
+        }
         if let (Some(name), Some(input)) = (target.payload, unrecorded.input_mut()) {
             if let Some(value) = input.pointer_mut(&format!("/resource/{name}")) {
                 recorded(value);
@@ -540,13 +785,16 @@ impl Gateway {
         } else {
             None
         };
+        let unrecorded = self.scrub_refused(unrecorded);
         let decided = self
             .supervisor
             .pipeline()
             .record_decided(&Capability::tool(), unrecorded);
         let decision = decided.decision;
         if !decision.allow {
-            self.forget(&key, id.is_some());
+            if id.is_some() {
+                self.forget(&key);
+            }
             let Some(id) = id else {
                 tracing::warn!(
                     "a {} without an id was denied and dropped: {}",
@@ -566,40 +814,63 @@ impl Gateway {
                 _ => error(id, -32001, &text),
             });
         }
-        // What was decided (and redacted) is what is sent.
-        match (target.payload, payload, message.as_object_mut()) {
-            (Some("params"), Some(value), Some(object)) if object.contains_key("params") => {
-                object.insert("params".into(), value);
-            }
-            (Some(name), Some(value), Some(object)) if name != "params" => {
-                if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
-                    params.insert(name.into(), value);
-                }
-            }
-            _ => {}
-        }
-        if id.is_some() {
+        if let Some(id) = id {
             if let Ok(mut awaited) = self.from_client.lock() {
+                let call = Call {
+                    input: decided.input.unwrap_or_default(),
+                    decision,
+                    redaction,
+                    started: Instant::now(),
+                    tool: target.action == "call",
+                };
                 awaited.insert(
                     key,
-                    Awaited::Decided(Box::new(Call {
-                        input: decided.input.unwrap_or_default(),
-                        decision,
-                        redaction,
-                        started: Instant::now(),
-                        tool: target.action == "call",
-                    })),
+                    Pending {
+                        id,
+                        state: Awaited::Decided(Box::new(call)),
+                    },
                 );
             }
         }
         Step::Forward(message)
     }
 
-    fn forget(&self, key: &str, had_id: bool) {
-        if had_id {
-            if let Ok(mut awaited) = self.from_client.lock() {
-                awaited.remove(key);
+    /// What the person is asked about: what is done, and the payload as it is recorded
+    /// (redacted), whole when short, else its start and every key it has.
+    fn what(&self, target: &Target, input: Option<&Value>) -> String {
+        let Some(name) = target.payload else {
+            return target.what.clone();
+        };
+        let mut payload = input
+            .and_then(|i| i["resource"].get(name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Ok(Some(redaction)) = &self.relay {
+            if redact_value(&mut payload, redaction).is_err() {
+                payload = json!("(withheld)");
             }
+        }
+        let text = payload.to_string();
+        if text.chars().count() <= 2000 {
+            return format!("{} with {text}", target.what);
+        }
+        let start: String = text.chars().take(1500).collect();
+        let keys: Vec<&str> = payload
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        format!(
+            "{} with {start}… ({} bytes in all; its keys: {})",
+            target.what,
+            text.len(),
+            keys.join(", ")
+        )
+    }
+
+    /// The client's request under `key` is no longer awaited.
+    fn forget(&self, key: &str) {
+        if let Ok(mut awaited) = self.from_client.lock() {
+            awaited.remove(key);
         }
     }
 
@@ -620,15 +891,6 @@ impl Gateway {
     /// for a method of the specification that passes undecided.
     fn target(&self, method: &str, params: &Value) -> Result<Option<Decidable>, &'static str> {
         let server = &self.server.name;
-        let shown = |value: &Value| -> String {
-            let text = value.to_string();
-            let cut: String = text.chars().take(300).collect();
-            if cut.len() < text.len() {
-                format!("{cut}…")
-            } else {
-                cut
-            }
-        };
         let mut resource = Map::new();
         let target = match method {
             "tools/call" => {
@@ -637,12 +899,9 @@ impl Gateway {
                     return Err("tools/call needs a tool name");
                 };
                 let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
-                let what = format!(
-                    "call tool `{name}` of MCP server `{server}` with {}",
-                    shown(&arguments)
-                );
+                let what = format!("call tool `{name}` of MCP server `{server}`");
                 let label = format!("{server}/{name}");
-                resource.insert("definition".into(), self.definition(&tool, None));
+                resource.insert("definition".into(), self.definition(name));
                 resource.insert("tool".into(), tool);
                 resource.insert("arguments".into(), arguments);
                 Target {
@@ -656,10 +915,14 @@ impl Gateway {
                 let Some(uri) = params.get("uri").and_then(Value::as_str) else {
                     return Err("resources/read needs a uri");
                 };
-                resource.insert("uri".into(), json!(uri));
+                // Decided on one form of it (`file:///a/../b%2Fc` is `file:///b/c`), and on
+                // the form sent.
+                resource.insert("uri".into(), json!(normalize_uri(uri)));
+                resource.insert("uri_as_sent".into(), json!(uri));
                 Target {
                     action: "read_resource",
-                    label: format!("{server}/resource:{uri}"),
+                    // Counted by server: a URI can be varied without end.
+                    label: format!("{server}/resources"),
                     what: format!("read resource `{uri}` of MCP server `{server}`"),
                     payload: None,
                 }
@@ -669,10 +932,7 @@ impl Gateway {
                     return Err("prompts/get needs a prompt name");
                 };
                 let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
-                let what = format!(
-                    "get prompt `{name}` of MCP server `{server}` with {}",
-                    shown(&arguments)
-                );
+                let what = format!("get prompt `{name}` of MCP server `{server}`");
                 resource.insert("prompt".into(), json!(name));
                 resource.insert("arguments".into(), arguments);
                 Target {
@@ -688,7 +948,7 @@ impl Gateway {
                 resource.insert("params".into(), params.clone());
                 Target {
                     action: "method",
-                    label: format!("{server}/method:{other}"),
+                    label: format!("{server}/methods"),
                     what: format!("send `{other}` to MCP server `{server}`"),
                     payload: Some("params"),
                 }
@@ -697,24 +957,17 @@ impl Gateway {
         Ok(Some((target, resource)))
     }
 
-    /// Decides one message of the client's (not a batch).
-    fn client_one(&self, message: Value, inline: bool) -> Step {
+    /// Decides one message of the client's; `batched`: one of a batch, which is decided
+    /// whole before any of it is sent (a call that asks the person is refused there).
+    fn client_one(&self, message: Value, batched: bool) -> Step {
         let id = message.get("id").cloned();
-        // A key that differs from a JSON-RPC or MCP key only in case would be read as that
-        // key by a server whose parser ignores case: what is decided must be what it reads.
-        let twin = case_twin(&message, &["jsonrpc", "id", "method", "params"]).or_else(|| {
-            message
-                .get("params")
-                .and_then(|p| case_twin(p, &["name", "arguments", "uri"]))
-        });
-        if let Some(twin) = twin {
-            return Step::Reply(error(
-                id.unwrap_or(Value::Null),
-                -32600,
-                &format!(
-                    "invalid request: the key `{twin}` differs from a JSON-RPC key only in case"
-                ),
-            ));
+        let message = match well_formed(message) {
+            Ok(message) => message,
+            Err(why) => return Step::Reply(error(id.unwrap_or(Value::Null), -32600, &why)),
+        };
+        if self.relay.is_err() {
+            let why = format!("denied by policy: {}", self.refusal().unwrap_or_default());
+            return id.map_or(Step::Drop, |id| Step::Reply(error(id, -32001, &why)));
         }
         let Some(method) = message.get("method") else {
             return self.client_response(message);
@@ -729,8 +982,13 @@ impl Gateway {
         let params = message.get("params").cloned().unwrap_or(Value::Null);
         let key = id.as_ref().map(id_key).unwrap_or_default();
         if method == "notifications/cancelled" {
-            if let Some(cancelled) = params.get("requestId").map(id_key) {
-                self.forget(&cancelled, true);
+            // The id stays taken until the late answer comes, which is dropped.
+            if let (Some(cancelled), Ok(mut awaited)) =
+                (params.get("requestId").map(id_key), self.from_client.lock())
+            {
+                if let Some(pending) = awaited.get_mut(&cancelled) {
+                    pending.state = Awaited::Cancelled;
+                }
             }
         }
         let target = match self.target(&method, &params) {
@@ -739,40 +997,62 @@ impl Gateway {
         };
         // A request waits for its answer under its id: one reused while in flight is
         // refused, or its result would meet another request's decision.
-        if id.is_some() {
+        if let Some(id) = &id {
             let Ok(mut awaited) = self.from_client.lock() else {
-                return Step::Reply(error(id.unwrap_or_default(), -32603, "the gateway failed"));
+                return Step::Reply(error(id.clone(), -32603, "the gateway failed"));
             };
             if awaited.contains_key(&key) {
                 return Step::Reply(error(
-                    id.unwrap_or_default(),
+                    id.clone(),
                     -32600,
                     "invalid request: a request with this id is still in flight",
                 ));
             }
             if awaited.len() >= MAX_IN_FLIGHT {
+                // What was cancelled long ago is most likely never answered.
+                awaited.retain(|_, p| !matches!(p.state, Awaited::Cancelled));
+            }
+            if awaited.len() >= MAX_IN_FLIGHT {
                 return Step::Reply(error(
-                    id.unwrap_or_default(),
+                    id.clone(),
                     -32603,
                     "too many requests in flight; try again once some are answered",
                 ));
             }
-            let list = match method.as_str() {
+            let state = match method.as_str() {
                 "tools/list" => Awaited::List("list"),
                 "resources/list" => Awaited::List("list_resources"),
                 "prompts/list" => Awaited::List("list_prompts"),
                 _ if target.is_some() => Awaited::Asking,
                 _ => Awaited::Plain,
             };
-            awaited.insert(key.clone(), list);
+            awaited.insert(
+                key.clone(),
+                Pending {
+                    id: id.clone(),
+                    state,
+                },
+            );
         }
         let Some((target, resource)) = target else {
-            return Step::Forward(message);
+            let mut message = message;
+            return match self.scrub(&mut message) {
+                Ok(()) => Step::Forward(message),
+                Err(blocked) => {
+                    if id.is_some() {
+                        self.forget(&key);
+                    }
+                    let why = format!("the request: {blocked}; refused");
+                    id.map_or(Step::Drop, |id| Step::Reply(error(id, -32001, &why)))
+                }
+            };
         };
         let unrecorded = match self.decide(target.action, resource.clone()) {
             Ok(unrecorded) => unrecorded,
             Err(decision) => {
-                self.forget(&key, id.is_some());
+                if id.is_some() {
+                    self.forget(&key);
+                }
                 self.record_refusal(target.action, resource, decision.clone());
                 return match id {
                     Some(id) => Step::Reply(error(id, -32602, &decision.reasons.join("; "))),
@@ -780,35 +1060,39 @@ impl Gateway {
                 };
             }
         };
-        let asking = Asking {
+        let asks = unrecorded.decision().allow
+            && unrecorded
+                .decision()
+                .obligations
+                .iter()
+                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        let unrecorded = if asks && batched {
+            unrecorded.deny(
+                "a call that needs the person's answer cannot be sent in a batch; send it alone",
+            )
+        } else if asks && self.asking.fetch_add(1, Ordering::SeqCst) >= MAX_ASKING {
+            self.asking.fetch_sub(1, Ordering::SeqCst);
+            unrecorded.deny(&format!(
+                "{MAX_ASKING} requests already wait for the person's answer"
+            ))
+        } else if asks {
+            return Step::Ask(Box::new(Asking {
+                key,
+                id,
+                message,
+                target,
+                unrecorded,
+            }));
+        } else {
+            unrecorded
+        };
+        self.proceed(Asking {
             key,
             id,
             message,
             target,
             unrecorded,
-        };
-        let asks = asking.unrecorded.decision().allow
-            && asking
-                .unrecorded
-                .decision()
-                .obligations
-                .iter()
-                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
-        if asks && !inline {
-            if self.asking.fetch_add(1, Ordering::SeqCst) >= MAX_ASKING {
-                self.asking.fetch_sub(1, Ordering::SeqCst);
-                let busy = asking.unrecorded;
-                let busy = busy.deny(&format!(
-                    "{MAX_ASKING} requests already wait for the person's answer"
-                ));
-                return self.proceed(Asking {
-                    unrecorded: busy,
-                    ..asking
-                });
-            }
-            return Step::Ask(Box::new(asking));
-        }
-        self.proceed(asking)
+        })
     }
 
     /// The client's answer to a request of the server's: passed on (redacted as that
@@ -826,15 +1110,23 @@ impl Gateway {
             .lock()
             .ok()
             .and_then(|mut waiting| waiting.remove(&key));
-        let Some(redaction) = waiting else {
+        let Some((id, redaction)) = waiting else {
             tracing::warn!("the client answered a request the server did not send; dropped");
             return Step::Drop;
         };
-        if let (Some(redaction), Some(result)) = (redaction, message.get_mut("result")) {
-            if let Err(blocked) = redact_value(result, &redaction) {
-                let id = message.get("id").cloned().unwrap_or_default();
-                message = error(id, -32001, &format!("the answer was withheld: {blocked}"));
+        // The server matches the answer by the id it sent.
+        message["id"] = id;
+        let mut redacted = Ok(());
+        if let Some(redaction) = redaction {
+            for part in ["result", "error"] {
+                if let Some(value) = message.get_mut(part) {
+                    redacted = redacted.and(redact_value(value, &redaction).map(|_| ()));
+                }
             }
+        }
+        if let Err(blocked) = redacted.and_then(|()| self.scrub(&mut message)) {
+            let id = message.get("id").cloned().unwrap_or_default();
+            message = error(id, -32001, &format!("the answer was withheld: {blocked}"));
         }
         Step::Forward(message)
     }
@@ -854,7 +1146,6 @@ impl Gateway {
             Value::Array(batch) if !batch.is_empty() => {
                 let (mut forward, mut replies) = (Vec::new(), Vec::new());
                 for message in batch {
-                    // A batch's calls are decided in turn, asking included.
                     match self.client_one(message, true) {
                         Step::Forward(message) => forward.push(message),
                         Step::Reply(reply) => replies.push(reply),
@@ -899,12 +1190,19 @@ impl Gateway {
         let Some(items) = result.get_mut(field).and_then(Value::as_array_mut) else {
             return;
         };
+        let definitions = if action == "list" {
+            self.definitions_listed(items)
+        } else {
+            Vec::new()
+        };
+        let mut definitions = definitions.into_iter();
         items.retain(|item| {
             let mut resource = Map::new();
             match action {
                 "list" => {
                     let tool = item.get("name").cloned().unwrap_or(Value::Null);
-                    resource.insert("definition".into(), self.definition(&tool, Some(item)));
+                    let definition = definitions.next().unwrap_or(Value::Null);
+                    resource.insert("definition".into(), definition);
                     resource.insert(
                         "annotations".into(),
                         item.get("annotations").cloned().unwrap_or(Value::Null),
@@ -912,7 +1210,9 @@ impl Gateway {
                     resource.insert(name.into(), tool);
                 }
                 "list_resources" => {
-                    resource.insert(name.into(), item.get("uri").cloned().unwrap_or(Value::Null));
+                    let uri = item.get("uri").and_then(Value::as_str).unwrap_or_default();
+                    resource.insert(name.into(), json!(normalize_uri(uri)));
+                    resource.insert("uri_as_sent".into(), json!(uri));
                 }
                 _ => {
                     resource.insert(
@@ -977,7 +1277,7 @@ impl Gateway {
         let Some(key) = message.get("id").filter(|id| !id.is_null()).map(id_key) else {
             // An error about a message the server could not read: the client sent it.
             return if message.get("error").is_some() {
-                Step::Forward(message)
+                self.scrubbed(message)
             } else {
                 tracing::warn!(
                     "the server sent a message that is neither request nor response; dropped"
@@ -985,34 +1285,73 @@ impl Gateway {
                 Step::Drop
             };
         };
-        let awaited =
-            self.from_client
-                .lock()
-                .ok()
-                .and_then(|mut awaited| match awaited.get(&key) {
-                    // A call still asked about has not reached the server: this is no answer.
-                    Some(Awaited::Asking) | None => None,
-                    Some(_) => awaited.remove(&key),
-                });
-        match awaited {
-            None => {
-                tracing::warn!(
-                    "the server answered a request the client did not send (id {key}); dropped"
-                );
-                Step::Drop
+        let awaited = self.from_client.lock().ok().and_then(|mut awaited| {
+            match awaited.get(&key).map(|p| &p.state) {
+                // A call still asked about has not reached the server: this is no answer.
+                Some(Awaited::Asking) | None => None,
+                Some(_) => awaited.remove(&key),
             }
-            Some(Awaited::List(action)) => {
+        });
+        let Some(Pending { id, state }) = awaited else {
+            tracing::warn!(
+                "the server answered a request the client did not send (id {key}); dropped"
+            );
+            return Step::Drop;
+        };
+        // The client matches the answer by the id it sent.
+        message["id"] = id;
+        match state {
+            Awaited::Cancelled => Step::Drop,
+            Awaited::List(action) => {
                 if let Some(result) = message.get_mut("result") {
                     self.filter_listing(action, result);
                 }
-                Step::Forward(message)
+                self.scrubbed(message)
             }
-            Some(Awaited::Decided(call)) => {
+            Awaited::Decided(call) => {
                 done.push(self.finish(*call, &mut message));
-                Step::Forward(message)
+                self.scrubbed(message)
             }
-            Some(Awaited::Plain | Awaited::Asking) => Step::Forward(message),
+            Awaited::Plain | Awaited::Asking => self.scrubbed(message),
         }
+    }
+
+    /// `message` on its way to the client, redacted as the relay says; a response whose
+    /// content may not leave is replaced by an error, a notification dropped.
+    fn scrubbed(&self, mut message: Value) -> Step {
+        match self.scrub(&mut message) {
+            Ok(()) => Step::Forward(message),
+            Err(blocked) => match message.get("id").filter(|id| !id.is_null()).cloned() {
+                Some(id) if message.get("method").is_none() => Step::Forward(error(
+                    id,
+                    -32001,
+                    &format!("the answer was withheld: {blocked}"),
+                )),
+                _ => {
+                    tracing::warn!("a message of the server's was withheld: {blocked}");
+                    Step::Drop
+                }
+            },
+        }
+    }
+
+    /// The answer to a request the server's too-large message answered, if the client
+    /// waits for it: an error in its place.
+    pub fn oversized(&self, id: &Value) -> Option<String> {
+        let key = id_key(id);
+        let mut awaited = self.from_client.lock().ok()?;
+        if matches!(
+            awaited.get(&key).map(|p| &p.state),
+            None | Some(Awaited::Asking)
+        ) {
+            return None;
+        }
+        let pending = awaited.remove(&key)?;
+        if matches!(pending.state, Awaited::Cancelled) {
+            return None;
+        }
+        let why = format!("the server's response was over {MAX_MESSAGE} bytes");
+        Some(error(pending.id, -32603, &why).to_string())
     }
 
     /// A request (or notification) the server sends the client: decided under
@@ -1020,7 +1359,7 @@ impl Gateway {
     fn server_request(&self, mut message: Value, method: &str) -> Step {
         let id = message.get("id").cloned();
         if id.is_none() && SERVER_NOTIFICATIONS.contains(&method) {
-            return Step::Forward(message);
+            return self.scrubbed(message);
         }
         let mut resource = Map::new();
         resource.insert("method".into(), json!(method));
@@ -1077,6 +1416,17 @@ impl Gateway {
         } else {
             None
         };
+        if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
+            if object.contains_key("params") {
+                object.insert("params".into(), params);
+            }
+        }
+        if unrecorded.decision().allow {
+            if let Err(blocked) = self.scrub(&mut message) {
+                unrecorded = unrecorded.deny(&format!("the request: {blocked}; refused"));
+            }
+        }
+        let mut unrecorded = self.scrub_refused(unrecorded);
         let decision = if method == "ping" && unrecorded.decision().allow {
             unrecorded.without_record()
         } else {
@@ -1096,14 +1446,9 @@ impl Gateway {
             tracing::warn!("the server's `{method}` request: {why}");
             return refuse(&why);
         }
-        if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
-            if object.contains_key("params") {
-                object.insert("params".into(), params);
-            }
-        }
-        if id.is_some() {
+        if let Some(id) = id {
             if let Ok(mut waiting) = self.from_server.lock() {
-                waiting.insert(key, redaction);
+                waiting.insert(key, (id, redaction));
             }
         }
         Step::Forward(message)
@@ -1115,12 +1460,19 @@ impl Gateway {
         let parsed: Value = serde_json::from_str(line).ok()?;
         let mut routed = Routed::default();
         let one = |message: Value, done: &mut Vec<Done>| -> Step {
-            match message
-                .get("method")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-            {
-                Some(method) => self.server_request(message, &method),
+            let message = match well_formed(message) {
+                Ok(message) => message,
+                Err(why) => {
+                    tracing::warn!("the server sent a message that cannot pass ({why}); dropped");
+                    return Step::Drop;
+                }
+            };
+            if self.relay.is_err() {
+                return Step::Drop;
+            }
+            match message.get("method").map(|m| m.as_str().map(str::to_owned)) {
+                Some(Some(method)) => self.server_request(message, &method),
+                Some(None) => Step::Drop,
                 None => self.server_response(message, done),
             }
         };
@@ -1173,10 +1525,8 @@ impl Gateway {
         };
         awaited
             .drain()
-            .map(|(key, _)| {
-                let id = serde_json::from_str(&key).unwrap_or(Value::String(key));
-                error(id, -32603, why).to_string()
-            })
+            .filter(|(_, pending)| !matches!(pending.state, Awaited::Cancelled))
+            .map(|(_, pending)| error(pending.id, -32603, why).to_string())
             .collect()
     }
 }

@@ -61,22 +61,41 @@ impl Pins {
     /// Checks `digest` for `key` (`SERVER/TOOL`), pinning it when none is; with `accept`,
     /// a changed definition is pinned anew.
     ///
-    /// A pin is written under a lock on the file's directory entry (`PINS.lock`), after the
-    /// file is read again: another gateway's pins written meanwhile are kept, and a pin it
-    /// made for the same tool first is the one compared with.
-    ///
     /// # Errors
     ///
     /// A pin that cannot be kept.
     pub fn check(&self, key: &str, digest: &str, accept: bool) -> Result<Pinned, String> {
+        let mut checked = self.check_all(&[(key, digest, accept)])?;
+        checked
+            .pop()
+            .ok_or_else(|| "the tool pins were lost".to_owned())
+    }
+
+    /// Checks each `(key, digest, accept)` as [`Pins::check`] does, writing the file once
+    /// for all of them (a listing).
+    ///
+    /// A pin is written under a lock on `PINS.lock` (never followed if it is a link), after
+    /// the file is read again: another gateway's pins written meanwhile are kept, and a pin
+    /// it made for the same tool first is the one compared with.
+    ///
+    /// # Errors
+    ///
+    /// A pin that cannot be kept.
+    pub fn check_all(&self, tools: &[(&str, &str, bool)]) -> Result<Vec<Pinned>, String> {
         let mut pinned = self
             .pinned
             .lock()
             .map_err(|_| "the tool pins were lost".to_owned())?;
-        match pinned.get(key) {
-            Some(old) if old == digest => return Ok(Pinned::Same),
-            Some(old) if !accept => return Ok(Pinned::Changed(old.clone())),
-            _ => {}
+        let known = |pinned: &BTreeMap<String, String>,
+                     (key, digest, accept): (&str, &str, bool)| {
+            match pinned.get(key) {
+                Some(old) if old == digest => Some(Pinned::Same),
+                Some(old) if !accept => Some(Pinned::Changed(old.clone())),
+                _ => None,
+            }
+        };
+        if tools.iter().all(|t| known(&pinned, *t).is_some()) {
+            return Ok(tools.iter().filter_map(|t| known(&pinned, *t)).collect());
         }
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir).map_err(|e| format!("cannot keep the tool pins: {e}"))?;
@@ -88,6 +107,7 @@ impl Pins {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock_path)
             .map_err(|e| format!("cannot lock the tool pins: {e}"))?;
         lock.lock()
@@ -97,17 +117,27 @@ impl Pins {
                 pinned.entry(other).or_insert(value);
             }
         }
-        let status = match pinned.get(key) {
-            Some(old) if old == digest => return Ok(Pinned::Same),
-            Some(old) if !accept => return Ok(Pinned::Changed(old.clone())),
-            Some(old) => Pinned::Changed(old.clone()),
-            None => Pinned::New,
-        };
-        pinned.insert(key.to_owned(), digest.to_owned());
-        let text = serde_json::to_vec_pretty(&*pinned).map_err(|e| e.to_string())?;
-        cordon_bundle::write_atomic(&self.path, &text, 0o600)
-            .map_err(|e| format!("cannot keep the tool pins: {e}"))?;
-        Ok(status)
+        let mut statuses = Vec::with_capacity(tools.len());
+        let mut changed = false;
+        for &(key, digest, accept) in tools {
+            let status = match pinned.get(key) {
+                Some(old) if old == digest => Pinned::Same,
+                Some(old) if !accept => Pinned::Changed(old.clone()),
+                Some(old) => Pinned::Changed(old.clone()),
+                None => Pinned::New,
+            };
+            if !matches!(status, Pinned::Same) && (accept || status == Pinned::New) {
+                pinned.insert(key.to_owned(), digest.to_owned());
+                changed = true;
+            }
+            statuses.push(status);
+        }
+        if changed {
+            let text = serde_json::to_vec_pretty(&*pinned).map_err(|e| e.to_string())?;
+            cordon_bundle::write_atomic(&self.path, &text, 0o600)
+                .map_err(|e| format!("cannot keep the tool pins: {e}"))?;
+        }
+        Ok(statuses)
     }
 }
 

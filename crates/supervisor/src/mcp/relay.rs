@@ -147,10 +147,8 @@ pub fn relay(
                     if !whole {
                         // The request it answers is answered with an error, not left waiting.
                         tracing::warn!("the server sent a message over {MAX_MESSAGE} bytes; dropped");
-                        let id = leading_id(&line);
-                        if !id.is_null() {
-                            let why = format!("the server's response was over {MAX_MESSAGE} bytes");
-                            send(&to_client, &error(id, -32603, &why).to_string())?;
+                        if let Some(answer) = from_server.oversized(&leading_id(&line)) {
+                            send(&to_client, &answer)?;
                         }
                         continue;
                     }
