@@ -211,12 +211,29 @@ fn main() {
         .arg("--")
         .arg(&server);
     env(&mut gated, home);
+    // The same, with no audit log: what the durable record costs.
+    let unaudited_config = home.join("no-audit.toml");
+    fs_err::write(&unaudited_config, "[audit]\nenabled = false\n").unwrap();
+    let mut unaudited = Command::new(&cordon);
+    unaudited
+        .arg("--config")
+        .arg(&unaudited_config)
+        .args(["mcp", "--keep-env", SERVER, "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&server);
+    env(&mut unaudited, home);
     let mut clients = [
         Client::start("direct", "client → server over its stdio", direct),
         Client::start(
             "cordon mcp",
-            "client → cordon → sandboxed server (default policy, each call and result a durable record)",
+            "client → cordon → sandboxed server: the default policy (redaction both ways, rate limit), each call's decision a durable record before the server sees it, its result's record in the next commit",
             gated,
+        ),
+        Client::start(
+            "cordon mcp, no audit log",
+            "the same without the audit log (`[audit] enabled = false`): what the durable record costs",
+            unaudited,
         ),
     ];
     eprintln!("{calls} calls through each, alternating...");
@@ -246,8 +263,10 @@ fn main() {
         p.push((percentile(&times, 0.5), percentile(&times, 0.99)));
     }
     println!(
-        "\nadded by the gateway: p50 {:.1} µs, p99 {:.1} µs",
+        "\nadded by the gateway: p50 {:.1} µs, p99 {:.1} µs ({:.1} and {:.1} without the audit log)",
         p[1].0 - p[0].0,
-        p[1].1 - p[0].1
+        p[1].1 - p[0].1,
+        p[2].0 - p[0].0,
+        p[2].1 - p[0].1
     );
 }
