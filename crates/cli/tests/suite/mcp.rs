@@ -785,6 +785,20 @@ fn a_link_planted_at_the_pins_lock_is_not_followed() {
     assert!(!target.exists(), "the link was followed");
 }
 
+/// The first question waiting in `home`'s sessions (a minute at most).
+fn the_question(home: &Home) -> serde_json::Value {
+    let mut question = serde_json::Value::Null;
+    wait_until("a question", 60, || {
+        let out = home.cordon(&["approve", "--json"]).output().unwrap();
+        question = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|list| list.as_array().and_then(|l| l.first().cloned()))
+            .unwrap_or_default();
+        !question.is_null()
+    });
+    question
+}
+
 /// A tool the settings ask about waits for the person's answer, given on the session's
 /// control socket (`cordon approve`); the relay goes on meanwhile.
 #[test]
@@ -815,15 +829,7 @@ fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
         "rm_rf",
         serde_json::json!({"path": "/", "token": key}),
     ));
-    let mut question = serde_json::Value::Null;
-    wait_until("the question", 60, || {
-        let out = home.cordon(&["approve", "--json"]).output().unwrap();
-        question = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|list| list.as_array().and_then(|l| l.first().cloned()))
-            .unwrap_or_default();
-        !question.is_null()
-    });
+    let question = the_question(&home);
     let what = question["what"].as_str().unwrap();
     assert!(
                 what.contains("call tool `rm_rf` of MCP server `raw_server` with {\"path\":\"/\",\"token\":\"[REDACTED:cloud_key]\"}"),
@@ -847,15 +853,7 @@ fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
     assert_eq!(allowed["result"]["isError"], false, "{allowed}");
     // Asked again, refused this time.
     peer.send(&call(3, "rm_all", serde_json::json!({})));
-    let mut second = serde_json::Value::Null;
-    wait_until("the second question", 60, || {
-        let out = home.cordon(&["approve", "--json"]).output().unwrap();
-        second = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|list| list.as_array().and_then(|l| l.first().cloned()))
-            .unwrap_or_default();
-        !second.is_null()
-    });
+    let second = the_question(&home);
     let id = second["id"].as_str().unwrap();
     let answered = home.cordon(&["approve", id, "--deny"]).output().unwrap();
     assert!(answered.status.success());

@@ -441,6 +441,21 @@ fn recorded(value: &mut Value) {
     }
 }
 
+/// A batch's steps as two batches: what passes on, and what answers its sender.
+fn split_batch(steps: impl Iterator<Item = Step>) -> (Option<String>, Option<String>) {
+    let (mut forward, mut replies) = (Vec::new(), Vec::new());
+    for step in steps {
+        match step {
+            Step::Forward(message) => forward.push(message),
+            Step::Reply(reply) => replies.push(reply),
+            Step::Drop | Step::Ask(_) => {}
+        }
+    }
+    let batch =
+        |messages: Vec<Value>| (!messages.is_empty()).then(|| Value::Array(messages).to_string());
+    (batch(forward), batch(replies))
+}
+
 /// What a step decided for one message.
 enum Step {
     /// Send it on (the value decided, encoded again).
@@ -1144,20 +1159,8 @@ impl Gateway {
         };
         match parsed {
             Value::Array(batch) if !batch.is_empty() => {
-                let (mut forward, mut replies) = (Vec::new(), Vec::new());
-                for message in batch {
-                    match self.client_one(message, true) {
-                        Step::Forward(message) => forward.push(message),
-                        Step::Reply(reply) => replies.push(reply),
-                        Step::Drop | Step::Ask(_) => {}
-                    }
-                }
-                if !forward.is_empty() {
-                    routed.to_server = Some(Value::Array(forward).to_string());
-                }
-                if !replies.is_empty() {
-                    routed.to_client = Some(Value::Array(replies).to_string());
-                }
+                let steps = batch.into_iter().map(|m| self.client_one(m, true));
+                (routed.to_server, routed.to_client) = split_batch(steps);
             }
             // What is forwarded is the value decided, encoded again, never the bytes as they
             // came: a server could split those otherwise (a bare `\r` is JSON whitespace, and
@@ -1478,20 +1481,9 @@ impl Gateway {
         };
         match parsed {
             Value::Array(batch) => {
-                let (mut forward, mut replies) = (Vec::new(), Vec::new());
-                for message in batch {
-                    match one(message, &mut routed.done) {
-                        Step::Forward(message) => forward.push(message),
-                        Step::Reply(reply) => replies.push(reply),
-                        Step::Drop | Step::Ask(_) => {}
-                    }
-                }
-                if !forward.is_empty() {
-                    routed.to_client = Some(Value::Array(forward).to_string());
-                }
-                if !replies.is_empty() {
-                    routed.to_server = Some(Value::Array(replies).to_string());
-                }
+                let done = &mut routed.done;
+                let steps: Vec<Step> = batch.into_iter().map(|m| one(m, done)).collect();
+                (routed.to_client, routed.to_server) = split_batch(steps.into_iter());
             }
             message @ Value::Object(_) => match one(message, &mut routed.done) {
                 Step::Forward(message) => routed.to_client = Some(message.to_string()),
