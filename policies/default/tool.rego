@@ -15,7 +15,8 @@
 #                    what every message, either way, is redacted with
 #
 # Settings (`data.cordon.settings.tool`):
-#   deny            "SERVER/TOOL" patterns (`*` within a name): refused and hidden
+#   deny            "SERVER/TOOL" patterns (`*` matches any part of a server's name, or of a
+#                   tool's, `/` included): refused and hidden
 #   ask             "SERVER/TOOL" patterns whose calls need the person's answer
 #   deny_resources  URI patterns (`*` matches anything) refused and hidden
 #   deny_prompts    "SERVER/PROMPT" patterns refused and hidden
@@ -62,13 +63,22 @@ interactive if object.get(object.get(input.context, "consent", {}), "interactive
 
 tool_name := sprintf("%s/%s", [server, input.resource.tool]) if is_string(input.resource.tool)
 
-prompt_name := sprintf("%s/%s", [server, input.resource.prompt]) if is_string(input.resource.prompt)
 
 # Why a request is refused, whatever else holds.
 refusals contains sprintf("tool `%s` of server `%s` is denied by the settings (`%s`)", [input.resource.tool, server, pattern]) if {
 	input.action in {"call", "list"}
 	some pattern in object.get(settings, "deny", [])
-	glob.match(pattern, ["/"], tool_name)
+	names(pattern, input.resource.tool)
+}
+
+# Whether "SERVER/NAME" pattern names `name` of this server: the server's part to the first
+# `/`, the name's part after it, each matched whole (`*` crosses `/` and `.` in a name: a
+# tool named `repo/delete` is one of `evil/*`).
+names(pattern, name) if {
+	at := indexof(pattern, "/")
+	at >= 0
+	glob.match(substring(pattern, 0, at), null, server)
+	glob.match(substring(pattern, at + 1, -1), null, name)
 }
 
 refusals contains sprintf("the definition of tool `%s` of server `%s` changed since it was pinned (%s then, %s now): read it, then accept it with `cordon mcp --accept-changed %s`", [input.resource.tool, server, input.resource.definition.pinned, input.resource.definition.sha256, tool_name]) if {
@@ -91,12 +101,12 @@ refusals contains sprintf("resource `%s` of server `%s` is denied by the setting
 refusals contains sprintf("prompt `%s` of server `%s` is denied by the settings (`%s`)", [input.resource.prompt, server, pattern]) if {
 	input.action in {"get_prompt", "list_prompts"}
 	some pattern in object.get(settings, "deny_prompts", [])
-	glob.match(pattern, ["/"], prompt_name)
+	names(pattern, input.resource.prompt)
 }
 
 asked if {
 	some pattern in object.get(settings, "ask", [])
-	glob.match(pattern, ["/"], tool_name)
+	names(pattern, input.resource.tool)
 	not remembered
 }
 

@@ -140,3 +140,12 @@ test_an_answer_for_always_is_not_asked_again if {
 	d.allow
 	d.obligations == []
 }
+
+test_a_pattern_covers_tool_names_holding_a_slash if {
+	not tool.decision.allow with input as call("evil", "repo/delete")
+		with data.cordon.settings.tool as {"deny": ["evil/*"]}
+	tool.decision.allow with input as call("good", "repo/delete")
+		with data.cordon.settings.tool as {"deny": ["evil/*"]}
+	not tool.decision.allow with input as call("evil", "a.b")
+		with data.cordon.settings.tool as {"deny": ["*/*"]}
+}

@@ -392,13 +392,15 @@ fn malformed_messages_batches_and_denials_never_reach_the_server() {
         "42".to_owned(),
         // A tool the listing never showed: its definition was never checked.
         call(5, "unheard_of", serde_json::json!({})).to_string(),
+        // An id that is neither a string nor a number.
+        r#"{"jsonrpc":"2.0","id":{"k":1},"method":"ping"}"#.to_owned(),
     ];
     for line in &lines {
         peer.send_line(line);
     }
     // Each answered before the client leaves.
     let mut replies = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         replies.push(peer.next());
     }
     let received = peer.received();
@@ -447,6 +449,12 @@ fn malformed_messages_batches_and_denials_never_reach_the_server() {
             && r["result"]["content"][0]["text"]
                 .as_str()
                 .is_some_and(|t| t.contains("was not listed in this session"))),
+        "{text}"
+    );
+    assert!(
+        has(&|r| r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("an id is a string or a number"))),
         "{text}"
     );
     assert_eq!(calls_received(&received), ["ls", "ls"], "{received:?}");
@@ -558,6 +566,22 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
     peer.send(&with_meta);
     let sent = peer.answer_to(serde_json::json!(2));
     assert!(!sent.to_string().contains(&key), "{sent}");
+    // A tool named like a key, never listed: refused, and its name recorded redacted.
+    peer.send(&call(10, &key, serde_json::json!({})));
+    peer.answer_to(serde_json::json!(10));
+    // A listing a case-blind client would read past the filter: shown empty.
+    for (id, cursor) in [(11, "twin"), (12, "twin-item")] {
+        peer.send(
+            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list",
+            "params": {"cursor": cursor}}),
+        );
+        let listed = peer.answer_to(serde_json::json!(id));
+        assert_eq!(
+            listed["result"],
+            serde_json::json!({"tools": []}),
+            "{listed}"
+        );
+    }
     // A refused call's arguments are recorded redacted.
     peer.send(&call(
         9,
@@ -581,6 +605,11 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
         "FILE:///notes/../secret/key",
         "file:///secret%2Fkey",
         "file://localhost/secret//key",
+        "file:/secret/key",
+        "file://127.0.0.1/secret/key",
+        "file:///x\\..\\secret/key",
+        " file:///secret/key",
+        "file:///se\tcret/key",
     ]
     .into_iter()
     .enumerate()
@@ -859,6 +888,25 @@ fn a_call_the_policy_asks_about_waits_for_the_answer_on_the_control_socket() {
     assert!(answered.status.success());
     let denied = peer.answer_to(serde_json::json!(3));
     assert_eq!(denied["result"]["isError"], true, "{denied}");
+    // Arguments padded past what is shown whole: every value is shown by its path.
+    let padded = format!("harmless cleanup{}", " ".repeat(2500));
+    peer.send(&call(
+        4,
+        "rm_rf",
+        serde_json::json!({"a_note": padded, "opts": {"path": "/home/user/.ssh"}}),
+    ));
+    let third = the_question(&home);
+    let what = third["what"].as_str().unwrap();
+    assert!(what.contains("opts.path = /home/user/.ssh"), "{what}");
+    assert!(what.contains("covers every call of it"), "{what}");
+    let id = third["id"].as_str().unwrap();
+    assert!(home
+        .cordon(&["approve", id, "--deny"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    peer.answer_to(serde_json::json!(4));
     let received = peer.received();
     let (_rest, status) = peer.end();
     assert!(status.success());

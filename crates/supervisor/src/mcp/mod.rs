@@ -153,7 +153,7 @@ enum Awaited {
     Asking,
     /// Cancelled by the client: a late answer is dropped, and the id stays taken until it
     /// comes (or the person's answer does), so that no other request meets it.
-    Cancelled,
+    Cancelled(Instant),
     /// Anything else.
     Plain,
 }
@@ -289,6 +289,12 @@ fn well_formed(message: Value) -> Result<Value, String> {
     let Value::Object(mut object) = message else {
         return Err("invalid request: not a JSON-RPC message".into());
     };
+    if object
+        .get("id")
+        .is_some_and(|id| !(id.is_string() || id.is_number() || id.is_null()))
+    {
+        return Err("invalid request: an id is a string or a number".into());
+    }
     if object.contains_key("method")
         && (object.contains_key("result") || object.contains_key("error"))
     {
@@ -302,6 +308,15 @@ fn well_formed(message: Value) -> Result<Value, String> {
 /// `.` and `..` segments resolved, repeated slashes one, `localhost` dropped from a `file:`
 /// URI. A pattern that refuses `file:///secret/*` refuses `FILE:///x/../secret/%6Bey` too.
 pub fn normalize_uri(uri: &str) -> String {
+    // As URL parsers read it: no leading or trailing spaces or controls, no tabs or line
+    // ends anywhere, `\` a `/`.
+    let uri: String = uri
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    let uri = uri.as_str();
     let decoded = {
         let bytes = uri.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
@@ -327,14 +342,17 @@ pub fn normalize_uri(uri: &str) -> String {
     let (authority, path) = match rest.strip_prefix("//") {
         Some(after) => {
             let end = after.find('/').unwrap_or(after.len());
-            let authority = after[..end].to_lowercase();
-            let authority = if scheme == "file" && authority == "localhost" {
+            // A file's host names no other file system here: `file://host/x` is `/x` to
+            // whoever opens it.
+            let authority = if scheme == "file" {
                 String::new()
             } else {
-                authority
+                after[..end].to_lowercase()
             };
             (Some(authority), &after[end..])
         }
+        // `file:/x` is `file:///x`.
+        None if scheme == "file" => (Some(String::new()), rest),
         None => (None, rest),
     };
     let (path, tail) = match path.find(['?', '#']) {
@@ -430,6 +448,28 @@ fn redact_value(
     }
 }
 
+/// Calls `each` with the path (`a.b[2]`) and value of every scalar in `value`.
+fn leaves(value: &Value, path: &str, each: &mut dyn FnMut(&str, &Value)) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                let below = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                leaves(item, &below, each);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                leaves(item, &format!("{path}[{i}]"), each);
+            }
+        }
+        scalar => each(if path.is_empty() { "(the value)" } else { path }, scalar),
+    }
+}
+
 /// A value as it is recorded: whole, or when large its digest, size and beginning (a
 /// client cannot fill the log at the rate it sends).
 fn recorded(value: &mut Value) {
@@ -454,6 +494,28 @@ fn split_batch(steps: impl Iterator<Item = Step>) -> (Option<String>, Option<Str
     let batch =
         |messages: Vec<Value>| (!messages.is_empty()).then(|| Value::Array(messages).to_string());
     (batch(forward), batch(replies))
+}
+
+/// The most values (objects, arrays, strings, numbers...) one message may hold: more costs
+/// seconds and gigabytes to decide and redact, and is refused.
+const MAX_VALUES: usize = 200_000;
+
+/// Whether `value` holds more than [`MAX_VALUES`] values.
+fn too_many_values(value: &Value) -> bool {
+    let mut count = 0usize;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        count += 1;
+        if count > MAX_VALUES {
+            return true;
+        }
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// What a step decided for one message.
@@ -523,6 +585,16 @@ impl Gateway {
         let Ok(Some(redaction)) = &self.relay else {
             return Ok(());
         };
+        // An id is passed back as it came, never rewritten: one that holds what is
+        // redacted does not pass.
+        if let Some(Value::String(id)) = message.get("id") {
+            let found = redaction.apply(id.as_bytes(), Encoding::Plain)?;
+            if !found.findings.is_empty() {
+                return Err(cordon_inspect::redact::Blocked {
+                    kinds: found.findings.iter().map(|f| f.kind).collect(),
+                });
+            }
+        }
         for part in ["params", "result", "error"] {
             if let Some(value) = message.get_mut(part) {
                 redact_value(value, redaction)?;
@@ -531,10 +603,36 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether `message`'s id holds what the relay redacts (it is then never sent on, not
+    /// even in an error).
+    fn id_withheld(&self, message: &Value) -> bool {
+        let mut only_id = json!({"id": message.get("id").cloned().unwrap_or(Value::Null)});
+        self.scrub(&mut only_id).is_err()
+    }
+
     /// Redacts a refused request's resource before it is recorded: a refusal carries no
     /// obligation of its own, and what was refused is recorded all the same.
     fn scrub_refused(&self, mut unrecorded: Unrecorded) -> Unrecorded {
         if let (Ok(Some(redaction)), false) = (&self.relay, unrecorded.decision().allow) {
+            // The reasons may name what was refused (a tool named like a key).
+            let mut reasons = json!(unrecorded.decision().reasons);
+            let text = match redact_value(&mut reasons, redaction) {
+                Ok(0) => None,
+                Ok(_) => Some(
+                    reasons
+                        .as_array()
+                        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .join("; "),
+                ),
+                Err(_) => Some(
+                    "denied (the reason is withheld: it holds what the policy does not let leave)"
+                        .to_owned(),
+                ),
+            };
+            if let Some(text) = text {
+                unrecorded = unrecorded.deny(&text);
+            }
             if let Some(resource) = unrecorded
                 .input_mut()
                 .and_then(|i| i.get_mut("resource"))
@@ -783,8 +881,20 @@ impl Gateway {
             }
             _ => {}
         }
+        let redaction = if unrecorded.decision().allow {
+            Redaction::from_obligations(&unrecorded.decision().obligations)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         if unrecorded.decision().allow {
-            if let Err(blocked) = self.scrub(&mut message) {
+            // All of what is sent, as the call's decision and as the relay's say.
+            let by_call = match (&redaction, message.get_mut("params")) {
+                (Some(redaction), Some(params)) => redact_value(params, redaction).map(|_| ()),
+                _ => Ok(()),
+            };
+            if let Err(blocked) = by_call.and_then(|()| self.scrub(&mut message)) {
                 unrecorded = unrecorded.deny(&format!("the request: {blocked}; refused"));
             }
         }
@@ -793,13 +903,6 @@ impl Gateway {
                 recorded(value);
             }
         }
-        let redaction = if unrecorded.decision().allow {
-            Redaction::from_obligations(&unrecorded.decision().obligations)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
         let unrecorded = self.scrub_refused(unrecorded);
         let decided = self
             .supervisor
@@ -865,20 +968,39 @@ impl Gateway {
                 payload = json!("(withheld)");
             }
         }
+        let scope = "an answer for the session or for always covers every call of it, whatever its arguments";
         let text = payload.to_string();
         if text.chars().count() <= 2000 {
-            return format!("{} with {text}", target.what);
+            return format!("{} with {text} ({scope})", target.what);
         }
-        let start: String = text.chars().take(1500).collect();
-        let keys: Vec<&str> = payload
-            .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        // Too long to show whole: every value by its path, each cut short, so that nothing
+        // hides behind padding.
+        let mut shown = Vec::new();
+        let mut count = 0;
+        leaves(&payload, "", &mut |path, value| {
+            count += 1;
+            if shown.len() < 200 {
+                let value = match value {
+                    Value::String(text) => text.split_whitespace().collect::<Vec<_>>().join(" "),
+                    other => other.to_string(),
+                };
+                let mut cut: String = value.chars().take(120).collect();
+                if cut.len() < value.len() {
+                    cut.push('…');
+                }
+                shown.push(format!("{path} = {cut}"));
+            }
+        });
+        let more = if count > shown.len() {
+            format!("; and {} more values", count - shown.len())
+        } else {
+            String::new()
+        };
         format!(
-            "{} with {start}… ({} bytes in all; its keys: {})",
+            "{} with ({} bytes; each value by its path, cut short) {}{more} ({scope})",
             target.what,
             text.len(),
-            keys.join(", ")
+            shown.join("; ")
         )
     }
 
@@ -1002,7 +1124,7 @@ impl Gateway {
                 (params.get("requestId").map(id_key), self.from_client.lock())
             {
                 if let Some(pending) = awaited.get_mut(&cancelled) {
-                    pending.state = Awaited::Cancelled;
+                    pending.state = Awaited::Cancelled(Instant::now());
                 }
             }
         }
@@ -1024,8 +1146,10 @@ impl Gateway {
                 ));
             }
             if awaited.len() >= MAX_IN_FLIGHT {
-                // What was cancelled long ago is most likely never answered.
-                awaited.retain(|_, p| !matches!(p.state, Awaited::Cancelled));
+                // What was cancelled a minute ago or more is most likely never answered.
+                awaited.retain(|_, p| {
+                    !matches!(p.state, Awaited::Cancelled(at) if at.elapsed() >= Duration::from_secs(60))
+                });
             }
             if awaited.len() >= MAX_IN_FLIGHT {
                 return Step::Reply(error(
@@ -1140,6 +1264,10 @@ impl Gateway {
             }
         }
         if let Err(blocked) = redacted.and_then(|()| self.scrub(&mut message)) {
+            if self.id_withheld(&message) {
+                tracing::warn!("the client's answer was withheld: its id: {blocked}");
+                return Step::Drop;
+            }
             let id = message.get("id").cloned().unwrap_or_default();
             message = error(id, -32001, &format!("the answer was withheld: {blocked}"));
         }
@@ -1157,6 +1285,12 @@ impl Gateway {
                 return routed;
             }
         };
+        if too_many_values(&parsed) {
+            let id = parsed.get("id").cloned().unwrap_or(Value::Null);
+            let why = format!("invalid request: a message of over {MAX_VALUES} values; refused");
+            routed.to_client = Some(error(id, -32600, &why).to_string());
+            return routed;
+        }
         match parsed {
             Value::Array(batch) if !batch.is_empty() => {
                 let steps = batch.into_iter().map(|m| self.client_one(m, true));
@@ -1190,9 +1324,60 @@ impl Gateway {
             "list_resources" => ("resources", "uri"),
             _ => ("prompts", "prompt"),
         };
+        // The listing as any client may read it: its own keys only, none a case twin of
+        // them (a case-blind client would read `Tools` as `tools`), its items likewise.
+        let keys = [field, "nextCursor", "_meta"];
+        if case_twin(result, &keys).is_some() || !result.get(field).is_some_and(Value::is_array) {
+            tracing::warn!("the server's {field} listing is malformed; shown empty");
+            *result = json!({ field: [] });
+        }
+        if let Some(object) = result.as_object_mut() {
+            object.retain(|key, _| keys.contains(&key.as_str()));
+        }
         let Some(items) = result.get_mut(field).and_then(Value::as_array_mut) else {
             return;
         };
+        let item_keys: &[&str] = match action {
+            "list" => &[
+                "name",
+                "title",
+                "description",
+                "inputSchema",
+                "outputSchema",
+                "annotations",
+                "icons",
+                "_meta",
+            ],
+            "list_resources" => &[
+                "uri",
+                "name",
+                "title",
+                "description",
+                "mimeType",
+                "size",
+                "annotations",
+                "icons",
+                "_meta",
+            ],
+            _ => &[
+                "name",
+                "title",
+                "description",
+                "arguments",
+                "icons",
+                "_meta",
+            ],
+        };
+        items.retain_mut(|item| {
+            if !item.is_object() || case_twin(item, item_keys).is_some() {
+                tracing::warn!("the server listed an item with a key that differs from an MCP key only in case; hidden");
+                return false;
+            }
+            if let Some(object) = item.as_object_mut() {
+                object.retain(|key, _| item_keys.contains(&key.as_str()));
+            }
+            true
+        });
         let definitions = if action == "list" {
             self.definitions_listed(items)
         } else {
@@ -1262,6 +1447,11 @@ impl Gateway {
                 None => Outcome::Performed,
             }
         } else {
+            if let (Some(redaction), Some(error)) = (&redaction, message.get_mut("error")) {
+                if redact_value(error, redaction).is_err() {
+                    *error = json!({"code": -32001, "message": "the error was withheld: it holds what the policy does not let leave"});
+                }
+            }
             summary["error"] = message.get("error").cloned().unwrap_or(Value::Null);
             recorded(&mut summary["error"]);
             Outcome::Failed
@@ -1304,7 +1494,7 @@ impl Gateway {
         // The client matches the answer by the id it sent.
         message["id"] = id;
         match state {
-            Awaited::Cancelled => Step::Drop,
+            Awaited::Cancelled(_) => Step::Drop,
             Awaited::List(action) => {
                 if let Some(result) = message.get_mut("result") {
                     self.filter_listing(action, result);
@@ -1324,6 +1514,10 @@ impl Gateway {
     fn scrubbed(&self, mut message: Value) -> Step {
         match self.scrub(&mut message) {
             Ok(()) => Step::Forward(message),
+            Err(blocked) if self.id_withheld(&message) => {
+                tracing::warn!("a message of the server's was withheld: its id: {blocked}");
+                Step::Drop
+            }
             Err(blocked) => match message.get("id").filter(|id| !id.is_null()).cloned() {
                 Some(id) if message.get("method").is_none() => Step::Forward(error(
                     id,
@@ -1350,10 +1544,12 @@ impl Gateway {
             return None;
         }
         let pending = awaited.remove(&key)?;
-        if matches!(pending.state, Awaited::Cancelled) {
+        if matches!(pending.state, Awaited::Cancelled(_)) {
             return None;
         }
-        let why = format!("the server's response was over {MAX_MESSAGE} bytes");
+        let why = format!(
+            "the server's response was too large (over {MAX_MESSAGE} bytes or {MAX_VALUES} values)"
+        );
         Some(error(pending.id, -32603, &why).to_string())
     }
 
@@ -1462,6 +1658,11 @@ impl Gateway {
     pub fn from_server(&self, line: &str) -> Option<Routed> {
         let parsed: Value = serde_json::from_str(line).ok()?;
         let mut routed = Routed::default();
+        if too_many_values(&parsed) {
+            tracing::warn!("the server sent a message of over {MAX_VALUES} values; dropped");
+            routed.to_client = parsed.get("id").and_then(|id| self.oversized(id));
+            return Some(routed);
+        }
         let one = |message: Value, done: &mut Vec<Done>| -> Step {
             let message = match well_formed(message) {
                 Ok(message) => message,
@@ -1517,7 +1718,7 @@ impl Gateway {
         };
         awaited
             .drain()
-            .filter(|(_, pending)| !matches!(pending.state, Awaited::Cancelled))
+            .filter(|(_, pending)| !matches!(pending.state, Awaited::Cancelled(_)))
             .map(|(_, pending)| error(pending.id, -32603, why).to_string())
             .collect()
     }
@@ -1659,6 +1860,37 @@ mod tests {
         .unwrap();
         let mut value = json!([format!("x {key}")]);
         assert!(redact_value(&mut value, &blocking).is_err());
+    }
+
+    #[test]
+    fn a_uri_is_decided_in_the_form_its_opener_reads() {
+        for uri in [
+            "file:///secret/key",
+            "FILE:///notes/../secret/key",
+            "file:///secret%2Fkey",
+            "file://localhost/secret//key",
+            "file:/secret/key",
+            "file://127.0.0.1/secret/key",
+            "file://LOCALHOST./secret/key",
+            "file:///x\\..\\secret/key",
+            " file:///secret/key\n",
+            "file:///se\tcret/key",
+        ] {
+            assert_eq!(normalize_uri(uri), "file:///secret/key", "{uri:?}");
+        }
+        assert_eq!(
+            normalize_uri("HTTPS://Example.ORG/a/./b/../c?x=1#f"),
+            "https://example.org/a/c?x=1#f"
+        );
+        assert_eq!(normalize_uri("urn:x:y"), "urn:x:y");
+    }
+
+    #[test]
+    fn a_message_of_too_many_values_is_told_apart() {
+        let wide: serde_json::Map<String, Value> =
+            (0..MAX_VALUES).map(|i| (i.to_string(), json!(i))).collect();
+        assert!(too_many_values(&Value::Object(wide)));
+        assert!(!too_many_values(&json!({"a": [1, 2, {"b": "c"}]})));
     }
 
     #[test]
