@@ -309,7 +309,7 @@ impl Store {
     }
 
     /// Appends `event` without waiting for it to be durable: it is committed with the next
-    /// event that is waited for, or alone [`DEFERRED_WAIT`] later. For a record of what was
+    /// event that is waited for, or alone 50 ms later. For a record of what was
     /// already done (a result delivered), never for a decision: a crash in that time loses it.
     ///
     /// # Errors
