@@ -5,7 +5,8 @@
 #   "call"           tools/call; resource: {"server": {"name", "command", "executable"},
 #                    "tool", "arguments", "definition": {"listed", "sha256", "pinned", "changed"}}
 #   "list"           whether tools/list shows a tool (same resource, with "annotations")
-#   "read_resource", "list_resources"   resources/read and what resources/list shows: "uri"
+#   "read_resource", "list_resources", "subscribe_resource"
+#                    resources/read, what resources/list shows, resources/subscribe: "uri"
 #                    (one form of it: `FILE:///a/../b%2Fc` is `file:///b/c`), "uri_as_sent"
 #   "get_prompt", "list_prompts"        prompts/get ("prompt", "arguments") and prompts/list
 #   "method"         a client method outside the MCP specification: "method", "params"
@@ -92,7 +93,7 @@ refusals contains sprintf("tool `%s` of server `%s` was not listed in this sessi
 }
 
 refusals contains sprintf("resource `%s` of server `%s` is denied by the settings (`%s`)", [uri, server, pattern]) if {
-	input.action in {"read_resource", "list_resources"}
+	input.action in {"read_resource", "list_resources", "subscribe_resource"}
 	some pattern in object.get(settings, "deny_resources", [])
 	some uri in {input.resource.uri, object.get(input.resource, "uri_as_sent", input.resource.uri)}
 	glob.match(pattern, null, uri)
@@ -119,7 +120,7 @@ allowed := sprintf("tool `%s` of server `%s` is not denied by the settings", [in
 }
 
 allowed := sprintf("resource `%s` of server `%s` is not denied by the settings", [input.resource.uri, server]) if {
-	input.action in {"read_resource", "list_resources"}
+	input.action in {"read_resource", "list_resources", "subscribe_resource"}
 	is_string(input.resource.uri)
 }
 

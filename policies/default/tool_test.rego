@@ -149,3 +149,9 @@ test_a_pattern_covers_tool_names_holding_a_slash if {
 	not tool.decision.allow with input as call("evil", "a.b")
 		with data.cordon.settings.tool as {"deny": ["*/*"]}
 }
+
+test_a_denied_resource_cannot_be_subscribed_to if {
+	not tool.decision.allow with input as resource("subscribe_resource", "file:///secret/key")
+		with data.cordon.settings.tool as {"deny_resources": ["file:///secret/*"]}
+	tool.decision.allow with input as resource("subscribe_resource", "file:///notes.md")
+}

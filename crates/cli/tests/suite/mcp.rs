@@ -632,6 +632,41 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
         "params": {"uri": "file:///notes.md"}}),
     );
     let read = peer.answer_to(serde_json::json!(5));
+    // A blob's bytes are searched too, and encoded again redacted.
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 13, "method": "resources/read",
+        "params": {"uri": "file:///blob"}}),
+    );
+    let blob = peer.answer_to(serde_json::json!(13));
+    let blob = blob["result"]["contents"][0]["blob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bytes = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), blob.as_bytes())?;
+            drop(child.stdin.take());
+            child.wait_with_output()
+        })
+        .unwrap()
+        .stdout;
+    assert_eq!(bytes, b"binary\0key=[REDACTED:cloud_key]");
+    // A denied resource cannot be subscribed to either.
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 14, "method": "resources/subscribe",
+        "params": {"uri": "file:///secret/key"}}),
+    );
+    let subscribed = peer.answer_to(serde_json::json!(14));
+    assert!(
+        subscribed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("denied by policy")),
+        "{subscribed}"
+    );
     assert_eq!(
         read["result"]["contents"][0]["text"],
         "contents of file:///notes.md: [REDACTED:cloud_key]"

@@ -175,7 +175,6 @@ const CLIENT_METHODS: &[&str] = &[
     "tools/list",
     "resources/list",
     "resources/templates/list",
-    "resources/subscribe",
     "resources/unsubscribe",
     "prompts/list",
     "completion/complete",
@@ -432,7 +431,11 @@ fn redact_value(
             let mut found = 0;
             let old = std::mem::take(map);
             for (key, mut item) in old {
-                found += redact_value(&mut item, redaction)?;
+                found += if key == "blob" {
+                    redact_blob(&mut item, redaction)?
+                } else {
+                    redact_value(&mut item, redaction)?
+                };
                 let key = match text(&key)? {
                     Some((clean, n)) => {
                         found += n;
@@ -468,6 +471,24 @@ fn leaves(value: &Value, path: &str, each: &mut dyn FnMut(&str, &Value)) {
         }
         scalar => each(if path.is_empty() { "(the value)" } else { path }, scalar),
     }
+}
+
+/// A resource's `blob` (base64): its bytes searched and redacted, encoded again. A blob that
+/// is not base64 is searched as text.
+fn redact_blob(
+    value: &mut Value,
+    redaction: &Redaction,
+) -> Result<usize, cordon_inspect::redact::Blocked> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Some(bytes) = value.as_str().and_then(|text| engine.decode(text).ok()) else {
+        return redact_value(value, redaction);
+    };
+    let redacted = redaction.apply(&bytes, Encoding::Plain)?;
+    if !redacted.findings.is_empty() {
+        *value = Value::String(engine.encode(&redacted.data));
+    }
+    Ok(redacted.findings.len())
 }
 
 /// A value as it is recorded: whole, or when large its digest, size and beginning (a
@@ -1048,19 +1069,27 @@ impl Gateway {
                     payload: Some("arguments"),
                 }
             }
-            "resources/read" => {
+            "resources/read" | "resources/subscribe" => {
                 let Some(uri) = params.get("uri").and_then(Value::as_str) else {
-                    return Err("resources/read needs a uri");
+                    return Err("resources/read and resources/subscribe need a uri");
                 };
+                let subscribe = method == "resources/subscribe";
                 // Decided on one form of it (`file:///a/../b%2Fc` is `file:///b/c`), and on
                 // the form sent.
                 resource.insert("uri".into(), json!(normalize_uri(uri)));
                 resource.insert("uri_as_sent".into(), json!(uri));
                 Target {
-                    action: "read_resource",
+                    action: if subscribe {
+                        "subscribe_resource"
+                    } else {
+                        "read_resource"
+                    },
                     // Counted by server: a URI can be varied without end.
                     label: format!("{server}/resources"),
-                    what: format!("read resource `{uri}` of MCP server `{server}`"),
+                    what: format!(
+                        "{} resource `{uri}` of MCP server `{server}`",
+                        if subscribe { "subscribe to" } else { "read" }
+                    ),
                     payload: None,
                 }
             }
