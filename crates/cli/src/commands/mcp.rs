@@ -93,11 +93,30 @@ const LAUNCHERS: &[&str] = &[
     "bash", "docker", "podman", "java",
 ];
 
+/// Script names too common to tell one server from another: its directory goes with them
+/// (`notes-server` for `python3 ~/notes/server.py`), so that two projects' `server.py`s do
+/// not share pins and remembered answers.
+const GENERIC: &[&str] = &[
+    "server",
+    "main",
+    "index",
+    "app",
+    "__main__",
+    "cli",
+    "run",
+    "start",
+    "serve",
+    "mcp",
+    "mcp_server",
+    "mcp-server",
+];
+
 /// The server's name when `--name` gives none: the program's file name, or for a launcher
 /// the first argument that is not an option (`python -m pkg` gives `pkg`), without its
 /// directory, package scope or extension; `server-filesystem` for
-/// `npx -y @modelcontextprotocol/server-filesystem .`.
-fn server_name(command: &[String]) -> String {
+/// `npx -y @modelcontextprotocol/server-filesystem .`. A generic script name takes its
+/// directory's (`cwd`'s for a bare file name) in front.
+fn server_name(command: &[String], cwd: &std::path::Path) -> String {
     let base = |text: &str| -> String {
         let last = text.rsplit('/').next().unwrap_or(text);
         let stem = last.split_once('@').map_or(last, |(name, _)| name);
@@ -125,7 +144,28 @@ fn server_name(command: &[String]) -> String {
                 return base(module);
             }
         } else if !arg.starts_with('-') && arg != "run" && arg != "exec" {
-            return base(arg);
+            let name = base(arg);
+            if !GENERIC.contains(&name.as_str()) {
+                return name;
+            }
+            let trimmed = arg.trim_end_matches('/');
+            let dir = match trimmed.rsplit_once('/') {
+                Some((dir, _)) => dir
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(dir)
+                    .trim_start_matches('@')
+                    .to_owned(),
+                None => cwd
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            return if dir.is_empty() || dir == "." || dir == ".." {
+                name
+            } else {
+                format!("{dir}-{name}")
+            };
         }
     }
     program
@@ -140,11 +180,14 @@ impl McpCommand {
         }
         self.consent.apply(&mut config);
         let command = utf8_args(&self.command)?;
-        let name = self.name.clone().unwrap_or_else(|| server_name(&command));
-        tracing::info!("deciding for MCP server `{name}` (`--name` names it otherwise)");
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
             .map_err(refused)?;
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| server_name(&command, &cwd));
+        tracing::info!("deciding for MCP server `{name}` (`--name` names it otherwise)");
         let mut request = LaunchRequest::new(config, command.clone(), cwd.clone());
         self.grants.ask(&mut request);
         request.allow_degraded = self.allow_degraded;
@@ -208,7 +251,11 @@ mod tests {
     use super::server_name;
 
     fn name(command: &str) -> String {
-        server_name(&command.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        let cwd = std::path::Path::new("/home/alice/notes");
+        server_name(
+            &command.split(' ').map(str::to_owned).collect::<Vec<_>>(),
+            cwd,
+        )
     }
 
     #[test]
@@ -217,7 +264,10 @@ mod tests {
             name("npx -y @modelcontextprotocol/server-filesystem ."),
             "server-filesystem"
         );
-        assert_eq!(name("/usr/bin/python3 server.py"), "server");
+        assert_eq!(name("/usr/bin/python3 server.py"), "notes-server");
+        assert_eq!(name("python3 /srv/mail/main.py"), "mail-main");
+        assert_eq!(name("npx -y @acme/server"), "acme-server");
+        assert_eq!(name("node build/index.js"), "build-index");
         assert_eq!(name("python3 -m notes_mcp"), "notes_mcp");
         assert_eq!(name("uvx mcp-server-git@1.2"), "mcp-server-git");
         assert_eq!(name("./bin/my-server --port 3"), "my-server");
