@@ -196,7 +196,10 @@ fn put(root: &OwnedFd, rel: &str, entry: &Entry, blobs: &Blobs) -> io::Result<()
                 .as_deref()
                 .ok_or_else(|| io::Error::other("no content was kept for this file"))?;
             let bytes = blobs.get(digest)?;
-            let temp = format!(".{name}.cordon-undo.{}", std::process::id());
+            // One name, not one a process: an undo killed between writing it and renaming it
+            // leaves it behind, and the next undo (holding the journal's lock, so alone)
+            // removes it before writing its own.
+            let temp = format!(".{name}.cordon-undo");
             let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
             let fd = rustix::fs::openat(
                 &dir,

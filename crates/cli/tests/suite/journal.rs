@@ -686,7 +686,7 @@ fn an_undo_killed_midway_is_finished_by_the_next() {
         .as_str()
         .unwrap()
         .to_owned();
-    for delay_ms in [2, 10, 25] {
+    for delay_ms in [2, 5, 10, 15, 25, 40] {
         let mut child = KillOnDrop(
             home.cordon(&["journal", "undo", "--session", &session])
                 .stdout(Stdio::null())

@@ -502,6 +502,15 @@ fn recorded(value: &mut Value) {
     }
 }
 
+/// Whether `decision` allows only once the person is asked (`consent`, `mfa`).
+fn asks_the_person(decision: &Decision) -> bool {
+    decision.allow
+        && decision
+            .obligations
+            .iter()
+            .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }))
+}
+
 /// A batch's steps as two batches: what passes on, and what answers its sender.
 fn split_batch(steps: impl Iterator<Item = Step>) -> (Option<String>, Option<String>) {
     let (mut forward, mut replies) = (Vec::new(), Vec::new());
@@ -832,12 +841,7 @@ impl Gateway {
             target,
             mut unrecorded,
         } = asking;
-        let asks = unrecorded.decision().allow
-            && unrecorded
-                .decision()
-                .obligations
-                .iter()
-                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        let asks = asks_the_person(unrecorded.decision());
         if asks {
             unrecorded = match &self.consent {
                 Some(broker) => {
@@ -1228,12 +1232,7 @@ impl Gateway {
                 };
             }
         };
-        let asks = unrecorded.decision().allow
-            && unrecorded
-                .decision()
-                .obligations
-                .iter()
-                .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        let asks = asks_the_person(unrecorded.decision());
         let unrecorded = if asks && batched {
             unrecorded.deny(
                 "a call that needs the person's answer cannot be sent in a batch; send it alone",
@@ -1615,11 +1614,7 @@ impl Gateway {
             Err(decision) => return refuse(&decision.reasons.join("; ")),
         };
         // Asking the person is for what the client asks; a server's request is not.
-        let asks = unrecorded
-            .decision()
-            .obligations
-            .iter()
-            .any(|o| matches!(o, Obligation::Consent { .. } | Obligation::Mfa { .. }));
+        let asks = asks_the_person(unrecorded.decision());
         if asks {
             unrecorded = unrecorded
                 .deny("the policy asks the person about a server's request; cordon asks only about the client's");
