@@ -86,6 +86,108 @@ impl Inspection {
     }
 }
 
+/// How [`redact_json`] reads the strings it walks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct JsonStrings<'a> {
+    /// Strings below this key are URLs: searched percent-decoded, replaced percent-encoded.
+    pub percent_under: Option<&'a str>,
+    /// Strings under a `blob` key are base64 (an MCP resource's): their bytes are searched,
+    /// and encoded again once redacted.
+    pub blobs: bool,
+}
+
+/// Carries out `redaction` on every string and object key in `value`: what it finds is
+/// replaced by `[REDACTED:kind]`, a string holding a kind a `block_if` names by
+/// `(withheld)`. Returns how many findings were replaced, or the first refusal.
+///
+/// # Errors
+///
+/// The kinds a `block_if` names that were found: what holds them must not leave.
+pub(crate) fn redact_json(
+    value: &mut Value,
+    redaction: &cordon_inspect::redact::Redaction,
+    strings: JsonStrings<'_>,
+) -> Result<usize, cordon_inspect::redact::Blocked> {
+    use cordon_inspect::redact::Encoding;
+    struct Walk<'a> {
+        redaction: &'a cordon_inspect::redact::Redaction,
+        strings: JsonStrings<'a>,
+        found: usize,
+        blocked: Option<cordon_inspect::redact::Blocked>,
+    }
+    impl Walk<'_> {
+        fn text(&mut self, text: &mut String, encoding: Encoding) {
+            match self.redaction.apply(text.as_bytes(), encoding) {
+                Ok(r) if !r.findings.is_empty() => {
+                    self.found += r.findings.len();
+                    *text = String::from_utf8_lossy(&r.data).into_owned();
+                }
+                Ok(_) => {}
+                Err(b) => {
+                    *text = "(withheld)".to_owned();
+                    self.blocked.get_or_insert(b);
+                }
+            }
+        }
+
+        /// A base64 blob's bytes; `false` when it is not base64 (then searched as text).
+        fn blob(&mut self, value: &mut Value) -> bool {
+            use base64::Engine as _;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let Some(bytes) = value.as_str().and_then(|text| engine.decode(text).ok()) else {
+                return false;
+            };
+            match self.redaction.apply(&bytes, Encoding::Plain) {
+                Ok(r) if !r.findings.is_empty() => {
+                    self.found += r.findings.len();
+                    *value = Value::String(engine.encode(&r.data));
+                }
+                Ok(_) => {}
+                Err(b) => {
+                    *value = json!("(withheld)");
+                    self.blocked.get_or_insert(b);
+                }
+            }
+            true
+        }
+
+        fn value(&mut self, value: &mut Value, encoding: Encoding) {
+            match value {
+                Value::String(text) => self.text(text, encoding),
+                Value::Array(items) => {
+                    for item in items {
+                        self.value(item, encoding);
+                    }
+                }
+                Value::Object(map) => {
+                    // A key can hold what is redacted as well as a value can (`{"AKIA…": 1}`).
+                    for (mut key, mut item) in std::mem::take(map) {
+                        let below = if self.strings.percent_under == Some(key.as_str()) {
+                            Encoding::Percent
+                        } else {
+                            encoding
+                        };
+                        if !(self.strings.blobs && key == "blob" && self.blob(&mut item)) {
+                            self.value(&mut item, below);
+                        }
+                        self.text(&mut key, Encoding::Plain);
+                        map.insert(key, item);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut walk = Walk {
+        redaction,
+        strings,
+        found: 0,
+        blocked: None,
+    };
+    walk.value(value, Encoding::Plain);
+    walk.blocked.map_or(Ok(walk.found), Err)
+}
+
 /// Reads `data.cordon.settings.inspect`: `max_bytes`, `binary`, `levels` (kind → level)
 /// and `paths` (`[{"glob", "level"}]`, first match wins).
 fn classifier_from(settings: &Value, home: Option<&Path>) -> Result<Classifier, String> {

@@ -602,52 +602,16 @@ fn redact_input(input: &mut Value, decision: Decision) -> Decision {
             ))
         }
     };
-    fn walk(
-        value: &mut Value,
-        encoding: Encoding,
-        redaction: &Redaction,
-        blocked: &mut Option<cordon_inspect::redact::Blocked>,
-    ) {
-        match value {
-            Value::String(text) => match redaction.apply(text.as_bytes(), encoding) {
-                Ok(r) if !r.findings.is_empty() => {
-                    *text = String::from_utf8_lossy(&r.data).into_owned();
-                }
-                Ok(_) => {}
-                Err(b) => {
-                    *text = "(withheld)".to_owned();
-                    blocked.get_or_insert(b);
-                }
-            },
-            Value::Array(items) => {
-                for item in items {
-                    walk(item, encoding, redaction, blocked);
-                }
-            }
-            Value::Object(map) => {
-                // A key can hold what is redacted as well as a value can (`{"AKIA…": 1}`).
-                let old = std::mem::take(map);
-                for (key, mut item) in old {
-                    let encoding_below = if key == "http" {
-                        Encoding::Percent
-                    } else {
-                        encoding
-                    };
-                    walk(&mut item, encoding_below, redaction, blocked);
-                    let mut key = Value::String(key);
-                    walk(&mut key, Encoding::Plain, redaction, blocked);
-                    if let Value::String(key) = key {
-                        map.insert(key, item);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
     let mut blocked = None;
+    let strings = crate::inspect::JsonStrings {
+        percent_under: Some("http"),
+        blobs: false,
+    };
     for key in ["resource", "result", "subject", "context"] {
         if let Some(part) = input.get_mut(key) {
-            walk(part, Encoding::Plain, &redaction, &mut blocked);
+            if let Err(b) = crate::inspect::redact_json(part, &redaction, strings) {
+                blocked.get_or_insert(b);
+            }
         }
     }
     if let Some(b) = blocked {

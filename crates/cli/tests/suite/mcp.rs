@@ -271,6 +271,22 @@ impl Peer {
         })
     }
 
+    /// As [`Peer::start`] with `flags`, under the default policy with `settings.tool.deny`
+    /// naming `raw_server/rm_*` and `patch` applied to `settings.tool`.
+    fn denying_rm(
+        home: &Home,
+        flags: &[&str],
+        patch: impl FnOnce(&mut serde_json::Value),
+    ) -> Option<Self> {
+        let policy = default_policy_with(home, |settings| {
+            settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
+            patch(&mut settings["tool"]);
+        });
+        let mut args = vec!["--policy", policy.as_str()];
+        args.extend_from_slice(flags);
+        Self::start(home, &args)
+    }
+
     fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
@@ -371,10 +387,7 @@ fn malformed_messages_batches_and_denials_never_reach_the_server() {
         return;
     }
     let home = Home::new();
-    let policy = default_policy_with(&home, |settings| {
-        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
-    });
-    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+    let Some(mut peer) = Peer::denying_rm(&home, &[], |_| {}) else {
         return;
     };
     let listed = peer.list();
@@ -471,10 +484,7 @@ fn what_reaches_the_server_is_exactly_what_was_decided() {
         return;
     }
     let home = Home::new();
-    let policy = default_policy_with(&home, |settings| {
-        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
-    });
-    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+    let Some(mut peer) = Peer::denying_rm(&home, &[], |_| {}) else {
         return;
     };
     peer.list();
@@ -541,12 +551,10 @@ fn results_and_arguments_are_redacted_and_the_server_is_held_to_its_requests() {
         return;
     }
     let home = Home::new();
-    let policy = default_policy_with(&home, |settings| {
-        settings["tool"]["per_minute"] = serde_json::json!(8);
-        settings["tool"]["deny_resources"] = serde_json::json!(["file:///secret/*"]);
-        settings["tool"]["deny"] = serde_json::json!(["raw_server/rm_*"]);
-    });
-    let Some(mut peer) = Peer::start(&home, &["--policy", &policy]) else {
+    let Some(mut peer) = Peer::denying_rm(&home, &[], |tool| {
+        tool["per_minute"] = serde_json::json!(8);
+        tool["deny_resources"] = serde_json::json!(["file:///secret/*"]);
+    }) else {
         return;
     };
     let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";

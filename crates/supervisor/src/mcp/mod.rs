@@ -403,52 +403,18 @@ fn leading_id(bytes: &[u8]) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// `value` with every string (and object key) replaced by what `redaction` lets leave:
-/// the count of findings, or the kinds that refuse it.
+/// `value` with every string (and object key) replaced by what `redaction` lets leave, a
+/// resource's base64 `blob` searched as bytes: the count of findings, or the kinds that
+/// refuse it.
 fn redact_value(
     value: &mut Value,
     redaction: &Redaction,
 ) -> Result<usize, cordon_inspect::redact::Blocked> {
-    let text = |s: &str| -> Result<Option<(String, usize)>, cordon_inspect::redact::Blocked> {
-        let r = redaction.apply(s.as_bytes(), Encoding::Plain)?;
-        Ok((!r.findings.is_empty()).then(|| {
-            (
-                String::from_utf8_lossy(&r.data).into_owned(),
-                r.findings.len(),
-            )
-        }))
+    let strings = crate::inspect::JsonStrings {
+        percent_under: None,
+        blobs: true,
     };
-    match value {
-        Value::String(s) => Ok(match text(s)? {
-            Some((clean, n)) => {
-                *s = clean;
-                n
-            }
-            None => 0,
-        }),
-        Value::Array(items) => items.iter_mut().map(|v| redact_value(v, redaction)).sum(),
-        Value::Object(map) => {
-            let mut found = 0;
-            let old = std::mem::take(map);
-            for (key, mut item) in old {
-                found += if key == "blob" {
-                    redact_blob(&mut item, redaction)?
-                } else {
-                    redact_value(&mut item, redaction)?
-                };
-                let key = match text(&key)? {
-                    Some((clean, n)) => {
-                        found += n;
-                        clean
-                    }
-                    None => key,
-                };
-                map.insert(key, item);
-            }
-            Ok(found)
-        }
-        _ => Ok(0),
-    }
+    crate::inspect::redact_json(value, redaction, strings)
 }
 
 /// Calls `each` with the path (`a.b[2]`) and value of every scalar in `value`.
@@ -473,24 +439,6 @@ fn leaves(value: &Value, path: &str, each: &mut dyn FnMut(&str, &Value)) {
     }
 }
 
-/// A resource's `blob` (base64): its bytes searched and redacted, encoded again. A blob that
-/// is not base64 is searched as text.
-fn redact_blob(
-    value: &mut Value,
-    redaction: &Redaction,
-) -> Result<usize, cordon_inspect::redact::Blocked> {
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let Some(bytes) = value.as_str().and_then(|text| engine.decode(text).ok()) else {
-        return redact_value(value, redaction);
-    };
-    let redacted = redaction.apply(&bytes, Encoding::Plain)?;
-    if !redacted.findings.is_empty() {
-        *value = Value::String(engine.encode(&redacted.data));
-    }
-    Ok(redacted.findings.len())
-}
-
 /// A value as it is recorded: whole, or when large its digest, size and beginning (a
 /// client cannot fill the log at the rate it sends).
 fn recorded(value: &mut Value) {
@@ -500,6 +448,17 @@ fn recorded(value: &mut Value) {
         let start: String = text.chars().take(1024).collect();
         *value = json!({"sha256": digest, "bytes": text.len(), "start": start});
     }
+}
+
+/// What an allowance's `redact` obligations redact (a `redact` that cannot be read has
+/// made the decision a denial already, in the pipeline).
+fn redaction_of(decision: &Decision) -> Option<Redaction> {
+    if !decision.allow {
+        return None;
+    }
+    Redaction::from_obligations(&decision.obligations)
+        .ok()
+        .flatten()
 }
 
 /// Whether `decision` allows only once the person is asked (`consent`, `mfa`).
@@ -906,13 +865,7 @@ impl Gateway {
             }
             _ => {}
         }
-        let redaction = if unrecorded.decision().allow {
-            Redaction::from_obligations(&unrecorded.decision().obligations)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        let redaction = redaction_of(unrecorded.decision());
         if unrecorded.decision().allow {
             // All of what is sent, as the call's decision and as the relay's say.
             let by_call = match (&redaction, message.get_mut("params")) {
@@ -1632,13 +1585,7 @@ impl Gateway {
             .input()
             .and_then(|input| input["resource"].get("params"))
             .cloned();
-        let redaction = if unrecorded.decision().allow {
-            Redaction::from_obligations(&unrecorded.decision().obligations)
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+        let redaction = redaction_of(unrecorded.decision());
         if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
             if object.contains_key("params") {
                 object.insert("params".into(), params);

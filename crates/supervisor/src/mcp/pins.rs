@@ -58,21 +58,9 @@ impl Pins {
         }
     }
 
-    /// Checks `digest` for `key` (`SERVER/TOOL`), pinning it when none is; with `accept`,
-    /// a changed definition is pinned anew.
-    ///
-    /// # Errors
-    ///
-    /// A pin that cannot be kept.
-    pub fn check(&self, key: &str, digest: &str, accept: bool) -> Result<Pinned, String> {
-        let mut checked = self.check_all(&[(key, digest, accept)])?;
-        checked
-            .pop()
-            .ok_or_else(|| "the tool pins were lost".to_owned())
-    }
-
-    /// Checks each `(key, digest, accept)` as [`Pins::check`] does, writing the file once
-    /// for all of them (a listing).
+    /// Checks each `(key, digest, accept)`: its digest against the pin of `key`
+    /// (`SERVER/TOOL`), pinning it when none is; with `accept`, a changed definition is
+    /// pinned anew. The file is written once for all of them (a listing).
     ///
     /// A pin is written under a lock on `PINS.lock` (never followed if it is a link), after
     /// the file is read again: another gateway's pins written meanwhile are kept, and a pin
