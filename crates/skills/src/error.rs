@@ -55,6 +55,20 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// The component exports no function that can be called as a tool.
+    #[error(
+        "`{path}` exports no function that can be called as a tool{}",
+        if .skipped.is_empty() { String::new() } else { format!(" (left out: {})", .skipped.join("; ")) }
+    )]
+    NoFunctions {
+        /// The file.
+        path: PathBuf,
+        /// Each exported function left out, and why.
+        skipped: Vec<String>,
+    },
+    /// A function's arguments do not fit its parameters.
+    #[error("{0}")]
+    Arguments(String),
     /// The component cannot be parsed, or what it declares is malformed.
     #[error("`{path}` is malformed: {message}")]
     Malformed {

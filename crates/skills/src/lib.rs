@@ -39,14 +39,16 @@ mod limits;
 mod runtime;
 mod skill;
 mod sockets;
+mod tools;
 mod wait;
 
 pub use cache::CacheUse;
 pub use cordon_types::Decision;
 pub use error::Error;
 pub use limits::{Limits, Sink, Stopped};
-pub use runtime::{Exit, Preopen, Prepared, Run, Runtime, RuntimeOptions};
+pub use runtime::{Called, Exit, Preopen, Prepared, Run, Runtime, RuntimeOptions};
 pub use skill::{SkillFile, MAX_SKILL_BYTES};
+pub use tools::{Function, Returned};
 
 /// Decides a skill's calls as they happen, and records each decision.
 ///

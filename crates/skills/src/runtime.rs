@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cache::{Cache, CacheUse};
 use crate::limits::{thread_cpu, Budget, Limiter, Limits, Output, Reached, Sink, Stopped};
+use crate::tools::{Function, Returned};
 use crate::{http, Error, Gate, SkillFile};
 
 /// How often the engine's epoch advances: the granularity of the processor-time limit and
@@ -99,7 +100,11 @@ impl Drop for Runtime {
 /// A skill compiled and linked, ready to run many times.
 pub struct Prepared {
     skill: SkillFile,
-    pre: CommandPre<Host>,
+    pre: InstancePre<Host>,
+    /// Its `wasi:cli/run`, for a command.
+    command: Option<CommandPre<Host>>,
+    /// The functions it offers as tools.
+    functions: Vec<Function>,
     cache: CacheUse,
     imports: Vec<String>,
 }
@@ -128,6 +133,30 @@ impl Prepared {
     pub fn imports(&self) -> &[String] {
         &self.imports
     }
+
+    /// The functions it exports that can be called as tools (prepared with
+    /// [`Runtime::prepare_functions`]; none for a command).
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+}
+
+/// What a skill is prepared as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A command: it exports `wasi:cli/run`.
+    Command,
+    /// A library of functions, each called as a tool.
+    Functions,
+}
+
+/// How one call of a function ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Called {
+    /// What it returned; `None` when it trapped or was stopped (see [`Exit::stopped`]).
+    pub returned: Option<Returned>,
+    /// How the run ended.
+    pub exit: Exit,
 }
 
 /// A directory the skill sees.
@@ -288,12 +317,28 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles `skill` (or takes it from the cache) and links it.
+    /// Compiles `skill` (or takes it from the cache) and links it, as a command.
     ///
     /// # Errors
     ///
     /// [`Error::Compile`], [`Error::UnknownImports`] (naming every one), [`Error::NotCommand`].
     pub fn prepare(&self, skill: SkillFile) -> Result<Prepared, Error> {
+        self.prepare_as(skill, Kind::Command)
+    }
+
+    /// Compiles `skill` (or takes it from the cache) and links it, as a library of functions
+    /// called as tools ([`Prepared::functions`]): those it exports itself and those of the
+    /// interfaces it exports, WASI's own left out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compile`], [`Error::UnknownImports`] (naming every one),
+    /// [`Error::NoFunctions`] (naming each exported function left out and why).
+    pub fn prepare_functions(&self, skill: SkillFile) -> Result<Prepared, Error> {
+        self.prepare_as(skill, Kind::Functions)
+    }
+
+    fn prepare_as(&self, skill: SkillFile, kind: Kind) -> Result<Prepared, Error> {
         // A component compiled before was checked before; any other is checked first (a
         // few kilobytes can nest thousands of components, which compile into gigabytes).
         let known = self
@@ -328,25 +373,46 @@ impl Runtime {
                 names: unknown,
             });
         }
-        if !ty
-            .exports(&self.engine)
-            .any(|(name, _)| name.starts_with("wasi:cli/run@0.2."))
-        {
-            return Err(Error::NotCommand {
-                path: skill.path().to_path_buf(),
-            });
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(CommandPre::new)
-            .map_err(|err| Error::Compile {
-                path: skill.path().to_path_buf(),
-                message: format!("cannot link it: {err:#}"),
-            })?;
+        let linked = |err: wasmtime::Error| Error::Compile {
+            path: skill.path().to_path_buf(),
+            message: format!("cannot link it: {err:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(linked)?;
+        let (command, functions) = match kind {
+            Kind::Command => {
+                if !ty
+                    .exports(&self.engine)
+                    .any(|(name, _)| name.starts_with("wasi:cli/run@0.2."))
+                {
+                    return Err(Error::NotCommand {
+                        path: skill.path().to_path_buf(),
+                    });
+                }
+                (
+                    Some(CommandPre::new(pre.clone()).map_err(linked)?),
+                    Vec::new(),
+                )
+            }
+            Kind::Functions => {
+                let exports = ty.exports(&self.engine).map(|(name, e)| (name, e.ty));
+                let (functions, skipped) = crate::tools::functions(&self.engine, exports);
+                for why in &skipped {
+                    tracing::warn!("{}: not offered as a tool: {why}", skill.name());
+                }
+                if functions.is_empty() {
+                    return Err(Error::NoFunctions {
+                        path: skill.path().to_path_buf(),
+                        skipped,
+                    });
+                }
+                (None, functions)
+            }
+        };
         Ok(Prepared {
             skill,
             pre,
+            command,
+            functions,
             cache,
             imports,
         })
@@ -356,9 +422,76 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// [`Error::Setup`]: a directory cannot be opened, or the run cannot be set up. A skill
-    /// that fails, traps or reaches a limit is not an error: see [`Exit`].
+    /// [`Error::Setup`]: a directory cannot be opened, or the run cannot be set up;
+    /// [`Error::NotCommand`]: it was prepared as functions. A skill that fails, traps or
+    /// reaches a limit is not an error: see [`Exit`].
     pub fn run(&self, prepared: &Prepared, run: Run) -> Result<Exit, Error> {
+        let command = prepared.command.as_ref().ok_or_else(|| Error::NotCommand {
+            path: prepared.skill.path().to_path_buf(),
+        })?;
+        let (mut store, started) = self.store(run)?;
+        let ran = command
+            .instantiate(&mut store)
+            .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+        let (code, trap) = match ran {
+            Ok(Ok(())) => (0, None),
+            Ok(Err(())) => (1, None),
+            Err(err) => match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => (exit.0, None),
+                None => (1, Some(err)),
+            },
+        };
+        Ok(started.exit(code, trap))
+    }
+
+    /// Calls `function` of `prepared` once, in an instance of its own, with `arguments`
+    /// (a JSON object, one member a parameter), as `run` says (its `args` and `stdin` unused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setup`]: a directory cannot be opened, or the run cannot be set up;
+    /// [`Error::Arguments`]: the arguments do not fit the function's parameters. A function
+    /// that traps or reaches a limit is not an error: see [`Called`].
+    pub fn call(
+        &self,
+        prepared: &Prepared,
+        function: &Function,
+        arguments: &serde_json::Value,
+        run: Run,
+    ) -> Result<Called, Error> {
+        let params = crate::tools::arguments(function, arguments).map_err(Error::Arguments)?;
+        let (mut store, started) = self.store(run)?;
+        let mut results = vec![Val::Bool(false); function.results()];
+        let called = (|| -> wasmtime::Result<()> {
+            let instance = prepared.pre.instantiate(&mut store)?;
+            let within = match &function.interface {
+                Some(interface) => Some(
+                    instance
+                        .get_export_index(&mut store, None, interface)
+                        .ok_or_else(|| wasmtime::format_err!("no export `{interface}`"))?,
+                ),
+                None => None,
+            };
+            let func = instance
+                .get_export_index(&mut store, within.as_ref(), &function.export)
+                .and_then(|index| instance.get_func(&mut store, index))
+                .ok_or_else(|| wasmtime::format_err!("no function `{}`", function.export))?;
+            func.call(&mut store, &params, &mut results)
+        })();
+        Ok(match called {
+            Ok(()) => Called {
+                returned: Some(crate::tools::returned(&results)),
+                exit: started.exit(0, None),
+            },
+            Err(err) => Called {
+                returned: None,
+                exit: started.exit(1, Some(err)),
+            },
+        })
+    }
+
+    /// A store for one run, its limits in force.
+    fn store(&self, run: Run) -> Result<(Store<Host>, Started), Error> {
         let reached = Arc::new(Reached::default());
         let budget = Budget::new(run.limits.output_bytes, reached.clone());
         let mut builder = WasiCtxBuilder::new();
@@ -439,34 +572,33 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Continue(1))
         });
-        let ran = prepared
-            .pre
-            .instantiate(&mut store)
-            .and_then(|command| command.wasi_cli_run().call_run(&mut store));
-        let cpu = thread_cpu().saturating_sub(start);
-        let (code, stopped) = match ran {
-            Ok(Ok(())) => (0, None),
-            Ok(Err(())) => (1, None),
-            Err(err) => match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => (exit.0, None),
-                None => (
-                    1,
-                    Some(
-                        reached
-                            .take()
-                            .unwrap_or_else(|| Stopped::Trap(trap_message(&err))),
-                    ),
-                ),
-            },
-        };
+        Ok((store, Started { reached, start }))
+    }
+}
+
+/// A run under way: what ends it is told apart at its end.
+struct Started {
+    reached: Arc<Reached>,
+    start: Duration,
+}
+
+impl Started {
+    /// How the run ended, given the status it gave and the error that ended it otherwise.
+    fn exit(self, code: i32, trap: Option<wasmtime::Error>) -> Exit {
+        let cpu = thread_cpu().saturating_sub(self.start);
+        let stopped = trap.map(|err| {
+            self.reached
+                .take()
+                .unwrap_or_else(|| Stopped::Trap(trap_message(&err)))
+        });
         // A limit reached inside a host call the skill then handled is still the reason.
-        let stopped = stopped.or_else(|| reached.take());
+        let stopped = stopped.or_else(|| self.reached.take());
         let code = if stopped.is_some() && code == 0 {
             1
         } else {
             code
         };
-        Ok(Exit { code, stopped, cpu })
+        Exit { code, stopped, cpu }
     }
 }
 

@@ -1030,3 +1030,215 @@ fn a_descriptor_that_also_reads_is_not_handed_out_when_reads_are_redacted() {
         "{asked:?}"
     );
 }
+
+/// `textkit`'s functions, prepared once.
+fn functions() -> &'static (Runtime, cordon_skills::Prepared) {
+    static FUNCTIONS: OnceLock<(Runtime, cordon_skills::Prepared)> = OnceLock::new();
+    FUNCTIONS.get_or_init(|| {
+        let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
+        let skill = SkillFile::read(&skill_path("textkit")).unwrap();
+        let prepared = runtime.prepare_functions(skill).unwrap();
+        (runtime, prepared)
+    })
+}
+
+/// Calls `textkit`'s `name` with `arguments`, seeing `preopens`, under `gate` and `limits`.
+fn call(
+    name: &str,
+    arguments: Value,
+    preopens: Vec<Preopen>,
+    gate: Arc<TestGate>,
+    limits: Limits,
+) -> Result<cordon_skills::Called, cordon_skills::Error> {
+    let (runtime, prepared) = functions();
+    let function = prepared
+        .functions()
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap();
+    runtime.call(
+        prepared,
+        function,
+        &arguments,
+        Run {
+            args: Vec::new(),
+            env: Vec::new(),
+            preopens,
+            gate,
+            limits,
+            stdin: false,
+            stdout: Sink::Memory(Arc::default()),
+            stderr: Sink::Memory(Arc::default()),
+            stop: Default::default(),
+        },
+    )
+}
+
+fn returned(called: &cordon_skills::Called) -> (Value, bool) {
+    let returned = called.returned.as_ref().unwrap();
+    (returned.value.clone(), returned.error)
+}
+
+#[test]
+fn a_components_exported_functions_are_offered_with_their_schemas_and_called() {
+    let (_, prepared) = functions();
+    let offered: Vec<(&str, &str)> = prepared
+        .functions()
+        .iter()
+        .map(|f| (f.name.as_str(), f.signature.as_str()))
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            (
+                "convert",
+                "convert: func(text: string, style: enum { upper, lower, title }) -> string"
+            ),
+            ("notes.read", "read: func(path: string) -> result<string, string>"),
+            ("notes.remove", "remove: func(path: string) -> result<_, string>"),
+            ("spin", "spin: func()"),
+            (
+                "stats",
+                "stats: func(text: string) -> record { words: u32, lines: u32, longest: option<string> }"
+            ),
+        ]
+    );
+    let convert = &prepared.functions()[0];
+    assert_eq!(
+        convert.input_schema,
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "text": {"type": "string"},
+                "style": {"type": "string", "enum": ["upper", "lower", "title"]},
+            },
+            "required": ["text", "style"],
+            "additionalProperties": false,
+        })
+    );
+
+    let nothing = || TestGate::new(|_, _, _| false);
+    let called = |name: &str, arguments: Value| {
+        returned(&call(name, arguments, Vec::new(), nothing(), Limits::default()).unwrap())
+    };
+    assert_eq!(
+        called("stats", serde_json::json!({"text": "a bb\nccc"})),
+        (
+            serde_json::json!({"words": 3, "lines": 2, "longest": "ccc"}),
+            false
+        )
+    );
+    assert_eq!(
+        called("stats", serde_json::json!({"text": ""})),
+        (
+            serde_json::json!({"words": 0, "lines": 0, "longest": null}),
+            false
+        )
+    );
+    assert_eq!(
+        called(
+            "convert",
+            serde_json::json!({"text": "hello world", "style": "title"})
+        ),
+        (serde_json::json!("Hello World"), false)
+    );
+
+    // Arguments that do not fit are refused before the component runs, each named.
+    for (arguments, why) in [
+        (
+            serde_json::json!({"text": "x"}),
+            "the argument `style` is missing",
+        ),
+        (
+            serde_json::json!({"text": "x", "style": "bold"}),
+            "argument `style`: no case `bold`",
+        ),
+        (
+            serde_json::json!({"text": 3, "style": "upper"}),
+            "argument `text`: expected a string, found a number",
+        ),
+        (
+            serde_json::json!({"text": "x", "style": "upper", "extra": 1}),
+            "`convert` takes no argument `extra`",
+        ),
+        (
+            serde_json::json!([1]),
+            "the arguments are not an object: an array",
+        ),
+    ] {
+        match call(
+            "convert",
+            arguments,
+            Vec::new(),
+            nothing(),
+            Limits::default(),
+        ) {
+            Err(cordon_skills::Error::Arguments(message)) => assert_eq!(message, why),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_functions_file_opens_are_decided_and_its_limits_hold() {
+    let (_dir, root, preopens) = workspace();
+    let note = root.join("notes/b.txt").display().to_string();
+    let gate = reads_inside(&root.join("notes"));
+    let read = call(
+        "notes.read",
+        serde_json::json!({"path": "/data/notes/b.txt"}),
+        preopens.clone(),
+        gate.clone(),
+        Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        returned(&read),
+        (serde_json::json!("one two three\n"), false)
+    );
+    // A file of the grant the gate refuses is not read: `err` comes back as the error.
+    let refused = call(
+        "notes.remove",
+        serde_json::json!({"path": "/data/notes/b.txt"}),
+        preopens.clone(),
+        gate.clone(),
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(returned(&refused).1);
+    assert!(root.join("notes/b.txt").exists());
+    let denied = gate.denied();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].1["path"], note);
+
+    // A function that computes forever is stopped by the processor-time limit, named.
+    let limits = Limits {
+        cpu: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let spun = call("spin", serde_json::json!({}), Vec::new(), gate, limits).unwrap();
+    assert!(spun.returned.is_none());
+    assert!(
+        matches!(spun.exit.stopped, Some(Stopped::Cpu { .. })),
+        "{:?}",
+        spun.exit
+    );
+}
+
+#[test]
+fn a_command_and_a_library_are_each_prepared_as_what_they_are() {
+    let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
+    let hello = SkillFile::read(&skill_path("hello")).unwrap();
+    match runtime.prepare_functions(hello) {
+        Err(err @ cordon_skills::Error::NoFunctions { .. }) => {
+            assert!(err.to_string().contains("exports no function"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let textkit = SkillFile::read(&skill_path("textkit")).unwrap();
+    let prepared = runtime.prepare(textkit).map(|_| ());
+    assert!(
+        matches!(prepared, Err(cordon_skills::Error::NotCommand { .. })),
+        "{prepared:?}"
+    );
+}

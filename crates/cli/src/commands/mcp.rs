@@ -1,11 +1,13 @@
 //! `cordon mcp`: an MCP server in the sandbox, with a decision on every tool call.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use cordon_supervisor::mcp::{Gateway, Pins, Server};
+use cordon_supervisor::session::skill::{self, DirRequest, SkillRequest};
 use cordon_supervisor::session::{LaunchRequest, Session};
 
 use super::exec::{launch_error, refused, utf8_args};
@@ -46,12 +48,22 @@ use crate::{Cli, Exit};
 /// model) is hidden and its calls refused until you accept it with --accept-changed
 /// SERVER/TOOL. A tool never listed in the session cannot be called.
 ///
-/// Exit status: the server's; 125 when cordon refused or could not start it.
+/// With --skill, the server is a WebAssembly component (a WASI 0.2 library built for
+/// `wasm32-wasip2`) run in this process: each function it exports (and each function of the
+/// interfaces it exports) is a tool, named `FUNCTION` or `INTERFACE.FUNCTION`, its
+/// parameters the tool's arguments (a JSON Schema from its WIT types), its result the
+/// tool's (`result<T, E>` returning `err` is a tool error). Each call is decided as above,
+/// then runs in a fresh instance under the policy's limits (memory, processor time, time),
+/// every file it opens and request it makes decided by data.cordon.file and data.cordon.net.
+///
+/// Exit status: the server's; 125 when cordon refused or could not start it; with --skill,
+/// 126 when the file is not a component exporting functions, 127 when it is not found.
 ///
 /// Examples:
 ///   cordon mcp -- npx -y @modelcontextprotocol/server-filesystem .
 ///   cordon mcp --name notes --allow-read ~/notes -- python3 notes_server.py
 ///   cordon mcp --consent notify -- uvx mcp-server-git   # asks on the desktop
+///   cordon mcp --allow-read ~/notes --skill textkit.wasm
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct McpCommand {
@@ -81,8 +93,19 @@ pub struct McpCommand {
     #[arg(long, value_name = "SERVER/TOOL")]
     accept_changed: Vec<String>,
 
+    /// Serve the functions a WebAssembly component exports as tools, in place of a server
+    /// program: each call decided as a server's are, then run by the skill runtime in an
+    /// instance of its own (--allow-read/--allow-write give it directories, seen by their
+    /// paths; --allow-net hosts; each file it opens and request it makes decided again)
+    #[arg(long, value_name = "SKILL.wasm", conflicts_with = "command")]
+    skill: Option<PathBuf>,
+
     /// The server's program and its arguments
-    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    #[arg(
+        required_unless_present = "skill",
+        trailing_var_arg = true,
+        value_name = "CMD"
+    )]
     command: Vec<OsString>,
 }
 
@@ -179,6 +202,17 @@ impl McpCommand {
             config.journal.enabled = Some(false);
         }
         self.consent.apply(&mut config);
+        let pins_path = dirs::data_dir()
+            .map(|dir| dir.join("cordon").join("mcp-pins.json"))
+            .ok_or_else(|| {
+                refused(anyhow::anyhow!(
+                    "no data directory to keep the tool pins in"
+                ))
+            })?;
+        let pins = Pins::open(&pins_path).map_err(|why| refused(anyhow::anyhow!(why)))?;
+        if let Some(path) = &self.skill {
+            return self.serve_skill(cli, config, path, pins);
+        }
         let command = utf8_args(&self.command)?;
         let cwd = std::env::current_dir()
             .context("cannot read the current directory")
@@ -195,14 +229,6 @@ impl McpCommand {
         request.front_end = "mcp".into();
         request.piped = true;
         request.decides = &["sandbox", "net", "tool"];
-        let pins_path = dirs::data_dir()
-            .map(|dir| dir.join("cordon").join("mcp-pins.json"))
-            .ok_or_else(|| {
-                refused(anyhow::anyhow!(
-                    "no data directory to keep the tool pins in"
-                ))
-            })?;
-        let pins = Pins::open(&pins_path).map_err(|why| refused(anyhow::anyhow!(why)))?;
         let mut running = Session::launch(request).map_err(launch_error)?;
         let (server_in, server_out) = running
             .take_stdio()
@@ -243,6 +269,66 @@ impl McpCommand {
         let ended = running.wait().map_err(launch_error)?;
         super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
+    }
+
+    /// `--skill`: the component's functions served as tools, in a skill session.
+    fn serve_skill(
+        &self,
+        cli: &Cli,
+        config: cordon_supervisor::CordonConfig,
+        path: &std::path::Path,
+        pins: Pins,
+    ) -> Result<Exit, CliError> {
+        let cwd = std::env::current_dir()
+            .context("cannot read the current directory")
+            .map_err(refused)?;
+        let mut request = SkillRequest::new(config, path.to_path_buf(), Vec::new(), cwd);
+        let dir = |host: &PathBuf, writable| DirRequest {
+            host: host.clone(),
+            guest: None,
+            writable,
+        };
+        request.dirs = (self.grants.allow_read.iter().map(|p| dir(p, false)))
+            .chain(self.grants.allow_write.iter().map(|p| dir(p, true)))
+            .collect();
+        request.net.clone_from(&self.grants.allow_net);
+        request.keep_env.clone_from(&self.grants.keep_env);
+        request.stdin = false;
+        request.front_end = "mcp".into();
+        let mut refusal = None;
+        let ended = skill::serve(request, |functions| {
+            let name = self
+                .name
+                .clone()
+                .unwrap_or_else(|| functions.skill().name().to_owned());
+            tracing::info!("deciding for MCP skill `{name}` (`--name` names it otherwise)");
+            let server = Server::skill(name, functions.skill());
+            let gateway = Gateway::new(Arc::clone(functions.supervisor()), server, pins)
+                .accepting(self.accept_changed.clone())
+                .asking(functions.consent());
+            if let Some(why) = gateway.refusal() {
+                let why = format!(
+                    "the policy refuses to relay MCP skill `{}`: {why}",
+                    gateway.server_name()
+                );
+                refusal = Some(why.clone());
+                return Err(why);
+            }
+            cordon_supervisor::mcp::relay_skill(
+                Arc::new(gateway),
+                functions,
+                std::io::stdin(),
+                std::io::stdout(),
+            )
+            .map(|_| ())
+            .map_err(|err| format!("the relay ended: {err}"))
+        })
+        .map_err(launch_error)?;
+        if let Some(why) = refusal {
+            return Err(refused(anyhow::anyhow!(why)));
+        }
+        super::shared::report_journaled(cli, &ended.id, ended.journaled, &[]);
+        Ok(Exit::Code(u8::try_from(ended.exit.code).unwrap_or(1)))
     }
 }
 

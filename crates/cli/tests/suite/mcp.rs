@@ -1047,3 +1047,144 @@ fn a_changed_tool_definition_is_flagged_until_accepted() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tool pins"));
 }
+
+#[test]
+fn a_skills_functions_are_tools_each_call_decided_and_run_confined() {
+    let Some((python, _)) = mcp_python() else {
+        return;
+    };
+    let home = home_with_the_sdk_programs();
+    let notes = home.workspace().join("notes");
+    fs_err::create_dir_all(&notes).unwrap();
+    fs_err::write(notes.join("todo.txt"), "water the plants").unwrap();
+    let secret = home.path().join(".ssh/id_ed25519");
+    assert_eq!(fs_err::read_to_string(&secret).unwrap(), "PRIVATE KEY");
+    let note = notes.join("todo.txt").display().to_string();
+    // A key in the granted directory: the file policy refuses it when the skill opens it.
+    let key = notes.join("deploy.pem");
+    fs_err::write(
+        &key,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+         b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+         QyNTUxOQAAACDqmFq9L4bXj0KjvX2cQ1f7o8Yk3mWb9Zr4tH6sNl2pEAAAAJgLw3TtC8N0\n\
+         -----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let calls = serde_json::json!([
+        ["stats", {"text": "one two three\nfour"}],
+        ["convert", {"text": "aws akiaqylpmn5hhhfpzam2", "style": "upper"}],
+        ["convert", {"text": "x", "style": "bold"}],
+        ["notes.read", {"path": note}],
+        ["notes.read", {"path": key.display().to_string()}],
+        ["notes.read", {"path": secret.display().to_string()}],
+        ["notes.remove", {"path": note}],
+    ])
+    .to_string();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["textkit/notes.remove"]);
+    });
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skill-cache");
+    let textkit = super::run::skill("textkit");
+    let notes_arg = notes.display().to_string();
+    let served = client_with(
+        &home,
+        &python,
+        &[
+            env!("CARGO_BIN_EXE_cordon"),
+            "mcp",
+            "--policy",
+            &policy,
+            "--allow-read",
+            &notes_arg,
+            "--skill",
+            &textkit,
+        ],
+        &[
+            ("CALLS", calls.as_str()),
+            ("XDG_CACHE_HOME", &cache.display().to_string()),
+        ],
+    );
+    // Each exported function is a tool (an interface's after its name); the denied one hidden.
+    assert_eq!(
+        served["tools"],
+        serde_json::json!(["convert", "notes.read", "spin", "stats"]),
+        "{served}"
+    );
+    let called = |text: &str, error: bool| serde_json::json!({"error": error, "text": text});
+    let key_refused = format!(
+        "cannot read `{}`: Operation not permitted (os error 63)",
+        key.display()
+    );
+    let secret_unseen = format!(
+        "cannot read `{}`: No such file or directory (os error 44)",
+        secret.display()
+    );
+    assert_eq!(
+        served["calls"],
+        serde_json::json!([
+            called(r#"{"lines":2,"longest":"three","words":4}"#, false),
+            // The result is redacted: the skill's upper-casing made an AWS key of the text.
+            called("AWS [REDACTED:cloud_key]", false),
+            called("argument `style`: no case `bold`", true),
+            // The granted note is read; a key beside it is refused by the file policy when the
+            // skill opens it; the home's key is not even seen.
+            called("water the plants", false),
+            called(&key_refused, true),
+            called(&secret_unseen, true),
+            called("denied by policy: tool `notes.remove` of server `textkit` is denied by the settings (`textkit/notes.remove`)", true),
+        ]),
+        "{served}"
+    );
+    assert!(notes.join("todo.txt").exists());
+    assert!(!served.to_string().contains("PRIVATE KEY"), "{served}");
+    assert!(!served.to_string().contains("b3BlbnNzaC1rZXkt"), "{served}");
+
+    // The calls and the skill's file opens are recorded, with the session's id.
+    let out = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let tools: Vec<(String, bool)> = records
+        .iter()
+        .filter(|r| r["capability"] == "tool" && r["input"].get("result").is_none())
+        .filter(|r| r["action"] == "call")
+        .map(|r| {
+            let tool = r["input"]["resource"]["tool"].as_str().unwrap_or_default();
+            (tool.to_owned(), r["allow"].as_bool().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            ("stats".to_owned(), true),
+            ("convert".to_owned(), true),
+            ("convert".to_owned(), true),
+            ("notes.read".to_owned(), true),
+            ("notes.read".to_owned(), true),
+            ("notes.read".to_owned(), true),
+            ("notes.remove".to_owned(), false),
+        ],
+        "{text}"
+    );
+    let opened: Vec<(String, bool)> = records
+        .iter()
+        .filter(|r| r["capability"] == "file" && r["action"] == "read")
+        .map(|r| {
+            let path = r["resource"]["path"].as_str().unwrap_or_default();
+            (path.to_owned(), r["allow"].as_bool().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        [(note.clone(), true), (key.display().to_string(), false)],
+        "{text}"
+    );
+    let sessions: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["capability"] == "tool" || r["capability"] == "file")
+        .filter_map(|r| r["input"]["context"]["session"].as_str())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{text}");
+}

@@ -9,7 +9,7 @@ use super::common::{
 };
 
 /// An example skill, built by `cargo xtask skills`.
-fn skill(name: &str) -> String {
+pub(super) fn skill(name: &str) -> String {
     let dir = std::env::var_os("CORDON_SKILLS_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip2/release"),
         PathBuf::from,

@@ -24,9 +24,13 @@
 
 mod pins;
 mod relay;
+#[cfg(target_os = "linux")]
+mod skill;
 
 pub use pins::{definition_digest, Pinned, Pins};
 pub use relay::{relay, GRACE};
+#[cfg(target_os = "linux")]
+pub use skill::relay_skill;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cordon_skills::{
-    CacheUse, Exit, Limits, Preopen, Run, Runtime, RuntimeOptions, Sink, SkillFile,
+    CacheUse, Called, Exit, Function, Limits, Preopen, Prepared, Run, Runtime, RuntimeOptions,
+    Sink, SkillFile,
 };
 use cordon_types::{error_chain, Capability, Outcome, Request};
 use serde_json::{json, Value};
@@ -309,6 +310,157 @@ impl SkillGrants {
 /// by the policy, or not set up (125). A skill that fails or reaches a limit is not an
 /// error: see [`SkillEnded::exit`].
 pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
+    session(request, false, |session| {
+        session
+            .runtime
+            .run(session.prepared, session.run.clone())
+            .map_err(|e| setup(e.to_string()))
+    })
+}
+
+/// A skill whose exported functions are called as tools, in a session: what it offers, and
+/// a way to call each function (in an instance of its own, its limits and grants those of
+/// the session's launch decision).
+pub struct Functions<'a> {
+    supervisor: &'a Arc<Supervisor>,
+    consent: &'a Arc<crate::consent::Broker>,
+    runtime: &'a Runtime,
+    prepared: &'a Prepared,
+    run: Run,
+    id: &'a str,
+    /// The processor time the calls took, in microseconds.
+    cpu_us: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Functions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Functions")
+            .field("id", &self.id)
+            .field("skill", self.prepared.skill())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Functions<'_> {
+    /// The session's supervisor: its policy (`tool` among the capabilities it decides), its
+    /// audit log, its id on every record.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        self.supervisor
+    }
+
+    /// The session's consent broker.
+    pub fn consent(&self) -> Arc<crate::consent::Broker> {
+        Arc::clone(self.consent)
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &str {
+        self.id
+    }
+
+    /// The skill.
+    pub fn skill(&self) -> &SkillFile {
+        self.prepared.skill()
+    }
+
+    /// The functions it offers.
+    pub fn functions(&self) -> &[Function] {
+        self.prepared.functions()
+    }
+
+    /// Whether the session was stopped (`cordon stop`): no call runs any longer.
+    pub fn stopped(&self) -> bool {
+        self.run.stop.load(Ordering::SeqCst)
+    }
+
+    /// Calls `function` with `arguments`, every file it opens and request it makes decided
+    /// as the session's grants say; `stop` (or the session's stop) ends it. Returns how it
+    /// ended and what it wrote on its standard output.
+    ///
+    /// # Errors
+    ///
+    /// The arguments do not fit the function, or the call cannot be set up.
+    pub fn call(
+        &self,
+        function: &Function,
+        arguments: &Value,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(Called, Vec<u8>), cordon_skills::Error> {
+        if self.stopped() {
+            return Err(cordon_skills::Error::Setup(
+                "the session was stopped".into(),
+            ));
+        }
+        let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut run = self.run.clone();
+        run.stdout = Sink::Memory(Arc::clone(&output));
+        // Either the call's own stop or the session's ends it.
+        let (session, call) = (Arc::clone(&self.run.stop), Arc::clone(stop));
+        let either = Arc::new(AtomicBool::new(false));
+        run.stop = Arc::clone(&either);
+        let done = Arc::new(AtomicBool::new(false));
+        let watching = Arc::clone(&done);
+        let watcher = std::thread::Builder::new()
+            .name("cordon-skill-call".into())
+            .spawn(move || {
+                while !watching.load(Ordering::SeqCst) {
+                    if session.load(Ordering::SeqCst) || call.load(Ordering::SeqCst) {
+                        either.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            })
+            .map_err(|e| cordon_skills::Error::Setup(format!("cannot watch the call: {e}")))?;
+        let called = self.runtime.call(self.prepared, function, arguments, run);
+        done.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
+        let written = output.lock().map(|o| o.clone()).unwrap_or_default();
+        if let Ok(called) = &called {
+            let us = u64::try_from(called.exit.cpu.as_micros()).unwrap_or(u64::MAX);
+            self.cpu_us.fetch_add(us, Ordering::SeqCst);
+        }
+        called.map(|called| (called, written))
+    }
+}
+
+/// Serves a skill's exported functions as a session: decides its launch (its directories,
+/// hosts and limits) and records it, compiles it, then hands `serve` the [`Functions`] it
+/// offers until `serve` returns; records how the session ended.
+///
+/// # Errors
+///
+/// A [`LaunchError`] as [`run`]'s; a component that exports no function callable as a tool
+/// cannot execute (126). What `serve` returns as an error is recorded as the session's failure.
+pub fn serve(
+    request: SkillRequest,
+    serve: impl FnOnce(&Functions<'_>) -> Result<(), String>,
+) -> Result<SkillEnded, LaunchError> {
+    session(request, true, |functions| {
+        let served = serve(functions);
+        let cpu = std::time::Duration::from_micros(functions.cpu_us.load(Ordering::SeqCst));
+        Ok(match served {
+            Ok(()) => Exit {
+                code: 0,
+                stopped: None,
+                cpu,
+            },
+            Err(why) => Exit {
+                code: 1,
+                stopped: Some(cordon_skills::Stopped::Trap(why)),
+                cpu,
+            },
+        })
+    })
+}
+
+/// A skill session: launch decided and recorded, the skill prepared (as a command, or as
+/// `functions`), `body` run with it, the outcome recorded.
+fn session(
+    request: SkillRequest,
+    functions: bool,
+    body: impl FnOnce(&Functions<'_>) -> Result<Exit, LaunchError>,
+) -> Result<SkillEnded, LaunchError> {
     let skill = SkillFile::read(&request.skill).map_err(|err| match &err {
         cordon_skills::Error::Read { source, .. }
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -338,14 +490,14 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         session_bus,
     )
     .map_err(refused)?;
-    let started = Supervisor::start_session(
-        &request.config,
-        &["sandbox", "file", "net", "clipboard"],
-        &id,
-        &request.cwd,
-    )
-    .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
-    .with_context("consent", backends.context());
+    let decides: &[&str] = if functions {
+        &["sandbox", "file", "net", "clipboard", "tool"]
+    } else {
+        &["sandbox", "file", "net", "clipboard"]
+    };
+    let started = Supervisor::start_session(&request.config, decides, &id, &request.cwd)
+        .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
+        .with_context("consent", backends.context());
     // The launch is decided with no workspace: a skill is given only what it asks for.
     let supervisor = Arc::new(started.with_workspace(Vec::new()));
     let consent = consent_broker(&request.config, &supervisor, &id, backends);
@@ -526,7 +678,12 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())))?;
     let sha256 = skill.sha256().to_owned();
     let name = skill.name().to_owned();
-    let prepared = runtime.prepare(skill).map_err(|err| {
+    let prepared = if functions {
+        runtime.prepare_functions(skill)
+    } else {
+        runtime.prepare(skill)
+    };
+    let prepared = prepared.map_err(|err| {
         let kind = match err {
             cordon_skills::Error::Setup(_) => ErrorKind::SetupFailed,
             _ => ErrorKind::CannotExecute,
@@ -551,7 +708,8 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
     // A skill blocked in a host call (a sleep, a read, a slow server) does not see a stop
     // or its time limit until the call returns: the process ends it, after a grace period.
     let finished = Arc::new(AtomicBool::new(false));
-    if request.end_process_when_stuck {
+    // A session serving functions has limits for each call, not for the whole session.
+    if request.end_process_when_stuck && !functions {
         let record = (
             Arc::clone(&supervisor),
             audit.input.clone(),
@@ -559,22 +717,26 @@ pub fn run(request: SkillRequest) -> Result<SkillEnded, LaunchError> {
         );
         watch_stuck(&stop, &finished, limits.wall, record);
     }
-    let exit = runtime
-        .run(
-            &prepared,
-            Run {
-                args,
-                env,
-                preopens: preopens.clone(),
-                gate: Arc::new(gate),
-                limits,
-                stdin: request.stdin,
-                stdout: output(Stream::Stdout),
-                stderr: output(Stream::Stderr),
-                stop,
-            },
-        )
-        .map_err(|e| audit.refuse(Outcome::Failed, setup(e.to_string())));
+    let served = Functions {
+        supervisor: &supervisor,
+        consent: &consent,
+        runtime: &runtime,
+        prepared: &prepared,
+        run: Run {
+            args,
+            env,
+            preopens: preopens.clone(),
+            gate: Arc::new(gate),
+            limits,
+            stdin: request.stdin && !functions,
+            stdout: output(Stream::Stdout),
+            stderr: output(Stream::Stderr),
+            stop,
+        },
+        id: &id,
+        cpu_us: std::sync::atomic::AtomicU64::new(0),
+    };
+    let exit = body(&served).map_err(|e| audit.refuse(Outcome::Failed, e));
     finished.store(true, Ordering::SeqCst);
     let journaled = journal.map(|journal| journal.end());
     if let Some(Err(why)) = &journaled {
