@@ -9,6 +9,10 @@
 //! transport and the gateway, not a server's work. The calls of the two variants alternate,
 //! so that the machine's noise falls on both alike.
 //!
+//! The same calls go through `cordon mcp --listen` too (Streamable HTTP, one keep-alive
+//! connection), against the same direct stdio call: what a client pays for reaching the
+//! server through cordon over HTTP rather than starting it itself.
+//!
 //! ```sh
 //! cargo bench -p cordon-cli --bench mcp_call            # 2000 calls each
 //! CORDON_BENCH_CALLS=500 cargo bench -p cordon-cli --bench mcp_call
@@ -154,6 +158,104 @@ impl Client {
     }
 }
 
+/// A client of `cordon mcp --listen`: one keep-alive connection, one session.
+struct HttpClient {
+    child: Child,
+    agent: ureq::Agent,
+    url: String,
+    token: String,
+    session: String,
+    next: u64,
+    times: Vec<Duration>,
+}
+
+impl HttpClient {
+    fn start(mut command: Command) -> Self {
+        let token = "bench-token-0123456789abcdef".to_owned();
+        let mut child = command
+            .env("CORDON_MCP_TOKEN", &token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        let address = said
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("no address in {said:?}"))
+            .to_owned();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut client = Self {
+            child,
+            agent,
+            url: format!("http://{address}"),
+            token,
+            session: String::new(),
+            next: 0,
+            times: Vec::new(),
+        };
+        client.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}),
+        );
+        client.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        client.request("tools/list", json!({}));
+        client
+    }
+
+    fn send(&mut self, message: &Value) -> Value {
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json");
+        if !self.session.is_empty() {
+            request = request.header("Mcp-Session-Id", &self.session);
+        }
+        let mut response = request.send(message.to_string()).unwrap();
+        if let Some(id) = response.headers().get("mcp-session-id") {
+            self.session = id.to_str().unwrap().to_owned();
+        }
+        let body = response.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let message =
+            json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params});
+        self.send(&message)
+    }
+
+    fn call(&mut self) {
+        let started = Instant::now();
+        let answer = self.request(
+            "tools/call",
+            json!({"name": "echo",
+            "arguments": {"text": "the quarterly numbers are in the usual place"}}),
+        );
+        self.times.push(started.elapsed());
+        assert_eq!(answer["result"]["isError"], false, "over HTTP: {answer}");
+    }
+}
+
+impl Drop for HttpClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1e6
@@ -223,6 +325,21 @@ fn main() {
         .arg("--")
         .arg(&server);
     env(&mut unaudited, home);
+    let mut listening = Command::new(&cordon);
+    listening
+        .args([
+            "mcp",
+            "--keep-env",
+            SERVER,
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+        ])
+        .arg(&policy)
+        .arg("--")
+        .arg(&server);
+    env(&mut listening, home);
+    let mut http = HttpClient::start(listening);
     let mut clients = [
         Client::start("direct", "client → server over its stdio", direct),
         Client::start(
@@ -241,6 +358,7 @@ fn main() {
         for client in &mut clients {
             client.call();
         }
+        http.call();
     }
     let clients = clients.map(Client::end);
     println!("| variant | what runs | calls | p50 (µs) | p90 (µs) | p99 (µs) | mean (µs) |");
@@ -262,11 +380,28 @@ fn main() {
         );
         p.push((percentile(&times, 0.5), percentile(&times, 0.99)));
     }
+    let mut times = http.times.clone();
+    times.sort();
+    let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64;
+    println!(
+        "| cordon mcp --listen | the client over Streamable HTTP (one keep-alive connection, JSON answers) → cordon → the same sandboxed stdio server, as `cordon mcp` | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        percentile(&times, 0.99),
+        mean,
+    );
+    let over_http = (percentile(&times, 0.5), percentile(&times, 0.99));
     println!(
         "\nadded by the gateway: p50 {:.1} µs, p99 {:.1} µs ({:.1} and {:.1} without the audit log)",
         p[1].0 - p[0].0,
         p[1].1 - p[0].1,
         p[2].0 - p[0].0,
         p[2].1 - p[0].1
+    );
+    println!(
+        "added over HTTP (against the direct stdio call): p50 {:.1} µs, p99 {:.1} µs",
+        over_http.0 - p[0].0,
+        over_http.1 - p[0].1
     );
 }

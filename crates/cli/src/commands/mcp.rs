@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use cordon_supervisor::mcp::{Gateway, Pins, Server};
 use cordon_supervisor::session::skill::{self, DirRequest, SkillRequest};
-use cordon_supervisor::session::{LaunchRequest, Session};
+use cordon_supervisor::session::{Ended, LaunchError, LaunchRequest, Running, Session};
 
 use super::exec::{launch_error, refused, utf8_args};
 use super::shared::{load_config, ConsentArgs, GrantArgs, PolicyArgs};
@@ -64,7 +64,7 @@ use crate::{Cli, Exit};
 ///   cordon mcp --name notes --allow-read ~/notes -- python3 notes_server.py
 ///   cordon mcp --consent notify -- uvx mcp-server-git   # asks on the desktop
 ///   cordon mcp --allow-read ~/notes --skill textkit.wasm
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct McpCommand {
     #[command(flatten)]
@@ -99,6 +99,13 @@ pub struct McpCommand {
     /// paths; --allow-net hosts; each file it opens and request it makes decided again)
     #[arg(long, value_name = "SKILL.wasm", conflicts_with = "command")]
     skill: Option<PathBuf>,
+
+    /// Serve MCP's Streamable HTTP transport on ADDRESS (a loopback address and port, e.g.
+    /// 127.0.0.1:8931; port 0 picks one) instead of stdio: POST, GET and DELETE on /mcp, each
+    /// client session starting a server of its own. Every request must carry `Authorization:
+    /// Bearer TOKEN`: the token is printed when cordon starts, or taken from CORDON_MCP_TOKEN
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "skill")]
+    listen: Option<String>,
 
     /// The server's program and its arguments
     #[arg(
@@ -222,17 +229,43 @@ impl McpCommand {
             .clone()
             .unwrap_or_else(|| server_name(&command, &cwd));
         tracing::info!("deciding for MCP server `{name}` (`--name` names it otherwise)");
-        let mut request = LaunchRequest::new(config, command.clone(), cwd.clone());
-        self.grants.ask(&mut request);
-        request.allow_degraded = self.allow_degraded;
-        request.forward_signals = true;
-        request.front_end = "mcp".into();
-        request.piped = true;
-        request.decides = &["sandbox", "net", "tool"];
-        let mut running = Session::launch(request).map_err(launch_error)?;
+        if let Some(address) = &self.listen {
+            return self.listen(address, config, command, cwd, name, pins_path);
+        }
+        let (mut running, gateway) = self.start(config, command, cwd, name, pins)?;
         let (server_in, server_out) = running
             .take_stdio()
             .ok_or_else(|| refused(anyhow::anyhow!("the server's input and output are missing")))?;
+        let ended = cordon_supervisor::mcp::relay(
+            gateway,
+            std::io::stdin(),
+            std::io::stdout(),
+            server_in,
+            server_out,
+        );
+        let ended = finish(running, ended).map_err(launch_error)?;
+        super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
+        Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
+    }
+
+    /// Launches the server as a session, and the gateway that decides for it; a policy that
+    /// refuses to relay it stops it.
+    fn start(
+        &self,
+        config: cordon_supervisor::CordonConfig,
+        command: Vec<String>,
+        cwd: PathBuf,
+        name: String,
+        pins: Pins,
+    ) -> Result<(Running, Arc<Gateway>), CliError> {
+        let mut request = LaunchRequest::new(config, command.clone(), cwd.clone());
+        self.grants.ask(&mut request);
+        request.allow_degraded = self.allow_degraded;
+        request.forward_signals = self.listen.is_none();
+        request.front_end = "mcp".into();
+        request.piped = true;
+        request.decides = &["sandbox", "net", "tool"];
+        let running = Session::launch(request).map_err(launch_error)?;
         let path = std::env::var("PATH").unwrap_or_default();
         let server = Server::new(name, command, &cwd, &path);
         let gateway = Gateway::new(running.supervisor(), server, pins)
@@ -247,28 +280,82 @@ impl McpCommand {
             let _ = running.wait();
             return Err(refused(anyhow::anyhow!(why)));
         }
-        let gateway = Arc::new(gateway);
-        let ended = cordon_supervisor::mcp::relay(
-            gateway,
-            std::io::stdin(),
-            std::io::stdout(),
-            server_in,
-            server_out,
-        );
-        match ended {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("the server did not end when its client left; stopping it");
-                let _ = running.signal(libc::SIGKILL);
-            }
-            Err(err) => {
-                tracing::warn!("the relay ended: {err}; stopping the server");
-                let _ = running.signal(libc::SIGKILL);
-            }
+        Ok((running, Arc::new(gateway)))
+    }
+
+    /// `--listen`: the Streamable HTTP transport, a server launched for each session.
+    fn listen(
+        &self,
+        address: &str,
+        config: cordon_supervisor::CordonConfig,
+        command: Vec<String>,
+        cwd: PathBuf,
+        name: String,
+        pins_path: PathBuf,
+    ) -> Result<Exit, CliError> {
+        let listener = std::net::TcpListener::bind(address)
+            .with_context(|| format!("cannot listen on {address}"))
+            .map_err(refused)?;
+        let bound = listener
+            .local_addr()
+            .context("cannot read the address listened on")
+            .map_err(refused)?;
+        if !bound.ip().is_loopback() {
+            return Err(refused(anyhow::anyhow!(
+                "{bound} is not a loopback address: cordon serves MCP over HTTP on 127.0.0.1 or ::1 only"
+            )));
         }
-        let ended = running.wait().map_err(launch_error)?;
-        super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
-        Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
+        let token = match std::env::var("CORDON_MCP_TOKEN") {
+            Ok(token) if token.len() >= 16 => token,
+            Ok(_) => {
+                return Err(refused(anyhow::anyhow!(
+                    "CORDON_MCP_TOKEN must be at least 16 characters"
+                )))
+            }
+            Err(_) => cordon_supervisor::mcp::http::secret()
+                .map_err(|why| refused(anyhow::anyhow!(why)))?,
+        };
+        let shown = if std::env::var_os("CORDON_MCP_TOKEN").is_some() {
+            "the token in CORDON_MCP_TOKEN".to_owned()
+        } else {
+            token.clone()
+        };
+        eprintln!(
+            "cordon: MCP server `{name}` over HTTP at http://{bound}{}; clients send `Authorization: Bearer {shown}`; each session starts its own server",
+            cordon_supervisor::mcp::http::PATH
+        );
+        // Each session's server is launched as `cordon mcp` would for stdio.
+        let this = self.clone();
+        let launch: cordon_supervisor::mcp::http::Launch = Arc::new(move || {
+            let pins = Pins::open(&pins_path)?;
+            let (mut running, gateway) = this
+                .start(
+                    config.clone(),
+                    command.clone(),
+                    cwd.clone(),
+                    name.clone(),
+                    pins,
+                )
+                .map_err(|err| err.to_string())?;
+            let (server_in, server_out) = running
+                .take_stdio()
+                .ok_or("the server's input and output are missing")?;
+            Ok(cordon_supervisor::mcp::http::Started {
+                gateway,
+                server_in: Box::new(server_in),
+                server_out: Box::new(server_out),
+                finish: Box::new(move |ended| match finish(running, ended) {
+                    Ok(ended) => {
+                        tracing::info!("session {} ended with status {}", ended.id, ended.exit_code)
+                    }
+                    Err(err) => tracing::warn!("a session's server: {err}"),
+                }),
+            })
+        });
+        cordon_supervisor::mcp::http::serve(listener, token, launch)
+            .context("cannot serve MCP over HTTP")
+            .map_err(refused)?;
+        Ok(Exit::Code(0))
     }
 
     /// `--skill`: the component's functions served as tools, in a skill session.
@@ -330,6 +417,22 @@ impl McpCommand {
         super::shared::report_journaled(cli, &ended.id, ended.journaled, &[]);
         Ok(Exit::Code(u8::try_from(ended.exit.code).unwrap_or(1)))
     }
+}
+
+/// Ends a server once its relay has: stopped when it did not end by itself, then waited for.
+fn finish(running: Running, ended: std::io::Result<bool>) -> Result<Ended, LaunchError> {
+    match ended {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("the server did not end when its client left; stopping it");
+            let _ = running.signal(libc::SIGKILL);
+        }
+        Err(err) => {
+            tracing::warn!("the relay ended: {err}; stopping the server");
+            let _ = running.signal(libc::SIGKILL);
+        }
+    }
+    running.wait()
 }
 
 #[cfg(test)]

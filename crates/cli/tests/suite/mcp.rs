@@ -1188,3 +1188,230 @@ fn a_skills_functions_are_tools_each_call_decided_and_run_confined() {
         .collect();
     assert_eq!(sessions.len(), 1, "{text}");
 }
+
+/// One HTTP/1.1 exchange with `127.0.0.1:port` (`Connection: close`, each wait bounded):
+/// the status, the headers (lower-case names) and the body.
+fn http(
+    port: u16,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!("{method} /mcp HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    // The server may refuse before it has read the whole body.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[test]
+fn over_http_each_session_gets_a_confined_server_and_only_the_token_holder_gets_in() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some((python, env)) = mcp_python() else {
+        return;
+    };
+    let home = home_with_the_sdk_programs();
+    let python_arg = python.display().to_string();
+    let env_arg = env.display().to_string();
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["notes/delete_*"]);
+    });
+    let token = "d1c9a7e0b54f4e2c8a0f6b3e";
+    let mut command = home.cordon(&[
+        "mcp",
+        "--policy",
+        &policy,
+        "--name",
+        "notes",
+        "--allow-read",
+        &env_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        &python_arg,
+        "server.py",
+    ]);
+    command
+        .env("CORDON_MCP_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    // The first line says where it listens.
+    let stderr = child.0.stderr.take().unwrap();
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = said.send(line);
+        }
+    });
+    let first = heard
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("cordon said nothing on starting to listen");
+    assert!(!first.contains(token), "the token is shown: {first}");
+    let port: u16 = first
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    // A real client over Streamable HTTP: the same decisions as over stdio.
+    let host = super::common::Listener::start();
+    let fetch_url = format!("http://127.0.0.1:{}/", host.port);
+    let gated = client_with(
+        &home,
+        &python,
+        &[&url],
+        &[("MCP_TOKEN", token), ("FETCH_URL", &fetch_url)],
+    );
+    assert_eq!(
+        gated["tools"],
+        serde_json::json!(["echo", "fetch", "read_file", "show_config"]),
+        "{gated}"
+    );
+    assert_eq!(
+        gated["echo"],
+        serde_json::json!({"error": false, "text": "hello"})
+    );
+    assert_eq!(gated["delete_everything"]["error"], true, "{gated}");
+    assert_eq!(gated["read_file"]["error"], true, "{gated}");
+    assert!(!gated.to_string().contains("PRIVATE KEY"), "{gated}");
+    assert_eq!(gated["fetch"]["error"], true, "{gated}");
+    assert_eq!(
+        gated["show_config"]["text"], "region=eu-west-1 aws_access_key_id=[REDACTED:cloud_key]",
+        "{gated}"
+    );
+    assert_eq!(
+        host.received.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the sandboxed server reached the host"
+    );
+
+    // Without the token, with another Host or Origin (a web page's DNS rebinding), nothing.
+    let host_header = format!("127.0.0.1:{port}");
+    let bearer = format!("Bearer {token}");
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let json = ("Content-Type", "application/json");
+    let accept = ("Accept", "application/json, text/event-stream");
+    for (headers, status) in [
+        (vec![("Host", host_header.as_str()), json, accept], 401),
+        (
+            vec![
+                ("Host", host_header.as_str()),
+                ("Authorization", "Bearer d1c9a7e0b54f4e2c8a0f6b3f"),
+                json,
+            ],
+            401,
+        ),
+        (
+            vec![
+                ("Host", "evil.example:80"),
+                ("Authorization", &bearer),
+                json,
+            ],
+            403,
+        ),
+        (
+            vec![
+                ("Host", host_header.as_str()),
+                ("Origin", "http://evil.example"),
+                ("Authorization", &bearer),
+                json,
+            ],
+            403,
+        ),
+    ] {
+        let (got, _, body) = http(port, "POST", &headers, initialize.as_bytes());
+        assert_eq!(got, status, "{headers:?}: {body}");
+    }
+    let authorised = [
+        ("Host", host_header.as_str()),
+        ("Authorization", &bearer),
+        json,
+        accept,
+    ];
+    // Bad input, each refused with a status and a reason.
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    for (method, extra, body, status) in [
+        ("POST", None, ping.to_owned(), 400),
+        ("POST", Some("0000"), ping.to_owned(), 404),
+        ("POST", None, format!("[{initialize}]"), 400),
+        ("POST", None, "{not json".to_owned(), 400),
+        ("GET", None, String::new(), 400),
+        ("PUT", None, String::new(), 405),
+    ] {
+        let mut headers = authorised.to_vec();
+        if let Some(id) = extra {
+            headers.push(("Mcp-Session-Id", id));
+        }
+        let (got, _, reply) = http(port, method, &headers, body.as_bytes());
+        assert_eq!(got, status, "{method} {body}: {reply}");
+    }
+    let huge = vec![b' '; (16 << 20) + 10];
+    let (got, _, reply) = http(port, "POST", &authorised, &huge);
+    assert_eq!(got, 413, "{reply}");
+
+    // A session by hand: its id, a request answered, then ended by DELETE; its server ends.
+    let (got, headers, reply) = http(port, "POST", &authorised, initialize.as_bytes());
+    assert_eq!(got, 200, "{reply}");
+    let id = headers
+        .iter()
+        .find(|(n, _)| n == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no session id: {headers:?}"));
+    assert!(id.len() >= 32, "{id}");
+    let mut in_session = authorised.to_vec();
+    in_session.push(("Mcp-Session-Id", &id));
+    let (got, _, reply) = http(port, "POST", &in_session, ping.as_bytes());
+    assert_eq!(
+        (got, reply.contains(r#""result":{}"#)),
+        (200, true),
+        "{reply}"
+    );
+    let listed = || {
+        let out = home.cordon(&["ps", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|v| v.as_array().map_or(0, Vec::len))
+            .unwrap_or(0)
+    };
+    assert_eq!(listed(), 1);
+    let (got, _, reply) = http(port, "DELETE", &in_session, b"");
+    assert_eq!(got, 200, "{reply}");
+    wait_until("the session's server to end", 30, || listed() == 0);
+    let (got, _, reply) = http(port, "POST", &in_session, ping.as_bytes());
+    assert_eq!(got, 404, "{reply}");
+}

@@ -22,6 +22,8 @@
 //! is dropped, and a request that reuses the id of one in flight is refused, so that every
 //! result meets the decision of the request it answers.
 
+#[cfg(target_os = "linux")]
+pub mod http;
 mod pins;
 mod relay;
 #[cfg(target_os = "linux")]
