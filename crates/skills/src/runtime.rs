@@ -461,6 +461,9 @@ impl Runtime {
     ) -> Result<Called, Error> {
         let params = crate::tools::arguments(function, arguments).map_err(Error::Arguments)?;
         let (mut store, started) = self.store(run)?;
+        // What the component gives back is lifted into host memory: no more than a
+        // message may carry.
+        store.set_hostcall_fuel(crate::tools::MAX_RESULT_BYTES);
         let mut results = vec![Val::Bool(false); function.results()];
         let called = (|| -> wasmtime::Result<()> {
             let instance = prepared.pre.instantiate(&mut store)?;
@@ -478,10 +481,14 @@ impl Runtime {
                 .ok_or_else(|| wasmtime::format_err!("no function `{}`", function.export))?;
             func.call(&mut store, &params, &mut results)
         })();
-        Ok(match called {
-            Ok(()) => Called {
-                returned: Some(crate::tools::returned(&results)),
+        Ok(match called.map(|()| crate::tools::returned(&results)) {
+            Ok(Ok(returned)) => Called {
+                returned: Some(returned),
                 exit: started.exit(0, None),
+            },
+            Ok(Err(too_large)) => Called {
+                returned: None,
+                exit: started.exit(1, Some(wasmtime::format_err!("{too_large}"))),
             },
             Err(err) => Called {
                 returned: None,

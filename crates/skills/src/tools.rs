@@ -78,6 +78,18 @@ pub(crate) fn functions<'a>(
         }
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
+    // Two interfaces of one short name would give two tools of one name: the first is kept.
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|function| {
+        let first = seen.insert(function.name.clone());
+        if !first {
+            skipped.push(format!(
+                "`{}`: another export gives a tool of this name",
+                function.name
+            ));
+        }
+        first
+    });
     (found, skipped)
 }
 
@@ -89,6 +101,15 @@ fn function(
 ) -> Result<Function, String> {
     if func.async_() {
         return Err("an async function".into());
+    }
+    // A few bytes of types can describe a schema of millions of nodes: counted first.
+    let mut budget = MAX_TYPE_NODES;
+    for ty in func.params().map(|(_, ty)| ty).chain(func.results()) {
+        if !fits(&ty, &mut budget) {
+            return Err(format!(
+                "its types are too large to describe (over {MAX_TYPE_NODES} parts)"
+            ));
+        }
     }
     let mut properties = Map::new();
     let mut required = Vec::new();
@@ -189,6 +210,43 @@ fn wit(ty: &Type) -> String {
 
 /// The deepest type a tool's schema is written for.
 const MAX_DEPTH: usize = 32;
+
+/// The most parts (each type a record, list or case holds) a function's parameters and
+/// result may have, counted as written out.
+const MAX_TYPE_NODES: usize = 5_000;
+
+/// Whether `ty`, written out whole, takes at most `budget` parts (taken from it); stops
+/// counting as soon as it does not.
+fn fits(ty: &Type, budget: &mut usize) -> bool {
+    if *budget == 0 {
+        return false;
+    }
+    *budget -= 1;
+    match ty {
+        Type::List(list) => fits(&list.ty(), budget),
+        Type::Option(option) => fits(&option.ty(), budget),
+        Type::Tuple(tuple) => tuple.types().all(|t| fits(&t, budget)),
+        Type::Record(record) => record.fields().all(|f| fits(&f.ty, budget)),
+        Type::Variant(variant) => variant
+            .cases()
+            .all(|c| c.ty.is_none_or(|t| fits(&t, budget))),
+        Type::Result(result) => {
+            result.ok().is_none_or(|t| fits(&t, budget))
+                && result.err().is_none_or(|t| fits(&t, budget))
+        }
+        Type::Enum(e) => {
+            let names = e.names().len();
+            *budget = budget.saturating_sub(names);
+            *budget > 0
+        }
+        Type::Flags(f) => {
+            let names = f.names().len();
+            *budget = budget.saturating_sub(names);
+            *budget > 0
+        }
+        _ => true,
+    }
+}
 
 /// The JSON Schema of `ty`'s JSON form; an error for a type a tool cannot take or give.
 fn schema(ty: &Type) -> Result<Value, String> {
@@ -523,8 +581,36 @@ fn tagged(value: &Value) -> Result<(&str, Option<&Value>), String> {
     }
 }
 
-/// A result as JSON.
-pub(crate) fn json(value: &Val) -> Value {
+/// The most values (each number, string, item, field) a result may have as JSON, and the
+/// most bytes its strings may hold: past either it is not given back.
+pub const MAX_RESULT_VALUES: usize = 200_000;
+
+/// See [`MAX_RESULT_VALUES`].
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// What is left of a result's allowance.
+struct Allowance {
+    values: usize,
+    bytes: usize,
+}
+
+impl Allowance {
+    fn take(&mut self, bytes: usize) -> Result<(), String> {
+        if self.values == 0 || self.bytes < bytes {
+            return Err(format!(
+                "the function's result is larger than a tool may give back \
+                 ({MAX_RESULT_VALUES} values, {} MiB of text)",
+                MAX_RESULT_BYTES >> 20
+            ));
+        }
+        self.values -= 1;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
+
+/// A result as JSON, within `allowance`.
+fn json(value: &Val, allowance: &mut Allowance) -> Result<Value, String> {
     let float = |f: f64| {
         if f.is_finite() {
             json!(f)
@@ -536,8 +622,18 @@ pub(crate) fn json(value: &Val) -> Value {
             json!("-inf")
         }
     };
-    let boxed = |value: &Option<Box<Val>>| value.as_deref().map_or(Value::Null, json);
-    match value {
+    let name_bytes = match value {
+        Val::String(s) | Val::Variant(s, _) | Val::Enum(s) => s.len(),
+        Val::Flags(names) => names.iter().map(String::len).sum(),
+        _ => 0,
+    };
+    allowance.take(name_bytes)?;
+    let boxed = |value: &Option<Box<Val>>, allowance: &mut Allowance| {
+        value
+            .as_deref()
+            .map_or(Ok(Value::Null), |v| json(v, allowance))
+    };
+    Ok(match value {
         Val::Bool(b) => json!(b),
         Val::S8(n) => json!(n),
         Val::U8(n) => json!(n),
@@ -551,36 +647,43 @@ pub(crate) fn json(value: &Val) -> Value {
         Val::Float64(f) => float(*f),
         Val::Char(c) => json!(c.to_string()),
         Val::String(s) => json!(s),
-        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
-            Value::Array(items.iter().map(json).collect())
-        }
+        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| json(item, allowance))
+                .collect::<Result<_, _>>()?,
+        ),
         Val::Record(fields) => Value::Object(
             fields
                 .iter()
-                .map(|(name, value)| (name.clone(), json(value)))
-                .collect(),
+                .map(|(name, value)| Ok((name.clone(), json(value, allowance)?)))
+                .collect::<Result<_, String>>()?,
         ),
         Val::Variant(name, None) | Val::Enum(name) => json!(name),
-        Val::Variant(name, Some(payload)) => json!({ name: json(payload) }),
-        Val::Option(value) => boxed(value),
-        Val::Result(Ok(value)) => json!({ "ok": boxed(value) }),
-        Val::Result(Err(value)) => json!({ "err": boxed(value) }),
+        Val::Variant(name, Some(payload)) => json!({ name: json(payload, allowance)? }),
+        Val::Option(value) => boxed(value, allowance)?,
+        Val::Result(Ok(value)) => json!({ "ok": boxed(value, allowance)? }),
+        Val::Result(Err(value)) => json!({ "err": boxed(value, allowance)? }),
         Val::Flags(names) => json!(names),
         Val::Map(pairs) => Value::Array(
             pairs
                 .iter()
-                .map(|(key, value)| json!([json(key), json(value)]))
-                .collect(),
+                .map(|(key, value)| Ok(json!([json(key, allowance)?, json(value, allowance)?])))
+                .collect::<Result<_, String>>()?,
         ),
         Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => {
             json!("(a handle)")
         }
-    }
+    })
 }
 
-/// What a function's results give back.
-pub(crate) fn returned(results: &[Val]) -> Returned {
-    match results.first() {
+/// What a function's results give back; an error when they are too large to.
+pub(crate) fn returned(results: &[Val]) -> Result<Returned, String> {
+    let mut allowance = Allowance {
+        values: MAX_RESULT_VALUES,
+        bytes: MAX_RESULT_BYTES,
+    };
+    Ok(match results.first() {
         None => Returned {
             value: Value::Null,
             error: false,
@@ -591,20 +694,50 @@ pub(crate) fn returned(results: &[Val]) -> Returned {
                 Err(value) => (value, true),
             };
             Returned {
-                value: value.as_deref().map_or(Value::Null, json),
+                value: match value.as_deref() {
+                    Some(value) => json(value, &mut allowance)?,
+                    None => Value::Null,
+                },
                 error,
             }
         }
         Some(value) => Returned {
-            value: json(value),
+            value: json(value, &mut allowance)?,
             error: false,
         },
-    }
+    })
 }
 
 impl Function {
     /// How many values the function returns (0 or 1).
     pub(crate) fn results(&self) -> usize {
         usize::from(self.result.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_past_the_allowance_is_not_given_back() {
+        let fits = vec![Val::List(vec![Val::Bool(true); MAX_RESULT_VALUES - 1])];
+        assert!(returned(&fits).is_ok());
+        let over = vec![Val::List(vec![Val::Bool(true); MAX_RESULT_VALUES])];
+        let why = returned(&over).unwrap_err();
+        assert!(why.contains("larger than a tool may give back"), "{why}");
+        let long = "x".repeat(MAX_RESULT_BYTES + 1);
+        assert!(returned(&[Val::String(long)]).is_err());
+        let nested = Val::Result(Ok(Some(Box::new(Val::Record(vec![(
+            "a".into(),
+            Val::Option(Some(Box::new(Val::Enum("b".into())))),
+        )])))));
+        assert_eq!(
+            returned(&[nested]).unwrap(),
+            Returned {
+                value: json!({"a": "b"}),
+                error: false
+            }
+        );
     }
 }

@@ -1242,3 +1242,59 @@ fn a_command_and_a_library_are_each_prepared_as_what_they_are() {
         "{prepared:?}"
     );
 }
+
+#[test]
+fn a_hostile_library_cannot_swell_its_types_or_its_result_past_the_bounds() {
+    let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
+    let skill = SkillFile::read(&skill_path("hostile_tools")).unwrap();
+    let prepared = runtime.prepare_functions(skill).unwrap();
+    // A parameter of 32,768 parts is not described: the function is left out, at once.
+    let names: Vec<&str> = prepared
+        .functions()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["bigres", "leak", "nap"]);
+    let bigres = &prepared.functions()[0];
+    let call = |n: u32| {
+        runtime
+            .call(
+                &prepared,
+                bigres,
+                &serde_json::json!({ "n": n }),
+                Run {
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    preopens: Vec::new(),
+                    gate: TestGate::new(|_, _, _| false),
+                    limits: Limits::default(),
+                    stdin: false,
+                    stdout: Sink::Memory(Arc::default()),
+                    stderr: Sink::Memory(Arc::default()),
+                    stop: Default::default(),
+                },
+            )
+            .unwrap()
+    };
+    let small = call(3);
+    assert_eq!(
+        returned(&small),
+        (
+            serde_json::json!([{"ok": null}, {"ok": null}, {"ok": null}]),
+            false
+        )
+    );
+    // A million results of a byte each swell to hundreds of megabytes on the host: no more
+    // is copied out of the component than a message may carry.
+    let large = call(1_000_000);
+    assert!(large.returned.is_none());
+    let stopped = large
+        .exit
+        .stopped
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(
+        stopped.contains("too much data is being copied between the host and the guest"),
+        "{stopped}"
+    );
+}

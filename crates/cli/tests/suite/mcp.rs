@@ -240,9 +240,15 @@ impl Peer {
             home.workspace().join("raw_server.py"),
         )
         .unwrap();
-        let mut args = vec!["mcp"];
-        args.extend_from_slice(flags);
+        let mut args = flags.to_vec();
         args.extend_from_slice(&["--", python, "raw_server.py"]);
+        Some(Self::spawn(home, &args))
+    }
+
+    /// `cordon mcp ARGS`, its output read on a thread of its own, its errors in
+    /// `mcp.stderr` of the home.
+    fn spawn(home: &Home, args: &[&str]) -> Self {
+        let args = [&["mcp"], args].concat();
         let stderr = home.path().join("mcp.stderr");
         let mut child = home
             .cordon(&args)
@@ -262,13 +268,13 @@ impl Peer {
                 }
             }
         });
-        Some(Self {
+        Self {
             child: KillOnDrop(child),
             stdin,
             lines,
             stderr,
             workspace: home.workspace(),
-        })
+        }
     }
 
     /// As [`Peer::start`] with `flags`, under the default policy with `settings.tool.deny`
@@ -1414,4 +1420,83 @@ fn over_http_each_session_gets_a_confined_server_and_only_the_token_holder_gets_
     wait_until("the session's server to end", 30, || listed() == 0);
     let (got, _, reply) = http(port, "POST", &in_session, ping.as_bytes());
     assert_eq!(got, 404, "{reply}");
+}
+
+/// `cordon mcp FLAGS --skill SKILL` spoken to line by line, its tools listed.
+fn skill_peer(home: &Home, skill: &str, flags: &[&str]) -> Peer {
+    let mut args = flags.to_vec();
+    let path = super::run::skill(skill);
+    args.extend_from_slice(&["--skill", &path]);
+    let mut peer = Peer::spawn(home, &args);
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}}),
+    );
+    peer.answer_to(serde_json::json!("init"));
+    peer.list();
+    peer
+}
+
+#[test]
+fn a_skill_call_blocked_where_no_stop_reaches_is_given_up_and_the_session_ends() {
+    let home = Home::new();
+    let notes = home.workspace().join("notes");
+    fs_err::create_dir_all(&notes).unwrap();
+    let fifo = notes.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let policy = default_policy_with(&home, |settings| {
+        settings["sandbox"]["skill_limits"]["wall_ms"] = serde_json::json!(1000);
+    });
+    let notes_arg = notes.display().to_string();
+    let mut peer = skill_peer(
+        &home,
+        "textkit",
+        &["--policy", &policy, "--allow-read", &notes_arg],
+    );
+    // Opening a pipe no one writes blocks in the host: no stop reaches it.
+    peer.send(&call(1, "notes.read", serde_json::json!({"path": fifo})));
+    peer.send(&call(2, "stats", serde_json::json!({"text": "still here"})));
+    let other = peer.answer_to(serde_json::json!(2));
+    assert_eq!(other["result"]["isError"], false, "{other}");
+    // Past its time limit and the grace, the call is answered, given up.
+    let given_up = peer.answer_to(serde_json::json!(1));
+    assert_eq!(given_up["result"]["isError"], true, "{given_up}");
+    let text = given_up["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("given up"), "{text}");
+    // The client leaves: the process ends instead of waiting for the call for ever.
+    let (_, status) = peer.end();
+    assert_eq!(status.code(), Some(1));
+    let stderr = read_or_empty(home.path().join("mcp.stderr"));
+    assert!(
+        stderr.contains("did not return from a host call"),
+        "{stderr}"
+    );
+    let out = home
+        .cordon(&["audit", "query", "--capability", "sandbox", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("did not return from a host call"), "{text}");
+}
+
+#[test]
+fn what_a_skill_writes_on_its_standard_error_is_redacted() {
+    let home = Home::new();
+    let mut peer = skill_peer(&home, "hostile_tools", &[]);
+    peer.send(&call(1, "leak", serde_json::json!({})));
+    let answer = peer.answer_to(serde_json::json!(1));
+    assert_eq!(answer["result"]["content"][0]["text"], "done", "{answer}");
+    let (_, status) = peer.end();
+    assert!(status.success(), "{status}");
+    let stderr = read_or_empty(home.path().join("mcp.stderr"));
+    assert!(
+        stderr.contains("aws_access_key_id=[REDACTED:cloud_key]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("AKIAQYLPMN5HHHFPZAM2"), "{stderr}");
 }

@@ -13,7 +13,7 @@
 //! reach a loopback port), a `Host` naming the loopback address and port, and, when it has
 //! an `Origin`, a loopback one (a web page's DNS rebinding). Bodies over [`MAX_MESSAGE`],
 //! batches, more than [`MAX_SESSIONS`] sessions and more than [`MAX_CONNECTIONS`] connections
-//! are refused with a status that says so.
+//! are refused with a status that says so; a session left [`IDLE`] ends with its server.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -42,6 +42,10 @@ pub const MAX_CONNECTIONS: usize = 128;
 
 /// Messages the server said unasked that wait for a GET stream.
 const BACKLOG: usize = 256;
+
+/// How long a session may sit with no request, nothing in flight and no event stream open
+/// before it ends (its client gone without a DELETE); its client starts a new one.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// How long a client may take to send a request's headers.
 const HEADER_WAIT: Duration = Duration::from_secs(10);
@@ -82,6 +86,8 @@ struct McpSession {
     stream: Mutex<Option<mpsc::Sender<Bytes>>>,
     /// What the server said unasked while no GET stream was open.
     backlog: Mutex<VecDeque<String>>,
+    /// When the client last sent a request.
+    last: Mutex<std::time::Instant>,
 }
 
 impl McpSession {
@@ -109,6 +115,24 @@ impl McpSession {
                 );
             }
             backlog.push_back(line);
+        }
+    }
+
+    /// Whether the client seems gone: no request for `idle`, none waiting for its answer,
+    /// no event stream open.
+    fn idle(&self, idle: Duration) -> bool {
+        let quiet = self.last.lock().is_ok_and(|last| last.elapsed() >= idle);
+        let waiting = self.waiting.lock().map_or(true, |w| !w.is_empty());
+        let streaming = self
+            .stream
+            .lock()
+            .map_or(true, |s| s.as_ref().is_some_and(|s| !s.is_closed()));
+        quiet && !waiting && !streaming
+    }
+
+    fn touch(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = std::time::Instant::now();
         }
     }
 
@@ -313,7 +337,10 @@ impl Listener {
             .ok()
             .and_then(|sessions| sessions.get(&id).cloned());
         match found {
-            Some(session) => Ok(Some((id, session))),
+            Some(session) => {
+                session.touch();
+                Ok(Some((id, session)))
+            }
             None => Err(Refused::new(
                 StatusCode::NOT_FOUND,
                 "no such session (it ended): initialize a new one",
@@ -516,6 +543,7 @@ impl Listener {
             waiting: Mutex::new(HashMap::new()),
             stream: Mutex::new(None),
             backlog: Mutex::new(VecDeque::new()),
+            last: Mutex::new(std::time::Instant::now()),
         });
         let id = secret().map_err(|why| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &why))?;
         let (launched, started) = oneshot::channel::<Result<(), String>>();
@@ -635,6 +663,29 @@ pub fn serve(
         .thread_name("cordon-mcp-http")
         .enable_all()
         .build()?;
+    // Sessions whose client has gone end.
+    let reaped = Arc::clone(&state);
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            let idle: Vec<Arc<McpSession>> = match reaped.sessions.lock() {
+                Ok(mut sessions) => {
+                    let ids: Vec<String> = sessions
+                        .iter()
+                        .filter(|(_, s)| s.idle(IDLE))
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    ids.iter().filter_map(|id| sessions.remove(id)).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            for session in idle {
+                tracing::info!("a session idle for {} minutes ended", IDLE.as_secs() / 60);
+                session.close();
+            }
+        }
+    });
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         loop {

@@ -300,6 +300,9 @@ fn well_formed(message: Value) -> Result<Value, String> {
     {
         return Err("invalid request: an id is a string or a number".into());
     }
+    if object.contains_key("method") && object.get("id").is_some_and(Value::is_null) {
+        return Err("invalid request: a request's id is a string or a number, never null".into());
+    }
     if object.contains_key("method")
         && (object.contains_key("result") || object.contains_key("error"))
     {
@@ -568,6 +571,18 @@ impl Gateway {
     /// Why the policy refuses to relay this server's messages at all, if it does.
     pub fn refusal(&self) -> Option<&str> {
         self.relay.as_ref().err().map(String::as_str)
+    }
+
+    /// `text` the server wrote to its log, redacted as the relay's decision says (withheld
+    /// whole where a `block_if` refuses it).
+    pub fn redact_log(&self, text: &str) -> String {
+        let Ok(Some(redaction)) = &self.relay else {
+            return text.to_owned();
+        };
+        match redaction.apply(text.as_bytes(), Encoding::Plain) {
+            Ok(redacted) => String::from_utf8_lossy(&redacted.data).into_owned(),
+            Err(_) => "(withheld: it holds what the policy refuses to pass)\n".to_owned(),
+        }
     }
 
     /// Redacts, in place, what a message carries (`params`, `result`, `error`) as the relay's

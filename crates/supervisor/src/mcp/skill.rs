@@ -20,8 +20,23 @@ const VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-0
 /// Calls running at once; more are answered "busy".
 const MAX_CALLS: usize = 8;
 
-/// How often the server looks for a stop of the session while it waits for a message.
+/// How often the server looks for a stop of the session, and for calls past their time,
+/// while it waits for a message.
 const TICK: Duration = Duration::from_millis(50);
+
+/// How long a call stopped (cancelled, past its time limit, its client gone) has to return
+/// before it is given up: answered with an error, and the process ended when the session ends.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A call running.
+struct Running {
+    /// The call's id, as it came.
+    id: Value,
+    stop: Arc<AtomicBool>,
+    began: std::time::Instant,
+    /// Answered already (given up): its own answer, if it ever comes, is not sent.
+    answered: Arc<AtomicBool>,
+}
 
 impl Server {
     /// A skill as the server: its name, its file and the file's SHA-256.
@@ -50,8 +65,9 @@ pub fn relay_skill(
 ) -> std::io::Result<bool> {
     let (server_reads, relay_writes) = std::io::pipe()?;
     let (relay_reads, server_writes) = std::io::pipe()?;
+    let logs = Arc::clone(&gateway);
     std::thread::scope(|scope| {
-        scope.spawn(move || serve(functions, server_reads, server_writes));
+        scope.spawn(move || serve(functions, &logs, server_reads, server_writes));
         super::relay(gateway, client_in, client_out, relay_writes, relay_reads)
     })
 }
@@ -81,6 +97,7 @@ fn answer(id: Value, result: Value) -> Value {
 /// while it waits), answers on `output`; each call on a thread of its own.
 fn serve(
     functions: &Functions<'_>,
+    gateway: &Gateway,
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
 ) {
@@ -107,76 +124,149 @@ fn serve(
         return;
     }
     let output: Output = Arc::new(Mutex::new(Some(Box::new(output))));
-    let running: Mutex<HashMap<String, Arc<AtomicBool>>> = Mutex::new(HashMap::new());
-    std::thread::scope(|scope| loop {
-        let line = match received.recv_timeout(TICK) {
-            Ok(line) => line,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) if !functions.stopped() => continue,
-            // The client left, or the session was stopped: calls still running end too.
-            Err(_) => {
-                if let Ok(running) = running.lock() {
-                    for stop in running.values() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                }
-                break;
-            }
-        };
-        let Ok(message) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        let method = message.get("method").and_then(Value::as_str);
-        let id = message.get("id").cloned();
-        match (method, id) {
-            (Some("notifications/cancelled"), None) => {
-                let cancelled = message.pointer("/params/requestId").map(super::id_key);
-                if let (Some(key), Ok(running)) = (cancelled, running.lock()) {
-                    if let Some(stop) = running.get(&key) {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-            (Some("tools/call"), Some(id)) => {
-                let key = super::id_key(&id);
-                let stop = Arc::new(AtomicBool::new(false));
-                let admitted = running.lock().is_ok_and(|mut running| {
-                    running.len() < MAX_CALLS
-                        && running.insert(key.clone(), Arc::clone(&stop)).is_none()
-                });
-                if !admitted {
-                    let busy = format!("{MAX_CALLS} calls are running; try again");
-                    send(&output, &error(id, -32000, &busy));
+    let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
+    std::thread::scope(|scope| {
+        loop {
+            let line = match received.recv_timeout(TICK) {
+                Ok(line) => line,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !functions.stopped() => {
+                    give_up_late(functions, &running, &output);
                     continue;
                 }
-                let (output, running) = (Arc::clone(&output), &running);
-                let params = message.get("params").cloned().unwrap_or(Value::Null);
-                scope.spawn(move || {
-                    let result = call(functions, &params, &stop);
-                    if let Ok(mut running) = running.lock() {
-                        running.remove(&key);
-                    }
-                    if !stop.load(Ordering::SeqCst) {
-                        send(&output, &answer(id, result));
-                    }
-                });
+                // The client left, or the session was stopped: calls still running end too.
+                Err(_) => break,
+            };
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            // A batch's messages are each handled, each answered on its own.
+            let messages = match message {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            for message in messages {
+                handle(scope, functions, gateway, &running, &output, message);
             }
-            (Some(method), Some(id)) => {
-                let reply = match method {
-                    "initialize" => answer(id, initialize(functions, &message)),
-                    "ping" => answer(id, json!({})),
-                    "tools/list" => answer(id, json!({ "tools": listing(functions) })),
-                    other => error(id, -32601, &format!("method `{other}` not found")),
-                };
-                send(&output, &reply);
+        }
+        if let Ok(running) = running.lock() {
+            for call in running.values() {
+                call.stop.store(true, Ordering::SeqCst);
             }
-            // Other notifications, and answers (this server asks nothing).
-            _ => {}
+        }
+        // A call blocked in a host call no stop reaches would hold the session open for
+        // ever: past the grace, the process ends.
+        let deadline = std::time::Instant::now() + GRACE;
+        while running.lock().is_ok_and(|r| !r.is_empty()) {
+            if std::time::Instant::now() >= deadline {
+                functions.end_stuck(&format!(
+                    "a tool call did not return from a host call (a wait) within {} s of the session's end: ended",
+                    GRACE.as_secs()
+                ));
+            }
+            std::thread::sleep(TICK);
         }
     });
     // The relay sees the server end.
     if let Ok(mut output) = output.lock() {
         output.take();
     };
+}
+
+/// Answers, with an error, each call past its time limit and the grace, stopped but still
+/// blocked in a host call; it keeps its place among the calls running.
+fn give_up_late(
+    functions: &Functions<'_>,
+    running: &Mutex<HashMap<String, Running>>,
+    output: &Output,
+) {
+    let limit = functions.time_limit().saturating_add(GRACE);
+    let Ok(running) = running.lock() else { return };
+    for call in running.values() {
+        if call.began.elapsed() >= functions.time_limit() {
+            call.stop.store(true, Ordering::SeqCst);
+        }
+        if call.began.elapsed() >= limit && !call.answered.swap(true, Ordering::SeqCst) {
+            let id = call.id.clone();
+            let why = format!(
+                "the call passed its time limit ({} s) and did not return from a host call (a wait); given up",
+                functions.time_limit().as_secs()
+            );
+            send(output, &answer(id, text(why, true)));
+        }
+    }
+}
+
+/// One message from the relay.
+fn handle<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    functions: &'env Functions<'env>,
+    gateway: &'env Gateway,
+    running: &'env Mutex<HashMap<String, Running>>,
+    output: &Output,
+    message: Value,
+) {
+    let method = message.get("method").and_then(Value::as_str);
+    let id = message.get("id").cloned();
+    match (method, id) {
+        (Some("notifications/cancelled"), None) => {
+            let cancelled = message.pointer("/params/requestId").map(super::id_key);
+            if let (Some(key), Ok(running)) = (cancelled, running.lock()) {
+                if let Some(call) = running.get(&key) {
+                    call.stop.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        (Some("tools/call"), Some(id)) => {
+            let key = super::id_key(&id);
+            let stop = Arc::new(AtomicBool::new(false));
+            let answered = Arc::new(AtomicBool::new(false));
+            let admitted = running.lock().is_ok_and(|mut running| {
+                if running.len() >= MAX_CALLS {
+                    return false;
+                }
+                match running.entry(key.clone()) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(Running {
+                            id: id.clone(),
+                            stop: Arc::clone(&stop),
+                            began: std::time::Instant::now(),
+                            answered: Arc::clone(&answered),
+                        });
+                        true
+                    }
+                }
+            });
+            if !admitted {
+                let busy = format!("{MAX_CALLS} calls are running, or one with this id; try again");
+                send(output, &error(id, -32000, &busy));
+                return;
+            }
+            let output = Arc::clone(output);
+            let params = message.get("params").cloned().unwrap_or(Value::Null);
+            scope.spawn(move || {
+                let result = call(functions, gateway, &params, &stop);
+                if let Ok(mut running) = running.lock() {
+                    running.remove(&key);
+                }
+                // A cancelled call is not answered; one given up was answered already.
+                if !stop.load(Ordering::SeqCst) && !answered.swap(true, Ordering::SeqCst) {
+                    send(&output, &answer(id, result));
+                }
+            });
+        }
+        (Some(method), Some(id)) => {
+            let reply = match method {
+                "initialize" => answer(id, initialize(functions, &message)),
+                "ping" => answer(id, json!({})),
+                "tools/list" => answer(id, json!({ "tools": listing(functions) })),
+                other => error(id, -32601, &format!("method `{other}` not found")),
+            };
+            send(output, &reply);
+        }
+        // Other notifications, and answers (this server asks nothing).
+        _ => {}
+    }
 }
 
 /// The answer to `initialize`: the client's protocol version where this server speaks it,
@@ -231,7 +321,12 @@ fn text(text: String, error: bool) -> Value {
 
 /// Runs a `tools/call`: the function named, with the arguments given; what it returned as
 /// text (a string as it is, anything else as JSON), what it wrote after it.
-fn call(functions: &Functions<'_>, params: &Value, stop: &Arc<AtomicBool>) -> Value {
+fn call(
+    functions: &Functions<'_>,
+    gateway: &Gateway,
+    params: &Value,
+    stop: &Arc<AtomicBool>,
+) -> Value {
     let name = params
         .get("name")
         .and_then(Value::as_str)
@@ -240,10 +335,19 @@ fn call(functions: &Functions<'_>, params: &Value, stop: &Arc<AtomicBool>) -> Va
         return text(format!("no tool `{}`", cordon_types::printable(name)), true);
     };
     let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
-    let (called, written) = match functions.call(function, &arguments, stop) {
+    let (called, written, complained) = match functions.call(function, &arguments, stop) {
         Ok(called) => called,
         Err(err) => return text(err.to_string(), true),
     };
+    // What it wrote to its standard error goes to cordon's (the client's log), redacted.
+    if !complained.is_empty() {
+        let complained = gateway.redact_log(&String::from_utf8_lossy(&complained));
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(complained.as_bytes());
+        if !complained.ends_with('\n') {
+            let _ = stderr.write_all(b"\n");
+        }
+    }
     let mut result = match (called.returned, called.exit.stopped) {
         (Some(returned), None) => {
             let shown = match returned.value {

@@ -153,23 +153,32 @@ fn watch_stuck(
                 "skill {why}, and it did not return from a host call (a wait) within {} s: ended",
                 STUCK_GRACE.as_secs()
             );
-            let mut input = input;
-            input["result"] = json!({ "exit_code": 1, "stopped": message });
-            if let Err(err) = supervisor.pipeline().record_outcome(
-                &Capability::sandbox(),
-                input,
-                decision,
-                Outcome::Failed,
-                true,
-            ) {
-                tracing::error!("cannot record the outcome of the skill: {err}");
-            }
-            eprintln!("cordon: {message}");
-            std::process::exit(1);
+            end_stuck(&(supervisor, input, decision), &message);
         });
     if let Err(err) = spawned {
         tracing::warn!("a stuck skill cannot be ended: {err}");
     }
+}
+
+/// Records the session's outcome as failed for `message` and ends the process: a skill is
+/// blocked in a host call no stop reaches.
+fn end_stuck(
+    (supervisor, input, decision): &(Arc<Supervisor>, Value, cordon_types::Decision),
+    message: &str,
+) -> ! {
+    let mut input = input.clone();
+    input["result"] = json!({ "exit_code": 1, "stopped": message });
+    if let Err(err) = supervisor.pipeline().record_outcome(
+        &Capability::sandbox(),
+        input,
+        decision.clone(),
+        Outcome::Failed,
+        true,
+    ) {
+        tracing::error!("cannot record the outcome of the skill: {err}");
+    }
+    eprintln!("cordon: {message}");
+    std::process::exit(1);
 }
 
 /// Which of cordon's streams.
@@ -330,6 +339,8 @@ pub struct Functions<'a> {
     id: &'a str,
     /// The processor time the calls took, in microseconds.
     cpu_us: std::sync::atomic::AtomicU64,
+    /// What records the session's end, should a call never return.
+    launch: (Arc<Supervisor>, Value, cordon_types::Decision),
 }
 
 impl std::fmt::Debug for Functions<'_> {
@@ -368,6 +379,17 @@ impl Functions<'_> {
         self.prepared.functions()
     }
 
+    /// How long one call may take, waiting included (the policy's limit).
+    pub fn time_limit(&self) -> std::time::Duration {
+        self.run.limits.wall
+    }
+
+    /// Records that the session ended because a call is blocked in a host call that no stop
+    /// reaches (`why`), and ends this process: nothing else ends the call.
+    pub fn end_stuck(&self, why: &str) -> ! {
+        end_stuck(&self.launch, why)
+    }
+
     /// Whether the session was stopped (`cordon stop`): no call runs any longer.
     pub fn stopped(&self) -> bool {
         self.run.stop.load(Ordering::SeqCst)
@@ -375,7 +397,7 @@ impl Functions<'_> {
 
     /// Calls `function` with `arguments`, every file it opens and request it makes decided
     /// as the session's grants say; `stop` (or the session's stop) ends it. Returns how it
-    /// ended and what it wrote on its standard output.
+    /// ended, and what it wrote on its standard output and its standard error.
     ///
     /// # Errors
     ///
@@ -385,15 +407,17 @@ impl Functions<'_> {
         function: &Function,
         arguments: &Value,
         stop: &Arc<AtomicBool>,
-    ) -> Result<(Called, Vec<u8>), cordon_skills::Error> {
+    ) -> Result<(Called, Vec<u8>, Vec<u8>), cordon_skills::Error> {
         if self.stopped() {
             return Err(cordon_skills::Error::Setup(
                 "the session was stopped".into(),
             ));
         }
         let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut run = self.run.clone();
         run.stdout = Sink::Memory(Arc::clone(&output));
+        run.stderr = Sink::Memory(Arc::clone(&errors));
         // Either the call's own stop or the session's ends it.
         let (session, call) = (Arc::clone(&self.run.stop), Arc::clone(stop));
         let either = Arc::new(AtomicBool::new(false));
@@ -416,11 +440,12 @@ impl Functions<'_> {
         done.store(true, Ordering::SeqCst);
         let _ = watcher.join();
         let written = output.lock().map(|o| o.clone()).unwrap_or_default();
+        let complained = errors.lock().map(|o| o.clone()).unwrap_or_default();
         if let Ok(called) = &called {
             let us = u64::try_from(called.exit.cpu.as_micros()).unwrap_or(u64::MAX);
             self.cpu_us.fetch_add(us, Ordering::SeqCst);
         }
-        called.map(|called| (called, written))
+        called.map(|called| (called, written, complained))
     }
 }
 
@@ -440,6 +465,11 @@ pub fn serve(
         let served = serve(functions);
         let cpu = std::time::Duration::from_micros(functions.cpu_us.load(Ordering::SeqCst));
         Ok(match served {
+            Ok(()) if functions.stopped() => Exit {
+                code: 1,
+                stopped: Some(cordon_skills::Stopped::Requested),
+                cpu,
+            },
             Ok(()) => Exit {
                 code: 0,
                 stopped: None,
@@ -486,7 +516,8 @@ fn session(
         .any(|(name, value)| name == "DBUS_SESSION_BUS_ADDRESS" && !value.is_empty());
     let backends = Backends::parse_with(
         request.config.consent.backend.as_deref().unwrap_or("auto"),
-        stdin_terminal && stderr_terminal,
+        // Serving functions, standard input carries the protocol: no answer is read there.
+        stdin_terminal && stderr_terminal && !functions,
         session_bus,
     )
     .map_err(refused)?;
@@ -735,6 +766,11 @@ fn session(
         },
         id: &id,
         cpu_us: std::sync::atomic::AtomicU64::new(0),
+        launch: (
+            Arc::clone(&supervisor),
+            audit.input.clone(),
+            audit.decision.clone(),
+        ),
     };
     let exit = body(&served).map_err(|e| audit.refuse(Outcome::Failed, e));
     finished.store(true, Ordering::SeqCst);
