@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use cordon_supervisor::mcp::{Gateway, Pins, Server};
+use cordon_supervisor::mcp::{Gateway, Pins, Server, Upstream};
+use cordon_supervisor::session::remote::{self, RemoteRequest};
 use cordon_supervisor::session::skill::{self, DirRequest, SkillRequest};
 use cordon_supervisor::session::{Ended, LaunchError, LaunchRequest, Running, Session};
 
@@ -104,12 +105,19 @@ pub struct McpCommand {
     /// 127.0.0.1:8931; port 0 picks one) instead of stdio: POST, GET and DELETE on /mcp, each
     /// client session starting a server of its own. Every request must carry `Authorization:
     /// Bearer TOKEN`: the token is printed when cordon starts, or taken from CORDON_MCP_TOKEN
-    #[arg(long, value_name = "ADDRESS", conflicts_with = "skill")]
+    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["skill", "upstream"])]
     listen: Option<String>,
+
+    /// Front a remote MCP server over Streamable HTTP (http:// or https://) in place of a
+    /// server program: every message decided as a local server's are, and every connection
+    /// to it made through cordon's egress proxy, decided under data.cordon.net and recorded
+    /// (its host is asked for as --allow-net would)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["skill", "command"])]
+    upstream: Option<String>,
 
     /// The server's program and its arguments
     #[arg(
-        required_unless_present = "skill",
+        required_unless_present_any = ["skill", "upstream"],
         trailing_var_arg = true,
         value_name = "CMD"
     )]
@@ -219,6 +227,9 @@ impl McpCommand {
         let pins = Pins::open(&pins_path).map_err(|why| refused(anyhow::anyhow!(why)))?;
         if let Some(path) = &self.skill {
             return self.serve_skill(cli, config, path, pins);
+        }
+        if let Some(url) = &self.upstream {
+            return self.front_upstream(config, url, pins);
         }
         let command = utf8_args(&self.command)?;
         let cwd = std::env::current_dir()
@@ -355,6 +366,59 @@ impl McpCommand {
         cordon_supervisor::mcp::http::serve(listener, token, launch)
             .context("cannot serve MCP over HTTP")
             .map_err(refused)?;
+        Ok(Exit::Code(0))
+    }
+
+    /// `--upstream`: a remote server fronted, in a session of its own whose egress proxy
+    /// every connection to it goes through.
+    fn front_upstream(
+        &self,
+        config: cordon_supervisor::CordonConfig,
+        url: &str,
+        pins: Pins,
+    ) -> Result<Exit, CliError> {
+        let cwd = std::env::current_dir()
+            .context("cannot read the current directory")
+            .map_err(refused)?;
+        let (upstream, host) = Upstream::parse(url).map_err(|why| refused(anyhow::anyhow!(why)))?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            host.trim_matches(['[', ']']).to_owned()
+        });
+        tracing::info!("deciding for MCP server `{name}` at {url} (`--name` names it otherwise)");
+        let mut net = vec![host];
+        net.extend(self.grants.allow_net.iter().cloned());
+        let mut request = RemoteRequest::new(config, url.to_owned(), net, cwd);
+        request.decides = &["net", "tool"];
+        request.front_end = "mcp".into();
+        let mut refusal = None;
+        remote::serve(request, |remote| {
+            let server = Server::remote(name, url);
+            let gateway = Gateway::new(Arc::clone(remote.supervisor()), server, pins)
+                .accepting(self.accept_changed.clone())
+                .asking(remote.consent());
+            if let Some(why) = gateway.refusal() {
+                let why = format!(
+                    "the policy refuses to relay MCP server `{}`: {why}",
+                    gateway.server_name()
+                );
+                refusal = Some(why.clone());
+                return Err(why);
+            }
+            cordon_supervisor::mcp::relay_upstream(
+                Arc::new(gateway),
+                remote,
+                &upstream,
+                std::io::stdin(),
+                std::io::stdout(),
+            )
+            .map(|_| ())
+            .map_err(|err| format!("the relay ended: {err}"))
+        })
+        .map_err(|err| match refusal.take() {
+            Some(why) => refused(anyhow::anyhow!(why)),
+            None => launch_error(err),
+        })?;
         Ok(Exit::Code(0))
     }
 

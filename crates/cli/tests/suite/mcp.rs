@@ -1500,3 +1500,137 @@ fn what_a_skill_writes_on_its_standard_error_is_redacted() {
     );
     assert!(!stderr.contains("AKIAQYLPMN5HHHFPZAM2"), "{stderr}");
 }
+
+#[test]
+fn a_remote_server_is_fronted_every_message_decided_every_connection_through_the_proxy() {
+    let Some((python, _)) = mcp_python() else {
+        return;
+    };
+    let home = home_with_the_sdk_programs();
+    // The remote server: the SDK's, over Streamable HTTP on a free port of this machine.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_text = port.to_string();
+    let _server = KillOnDrop(
+        Command::new(&python)
+            .arg(home.workspace().join("server.py"))
+            .env("MCP_HTTP_PORT", &port_text)
+            .env("HOME", home.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the remote server to listen", 60, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    // Straight to it, the key comes back whole and the delete runs.
+    let direct = client_with(&home, &python, &[&url], &[]);
+    assert!(direct["show_config"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("AKIAQYLPMN5HHHFPZAM2"));
+    assert_eq!(direct["delete_everything"]["error"], false, "{direct}");
+
+    // Through cordon: the same decisions as for a local server.
+    let policy = default_policy_with(&home, |settings| {
+        settings["tool"]["deny"] = serde_json::json!(["remote/delete_*"]);
+    });
+    let cordon = env!("CARGO_BIN_EXE_cordon");
+    let fronted = client_with(
+        &home,
+        &python,
+        &[
+            cordon,
+            "mcp",
+            "--policy",
+            &policy,
+            "--name",
+            "remote",
+            "--upstream",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(
+        fronted["tools"],
+        serde_json::json!(["echo", "fetch", "read_file", "show_config"]),
+        "{fronted}"
+    );
+    assert_eq!(
+        fronted["echo"],
+        serde_json::json!({"error": false, "text": "hello"})
+    );
+    let refusal = fronted["delete_everything"]["text"].as_str().unwrap();
+    assert!(refusal.starts_with("denied by policy: "), "{refusal}");
+    assert_eq!(
+        fronted["show_config"]["text"], "region=eu-west-1 aws_access_key_id=[REDACTED:cloud_key]",
+        "{fronted}"
+    );
+
+    // Each connection went through the session's proxy, decided and recorded with the
+    // session's id, as each call was.
+    let out = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let connections: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["capability"] == "net")
+        .collect();
+    assert!(!connections.is_empty(), "{text}");
+    assert!(
+        connections
+            .iter()
+            .all(|r| r["allow"] == true && r["resource"]["port"] == port),
+        "{text}"
+    );
+    let sessions: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["capability"] == "net" || r["capability"] == "tool")
+        .filter_map(|r| r["input"]["context"]["session"].as_str())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{text}");
+    assert!(!text.contains("AKIAQYLPMN5HHHFPZAM2"), "{text}");
+
+    // A server the egress policy refuses is never reached: the cloud metadata address.
+    let out = home
+        .cordon(&["mcp", "--upstream", "http://169.254.169.254/mcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(out);
+    let mut stdin = child.0.stdin.take().unwrap();
+    std::io::Write::write_all(
+        &mut stdin,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"t\",\"version\":\"1\"}}}\n",
+    )
+    .unwrap();
+    let stdout = child.0.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    drop(stdin);
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let why = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot reach the server"), "{answer}");
+    let out = home
+        .cordon(&["audit", "query", "--capability", "net", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["allow"] == false && r["resource"]["host"] == "169.254.169.254"),
+        "{text}"
+    );
+}

@@ -28,11 +28,15 @@ mod pins;
 mod relay;
 #[cfg(target_os = "linux")]
 mod skill;
+#[cfg(target_os = "linux")]
+mod upstream;
 
 pub use pins::{definition_digest, Pinned, Pins};
 pub use relay::{relay, GRACE};
 #[cfg(target_os = "linux")]
 pub use skill::relay_skill;
+#[cfg(target_os = "linux")]
+pub use upstream::{relay_upstream, Upstream};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

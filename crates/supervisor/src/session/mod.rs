@@ -35,6 +35,7 @@
 mod control;
 mod journaling;
 mod protect;
+pub mod remote;
 pub mod skill;
 mod terminal;
 mod terminal_filter;

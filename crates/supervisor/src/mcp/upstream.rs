@@ -1,0 +1,422 @@
+//! A remote MCP server over Streamable HTTP (`cordon mcp --upstream URL`), as the far end of
+//! the gateway's relay: each message the gateway passes is POSTed to it through the
+//! session's egress proxy (so every connection is decided under `data.cordon.net` and
+//! recorded), its answers (JSON, or a stream of server-sent events) and what it says on its
+//! GET stream relayed back, and its session ended with a DELETE when the client leaves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{error, Gateway, Server, MAX_MESSAGE};
+use crate::session::remote::Remote;
+
+/// Requests to the server at once; more are answered "busy".
+const MAX_REQUESTS: usize = 16;
+
+/// How long a connection to the server may take to open.
+const CONNECT: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// A remote server as the server: its name and URL.
+    pub fn remote(name: String, url: &str) -> Self {
+        Self {
+            name,
+            command: vec![url.to_owned()],
+            executable: None,
+        }
+    }
+}
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    url: String,
+}
+
+impl Upstream {
+    /// The server at `url` (`http://` or `https://`, a host and an optional port and path);
+    /// also the `HOST:PORT` the session must ask to reach.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not one cordon can reach, named.
+    pub fn parse(url: &str) -> Result<(Self, String), String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("`{url}` is not a URL (http://HOST[:PORT]/PATH)"))?;
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => 80,
+            "https" => 443,
+            other => {
+                return Err(format!(
+                    "`{url}`: the scheme `{other}` is not http or https"
+                ))
+            }
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!(
+                "`{url}`: a host is needed, and no credentials in the URL (use a header)"
+            ));
+        }
+        let has_port = match authority.rfind(']') {
+            Some(end) => authority[end..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let host_port = if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        Ok((
+            Self {
+                url: url.to_owned(),
+            },
+            host_port,
+        ))
+    }
+}
+
+type Output = Arc<Mutex<Option<std::io::PipeWriter>>>;
+
+fn send_line(output: &Output, line: &str) {
+    if let Ok(mut output) = output.lock() {
+        if let Some(out) = output.as_mut() {
+            let written = out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+            if written.is_err() {
+                *output = None;
+            }
+        }
+    }
+}
+
+/// The session with the server: its id and protocol version once `initialize` has been
+/// answered.
+#[derive(Default)]
+struct State {
+    session: Option<String>,
+    version: Option<String>,
+}
+
+struct Client {
+    agent: ureq::Agent,
+    url: String,
+    state: Mutex<State>,
+    output: Output,
+    requests: AtomicUsize,
+}
+
+impl Client {
+    fn request(&self, method: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let mut request = match method {
+            "GET" => self.agent.get(&self.url),
+            _ => self.agent.delete(&self.url),
+        };
+        if let Ok(state) = self.state.lock() {
+            if let Some(session) = &state.session {
+                request = request.header("Mcp-Session-Id", session);
+            }
+            if let Some(version) = &state.version {
+                request = request.header("MCP-Protocol-Version", version);
+            }
+        }
+        request.header("Accept", "application/json, text/event-stream")
+    }
+
+    /// POSTs `line` (one message, or a batch) and relays what comes back; a request that
+    /// cannot be answered is answered with an error.
+    fn post(&self, line: &str, message: &Value) {
+        let id = message
+            .get("id")
+            .filter(|_| message.get("method").is_some());
+        let initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json");
+        if let Ok(state) = self.state.lock() {
+            if let Some(session) = &state.session {
+                request = request.header("Mcp-Session-Id", session);
+            }
+            if let Some(version) = &state.version {
+                request = request.header("MCP-Protocol-Version", version);
+            }
+        }
+        let fail = |why: String| {
+            tracing::warn!("the upstream server: {why}");
+            if let Some(id) = id {
+                send_line(&self.output, &error(id.clone(), -32603, &why).to_string());
+            }
+        };
+        let mut response = match request.send(line) {
+            Ok(response) => response,
+            Err(err) => {
+                return fail(format!(
+                    "cannot reach the server: {err} (a refusal by the session's egress proxy is \
+                     in `cordon audit query --capability net`)"
+                ))
+            }
+        };
+        let status = response.status().as_u16();
+        if initialize {
+            if let Some(session) = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                if let Ok(mut state) = self.state.lock() {
+                    state.session = Some(session.to_owned());
+                }
+            }
+        }
+        let streamed = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+        let body = response.body_mut().as_reader();
+        match status {
+            202 | 204 => {}
+            200..=299 if streamed => self.events(body),
+            200..=299 => match read_limited(body) {
+                Ok(text) if !text.trim().is_empty() => {
+                    if initialize {
+                        self.learn_version(&text);
+                    }
+                    send_line(&self.output, text.trim());
+                }
+                Ok(_) => fail("the server answered with nothing".into()),
+                Err(why) => fail(why),
+            },
+            _ => {
+                let text = read_limited(body).unwrap_or_default();
+                // A JSON-RPC error in the body is the server's own answer.
+                let answered = serde_json::from_str::<Value>(&text).ok().filter(|v| {
+                    v.get("error").is_some() && v.get("id").is_some_and(|i| !i.is_null())
+                });
+                match answered {
+                    Some(_) => send_line(&self.output, text.trim()),
+                    None => fail(format!(
+                        "the server answered HTTP {status}{}",
+                        if text.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ": {}",
+                                cordon_types::printable(
+                                    &text.chars().take(300).collect::<String>()
+                                )
+                            )
+                        }
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Reads the protocol version the server chose from its answer to `initialize`.
+    fn learn_version(&self, text: &str) {
+        let version = serde_json::from_str::<Value>(text).ok().and_then(|v| {
+            v.pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if let (Some(version), Ok(mut state)) = (version, self.state.lock()) {
+            state.version = Some(version);
+        }
+    }
+
+    /// Relays each event of a stream of server-sent events as a message, until it ends.
+    fn events(&self, body: impl Read) {
+        let mut reader = BufReader::new(body.take(u64::MAX));
+        let mut data = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match (&mut reader)
+                .take(MAX_MESSAGE as u64 + 1)
+                .read_line(&mut line)
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = line.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                if !data.is_empty() {
+                    if data.contains("\"protocolVersion\"") {
+                        self.learn_version(&data);
+                    }
+                    send_line(&self.output, &data);
+                    data.clear();
+                }
+            } else if let Some(value) = text.strip_prefix("data:") {
+                if data.len() + value.len() > MAX_MESSAGE {
+                    tracing::warn!("the server sent an event over {MAX_MESSAGE} bytes; dropped");
+                    data.clear();
+                    continue;
+                }
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+            // `event:`, `id:`, `retry:` and comments carry nothing to relay.
+        }
+    }
+
+    /// The server's GET stream: what it says unasked, until it ends or is refused.
+    fn listen(&self) {
+        match self.request("GET").call() {
+            Ok(mut response) if response.status().as_u16() == 200 => {
+                self.events(response.body_mut().as_reader());
+            }
+            Ok(response) => tracing::debug!(
+                "the server offers no event stream (HTTP {})",
+                response.status()
+            ),
+            Err(err) => tracing::debug!("the server's event stream: {err}"),
+        }
+    }
+}
+
+fn read_limited(body: impl Read) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    body.take(MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the server's answer: {e}"))?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(format!("the server's answer is over {MAX_MESSAGE} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Relays between the client and the remote server `upstream`, through `gateway` and the
+/// egress proxy of `remote`, until the client leaves or the session is stopped. Returns
+/// whether the server side ended first.
+///
+/// # Errors
+///
+/// The relay's I/O error, or a pipe that cannot be made.
+pub fn relay_upstream(
+    gateway: Arc<Gateway>,
+    remote: &Remote<'_>,
+    upstream: &Upstream,
+    client_in: impl Read + Send + 'static,
+    client_out: impl Write + Send + 'static,
+) -> std::io::Result<bool> {
+    let (from_relay, relay_writes) = std::io::pipe()?;
+    let (relay_reads, to_relay) = std::io::pipe()?;
+    let proxy = ureq::Proxy::new(&format!("http://{}", remote.proxy()))
+        .map_err(|e| std::io::Error::other(format!("the session's proxy: {e}")))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(Some(proxy))
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT))
+        .max_redirects(0)
+        .build()
+        .into();
+    let client = Arc::new(Client {
+        agent,
+        url: upstream.url.clone(),
+        state: Mutex::new(State::default()),
+        output: Arc::new(Mutex::new(Some(to_relay))),
+        requests: AtomicUsize::new(0),
+    });
+    let forwarding = Arc::clone(&client);
+    std::thread::Builder::new()
+        .name("cordon-mcp-upstream".into())
+        .spawn(move || forward(&forwarding, from_relay))?;
+    // A stop ends the server's side: the relay answers what waits, and ends.
+    let (stop, stopping) = (remote.stop_flag(), Arc::clone(&client));
+    std::thread::Builder::new()
+        .name("cordon-mcp-upstream-stop".into())
+        .spawn(move || loop {
+            let ended = stopping.output.lock().map_or(true, |o| o.is_none());
+            if ended {
+                return;
+            }
+            if stop.load(Ordering::SeqCst) {
+                if let Ok(mut output) = stopping.output.lock() {
+                    output.take();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        })?;
+    let ended = super::relay(gateway, client_in, client_out, relay_writes, relay_reads);
+    // The client left: the server's session ends too.
+    let has_session = client.state.lock().is_ok_and(|s| s.session.is_some());
+    if has_session {
+        if let Err(err) = client.request("DELETE").call() {
+            tracing::debug!("cannot end the server's session: {err}");
+        }
+    }
+    if remote.stopped() {
+        tracing::info!("the session was stopped");
+    }
+    ended
+}
+
+/// Reads what the relay passes to the server and POSTs each message on a thread of its own;
+/// once the server's session has begun, listens on its GET stream.
+fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
+    let mut reader = BufReader::new(from_relay);
+    let mut line = String::new();
+    let mut listening = false;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = line.trim().to_owned();
+        let Ok(message) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if !listening
+            && message.get("method").and_then(Value::as_str) == Some("notifications/initialized")
+        {
+            listening = true;
+            let listener = Arc::clone(client);
+            let _ = std::thread::Builder::new()
+                .name("cordon-mcp-upstream-events".into())
+                .spawn(move || listener.listen());
+        }
+        if client.requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
+            client.requests.fetch_sub(1, Ordering::SeqCst);
+            if let Some(id) = message
+                .get("id")
+                .filter(|_| message.get("method").is_some())
+            {
+                let busy = format!("{MAX_REQUESTS} requests to the server are waiting; try again");
+                send_line(
+                    &client.output,
+                    &error(id.clone(), -32000, &busy).to_string(),
+                );
+            }
+            continue;
+        }
+        let posting = Arc::clone(client);
+        let spawned = std::thread::Builder::new()
+            .name("cordon-mcp-upstream-post".into())
+            .spawn(move || {
+                posting.post(&text, &message);
+                posting.requests.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            client.requests.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    // The relay's side closed: the server side ends.
+    if let Ok(mut output) = client.output.lock() {
+        output.take();
+    }
+}
