@@ -80,6 +80,8 @@ impl Helper {
     /// [`SandboxError::Helper`] when a pipe cannot be made or the helper cannot start. A
     /// cgroup that cannot be made is not an error here: [`Helper::cap`] reports it.
     pub fn start(kernel: &Kernel, options: &HelperOptions) -> Result<Self, SandboxError> {
+        /// Held while the ends passed to a helper are inheritable.
+        static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let (cgroup, cgroup_error) =
             match Cgroup::create(&kernel.cgroups, &crate::cgroup::unique_name()) {
                 Ok(cgroup) => (Some(cgroup), None),
@@ -94,6 +96,12 @@ impl Helper {
         let (spec_read, spec_write) = pipe()?;
         let (join_read, join_write) = pipe()?;
         let spec_read = OwnedFd::from(spec_read);
+        // From here to the spawn's end the helper's ends are inheritable: a helper another
+        // thread spawned meanwhile would inherit them too, and hold this one's join pipe
+        // open for ever. One helper is spawned at a time.
+        let spawning = SPAWNING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for fd in [status_write.as_fd(), spec_read.as_fd(), join_write.as_fd()] {
             sys::set_inheritable(fd, true).map_err(helper_error("cannot pass a pipe"))?;
         }
@@ -142,6 +150,7 @@ impl Helper {
         drop(spec_read);
         drop(join_write);
         drop(helper_socket);
+        drop(spawning);
         let child = child.map_err(helper_error("cannot start the sandbox helper"))?;
         Ok(Self {
             joining: Some(join_read),

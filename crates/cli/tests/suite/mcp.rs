@@ -1634,3 +1634,123 @@ fn a_remote_server_is_fronted_every_message_decided_every_connection_through_the
         "{text}"
     );
 }
+
+/// `cordon mcp --listen 127.0.0.1:0 FLAGS -- SERVER...` with `token`, and its port.
+fn listening(home: &Home, token: &str, args: &[&str]) -> (KillOnDrop, u16) {
+    let mut all = vec!["mcp", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut command = home.cordon(&all);
+    command
+        .env("CORDON_MCP_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = said.send(line);
+        }
+    });
+    let first = heard
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("cordon said nothing on starting to listen");
+    let port = first
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    (child, port)
+}
+
+#[test]
+fn over_http_sessions_start_together_and_no_one_holds_what_they_should_not() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some(python) = system_python() else {
+        return;
+    };
+    let home = Home::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp");
+    fs_err::copy(
+        fixtures.join("raw_server.py"),
+        home.workspace().join("raw_server.py"),
+    )
+    .unwrap();
+    let token = "0f1e2d3c4b5a69788796a5b4";
+    let (_listener, port) = listening(&home, token, &["--", python, "raw_server.py"]);
+    let host = format!("127.0.0.1:{port}");
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("Host", host.as_str()),
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+
+    // Six clients at once: each session's server starts, none waits on another's.
+    let started: Vec<String> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (status, got, reply) = http(port, "POST", &headers, initialize.as_bytes());
+                    assert_eq!(status, 200, "{reply}");
+                    got.into_iter()
+                        .find(|(n, _)| n == "mcp-session-id")
+                        .map(|(_, v)| v)
+                        .unwrap()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let distinct: std::collections::BTreeSet<&String> = started.iter().collect();
+    assert_eq!(distinct.len(), 6);
+    for id in &started {
+        let mut ending = headers.to_vec();
+        ending.push(("Mcp-Session-Id", id));
+        assert_eq!(http(port, "DELETE", &ending, b"").0, 200);
+    }
+    let running = || {
+        let out = home.cordon(&["ps", "--json"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|v| v.as_array().map_or(0, Vec::len))
+            .unwrap_or(0)
+    };
+    wait_until("every session's server to end", 60, || running() == 0);
+
+    // An `initialize` that is not a request starts nothing no one could end.
+    let notification =
+        r#"{"jsonrpc":"2.0","method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
+    let (status, _, reply) = http(port, "POST", &headers, notification.as_bytes());
+    assert_eq!(status, 400, "{reply}");
+    // A header given twice, the good copy first, is refused.
+    let mut twice = headers.to_vec();
+    twice.push(("Authorization", "Bearer 0000000000000000"));
+    let (status, _, reply) = http(port, "POST", &twice, initialize.as_bytes());
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(running(), 0);
+
+    // A client refused for want of the token keeps no connection open.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let request = format!("GET /mcp HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+}

@@ -40,8 +40,15 @@ pub const MAX_SESSIONS: usize = 16;
 /// HTTP connections at once.
 pub const MAX_CONNECTIONS: usize = 128;
 
-/// Messages the server said unasked that wait for a GET stream.
+/// Messages the server said unasked that wait for a GET stream, or for its client to read
+/// them: at most this many, and at most [`WAITING_BYTES`] in all (the oldest go first).
 const BACKLOG: usize = 256;
+
+/// See [`BACKLOG`].
+const WAITING_BYTES: usize = 32 << 20;
+
+/// How long a client may take to send a request's body.
+const BODY_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a session may sit with no request, nothing in flight and no event stream open
 /// before it ends (its client gone without a DELETE); its client starts a new one.
@@ -84,10 +91,14 @@ struct McpSession {
     waiting: Mutex<HashMap<String, oneshot::Sender<String>>>,
     /// The open GET stream.
     stream: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Bytes sent on the GET stream that its client has not read yet.
+    unread: Arc<AtomicUsize>,
     /// What the server said unasked while no GET stream was open.
     backlog: Mutex<VecDeque<String>>,
     /// When the client last sent a request.
     last: Mutex<std::time::Instant>,
+    /// Whether its id reached its client (the answer to `initialize` was sent).
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl McpSession {
@@ -95,8 +106,19 @@ impl McpSession {
     fn unasked(&self, line: String) {
         if let Ok(mut stream) = self.stream.lock() {
             if let Some(sender) = stream.as_ref() {
-                match sender.try_send(event(&line)) {
-                    Ok(()) => return,
+                let bytes = event(&line);
+                let size = bytes.len();
+                if self.unread.load(Ordering::SeqCst) + size > WAITING_BYTES {
+                    tracing::warn!(
+                        "the client does not read its event stream; a message was dropped"
+                    );
+                    return;
+                }
+                match sender.try_send(bytes) {
+                    Ok(()) => {
+                        self.unread.fetch_add(size, Ordering::SeqCst);
+                        return;
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(
                             "the client does not read its event stream; a message was dropped"
@@ -108,13 +130,17 @@ impl McpSession {
             }
         }
         if let Ok(mut backlog) = self.backlog.lock() {
-            if backlog.len() >= BACKLOG {
-                backlog.pop_front();
+            backlog.push_back(line);
+            let mut held: usize = backlog.iter().map(String::len).sum();
+            while backlog.len() > BACKLOG || held > WAITING_BYTES {
+                let Some(dropped) = backlog.pop_front() else {
+                    break;
+                };
+                held -= dropped.len();
                 tracing::warn!(
-                    "no event stream open for {BACKLOG} messages; the oldest was dropped"
+                    "no event stream is open to take what the server said; the oldest message was dropped"
                 );
             }
-            backlog.push_back(line);
         }
     }
 
@@ -200,8 +226,30 @@ impl Write for Router {
     }
 }
 
-/// A body of server-sent events, as they come.
-struct Events(mpsc::Receiver<Bytes>);
+/// A session started by an `initialize` whose answer has not reached its client yet: should
+/// the request be dropped (its client gone), the session ends, since no one knows its id.
+struct Unannounced {
+    listener: Arc<Listener>,
+    session: Arc<McpSession>,
+}
+
+impl Drop for Unannounced {
+    fn drop(&mut self) {
+        let Some(id) = self.listener.id_of(&self.session) else {
+            return;
+        };
+        if !self.session.announced.load(Ordering::SeqCst) {
+            if let Ok(mut sessions) = self.listener.sessions.lock() {
+                sessions.remove(&id);
+            }
+            self.session.close();
+        }
+    }
+}
+
+/// A body of server-sent events, as they come; what is read is taken off the session's
+/// count of unread bytes.
+struct Events(mpsc::Receiver<Bytes>, Arc<AtomicUsize>);
 
 impl Body for Events {
     type Data = Bytes;
@@ -211,9 +259,16 @@ impl Body for Events {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+        let unread = Arc::clone(&self.1);
+        self.0.poll_recv(cx).map(|next| {
+            next.map(|bytes| {
+                let read = bytes.len();
+                let _ = unread.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(read))
+                });
+                Ok(Frame::data(bytes))
+            })
+        })
     }
 }
 
@@ -255,14 +310,22 @@ impl Refused {
         Self(status, why.to_owned())
     }
 
+    /// The refusal; the connection closes after it (a client refused keeps no slot).
     fn reply(&self) -> Reply {
-        refusal(self.0, &self.1)
+        let mut response = refusal(self.0, &self.1);
+        if let Ok(value) = "close".parse() {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, value);
+        }
+        response
     }
 }
 
 /// The listener's state.
 struct Listener {
-    port: u16,
+    /// The `Host` values that name it: its address and `localhost`, with its port.
+    hosts: Vec<String>,
     token: String,
     launch: Launch,
     sessions: Mutex<HashMap<String, Arc<McpSession>>>,
@@ -272,30 +335,36 @@ struct Listener {
 impl Listener {
     /// Whether `request` comes from someone holding the token, for this address.
     fn admitted<B>(&self, request: &Request<B>) -> Result<(), Refused> {
-        let header = |name: hyper::header::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+        // Each of these headers once at most, and readable: a second copy or bytes that are
+        // not text could be read otherwise by someone else on the way.
+        let header = |name: hyper::header::HeaderName| -> Result<Option<String>, Refused> {
+            let mut values = request.headers().get_all(&name).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the {name} header is given more than once"),
+                ));
+            }
+            first
+                .map(|v| {
+                    v.to_str().map(str::to_owned).map_err(|_| {
+                        Refused::new(
+                            StatusCode::BAD_REQUEST,
+                            &format!("the {name} header is not readable text"),
+                        )
+                    })
+                })
+                .transpose()
         };
-        let port = self.port;
-        let loopback = |host: &str| {
-            [
-                format!("127.0.0.1:{port}"),
-                format!("localhost:{port}"),
-                format!("[::1]:{port}"),
-            ]
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
-        };
-        if !header(hyper::header::HOST).is_some_and(|host| loopback(&host)) {
+        let loopback = |host: &str| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+        if !header(hyper::header::HOST)?.is_some_and(|host| loopback(&host)) {
             return Err(Refused::new(
                 StatusCode::FORBIDDEN,
                 "the Host header must name this loopback address and port",
             ));
         }
-        if let Some(origin) = header(hyper::header::ORIGIN) {
+        if let Some(origin) = header(hyper::header::ORIGIN)? {
             let host = origin.strip_prefix("http://").unwrap_or("");
             if !loopback(host) {
                 return Err(Refused::new(
@@ -304,9 +373,9 @@ impl Listener {
                 ));
             }
         }
-        let bearer = header(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
-        let given = bearer.unwrap_or_default();
+        let given = header(hyper::header::AUTHORIZATION)?
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+            .unwrap_or_default();
         // Compared whole, in constant time for equal lengths.
         let same = given.len() == self.token.len()
             && given
@@ -391,22 +460,34 @@ impl Listener {
             Ok(session) => session,
             Err(refused) => return refused.reply(),
         };
-        let body = match Limited::new(request.into_body(), MAX_MESSAGE)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(err)
+        let collected = tokio::time::timeout(
+            BODY_WAIT,
+            Limited::new(request.into_body(), MAX_MESSAGE).collect(),
+        )
+        .await;
+        let body = match collected {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(err))
                 if err
                     .downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some() =>
             {
-                return refusal(
+                return Refused::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("message over {MAX_MESSAGE} bytes; refused"),
                 )
+                .reply()
             }
-            Err(_) => return refusal(StatusCode::BAD_REQUEST, "the body could not be read"),
+            Ok(Err(_)) => {
+                return Refused::new(StatusCode::BAD_REQUEST, "the body could not be read").reply()
+            }
+            Err(_) => {
+                return Refused::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("the body took over {} s to send", BODY_WAIT.as_secs()),
+                )
+                .reply()
+            }
         };
         let message: Value = match serde_json::from_slice(&body) {
             Ok(message @ Value::Object(_)) => message,
@@ -425,10 +506,25 @@ impl Listener {
             }
         };
         let method = message.get("method").and_then(Value::as_str);
+        let mut unannounced = None;
         let session = match (session, method) {
             (Some((_, session)), _) => session,
+            (None, Some("initialize")) if message.get("id").is_none_or(Value::is_null) => {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "`initialize` is a request: it needs an id",
+                )
+            }
             (None, Some("initialize")) => match self.start().await {
-                Ok(started) => started,
+                Ok(started) => {
+                    // Should the client be gone before its answer, no one knows the
+                    // session's id: it ends with the request.
+                    unannounced = Some(Unannounced {
+                        listener: Arc::clone(self),
+                        session: Arc::clone(&started),
+                    });
+                    started
+                }
                 Err(refused) => return refused.reply(),
             },
             (None, _) => {
@@ -468,6 +564,21 @@ impl Listener {
         } else {
             None
         };
+        // A request the client cancels is answered as cancelled, not left waiting.
+        if method == Some("notifications/cancelled") {
+            let cancelled = message.pointer("/params/requestId").map(id_key);
+            let waiting = cancelled.and_then(|key| {
+                session
+                    .waiting
+                    .lock()
+                    .ok()
+                    .and_then(|mut waiting| waiting.remove(&key))
+            });
+            if let (Some(sender), Some(id)) = (waiting, message.pointer("/params/requestId")) {
+                let _ =
+                    sender.send(error(id.clone(), -32800, "cancelled by the client").to_string());
+            }
+        }
         let line = String::from_utf8_lossy(&body).replace('\n', " ");
         let to = Arc::clone(&session);
         let written = tokio::task::spawn_blocking(move || {
@@ -501,6 +612,8 @@ impl Listener {
                         }
                     }
                 }
+                session.announced.store(true, Ordering::SeqCst);
+                drop(unannounced);
                 response
             }
             Err(_) => reply(
@@ -543,7 +656,9 @@ impl Listener {
             waiting: Mutex::new(HashMap::new()),
             stream: Mutex::new(None),
             backlog: Mutex::new(VecDeque::new()),
+            unread: Arc::new(AtomicUsize::new(0)),
             last: Mutex::new(std::time::Instant::now()),
+            announced: std::sync::atomic::AtomicBool::new(false),
         });
         let id = secret().map_err(|why| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &why))?;
         let (launched, started) = oneshot::channel::<Result<(), String>>();
@@ -613,15 +728,24 @@ pub fn secret() -> Result<String, String> {
 /// The GET stream: what the server said unasked, as it comes (and what it said before).
 fn open_stream(session: &Arc<McpSession>) -> Reply {
     let (sender, receiver) = mpsc::channel(BACKLOG);
+    // A stream opened in place of another starts with nothing unread.
+    session.unread.store(0, Ordering::SeqCst);
     if let Ok(mut backlog) = session.backlog.lock() {
         for line in backlog.drain(..) {
-            let _ = sender.try_send(event(&line));
+            let bytes = event(&line);
+            let size = bytes.len();
+            if sender.try_send(bytes).is_ok() {
+                session.unread.fetch_add(size, Ordering::SeqCst);
+            }
         }
     }
     if let Ok(mut stream) = session.stream.lock() {
         *stream = Some(sender);
     }
-    let mut response = Response::new(http_body_util::Either::Right(Events(receiver)));
+    let mut response = Response::new(http_body_util::Either::Right(Events(
+        receiver,
+        Arc::clone(&session.unread),
+    )));
     let headers = response.headers_mut();
     if let Ok(value) = "text/event-stream".parse() {
         headers.insert(hyper::header::CONTENT_TYPE, value);
@@ -651,8 +775,13 @@ pub fn serve(
         )));
     }
     listener.set_nonblocking(true)?;
+    let port = address.port();
+    let mut hosts = vec![address.to_string(), format!("localhost:{port}")];
+    if address.ip() == std::net::IpAddr::from([127, 0, 0, 1]) {
+        hosts.push(format!("[::1]:{port}"));
+    }
     let state = Arc::new(Listener {
-        port: address.port(),
+        hosts,
         token,
         launch,
         sessions: Mutex::new(HashMap::new()),
