@@ -111,7 +111,9 @@ pub struct McpCommand {
     /// Front a remote MCP server over Streamable HTTP (http:// or https://) in place of a
     /// server program: every message decided as a local server's are, and every connection
     /// to it made through cordon's egress proxy, decided under data.cordon.net and recorded
-    /// (its host is asked for as --allow-net would)
+    /// (its host is asked for as --allow-net would). A credential goes in
+    /// CORDON_MCP_UPSTREAM_AUTHORIZATION (sent as the Authorization header, e.g. `Bearer
+    /// TOKEN`), never in the URL, whose query records and listings do not show
     #[arg(long, value_name = "URL", conflicts_with_all = ["skill", "command"])]
     upstream: Option<String>,
 
@@ -381,14 +383,14 @@ impl McpCommand {
             .context("cannot read the current directory")
             .map_err(refused)?;
         let (upstream, host) = Upstream::parse(url).map_err(|why| refused(anyhow::anyhow!(why)))?;
-        let name = self.name.clone().unwrap_or_else(|| {
-            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-            host.trim_matches(['[', ']']).to_owned()
-        });
-        tracing::info!("deciding for MCP server `{name}` at {url} (`--name` names it otherwise)");
+        let host = cordon_egress::normalize_allow_entry(&host)
+            .map_err(|why| refused(anyhow::anyhow!("`{url}`: {why}")))?;
+        // The host and port: two servers on one host share no pins or remembered answers.
+        let name = self.name.clone().unwrap_or_else(|| host.clone());
         let mut net = vec![host];
         net.extend(self.grants.allow_net.iter().cloned());
-        let mut request = RemoteRequest::new(config, url.to_owned(), net, cwd);
+        let shown = cordon_supervisor::mcp::shown_url(url);
+        let mut request = RemoteRequest::new(config, shown, net, cwd);
         request.decides = &["net", "tool"];
         request.front_end = "mcp".into();
         let mut refusal = None;

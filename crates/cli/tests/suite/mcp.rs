@@ -1754,3 +1754,94 @@ fn over_http_sessions_start_together_and_no_one_holds_what_they_should_not() {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 }
+
+#[test]
+fn a_hostile_remote_server_leaks_nothing_holds_nothing_and_cannot_keep_cordon_running() {
+    let Some(python) = system_python() else {
+        return;
+    };
+    let home = Home::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _remote = KillOnDrop(
+        Command::new(python)
+            .arg(fixtures.join("hostile_remote.py"))
+            .env("PORT", port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the remote server to listen", 60, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("http://127.0.0.1:{port}/mcp?access_token=ghp_notinrecords");
+    let mut peer = Peer::spawn(&home, &["--upstream", &url]);
+    peer.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}}),
+    );
+    peer.answer_to(serde_json::json!("init"));
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    assert_eq!(peer.list(), ["err500", "pretty", "hold", "wrongid"]);
+    let key = "AKIA".to_owned() + "QYLPMN5HHHFPZAM2";
+
+    // An error page holding a key past its first 300 characters: redacted, then cut.
+    peer.send(&call(1, "err500", serde_json::json!({})));
+    let answer = peer.answer_to(serde_json::json!(1));
+    let why = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("the server answered HTTP 500"), "{answer}");
+    // An answer written over many lines is one message, redacted.
+    peer.send(&call(2, "pretty", serde_json::json!({})));
+    let answer = peer.answer_to(serde_json::json!(2));
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "the key is [REDACTED:cloud_key]",
+        "{answer}"
+    );
+    // An answer to another request answers this one with an error, not never.
+    peer.send(&call(3, "wrongid", serde_json::json!({})));
+    let answer = peer.answer_to(serde_json::json!(3));
+    let why = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("does not answer the request"), "{answer}");
+    // Streams held open after their answer hold no place: twenty in a row, then a ping.
+    for id in 10..30 {
+        peer.send(&call(id, "hold", serde_json::json!({})));
+        let answer = peer.answer_to(serde_json::json!(id));
+        assert_eq!(answer["result"]["content"][0]["text"], "held", "{answer}");
+    }
+    peer.send(&serde_json::json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}));
+    let answer = peer.answer_to(serde_json::json!(99));
+    assert_eq!(answer["result"], serde_json::json!({}), "{answer}");
+
+    // The client leaves: cordon ends though the server never answers the session's DELETE.
+    let (_, status) = peer.end();
+    assert!(status.success(), "{status}");
+    let stderr = read_or_empty(home.path().join("mcp.stderr"));
+    assert!(!stderr.contains(&key), "{stderr}");
+    let out = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&key), "{text}");
+    assert!(!text.contains("ghp_notinrecords"), "{text}");
+    // Every call's result was recorded, the last one too; then the relay's end.
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let results = records
+        .iter()
+        .filter(|r| r["action"] == "call" && r["input"].get("result").is_some())
+        .count();
+    assert_eq!(results, 23, "{text}");
+    let last = records.last().unwrap();
+    assert_eq!(
+        (&last["action"], &last["input"]["result"]["ended"]),
+        (
+            &serde_json::json!("relay"),
+            &serde_json::json!("the client left")
+        ),
+        "{text}"
+    );
+}

@@ -36,7 +36,7 @@ pub use relay::{relay, GRACE};
 #[cfg(target_os = "linux")]
 pub use skill::relay_skill;
 #[cfg(target_os = "linux")]
-pub use upstream::{relay_upstream, Upstream};
+pub use upstream::{relay_upstream, shown_url, Upstream, AUTHORIZATION_VARIABLE};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,6 +235,9 @@ pub struct Gateway {
     accept: Vec<String>,
     /// The client's requests the server has yet to answer, by [`id_key`].
     from_client: Mutex<HashMap<String, Pending>>,
+    /// The relay's decision and its input, recorded with its outcome when the session ends
+    /// ([`Gateway::end`]).
+    relay_decided: Mutex<Option<(Value, Decision)>>,
     /// What every message is redacted with, both ways (the policy's `relay` decision); the
     /// reason when the policy refuses to relay at all.
     relay: Result<Option<Redaction>, String>,
@@ -546,6 +549,7 @@ impl Gateway {
             from_client: Mutex::new(HashMap::new()),
             from_server: Mutex::new(HashMap::new()),
             relay: Ok(None),
+            relay_decided: Mutex::new(None),
             limits: Limits::default(),
             asking: AtomicUsize::new(0),
         };
@@ -553,6 +557,11 @@ impl Gateway {
         // them is redacted with.
         gateway.relay = match gateway.decide("relay", Map::new()) {
             Ok(unrecorded) => {
+                if let Some(input) = unrecorded.input() {
+                    if let Ok(mut kept) = gateway.relay_decided.lock() {
+                        *kept = Some((input.clone(), unrecorded.decision().clone()));
+                    }
+                }
                 let decision = unrecorded.without_record();
                 if decision.allow {
                     Redaction::from_obligations(&decision.obligations).map_err(|e| {
@@ -575,6 +584,26 @@ impl Gateway {
     /// Why the policy refuses to relay this server's messages at all, if it does.
     pub fn refusal(&self) -> Option<&str> {
         self.relay.as_ref().err().map(String::as_str)
+    }
+
+    /// Records that the relay ended (`why`), as the outcome of its decision, durably: the
+    /// session's last record, which commits the results' records still waiting for one.
+    pub fn end(&self, why: &str) {
+        let kept = self.relay_decided.lock().ok().and_then(|mut k| k.take());
+        let Some((mut input, decision)) = kept else {
+            return;
+        };
+        input["result"] = json!({ "ended": why });
+        let recorded = self.supervisor.pipeline().record_outcome(
+            &Capability::tool(),
+            input,
+            decision,
+            cordon_types::Outcome::Performed,
+            true,
+        );
+        if let Err(err) = recorded {
+            tracing::error!("cannot record the end of the relay: {err}");
+        }
     }
 
     /// `text` the server wrote to its log, redacted as the relay's decision says (withheld

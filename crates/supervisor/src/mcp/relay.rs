@@ -159,9 +159,12 @@ pub fn relay(
                             Err(Ended::Client(result)) => return result,
                         },
                         None if text.trim().is_empty() => {}
+                        // Redacted whole, then cut: a secret is never cut in two first.
                         None => tracing::warn!(
                             "the server wrote something that is not JSON-RPC on its output; dropped: {}",
-                            cordon_types::printable(&text.chars().take(200).collect::<String>())
+                            cordon_types::printable(
+                                &from_server.redact_log(&text).chars().take(200).collect::<String>()
+                            )
                         ),
                     }
                 }

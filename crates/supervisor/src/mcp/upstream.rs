@@ -21,15 +21,35 @@ const MAX_REQUESTS: usize = 16;
 const CONNECT: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// A remote server as the server: its name and URL.
+    /// A remote server as the server: its name and URL (without its query, which may hold
+    /// a credential).
     pub fn remote(name: String, url: &str) -> Self {
         Self {
             name,
-            command: vec![url.to_owned()],
+            command: vec![shown_url(url)],
             executable: None,
         }
     }
 }
+
+/// `url` as records and listings show it: its query and fragment (where a credential may
+/// be) replaced by `?…`.
+pub fn shown_url(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(at) => format!("{}?…", &url[..at]),
+        None => url.to_owned(),
+    }
+}
+
+/// The variable whose value, where set, is sent to the server as its `Authorization`
+/// header (`Bearer TOKEN`): kept out of the command line, records and listings.
+pub const AUTHORIZATION_VARIABLE: &str = "CORDON_MCP_UPSTREAM_AUTHORIZATION";
+
+/// How long the server has to answer a request before it is answered with an error.
+const ANSWER_WAIT: Duration = Duration::from_secs(600);
+
+/// How long the server has to take a notification, an answer or the end of its session.
+const BRIEF: Duration = Duration::from_secs(10);
 
 /// Where the server is.
 #[derive(Debug, Clone)]
@@ -108,9 +128,34 @@ struct State {
 struct Client {
     agent: ureq::Agent,
     url: String,
+    /// The `Authorization` header's value, where one is given.
+    authorization: Option<String>,
     state: Mutex<State>,
     output: Output,
     requests: AtomicUsize,
+    gateway: Arc<Gateway>,
+}
+
+/// The request ids a message holds (a batch's each), as [`super::id_key`] writes them.
+fn request_ids(message: &Value) -> Vec<(String, Value)> {
+    let one = |m: &Value| {
+        m.get("id")
+            .filter(|_| m.get("method").is_some())
+            .map(|id| (super::id_key(id), id.clone()))
+    };
+    match message {
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        other => one(other).into_iter().collect(),
+    }
+}
+
+/// A protocol version as a header may carry it.
+fn plausible_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 32
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 impl Client {
@@ -119,6 +164,9 @@ impl Client {
             "GET" => self.agent.get(&self.url),
             _ => self.agent.delete(&self.url),
         };
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
         if let Ok(state) = self.state.lock() {
             if let Some(session) = &state.session {
                 request = request.header("Mcp-Session-Id", session);
@@ -130,18 +178,22 @@ impl Client {
         request.header("Accept", "application/json, text/event-stream")
     }
 
-    /// POSTs `line` (one message, or a batch) and relays what comes back; a request that
-    /// cannot be answered is answered with an error.
-    fn post(&self, line: &str, message: &Value) {
-        let id = message
-            .get("id")
-            .filter(|_| message.get("method").is_some());
+    /// POSTs `line` (one message, or a batch) and relays what comes back; each request in
+    /// it the server does not answer is answered with an error.
+    fn post(&self, line: &str, message: &Value, brief: bool) {
+        let mut waiting = request_ids(message);
         let initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
         let mut request = self
             .agent
             .post(&self.url)
+            .config()
+            .timeout_recv_response(Some(if brief { BRIEF } else { ANSWER_WAIT }))
+            .build()
             .header("Accept", "application/json, text/event-stream")
             .header("Content-Type", "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
         if let Ok(state) = self.state.lock() {
             if let Some(session) = &state.session {
                 request = request.header("Mcp-Session-Id", session);
@@ -150,23 +202,26 @@ impl Client {
                 request = request.header("MCP-Protocol-Version", version);
             }
         }
-        let fail = |why: String| {
+        let fail = |waiting: &[(String, Value)], why: &str| {
             tracing::warn!("the upstream server: {why}");
-            if let Some(id) = id {
-                send_line(&self.output, &error(id.clone(), -32603, &why).to_string());
+            for (_, id) in waiting {
+                send_line(&self.output, &error(id.clone(), -32603, why).to_string());
             }
         };
         let mut response = match request.send(line) {
             Ok(response) => response,
             Err(err) => {
-                return fail(format!(
-                    "cannot reach the server: {err} (a refusal by the session's egress proxy is \
-                     in `cordon audit query --capability net`)"
-                ))
+                return fail(
+                    &waiting,
+                    &format!(
+                        "cannot reach the server: {err} (if the session's egress proxy refused it, \
+                         `cordon audit query --capability net` says why)"
+                    ),
+                )
             }
         };
         let status = response.status().as_u16();
-        if initialize {
+        if initialize && (200..300).contains(&status) {
             if let Some(session) = response
                 .headers()
                 .get("mcp-session-id")
@@ -185,16 +240,20 @@ impl Client {
         let body = response.body_mut().as_reader();
         match status {
             202 | 204 => {}
-            200..=299 if streamed => self.events(body),
-            200..=299 => match read_limited(body) {
-                Ok(text) if !text.trim().is_empty() => {
-                    if initialize {
-                        self.learn_version(&text);
-                    }
-                    send_line(&self.output, text.trim());
+            200..=299 if streamed => {
+                self.events(body, &mut waiting, initialize);
+                if !waiting.is_empty() {
+                    fail(&waiting, "the server's stream ended before it answered");
                 }
-                Ok(_) => fail("the server answered with nothing".into()),
-                Err(why) => fail(why),
+            }
+            200..=299 => match read_limited(body) {
+                Ok(text) => {
+                    self.relay_json(&text, &mut waiting, initialize);
+                    if !waiting.is_empty() {
+                        fail(&waiting, "the server's answer does not answer the request");
+                    }
+                }
+                Err(why) => fail(&waiting, &why),
             },
             _ => {
                 let text = read_limited(body).unwrap_or_default();
@@ -202,41 +261,74 @@ impl Client {
                 let answered = serde_json::from_str::<Value>(&text).ok().filter(|v| {
                     v.get("error").is_some() && v.get("id").is_some_and(|i| !i.is_null())
                 });
-                match answered {
-                    Some(_) => send_line(&self.output, text.trim()),
-                    None => fail(format!(
-                        "the server answered HTTP {status}{}",
-                        if text.trim().is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                ": {}",
-                                cordon_types::printable(
-                                    &text.chars().take(300).collect::<String>()
-                                )
-                            )
-                        }
-                    )),
+                if answered.is_some() {
+                    self.relay_json(&text, &mut waiting, false);
+                }
+                if !waiting.is_empty() {
+                    // Redacted whole, then cut: a secret is never cut in two first.
+                    let shown = self.gateway.redact_log(text.trim());
+                    let shown: String = shown.chars().take(300).collect();
+                    let why = if shown.is_empty() {
+                        format!("the server answered HTTP {status}")
+                    } else {
+                        format!(
+                            "the server answered HTTP {status}: {}",
+                            cordon_types::printable(&shown)
+                        )
+                    };
+                    fail(&waiting, &why);
                 }
             }
         }
     }
 
-    /// Reads the protocol version the server chose from its answer to `initialize`.
-    fn learn_version(&self, text: &str) {
-        let version = serde_json::from_str::<Value>(text).ok().and_then(|v| {
-            v.pointer("/result/protocolVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        if let (Some(version), Ok(mut state)) = (version, self.state.lock()) {
-            state.version = Some(version);
+    /// Relays a JSON body (a message or a batch, written over any number of lines) message
+    /// by message, taking those it answers off `waiting`.
+    fn relay_json(&self, text: &str, waiting: &mut Vec<(String, Value)>, initialize: bool) {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            tracing::warn!("the server's answer is not JSON; dropped");
+            return;
+        };
+        let messages = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        for message in messages {
+            self.relay_message(&message, waiting, initialize);
         }
     }
 
-    /// Relays each event of a stream of server-sent events as a message, until it ends.
-    fn events(&self, body: impl Read) {
-        let mut reader = BufReader::new(body.take(u64::MAX));
+    /// Relays one message from the server, taking the request it answers off `waiting`.
+    fn relay_message(&self, message: &Value, waiting: &mut Vec<(String, Value)>, initialize: bool) {
+        if message.get("method").is_none() {
+            if let Some(id) = message.get("id") {
+                let key = super::id_key(id);
+                let before = waiting.len();
+                waiting.retain(|(k, _)| *k != key);
+                if initialize && waiting.len() < before {
+                    self.learn_version(message);
+                }
+            }
+        }
+        send_line(&self.output, &message.to_string());
+    }
+
+    /// Takes the protocol version the server chose from its answer to `initialize`.
+    fn learn_version(&self, answer: &Value) {
+        let version = answer
+            .pointer("/result/protocolVersion")
+            .and_then(Value::as_str)
+            .filter(|v| plausible_version(v));
+        if let (Some(version), Ok(mut state)) = (version, self.state.lock()) {
+            state.version = Some(version.to_owned());
+        }
+    }
+
+    /// Relays each event of a stream of server-sent events as a message (or a batch), until
+    /// it ends, or (a POST's stream) until every request in `waiting` is answered.
+    fn events(&self, body: impl Read, waiting: &mut Vec<(String, Value)>, initialize: bool) {
+        let posted = !waiting.is_empty();
+        let mut reader = BufReader::new(body);
         let mut data = String::new();
         let mut line = String::new();
         loop {
@@ -251,11 +343,12 @@ impl Client {
             let text = line.trim_end_matches(['\n', '\r']);
             if text.is_empty() {
                 if !data.is_empty() {
-                    if data.contains("\"protocolVersion\"") {
-                        self.learn_version(&data);
-                    }
-                    send_line(&self.output, &data);
+                    self.relay_json(&data, waiting, initialize);
                     data.clear();
+                    if posted && waiting.is_empty() {
+                        // Answered: the stream is not held open for what may follow.
+                        return;
+                    }
                 }
             } else if let Some(value) = text.strip_prefix("data:") {
                 if data.len() + value.len() > MAX_MESSAGE {
@@ -276,7 +369,7 @@ impl Client {
     fn listen(&self) {
         match self.request("GET").call() {
             Ok(mut response) if response.status().as_u16() == 200 => {
-                self.events(response.body_mut().as_reader());
+                self.events(response.body_mut().as_reader(), &mut Vec::new(), false);
             }
             Ok(response) => tracing::debug!(
                 "the server offers no event stream (HTTP {})",
@@ -323,12 +416,17 @@ pub fn relay_upstream(
         .max_redirects(0)
         .build()
         .into();
+    let authorization = std::env::var(AUTHORIZATION_VARIABLE)
+        .ok()
+        .filter(|v| !v.is_empty());
     let client = Arc::new(Client {
         agent,
         url: upstream.url.clone(),
+        authorization,
         state: Mutex::new(State::default()),
         output: Arc::new(Mutex::new(Some(to_relay))),
         requests: AtomicUsize::new(0),
+        gateway: Arc::clone(&gateway),
     });
     let forwarding = Arc::clone(&client);
     std::thread::Builder::new()
@@ -351,22 +449,37 @@ pub fn relay_upstream(
             }
             std::thread::sleep(Duration::from_millis(100));
         })?;
-    let ended = super::relay(gateway, client_in, client_out, relay_writes, relay_reads);
-    // The client left: the server's session ends too.
+    let ended = super::relay(
+        Arc::clone(&gateway),
+        client_in,
+        client_out,
+        relay_writes,
+        relay_reads,
+    );
+    // The client left: the server's session ends too, if the server takes the DELETE soon.
     let has_session = client.state.lock().is_ok_and(|s| s.session.is_some());
     if has_session {
-        if let Err(err) = client.request("DELETE").call() {
+        let deleted = client
+            .request("DELETE")
+            .config()
+            .timeout_global(Some(BRIEF))
+            .build()
+            .call();
+        if let Err(err) = deleted {
             tracing::debug!("cannot end the server's session: {err}");
         }
     }
-    if remote.stopped() {
-        tracing::info!("the session was stopped");
-    }
+    gateway.end(if remote.stopped() {
+        "the session was stopped"
+    } else {
+        "the client left"
+    });
     ended
 }
 
-/// Reads what the relay passes to the server and POSTs each message on a thread of its own;
-/// once the server's session has begun, listens on its GET stream.
+/// Reads what the relay passes to the server and POSTs each request on a thread of its own
+/// (notifications and answers at once, briefly); once the server's session has begun,
+/// listens on its GET stream.
 fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
     let mut reader = BufReader::new(from_relay);
     let mut line = String::new();
@@ -390,17 +503,15 @@ fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
                 .name("cordon-mcp-upstream-events".into())
                 .spawn(move || listener.listen());
         }
+        if request_ids(&message).is_empty() {
+            client.post(&text, &message, true);
+            continue;
+        }
         if client.requests.fetch_add(1, Ordering::SeqCst) >= MAX_REQUESTS {
             client.requests.fetch_sub(1, Ordering::SeqCst);
-            if let Some(id) = message
-                .get("id")
-                .filter(|_| message.get("method").is_some())
-            {
-                let busy = format!("{MAX_REQUESTS} requests to the server are waiting; try again");
-                send_line(
-                    &client.output,
-                    &error(id.clone(), -32000, &busy).to_string(),
-                );
+            let busy = format!("{MAX_REQUESTS} requests to the server are waiting; try again");
+            for (_, id) in request_ids(&message) {
+                send_line(&client.output, &error(id, -32000, &busy).to_string());
             }
             continue;
         }
@@ -408,14 +519,18 @@ fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
         let spawned = std::thread::Builder::new()
             .name("cordon-mcp-upstream-post".into())
             .spawn(move || {
-                posting.post(&text, &message);
+                posting.post(&text, &message, false);
                 posting.requests.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             client.requests.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    // The relay's side closed: the server side ends.
+    // The client left: what is on its way still reaches it, for a moment.
+    let deadline = std::time::Instant::now() + super::GRACE;
+    while client.requests.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     if let Ok(mut output) = client.output.lock() {
         output.take();
     }
