@@ -15,6 +15,7 @@
 //!
 //! ```sh
 //! cargo bench -p cordon-cli --bench mcp_call            # 2000 calls each
+//! CORDON_BENCH_HTTP=0 cargo bench -p cordon-cli --bench mcp_call   # stdio paths only
 //! CORDON_BENCH_CALLS=500 cargo bench -p cordon-cli --bench mcp_call
 //! ```
 #![allow(
@@ -339,7 +340,9 @@ fn main() {
         .arg("--")
         .arg(&server);
     env(&mut listening, home);
-    let mut http = HttpClient::start(listening);
+    // CORDON_BENCH_HTTP=0 leaves the HTTP path out (the stdio paths alone, as before it).
+    let mut http = (std::env::var("CORDON_BENCH_HTTP").as_deref() != Ok("0"))
+        .then(|| HttpClient::start(listening));
     let mut clients = [
         Client::start("direct", "client → server over its stdio", direct),
         Client::start(
@@ -358,7 +361,9 @@ fn main() {
         for client in &mut clients {
             client.call();
         }
-        http.call();
+        if let Some(http) = &mut http {
+            http.call();
+        }
     }
     let clients = clients.map(Client::end);
     println!("| variant | what runs | calls | p50 (µs) | p90 (µs) | p99 (µs) | mean (µs) |");
@@ -380,6 +385,7 @@ fn main() {
         );
         p.push((percentile(&times, 0.5), percentile(&times, 0.99)));
     }
+    let over_http = http.map(|http| {
     let mut times = http.times.clone();
     times.sort();
     let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64;
@@ -391,7 +397,8 @@ fn main() {
         percentile(&times, 0.99),
         mean,
     );
-    let over_http = (percentile(&times, 0.5), percentile(&times, 0.99));
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+    });
     println!(
         "\nadded by the gateway: p50 {:.1} µs, p99 {:.1} µs ({:.1} and {:.1} without the audit log)",
         p[1].0 - p[0].0,
@@ -399,9 +406,11 @@ fn main() {
         p[2].0 - p[0].0,
         p[2].1 - p[0].1
     );
-    println!(
-        "added over HTTP (against the direct stdio call): p50 {:.1} µs, p99 {:.1} µs",
-        over_http.0 - p[0].0,
-        over_http.1 - p[0].1
-    );
+    if let Some(over_http) = over_http {
+        println!(
+            "added over HTTP (against the direct stdio call): p50 {:.1} µs, p99 {:.1} µs",
+            over_http.0 - p[0].0,
+            over_http.1 - p[0].1
+        );
+    }
 }
