@@ -67,6 +67,17 @@ fn serve() {
     }
 }
 
+/// The call every path is timed on, sent by `request`: its answer and how long it took.
+fn timed_call(request: impl FnOnce(&str, Value) -> Value) -> (Value, Duration) {
+    let started = Instant::now();
+    let answer = request(
+        "tools/call",
+        json!({"name": "echo",
+        "arguments": {"text": "the quarterly numbers are in the usual place"}}),
+    );
+    (answer, started.elapsed())
+}
+
 struct Client {
     name: &'static str,
     what: &'static str,
@@ -134,13 +145,8 @@ impl Client {
     }
 
     fn call(&mut self) {
-        let started = Instant::now();
-        let answer = self.request(
-            "tools/call",
-            json!({"name": "echo",
-            "arguments": {"text": "the quarterly numbers are in the usual place"}}),
-        );
-        self.times.push(started.elapsed());
+        let (answer, took) = timed_call(|method, params| self.request(method, params));
+        self.times.push(took);
         assert_eq!(
             answer["result"]["isError"], false,
             "{}: {answer}",
@@ -239,13 +245,8 @@ impl HttpClient {
     }
 
     fn call(&mut self) {
-        let started = Instant::now();
-        let answer = self.request(
-            "tools/call",
-            json!({"name": "echo",
-            "arguments": {"text": "the quarterly numbers are in the usual place"}}),
-        );
-        self.times.push(started.elapsed());
+        let (answer, took) = timed_call(|method, params| self.request(method, params));
+        self.times.push(took);
         assert_eq!(answer["result"]["isError"], false, "over HTTP: {answer}");
     }
 }

@@ -356,7 +356,12 @@ pub(crate) fn arguments(function: &Function, arguments: &Value) -> Result<Vec<Va
     let given = match arguments {
         Value::Object(given) => given,
         Value::Null => &empty,
-        other => return Err(format!("the arguments are not an object: {}", kind(other))),
+        other => {
+            return Err(format!(
+                "the arguments are not an object: {}",
+                cordon_types::json_type(other)
+            ))
+        }
     };
     if let Some(unknown) = given
         .keys()
@@ -376,19 +381,8 @@ pub(crate) fn arguments(function: &Function, arguments: &Value) -> Result<Vec<Va
         .collect()
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn expected(what: &str, value: &Value) -> String {
-    format!("expected {what}, found {}", kind(value))
+    format!("expected {what}, found {}", cordon_types::json_type(value))
 }
 
 fn whole<T: TryFrom<i128>>(value: &Value, what: &str) -> Result<T, String> {

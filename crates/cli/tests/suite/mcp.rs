@@ -1248,48 +1248,21 @@ fn over_http_each_session_gets_a_confined_server_and_only_the_token_holder_gets_
         settings["tool"]["deny"] = serde_json::json!(["notes/delete_*"]);
     });
     let token = "d1c9a7e0b54f4e2c8a0f6b3e";
-    let mut command = home.cordon(&[
-        "mcp",
-        "--policy",
-        &policy,
-        "--name",
-        "notes",
-        "--allow-read",
-        &env_arg,
-        "--listen",
-        "127.0.0.1:0",
-        "--",
-        &python_arg,
-        "server.py",
-    ]);
-    command
-        .env("CORDON_MCP_TOKEN", token)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = KillOnDrop(command.spawn().unwrap());
-    // The first line says where it listens.
-    let stderr = child.0.stderr.take().unwrap();
-    let (said, heard) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = said.send(line);
-        }
-    });
-    let first = heard
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("cordon said nothing on starting to listen");
-    assert!(!first.contains(token), "the token is shown: {first}");
-    let port: u16 = first
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let (_listener, port) = listening(
+        &home,
+        token,
+        &[
+            "--policy",
+            &policy,
+            "--name",
+            "notes",
+            "--allow-read",
+            &env_arg,
+            "--",
+            &python_arg,
+            "server.py",
+        ],
+    );
     let url = format!("http://127.0.0.1:{port}/mcp");
 
     // A real client over Streamable HTTP: the same decisions as over stdio.
@@ -1660,6 +1633,7 @@ fn listening(home: &Home, token: &str, args: &[&str]) -> (KillOnDrop, u16) {
     let first = heard
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("cordon said nothing on starting to listen");
+    assert!(!first.contains(token), "the token is shown: {first}");
     let port = first
         .split("http://127.0.0.1:")
         .nth(1)
@@ -1844,4 +1818,39 @@ fn a_hostile_remote_server_leaks_nothing_holds_nothing_and_cannot_keep_cordon_ru
         ),
         "{text}"
     );
+}
+
+#[test]
+fn what_a_skills_tool_changes_is_journaled_and_undone() {
+    let home = Home::new();
+    let notes = home.workspace().join("notes");
+    fs_err::create_dir_all(&notes).unwrap();
+    let note = notes.join("todo.txt");
+    fs_err::write(&note, "water the plants").unwrap();
+    let notes_arg = notes.display().to_string();
+    let mut peer = skill_peer(&home, "textkit", &["--allow-write", &notes_arg]);
+    peer.send(&call(1, "notes.remove", serde_json::json!({"path": note})));
+    let answer = peer.answer_to(serde_json::json!(1));
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert!(!note.exists());
+    let (_, status) = peer.end();
+    assert!(status.success(), "{status}");
+    // The removal was journaled before it happened: undone, the note is back.
+    let stderr = read_or_empty(home.path().join("mcp.stderr"));
+    let session = stderr
+        .split("cordon journal undo --session ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no journal in {stderr}"))
+        .to_owned();
+    let out = home
+        .cordon(&["journal", "undo", "--session", &session])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs_err::read_to_string(&note).unwrap(), "water the plants");
 }

@@ -159,11 +159,10 @@ fn plausible_version(version: &str) -> bool {
 }
 
 impl Client {
-    fn request(&self, method: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
-        let mut request = match method {
-            "GET" => self.agent.get(&self.url),
-            _ => self.agent.delete(&self.url),
-        };
+    /// `request` with the headers every request to the server carries: what it may answer
+    /// with, the credential, the session and its protocol version.
+    fn headed<B>(&self, mut request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        request = request.header("Accept", "application/json, text/event-stream");
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }
@@ -175,7 +174,14 @@ impl Client {
                 request = request.header("MCP-Protocol-Version", version);
             }
         }
-        request.header("Accept", "application/json, text/event-stream")
+        request
+    }
+
+    fn request(&self, method: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.headed(match method {
+            "GET" => self.agent.get(&self.url),
+            _ => self.agent.delete(&self.url),
+        })
     }
 
     /// POSTs `line` (one message, or a batch) and relays what comes back; each request in
@@ -183,25 +189,14 @@ impl Client {
     fn post(&self, line: &str, message: &Value, brief: bool) {
         let mut waiting = request_ids(message);
         let initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
-        let mut request = self
-            .agent
-            .post(&self.url)
-            .config()
-            .timeout_recv_response(Some(if brief { BRIEF } else { ANSWER_WAIT }))
-            .build()
-            .header("Accept", "application/json, text/event-stream")
-            .header("Content-Type", "application/json");
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
-        if let Ok(state) = self.state.lock() {
-            if let Some(session) = &state.session {
-                request = request.header("Mcp-Session-Id", session);
-            }
-            if let Some(version) = &state.version {
-                request = request.header("MCP-Protocol-Version", version);
-            }
-        }
+        let request = self.headed(
+            self.agent
+                .post(&self.url)
+                .config()
+                .timeout_recv_response(Some(if brief { BRIEF } else { ANSWER_WAIT }))
+                .build()
+                .header("Content-Type", "application/json"),
+        );
         let fail = |waiting: &[(String, Value)], why: &str| {
             tracing::warn!("the upstream server: {why}");
             for (_, id) in waiting {

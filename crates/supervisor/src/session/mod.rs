@@ -362,6 +362,15 @@ impl Session {
 }
 
 /// A random session id: 12 hex digits.
+/// `--allow-net` entries in the form the policy compares; a malformed one refuses.
+fn allow_entries(entries: &[String]) -> Result<Vec<String>, LaunchError> {
+    entries
+        .iter()
+        .map(|e| cordon_egress::normalize_allow_entry(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(refused)
+}
+
 fn new_id() -> String {
     let mut bytes = [0u8; 6];
     if getrandom::fill(&mut bytes).is_err() {
@@ -389,12 +398,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let write = resolve_all(&request.write, &request.cwd)?;
     let kernel = Kernel::probe();
     // Malformed net entries are refused before anything starts.
-    let net = request
-        .net
-        .iter()
-        .map(|e| cordon_egress::normalize_allow_entry(e))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(refused)?;
+    let net = allow_entries(&request.net)?;
 
     // The helper starts now and prepares the namespaces while the policy loads.
     let mut stdio = None;

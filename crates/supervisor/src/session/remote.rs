@@ -110,12 +110,7 @@ pub fn serve(
     body: impl FnOnce(&Remote<'_>) -> Result<(), String>,
 ) -> Result<String, LaunchError> {
     let id = new_id();
-    let net = request
-        .net
-        .iter()
-        .map(|e| cordon_egress::normalize_allow_entry(e))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(refused)?;
+    let net = super::allow_entries(&request.net)?;
     let session_bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty());
     // Standard input carries the protocol: no answer is read from the terminal.
     let backends = Backends::parse_with(

@@ -503,12 +503,7 @@ fn session(
     let id = new_id();
     let hosts: Vec<PathBuf> = request.dirs.iter().map(|d| d.host.clone()).collect();
     let resolved = resolve_all(&hosts, &request.cwd)?;
-    let net = request
-        .net
-        .iter()
-        .map(|e| cordon_egress::normalize_allow_entry(e))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(refused)?;
+    let net = super::allow_entries(&request.net)?;
     let [stdin_terminal, _, stderr_terminal] = terminal::streams_on_terminal();
     let session_bus = request
         .env
