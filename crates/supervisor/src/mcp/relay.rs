@@ -52,6 +52,64 @@ fn send(out: &Mutex<Box<dyn Write + Send>>, text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The output of a server that runs in this process (a skill's functions, a remote
+/// server's forwarder) into the relay: one message a line, from any thread. Closing it (or a
+/// write that fails) is the server's end, which the relay sees.
+#[derive(Clone, Debug)]
+pub(super) struct ServerOutput(Arc<Mutex<Option<std::io::PipeWriter>>>);
+
+impl ServerOutput {
+    /// Writes `line` as one message; nothing once closed.
+    pub(super) fn send(&self, line: &str) {
+        if let Ok(mut output) = self.0.lock() {
+            if let Some(out) = output.as_mut() {
+                let written = out
+                    .write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush());
+                if written.is_err() {
+                    *output = None;
+                }
+            }
+        }
+    }
+
+    /// Ends the server's side.
+    pub(super) fn close(&self) {
+        if let Ok(mut output) = self.0.lock() {
+            output.take();
+        }
+    }
+
+    /// Whether the server's side has ended.
+    pub(super) fn closed(&self) -> bool {
+        self.0.lock().map_or(true, |output| output.is_none())
+    }
+}
+
+/// The pipes between the relay and a server in this process: what the server reads (the
+/// relay's messages to it), and its output; the relay's two ends go to `relay`.
+pub(super) struct InProcess {
+    /// What the relay passes to the server.
+    pub from_relay: std::io::PipeReader,
+    /// The server's messages to the relay.
+    pub output: ServerOutput,
+    /// The relay's ends: the server's input, the server's output.
+    pub relay_ends: (std::io::PipeWriter, std::io::PipeReader),
+}
+
+impl InProcess {
+    pub(super) fn new() -> std::io::Result<Self> {
+        let (from_relay, relay_writes) = std::io::pipe()?;
+        let (relay_reads, to_relay) = std::io::pipe()?;
+        Ok(Self {
+            from_relay,
+            output: ServerOutput(Arc::new(Mutex::new(Some(to_relay)))),
+            relay_ends: (relay_writes, relay_reads),
+        })
+    }
+}
+
 /// How long a server may take to end once its client has gone, and to take a message it
 /// was sent.
 pub const GRACE: std::time::Duration = std::time::Duration::from_secs(5);

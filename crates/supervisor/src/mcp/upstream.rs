@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::relay::{InProcess, ServerOutput};
 use super::{error, Gateway, Server, MAX_MESSAGE};
 use crate::session::remote::Remote;
 
@@ -101,22 +102,6 @@ impl Upstream {
     }
 }
 
-type Output = Arc<Mutex<Option<std::io::PipeWriter>>>;
-
-fn send_line(output: &Output, line: &str) {
-    if let Ok(mut output) = output.lock() {
-        if let Some(out) = output.as_mut() {
-            let written = out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush());
-            if written.is_err() {
-                *output = None;
-            }
-        }
-    }
-}
-
 /// The session with the server: its id and protocol version once `initialize` has been
 /// answered.
 #[derive(Default)]
@@ -131,7 +116,7 @@ struct Client {
     /// The `Authorization` header's value, where one is given.
     authorization: Option<String>,
     state: Mutex<State>,
-    output: Output,
+    output: ServerOutput,
     requests: AtomicUsize,
     gateway: Arc<Gateway>,
 }
@@ -200,7 +185,8 @@ impl Client {
         let fail = |waiting: &[(String, Value)], why: &str| {
             tracing::warn!("the upstream server: {why}");
             for (_, id) in waiting {
-                send_line(&self.output, &error(id.clone(), -32603, why).to_string());
+                self.output
+                    .send(&error(id.clone(), -32603, why).to_string());
             }
         };
         let mut response = match request.send(line) {
@@ -305,7 +291,7 @@ impl Client {
                 }
             }
         }
-        send_line(&self.output, &message.to_string());
+        self.output.send(&message.to_string());
     }
 
     /// Takes the protocol version the server chose from its answer to `initialize`.
@@ -400,8 +386,11 @@ pub fn relay_upstream(
     client_in: impl Read + Send + 'static,
     client_out: impl Write + Send + 'static,
 ) -> std::io::Result<bool> {
-    let (from_relay, relay_writes) = std::io::pipe()?;
-    let (relay_reads, to_relay) = std::io::pipe()?;
+    let InProcess {
+        from_relay,
+        output,
+        relay_ends: (relay_writes, relay_reads),
+    } = InProcess::new()?;
     let proxy = ureq::Proxy::new(&format!("http://{}", remote.proxy()))
         .map_err(|e| std::io::Error::other(format!("the session's proxy: {e}")))?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -419,7 +408,7 @@ pub fn relay_upstream(
         url: upstream.url.clone(),
         authorization,
         state: Mutex::new(State::default()),
-        output: Arc::new(Mutex::new(Some(to_relay))),
+        output,
         requests: AtomicUsize::new(0),
         gateway: Arc::clone(&gateway),
     });
@@ -432,14 +421,11 @@ pub fn relay_upstream(
     std::thread::Builder::new()
         .name("cordon-mcp-upstream-stop".into())
         .spawn(move || loop {
-            let ended = stopping.output.lock().map_or(true, |o| o.is_none());
-            if ended {
+            if stopping.output.closed() {
                 return;
             }
             if stop.load(Ordering::SeqCst) {
-                if let Ok(mut output) = stopping.output.lock() {
-                    output.take();
-                }
+                stopping.output.close();
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -506,7 +492,7 @@ fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
             client.requests.fetch_sub(1, Ordering::SeqCst);
             let busy = format!("{MAX_REQUESTS} requests to the server are waiting; try again");
             for (_, id) in request_ids(&message) {
-                send_line(&client.output, &error(id, -32000, &busy).to_string());
+                client.output.send(&error(id, -32000, &busy).to_string());
             }
             continue;
         }
@@ -526,7 +512,5 @@ fn forward(client: &Arc<Client>, from_relay: std::io::PipeReader) {
     while client.requests.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if let Ok(mut output) = client.output.lock() {
-        output.take();
-    }
+    client.output.close();
 }
