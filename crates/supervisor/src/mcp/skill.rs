@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::relay::{InProcess, ServerOutput};
 use super::{error, Gateway, Server};
 use crate::session::skill::Functions;
 
@@ -63,30 +64,20 @@ pub fn relay_skill(
     client_in: impl Read + Send + 'static,
     client_out: impl Write + Send + 'static,
 ) -> std::io::Result<bool> {
-    let (server_reads, relay_writes) = std::io::pipe()?;
-    let (relay_reads, server_writes) = std::io::pipe()?;
+    let InProcess {
+        from_relay,
+        output,
+        relay_ends: (relay_writes, relay_reads),
+    } = InProcess::new()?;
     let logs = Arc::clone(&gateway);
     std::thread::scope(|scope| {
-        scope.spawn(move || serve(functions, &logs, server_reads, server_writes));
+        scope.spawn(move || serve(functions, &logs, from_relay, &output));
         super::relay(gateway, client_in, client_out, relay_writes, relay_reads)
     })
 }
 
-type Output = Arc<Mutex<Option<Box<dyn Write + Send>>>>;
-
-fn send(output: &Output, message: &Value) {
-    if let Ok(mut output) = output.lock() {
-        if let Some(out) = output.as_mut() {
-            let text = message.to_string();
-            let written = out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush());
-            if written.is_err() {
-                *output = None;
-            }
-        }
-    }
+fn send(output: &ServerOutput, message: &Value) {
+    output.send(&message.to_string());
 }
 
 fn answer(id: Value, result: Value) -> Value {
@@ -99,7 +90,7 @@ fn serve(
     functions: &Functions<'_>,
     gateway: &Gateway,
     input: impl Read + Send + 'static,
-    output: impl Write + Send + 'static,
+    output: &ServerOutput,
 ) {
     let (lines, received) = crossbeam_channel::bounded::<String>(64);
     let reader = std::thread::Builder::new()
@@ -123,18 +114,19 @@ fn serve(
         tracing::error!("cannot read the relay: {err}");
         return;
     }
-    let output: Output = Arc::new(Mutex::new(Some(Box::new(output))));
     let running: Mutex<HashMap<String, Running>> = Mutex::new(HashMap::new());
     std::thread::scope(|scope| {
         loop {
+            // The session stopped: calls still running end too (below).
+            if functions.stopped() {
+                break;
+            }
+            give_up_late(functions, &running, output);
             let line = match received.recv_timeout(TICK) {
                 Ok(line) => line,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !functions.stopped() => {
-                    give_up_late(functions, &running, &output);
-                    continue;
-                }
-                // The client left, or the session was stopped: calls still running end too.
-                Err(_) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                // The client left: calls still running end too.
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             };
             let Ok(message) = serde_json::from_str::<Value>(&line) else {
                 continue;
@@ -145,7 +137,7 @@ fn serve(
                 one => vec![one],
             };
             for message in messages {
-                handle(scope, functions, gateway, &running, &output, message);
+                handle(scope, functions, gateway, &running, output, message);
             }
         }
         if let Ok(running) = running.lock() {
@@ -167,9 +159,7 @@ fn serve(
         }
     });
     // The relay sees the server end.
-    if let Ok(mut output) = output.lock() {
-        output.take();
-    };
+    output.close();
 }
 
 /// Answers, with an error, each call past its time limit and the grace, stopped but still
@@ -177,7 +167,7 @@ fn serve(
 fn give_up_late(
     functions: &Functions<'_>,
     running: &Mutex<HashMap<String, Running>>,
-    output: &Output,
+    output: &ServerOutput,
 ) {
     let limit = functions.time_limit().saturating_add(GRACE);
     let Ok(running) = running.lock() else { return };
@@ -202,7 +192,7 @@ fn handle<'scope, 'env>(
     functions: &'env Functions<'env>,
     gateway: &'env Gateway,
     running: &'env Mutex<HashMap<String, Running>>,
-    output: &Output,
+    output: &ServerOutput,
     message: Value,
 ) {
     let method = message.get("method").and_then(Value::as_str);
@@ -242,7 +232,7 @@ fn handle<'scope, 'env>(
                 send(output, &error(id, -32000, &busy));
                 return;
             }
-            let output = Arc::clone(output);
+            let output = output.clone();
             let params = message.get("params").cloned().unwrap_or(Value::Null);
             scope.spawn(move || {
                 let result = call(functions, gateway, &params, &stop);

@@ -396,8 +396,10 @@ impl Functions<'_> {
     }
 
     /// Calls `function` with `arguments`, every file it opens and request it makes decided
-    /// as the session's grants say; `stop` (or the session's stop) ends it. Returns how it
-    /// ended, and what it wrote on its standard output and its standard error.
+    /// as the session's grants say; `stop` ends it. A stop of the session reaches a call
+    /// through its caller, which sets `stop` when [`Functions::stopped`] says so (the MCP
+    /// server does for every call it runs). Returns how it ended, and what it wrote on its
+    /// standard output and its standard error.
     ///
     /// # Errors
     ///
@@ -418,27 +420,8 @@ impl Functions<'_> {
         let mut run = self.run.clone();
         run.stdout = Sink::Memory(Arc::clone(&output));
         run.stderr = Sink::Memory(Arc::clone(&errors));
-        // Either the call's own stop or the session's ends it.
-        let (session, call) = (Arc::clone(&self.run.stop), Arc::clone(stop));
-        let either = Arc::new(AtomicBool::new(false));
-        run.stop = Arc::clone(&either);
-        let done = Arc::new(AtomicBool::new(false));
-        let watching = Arc::clone(&done);
-        let watcher = std::thread::Builder::new()
-            .name("cordon-skill-call".into())
-            .spawn(move || {
-                while !watching.load(Ordering::SeqCst) {
-                    if session.load(Ordering::SeqCst) || call.load(Ordering::SeqCst) {
-                        either.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-            })
-            .map_err(|e| cordon_skills::Error::Setup(format!("cannot watch the call: {e}")))?;
+        run.stop = Arc::clone(stop);
         let called = self.runtime.call(self.prepared, function, arguments, run);
-        done.store(true, Ordering::SeqCst);
-        let _ = watcher.join();
         let written = output.lock().map(|o| o.clone()).unwrap_or_default();
         let complained = errors.lock().map(|o| o.clone()).unwrap_or_default();
         if let Ok(called) = &called {
