@@ -85,6 +85,8 @@ pub type Launch = Arc<dyn Fn() -> Result<Started, String> + Send + Sync>;
 
 /// One MCP session over HTTP.
 struct McpSession {
+    /// Its id (`Mcp-Session-Id`).
+    id: String,
     /// Lines to the relay, as the client's input.
     to_relay: Mutex<Option<std::io::PipeWriter>>,
     /// Requests waiting for their answer, by id.
@@ -235,12 +237,9 @@ struct Unannounced {
 
 impl Drop for Unannounced {
     fn drop(&mut self) {
-        let Some(id) = self.listener.id_of(&self.session) else {
-            return;
-        };
         if !self.session.announced.load(Ordering::SeqCst) {
             if let Ok(mut sessions) = self.listener.sessions.lock() {
-                sessions.remove(&id);
+                sessions.remove(&self.session.id);
             }
             self.session.close();
         }
@@ -606,10 +605,8 @@ impl Listener {
             Ok(line) => {
                 let mut response = reply(StatusCode::OK, "application/json", line);
                 if method == Some("initialize") {
-                    if let Some(id) = self.id_of(&session) {
-                        if let Ok(value) = id.parse() {
-                            response.headers_mut().insert("mcp-session-id", value);
-                        }
+                    if let Ok(value) = session.id.parse() {
+                        response.headers_mut().insert("mcp-session-id", value);
                     }
                 }
                 session.announced.store(true, Ordering::SeqCst);
@@ -629,14 +626,6 @@ impl Listener {
         }
     }
 
-    fn id_of(&self, session: &Arc<McpSession>) -> Option<String> {
-        let sessions = self.sessions.lock().ok()?;
-        sessions
-            .iter()
-            .find(|(_, s)| Arc::ptr_eq(s, session))
-            .map(|(id, _)| id.clone())
-    }
-
     /// Starts a session: its server launched on a thread of its own, which then relays.
     async fn start(self: &Arc<Self>) -> Result<Arc<McpSession>, Refused> {
         let full = self
@@ -651,7 +640,9 @@ impl Listener {
         }
         let (reader, writer) = std::io::pipe()
             .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        let id = secret().map_err(|why| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &why))?;
         let session = Arc::new(McpSession {
+            id: id.clone(),
             to_relay: Mutex::new(Some(writer)),
             waiting: Mutex::new(HashMap::new()),
             stream: Mutex::new(None),
@@ -660,10 +651,8 @@ impl Listener {
             last: Mutex::new(std::time::Instant::now()),
             announced: std::sync::atomic::AtomicBool::new(false),
         });
-        let id = secret().map_err(|why| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &why))?;
         let (launched, started) = oneshot::channel::<Result<(), String>>();
         let (listener, relayed) = (Arc::clone(self), Arc::clone(&session));
-        let session_id = id.clone();
         let thread = std::thread::Builder::new()
             .name("cordon-mcp-session".into())
             .spawn(move || {
@@ -687,7 +676,7 @@ impl Listener {
                     started.server_out,
                 );
                 if let Ok(mut sessions) = listener.sessions.lock() {
-                    sessions.remove(&session_id);
+                    sessions.remove(&relayed.id);
                 }
                 relayed.close();
                 (started.finish)(ended);
