@@ -281,19 +281,43 @@ impl McpCommand {
         let running = Session::launch(request).map_err(launch_error)?;
         let path = std::env::var("PATH").unwrap_or_default();
         let server = Server::new(name, command, &cwd, &path);
-        let gateway = Gateway::new(running.supervisor(), server, pins)
-            .accepting(self.accept_changed.clone())
-            .asking(running.consent());
-        if let Some(why) = gateway.refusal() {
-            let why = format!(
-                "the policy refuses to relay MCP server `{}`: {why}",
-                gateway.server_name()
-            );
-            let _ = running.signal(libc::SIGKILL);
-            let _ = running.wait();
-            return Err(refused(anyhow::anyhow!(why)));
+        match self.gateway(
+            running.supervisor(),
+            server,
+            pins,
+            running.consent(),
+            "server",
+        ) {
+            Ok(gateway) => Ok((running, gateway)),
+            Err(why) => {
+                let _ = running.signal(libc::SIGKILL);
+                let _ = running.wait();
+                Err(refused(anyhow::anyhow!(why)))
+            }
         }
-        Ok((running, Arc::new(gateway)))
+    }
+
+    /// The gateway deciding for `server` (a `what`: server, skill) under `supervisor`,
+    /// asking through `consent`; the reason, ready to show, when the policy refuses to relay
+    /// it at all.
+    fn gateway(
+        &self,
+        supervisor: Arc<cordon_supervisor::Supervisor>,
+        server: Server,
+        pins: Pins,
+        consent: Arc<cordon_supervisor::consent::Broker>,
+        what: &str,
+    ) -> Result<Arc<Gateway>, String> {
+        let gateway = Gateway::new(supervisor, server, pins)
+            .accepting(self.accept_changed.clone())
+            .asking(consent);
+        match gateway.refusal() {
+            Some(why) => Err(format!(
+                "the policy refuses to relay MCP {what} `{}`: {why}",
+                gateway.server_name()
+            )),
+            None => Ok(Arc::new(gateway)),
+        }
     }
 
     /// `--listen`: the Streamable HTTP transport, a server launched for each session.
@@ -396,19 +420,12 @@ impl McpCommand {
         let mut refusal = None;
         remote::serve(request, |remote| {
             let server = Server::remote(name, url);
-            let gateway = Gateway::new(Arc::clone(remote.supervisor()), server, pins)
-                .accepting(self.accept_changed.clone())
-                .asking(remote.consent());
-            if let Some(why) = gateway.refusal() {
-                let why = format!(
-                    "the policy refuses to relay MCP server `{}`: {why}",
-                    gateway.server_name()
-                );
-                refusal = Some(why.clone());
-                return Err(why);
-            }
+            let supervisor = Arc::clone(remote.supervisor());
+            let gateway = self
+                .gateway(supervisor, server, pins, remote.consent(), "server")
+                .inspect_err(|why| refusal = Some(why.clone()))?;
             cordon_supervisor::mcp::relay_upstream(
-                Arc::new(gateway),
+                gateway,
                 remote,
                 &upstream,
                 std::io::stdin(),
@@ -456,19 +473,12 @@ impl McpCommand {
                 .unwrap_or_else(|| functions.skill().name().to_owned());
             tracing::info!("deciding for MCP skill `{name}` (`--name` names it otherwise)");
             let server = Server::skill(name, functions.skill());
-            let gateway = Gateway::new(Arc::clone(functions.supervisor()), server, pins)
-                .accepting(self.accept_changed.clone())
-                .asking(functions.consent());
-            if let Some(why) = gateway.refusal() {
-                let why = format!(
-                    "the policy refuses to relay MCP skill `{}`: {why}",
-                    gateway.server_name()
-                );
-                refusal = Some(why.clone());
-                return Err(why);
-            }
+            let supervisor = Arc::clone(functions.supervisor());
+            let gateway = self
+                .gateway(supervisor, server, pins, functions.consent(), "skill")
+                .inspect_err(|why| refusal = Some(why.clone()))?;
             cordon_supervisor::mcp::relay_skill(
-                Arc::new(gateway),
+                gateway,
                 functions,
                 std::io::stdin(),
                 std::io::stdout(),
