@@ -1,6 +1,6 @@
 //! Landlock rules from a grant set: what the agent may read, and what it may also write.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
@@ -41,9 +41,11 @@ pub enum Enforcement {
     Partial,
 }
 
-fn rights_for(path: &Path, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
-    // Rights that only make sense on directories are refused by the kernel on a file.
-    if path.is_dir() {
+/// `rights` as the file opened as `fd` can take them: rights that only make sense on
+/// directories are refused by the kernel on anything else.
+fn rights_for(fd: &PathFd, rights: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
+    use std::os::fd::AsFd;
+    if cordon_sys::process::is_directory(fd.as_fd()).unwrap_or(false) {
         rights
     } else {
         rights & AccessFs::from_file(ABI_WANTED)
@@ -112,8 +114,9 @@ pub fn restrict_current_thread(grants: &Rules) -> Result<Enforcement, SandboxErr
                     })
                 }
             };
+            let rights = rights_for(&fd, rights);
             ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, rights_for(path, rights)))
+                .add_rule(PathBeneath::new(fd, rights))
                 .map_err(landlock)?;
         }
     }

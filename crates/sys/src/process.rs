@@ -537,6 +537,20 @@ pub fn rename_in(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()
     })
 }
 
+/// Whether `fd` (opened with `O_PATH` or not) is a directory: `fstat`, no path looked up.
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn is_directory(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the whole buffer, which lives for the call, or fails.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 /// Whether the file at `path` (not followed if a link) carries file capabilities (the
 /// `security.capability` extended attribute).
 ///
