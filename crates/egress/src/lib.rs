@@ -336,8 +336,12 @@ impl Proxy {
                         let reason = format!(
                             "more than {max} connections a minute to `{host_key}`; refused by the policy's limit"
                         );
-                        self.gate()
-                            .cut(action, resource, context, &decision, &reason);
+                        // Recording may wait on the audit log's sync; the proxy's one
+                        // thread serves every other connection meanwhile.
+                        let gate = Arc::clone(self.gate());
+                        let (r, c, d) = (resource.clone(), context.clone(), decision.clone());
+                        let refused = reason.clone();
+                        tokio::task::spawn_blocking(move || gate.cut(action, r, c, &d, &refused));
                         return Err(Refusal::Denied(reason));
                     }
                 }
