@@ -70,34 +70,87 @@ pub(super) fn hidden_paths(
     out
 }
 
-/// What [`begin`] gives: the session's journal and the trees taken (`None` when journaling
-/// is off), or why the trees could not be taken.
+/// What [`Opening::take`] gives: the session's journal and the trees taken (`None` when
+/// journaling is off, or the launch ended before its trees were known), or why the trees
+/// could not be taken.
 pub(super) type Begun = Result<Option<(Journaling, Vec<Taken>)>, String>;
 
-/// Records a session that did not end (its cordon was killed), then takes this session's
-/// trees. `None` when journaling is off.
+/// The trees a session's journal takes, once the view is planned.
+struct Trees {
+    program: String,
+    roots: Vec<PathBuf>,
+    exclude: Vec<PathBuf>,
+}
+
+/// A session's journal being opened on a thread of its own from the session's start (and the
+/// session marked as running) while the policy decides and the view is planned; given the
+/// trees, it records earlier sessions that did not end, then takes this one's.
+#[derive(Debug)]
+pub(super) struct Opening {
+    trees: std::sync::mpsc::SyncSender<Trees>,
+    thread: std::thread::JoinHandle<Begun>,
+}
+
+impl Opening {
+    /// Starts opening the journal of session `id`.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be started.
+    pub(super) fn start(config: CordonConfig, id: String) -> Result<Self, String> {
+        let (trees, wanted) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("cordon-journal".into())
+            .spawn(move || begin(&config, &id, &wanted))
+            .map_err(|e| format!("cannot start the journal: {e}"))?;
+        Ok(Self { trees, thread })
+    }
+
+    /// Has `roots` taken, less `exclude` (what the view hides), for `program`; the thread
+    /// gives the outcome. A launch that ends before drops the opening instead: the journal
+    /// then takes nothing and ends the mark.
+    pub(super) fn take(
+        self,
+        program: String,
+        roots: Vec<PathBuf>,
+        exclude: Vec<PathBuf>,
+    ) -> std::thread::JoinHandle<Begun> {
+        // The thread has ended already when journaling is off or the journal could not be
+        // opened: it says which when joined.
+        let _ = self.trees.send(Trees {
+            program,
+            roots,
+            exclude,
+        });
+        self.thread
+    }
+}
+
+/// Opens the journal and marks this session as running; once the trees come on `wanted`,
+/// records the sessions that did not end (their cordon was killed), then takes this one's. `None` when journaling is
+/// off, or when the launch ended before.
 ///
 /// # Errors
 ///
-/// Why the trees could not be taken: the session must not run then.
-pub(super) fn begin(
-    config: &CordonConfig,
-    id: &str,
-    program: &str,
-    roots: &[PathBuf],
-    exclude: &[PathBuf],
-) -> Begun {
+/// Why the journal could not be opened or the trees taken: the session must not run then.
+fn begin(config: &CordonConfig, id: &str, wanted: &std::sync::mpsc::Receiver<Trees>) -> Begun {
     let Some(dir) = config.journal_dir() else {
         return Ok(None);
     };
-    let mut options = config.journal_options();
-    options.exclude.extend(exclude.iter().cloned());
     let fail = |err: std::io::Error| {
         format!("cannot journal the session's writable trees, so its changes could not be undone: {err}")
     };
     let started = std::time::Instant::now();
     let mut journal = Journal::open(&dir).map_err(fail)?;
+    let mark = journal.mark_running(id).map_err(fail)?;
     let opened = started.elapsed();
+    let Ok(trees) = wanted.recv() else {
+        return Ok(None);
+    };
+    let asked = started.elapsed();
+    // Earlier sessions are taken with what this one leaves out, as this one's trees are.
+    let mut options = config.journal_options();
+    options.exclude.extend(trees.exclude);
     match journal.recover(&options) {
         Ok(found) => {
             for (session, checkpoint) in found {
@@ -110,11 +163,11 @@ pub(super) fn begin(
         Err(err) => tracing::warn!("earlier sessions could not be checked: {err}"),
     }
     let checked = started.elapsed();
-    let mark = journal.mark_running(id).map_err(fail)?;
-    let marked = started.elapsed();
-    let taken = journal.start(id, program, roots, &options).map_err(fail)?;
+    let taken = journal
+        .start(id, &trees.program, &trees.roots, &options)
+        .map_err(fail)?;
     tracing::debug!(
-        "journal opened in {opened:?}, earlier sessions checked after {checked:?}, marked after {marked:?}, trees taken after {:?}",
+        "journal opened and the session marked in {opened:?}, its trees asked for after {asked:?}, earlier sessions checked after {checked:?}, trees taken after {:?}",
         started.elapsed()
     );
     Ok(Some((
@@ -414,4 +467,86 @@ pub fn apply_guarded(
         &mut || findings = super::protect::check_protected(&guard, None),
     )?;
     Ok((report, findings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config_in(dir: &std::path::Path) -> CordonConfig {
+        let mut config = CordonConfig::default();
+        config.journal.path = Some(dir.join("journal"));
+        config
+    }
+
+    #[test]
+    fn an_opening_takes_the_trees_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("work");
+        fs_err::create_dir_all(&tree).unwrap();
+        fs_err::write(tree.join("a.txt"), "a").unwrap();
+        let config = config_in(dir.path());
+        let opening = Opening::start(config.clone(), ID.into()).unwrap();
+        let begun = opening
+            .take("prog".into(), vec![tree.clone()], Vec::new())
+            .join()
+            .unwrap()
+            .unwrap();
+        let (journaling, taken) = begun.expect("journaling is on");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].summary.files, 1);
+        let journal = Journal::open(&config.journal_dir().unwrap()).unwrap();
+        assert!(journal.is_running(ID), "the session is marked as running");
+        let record = journal
+            .session(ID)
+            .unwrap()
+            .expect("the session is recorded");
+        assert_eq!(record.roots, vec![tree]);
+        journaling.end().unwrap();
+        assert!(!journal.is_running(ID), "the mark ends with the session");
+    }
+
+    #[test]
+    fn an_opening_given_up_takes_nothing_and_ends_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let mark = config
+            .journal_dir()
+            .unwrap()
+            .join("running")
+            .join(format!("{ID}.lock"));
+        let Opening { trees, thread } = Opening::start(config.clone(), ID.into()).unwrap();
+        let waited = std::time::Instant::now();
+        while !mark.exists() {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(10),
+                "the session was never marked as running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The launch ends before its trees are known (refused by the policy, say).
+        drop(trees);
+        assert!(thread.join().unwrap().unwrap().is_none());
+        let journal = Journal::open(&config.journal_dir().unwrap()).unwrap();
+        assert!(!journal.is_running(ID));
+        assert!(journal.session(ID).unwrap().is_none());
+        assert!(!mark.exists());
+    }
+
+    #[test]
+    fn an_opening_with_journaling_off_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        config.journal.enabled = Some(false);
+        let opening = Opening::start(config, ID.into()).unwrap();
+        let begun = opening
+            .take("prog".into(), vec![dir.path().to_path_buf()], Vec::new())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(begun.is_none());
+        assert!(!dir.path().join("journal").exists());
+    }
 }

@@ -315,13 +315,14 @@ struct Prepared {
     plan: Plan,
     kernel: Kernel,
     helper: Option<Helper>,
+    /// How sending the launch specification to the helper went (with a helper only).
+    sent: Option<std::io::Result<()>>,
     /// The front-end's ends of the program's input and output, with [`LaunchRequest::piped`].
     stdio: Option<(std::fs::File, std::fs::File)>,
     /// The thread taking the writable trees (with a helper only).
     journaling: Option<std::thread::JoinHandle<journaling::Begun>>,
     degraded: Vec<&'static str>,
     own: Vec<PathBuf>,
-    home: PathBuf,
     started: std::time::Instant,
 }
 
@@ -431,6 +432,12 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         None
     };
     tracing::debug!("helper started after {:?}", started.elapsed());
+    // The journal opens beside the policy; it takes the writable trees once they are known.
+    let mut journal = if run {
+        Some(journaling::Opening::start(request.config.clone(), id.clone()).map_err(setup)?)
+    } else {
+        None
+    };
     let [stdin_terminal, _, stderr_terminal] = terminal::streams_on_terminal();
     let session_bus = request
         .env
@@ -505,9 +512,9 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     tracing::debug!("planned after {:?}", started.elapsed());
     let mut journaling = None;
-    if run {
-        // The writable trees are taken on a thread of their own while the view is built;
-        // the program is released only once they are. What the view hides is not taken.
+    if let Some(opening) = journal.take() {
+        // The writable trees are taken on the journal's thread while the view is built; the
+        // program is released only once they are. What the view hides is not taken.
         let roots = journaling::roots(&grants.write);
         let mut exclude = own.clone();
         exclude.extend(plan.mounts.iter().filter_map(|op| match op {
@@ -515,18 +522,28 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
             | cordon_sandbox::plan::MountOp::MaskDir { path } => Some(path.clone()),
             _ => None,
         }));
-        let (config, id) = (request.config.clone(), id.clone());
-        let program = request.command.join(" ");
-        let spawned = std::thread::Builder::new()
-            .name("cordon-journal".into())
-            .spawn(move || journaling::begin(&config, &id, &program, &roots, &exclude))
-            .map_err(|e| setup(format!("cannot start the journal: {e}")));
-        journaling = Some(spawned.map_err(|e| audit.refuse(Outcome::Failed, e))?);
+        journaling = Some(opening.take(request.command.join(" "), roots, exclude));
     }
     let mut plan = plan;
     if let (Some(_), true) = (request.stage, run) {
         journaling::stage(&request.config, &id, &mut plan)
             .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
+    }
+    // The helper builds the view from here on, while the caps are set, the protected paths
+    // recorded and the decision made durable; the program starts only after all three.
+    let mut sent = None;
+    if let Some(helper) = helper.as_mut() {
+        let spec = LaunchSpec {
+            command: request.command.clone(),
+            cwd: real_path(&request.cwd),
+            env: environment(&request, &grants, &home),
+            plan,
+            landlock: kernel.landlock_abi > 0,
+            seccomp: kernel.seccomp,
+        };
+        sent = Some(helper.send(&spec));
+        plan = spec.plan;
+        tracing::debug!("specification sent after {:?}", started.elapsed());
     }
     for path in &plan.skipped {
         tracing::debug!("granted `{}` does not exist here; skipped", path.display());
@@ -560,10 +577,10 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         degraded: missing.iter().map(|(f, _)| f.name()).collect(),
         kernel,
         helper,
+        sent,
         stdio,
         journaling,
         own,
-        home,
         started,
     })
 }
@@ -657,10 +674,11 @@ fn consent_broker(
 }
 
 /// Turns transparent huge pages off for this process and returns whether they were off
-/// before (the first time it is called in this process), which the program gets back.
-/// cordon's allocator asks for huge pages, and each thread a session starts (audit writer,
-/// proxy, control socket) would zero 2 MiB at its first touch: about a third of a launch.
-fn huge_pages_off_for_cordon() -> bool {
+/// before (the first time it is called in this process), which a session's program gets
+/// back. cordon's allocator asks for huge pages for all of its heap, and each thread a
+/// session starts (audit writer, proxy, control socket) would zero 2 MiB at its first touch:
+/// about a third of a launch. A front-end calls this first thing, before it allocates.
+pub fn huge_pages_off_for_cordon() -> bool {
     static BEFORE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let before = *BEFORE.get_or_init(|| sys::huge_pages_disabled().unwrap_or(false));
     let _ = sys::set_huge_pages_disabled(true);
@@ -897,11 +915,11 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         plan,
         kernel,
         helper,
+        sent,
         stdio,
         journaling,
         degraded,
         own,
-        home,
         started,
     } = prepared;
     let Some(mut helper) = helper else {
@@ -922,23 +940,12 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     // does the check.
     let pending = protect::Pending::save(&guard);
     tracing::debug!("check saved after {:?}", started.elapsed());
-    let spec = LaunchSpec {
-        command: request.command.clone(),
-        cwd: real_path(&request.cwd),
-        env: environment(&request, &grants, &home),
-        plan,
-        landlock: kernel.landlock_abi > 0,
-        seccomp: kernel.seccomp,
-    };
-    // The helper builds the view while the decision is made durable; the program starts
-    // only after.
-    let sent = helper.send(&spec);
-    tracing::debug!("specification sent after {:?}", started.elapsed());
+    let sent = sent.unwrap_or_else(|| Err(std::io::Error::other("it was never sent")));
     if !audit.commit() {
         pending.done();
         return Err(setup(format!(
             "the launch of `{}` was refused: {}",
-            spec.command[0],
+            request.command[0],
             audit.decision.reasons.join("; ")
         )));
     }
@@ -1109,8 +1116,9 @@ fn serve_proxy(
         requested,
         ..cordon_egress::ProxyOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves every connection; decisions (which may wait for a person) run on
+    // the runtime's blocking threads, made when needed.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("cordon-proxy")
         .enable_all()
         .build()
