@@ -104,6 +104,9 @@ pub enum Command {
 
 /// Parses the command line, runs the command and prints any error.
 pub fn main() -> ExitCode {
+    // Before anything is allocated: cordon's heap gets no huge pages (a launch's programs get
+    // the caller's setting back).
+    cordon_supervisor::session::huge_pages_off_for_cordon();
     // Libraries (the policy engine among them) create and discard errors on their normal
     // path; with RUST_BACKTRACE set, each would capture a backtrace, which costs more than
     // deciding. Panics still get theirs.
