@@ -686,6 +686,44 @@ impl Journal {
         Ok(taken)
     }
 
+    /// Forgets `session`, whose trees were taken but whose program never ran (its launch
+    /// was refused or failed after [`Journal::start`]): nothing of it is left to be
+    /// recovered, listed or undone. Had it stayed, the next launch would have recorded as
+    /// its changes whatever others changed in its trees meanwhile. A session with recorded
+    /// changes is not forgotten.
+    ///
+    /// # Errors
+    ///
+    /// When the journal cannot be written, or `session` has recorded changes.
+    pub fn forget(&mut self, session: &str) -> io::Result<()> {
+        let _lock = self.lock()?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        let changes: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM changes WHERE session = ?1",
+                params![session],
+                |row| row.get(0),
+            )
+            .map_err(|e| error("cannot read the journal", &self.dir, e))?;
+        if changes > 0 {
+            return Err(io::Error::other(format!(
+                "session `{session}` has {changes} recorded changes: it is not forgotten"
+            )));
+        }
+        for table in ["touched", "roots", "snapshots", "sessions"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE session = ?1"),
+                params![session],
+            )
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        }
+        tx.commit()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))
+    }
+
     /// Records `session` as writing in `roots` path by path ([`Journal::touch`] before each
     /// first write of a path), not by snapshots: a skill's session.
     ///

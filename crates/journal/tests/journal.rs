@@ -184,3 +184,38 @@ fn a_killed_session_whose_tree_is_gone_is_ended_not_retried_at_every_launch() {
     );
     assert!(journal.recover(&options).unwrap().is_empty());
 }
+
+#[test]
+fn a_session_that_never_ran_is_forgotten_and_never_recovered() {
+    let (_dir, root, mut journal) = setup();
+    let options = Options::default();
+    journal
+        .start("s1", "agent", std::slice::from_ref(&root), &options)
+        .unwrap();
+    // Its launch failed before the program ran; the person goes on editing.
+    journal.forget("s1").unwrap();
+    fs_err::write(root.join("v"), "the person's edit\n").unwrap();
+    assert!(journal.session("s1").unwrap().is_none());
+    assert!(
+        journal.recover(&options).unwrap().is_empty(),
+        "the person's edit was credited to a session that never ran"
+    );
+    assert_eq!(
+        fs_err::read_to_string(root.join("v")).unwrap(),
+        "the person's edit\n"
+    );
+}
+
+#[test]
+fn a_session_with_recorded_changes_is_not_forgotten() {
+    let (_dir, root, mut journal) = setup();
+    let options = Options::default();
+    journal
+        .start("s1", "agent", std::slice::from_ref(&root), &options)
+        .unwrap();
+    fs_err::write(root.join("v"), "changed\n").unwrap();
+    let found = journal.checkpoint("s1", "end", true, &options).unwrap();
+    assert_eq!(found.changes.len(), 1);
+    assert!(journal.forget("s1").is_err());
+    assert!(journal.session("s1").unwrap().is_some());
+}

@@ -82,9 +82,9 @@ struct Trees {
     exclude: Vec<PathBuf>,
 }
 
-/// A session's journal being opened on a thread of its own from the session's start (and the
-/// session marked as running) while the policy decides and the view is planned; given the
-/// trees, it records earlier sessions that did not end, then takes this one's.
+/// A session's journal being opened on a thread of its own from the session's start, while
+/// the policy decides and the view is planned; given the trees, it marks the session as
+/// running, records earlier sessions that did not end, then takes this one's.
 #[derive(Debug)]
 pub(super) struct Opening {
     trees: std::sync::mpsc::SyncSender<Trees>,
@@ -106,15 +106,14 @@ impl Opening {
         Ok(Self { trees, thread })
     }
 
-    /// Has `roots` taken, less `exclude` (what the view hides), for `program`; the thread
-    /// gives the outcome. A launch that ends before drops the opening instead: the journal
-    /// then takes nothing and ends the mark.
+    /// Has `roots` taken, less `exclude` (what the view hides), for `program`. A launch that
+    /// ends before drops the opening instead: the journal then takes nothing.
     pub(super) fn take(
         self,
         program: String,
         roots: Vec<PathBuf>,
         exclude: Vec<PathBuf>,
-    ) -> std::thread::JoinHandle<Begun> {
+    ) -> Taking {
         // The thread has ended already when journaling is off or the journal could not be
         // opened: it says which when joined.
         let _ = self.trees.send(Trees {
@@ -122,11 +121,37 @@ impl Opening {
             roots,
             exclude,
         });
-        self.thread
+        Taking(Some(self.thread))
     }
 }
 
-/// Opens the journal and marks this session as running; once the trees come on `wanted`,
+/// The journal's thread taking a session's trees. Dropped without [`Taking::join`] (the
+/// launch was refused or failed before its program ran), it is waited for and the session
+/// it recorded forgotten.
+#[derive(Debug)]
+pub(super) struct Taking(Option<std::thread::JoinHandle<Begun>>);
+
+impl Taking {
+    /// The session's journal and its trees, once taken.
+    pub(super) fn join(mut self) -> Begun {
+        match self.0.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(begun)) => begun,
+            Some(Err(_)) | None => Err("the journal's thread failed".into()),
+        }
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        if let Some(Ok(Ok(Some((journaling, _))))) =
+            self.0.take().map(std::thread::JoinHandle::join)
+        {
+            journaling.forget();
+        }
+    }
+}
+
+/// Opens the journal; once the trees come on `wanted`, marks this session as running,
 /// records the sessions that did not end (their cordon was killed), then takes this one's. `None` when journaling is
 /// off, or when the launch ended before.
 ///
@@ -142,12 +167,12 @@ fn begin(config: &CordonConfig, id: &str, wanted: &std::sync::mpsc::Receiver<Tre
     };
     let started = std::time::Instant::now();
     let mut journal = Journal::open(&dir).map_err(fail)?;
-    let mark = journal.mark_running(id).map_err(fail)?;
     let opened = started.elapsed();
     let Ok(trees) = wanted.recv() else {
         return Ok(None);
     };
     let asked = started.elapsed();
+    let mark = journal.mark_running(id).map_err(fail)?;
     // Earlier sessions are taken with what this one leaves out, as this one's trees are.
     let mut options = config.journal_options();
     options.exclude.extend(trees.exclude);
@@ -167,7 +192,7 @@ fn begin(config: &CordonConfig, id: &str, wanted: &std::sync::mpsc::Receiver<Tre
         .start(id, &trees.program, &trees.roots, &options)
         .map_err(fail)?;
     tracing::debug!(
-        "journal opened and the session marked in {opened:?}, its trees asked for after {asked:?}, earlier sessions checked after {checked:?}, trees taken after {:?}",
+        "journal opened in {opened:?}, its trees asked for after {asked:?}, earlier sessions checked after {checked:?}, trees taken after {:?}",
         started.elapsed()
     );
     Ok(Some((
@@ -182,6 +207,17 @@ fn begin(config: &CordonConfig, id: &str, wanted: &std::sync::mpsc::Receiver<Tre
 }
 
 impl Journaling {
+    /// Forgets the session, whose program never ran ([`Journal::forget`]); its mark ends.
+    pub(super) fn forget(mut self) {
+        if let Err(err) = self.journal.forget(&self.id) {
+            tracing::warn!(
+                "the journal keeps session {}, whose program never ran (`cordon journal log --session {}`): {err}",
+                self.id,
+                self.id
+            );
+        }
+    }
+
     /// Takes the trees again and records what changed; the session is ended in the journal.
     ///
     /// # Errors
@@ -492,7 +528,6 @@ mod tests {
         let begun = opening
             .take("prog".into(), vec![tree.clone()], Vec::new())
             .join()
-            .unwrap()
             .unwrap();
         let (journaling, taken) = begun.expect("journaling is on");
         assert_eq!(taken.len(), 1);
@@ -509,30 +544,43 @@ mod tests {
     }
 
     #[test]
-    fn an_opening_given_up_takes_nothing_and_ends_its_mark() {
+    fn an_opening_given_up_takes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_in(dir.path());
-        let mark = config
-            .journal_dir()
-            .unwrap()
-            .join("running")
-            .join(format!("{ID}.lock"));
         let Opening { trees, thread } = Opening::start(config.clone(), ID.into()).unwrap();
-        let waited = std::time::Instant::now();
-        while !mark.exists() {
-            assert!(
-                waited.elapsed() < std::time::Duration::from_secs(10),
-                "the session was never marked as running"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
         // The launch ends before its trees are known (refused by the policy, say).
         drop(trees);
         assert!(thread.join().unwrap().unwrap().is_none());
         let journal = Journal::open(&config.journal_dir().unwrap()).unwrap();
         assert!(!journal.is_running(ID));
         assert!(journal.session(ID).unwrap().is_none());
-        assert!(!mark.exists());
+        let marks = config.journal_dir().unwrap().join("running");
+        assert!(!marks.join(format!("{ID}.lock")).exists());
+    }
+
+    #[test]
+    fn trees_taken_for_a_launch_that_then_fails_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("work");
+        fs_err::create_dir_all(&tree).unwrap();
+        fs_err::write(tree.join("a.txt"), "a").unwrap();
+        let config = config_in(dir.path());
+        let opening = Opening::start(config.clone(), ID.into()).unwrap();
+        let taking = opening.take("prog".into(), vec![tree.clone()], Vec::new());
+        // The decision cannot be made durable, say: the program never runs.
+        drop(taking);
+        let journal = Journal::open(&config.journal_dir().unwrap()).unwrap();
+        assert!(
+            journal.session(ID).unwrap().is_none(),
+            "a session that never ran stays in the journal, to be recovered with others' changes"
+        );
+        assert!(!journal.is_running(ID));
+        fs_err::write(tree.join("a.txt"), "the person's edit").unwrap();
+        let mut journal = journal;
+        assert!(journal
+            .recover(&config.journal_options())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -544,7 +592,6 @@ mod tests {
         let begun = opening
             .take("prog".into(), vec![dir.path().to_path_buf()], Vec::new())
             .join()
-            .unwrap()
             .unwrap();
         assert!(begun.is_none());
         assert!(!dir.path().join("journal").exists());

@@ -320,7 +320,7 @@ struct Prepared {
     /// The front-end's ends of the program's input and output, with [`LaunchRequest::piped`].
     stdio: Option<(std::fs::File, std::fs::File)>,
     /// The thread taking the writable trees (with a helper only).
-    journaling: Option<std::thread::JoinHandle<journaling::Begun>>,
+    journaling: Option<journaling::Taking>,
     degraded: Vec<&'static str>,
     own: Vec<PathBuf>,
     started: std::time::Instant,
@@ -511,43 +511,15 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     let plan = cordon_sandbox::plan::plan(&grants, &home, uid, &read)
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     tracing::debug!("planned after {:?}", started.elapsed());
-    let mut journaling = None;
-    if let Some(opening) = journal.take() {
-        // The writable trees are taken on the journal's thread while the view is built; the
-        // program is released only once they are. What the view hides is not taken.
-        let roots = journaling::roots(&grants.write);
-        let mut exclude = own.clone();
-        exclude.extend(plan.mounts.iter().filter_map(|op| match op {
-            cordon_sandbox::plan::MountOp::MaskFile { path }
-            | cordon_sandbox::plan::MountOp::MaskDir { path } => Some(path.clone()),
-            _ => None,
-        }));
-        journaling = Some(opening.take(request.command.join(" "), roots, exclude));
-    }
     let mut plan = plan;
     if let (Some(_), true) = (request.stage, run) {
         journaling::stage(&request.config, &id, &mut plan)
             .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     }
-    // The helper builds the view from here on, while the caps are set, the protected paths
-    // recorded and the decision made durable; the program starts only after all three.
-    let mut sent = None;
-    if let Some(helper) = helper.as_mut() {
-        let spec = LaunchSpec {
-            command: request.command.clone(),
-            cwd: real_path(&request.cwd),
-            env: environment(&request, &grants, &home),
-            plan,
-            landlock: kernel.landlock_abi > 0,
-            seccomp: kernel.seccomp,
-        };
-        sent = Some(helper.send(&spec));
-        plan = spec.plan;
-        tracing::debug!("specification sent after {:?}", started.elapsed());
-    }
     for path in &plan.skipped {
         tracing::debug!("granted `{}` does not exist here; skipped", path.display());
     }
+    // The caps hold before the helper starts anything.
     let missing = missing_features(&kernel, &grants, helper.as_mut());
     tracing::debug!("capped after {:?}", started.elapsed());
     let required: Vec<&str> = missing
@@ -562,6 +534,35 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     }
     for (feature, why) in &missing {
         tracing::warn!("running without {}: {why}", feature.name());
+    }
+    let mut journaling = None;
+    if let Some(opening) = journal.take() {
+        // The writable trees are taken on the journal's thread while the view is built; the
+        // program is released only once they are. What the view hides is not taken.
+        let roots = journaling::roots(&grants.write);
+        let mut exclude = own.clone();
+        exclude.extend(plan.mounts.iter().filter_map(|op| match op {
+            cordon_sandbox::plan::MountOp::MaskFile { path }
+            | cordon_sandbox::plan::MountOp::MaskDir { path } => Some(path.clone()),
+            _ => None,
+        }));
+        journaling = Some(opening.take(request.command.join(" "), roots, exclude));
+    }
+    // The helper builds the view from here on, while the protected paths are recorded and
+    // the decision made durable; the program starts only after both.
+    let mut sent = None;
+    if let Some(helper) = helper.as_mut() {
+        let spec = LaunchSpec {
+            command: request.command.clone(),
+            cwd: real_path(&request.cwd),
+            env: environment(&request, &grants, &home),
+            plan,
+            landlock: kernel.landlock_abi > 0,
+            seccomp: kernel.seccomp,
+        };
+        sent = Some(helper.send(&spec));
+        plan = spec.plan;
+        tracing::debug!("specification sent after {:?}", started.elapsed());
     }
     Ok(Prepared {
         id,
@@ -1014,17 +1015,13 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     let Some(journaling) = journaling else {
         return Err(setup("the journal was not started"));
     };
-    let journal = match journaling.join() {
-        Ok(Ok(journal)) => journal.map(|(journal, taken)| {
+    let mut journal = match journaling.join() {
+        Ok(journal) => journal.map(|(journal, taken)| {
             tracing::info!("{}", journaling::describe(&taken));
             journal
         }),
-        Ok(Err(why)) => {
+        Err(why) => {
             let error = setup(why).hint("`--no-journal` (or `[journal] enabled = false`) runs without journaling, and without undo");
-            return Err(fail(&mut audit, pending, Outcome::Failed, error));
-        }
-        Err(_) => {
-            let error = setup("the journal's thread failed");
             return Err(fail(&mut audit, pending, Outcome::Failed, error));
         }
     };
@@ -1047,13 +1044,25 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     }
     let status = helper.read_status();
     tracing::debug!("program executed after {:?}", started.elapsed());
+    // A program that was never executed changed nothing: its session is not kept in the
+    // journal, where the next launch would record others' changes as its own.
+    let mut never_ran = || {
+        if let Some(journal) = journal.take() {
+            journal.forget();
+        }
+    };
     let status = match (status, released) {
-        (Ok(None), Err(err)) => Err(format!("cannot release the program: {err}")),
+        (Ok(None), Err(err)) => {
+            never_ran();
+            Err(format!("cannot release the program: {err}"))
+        }
         (Ok(None), Ok(_)) => Ok(()),
         (Ok(Some(Status::Setup(message))), _) => {
+            never_ran();
             Err(format!("cannot set up the sandbox: {message}"))
         }
         (Ok(Some(Status::Exec(message))), _) => {
+            never_ran();
             let exit = helper.wait();
             if let Some(relay) = relay {
                 relay.finish();
