@@ -336,12 +336,16 @@ impl Proxy {
                         let reason = format!(
                             "more than {max} connections a minute to `{host_key}`; refused by the policy's limit"
                         );
-                        // Recording may wait on the audit log's sync; the proxy's one
-                        // thread serves every other connection meanwhile.
+                        // Recorded before the refusal is answered; the wait for the audit
+                        // log's sync is off the proxy's thread, which serves every other
+                        // connection meanwhile.
                         let gate = Arc::clone(self.gate());
                         let (r, c, d) = (resource.clone(), context.clone(), decision.clone());
                         let refused = reason.clone();
-                        tokio::task::spawn_blocking(move || gate.cut(action, r, c, &d, &refused));
+                        let _ = tokio::task::spawn_blocking(move || {
+                            gate.cut(action, r, c, &d, &refused)
+                        })
+                        .await;
                         return Err(Refusal::Denied(reason));
                     }
                 }

@@ -215,14 +215,20 @@ impl Helper {
     ///
     /// # Errors
     ///
-    /// The pipe's error (the helper has ended: [`Helper::read_status`] says why).
+    /// The pipe's error, or why the specification could not be written. The spec pipe is
+    /// closed then, so the helper ends without starting anything and [`Helper::read_status`]
+    /// returns (saying why, when the helper knows).
     pub fn send(&mut self, spec: &LaunchSpec) -> std::io::Result<()> {
         // Nothing may start outside the cgroups (a failure to join was decided on already).
         let _ = self.joined();
-        match &mut self.spec {
+        let sent = match &mut self.spec {
             Some(pipe) => launch::write_spec(pipe, spec),
             None => Err(std::io::Error::other("the helper was released already")),
+        };
+        if sent.is_err() {
+            self.spec = None;
         }
+        sent
     }
 
     /// Receives the egress proxy's listening socket, which the helper made on 127.0.0.1

@@ -495,6 +495,22 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
             .any(|op| matches!(op, MountOp::Protect { path } if path == dir))
     });
     ops.extend(pinned.into_iter().map(|path| MountOp::Pin { path }));
+    // The plan reaches the helper as text: a mount it cannot name would be a mask or a
+    // protection left out.
+    let unnamed = ops
+        .iter()
+        .map(MountOp::path)
+        .chain(plan.guarded.iter().map(|g| g.path.as_path()))
+        .chain(plan.repos.iter().map(PathBuf::as_path))
+        .chain(plan.landlock.read.iter().map(PathBuf::as_path))
+        .chain(plan.landlock.write.iter().map(PathBuf::as_path))
+        .find(|path| path.to_str().is_none());
+    if let Some(path) = unnamed {
+        return Err(format!(
+            "`{}` has a name that is not UTF-8, which the sandbox cannot mask, protect or check; rename or remove it",
+            path.display()
+        ));
+    }
     // Parents before children; at one depth, masks and protections last. The sort is
     // stable, so the order above holds otherwise.
     ops.sort_by_key(|op| (depth(op.path()), op.layer()));
@@ -525,17 +541,20 @@ fn without(root: &Path, secrets: &[&Path]) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut rules = Vec::new();
-    let mut children: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    // What each entry is comes with the listing (no `lstat` of each of /etc's entries). An
+    // entry whose name is not UTF-8 gets no rule (the plan is carried as text): it is denied.
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|kind| !kind.is_symlink()))
+        .map(|entry| entry.path())
+        .filter(|path| path.to_str().is_some())
+        .collect();
     children.sort();
     for child in children {
         if below.iter().any(|s| *s == child) {
             continue;
         }
-        match fs_err::symlink_metadata(&child) {
-            Ok(meta) if meta.file_type().is_symlink() => continue,
-            Ok(_) => rules.extend(without(&child, &below)),
-            Err(_) => continue,
-        }
+        rules.extend(without(&child, &below));
     }
     rules
 }
@@ -634,6 +653,31 @@ mod tests {
             protect: vec![dir.join("work/.git/hooks"), dir.join("work/.mcp.json")],
             ..Grants::default()
         }
+    }
+
+    #[test]
+    fn a_socket_whose_name_is_not_utf8_is_refused_by_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs_err::create_dir_all(&work).unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"trap\xff");
+        let _socket = std::os::unix::net::UnixListener::bind(work.join(name)).unwrap();
+        let why = plan(&grants_in(dir.path()), Path::new("/home/u"), 1000, &[]).unwrap_err();
+        assert!(why.contains("trap") && why.contains("not UTF-8"), "{why}");
+    }
+
+    #[test]
+    fn an_entry_beside_a_secret_whose_name_is_not_utf8_gets_no_rule() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("etc");
+        fs_err::create_dir_all(&root).unwrap();
+        fs_err::write(root.join("shadow"), "secret").unwrap();
+        fs_err::write(root.join("passwd"), "ok").unwrap();
+        fs_err::write(root.join(std::ffi::OsStr::from_bytes(b"odd\xff")), "x").unwrap();
+        let rules = without_secrets(&root, &[root.join("shadow")]);
+        assert_eq!(rules, vec![root.join("passwd")]);
     }
 
     #[test]
