@@ -601,3 +601,45 @@ fn killing_cordon_kills_the_whole_tree() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(read(&log).len(), before, "the tree outlived cordon");
 }
+
+/// A program can leave a socket whose name is not UTF-8 in its workspace. The launch plan
+/// could not carry its mask: the next launch waited for ever on its helper. Now it is
+/// refused at once, naming the file, and nothing runs.
+#[test]
+fn a_socket_whose_name_is_not_utf8_refuses_the_next_launch_by_name_without_hanging() {
+    use std::os::unix::ffi::OsStrExt;
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let ws = home.workspace();
+    let _socket = UnixListener::bind(ws.join(std::ffi::OsStr::from_bytes(b"trap\xff"))).unwrap();
+    let child = home
+        .cordon(&["exec", "--", "sh", "-c", "echo ran > ran"])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the launch hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(125), "{err}");
+    assert!(err.contains("trap") && err.contains("not UTF-8"), "{err}");
+    assert!(!ws.join("ran").exists(), "the program ran");
+}

@@ -303,6 +303,35 @@ fn cordon_killed_during_a_run_loses_no_change_and_the_next_launch_journals_it() 
 }
 
 #[test]
+fn a_launch_whose_program_never_ran_is_not_credited_with_the_persons_edits() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    seed(&home);
+    let ws = home.workspace();
+    // The program does not exist: the launch fails after the journal took the tree.
+    let out = home
+        .cordon(&["exec", "--", "no-such-program-anywhere"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    // The person edits the workspace. Were the failed session kept open, the next launch
+    // would record the edit as its doing, and undoing that session would revert it.
+    fs_err::write(ws.join("src/main.rs"), "fn main() { edited() }\n").unwrap();
+    let out = exec_script(&home, &[], "sh", "true").output().unwrap();
+    ok(&out);
+    assert!(
+        !stderr(&out).contains("ended without its cordon"),
+        "{}",
+        stderr(&out)
+    );
+    let list = changes(&home, &[]);
+    assert!(list.is_empty(), "{list:?}");
+}
+
+#[test]
 fn cordon_killed_while_it_takes_the_tree_leaves_a_journal_that_works() {
     if !sandbox_ready() {
         return;
