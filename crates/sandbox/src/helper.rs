@@ -7,7 +7,9 @@
 //! proxy ── the helper's listening socket inside the sandbox arrives over a unix socket
 //! release ─ the program's pseudo-terminal arrives (when one was asked for), then GO
 //! status ── the helper's report before the program runs (EOF: the program was executed)
-//! wait  ── the program's exit status
+//! ended ── the program's exit status, once everything in the sandbox has ended (over the
+//!          socket; the helper then takes the namespaces down)
+//! wait  ── the helper's end; the cgroups removed
 //! ```
 //!
 //! Dropping the [`Helper`] before [`Helper::release`] closes the spec
@@ -277,6 +279,27 @@ impl Helper {
         match self.status.take() {
             Some(reader) => launch::read_status(reader),
             None => Err(SandboxError::Helper("the status was read already".into())),
+        }
+    }
+
+    /// Waits for the program's end: its exit code (128+N when killed by signal N) once
+    /// everything in the sandbox has ended, as the helper reports it before it takes the
+    /// sandbox's namespaces down (without waiting for that). A helper that ends without the
+    /// report is waited for. [`Helper::wait`] then waits for the helper and removes the
+    /// cgroups.
+    pub fn ended(&mut self) -> i32 {
+        let _ = self.socket.set_read_timeout(None);
+        let mut code = [0u8; 4];
+        match (&self.socket).read_exact(&mut code) {
+            Ok(()) => i32::from_le_bytes(code),
+            Err(_) => match self.child.take() {
+                Some(mut child) => {
+                    let exit = child.wait().map(|s| exit_code(&s)).unwrap_or(SETUP_FAILED);
+                    drop(self.cgroup.take());
+                    exit
+                }
+                None => SETUP_FAILED,
+            },
         }
     }
 

@@ -288,9 +288,15 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         Forked::Child => init(&program, trees, handoff, status, saved),
         Forked::Parent(init) => {
             drop(trees);
-            drop(handoff);
             drop(status);
-            Ok(sys::supervise(init, false).unwrap_or(SETUP_FAILED))
+            let code = sys::supervise(init, false).unwrap_or(SETUP_FAILED);
+            // Init has been reaped, so every process of the sandbox has ended (the kernel
+            // ends a pid namespace's processes with its init): cordon goes on with its
+            // checks while this helper takes the namespaces down as it exits.
+            if let Some(socket) = handoff {
+                let _ = std::fs::File::from(socket).write_all(&code.to_le_bytes());
+            }
+            Ok(code)
         }
     }
 }

@@ -1270,7 +1270,10 @@ impl Running {
         } = self;
         // The front-end's ends close before the wait: a program reading its input sees the end.
         drop(stdio);
-        let exit = helper.wait();
+        // Everything in the sandbox has ended; the helper takes the namespaces down while the
+        // checks below run.
+        let mut helper = helper;
+        let exit = helper.ended();
         drop(pidfd);
         if let Some(relay) = relay {
             relay.finish();
@@ -1305,6 +1308,8 @@ impl Running {
             }),
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
+        // The helper's end, and its cgroups removed.
+        helper.wait();
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,
