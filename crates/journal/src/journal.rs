@@ -688,20 +688,17 @@ impl Journal {
 
     /// Forgets `session`, whose trees were taken but whose program never ran (its launch
     /// was refused or failed after [`Journal::start`]): nothing of it is left to be
-    /// recovered, listed or undone. Had it stayed, the next launch would have recorded as
-    /// its changes whatever others changed in its trees meanwhile. A session with recorded
-    /// changes is not forgotten.
+    /// recovered, listed or undone, and its stages (empty) are removed. Had it stayed, the
+    /// next launch would have recorded as its changes whatever others changed in its trees
+    /// meanwhile. A session with recorded changes is not forgotten.
     ///
     /// # Errors
     ///
     /// When the journal cannot be written, or `session` has recorded changes.
     pub fn forget(&mut self, session: &str) -> io::Result<()> {
         let _lock = self.lock()?;
-        let tx = self
+        let changes: i64 = self
             .conn
-            .transaction()
-            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
-        let changes: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM changes WHERE session = ?1",
                 params![session],
@@ -713,7 +710,20 @@ impl Journal {
                 "session `{session}` has {changes} recorded changes: it is not forgotten"
             )));
         }
-        for table in ["touched", "roots", "snapshots", "sessions"] {
+        for stage in self.stages(Some(session))? {
+            match fs_err::remove_dir_all(&stage.dir) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+        if valid_session(session) {
+            let _ = std::fs::remove_dir(self.dir.join("stages").join(session));
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| error("cannot write the journal", &self.dir, e))?;
+        for table in ["stages", "touched", "roots", "snapshots", "sessions"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE session = ?1"),
                 params![session],

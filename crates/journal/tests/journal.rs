@@ -192,8 +192,15 @@ fn a_session_that_never_ran_is_forgotten_and_never_recovered() {
     journal
         .start("s1", "agent", std::slice::from_ref(&root), &options)
         .unwrap();
+    let stages = journal
+        .make_stages("s1", &[(root.clone(), Vec::new())])
+        .unwrap();
+    assert!(stages[0].dir.is_dir());
     // Its launch failed before the program ran; the person goes on editing.
     journal.forget("s1").unwrap();
+    assert!(!stages[0].dir.exists(), "its stage is left behind");
+    assert!(journal.stages(Some("s1")).unwrap().is_empty());
+    assert!(!stages[0].dir.parent().unwrap().exists());
     fs_err::write(root.join("v"), "the person's edit\n").unwrap();
     assert!(journal.session("s1").unwrap().is_none());
     assert!(

@@ -248,17 +248,28 @@ impl Helper {
         }
     }
 
-    /// Lets the program run: receives its pseudo-terminal (once init has built the view;
-    /// nothing when setting up failed, and then [`Helper::read_status`] says why), then says
-    /// go. Returns the terminal's other side.
+    /// Lets the program run: receives its pseudo-terminal (once init has built the view),
+    /// then says go. Returns the terminal's other side.
     ///
     /// # Errors
     ///
-    /// The pipe's error when the go could not be sent.
+    /// When the terminal did not come (setting up failed, and then [`Helper::read_status`]
+    /// says why; or it took more than 30 seconds), or the go could not be sent: the program
+    /// does not run.
     pub fn release(&mut self) -> std::io::Result<Option<OwnedFd>> {
         let master = if self.terminal {
             let _ = self.socket.set_read_timeout(Some(Duration::from_secs(30)));
-            sys::recv_fd(self.socket.as_fd()).ok().flatten()
+            match sys::recv_fd(self.socket.as_fd()) {
+                Ok(Some(master)) => Some(master),
+                // Setting up failed (the status says why), or the terminal never came: the
+                // program does not run without it. The spec pipe closes, so it ends.
+                _ => {
+                    self.spec = None;
+                    return Err(std::io::Error::other(
+                        "the sandbox's terminal did not arrive",
+                    ));
+                }
+            }
         } else {
             None
         };

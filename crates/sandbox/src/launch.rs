@@ -289,14 +289,15 @@ fn helper(early: &Early, status: OwnedFd) -> Result<i32, HelperError> {
         Forked::Parent(init) => {
             drop(trees);
             drop(status);
-            let code = sys::supervise(init, false).unwrap_or(SETUP_FAILED);
+            let ended = sys::supervise(init, false);
             // Init has been reaped, so every process of the sandbox has ended (the kernel
             // ends a pid namespace's processes with its init): cordon goes on with its
-            // checks while this helper takes the namespaces down as it exits.
-            if let Some(socket) = handoff {
+            // checks while this helper takes the namespaces down as it exits. Without
+            // init's status, cordon waits for the helper's end instead.
+            if let (Ok(code), Some(socket)) = (&ended, handoff) {
                 let _ = std::fs::File::from(socket).write_all(&code.to_le_bytes());
             }
-            Ok(code)
+            Ok(ended.unwrap_or(SETUP_FAILED))
         }
     }
 }

@@ -643,3 +643,30 @@ fn a_socket_whose_name_is_not_utf8_refuses_the_next_launch_by_name_without_hangi
     assert!(err.contains("trap") && err.contains("not UTF-8"), "{err}");
     assert!(!ws.join("ran").exists(), "the program ran");
 }
+
+/// A workspace or grant whose path is not UTF-8 is refused by name (it made cordon panic,
+/// with nothing recorded).
+#[test]
+fn a_workspace_or_grant_whose_path_is_not_utf8_is_refused_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let home = Home::new();
+    let odd = home.path().join(std::ffi::OsStr::from_bytes(b"w\xff"));
+    fs_err::create_dir_all(&odd).unwrap();
+    let out = home
+        .cordon(&["exec", "--", "true"])
+        .current_dir(&odd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    let out = home
+        .cordon(&["exec", "--allow-read"])
+        .arg(&odd)
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+}

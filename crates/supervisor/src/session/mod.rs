@@ -394,6 +394,12 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     if request.command.is_empty() {
         return Err(refused("no program to run"));
     }
+    if request.cwd.to_str().is_none() {
+        return Err(refused(format!(
+            "the workspace `{}` has a name that is not UTF-8, which cordon's decisions and records cannot carry; run from a directory with a UTF-8 path",
+            request.cwd.display()
+        )));
+    }
     let id = new_id();
     let read = resolve_all(&request.read, &request.cwd)?;
     let write = resolve_all(&request.write, &request.cwd)?;
@@ -512,10 +518,6 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     tracing::debug!("planned after {:?}", started.elapsed());
     let mut plan = plan;
-    if let (Some(_), true) = (request.stage, run) {
-        journaling::stage(&request.config, &id, &mut plan)
-            .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
-    }
     for path in &plan.skipped {
         tracing::debug!("granted `{}` does not exist here; skipped", path.display());
     }
@@ -534,6 +536,12 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     }
     for (feature, why) in &missing {
         tracing::warn!("running without {}: {why}", feature.name());
+    }
+    // Made last before the journal takes the trees: a launch that fails from here on is
+    // forgotten by the journal, its stage with it.
+    if let (Some(_), true) = (request.stage, run) {
+        journaling::stage(&request.config, &id, &mut plan)
+            .map_err(|why| audit.refuse(Outcome::Refused, refused(why)))?;
     }
     let mut journaling = None;
     if let Some(opening) = journal.take() {
@@ -1359,12 +1367,19 @@ fn resolve_all(paths: &[PathBuf], cwd: &Path) -> Result<Vec<PathBuf>, LaunchErro
         .iter()
         .map(|path| {
             let absolute = cwd.join(crate::expand_home(path));
-            fs_err::canonicalize(&absolute).map_err(|_| {
+            let real = fs_err::canonicalize(&absolute).map_err(|_| {
                 refused(format!(
                     "cannot grant `{}`: it does not exist",
                     path.display()
                 ))
-            })
+            })?;
+            if real.to_str().is_none() {
+                return Err(refused(format!(
+                    "cannot grant `{}`: its name is not UTF-8, which cordon's decisions and records cannot carry",
+                    real.display()
+                )));
+            }
+            Ok(real)
         })
         .collect()
 }
