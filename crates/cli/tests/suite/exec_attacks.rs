@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed, SECRET};
 use super::common::{
-    assert_stderr_has, default_policy_with, read_or_empty as read, sandbox_ready, skip, stderr,
-    stdout, Home, KillOnDrop,
+    assert_stderr_has, default_policy_with, exec_script, read_or_empty as read, sandbox_ready,
+    skip, stderr, stdout, Home, KillOnDrop,
 };
 
 #[test]
@@ -614,10 +614,7 @@ fn a_socket_whose_name_is_not_utf8_refuses_the_next_launch_by_name_without_hangi
     let home = Home::new();
     let ws = home.workspace();
     let _socket = UnixListener::bind(ws.join(std::ffi::OsStr::from_bytes(b"trap\xff"))).unwrap();
-    let child = home
-        .cordon(&["exec", "--", "sh", "-c", "echo ran > ran"])
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .stdin(Stdio::null())
+    let child = exec_script(&home, &[], "sh", "echo ran > ran")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -517,14 +517,20 @@ mod tests {
         config
     }
 
-    #[test]
-    fn an_opening_takes_the_trees_it_is_given() {
+    /// A tree of one file, and the journal's opening for it.
+    fn opening_for_a_tree() -> (tempfile::TempDir, PathBuf, CordonConfig, Opening) {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("work");
         fs_err::create_dir_all(&tree).unwrap();
         fs_err::write(tree.join("a.txt"), "a").unwrap();
         let config = config_in(dir.path());
         let opening = Opening::start(config.clone(), ID.into()).unwrap();
+        (dir, tree, config, opening)
+    }
+
+    #[test]
+    fn an_opening_takes_the_trees_it_is_given() {
+        let (_dir, tree, config, opening) = opening_for_a_tree();
         let begun = opening
             .take("prog".into(), vec![tree.clone()], Vec::new())
             .join()
@@ -560,12 +566,7 @@ mod tests {
 
     #[test]
     fn trees_taken_for_a_launch_that_then_fails_are_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("work");
-        fs_err::create_dir_all(&tree).unwrap();
-        fs_err::write(tree.join("a.txt"), "a").unwrap();
-        let config = config_in(dir.path());
-        let opening = Opening::start(config.clone(), ID.into()).unwrap();
+        let (_dir, tree, config, opening) = opening_for_a_tree();
         let taking = opening.take("prog".into(), vec![tree.clone()], Vec::new());
         // The decision cannot be made durable, say: the program never runs.
         drop(taking);
