@@ -336,16 +336,15 @@ impl Proxy {
                         let reason = format!(
                             "more than {max} connections a minute to `{host_key}`; refused by the policy's limit"
                         );
-                        // Recorded before the refusal is answered; the wait for the audit
-                        // log's sync is off the proxy's thread, which serves every other
-                        // connection meanwhile.
-                        let gate = Arc::clone(self.gate());
-                        let (r, c, d) = (resource.clone(), context.clone(), decision.clone());
-                        let refused = reason.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            gate.cut(action, r, c, &d, &refused)
-                        })
-                        .await;
+                        // Recorded before the refusal is answered.
+                        let recorded = self.record_cut(
+                            action,
+                            resource.clone(),
+                            context.clone(),
+                            decision.clone(),
+                            reason.clone(),
+                        );
+                        let _ = recorded.await;
                         return Err(Refusal::Denied(reason));
                     }
                 }
@@ -391,18 +390,29 @@ impl Proxy {
 
     /// Records that `decided` was cut for `reason`.
     pub(crate) fn cut(&self, decided: &Decided, reason: &str) {
-        let gate = Arc::clone(self.gate());
-        let (action, resource, context, decision, reason) = (
+        // The relay does not wait for the record.
+        drop(self.record_cut(
             decided.action,
             decided.resource.clone(),
             decided.context.clone(),
             decided.decision.clone(),
             reason.to_owned(),
-        );
-        // Recording may wait on the audit log's sync; the relay does not.
-        tokio::task::spawn_blocking(move || {
-            gate.cut(action, resource, context, &decision, &reason)
-        });
+        ));
+    }
+
+    /// Records a connection cut for `reason` on the runtime's blocking threads: recording may
+    /// wait on the audit log's sync, and the proxy's one thread serves every other
+    /// connection meanwhile. Awaited, the record is made.
+    fn record_cut(
+        &self,
+        action: &'static str,
+        resource: Value,
+        context: Value,
+        decision: Decision,
+        reason: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let gate = Arc::clone(self.gate());
+        tokio::task::spawn_blocking(move || gate.cut(action, resource, context, &decision, &reason))
     }
 }
 

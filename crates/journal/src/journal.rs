@@ -711,10 +711,7 @@ impl Journal {
             )));
         }
         for stage in self.stages(Some(session))? {
-            match fs_err::remove_dir_all(&stage.dir) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                _ => {}
-            }
+            self.close_stage(&stage, "discarded")?;
         }
         if valid_session(session) {
             let _ = std::fs::remove_dir(self.dir.join("stages").join(session));

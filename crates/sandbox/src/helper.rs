@@ -303,20 +303,18 @@ impl Helper {
         let mut code = [0u8; 4];
         match (&self.socket).read_exact(&mut code) {
             Ok(()) => i32::from_le_bytes(code),
-            Err(_) => match self.child.take() {
-                Some(mut child) => {
-                    let exit = child.wait().map(|s| exit_code(&s)).unwrap_or(SETUP_FAILED);
-                    drop(self.cgroup.take());
-                    exit
-                }
-                None => SETUP_FAILED,
-            },
+            Err(_) => self.reap(),
         }
     }
 
     /// Waits for the program's end and removes the tree's cgroups. Returns the exit code
     /// (128+N when killed by signal N).
     pub fn wait(mut self) -> i32 {
+        self.reap()
+    }
+
+    /// Waits for the helper (once) and removes the tree's cgroups: the helper's exit code.
+    fn reap(&mut self) -> i32 {
         let exit = match self.child.take() {
             Some(mut child) => child.wait().map(|s| exit_code(&s)).unwrap_or(SETUP_FAILED),
             None => SETUP_FAILED,

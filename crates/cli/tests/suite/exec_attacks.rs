@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::attack::{bare, leak, leaks_only_without_sandbox, reset, sandboxed, SECRET};
 use super::common::{
     assert_stderr_has, default_policy_with, exec_script, read_or_empty as read, sandbox_ready,
-    skip, stderr, stdout, Home, KillOnDrop,
+    skip, stderr, stdout, wait_until, Home, KillOnDrop,
 };
 
 #[test]
@@ -620,14 +620,12 @@ fn a_socket_whose_name_is_not_utf8_refuses_the_next_launch_by_name_without_hangi
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the launch hangs");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut status = None;
+    wait_until("the launch to end (it hangs)", 30, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     let mut err = String::new();
     child
         .0
