@@ -48,6 +48,8 @@ allowed(name) if name in settings.allow
 
 allowed(name) if strings.any_prefix_match(name, settings.allow_prefixes)
 
+# The default pattern starts with `^.*?`: it matches what it would without, and compiles in
+# about half the time (no literal prefilter is built for its case-insensitive alternatives).
 secret(name) if regex.match(settings.secret_pattern, name)
 
 secret(name) if settings.drop[name]

@@ -11,6 +11,15 @@ test_credentials_are_secret if {
 	}
 }
 
+test_the_secret_pattern_matches_anywhere_in_a_name_in_any_case if {
+	every name in ["GITHUB_TOKEN", "github_token", "MyApiKey", "X_AUTH", "AUTH_X", "AUTH", "gh_pat", "PAT", "SENTRY_DSN", "SESSIONID", "A\nTOKEN"] {
+		env.secret(name)
+	}
+	every name in ["AUTHOR", "OAUTH_X", "PATH", "XPAT", "DSN_X", "HOME", "A\nAUTHOR"] {
+		not env.secret(name)
+	}
+}
+
 test_ordinary_variables_pass if {
 	every name in ["PATH", "HOME", "LANG", "LC_ALL", "TERM", "GIT_AUTHOR_NAME", "CARGO_HOME", "EDITOR", "SSL_CERT_FILE"] {
 		env.decision.allow with input as var(name)

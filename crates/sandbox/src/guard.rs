@@ -211,9 +211,13 @@ fn names(guarded: &Guarded) -> Result<Vec<&OsStr>, String> {
 
 fn lookup(root: &Root, guarded: &Guarded) -> Result<Lookup, String> {
     let names = names(guarded)?;
-    let mut dir: OwnedFd = match &root.fd {
-        Ok(fd) => fd.try_clone().map_err(|e| e.to_string())?,
-        Err(e) => return Err(e.clone()),
+    let root = root.fd.as_ref().map_err(Clone::clone)?;
+    // The directory reached so far; the root itself is only borrowed (most guarded paths are
+    // absent, found so at their first name) and copied when a result keeps it.
+    let mut dir: Option<OwnedFd> = None;
+    let keep = |dir: Option<OwnedFd>| match dir {
+        Some(dir) => Ok(dir),
+        None => root.try_clone().map_err(|e| e.to_string()),
     };
     let mut at = guarded.root.clone();
     for (i, name) in names.iter().enumerate() {
@@ -224,19 +228,20 @@ fn lookup(root: &Root, guarded: &Guarded) -> Result<Lookup, String> {
         } else {
             libc::O_PATH | libc::O_DIRECTORY
         };
-        match open_beneath(dir.as_fd(), name, flags) {
+        let opened = open_beneath(dir.as_ref().map_or(root.as_fd(), AsFd::as_fd), name, flags);
+        match opened {
             Ok(fd) if last => {
                 return Ok(Lookup::Found {
-                    parent: dir,
+                    parent: keep(dir)?,
                     name: name.to_os_string(),
                     fd,
                 })
             }
-            Ok(fd) => dir = fd,
+            Ok(fd) => dir = Some(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Lookup::Absent),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
                 return Ok(Lookup::Diverted {
-                    parent: dir,
+                    parent: keep(dir)?,
                     name: name.to_os_string(),
                     at,
                 })

@@ -15,7 +15,7 @@ fn default_policy_passes() {
     let text = stdout(&out);
     let summary = text.lines().last().unwrap();
     assert!(
-        summary.starts_with("116 passed, 0 failed, 0 errored, 0 skipped (116 tests in "),
+        summary.starts_with("117 passed, 0 failed, 0 errored, 0 skipped (117 tests in "),
         "{summary}"
     );
     // With no path, the built-in policy is tested.

@@ -1282,6 +1282,12 @@ impl Running {
         // checks below run.
         let mut helper = helper;
         let exit = helper.ended();
+        // The helper's end, and its cgroups removed, while the checks run (or here, by its
+        // drop, when no thread can be started).
+        let reaping = std::thread::Builder::new()
+            .name("cordon-reap".into())
+            .spawn(move || helper.wait())
+            .ok();
         drop(pidfd);
         if let Some(relay) = relay {
             relay.finish();
@@ -1316,8 +1322,9 @@ impl Running {
             }),
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
-        // The helper's end, and its cgroups removed.
-        helper.wait();
+        if let Some(reaping) = reaping {
+            let _ = reaping.join();
+        }
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,
