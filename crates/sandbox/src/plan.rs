@@ -5,6 +5,7 @@
 //! helper carries the plan out inside the new mount namespace. Paths inside the sandbox are
 //! the paths outside, so what an agent reports makes sense to the person.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -523,16 +524,28 @@ pub fn plan(grants: &Grants, home: &Path, uid: u32, scan: &[PathBuf]) -> Result<
 /// secret lies deeper). Links among the entries get no rule: what they lead to is granted, or
 /// not, on its own.
 fn without_secrets(root: &Path, secrets: &[PathBuf]) -> Vec<PathBuf> {
-    let secrets: Vec<&Path> = secrets.iter().map(PathBuf::as_path).collect();
-    without(root, &secrets)
+    // Compared as bytes from here on (a listing of /etc is checked against every secret):
+    // made plain first, with no `//`, `.` or trailing `/` that a comparison of components
+    // would have ignored.
+    let plain = |path: &Path| path.components().collect::<PathBuf>();
+    let secrets: Vec<PathBuf> = secrets.iter().map(|s| plain(s)).collect();
+    let secrets: Vec<&[u8]> = secrets.iter().map(|s| s.as_os_str().as_bytes()).collect();
+    without(&plain(root), &secrets)
+}
+
+/// Whether the plain path `path` is `root` or lies below it, compared as bytes.
+fn is_below_bytes(path: &[u8], root: &[u8]) -> bool {
+    path.starts_with(root)
+        && (path.len() == root.len() || root.ends_with(b"/") || path[root.len()] == b'/')
 }
 
 /// [`without_secrets`], handing each level only the secrets below it.
-fn without(root: &Path, secrets: &[&Path]) -> Vec<PathBuf> {
-    let below: Vec<&Path> = secrets
+fn without(root: &Path, secrets: &[&[u8]]) -> Vec<PathBuf> {
+    let at = root.as_os_str().as_bytes();
+    let below: Vec<&[u8]> = secrets
         .iter()
         .copied()
-        .filter(|s| is_below(s, root) && *s != root)
+        .filter(|s| is_below_bytes(s, at) && *s != at)
         .collect();
     if below.is_empty() {
         return vec![root.to_path_buf()];
@@ -543,15 +556,16 @@ fn without(root: &Path, secrets: &[&Path]) -> Vec<PathBuf> {
     let mut rules = Vec::new();
     // What each entry is comes with the listing (no `lstat` of each of /etc's entries). An
     // entry whose name is not UTF-8 gets no rule (the plan is carried as text): it is denied.
+    // Entries of one directory sort by their names as their paths would.
     let mut children: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|entry| entry.file_type().is_ok_and(|kind| !kind.is_symlink()))
         .map(|entry| entry.path())
         .filter(|path| path.to_str().is_some())
         .collect();
-    children.sort();
+    children.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
     for child in children {
-        if below.iter().any(|s| *s == child) {
+        if below.contains(&child.as_os_str().as_bytes()) {
             continue;
         }
         rules.extend(without(&child, &below));
@@ -678,6 +692,41 @@ mod tests {
         fs_err::write(root.join(std::ffi::OsStr::from_bytes(b"odd\xff")), "x").unwrap();
         let rules = without_secrets(&root, &[root.join("shadow")]);
         assert_eq!(rules, vec![root.join("passwd")]);
+    }
+
+    #[test]
+    fn secrets_written_with_extra_slashes_or_dots_are_still_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("etc");
+        fs_err::create_dir_all(root.join("ssl/private")).unwrap();
+        fs_err::create_dir_all(root.join("ssl/certs")).unwrap();
+        fs_err::create_dir_all(root.join("sslx")).unwrap();
+        fs_err::write(root.join("shadow"), "secret").unwrap();
+        fs_err::write(root.join("passwd"), "ok").unwrap();
+        let odd = |rest: &str| PathBuf::from(format!("{}/{rest}", root.display()));
+        let rules = without_secrets(
+            &odd("./"),
+            &[
+                odd("./shadow"),
+                odd("ssl//private/"),
+                PathBuf::from("/elsewhere"),
+            ],
+        );
+        // The secrets' siblings get rules, and a name that only starts like a secret's
+        // directory (`sslx` beside `ssl`) is a sibling like any other.
+        assert_eq!(
+            rules,
+            vec![
+                root.join("passwd"),
+                root.join("ssl/certs"),
+                root.join("sslx")
+            ]
+        );
+        assert!(is_below_bytes(b"/etc/ssl/private", b"/etc/ssl"));
+        assert!(is_below_bytes(b"/etc", b"/"));
+        assert!(is_below_bytes(b"/etc", b"/etc"));
+        assert!(!is_below_bytes(b"/etc/sslx", b"/etc/ssl"));
+        assert!(!is_below_bytes(b"/et", b"/etc"));
     }
 
     #[test]
