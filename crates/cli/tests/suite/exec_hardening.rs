@@ -1055,3 +1055,80 @@ fn a_secret_in_a_private_directory_of_a_granted_home_stays_out_of_reach() {
     let stolen = read(home.workspace().join("stolen.txt"));
     assert!(!stolen.contains("PRIVATE KEY"), "{stolen}");
 }
+
+/// A signal cordon passes on after the program's end (Ctrl-C while the journal records what
+/// the program left) must not reach whatever process took the pid of the sandbox's helper,
+/// reaped by then: it goes through the helper's pidfd. Without it, the process holding the
+/// pid (made to be a `sleep` here) is killed, as root when cordon runs as root.
+#[test]
+fn a_signal_passed_on_after_the_helper_is_reaped_reaches_no_other_process() {
+    if !sandbox_ready() || !running_as_root() {
+        return;
+    }
+    let home = Home::new();
+    // Many files make the journal's end, after the program's, take a while.
+    let mut cordon = exec_script(
+        &home,
+        &[],
+        "sh",
+        "mkdir many && cd many && seq 1 30000 | xargs touch",
+    );
+    let cordon = cordon.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut cordon = KillOnDrop(cordon.spawn().unwrap());
+    let cordon_pid = cordon.0.id();
+    let mut helper = None;
+    super::common::wait_until("the sandbox helper", 30, || {
+        let out = Command::new("pgrep")
+            .args(["-P", &cordon_pid.to_string()])
+            .output()
+            .unwrap();
+        helper = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok());
+        helper.is_some()
+    });
+    let helper = helper.unwrap();
+    // The helper reaped while cordon still journals.
+    super::common::wait_until("the helper's end", 60, || {
+        !std::path::Path::new(&format!("/proc/{helper}")).exists()
+    });
+    assert!(
+        cordon.0.try_wait().unwrap().is_none(),
+        "cordon ended with its helper: the journal's end was too quick to test this"
+    );
+    // The next process started gets the helper's pid.
+    let mut taker = None;
+    for _ in 0..50 {
+        fs_err::write("/proc/sys/kernel/ns_last_pid", (helper - 1).to_string()).unwrap();
+        let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+        if sleep.id() == helper {
+            taker = Some(sleep);
+            break;
+        }
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+    let Some(mut taker) = taker else {
+        panic!("no process could be started with the pid {helper}");
+    };
+    assert!(
+        cordon.0.try_wait().unwrap().is_none(),
+        "cordon ended before it could be signalled"
+    );
+    Command::new("kill")
+        .args(["-TERM", &cordon_pid.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let survived = taker.try_wait().unwrap().is_none();
+    let _ = taker.kill();
+    let _ = taker.wait();
+    assert!(
+        survived,
+        "the process that took the helper's pid was killed by cordon's forwarded signal"
+    );
+    super::common::wait_until("cordon's end", 120, || {
+        cordon.0.try_wait().unwrap().is_some()
+    });
+}

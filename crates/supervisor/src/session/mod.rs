@@ -1003,7 +1003,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     if let Err(reason) = proxy {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
-    let pidfd = sys::pidfd_open(helper.pid()).ok();
+    let signals = terminal::HelperSignals::open(helper.pid());
     let mut info = info.unwrap_or_else(|| session_info(&id, &request, &supervisor, helper.pid()));
     info.granted_hosts = granted_net;
     info.state = "running".into();
@@ -1036,19 +1036,17 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     tracing::debug!("writable trees taken after {:?}", started.elapsed());
     let (relay, released) = match helper.release() {
         Ok(master) => (
-            master.map(|m| terminal::TerminalRelay::start(m, helper.pid(), prompter)),
+            master.map(|m| terminal::TerminalRelay::start(m, signals.clone(), prompter)),
             Ok(()),
         ),
         Err(err) => (None, Err(err)),
     };
     if request.forward_signals {
-        terminal::forward_signals(helper.pid(), relay.as_ref().map(|r| r.master.clone()));
+        terminal::forward_signals(signals.clone(), relay.as_ref().map(|r| r.master.clone()));
     }
     // A stop that came while the program was being released: it ends now.
     if control.as_ref().is_some_and(control::Control::stopped) {
-        if let Some(pidfd) = &pidfd {
-            let _ = sys::pidfd_signal(std::os::fd::AsFd::as_fd(pidfd), libc::SIGTERM);
-        }
+        let _ = signals.send(libc::SIGTERM);
     }
     let status = helper.read_status();
     tracing::debug!("program executed after {:?}", started.elapsed());
@@ -1099,7 +1097,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     Ok(Running {
         info,
         helper,
-        pidfd,
+        signals,
         audit,
         guard,
         pending,
@@ -1162,7 +1160,7 @@ fn serve_proxy(
 pub struct Running {
     info: SessionInfo,
     helper: Helper,
-    pidfd: Option<OwnedFd>,
+    signals: terminal::HelperSignals,
     audit: LaunchAudit,
     guard: Guard,
     pending: protect::Pending,
@@ -1244,10 +1242,7 @@ impl Running {
     ///
     /// The kernel's refusal (`ESRCH` once the sandbox has ended).
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
-        match &self.pidfd {
-            Some(pidfd) => sys::pidfd_signal(std::os::fd::AsFd::as_fd(pidfd), signal),
-            None => sys::kill(self.helper.pid(), signal),
-        }
+        self.signals.send(signal)
     }
 
     /// Waits for the program's end, checks the protected paths, records the outcome.
@@ -1261,7 +1256,7 @@ impl Running {
         let Running {
             info,
             helper,
-            pidfd,
+            signals,
             mut audit,
             guard,
             pending,
@@ -1288,7 +1283,7 @@ impl Running {
             .name("cordon-reap".into())
             .spawn(move || helper.wait())
             .ok();
-        drop(pidfd);
+        drop(signals);
         if let Some(relay) = relay {
             relay.finish();
         }

@@ -10,9 +10,34 @@ use cordon_sys::process as sys;
 
 use crate::consent::{printable, Broker, PendingRequest, Prompter, Scope};
 
+/// The sandbox's helper, as signals reach it: through its pidfd where one could be opened,
+/// which reaches no other process once the helper is reaped (its pid, free again, may be
+/// another process's by then); else by its pid.
+#[derive(Debug, Clone)]
+pub(super) struct HelperSignals {
+    pid: i32,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl HelperSignals {
+    pub(super) fn open(pid: i32) -> Self {
+        Self {
+            pid,
+            pidfd: sys::pidfd_open(pid).ok().map(Arc::new),
+        }
+    }
+
+    pub(super) fn send(&self, signal: i32) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => sys::pidfd_signal(pidfd.as_fd(), signal),
+            None => sys::kill(self.pid, signal),
+        }
+    }
+}
+
 /// Passes cordon's termination signals to the helper, which passes them to the program;
 /// with a terminal, a window size change is copied to the program's terminal instead.
-pub(super) fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd>>) {
+pub(super) fn forward_signals(helper: HelperSignals, master: Option<std::sync::Arc<OwnedFd>>) {
     let Ok(mut signals) = signal_hook::iterator::Signals::new(sys::FORWARDED_SIGNALS) else {
         tracing::warn!("cannot catch signals; they will not reach the program");
         return;
@@ -23,7 +48,7 @@ pub(super) fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd
             match (&master, signal) {
                 (Some(master), libc::SIGWINCH) => copy_window_size_to(master),
                 _ => {
-                    let _ = sys::kill(helper, signal);
+                    let _ = helper.send(signal);
                     if matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGHUP) {
                         terminations += 1;
                     }
@@ -31,7 +56,7 @@ pub(super) fn forward_signals(helper: i32, master: Option<std::sync::Arc<OwnedFd
                     // and cordon checks what it left.
                     if terminations == 3 {
                         tracing::warn!("the program ignores termination; ending the sandbox");
-                        let _ = sys::kill(helper, libc::SIGKILL);
+                        let _ = helper.send(libc::SIGKILL);
                     }
                 }
             }
@@ -75,7 +100,7 @@ impl TerminalRelay {
     /// meanwhile.
     pub(super) fn start(
         master: OwnedFd,
-        helper: i32,
+        helper: HelperSignals,
         prompter: Option<Arc<TerminalPrompter>>,
     ) -> Self {
         let [stdin_is_terminal, stdout_is_terminal, _] = streams_on_terminal();
@@ -110,7 +135,7 @@ impl TerminalRelay {
                     }
                 }
                 // A terminal in raw mode ends only when it hangs up: so does the program's.
-                let _ = sys::kill(helper, libc::SIGHUP);
+                let _ = helper.send(libc::SIGHUP);
             });
         }
         if let Some(prompter) = &prompter {
