@@ -1003,7 +1003,13 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     if let Err(reason) = proxy {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
-    let signals = terminal::HelperSignals::open(helper.pid());
+    let signals = match terminal::HelperSignals::open(helper.pid()) {
+        Ok(signals) => signals,
+        Err(why) => {
+            let error = setup(format!("cannot watch the sandbox's helper: {why}"));
+            return Err(fail(&mut audit, pending, Outcome::Failed, error));
+        }
+    };
     let mut info = info.unwrap_or_else(|| session_info(&id, &request, &supervisor, helper.pid()));
     info.granted_hosts = granted_net;
     info.state = "running".into();

@@ -10,28 +10,26 @@ use cordon_sys::process as sys;
 
 use crate::consent::{printable, Broker, PendingRequest, Prompter, Scope};
 
-/// The sandbox's helper, as signals reach it: through its pidfd where one could be opened,
-/// which reaches no other process once the helper is reaped (its pid, free again, may be
-/// another process's by then); else by its pid.
+/// The sandbox's helper, as signals reach it: through its pidfd, which reaches no other
+/// process once the helper is reaped (its pid, free again, may be another process's by
+/// then, while cordon still checks and records what the program left).
 #[derive(Debug, Clone)]
 pub(super) struct HelperSignals {
-    pid: i32,
-    pidfd: Option<Arc<OwnedFd>>,
+    pidfd: Arc<OwnedFd>,
 }
 
 impl HelperSignals {
-    pub(super) fn open(pid: i32) -> Self {
-        Self {
-            pid,
-            pidfd: sys::pidfd_open(pid).ok().map(Arc::new),
-        }
+    /// # Errors
+    ///
+    /// The kernel's refusal of a pidfd.
+    pub(super) fn open(pid: i32) -> std::io::Result<Self> {
+        Ok(Self {
+            pidfd: Arc::new(sys::pidfd_open(pid)?),
+        })
     }
 
     pub(super) fn send(&self, signal: i32) -> std::io::Result<()> {
-        match &self.pidfd {
-            Some(pidfd) => sys::pidfd_signal(pidfd.as_fd(), signal),
-            None => sys::kill(self.pid, signal),
-        }
+        sys::pidfd_signal(self.pidfd.as_fd(), signal)
     }
 }
 
