@@ -252,8 +252,8 @@ impl std::fmt::Debug for Control {
 
 /// How a session is stopped.
 pub(super) enum Stopper {
-    /// A native sandbox: its helper, signalled through this pidfd.
-    Process(OwnedFd),
+    /// A native sandbox: its helper.
+    Process(super::HelperSignals),
     /// A skill running in this process: the flag its runtime checks.
     Flag(Arc<AtomicBool>),
 }
@@ -560,7 +560,7 @@ fn handle(request: &Value, state: &State, peer: &str) -> Value {
             state.stopped.store(true, Ordering::SeqCst);
             state.target.consent.mute("stop");
             match &state.target.stop {
-                Some(Stopper::Process(pidfd)) => match stop(pidfd, grace) {
+                Some(Stopper::Process(helper)) => match stop(helper, grace) {
                     Ok(()) => json!({ "ok": true, "stopping": true, "grace_secs": grace }),
                     Err(err) => refusal(&format!("cannot stop the session: {err}")),
                 },
@@ -612,13 +612,12 @@ fn answer_request(request: &Value, state: &State, peer: &str) -> Value {
 
 /// Asks the program to end (SIGTERM through its helper), and kills the sandbox if it has
 /// not ended `grace` seconds later.
-fn stop(pidfd: &OwnedFd, grace: u64) -> std::io::Result<()> {
-    sys::pidfd_signal(pidfd.as_fd(), libc::SIGTERM)?;
-    let pidfd = pidfd.try_clone()?;
+fn stop(helper: &super::HelperSignals, grace: u64) -> std::io::Result<()> {
+    helper.send(libc::SIGTERM)?;
+    let helper = helper.clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(grace));
-        // Through the pidfd: an ended helper is not confused with a later process.
-        let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = helper.send(libc::SIGKILL);
     });
     Ok(())
 }

@@ -315,6 +315,8 @@ struct Prepared {
     plan: Plan,
     kernel: Kernel,
     helper: Option<Helper>,
+    /// Signals for the helper (with a helper only).
+    signals: Option<HelperSignals>,
     /// How sending the launch specification to the helper went (with a helper only).
     sent: Option<std::io::Result<()>>,
     /// The front-end's ends of the program's input and output, with [`LaunchRequest::piped`].
@@ -438,6 +440,11 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         None
     };
     tracing::debug!("helper started after {:?}", started.elapsed());
+    let signals = helper
+        .as_ref()
+        .map(|helper| HelperSignals::open(helper.pid()))
+        .transpose()
+        .map_err(|e| setup(format!("cannot watch the sandbox's helper: {e}")))?;
     // The journal opens beside the policy; it takes the writable trees once they are known.
     let mut journal = if run {
         Some(journaling::Opening::start(request.config.clone(), id.clone()).map_err(setup)?)
@@ -486,8 +493,9 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .map(|helper| session_info(&id, &request, &supervisor, helper.pid()));
     let control = info
         .clone()
+        .zip(signals.as_ref())
         .filter(|_| consent.backends().interactive())
-        .and_then(|info| start_control(info, &consent));
+        .and_then(|(info, signals)| start_control(info, signals, &consent));
     tracing::debug!("policy loaded after {:?}", started.elapsed());
     let own = protect::own_paths(&request.config, &supervisor);
     let requested = json!({
@@ -586,6 +594,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         degraded: missing.iter().map(|(f, _)| f.name()).collect(),
         kernel,
         helper,
+        signals,
         sent,
         stdio,
         journaling,
@@ -616,14 +625,40 @@ fn session_info(
     }
 }
 
-/// Starts the session's control socket, describing it as `info`; a session without one
-/// still runs (`cordon ps` does not list it, and questions are answered only by its other
-/// backends).
-fn start_control(info: SessionInfo, consent: &Arc<Broker>) -> Option<control::Control> {
-    let stop = sys::pidfd_open(info.pid)
-        .ok()
-        .map(control::Stopper::Process);
-    start_control_with(info, stop, consent)
+/// The sandbox's helper, as every signal for it goes (a stop, the front-end's Ctrl-C, the
+/// terminal's hang-up): through its pidfd, which reaches no other process once the helper
+/// is reaped (its pid, free again, may be another process's by then, while cordon still
+/// checks and records what the program left).
+#[derive(Debug, Clone)]
+pub(super) struct HelperSignals {
+    pidfd: Arc<OwnedFd>,
+}
+
+impl HelperSignals {
+    /// # Errors
+    ///
+    /// The kernel's refusal of a pidfd.
+    fn open(pid: i32) -> std::io::Result<Self> {
+        Ok(Self {
+            pidfd: Arc::new(sys::pidfd_open(pid)?),
+        })
+    }
+
+    pub(super) fn send(&self, signal: i32) -> std::io::Result<()> {
+        sys::pidfd_signal(std::os::fd::AsFd::as_fd(&*self.pidfd), signal)
+    }
+}
+
+/// Starts the session's control socket, describing it as `info`, `helper` ended by its stop;
+/// a session without one still runs (`cordon ps` does not list it, and questions are
+/// answered only by its other backends).
+fn start_control(
+    info: SessionInfo,
+    helper: &HelperSignals,
+    consent: &Arc<Broker>,
+) -> Option<control::Control> {
+    let stop = control::Stopper::Process(helper.clone());
+    start_control_with(info, Some(stop), consent)
 }
 
 /// Starts the session's control socket, `stop` ending it.
@@ -924,6 +959,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         plan,
         kernel,
         helper,
+        signals,
         sent,
         stdio,
         journaling,
@@ -931,7 +967,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         own,
         started,
     } = prepared;
-    let Some(mut helper) = helper else {
+    let (Some(mut helper), Some(signals)) = (helper, signals) else {
         return Err(setup("the sandbox helper was not started"));
     };
     // Protected paths as they are before anything runs; compared after the run. cordon's own
@@ -1003,13 +1039,6 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     if let Err(reason) = proxy {
         return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
     }
-    let signals = match terminal::HelperSignals::open(helper.pid()) {
-        Ok(signals) => signals,
-        Err(why) => {
-            let error = setup(format!("cannot watch the sandbox's helper: {why}"));
-            return Err(fail(&mut audit, pending, Outcome::Failed, error));
-        }
-    };
     let mut info = info.unwrap_or_else(|| session_info(&id, &request, &supervisor, helper.pid()));
     info.granted_hosts = granted_net;
     info.state = "running".into();
@@ -1020,7 +1049,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
             }
             Some(control)
         }
-        None => start_control(info.clone(), &consent),
+        None => start_control(info.clone(), &signals, &consent),
     };
     if control.as_ref().is_some_and(control::Control::stopped) {
         let error = setup("the session was stopped before its program started");
@@ -1166,7 +1195,7 @@ fn serve_proxy(
 pub struct Running {
     info: SessionInfo,
     helper: Helper,
-    signals: terminal::HelperSignals,
+    signals: HelperSignals,
     audit: LaunchAudit,
     guard: Guard,
     pending: protect::Pending,
@@ -1261,7 +1290,7 @@ impl Running {
     pub fn wait(self) -> Result<Ended, LaunchError> {
         let Running {
             info,
-            helper,
+            mut helper,
             signals,
             mut audit,
             guard,
@@ -1281,7 +1310,6 @@ impl Running {
         drop(stdio);
         // Everything in the sandbox has ended; the helper takes the namespaces down while the
         // checks below run.
-        let mut helper = helper;
         let exit = helper.ended();
         // The helper's end, and its cgroups removed, while the checks run (or here, by its
         // drop, when no thread can be started).

@@ -8,30 +8,8 @@ use std::time::{Duration, Instant};
 
 use cordon_sys::process as sys;
 
+use super::HelperSignals;
 use crate::consent::{printable, Broker, PendingRequest, Prompter, Scope};
-
-/// The sandbox's helper, as signals reach it: through its pidfd, which reaches no other
-/// process once the helper is reaped (its pid, free again, may be another process's by
-/// then, while cordon still checks and records what the program left).
-#[derive(Debug, Clone)]
-pub(super) struct HelperSignals {
-    pidfd: Arc<OwnedFd>,
-}
-
-impl HelperSignals {
-    /// # Errors
-    ///
-    /// The kernel's refusal of a pidfd.
-    pub(super) fn open(pid: i32) -> std::io::Result<Self> {
-        Ok(Self {
-            pidfd: Arc::new(sys::pidfd_open(pid)?),
-        })
-    }
-
-    pub(super) fn send(&self, signal: i32) -> std::io::Result<()> {
-        sys::pidfd_signal(self.pidfd.as_fd(), signal)
-    }
-}
 
 /// Passes cordon's termination signals to the helper, which passes them to the program;
 /// with a terminal, a window size change is copied to the program's terminal instead.
