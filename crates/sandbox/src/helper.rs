@@ -307,8 +307,8 @@ impl Helper {
         }
     }
 
-    /// Waits for the program's end and removes the tree's cgroups. Returns the exit code
-    /// (128+N when killed by signal N).
+    /// Waits for the helper's end and removes the tree's cgroups. Returns its exit code: the
+    /// program's (128+N when killed by signal N), or why the sandbox could not be set up.
     pub fn wait(mut self) -> i32 {
         self.reap()
     }

@@ -671,7 +671,6 @@ mod tests {
 
     #[test]
     fn a_socket_whose_name_is_not_utf8_is_refused_by_name() {
-        use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         fs_err::create_dir_all(&work).unwrap();
@@ -683,7 +682,6 @@ mod tests {
 
     #[test]
     fn an_entry_beside_a_secret_whose_name_is_not_utf8_gets_no_rule() {
-        use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("etc");
         fs_err::create_dir_all(&root).unwrap();
