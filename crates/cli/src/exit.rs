@@ -1,7 +1,5 @@
 //! Exit codes, a documented contract (see the crate docs).
 
-use std::process::ExitCode;
-
 /// How `cordon` ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -16,13 +14,14 @@ pub enum Exit {
     Code(u8),
 }
 
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        match exit {
-            Exit::Ok => ExitCode::SUCCESS,
-            Exit::Failed => ExitCode::from(1),
-            Exit::Error => ExitCode::from(2),
-            Exit::Code(code) => ExitCode::from(code),
+impl Exit {
+    /// The process's exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Error => 2,
+            Exit::Code(code) => code,
         }
     }
 }
