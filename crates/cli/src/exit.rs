@@ -1,5 +1,7 @@
 //! Exit codes, a documented contract (see the crate docs).
 
+use std::process::ExitCode;
+
 /// How `cordon` ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -23,5 +25,11 @@ impl Exit {
             Exit::Error => 2,
             Exit::Code(code) => code,
         }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit.code())
     }
 }

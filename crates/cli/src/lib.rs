@@ -15,6 +15,7 @@ mod logging;
 mod report;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -101,8 +102,8 @@ pub enum Command {
     SandboxHelper(SandboxHelperCommand),
 }
 
-/// Parses the command line, runs the command, prints any error and ends the process.
-pub fn main() -> ! {
+/// Parses the command line, runs the command and prints any error.
+pub fn main() -> ExitCode {
     // Before anything is allocated: cordon's heap gets no huge pages (a launch's programs get
     // the caller's setting back).
     cordon_supervisor::session::huge_pages_off_for_cordon();
@@ -143,13 +144,19 @@ pub fn main() -> ! {
             err.exit()
         }
     };
-    drop(cli);
-    // Every command has finished its work (records committed, files closed) by now. The
-    // process ends without the C library's exit handlers, of which only the allocator's
-    // would run: it would hand its whole heap back page by page before the kernel frees
-    // it anyway, a third of a millisecond at the end of each launch.
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    cordon_sys::process::exit_now(exit.code().into())
+    if let Command::Exec(_) = cli.command {
+        // A launch has finished its work by now (records committed, the session's threads
+        // done with it) and ends at once, without the C library's exit handlers, of which
+        // only the allocator's has work: it would hand its whole heap back page by page
+        // before the kernel frees it anyway, half a millisecond of every launch. Its output
+        // is written by this thread alone (the program's goes through its own descriptors),
+        // so the flush cannot wait on another. Other commands may leave a thread blocked
+        // writing to standard output (the MCP gateway's relay, to a client that stopped
+        // reading); they end the ordinary way, whose flush does not wait for the lock.
+        drop(cli);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        cordon_sys::process::exit_now(exit.code().into())
+    }
+    exit.into()
 }

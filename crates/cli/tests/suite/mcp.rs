@@ -997,6 +997,46 @@ fn a_server_that_stops_reading_is_stopped() {
     );
 }
 
+/// A client that stops reading what the server says, and has closed its side: cordon's
+/// relay stays blocked writing to it, and cordon still ends once the session is over
+/// (the server given up after the grace period), instead of waiting on its own output for
+/// as long as the client keeps the pipe open.
+#[test]
+fn a_client_that_stops_reading_does_not_hold_cordon_once_the_session_is_over() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some(python) = system_python() else {
+        return;
+    };
+    let home = Home::new();
+    let script = r#"
+import sys, time
+line = '{"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "%s"}}\n' % ("x" * 200)
+for _ in range(20000):
+    sys.stdout.write(line)
+sys.stdout.flush()
+time.sleep(600)
+"#;
+    fs_err::write(home.workspace().join("flood.py"), script).unwrap();
+    let mut child = KillOnDrop(
+        home.cordon(&["mcp", "--", python, "flood.py"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Never read: the pipe fills and the relay blocks on it.
+    let _unread = child.0.stdout.take();
+    let mut status = None;
+    wait_until("cordon to end with its session", 120, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(137));
+}
+
 /// A tool whose description changes between runs of its server (a "rug pull", a
 /// description rewritten to instruct the model) is hidden and refused until accepted.
 #[test]
