@@ -42,6 +42,7 @@ mod terminal_filter;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use cordon_sandbox::grants::{Feature, Grants};
@@ -315,6 +316,8 @@ struct Prepared {
     plan: Plan,
     kernel: Kernel,
     helper: Option<Helper>,
+    /// The thread that started the helper and reaps it (with a helper only).
+    keeper: Option<Keeper>,
     /// Signals for the helper (with a helper only).
     signals: Option<HelperSignals>,
     /// How sending the launch specification to the helper went (with a helper only).
@@ -409,9 +412,10 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
     // Malformed net entries are refused before anything starts.
     let net = allow_entries(&request.net)?;
 
-    // The helper starts now and prepares the namespaces while the policy loads.
+    // The helper starts on its keeper's thread (its cgroups made, its process spawned) and
+    // prepares the namespaces while the policy loads.
     let mut stdio = None;
-    let mut helper = if run {
+    let mut keeper = if run {
         let mut terminal = terminal::streams_on_terminal();
         let piped = if request.piped {
             let (input, to_input) = std::io::pipe()
@@ -435,16 +439,10 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
             huge_pages_disabled: huge_pages_off_for_cordon(),
             piped,
         };
-        Some(Helper::start(&kernel, &options).map_err(|e| setup(e.to_string()))?)
+        Some(Keeper::start(kernel.clone(), options)?)
     } else {
         None
     };
-    tracing::debug!("helper started after {:?}", started.elapsed());
-    let signals = helper
-        .as_ref()
-        .map(|helper| HelperSignals::open(helper.pid()))
-        .transpose()
-        .map_err(|e| setup(format!("cannot watch the sandbox's helper: {e}")))?;
     // The journal opens beside the policy; it takes the writable trees once they are known.
     let mut journal = if run {
         Some(journaling::Opening::start(request.config.clone(), id.clone()).map_err(setup)?)
@@ -467,6 +465,13 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .map_err(|e| setup(format!("cannot start cordon: {}", error_chain(&e))))?
         .with_context("consent", backends.context());
     let supervisor = Arc::new(supervisor);
+    let mut helper = keeper.as_mut().map(Keeper::helper).transpose()?;
+    tracing::debug!("helper started after {:?}", started.elapsed());
+    let signals = helper
+        .as_ref()
+        .map(|helper| HelperSignals::open(helper.pid()))
+        .transpose()
+        .map_err(|e| setup(format!("cannot watch the sandbox's helper: {e}")))?;
     let prompter = backends
         .list()
         .contains(&crate::consent::Backend::Terminal)
@@ -594,6 +599,7 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         degraded: missing.iter().map(|(f, _)| f.name()).collect(),
         kernel,
         helper,
+        keeper,
         signals,
         sent,
         stdio,
@@ -622,6 +628,84 @@ fn session_info(
         granted_hosts: Vec::new(),
         audit_log: supervisor.audit_path().map(Path::to_path_buf),
         state: "starting".into(),
+    }
+}
+
+/// The thread that starts the sandbox's helper and, once the session is over, reaps it. The
+/// helper asks the kernel to kill it when its parent ends, and the kernel takes the thread
+/// that spawned it for that parent, not the process: this thread lives as long as the
+/// helper, so that a helper started beside the policy's loading does not die with a
+/// short-lived thread. Dropped, it waits for the thread, and a helper it started and no one
+/// took ends with it.
+struct Keeper {
+    started: Option<Receiver<Result<Helper, cordon_sandbox::SandboxError>>>,
+    ending: Option<SyncSender<Box<dyn FnOnce() + Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    /// Starts the helper (its cgroups made, its process spawned) on a thread of its own.
+    fn start(kernel: Kernel, options: HelperOptions) -> Result<Self, LaunchError> {
+        let (started_tx, started) = std::sync::mpsc::sync_channel(1);
+        let (ending, ending_rx) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(1);
+        let thread = std::thread::Builder::new()
+            .name("cordon-helper".into())
+            .spawn(move || {
+                let helper = Helper::start(&kernel, &options);
+                // The program's pipes, held only by the helper from here on: the front-end
+                // sees their end when the program's side closes.
+                drop(options);
+                let ok = helper.is_ok();
+                if started_tx.send(helper).is_err() || !ok {
+                    return;
+                }
+                // Until the session hands over the helper's end, or gives the helper up.
+                if let Ok(end) = ending_rx.recv() {
+                    end();
+                }
+            })
+            .map_err(|e| setup(format!("cannot start the sandbox helper: {e}")))?;
+        Ok(Self {
+            started: Some(started),
+            ending: Some(ending),
+            thread: Some(thread),
+        })
+    }
+
+    /// The helper, once started.
+    fn helper(&mut self) -> Result<Helper, LaunchError> {
+        match self.started.take().map(|started| started.recv()) {
+            Some(Ok(started)) => started.map_err(|e| setup(e.to_string())),
+            Some(Err(_)) | None => Err(setup("the sandbox helper could not be started")),
+        }
+    }
+
+    /// Runs `end` (which reaps the helper) on the keeper's thread, which then ends; here,
+    /// when that thread is gone.
+    fn end(&mut self, end: Box<dyn FnOnce() + Send>) {
+        match self.ending.take() {
+            Some(ending) => {
+                if let Err(std::sync::mpsc::SendError(end)) = ending.send(end) {
+                    end();
+                }
+            }
+            None => end(),
+        }
+    }
+
+    /// Waits for the keeper's thread to end (after [`Keeper::end`], once the helper is reaped).
+    fn join(&mut self) {
+        drop(self.ending.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        drop(self.started.take());
+        self.join();
     }
 }
 
@@ -959,6 +1043,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         plan,
         kernel,
         helper,
+        keeper,
         signals,
         sent,
         stdio,
@@ -967,6 +1052,10 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         own,
         started,
     } = prepared;
+    // Bound before the helper, so dropped after it on every way out: the helper's parent.
+    let Some(keeper) = keeper else {
+        return Err(setup("the sandbox helper was not started"));
+    };
     let (Some(mut helper), Some(signals)) = (helper, signals) else {
         return Err(setup("the sandbox helper was not started"));
     };
@@ -1132,6 +1221,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     Ok(Running {
         info,
         helper,
+        keeper,
         signals,
         audit,
         guard,
@@ -1195,6 +1285,8 @@ fn serve_proxy(
 pub struct Running {
     info: SessionInfo,
     helper: Helper,
+    /// Dropped after the helper: the helper's parent for the kernel.
+    keeper: Keeper,
     signals: HelperSignals,
     audit: LaunchAudit,
     guard: Guard,
@@ -1291,6 +1383,7 @@ impl Running {
         let Running {
             info,
             mut helper,
+            mut keeper,
             signals,
             mut audit,
             guard,
@@ -1311,12 +1404,11 @@ impl Running {
         // Everything in the sandbox has ended; the helper takes the namespaces down while the
         // checks below run.
         let exit = helper.ended();
-        // The helper's end, and its cgroups removed, while the checks run (or here, by its
-        // drop, when no thread can be started).
-        let reaping = std::thread::Builder::new()
-            .name("cordon-reap".into())
-            .spawn(move || helper.wait())
-            .ok();
+        // The helper's end, and its cgroups removed, on its keeper's thread while the checks
+        // run.
+        keeper.end(Box::new(move || {
+            let _ = helper.wait();
+        }));
         drop(signals);
         if let Some(relay) = relay {
             relay.finish();
@@ -1351,9 +1443,7 @@ impl Running {
             }),
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
-        if let Some(reaping) = reaping {
-            let _ = reaping.join();
-        }
+        keeper.join();
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,
