@@ -466,7 +466,10 @@ fn prepare(request: LaunchRequest, run: bool) -> Result<Prepared, LaunchError> {
         .with_context("consent", backends.context());
     let supervisor = Arc::new(supervisor);
     let mut helper = keeper.as_mut().map(Keeper::helper).transpose()?;
-    tracing::debug!("helper started after {:?}", started.elapsed());
+    tracing::debug!(
+        "helper started, beside the policy's loading, by {:?}",
+        started.elapsed()
+    );
     let signals = helper
         .as_ref()
         .map(|helper| HelperSignals::open(helper.pid()))
