@@ -10,6 +10,10 @@
 //! CORDON_BENCH_ROUNDS=50 cargo bench -p cordon-cli --bench exec_startup
 //! # beside another build of cordon (an earlier commit, say), in the same rounds:
 //! CORDON_BENCH_BASELINE=/path/to/old/cordon cargo bench -p cordon-cli --bench exec_startup
+//! # only some variants (names as in the table, separated by `;`): an A/B of two builds
+//! CORDON_BENCH_BASELINE=/path/to/old/cordon \
+//!   CORDON_BENCH_VARIANTS="baseline cordon exec;cordon exec" \
+//!   cargo bench -p cordon-cli --bench exec_startup
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -205,6 +209,17 @@ fn main() {
                 &[baseline, "exec".into(), "--".into(), "true".into()],
             ),
         );
+    }
+    if let Ok(wanted) = std::env::var("CORDON_BENCH_VARIANTS") {
+        let wanted: Vec<&str> = wanted.split(';').map(str::trim).collect();
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|name| !variants.iter().any(|v| v.name == **name))
+        {
+            let known: Vec<&str> = variants.iter().map(|v| v.name).collect();
+            panic!("CORDON_BENCH_VARIANTS names `{unknown}`; the variants are: {known:?}");
+        }
+        variants.retain(|v| wanted.contains(&v.name));
     }
     for v in &mut variants {
         v.command
