@@ -148,11 +148,12 @@ pub fn main() -> ExitCode {
         // A launch has finished its work by now (records committed, the session's threads
         // done with it) and ends at once, without the C library's exit handlers, of which
         // only the allocator's has work: it would hand its whole heap back page by page
-        // before the kernel frees it anyway, half a millisecond of every launch. Its output
-        // is written by this thread alone (the program's goes through its own descriptors),
-        // so the flush cannot wait on another. Other commands may leave a thread blocked
-        // writing to standard output (the MCP gateway's relay, to a client that stopped
-        // reading); they end the ordinary way, whose flush does not wait for the lock.
+        // before the kernel frees it anyway, a third of a millisecond of every launch. Its
+        // output is written by this thread alone (the program's goes through its own
+        // descriptors), so the flush cannot wait on another. Other commands may leave a
+        // thread blocked writing to standard output (the MCP gateway's relay, to a client
+        // that stopped reading); they end the ordinary way, whose flush does not wait for
+        // the lock.
         drop(cli);
         use std::io::Write;
         let _ = std::io::stdout().flush();
