@@ -642,7 +642,7 @@ fn session_info(
 /// took ends with it.
 struct Keeper {
     started: Option<Receiver<Result<Helper, cordon_sandbox::SandboxError>>>,
-    ending: Option<SyncSender<Box<dyn FnOnce() + Send>>>,
+    reaping: Option<SyncSender<Helper>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -650,7 +650,7 @@ impl Keeper {
     /// Starts the helper (its cgroups made, its process spawned) on a thread of its own.
     fn start(kernel: Kernel, options: HelperOptions) -> Result<Self, LaunchError> {
         let (started_tx, started) = std::sync::mpsc::sync_channel(1);
-        let (ending, ending_rx) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(1);
+        let (reaping, to_reap) = std::sync::mpsc::sync_channel::<Helper>(1);
         let thread = std::thread::Builder::new()
             .name("cordon-helper".into())
             .spawn(move || {
@@ -662,15 +662,15 @@ impl Keeper {
                 if started_tx.send(helper).is_err() || !ok {
                     return;
                 }
-                // Until the session hands over the helper's end, or gives the helper up.
-                if let Ok(end) = ending_rx.recv() {
-                    end();
+                // Until the session hands the helper back to be reaped, or gives it up.
+                if let Ok(helper) = to_reap.recv() {
+                    let _ = helper.wait();
                 }
             })
             .map_err(|e| setup(format!("cannot start the sandbox helper: {e}")))?;
         Ok(Self {
             started: Some(started),
-            ending: Some(ending),
+            reaping: Some(reaping),
             thread: Some(thread),
         })
     }
@@ -683,22 +683,22 @@ impl Keeper {
         }
     }
 
-    /// Runs `end` (which reaps the helper) on the keeper's thread, which then ends; here,
-    /// when that thread is gone.
-    fn end(&mut self, end: Box<dyn FnOnce() + Send>) {
-        match self.ending.take() {
-            Some(ending) => {
-                if let Err(std::sync::mpsc::SendError(end)) = ending.send(end) {
-                    end();
-                }
-            }
-            None => end(),
+    /// Has the keeper's thread reap `helper` (wait for its end and remove its cgroups), then
+    /// end; here, when that thread is gone.
+    fn reap(&mut self, helper: Helper) {
+        let unsent = match self.reaping.take() {
+            Some(reaping) => reaping.send(helper).err().map(|e| e.0),
+            None => Some(helper),
+        };
+        if let Some(helper) = unsent {
+            let _ = helper.wait();
         }
     }
 
-    /// Waits for the keeper's thread to end (after [`Keeper::end`], once the helper is reaped).
+    /// Waits for the keeper's thread to end (after [`Keeper::reap`], once the helper is
+    /// reaped).
     fn join(&mut self) {
-        drop(self.ending.take());
+        drop(self.reaping.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -1409,9 +1409,7 @@ impl Running {
         let exit = helper.ended();
         // The helper's end, and its cgroups removed, on its keeper's thread while the checks
         // run.
-        keeper.end(Box::new(move || {
-            let _ = helper.wait();
-        }));
+        keeper.reap(helper);
         drop(signals);
         if let Some(relay) = relay {
             relay.finish();
