@@ -15,6 +15,7 @@ mod help;
 mod inspect;
 mod journal;
 mod landlock;
+mod linking;
 mod mcp;
 mod policy_cmd;
 mod redact;
