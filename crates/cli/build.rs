@@ -14,7 +14,7 @@ const FLAG: &str = "-Wl,-z,pack-relative-relocs";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let (Ok(target), Ok(host), Ok(out)) = (
         std::env::var("TARGET"),
         std::env::var("HOST"),
@@ -35,8 +35,8 @@ fn main() {
     }
 }
 
-/// Whether a program linked with [`FLAG`] by the C compiler (rustc's linker driver here)
-/// links without a word and then runs.
+/// Whether a program linked with [`FLAG`] by rustc's linker driver (the one configured for
+/// this target, else `cc`, as rustc has it) links without a word and then runs.
 fn packed_relocations_work(out: &Path) -> bool {
     let source = out.join("relr-probe.c");
     let program = out.join("relr-probe");
@@ -45,8 +45,8 @@ fn packed_relocations_work(out: &Path) -> bool {
     if fs_err::write(&source, text).is_err() {
         return false;
     }
-    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let linked = Command::new(compiler)
+    let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".into());
+    let linked = Command::new(linker)
         .args(["-pie", "-fPIE", FLAG, "-o"])
         .arg(&program)
         .arg(&source)
