@@ -438,6 +438,8 @@ fn run(
     let spec = program.spec;
     let confine = || -> Result<(), String> {
         sys::restore_signal_mask(saved).map_err(|e| format!("cannot restore signals: {e}"))?;
+        sys::default_broken_pipe_signal()
+            .map_err(|e| format!("cannot give SIGPIPE its default action: {e}"))?;
         sys::new_session().map_err(|e| format!("cannot start a session: {e}"))?;
         if let Some(terminal) = &terminal {
             // The pseudo-terminal stands in for whichever standard streams were terminals.

@@ -814,6 +814,22 @@ pub fn restore_signal_mask(saved: &SavedSignalMask) -> io::Result<()> {
     check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &saved.0, std::ptr::null_mut()) })
 }
 
+/// Gives `SIGPIPE` its default action back in the calling process, as `std::process::Command`
+/// does for the programs it starts: the Rust runtime ignores it in every Rust program (this
+/// process among them), and a program executed with it ignored would, writing to a closed
+/// pipe, get `EPIPE` instead of ending quietly (`yes | head -1` would complain).
+///
+/// # Errors
+///
+/// The kernel's refusal.
+pub fn default_broken_pipe_signal() -> io::Result<()> {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE; no handler or memory is involved.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How a child ended, as a shell reports it: its exit code, or 128 + the signal that
 /// killed it.
 fn exit_code(status: libc::c_int) -> i32 {

@@ -538,3 +538,39 @@ fn the_program_gets_its_callers_huge_page_setting() {
         "THP_enabled:\t0"
     );
 }
+
+/// The program starts with `SIGPIPE` at its default action, as a program started from a
+/// shell (or by `std::process::Command`) does, although cordon and its helper are Rust
+/// programs, whose runtime ignores it: a writer to a closed pipe ends quietly instead of
+/// failing with `EPIPE`.
+#[test]
+fn the_program_starts_with_the_broken_pipe_signal_at_its_default_action() {
+    if !sandbox_ready() {
+        return;
+    }
+    let script = "kill -PIPE $$; echo survived";
+    let bare = Command::new("bash")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), None, "bash outlived SIGPIPE outside");
+    let home = Home::new();
+    let out = inside(&home, &[], script);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 13),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let piped = inside(&home, &[], "yes | head -n 1");
+    ok(&piped);
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "y\n");
+    assert!(
+        !stderr(&piped).contains("Broken pipe"),
+        "a writer to a closed pipe complained: {}",
+        stderr(&piped)
+    );
+}
