@@ -3,7 +3,7 @@
 //!
 //! `cordon` is a large position-independent executable: before `main`, the loader reads and
 //! applies about 73,000 relative relocations, 1.7 MB of `.rela.dyn` that each launch maps
-//! and unmaps again. Packed, they take a few kilobytes. A loader older than glibc 2.36
+//! and unmaps again. Packed, they take about 40 kB. A loader older than glibc 2.36
 //! refuses such a binary, so the build tries a small program first: linked with the flag
 //! and run, it must start; otherwise the binaries are linked as before.
 
