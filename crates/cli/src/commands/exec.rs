@@ -7,7 +7,7 @@ use clap::Args;
 use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
 use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
-use super::shared::{load_config, ConsentArgs, GrantArgs, PolicyArgs};
+use super::shared::{load_config, note, report_journaled, ConsentArgs, GrantArgs, PolicyArgs};
 use crate::report::CliError;
 use crate::{Cli, Exit};
 
@@ -162,21 +162,24 @@ impl ExecCommand {
         if let (Some(staged), false) = (&ended.staged, cli.quiet) {
             let id = &ended.id;
             if staged.applied {
-                eprintln!(
+                note(format_args!(
                     "cordon: the stage was applied: {} changes journaled (`cordon journal undo --session {id}` undoes them)",
                     staged.journaled
-                );
+                ));
                 for conflict in &staged.conflicts {
-                    eprintln!("cordon: not applied: {}", cordon_types::printable(conflict));
+                    note(format_args!(
+                        "cordon: not applied: {}",
+                        cordon_types::printable(conflict)
+                    ));
                 }
             } else if staged.paths > 0 {
-                eprintln!(
+                note(format_args!(
                     "cordon: {} paths staged, your trees unchanged: `cordon journal staged {id}` shows them, `cordon journal apply {id}` writes them, `cordon journal discard {id}` drops them",
                     staged.paths
-                );
+                ));
             }
         }
-        super::shared::report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
+        report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);
         tracing::debug!("session ended after {:?}", started.elapsed());
         Ok(Exit::Code(u8::try_from(ended.exit_code).unwrap_or(255)))
     }

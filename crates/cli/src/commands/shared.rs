@@ -156,23 +156,31 @@ pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
     Some(seconds.map(std::time::Duration::from_secs))
 }
 
+/// Writes one line for the person on standard error, and goes on when it cannot be written
+/// (a reader that went away): what a command reports after its work must not turn into a
+/// panic, nor change its exit status.
+pub fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Tells the person how many changes a session journaled, how to see and undo them, and
 /// which trees `.gitignore` left out.
 pub fn report_journaled(cli: &Cli, id: &str, changes: Option<usize>, left_out: &[PathBuf]) {
     if let (Some(changes @ 1..), false) = (changes, cli.quiet) {
-        eprintln!(
+        note(format_args!(
             "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
             if changes == 1 { "" } else { "s" },
-        );
+        ));
         if !left_out.is_empty() {
             let shown: Vec<String> = left_out
                 .iter()
                 .map(|p| cordon_types::printable(&p.to_string_lossy()))
                 .collect();
-            eprintln!(
+            note(format_args!(
                 "cordon: not journaled (ignored by .gitignore): {}",
                 shown.join(", ")
-            );
+            ));
         }
     }
 }

@@ -574,3 +574,22 @@ fn the_program_starts_with_the_broken_pipe_signal_at_its_default_action() {
         stderr(&piped)
     );
 }
+
+/// What cordon says after the run (here, that a change was journaled) goes to a standard
+/// error whose reader has gone: cordon still ends with the program's status, not a panic's.
+#[test]
+fn a_standard_error_nobody_reads_leaves_the_exit_status_to_the_program() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = exec_script(&home, &[], "bash", "echo new > made.txt; exit 3")
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(read(home.workspace().join("made.txt")), "new\n");
+}
