@@ -16,6 +16,12 @@ const FLAG: &str = "-Wl,-z,pack-relative-relocs";
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    println!("cargo:rerun-if-env-changed=CORDON_PACKED_RELOCATIONS");
+    // The probe speaks for this machine's loader only: a build for machines with an older
+    // C library (through a sysroot, say) sets CORDON_PACKED_RELOCATIONS=0.
+    if std::env::var_os("CORDON_PACKED_RELOCATIONS").is_some_and(|value| value == "0") {
+        return;
+    }
     let (Ok(target), Ok(host), Ok(out)) = (
         std::env::var("TARGET"),
         std::env::var("HOST"),
@@ -46,11 +52,12 @@ fn packed_relocations_work(out: &Path) -> bool {
         return false;
     }
     let mut rustc = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
-    if let Ok(flags) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
-        rustc.args(flags.split('\x1f').filter(|flag| !flag.is_empty()));
-    }
+    // As cargo orders them: the configured linker first, so that one in the flags wins.
     if let Ok(linker) = std::env::var("RUSTC_LINKER") {
         rustc.arg(format!("-Clinker={linker}"));
+    }
+    if let Ok(flags) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        rustc.args(flags.split('\x1f').filter(|flag| !flag.is_empty()));
     }
     let built = rustc
         .args(["--crate-type=bin", "--edition=2021"])
@@ -63,9 +70,7 @@ fn packed_relocations_work(out: &Path) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    // Only a section of that name holds packed relocations.
-    let packed =
-        built && fs_err::read(&program).is_ok_and(|elf| elf.windows(9).any(|w| w == b".relr.dyn"));
+    let packed = built && fs_err::read(&program).is_ok_and(|elf| has_packed_relocations(&elf));
     packed
         && Command::new(&program)
             .stdin(Stdio::null())
@@ -73,4 +78,40 @@ fn packed_relocations_work(out: &Path) -> bool {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success())
+}
+
+/// Whether a 64-bit little-endian ELF file's dynamic section has a `DT_RELR` entry.
+fn has_packed_relocations(elf: &[u8]) -> bool {
+    const PT_DYNAMIC: u32 = 2;
+    const DT_NULL: u64 = 0;
+    const DT_RELR: u64 = 36;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let found = || -> Option<bool> {
+        // ELF64 (class 2), little-endian (data 1).
+        if elf.get(..6)? != b"\x7fELF\x02\x01" {
+            return Some(false);
+        }
+        let table = usize::try_from(u64_at(0x20)?).ok()?;
+        let size = usize::from(u16_at(0x36)?);
+        for index in 0..usize::from(u16_at(0x38)?) {
+            let header = table.checked_add(index.checked_mul(size)?)?;
+            if u32_at(header)? != PT_DYNAMIC {
+                continue;
+            }
+            // The segment's place in the file (p_offset) and its size there (p_filesz).
+            let start = usize::try_from(u64_at(header + 8)?).ok()?;
+            let length = usize::try_from(u64_at(header + 32)?).ok()?;
+            for entry in (start..start.checked_add(length)?).step_by(16) {
+                match u64_at(entry)? {
+                    DT_RELR => return Some(true),
+                    DT_NULL => return Some(false),
+                    _ => {}
+                }
+            }
+        }
+        Some(false)
+    };
+    found().unwrap_or(false)
 }
