@@ -72,5 +72,7 @@ impl<T, E: Into<CliError>> Hint<T> for Result<T, E> {
 
 /// Prints the error to stderr.
 pub fn print_error(err: &CliError) {
-    eprintln!("{err}");
+    // A standard error nobody reads must not turn the error's exit status into a panic's.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{err}");
 }

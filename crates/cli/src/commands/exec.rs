@@ -1,6 +1,7 @@
 //! `cordon exec`: run a native program in the sandbox, with what the policy grants.
 
 use std::ffi::OsString;
+use std::io::Write;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -153,7 +154,10 @@ impl ExecCommand {
         });
         if self.dry_run {
             let report = Session::dry_run(request).map_err(launch_error)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+                .and_then(|()| out.flush())
+                .context("cannot write the dry run's report to standard output")?;
             return Ok(Exit::Ok);
         }
         let running = Session::launch(request).map_err(launch_error)?;

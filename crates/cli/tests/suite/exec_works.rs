@@ -592,4 +592,31 @@ fn a_standard_error_nobody_reads_leaves_the_exit_status_to_the_program() {
         .unwrap();
     assert_eq!(status.code(), Some(3));
     assert_eq!(read(home.workspace().join("made.txt")), "new\n");
+    // Nor when what cordon says is its own error: a program that is not there is 127.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let missing = home
+        .cordon(&["exec", "--", "no-such-program-here"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(missing.code(), Some(127));
+    // A dry run whose report cannot be written fails as an error does (2), not a panic (101).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let dry = home
+        .cordon(&["exec", "--dry-run", "--", "true"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
+    assert!(
+        stderr(&dry).contains("cannot write the dry run's report"),
+        "{}",
+        stderr(&dry)
+    );
 }
