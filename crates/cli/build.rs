@@ -85,9 +85,21 @@ fn has_packed_relocations(elf: &[u8]) -> bool {
     const PT_DYNAMIC: u32 = 2;
     const DT_NULL: u64 = 0;
     const DT_RELR: u64 = 36;
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let u16_at = |at: usize| {
+        Some(u16::from_le_bytes(
+            elf.get(at..at.checked_add(2)?)?.try_into().ok()?,
+        ))
+    };
+    let u32_at = |at: usize| {
+        Some(u32::from_le_bytes(
+            elf.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let u64_at = |at: usize| {
+        Some(u64::from_le_bytes(
+            elf.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        ))
+    };
     let found = || -> Option<bool> {
         // ELF64 (class 2), little-endian (data 1).
         if elf.get(..6)? != b"\x7fELF\x02\x01" {
@@ -101,8 +113,8 @@ fn has_packed_relocations(elf: &[u8]) -> bool {
                 continue;
             }
             // The segment's place in the file (p_offset) and its size there (p_filesz).
-            let start = usize::try_from(u64_at(header + 8)?).ok()?;
-            let length = usize::try_from(u64_at(header + 32)?).ok()?;
+            let start = usize::try_from(u64_at(header.checked_add(8)?)?).ok()?;
+            let length = usize::try_from(u64_at(header.checked_add(32)?)?).ok()?;
             for entry in (start..start.checked_add(length)?).step_by(16) {
                 match u64_at(entry)? {
                     DT_RELR => return Some(true),
