@@ -70,9 +70,15 @@ impl<T, E: Into<CliError>> Hint<T> for Result<T, E> {
     }
 }
 
+/// Writes one line for the person on standard error, and goes on when it cannot be written
+/// (a reader that went away): what a command reports must not turn into a panic, nor change
+/// its exit status.
+pub fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Prints the error to stderr.
 pub fn print_error(err: &CliError) {
-    // A standard error nobody reads must not turn the error's exit status into a panic's.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{err}");
+    note(format_args!("{err}"));
 }

@@ -8,8 +8,8 @@ use clap::Args;
 use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
 use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
-use super::shared::{load_config, note, report_journaled, ConsentArgs, GrantArgs, PolicyArgs};
-use crate::report::CliError;
+use super::shared::{load_config, report_journaled, ConsentArgs, GrantArgs, PolicyArgs};
+use crate::report::{note, CliError};
 use crate::{Cli, Exit};
 
 /// Run a program in cordon's sandbox, with only what the policy grants

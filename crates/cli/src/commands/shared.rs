@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_supervisor::CordonConfig;
 
-use crate::report::{CliError, Hint};
+use crate::report::{note, CliError, Hint};
 use crate::Cli;
 
 /// Which policy decides.
@@ -154,14 +154,6 @@ pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
         _ => return None,
     };
     Some(seconds.map(std::time::Duration::from_secs))
-}
-
-/// Writes one line for the person on standard error, and goes on when it cannot be written
-/// (a reader that went away): what a command reports after its work must not turn into a
-/// panic, nor change its exit status.
-pub fn note(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Tells the person how many changes a session journaled, how to see and undo them, and
