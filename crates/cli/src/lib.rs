@@ -9,6 +9,34 @@
 //! | 2 | usage or runtime error |
 #![forbid(unsafe_code)]
 
+/// `println!` for a command's output, through [`report::out`]: a write that fails is the
+/// command's error at its end, never a panic.
+macro_rules! outln {
+    () => {
+        $crate::report::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::report::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` for the person, through [`report::note`]: a write that fails is let go.
+macro_rules! note {
+    () => {
+        $crate::report::note(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::report::note(format_args!($($arg)*))
+    };
+}
+
+/// `eprint!` for the person (a question, a progress line), through [`report::note_part`].
+macro_rules! note_part {
+    ($($arg:tt)*) => {
+        $crate::report::note_part(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod exit;
 mod logging;
@@ -136,6 +164,18 @@ pub fn main() -> ExitCode {
         Command::SeccompProbe(cmd) => cmd.run(&cli),
         Command::LandlockProbe(cmd) => cmd.run(&cli),
         Command::SandboxHelper(cmd) => cmd.run(&cli),
+    };
+    // A command whose output could not be written in full fails; one that failed already
+    // keeps its own status.
+    let result = match result {
+        Ok(Exit::Ok) => report::output_written().map(|()| Exit::Ok),
+        Ok(exit) => {
+            if let Err(err) = report::output_written() {
+                report::print_error(&err);
+            }
+            Ok(exit)
+        }
+        Err(err) => Err(err),
     };
     let exit = match result {
         Ok(exit) => exit,

@@ -1,6 +1,8 @@
 //! Errors as people read them: `error: ...`, the causes, then a hint.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use crate::Exit;
 
@@ -76,6 +78,83 @@ impl<T, E: Into<CliError>> Hint<T> for Result<T, E> {
 pub fn note(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Writes part of a line for the person on standard error (a question, a progress line),
+/// shown at once; like [`note`], it goes on when it cannot be written.
+pub fn note_part(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(text).and_then(|()| err.flush());
+}
+
+/// Why the command's output could not be written, once a write to standard output failed.
+static OUTPUT_LOST: OnceLock<String> = OnceLock::new();
+
+/// Standard output for a command's output. A write that fails (its reader went away, as
+/// `| head` does, or the disk under a redirect is full) is remembered, so that the command
+/// ends with an error (see [`output_written`]) and loops that would print forever stop (see
+/// [`output_lost`]); the write's error names standard output.
+pub struct Output(std::io::StdoutLock<'static>);
+
+/// Standard output, locked, for a command that streams its output.
+pub fn output() -> Output {
+    Output(std::io::stdout().lock())
+}
+
+/// Whether anything was written through [`Output`]: only then is standard output flushed at
+/// the end (a command that writes it otherwise, the MCP gateway's relay, may hold its lock).
+static OUTPUT_USED: AtomicBool = AtomicBool::new(false);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        OUTPUT_USED.store(true, Ordering::Relaxed);
+        self.0.write(buf).map_err(lost)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(lost)
+    }
+}
+
+fn lost(err: std::io::Error) -> std::io::Error {
+    let _ = OUTPUT_LOST.set(err.to_string());
+    std::io::Error::new(
+        err.kind(),
+        format!("cannot write the output to standard output: {err}"),
+    )
+}
+
+/// Writes a command's output to standard output; a write that fails is remembered rather
+/// than a panic (see [`Output`]), and the command still finishes what it does.
+pub fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = output().write_fmt(text);
+}
+
+/// Whether a write to standard output has failed: a command that would go on printing
+/// (`--watch`) stops.
+pub fn output_lost() -> bool {
+    OUTPUT_LOST.get().is_some()
+}
+
+/// Writes out what standard output still holds.
+///
+/// # Errors
+///
+/// When any of the command's output could not be written: what the command printed is
+/// incomplete, which a script reading it must learn from the exit status.
+pub fn output_written() -> Result<(), CliError> {
+    use std::io::Write;
+    if OUTPUT_USED.load(Ordering::Relaxed) {
+        output().flush()?;
+    }
+    match OUTPUT_LOST.get() {
+        None => Ok(()),
+        Some(why) => Err(CliError::from(anyhow::anyhow!(
+            "cannot write the output to standard output: {why}"
+        ))),
+    }
 }
 
 /// Prints the error to stderr.

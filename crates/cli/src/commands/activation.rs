@@ -13,7 +13,7 @@ use cordon_types::AuditSink;
 use serde_json::json;
 
 use super::shared::{load_config, PolicyArgs};
-use crate::report::{CliError, Hint};
+use crate::report::{self, CliError, Hint};
 use crate::{Cli, Exit};
 
 fn config(cli: &Cli) -> Result<CordonConfig, CliError> {
@@ -33,7 +33,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
     let (exit, value) = match verdict {
         Verdict::Activated { from, to } => {
             if !json_out {
-                println!(
+                outln!(
                     "activated revision {} ({}), replacing {}",
                     to.revision,
                     to.reason,
@@ -47,7 +47,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
         }
         Verdict::Refreshed(active) => {
             if !json_out {
-                println!(
+                outln!(
                     "revision {} is already active; its kept copy was replaced by this one \
                      (a signature that lasts longer, or a repair of a damaged file)",
                     active.revision
@@ -57,7 +57,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
         }
         Verdict::Unchanged(active) => {
             if !json_out {
-                println!("revision {} is already active", active.revision);
+                outln!("revision {} is already active", active.revision);
             }
             (Exit::Ok, json!({"verdict": "unchanged", "active": active}))
         }
@@ -67,7 +67,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
             reason,
         } => {
             if !json_out {
-                println!(
+                outln!(
                     "revision {revision} not taken: {reason}; {} stays active",
                     describe(active.as_ref())
                 );
@@ -86,7 +86,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
                 .as_deref()
                 .map_or(String::new(), |r| format!(" (revision {r})"));
             if !json_out {
-                eprintln!(
+                note!(
                     "error: bundle refused{shown}: {error}\n{} stays active",
                     describe(active.as_ref())
                 );
@@ -105,7 +105,7 @@ fn report(verdict: &Verdict, json_out: bool) -> Result<Exit, CliError> {
         }
     };
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(exit)
 }
@@ -215,9 +215,9 @@ impl PullCommand {
                 Ok(Some(verdict)) => report(verdict, self.json)?,
                 Ok(None) => {
                     if self.json {
-                        println!("{}", json!({"verdict": "not_modified"}));
+                        outln!("{}", json!({"verdict": "not_modified"}));
                     } else {
-                        println!("not modified since the last check");
+                        outln!("not modified since the last check");
                     }
                     Exit::Ok
                 }
@@ -226,17 +226,18 @@ impl PullCommand {
                         .hint("the active bundle stays; `cordon policy status` shows it")
                 }
                 Err(err) => {
-                    eprintln!("error: {}", cordon_types::error_chain(err));
+                    note!("error: {}", cordon_types::error_chain(err));
                     Exit::Failed
                 }
             };
-            if !self.watch {
+            // Watching ends, as `tail -f` does, once the reader of the output is gone.
+            if !self.watch || report::output_lost() {
                 return Ok(exit);
             }
             let failures = bundles.store().state().map_or(0, |s| s.failures);
             let wait = backoff(interval, failures);
             if !self.json {
-                eprintln!("next check in {wait} s");
+                note!("next check in {wait} s");
             }
             std::thread::sleep(Duration::from_secs(wait));
         }
@@ -307,40 +308,43 @@ impl StatusCommand {
                 "state": state,
                 "store": bundles.store().dir(),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(Exit::Ok);
         }
-        println!("deciding:  {deciding}");
+        outln!("deciding:  {deciding}");
         if let Some(active) = &state.active {
-            println!(
+            outln!(
                 "active:    revision {} from {}",
-                active.revision, active.source
+                active.revision,
+                active.source
             );
-            println!(
+            outln!(
                 "           since {}, {}{}",
                 active.activated_at,
                 active.reason,
                 if state.pinned { ", pinned" } else { "" }
             );
             match &active.signer {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "           signed by `{}` ({}, {})",
-                    s.key_id, s.algorithm, s.fingerprint
+                    s.key_id,
+                    s.algorithm,
+                    s.fingerprint
                 ),
-                None => println!("           unsigned"),
+                None => outln!("           unsigned"),
             }
         }
         if let Some(previous) = &state.previous {
-            println!(
+            outln!(
                 "previous:  revision {} (the last known good)",
                 previous.revision
             );
         }
         if let Some(highest) = &state.highest {
-            println!("highest:   revision {highest} (no older revision is activated)");
+            outln!("highest:   revision {highest} (no older revision is activated)");
         }
         if let Some(canary) = &state.canary {
-            println!(
+            outln!(
                 "rollout:   revision {} to {}% of devices; this device is at {:.2}: {}",
                 canary.revision,
                 canary.percent,
@@ -349,10 +353,10 @@ impl StatusCommand {
             );
         }
         if let Some(source) = &config.policy.bundle {
-            println!("source:    {source}");
+            outln!("source:    {source}");
         }
         if let Some(check) = &state.last_check {
-            println!(
+            outln!(
                 "checked:   {check}{}",
                 state
                     .last_error
@@ -360,7 +364,7 @@ impl StatusCommand {
                     .map_or(String::new(), |e| format!(", failed: {e}"))
             );
         } else if let Some(error) = &state.last_error {
-            println!("last error: {error}");
+            outln!("last error: {error}");
         }
         Ok(Exit::Ok)
     }
@@ -406,7 +410,7 @@ impl UnpinCommand {
         let config = config(cli)?;
         let bundles = Bundles::new(&config)?;
         let was = bundles.store().unpin()?;
-        println!(
+        outln!(
             "{}",
             if was {
                 "unpinned"

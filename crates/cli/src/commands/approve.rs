@@ -12,7 +12,7 @@ use cordon_types::{Capability, Decision, Outcome};
 use serde_json::{json, Value};
 
 use super::shared::{load_config, PolicyArgs};
-use crate::report::{CliError, Hint};
+use crate::report::{self, CliError, Hint};
 use crate::{Cli, Exit};
 
 /// Answer what running sessions ask a person: list, allow or deny, follow
@@ -99,13 +99,15 @@ impl ApproveCommand {
         }
         let pending = pending_everywhere()?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&pending)?);
+            outln!("{}", serde_json::to_string_pretty(&pending)?);
         } else if pending.is_empty() {
-            eprintln!("no requests are waiting for an answer");
+            note!("no requests are waiting for an answer");
         } else {
-            println!(
+            outln!(
                 "{:<12}  {:<12}  {:>7}  WHAT",
-                "REQUEST", "SESSION", "EXPIRES"
+                "REQUEST",
+                "SESSION",
+                "EXPIRES"
             );
             for request in &pending {
                 print_request(request);
@@ -148,9 +150,9 @@ impl ApproveCommand {
                 .into());
             }
             if self.json {
-                println!("{}", serde_json::to_string_pretty(&answer["answer"])?);
+                outln!("{}", serde_json::to_string_pretty(&answer["answer"])?);
             } else {
-                eprintln!(
+                note!(
                     "cordon: {}",
                     answer["answer"]["reason"].as_str().unwrap_or("answered")
                 );
@@ -164,18 +166,22 @@ impl ApproveCommand {
     fn watch(&self) -> Result<Exit, CliError> {
         let mut seen = BTreeSet::new();
         if !self.json {
-            eprintln!("cordon: watching for requests; Ctrl-C to stop");
+            note!("cordon: watching for requests; Ctrl-C to stop");
         }
         loop {
             for request in pending_everywhere()? {
                 let id = request["id"].as_str().unwrap_or_default().to_owned();
                 if seen.insert(id) {
                     if self.json {
-                        println!("{}", serde_json::to_string(&request)?);
+                        outln!("{}", serde_json::to_string(&request)?);
                     } else {
                         print_request(&request);
                     }
                 }
+            }
+            // Watching ends, as `tail -f` does, once the reader of the output is gone.
+            if report::output_lost() {
+                return Ok(Exit::Ok);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -185,12 +191,12 @@ impl ApproveCommand {
         let file = remembered_file(cli, &self.policy)?;
         let listed = file.list().map_err(|why| anyhow!(why))?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&listed)?);
+            outln!("{}", serde_json::to_string_pretty(&listed)?);
         } else if listed.is_empty() {
-            eprintln!("nothing is remembered (`{}`)", file.path().display());
+            note!("nothing is remembered (`{}`)", file.path().display());
         } else {
             for entry in &listed {
-                println!(
+                outln!(
                     "{}  (by {}, {})",
                     entry.key,
                     entry.details["by"].as_str().unwrap_or("?"),
@@ -226,7 +232,7 @@ impl ApproveCommand {
             .pipeline()
             .record_outcome(&capability, input, decision, Outcome::Performed, true)
             .map_err(|e| anyhow!("forgotten, but not recorded: {e}"))?;
-        eprintln!("cordon: `{key}` forgotten; the next sessions ask again");
+        note!("cordon: `{key}` forgotten; the next sessions ask again");
         Ok(Exit::Ok)
     }
 }
@@ -260,7 +266,7 @@ fn pending_everywhere() -> Result<Vec<Value>, CliError> {
 
 fn print_request(request: &Value) {
     let text = |key: &str| printable(request[key].as_str().unwrap_or_default());
-    println!(
+    outln!(
         "{:<12}  {:<12}  {:>6}s  {}",
         text("id"),
         text("session"),
@@ -269,10 +275,10 @@ fn print_request(request: &Value) {
     );
     if let Some(reasons) = request["why"].as_array() {
         for reason in reasons.iter().filter_map(Value::as_str) {
-            println!("{:<12}  why: {}", "", printable(reason));
+            outln!("{:<12}  why: {}", "", printable(reason));
         }
     }
     if request["code"] == true {
-        println!("{:<12}  needs a one-time code: --allow --code CODE", "");
+        outln!("{:<12}  needs a one-time code: --allow --code CODE", "");
     }
 }

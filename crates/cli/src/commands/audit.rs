@@ -14,7 +14,7 @@ use cordon_supervisor::AuditFormat;
 use cordon_types::{AuditEvent, Decision, Outcome};
 
 use super::shared::{load_config, PolicyArgs};
-use crate::report::{CliError, Hint};
+use crate::report::{self, CliError, Hint};
 use crate::{Cli, Exit};
 
 /// Read, verify and export the audit log
@@ -217,7 +217,7 @@ impl ForwardCommand {
                             forwarder.cursor()?
                         ));
                     }
-                    eprintln!("warning: {err}; retrying in {pause:?}");
+                    note!("warning: {err}; retrying in {pause:?}");
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(30));
                 }
@@ -294,7 +294,7 @@ impl AuditCommand {
         let reader = Reader::open(&db)
             .with_context(|| "cannot read the audit log".to_owned())
             .hint("decisions are recorded by `cordon eval` and the other commands; pass `--db FILE` to read another log")?;
-        let mut out = std::io::stdout().lock();
+        let mut out = report::output();
         match &self.command {
             AuditSubcommand::Verify(cmd) => return cmd.run(&reader),
             AuditSubcommand::Tail(cmd) => {
@@ -381,7 +381,7 @@ impl VerifyCommand {
         };
         let report = reader.verify(key)?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             match &report.problem {
                 None => {
@@ -391,18 +391,21 @@ impl VerifyCommand {
                         .map_or("empty".to_owned(), |(seq, hash)| {
                             format!("record {seq} `{hash}`")
                         });
-                    println!(
+                    outln!(
                         "ok: {} records, {} checkpoints verified; head {head}",
-                        report.records, report.checkpoints
+                        report.records,
+                        report.checkpoints
                     );
                 }
-                Some(problem) => println!(
+                Some(problem) => outln!(
                     "FAILED at record {}: {} ({})",
-                    problem.seq, problem.message, problem.kind
+                    problem.seq,
+                    problem.message,
+                    problem.kind
                 ),
             }
             if let Some((key, source)) = &report.key {
-                println!("key: {key} ({source})");
+                outln!("key: {key} ({source})");
             }
         }
         Ok(if report.problem.is_none() {
@@ -472,7 +475,7 @@ impl LoadTestCommand {
                 std::thread::spawn(move || -> Result<(), String> {
                     for i in 0..per_thread {
                         let seq = store.append(&synthetic(t, i)).map_err(|e| e.to_string())?;
-                        let mut out = std::io::stdout().lock();
+                        let mut out = report::output();
                         writeln!(out, "{seq}")
                             .and_then(|()| out.flush())
                             .map_err(|e| e.to_string())?;
@@ -489,7 +492,7 @@ impl LoadTestCommand {
         }
         let elapsed = started.elapsed();
         let total = per_thread * self.threads.max(1);
-        eprintln!(
+        note!(
             "{total} events in {elapsed:.2?}: {:.0} durable events/s",
             total as f64 / elapsed.as_secs_f64()
         );

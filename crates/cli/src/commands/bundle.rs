@@ -117,7 +117,7 @@ impl BuildCommand {
                 .split(['.', '-'])
                 .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
         if !ordered {
-            eprintln!(
+            note!(
                 "warning: revision `{revision}` is not made of numbers (like `42` or `2026.11.29.1`): \
                  desktops never take a revision that orders before one they ran, comparing runs \
                  of digits as numbers, so `2.0-rc1` comes after `2.0` and commit hashes order at random"
@@ -160,7 +160,7 @@ impl BuildCommand {
             );
         }
         write_atomic(&self.output, &bundle.to_bytes()?, 0o644)?;
-        eprintln!(
+        note!(
             "wrote `{}`: revision {revision}, {} files, {signed}",
             self.output.display(),
             bundle.entries().len()
@@ -225,7 +225,7 @@ impl KeygenCommand {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )?;
         write_atomic(&public_path, public_pem.as_bytes(), 0o644)?;
-        eprintln!(
+        note!(
             "wrote `{}` (private, 0600) and `{}`: {}, signs {}, fingerprint {}",
             self.output.display(),
             public_path.display(),
@@ -281,7 +281,7 @@ impl SignCommand {
             .map_err(|err| bundle_error(&self.bundle, err))?;
         let output = self.output.as_ref().unwrap_or(&self.bundle);
         write_atomic(output, &bundle.to_bytes()?, 0o644)?;
-        eprintln!(
+        note!(
             "signed `{}`: revision {}, {} files, {algorithm}, key id `{}`, {}",
             output.display(),
             bundle.revision(),
@@ -377,9 +377,9 @@ impl VerifyCommand {
                         "digest": bundle.digest(),
                         "signer": signer,
                     });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    outln!("{}", serde_json::to_string_pretty(&out)?);
                 } else if let Some(signer) = signer {
-                    println!(
+                    outln!(
                         "ok: `{}` revision {} signed by `{}` ({}, {})",
                         self.bundle.display(),
                         bundle.revision(),
@@ -398,7 +398,7 @@ impl VerifyCommand {
                         "file": err.file,
                         "reason": err.reason,
                     });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    outln!("{}", serde_json::to_string_pretty(&out)?);
                 }
                 Err(bundle_error(&self.bundle, err))
             }
@@ -473,11 +473,11 @@ impl InspectCommand {
                 "verified": verified.as_ref().map(|s| s.is_some()),
                 "signer": verified.flatten(),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(Exit::Ok);
         }
-        println!("revision: {}", manifest.revision);
-        println!(
+        outln!("revision: {}", manifest.revision);
+        outln!(
             "roots:    {}",
             manifest
                 .roots()
@@ -491,16 +491,18 @@ impl InspectCommand {
                 .join(", ")
         );
         if let Some(rollout) = rollout {
-            println!("rollout:  {rollout}% of devices");
+            outln!("rollout:  {rollout}% of devices");
         }
-        println!("digest:   {}", bundle.digest());
+        outln!("digest:   {}", bundle.digest());
         match (&claimed, &verified) {
-            (None, _) => println!("signer:   none (unsigned)"),
-            (Some(_), Some(Some(signer))) => println!(
+            (None, _) => outln!("signer:   none (unsigned)"),
+            (Some(_), Some(Some(signer))) => outln!(
                 "signer:   `{}` {} {} (verified)",
-                signer.key_id, signer.algorithm, signer.fingerprint
+                signer.key_id,
+                signer.algorithm,
+                signer.fingerprint
             ),
-            (Some(claim), _) => println!(
+            (Some(claim), _) => outln!(
                 "signer:   `{}` {} (claimed; verify with --pubkey){}",
                 cordon_types::printable(claim.key_id.as_deref().unwrap_or("?")),
                 cordon_types::printable(&claim.algorithm),
@@ -511,9 +513,9 @@ impl InspectCommand {
                     .unwrap_or_default()
             ),
         }
-        println!("files:");
+        outln!("files:");
         for file in &files {
-            println!(
+            outln!(
                 "  {}  {:>8}  {}",
                 file["sha256"].as_str().unwrap_or_default(),
                 file["size"],

@@ -46,12 +46,12 @@ impl DoctorCommand {
             cgroups(&kernel),
         ];
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&features)?);
+            outln!("{}", serde_json::to_string_pretty(&features)?);
         } else {
             for f in &features {
-                println!("{:<16} {:<8} {}", f.name, f.status, f.found);
+                outln!("{:<16} {:<8} {}", f.name, f.status, f.found);
                 if !f.consequence.is_empty() {
-                    println!("{:<16} {:<8} -> {}", "", "", f.consequence);
+                    outln!("{:<16} {:<8} -> {}", "", "", f.consequence);
                 }
             }
         }

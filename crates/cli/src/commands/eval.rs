@@ -205,7 +205,7 @@ impl EvalCommand {
                 "evaluated": explanation.evaluated,
             });
         }
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        outln!("{}", serde_json::to_string_pretty(&output)?);
         Ok(if self.fail_on_deny && !decided.decision.allow {
             Exit::Failed
         } else {

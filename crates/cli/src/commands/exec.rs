@@ -9,7 +9,7 @@ use cordon_sandbox::launch::{self, Early, SETUP_FAILED};
 use cordon_supervisor::session::{LaunchError, LaunchRequest, Session, StageMode};
 
 use super::shared::{load_config, report_journaled, ConsentArgs, GrantArgs, PolicyArgs};
-use crate::report::{note, CliError};
+use crate::report::CliError;
 use crate::{Cli, Exit};
 
 /// Run a program in cordon's sandbox, with only what the policy grants
@@ -166,21 +166,18 @@ impl ExecCommand {
         if let (Some(staged), false) = (&ended.staged, cli.quiet) {
             let id = &ended.id;
             if staged.applied {
-                note(format_args!(
+                note!(
                     "cordon: the stage was applied: {} changes journaled (`cordon journal undo --session {id}` undoes them)",
                     staged.journaled
-                ));
+                );
                 for conflict in &staged.conflicts {
-                    note(format_args!(
-                        "cordon: not applied: {}",
-                        cordon_types::printable(conflict)
-                    ));
+                    note!("cordon: not applied: {}", cordon_types::printable(conflict));
                 }
             } else if staged.paths > 0 {
-                note(format_args!(
+                note!(
                     "cordon: {} paths staged, your trees unchanged: `cordon journal staged {id}` shows them, `cordon journal apply {id}` writes them, `cordon journal discard {id}` drops them",
                     staged.paths
-                ));
+                );
             }
         }
         report_journaled(cli, &ended.id, ended.journaled, &ended.left_out);

@@ -8,7 +8,7 @@ use cordon_journal::{Blobs, ChangeKind, Entry, EntryKind, Filter, Journal, Recor
 use cordon_types::printable;
 
 use super::shared::{duration, load_config, since_time, PolicyArgs};
-use crate::report::{CliError, Hint};
+use crate::report::{self, CliError, Hint};
 use crate::{Cli, Exit};
 
 /// See and undo what sessions changed in their writable trees
@@ -236,7 +236,7 @@ fn line(r: &Recorded) -> String {
 /// Writes one line to stdout; a closed pipe (`| head`) is an error, not a panic.
 fn emit(text: &str) -> Result<(), CliError> {
     use std::io::Write as _;
-    writeln!(std::io::stdout().lock(), "{text}").context("cannot write the output")?;
+    writeln!(report::output(), "{text}")?;
     Ok(())
 }
 
@@ -403,7 +403,7 @@ impl LogCommand {
             }
         }
         if list.is_empty() && !self.json {
-            eprintln!("no changes journaled");
+            note!("no changes journaled");
         }
         Ok(Exit::Ok)
     }
@@ -488,7 +488,7 @@ impl UndoCommand {
                         .with_hint("`cordon journal log` lists the changes"))
                 }
                 Some(r) if r.undone_by.is_some() => {
-                    eprintln!(
+                    note!(
                         "#{id} was undone already (by #{}); undo that to redo it",
                         r.undone_by.unwrap_or_default()
                     );
@@ -497,7 +497,7 @@ impl UndoCommand {
             }
         }
         if selected.is_empty() {
-            eprintln!("nothing to undo");
+            note!("nothing to undo");
             return Ok(Exit::Ok);
         }
         let report = journal.undo(&selected, self.force)?;
@@ -510,7 +510,7 @@ impl UndoCommand {
         }
         for (root, conflict) in &report.conflicts {
             let path = root.join(&conflict.path);
-            eprintln!(
+            note!(
                 "left as it is: {}: {}",
                 shown(&path.to_string_lossy()),
                 shown(&conflict.reason)
@@ -528,7 +528,7 @@ impl UndoCommand {
             let now = read_regular(root, &conflict.path);
             if left.is_some() || now.is_some() {
                 let label = shown(&conflict.path);
-                eprintln!(
+                note!(
                     "{}",
                     content_diff(
                         left.as_deref(),
@@ -540,7 +540,7 @@ impl UndoCommand {
             }
         }
         if !report.conflicts.is_empty() {
-            eprintln!(
+            note!(
                 "{} undone, {} left as they are; `--force` overwrites those changed since (never through a link, nor outside the tree)",
                 report.undone.len(),
                 report.conflicts.len()
@@ -548,7 +548,7 @@ impl UndoCommand {
             return Ok(Exit::Failed);
         }
         if !self.json {
-            eprintln!(
+            note!(
                 "{} undone; `cordon journal undo ID` on these numbers redoes them",
                 report.undone.len()
             );
@@ -584,7 +584,7 @@ impl CheckpointCommand {
         for r in &found.changes {
             emit(&line(r))?;
         }
-        eprintln!(
+        note!(
             "{} changes journaled{}",
             found.changes.len(),
             if running {
@@ -609,7 +609,7 @@ impl StagedCommand {
     fn run(&self, journal: &Journal) -> Result<Exit, CliError> {
         let stages = journal.stages(self.session.as_deref())?;
         if stages.is_empty() && !self.json {
-            eprintln!("nothing staged");
+            note!("nothing staged");
         }
         for stage in stages {
             let paths = stage.staged()?;
@@ -663,20 +663,20 @@ impl ApplyCommand {
         for (root, applied) in &report.applied {
             for conflict in &applied.conflicts {
                 left += 1;
-                eprintln!(
+                note!(
                     "left in the stage: {}: {}",
                     shown(&root.join(&conflict.path).to_string_lossy()),
                     shown(&conflict.reason)
                 );
             }
         }
-        eprintln!(
+        note!(
             "{} changes applied and journaled (`cordon journal undo --session {}` undoes them)",
             report.journaled.changes.len(),
             shown(&self.session)
         );
         if left > 0 {
-            eprintln!("{left} paths left in the stage; `--force` writes them over the tree's");
+            note!("{left} paths left in the stage; `--force` writes them over the tree's");
             return Ok(Exit::Failed);
         }
         Ok(Exit::Ok)
@@ -688,7 +688,7 @@ impl DiscardCommand {
         let dropped = journal
             .discard_stages(&self.session)
             .hint("`cordon journal staged` lists the sessions with a stage")?;
-        eprintln!(
+        note!(
             "dropped the stage of session {} ({} trees); nothing it wrote reached them",
             shown(&self.session),
             dropped.len()

@@ -54,8 +54,8 @@ impl LabelCommand {
                 .map_err(|e| anyhow!("cannot label `{shown}`: {e}"))
                 .hint("labels are extended attributes: the file must be a regular file you may write, on a file system with user extended attributes")?;
             match self.level {
-                Some(level) => eprintln!("`{shown}` is now {level}"),
-                None => eprintln!("`{shown}` has no label now"),
+                Some(level) => note!("`{shown}` is now {level}"),
+                None => note!("`{shown}` has no label now"),
             }
             return Ok(Exit::Ok);
         }
@@ -68,7 +68,7 @@ impl LabelCommand {
             .ok_or_else(|| anyhow!("this cordon classifies no files"))?;
         let classification = inspection.classify(&real).map_err(|e| anyhow!("{e}"))?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&classification)?);
+            outln!("{}", serde_json::to_string_pretty(&classification)?);
             return Ok(Exit::Ok);
         }
         let findings: Vec<String> = classification
@@ -76,7 +76,7 @@ impl LabelCommand {
             .iter()
             .map(|(kind, n)| format!("{kind} ×{n}"))
             .collect();
-        println!(
+        outln!(
             "{shown}: {} (from {}){}",
             classification.sensitivity,
             classification.source.as_str(),
@@ -87,7 +87,7 @@ impl LabelCommand {
             }
         );
         if let Some(error) = &classification.error {
-            eprintln!("warning: {error}");
+            note!("warning: {error}");
         }
         Ok(Exit::Ok)
     }

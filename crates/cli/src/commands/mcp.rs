@@ -357,7 +357,7 @@ impl McpCommand {
         } else {
             token.clone()
         };
-        eprintln!(
+        note!(
             "cordon: MCP server `{name}` over HTTP at http://{bound}{}; clients send `Authorization: Bearer {shown}`; each session starts its own server",
             cordon_supervisor::mcp::http::PATH
         );

@@ -116,7 +116,7 @@ fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<Exit, CliError> {
     let enrollment = Enrollment::new(&account).map_err(|why| anyhow!(why))?;
     let uri = enrollment.uri().map_err(|why| anyhow!(why))?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({ "account": account, "secret": enrollment.secret(), "uri": uri })
         );
@@ -127,18 +127,18 @@ fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<Exit, CliError> {
             .render::<qrcode::render::unicode::Dense1x2>()
             .quiet_zone(true)
             .build();
-        println!("{drawn}");
-        println!("Scan this with your authenticator app, or enter the secret by hand:");
-        println!("  secret: {}", enrollment.secret());
-        println!("  uri:    {uri}");
+        outln!("{drawn}");
+        outln!("Scan this with your authenticator app, or enter the secret by hand:");
+        outln!("  secret: {}", enrollment.secret());
+        outln!("  uri:    {uri}");
     }
     if store.enrolled() && !args.json {
-        eprintln!("cordon: this replaces the authenticator enrolled before");
+        note!("cordon: this replaces the authenticator enrolled before");
     }
     let stdin = std::io::stdin();
     for attempt in 1..=3 {
         if !args.json || stdin.is_terminal() {
-            eprint!("Type the code it shows now: ");
+            note_part!("Type the code it shows now: ");
             let _ = std::io::stderr().flush();
         }
         let mut line = String::new();
@@ -147,7 +147,7 @@ fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<Exit, CliError> {
         }
         match store.confirm(&enrollment, &line, mfa::now()) {
             Ok(()) => {
-                eprintln!(
+                note!(
                     "cordon: enrolled `{account}`; the secret is in `{}`",
                     store.path().display()
                 );
@@ -159,7 +159,7 @@ fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<Exit, CliError> {
                 )?;
                 return Ok(Exit::Ok);
             }
-            Err(Refused::Wrong) if attempt < 3 => eprintln!("cordon: wrong code; try again"),
+            Err(Refused::Wrong) if attempt < 3 => note!("cordon: wrong code; try again"),
             Err(refused) => {
                 return Err(anyhow!("{refused}; nothing enrolled")).hint(
                     "check the clock of this machine and of the phone; codes change every 30 s",
@@ -181,17 +181,15 @@ fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit, CliError> {
             }),
             None => json!({ "enrolled": false, "file": store.path() }),
         };
-        println!("{value}");
+        outln!("{value}");
         return Ok(Exit::Ok);
     }
     match status {
         Some((account, enrolled, verified_at)) => {
             let ago = mfa::now().saturating_sub(verified_at);
-            println!(
-                "enrolled: `{account}` since {enrolled}; a code was last accepted {ago} s ago"
-            );
+            outln!("enrolled: `{account}` since {enrolled}; a code was last accepted {ago} s ago");
         }
-        None => println!("no authenticator is enrolled (`cordon mfa enroll`)"),
+        None => outln!("no authenticator is enrolled (`cordon mfa enroll`)"),
     }
     Ok(Exit::Ok)
 }
@@ -207,6 +205,6 @@ fn remove(cli: &Cli, args: &StatusArgs) -> Result<Exit, CliError> {
         "mfa_remove",
         "the enrolled authenticator was removed",
     )?;
-    eprintln!("cordon: removed; mfa obligations deny until the next `cordon mfa enroll`");
+    note!("cordon: removed; mfa obligations deny until the next `cordon mfa enroll`");
     Ok(Exit::Ok)
 }

@@ -94,12 +94,12 @@ impl InitCommand {
             fs_err::write(&path, &file.text)
                 .with_context(|| format!("cannot write `{}`", path.display()))?;
         }
-        eprintln!(
+        note!(
             "wrote {} files to `{}`",
             source.files().len(),
             self.dir.display()
         );
-        eprintln!(
+        note!(
             "next: `cordon test {0}`, then `cordon eval --policy {0} --input request.json`",
             self.dir.display()
         );
@@ -140,7 +140,7 @@ impl CheckCommand {
             Ok(policy) => policy,
             Err(err) => {
                 if self.json {
-                    println!("{}", json!({"ok": false, "error": err.to_string()}));
+                    outln!("{}", json!({"ok": false, "error": err.to_string()}));
                 }
                 return Err(CliError::from(err).with_exit(Exit::Failed));
             }
@@ -154,21 +154,21 @@ impl CheckCommand {
                 "revision": source.revision(),
                 "warnings": policy.warnings(),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         } else {
             for warning in policy.warnings() {
-                eprintln!("warning: {warning}");
+                note!("warning: {warning}");
             }
             let listed = if capabilities.is_empty() {
                 "none (no `data.cordon.<capability>.decision` rule)".to_owned()
             } else {
                 capabilities.join(", ")
             };
-            println!(
+            outln!(
                 "ok: {} files, decisions for: {listed}",
                 source.files().len()
             );
-            println!("revision: {}", source.revision());
+            outln!("revision: {}", source.revision());
         }
         Ok(Exit::Ok)
     }

@@ -32,7 +32,7 @@ impl SeccompProbeCommand {
                     (name.to_owned(), value)
                 })
                 .collect();
-        println!("{}", serde_json::Value::Object(results));
+        outln!("{}", serde_json::Value::Object(results));
         Ok(Exit::Ok)
     }
 }
@@ -90,7 +90,7 @@ impl LandlockProbeCommand {
             let write = std::fs::File::create(path).map(|_| ());
             results.insert(format!("write {}", path.display()), outcome(write));
         }
-        println!("{}", serde_json::Value::Object(results));
+        outln!("{}", serde_json::Value::Object(results));
         Ok(Exit::Ok)
     }
 }

@@ -76,7 +76,7 @@ impl ProxyCommand {
                 .with_context(|| format!("cannot listen on {listen}"))
                 .hint("choose another address with --listen")?;
             let bound = listener.local_addr().unwrap_or(listen);
-            eprintln!("cordon proxy: listening on {bound} (HTTP and SOCKS5); Ctrl-C stops");
+            note!("cordon proxy: listening on {bound} (HTTP and SOCKS5); Ctrl-C stops");
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("cannot catch SIGTERM")?;

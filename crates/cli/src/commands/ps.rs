@@ -34,16 +34,21 @@ impl PsCommand {
             .map_err(|why| anyhow!("cannot list sessions: {why}"))
             .hint("set XDG_RUNTIME_DIR to a directory of your own, mode 0700")?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&sessions)?);
+            outln!("{}", serde_json::to_string_pretty(&sessions)?);
             return Ok(Exit::Ok);
         }
         if sessions.is_empty() {
-            eprintln!("no running sessions");
+            note!("no running sessions");
             return Ok(Exit::Ok);
         }
-        println!(
+        outln!(
             "{:<12}  {:<8}  {:<8}  {:<20}  {:<7}  {:<24}  COMMAND",
-            "ID", "STATE", "PID", "STARTED", "VIA", "HOSTS"
+            "ID",
+            "STATE",
+            "PID",
+            "STARTED",
+            "VIA",
+            "HOSTS"
         );
         for SessionInfo {
             id,
@@ -62,7 +67,7 @@ impl PsCommand {
             } else {
                 granted_hosts.join(",")
             };
-            println!(
+            outln!(
                 "{id:<12}  {state:<8}  {pid:<8}  {started:<20}  {front_end:<7}  {hosts:<24}  {} (in {})",
                 command.join(" "),
                 workspace.display()
@@ -106,7 +111,7 @@ impl StopCommand {
             )
             .into());
         }
-        eprintln!("cordon: session {} is stopping", self.id);
+        note!("cordon: session {} is stopping", self.id);
         Ok(Exit::Ok)
     }
 }

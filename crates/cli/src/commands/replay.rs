@@ -106,9 +106,10 @@ impl ReplayCommand {
         let mut visit = |recorded: &Recorded| {
             report.replay(&policy, recorded);
             if progress && report.records % 5000 == 0 {
-                eprint!(
+                note_part!(
                     "\rreplayed {} of {} records read",
-                    report.replayed, report.records
+                    report.replayed,
+                    report.records
                 );
             }
         };
@@ -185,11 +186,11 @@ impl ReplayCommand {
             }
         }
         if progress {
-            eprintln!();
+            note!();
         }
         let changed = !report.changes.is_empty();
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             self.print(&report, &origin);
         }
@@ -201,7 +202,7 @@ impl ReplayCommand {
     }
 
     fn print(&self, report: &Report, origin: &str) {
-        println!(
+        outln!(
             "replayed {} of {} records under {origin}: {} unchanged, {} would change",
             report.replayed,
             report.records,
@@ -209,12 +210,12 @@ impl ReplayCommand {
             report.changes.len()
         );
         for (why, n) in &report.skipped {
-            println!("  skipped {n}: {why}");
+            outln!("  skipped {n}: {why}");
         }
         if report.changes.is_empty() {
             return;
         }
-        println!("\nby rule:");
+        outln!("\nby rule:");
         for (rule, counts) in &report.by_rule {
             let mut parts = Vec::new();
             if counts.allow_to_deny > 0 {
@@ -226,9 +227,9 @@ impl ReplayCommand {
             if counts.obligations > 0 {
                 parts.push(format!("{} obligations", counts.obligations));
             }
-            println!("  {:>6}  {rule}", parts.join(", "));
+            outln!("  {:>6}  {rule}", parts.join(", "));
         }
-        println!("\nchanges:");
+        outln!("\nchanges:");
         for change in report.changes.iter().take(self.show) {
             let what = change
                 .resource
@@ -248,13 +249,15 @@ impl ReplayCommand {
                     parts.join(" ")
                 }
             };
-            println!(
+            outln!(
                 "  {}  {} {} {what}: {arrow}",
-                change.time, change.capability, change.action
+                change.time,
+                change.capability,
+                change.action
             );
         }
         if report.changes.len() > self.show {
-            println!(
+            outln!(
                 "  ... {} more (`--show N`, or `--json` for all)",
                 report.changes.len() - self.show
             );

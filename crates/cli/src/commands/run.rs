@@ -176,7 +176,7 @@ impl RunCommand {
         );
         super::shared::report_journaled(cli, &ended.id, ended.journaled, &[]);
         if let Some(stopped) = &ended.exit.stopped {
-            eprintln!("cordon: skill {stopped}");
+            note!("cordon: skill {stopped}");
         }
         Ok(Exit::Code(u8::try_from(ended.exit.code).unwrap_or(1)))
     }

@@ -76,7 +76,7 @@ impl ScanCommand {
     pub fn run(&self, _cli: &Cli) -> Result<Exit, CliError> {
         if self.list_rules {
             for (id, kind) in cordon_inspect::rule_ids() {
-                println!("{id:<28} {kind}");
+                outln!("{id:<28} {kind}");
             }
             return Ok(Exit::Ok);
         }
@@ -118,7 +118,7 @@ impl ScanCommand {
                     while !done.load(Relaxed) {
                         std::thread::sleep(Duration::from_millis(200));
                         if started.elapsed() > Duration::from_secs(1) && !done.load(Relaxed) {
-                            eprint!(
+                            note_part!(
                                 "\rscanning: {} files, {:.1} MB",
                                 progress.files.load(Relaxed),
                                 progress.bytes.load(Relaxed) as f64 / 1e6
@@ -127,7 +127,7 @@ impl ScanCommand {
                         }
                     }
                     if shown {
-                        eprint!("\r\x1b[K");
+                        note_part!("\r\x1b[K");
                     }
                 });
             }
@@ -160,10 +160,10 @@ impl ScanCommand {
                 "truncated": report.truncated, "errors": errors,
                 "elapsed_ms": elapsed.as_millis() as u64,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
             for f in &report.findings {
-                println!(
+                outln!(
                     "{}:{}: {} {} ({}): {}",
                     cordon_types::printable(&f.path.display().to_string()),
                     f.finding.line,
@@ -176,7 +176,7 @@ impl ScanCommand {
                 );
             }
             for (path, why) in &report.errors {
-                eprintln!(
+                note!(
                     "warning: cannot read `{}`: {}",
                     cordon_types::printable(&path.display().to_string()),
                     cordon_types::printable(why)
@@ -184,7 +184,7 @@ impl ScanCommand {
             }
             let files_with: std::collections::BTreeSet<_> =
                 report.findings.iter().map(|f| &f.path).collect();
-            eprintln!(
+            note!(
                 "{} finding{} in {} file{} ({} files and {:.1} MB read, {} binary skipped, {} unreadable, {:.2} s){}",
                 report.findings.len() as u64 + report.more,
                 if report.findings.len() == 1 { "" } else { "s" },

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use cordon_supervisor::CordonConfig;
 
-use crate::report::{note, CliError, Hint};
+use crate::report::{CliError, Hint};
 use crate::Cli;
 
 /// Which policy decides.
@@ -160,19 +160,19 @@ pub fn duration(text: &str) -> Option<Option<std::time::Duration>> {
 /// which trees `.gitignore` left out.
 pub fn report_journaled(cli: &Cli, id: &str, changes: Option<usize>, left_out: &[PathBuf]) {
     if let (Some(changes @ 1..), false) = (changes, cli.quiet) {
-        note(format_args!(
+        note!(
             "cordon: {changes} change{} journaled: `cordon journal show {id}` shows them, `cordon journal undo --session {id}` undoes them",
             if changes == 1 { "" } else { "s" },
-        ));
+        );
         if !left_out.is_empty() {
             let shown: Vec<String> = left_out
                 .iter()
                 .map(|p| cordon_types::printable(&p.to_string_lossy()))
                 .collect();
-            note(format_args!(
+            note!(
                 "cordon: not journaled (ignored by .gitignore): {}",
                 shown.join(", ")
-            ));
+            );
         }
     }
 }

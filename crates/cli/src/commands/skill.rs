@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use cordon_skills::identity::{self, Inspection};
 use cordon_skills::SkillFile;
 
-use crate::report::CliError;
+use crate::report::{self, CliError};
 use crate::{Cli, Exit};
 
 /// Look at a WebAssembly skill before running it: identity, imports, declared capabilities,
@@ -126,10 +126,10 @@ impl InspectArgs {
         if self.json {
             let mut value = serde_json::to_value(&inspection)?;
             value["signature"] = serde_json::json!(signature);
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
             return Ok(Exit::Ok);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = report::output();
         writeln!(out, "skill      {}", shown(&inspection.name))?;
         writeln!(
             out,
@@ -182,21 +182,21 @@ impl DiffArgs {
                 "new": {"path": new.path, "sha256": new.sha256},
                 "asks_for_more": more,
             });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
         } else if more.is_empty() {
-            println!(
+            outln!(
                 "{} asks for nothing beyond {}",
                 new.path.display(),
                 old.path.display()
             );
         } else {
-            println!(
+            outln!(
                 "{} asks for more than {}:",
                 new.path.display(),
                 old.path.display()
             );
             for line in &more {
-                println!("  + {}", shown(line));
+                outln!("  + {}", shown(line));
             }
         }
         Ok(if more.is_empty() {
@@ -223,8 +223,8 @@ impl KeygenArgs {
             .open(&public_path)
             .and_then(|mut file| writeln!(file, "{public}"))
             .with_context(|| "cannot write the public key (an existing file is never replaced)")?;
-        println!("{public}");
-        eprintln!(
+        outln!("{public}");
+        note!(
             "secret key in {} (keep it private); public key in {}: trust it in the policy's \
              data.cordon.settings.skills.trusted_keys",
             self.output.display(),
@@ -256,7 +256,7 @@ impl SignArgs {
             let _ = fs_err::remove_file(&temporary);
             return Err(err.into());
         }
-        println!("{}", path.display());
+        outln!("{}", path.display());
         Ok(Exit::Ok)
     }
 }

@@ -64,7 +64,7 @@ impl TestCommand {
             .map_err(|e| CliError::from(e).with_exit(Exit::Failed))
             .hint("fix the policy file named above; `cordon policy check PATH` reports the same error")?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print_report(&report, self.verbose);
         }
@@ -89,23 +89,23 @@ fn print_report(report: &TestReport, verbose: bool) {
         };
         if file.as_ref() != Some(&result.file) {
             if file.is_some() {
-                println!();
+                outln!();
             }
-            println!("{}:", result.file);
+            outln!("{}:", result.file);
             file = Some(result.file.clone());
         }
-        println!("{}: {label} ({:?})", result.name, result.duration);
+        outln!("{}: {label} ({:?})", result.name, result.duration);
         if let Outcome::Error(message) = &result.outcome {
             for line in message.lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     }
     if file.is_some() {
-        println!("{}", "-".repeat(80));
+        outln!("{}", "-".repeat(80));
     }
     let total: Duration = report.results.iter().map(|r| r.duration).sum();
-    println!(
+    outln!(
         "{} passed, {} failed, {} errored, {} skipped ({} tests in {:.1?})",
         report.passed(),
         report.failed(),

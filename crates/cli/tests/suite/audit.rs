@@ -313,3 +313,61 @@ fn a_full_disk_refuses_and_keeps_what_was_acknowledged() {
     let err = fs_err::read_to_string(home.path().join("load.err")).unwrap();
     assert!(err.contains("database or disk is full"), "{err}");
 }
+
+/// Runs `cmd` with a standard output whose reader has gone, as `| head -0` leaves it.
+fn with_output_nobody_reads(mut cmd: std::process::Command) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A command whose output nobody reads (`cordon audit verify | head -0`) ends with an error
+/// naming standard output, not a panic's 101; one that failed for its own reason (an edited
+/// record) keeps its status.
+#[test]
+fn output_nobody_reads_is_an_error_not_a_panic() {
+    let home = Home::new();
+    decide_some(&home);
+    let doctor = home.cordon(&["doctor"]).output().unwrap();
+    let cases: [(&[&str], i32); 5] = [
+        (&["audit", "verify"], 2),
+        (&["audit", "query"], 2),
+        (&["audit", "stats"], 2),
+        (&["ps", "--json"], 2),
+        // Doctor's own status, where this machine lacks something; else the lost output's.
+        (
+            &["doctor"],
+            doctor.status.code().filter(|&c| c != 0).unwrap_or(2),
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = with_output_nobody_reads(home.cordon(args));
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "cordon {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("cannot write the output to standard output"),
+            "cordon {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+
+    let conn = rusqlite::Connection::open(home.audit_db()).unwrap();
+    conn.execute("UPDATE events SET record = replace(record, '\"allow\":false', '\"allow\":true') WHERE seq = 2", [])
+        .unwrap();
+    let out = with_output_nobody_reads(home.cordon(&["audit", "verify"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write the output to standard output"),
+        "{}",
+        stderr(&out)
+    );
+}
