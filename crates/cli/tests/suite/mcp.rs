@@ -1648,6 +1648,21 @@ fn a_remote_server_is_fronted_every_message_decided_every_connection_through_the
     );
 }
 
+/// How many of process `pid`'s threads are named `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    fs_err::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter(|task| {
+                    fs_err::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// `cordon mcp --listen 127.0.0.1:0 FLAGS -- SERVER...` with `token`, and its port.
 fn listening(home: &Home, token: &str, args: &[&str]) -> (KillOnDrop, u16) {
     let mut all = vec!["mcp", "--listen", "127.0.0.1:0"];
@@ -1699,7 +1714,7 @@ fn over_http_sessions_start_together_and_no_one_holds_what_they_should_not() {
     )
     .unwrap();
     let token = "0f1e2d3c4b5a69788796a5b4";
-    let (_listener, port) = listening(&home, token, &["--", python, "raw_server.py"]);
+    let (gateway, port) = listening(&home, token, &["--", python, "raw_server.py"]);
     let host = format!("127.0.0.1:{port}");
     let bearer = format!("Bearer {token}");
     let headers = [
@@ -1742,6 +1757,11 @@ fn over_http_sessions_start_together_and_no_one_holds_what_they_should_not() {
             .unwrap_or(0)
     };
     wait_until("every session's server to end", 60, || running() == 0);
+    // Nor does the gateway keep what served them: each session's egress proxy (its thread,
+    // its runtime, the sandbox's network namespace its socket holds) ends with it.
+    let gateway_pid = gateway.0.id();
+    let proxies = || threads_named(gateway_pid, "cordon-proxy");
+    wait_until("the ended sessions' proxies to end", 60, || proxies() == 0);
 
     // An `initialize` that is not a request starts nothing no one could end.
     let notification =

@@ -1125,12 +1125,13 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         let error = not_built(format!("cannot set up the sandbox: {why}"));
         return Err(fail(&mut audit, pending, Outcome::Failed, error));
     }
-    let proxy = helper
+    let proxy = match helper
         .receive_proxy()
-        .and_then(|listener| serve_proxy(&supervisor, &consent, listener, granted_net.clone()));
-    if let Err(reason) = proxy {
-        return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason)));
-    }
+        .and_then(|listener| serve_proxy(&supervisor, &consent, listener, granted_net.clone()))
+    {
+        Ok(proxy) => proxy,
+        Err(reason) => return Err(fail(&mut audit, pending, Outcome::Failed, setup(reason))),
+    };
     let mut info = info.unwrap_or_else(|| session_info(&id, &request, &supervisor, helper.pid()));
     info.granted_hosts = granted_net;
     info.state = "running".into();
@@ -1239,17 +1240,26 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
         started,
         stdio,
         consent,
+        proxy,
     })
 }
 
-/// Serves the proxy's listening socket on a runtime of its own, for as long as this process
-/// runs.
+/// The egress proxy of a session, served on a runtime of its own until this is dropped.
+pub(super) struct ProxyServer {
+    /// Dropped with this: the proxy stops accepting, ends its connections and lets go of
+    /// the session (its audit log, its policy, the sandbox's network namespace, which its
+    /// listening socket keeps).
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves the proxy's listening socket on a runtime of its own, until the returned
+/// [`ProxyServer`] is dropped.
 fn serve_proxy(
     supervisor: &Arc<Supervisor>,
     consent: &Arc<Broker>,
     listener: std::net::TcpListener,
     requested: Vec<String>,
-) -> Result<(), String> {
+) -> Result<ProxyServer, String> {
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set up the proxy socket: {e}"))?;
@@ -1266,22 +1276,32 @@ fn serve_proxy(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("cordon-proxy".into())
         .spawn(move || {
             runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        cordon_egress::Proxy::new(gate, options)
-                            .serve(listener)
-                            .await
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::error!("cannot serve the proxy socket: {err}");
+                        return;
                     }
-                    Err(err) => tracing::error!("cannot serve the proxy socket: {err}"),
+                };
+                let serve = cordon_egress::Proxy::new(gate, options).serve(listener);
+                // The sender dropped (the session over) ends the wait with an error.
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
                 }
             });
+            // The connections' tasks are dropped with the runtime; a decision still waiting
+            // for a person on a blocking thread is not waited for (its answer has no one to
+            // reach), and lets go of the session when it returns.
+            runtime.shutdown_background();
         })
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
-    Ok(())
+    Ok(ProxyServer { _stop: stop })
 }
 
 /// A program running in its sandbox.
@@ -1307,6 +1327,8 @@ pub struct Running {
     stdio: Option<(std::fs::File, std::fs::File)>,
     /// Who the session's questions go to.
     consent: Arc<Broker>,
+    /// The session's egress proxy, served until the session ends.
+    proxy: ProxyServer,
 }
 
 impl std::fmt::Debug for Running {
@@ -1401,6 +1423,7 @@ impl Running {
             started,
             stdio,
             consent: _,
+            proxy,
         } = self;
         // The front-end's ends close before the wait: a program reading its input sees the end.
         drop(stdio);
@@ -1445,6 +1468,8 @@ impl Running {
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
         keeper.join();
+        // The sandbox is gone: its proxy lets go of the session.
+        drop(proxy);
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,

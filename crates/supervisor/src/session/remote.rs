@@ -144,7 +144,7 @@ pub fn serve(
     let proxy = listener
         .local_addr()
         .map_err(|e| setup(format!("cannot open the session's proxy: {e}")))?;
-    serve_proxy(&supervisor, &consent, listener, net).map_err(setup)?;
+    let proxy_server = serve_proxy(&supervisor, &consent, listener, net).map_err(setup)?;
     let remote = Remote {
         supervisor: &supervisor,
         consent: &consent,
@@ -153,6 +153,7 @@ pub fn serve(
         id: &id,
     };
     let served = body(&remote);
+    drop(proxy_server);
     drop(control);
     served.map_err(setup)?;
     Ok(id)
