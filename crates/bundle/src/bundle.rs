@@ -340,9 +340,11 @@ impl Bundle {
                 continue;
             }
             if file.is_rego() {
-                let package = engine
-                    .add_policy(file.display.clone(), file.text.clone())
-                    .map_err(|err| malformed(format!("does not parse: {err}")))?;
+                let package = cordon_policy::unwound(|| {
+                    engine.add_policy(file.display.clone(), file.text.clone())
+                })
+                .map_err(&malformed)?
+                .map_err(|err| malformed(format!("does not parse: {err}")))?;
                 let path = package.strip_prefix("data.").unwrap_or(&package);
                 let path: Vec<&str> = path.split('.').collect();
                 if !self.manifest.owns(&path) {

@@ -130,6 +130,19 @@ pub enum Command {
     SandboxHelper(SandboxHelperCommand),
 }
 
+/// What clap says about the command line (help, the version, a usage error), and the exit
+/// status: help or the version that cannot be written to standard output is an error, as
+/// any command's output is.
+fn usage(err: &clap::Error) -> ExitCode {
+    match err.print() {
+        Err(why) if err.exit_code() == 0 => {
+            note!("error: cannot write the output to standard output: {why}");
+            Exit::Error.into()
+        }
+        _ => ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)),
+    }
+}
+
 /// Parses the command line, runs the command and prints any error.
 pub fn main() -> ExitCode {
     // Before anything is allocated: cordon's heap gets no huge pages (a launch's programs get
@@ -141,7 +154,10 @@ pub fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage(&err),
+    };
     logging::init(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Eval(cmd) => cmd.run(&cli),

@@ -132,9 +132,15 @@ pub fn out(text: std::fmt::Arguments<'_>) {
     let _ = output().write_fmt(text);
 }
 
-/// Whether a write to standard output has failed: a command that would go on printing
-/// (`--watch`) stops.
+/// Whether a write to standard output has failed, or its reader has gone (a closed pipe,
+/// seen before anything more is written): a command that would go on printing (`--watch`)
+/// stops.
 pub fn output_lost() -> bool {
+    use std::os::fd::AsFd;
+    if OUTPUT_LOST.get().is_none() && cordon_sys::process::other_end_gone(std::io::stdout().as_fd())
+    {
+        let _ = OUTPUT_LOST.set("its reader has gone".to_owned());
+    }
     OUTPUT_LOST.get().is_some()
 }
 

@@ -273,6 +273,34 @@ pub(crate) fn interpreter_failure(err: &(dyn std::error::Error + 'static)) -> Ev
     }
 }
 
+/// Runs `f`, a call into regorus that writes its warnings (a redundant `import input`, a
+/// future keyword used as a name) to standard error itself, and panics when that cannot be
+/// written (a pipe whose reader has gone). The panic becomes an error, and the engine it
+/// left half-built is dropped by the caller: the policy does not load, and decisions deny.
+/// Regorus warns while it reads a module and while it first prepares to evaluate.
+pub fn unwound<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        format!("the policy engine stopped while reading it ({what})")
+    })
+}
+
+/// Writes what the policy's `print` calls said to standard error, as OPA does, each line
+/// with its file and line; a standard error nobody reads loses them, never the decision.
+pub(crate) fn relay_prints(engine: &mut Engine) {
+    use std::io::Write;
+    if let Ok(prints) = engine.take_prints() {
+        let mut err = std::io::stderr().lock();
+        for line in prints {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
 pub(crate) fn first_line(text: &str) -> String {
     // regorus renders errors with a source excerpt; the decision reason keeps the message.
     text.lines()
@@ -287,13 +315,19 @@ pub(crate) fn first_line(text: &str) -> String {
 /// `with_tests`), then every data document.
 pub(crate) fn load_engine(source: &PolicySource, with_tests: bool) -> Result<Engine> {
     let mut engine = Engine::new();
+    // What `print` says is gathered and written by `relay_prints`, which goes on when
+    // standard error cannot be written; regorus would panic there.
+    engine.set_gather_prints(true);
     let modules = source
         .files()
         .iter()
         .filter(|f| f.is_rego() && (with_tests || !f.is_test()));
     for file in modules {
-        engine
-            .add_policy(file.display.clone(), file.text.clone())
+        unwound(|| engine.add_policy(file.display.clone(), file.text.clone()))
+            .map_err(|why| PolicyError::Syntax {
+                location: file.display.clone(),
+                message: why,
+            })?
             .map_err(|e| syntax_error(&file.display, &e))?;
     }
     for file in source.files().iter().filter(|f| !f.is_rego()) {
@@ -306,8 +340,11 @@ pub(crate) fn load_engine(source: &PolicySource, with_tests: bool) -> Result<Eng
     }
     // Preparing the engine runs regorus's semantic checks (unsafe variables, unknown
     // functions, recursion), so those errors surface at load time, not on the first request.
-    engine
-        .eval_bool_query("true".to_owned(), false)
+    unwound(|| engine.eval_bool_query("true".to_owned(), false))
+        .map_err(|why| PolicyError::Syntax {
+            location: source.origin().to_owned(),
+            message: why,
+        })?
         .map_err(|e| syntax_error(source.origin(), &e))?;
     Ok(engine)
 }
@@ -618,6 +655,7 @@ impl Policy {
         };
         engine.set_input(input);
         let result = engine.eval_rule(path.to_owned());
+        relay_prints(&mut engine);
         if result.is_ok() {
             self.interpreters.give(engine);
         }
@@ -650,8 +688,8 @@ const POLICY_ERRORS: [&str; 4] = [
 
 fn compile(engine: &mut Engine, path: &str) -> Result<Arc<Program>, CompileFailure> {
     let entry: regorus::Rc<str> = path.into();
-    let compiled = engine
-        .compile_with_entrypoint(&entry)
+    let compiled = unwound(|| engine.compile_with_entrypoint(&entry))
+        .map_err(CompileFailure::Policy)?
         .map_err(|e| CompileFailure::Policy(e.to_string()))?;
     Compiler::compile_from_policy(&compiled, &[path]).map_err(|e| {
         let text = e.to_string();

@@ -51,11 +51,9 @@ impl Policy {
         };
         engine.set_input(Value::from(input.clone()));
         engine.set_enable_coverage(true);
-        let decision = decision_from(
-            engine
-                .eval_rule(capability.decision_path())
-                .map_err(|e| interpreter_failure(&*e)),
-        );
+        let decided = engine.eval_rule(capability.decision_path());
+        crate::engine::relay_prints(&mut engine);
+        let decision = decision_from(decided.map_err(|e| interpreter_failure(&*e)));
         let mut evaluated = Vec::new();
         if let Ok(report) = engine.get_coverage_report() {
             for file in report.files {

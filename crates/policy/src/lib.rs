@@ -41,7 +41,7 @@ mod source;
 mod testing;
 
 pub use cache::CacheUse;
-pub use engine::{EngineKind, Limits, Policy, PolicyOptions};
+pub use engine::{unwound, EngineKind, Limits, Policy, PolicyOptions};
 pub use error::{PolicyError, Result};
 pub use explain::{EvaluatedLine, Explanation};
 pub use source::{PolicyFile, PolicySource};

@@ -149,7 +149,9 @@ pub fn run_tests(source: &PolicySource, options: &TestOptions) -> Result<TestRep
         let outcome = if skip {
             Outcome::Skip
         } else {
-            match engine.eval_rule(name.clone()) {
+            let result = engine.eval_rule(name.clone());
+            crate::engine::relay_prints(&mut engine);
+            match result {
                 Ok(Value::Undefined | Value::Bool(false)) => Outcome::Fail,
                 Ok(_) => Outcome::Pass,
                 Err(e) => Outcome::Error(e.to_string().trim().to_owned()),

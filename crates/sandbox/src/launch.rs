@@ -123,7 +123,11 @@ pub fn helper_main(early: &Early) -> ! {
     let status = match sys::take_inherited_fd(early.status_fd) {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("cordon: the sandbox helper has no status pipe: {e}");
+            // Standard error may be gone too: nothing more can be said, and no panic.
+            let _ = writeln!(
+                std::io::stderr(),
+                "cordon: the sandbox helper has no status pipe: {e}"
+            );
             sys::exit_now(SETUP_FAILED);
         }
     };

@@ -952,6 +952,21 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
     Ok(ready > 0)
 }
 
+/// Whether the other end of `fd` has gone: the reader of a pipe closed it, the peer of a
+/// socket hung up. Answers at once; a terminal or a file never reports it.
+pub fn other_end_gone(fd: BorrowedFd<'_>) -> bool {
+    // No event asked for: poll reports an error or a hang-up whatever is asked.
+    let mut polled = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `polled` is one valid pollfd and the count passed is 1; a zero timeout does
+    // not wait.
+    let ready = unsafe { libc::poll(&mut polled, 1, 0) };
+    ready > 0 && polled.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// A new pseudo-terminal: the controlling side (kept by cordon) and the terminal side
 /// (given to the sandboxed program as its standard streams).
 ///

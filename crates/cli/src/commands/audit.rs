@@ -307,7 +307,7 @@ impl AuditCommand {
                 // `-f` follows until interrupted, as `tail -f` does, or until the reader of
                 // the output goes away.
                 let mut closed = false;
-                while cmd.follow && !closed {
+                while cmd.follow && !closed && !report::output_lost() {
                     std::thread::sleep(Duration::from_millis(250));
                     let after = Filter {
                         after_seq: Some(last),

@@ -8,7 +8,7 @@ use cordon_journal::{Blobs, ChangeKind, Entry, EntryKind, Filter, Journal, Recor
 use cordon_types::printable;
 
 use super::shared::{duration, load_config, since_time, PolicyArgs};
-use crate::report::{self, CliError, Hint};
+use crate::report::{CliError, Hint};
 use crate::{Cli, Exit};
 
 /// See and undo what sessions changed in their writable trees
@@ -233,15 +233,15 @@ fn line(r: &Recorded) -> String {
     out
 }
 
-/// Writes one line to stdout; a closed pipe (`| head`) is an error, not a panic.
-fn emit(text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    writeln!(report::output(), "{text}")?;
-    Ok(())
+/// Writes one line to stdout. One that cannot be written (a closed pipe: `| head`) is the
+/// command's error at its end, after it has done its work and said on stderr what it left.
+fn emit(text: &str) {
+    outln!("{text}");
 }
 
 fn json_line(value: &impl serde::Serialize) -> Result<(), CliError> {
-    emit(&serde_json::to_string(value)?)
+    emit(&serde_json::to_string(value)?);
+    Ok(())
 }
 
 /// The content of `entry` if it is a file whose content was kept.
@@ -399,7 +399,7 @@ impl LogCommand {
             if self.json {
                 json_line(r)?;
             } else {
-                emit(&line(r))?;
+                emit(&line(r));
             }
         }
         if list.is_empty() && !self.json {
@@ -433,7 +433,7 @@ impl ShowCommand {
             if self.json {
                 json_line(r)?;
             } else {
-                emit(&format!("{}\n", show(journal.blobs(), r)))?;
+                emit(&format!("{}\n", show(journal.blobs(), r)));
             }
         }
         Ok(Exit::Ok)
@@ -505,7 +505,7 @@ impl UndoCommand {
             json_line(&report)?;
         } else {
             for r in &report.undone {
-                emit(&line(r))?;
+                emit(&line(r));
             }
         }
         for (root, conflict) in &report.conflicts {
@@ -582,7 +582,7 @@ impl CheckpointCommand {
             return Ok(Exit::Ok);
         }
         for r in &found.changes {
-            emit(&line(r))?;
+            emit(&line(r));
         }
         note!(
             "{} changes journaled{}",
@@ -626,13 +626,13 @@ impl StagedCommand {
                 shown(&stage.session),
                 shown(&stage.root.to_string_lossy()),
                 paths.len()
-            ))?;
+            ));
             for p in paths {
                 emit(&format!(
                     "  {:<7} {}",
                     staged_kind(p.kind),
                     shown(&stage.root.join(&p.path).to_string_lossy())
-                ))?;
+                ));
             }
         }
         Ok(Exit::Ok)
@@ -653,7 +653,7 @@ impl ApplyCommand {
             json_line(&report)?;
         } else {
             for r in &report.journaled.changes {
-                emit(&line(r))?;
+                emit(&line(r));
             }
         }
         let mut left = findings
@@ -716,7 +716,7 @@ impl GcCommand {
                 collected.sessions,
                 collected.blobs,
                 collected.bytes as f64 / 1e6
-            ))?;
+            ));
         }
         Ok(Exit::Ok)
     }
@@ -742,7 +742,7 @@ impl StatsCommand {
         if let Some(oldest) = stats.oldest_ns {
             text.push_str(&format!("\noldest:    {}", time(oldest)));
         }
-        emit(&text)?;
+        emit(&text);
         Ok(Exit::Ok)
     }
 }

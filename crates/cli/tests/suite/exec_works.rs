@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use pretty_assertions::assert_eq;
 
 use super::common::{
-    assert_stderr_has, exec_script, read_or_empty as read, sandbox_ready, stderr, Home, KillOnDrop,
+    assert_stderr_has, default_policy_with, exec_script, read_or_empty as read, sandbox_ready,
+    stderr, Home, KillOnDrop,
 };
 
 fn inside(home: &Home, flags: &[&str], script: &str) -> Output {
@@ -619,4 +620,73 @@ fn a_standard_error_nobody_reads_leaves_the_exit_status_to_the_program() {
         "{}",
         stderr(&dry)
     );
+}
+
+/// A standard error whose reader has gone, for `cmd`; what it wrote to stdout is returned.
+fn with_standard_error_nobody_reads(mut cmd: Command) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .unwrap()
+}
+
+/// What the policy says with `print` while it decides is written to standard error, as
+/// OPA writes it; when nobody reads that, it is lost and the launch goes on (the policy
+/// engine used to panic, and cordon ended with 101 instead of the program's status).
+#[test]
+fn a_policys_print_nobody_reads_leaves_the_launch_alone() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let policy = default_policy_with(&home, |_| {});
+    let sandbox = Path::new(&policy).join("sandbox.rego");
+    let text = read(&sandbox).replacen(
+        "summary := sprintf(",
+        "summary := s if {\n\tprint(\"deciding the launch of\", input.resource.command[0])\n\ts := summary_text\n}\n\nsummary_text := sprintf(",
+        1,
+    );
+    assert!(text.contains("summary_text"));
+    fs_err::write(&sandbox, text).unwrap();
+    let flags = ["--policy", policy.as_str()];
+    // Read, the print is there: the launch's decision ran it.
+    let out = exec_script(&home, &flags, "sh", "exit 3").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_stderr_has(&out, "deciding the launch of sh");
+    let out = with_standard_error_nobody_reads(exec_script(&home, &flags, "sh", "exit 3"));
+    assert_eq!(out.status.code(), Some(3));
+
+    // A module the engine warns about as it reads it (a redundant `import input`), with no
+    // one to read the warning: the policy is refused with an error, not a panic (and no
+    // decision is made on it). Read, the warning is shown and the policy decides.
+    let home = Home::new();
+    let policy = default_policy_with(&home, |_| {});
+    let clipboard = Path::new(&policy).join("clipboard.rego");
+    let text = read(&clipboard).replacen("import rego.v1", "import rego.v1\n\nimport input", 1);
+    fs_err::write(&clipboard, text).unwrap();
+    let request = r#"{"capability": "file", "action": "read", "resource": {"path": "notes.md"}}"#;
+    let (stdin, to_stdin) = std::io::pipe().unwrap();
+    (&to_stdin).write_all(request.as_bytes()).unwrap();
+    drop(to_stdin);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = home
+        .cordon(&["eval", "--policy", &policy])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = home.run(&["eval", "--policy", &policy], request);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_stderr_has(&out, "redundant import of `input`");
 }

@@ -177,7 +177,9 @@ fn end_stuck(
     ) {
         tracing::error!("cannot record the outcome of the skill: {err}");
     }
-    eprintln!("cordon: {message}");
+    // Said where it can be; a standard error nobody reads must not keep the skill running.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "cordon: {message}");
     std::process::exit(1);
 }
 
