@@ -13,7 +13,7 @@ use cordon_bundle::{Algorithm, Bundle, KeyKind, Limits, PrivateKey};
 use pretty_assertions::assert_eq;
 use serde_json::Value;
 
-use super::common::{json, stderr, stdout, Home};
+use super::common::{free_port, json, stderr, stdout, Home};
 
 /// A policy directory whose file decisions allow with the reason `reason`.
 fn policy_dir(home: &Home, reason: &str) -> PathBuf {
@@ -515,12 +515,7 @@ fn a_polled_server_is_followed_with_etags_and_its_failures_change_nothing() {
     );
 
     // A server that is gone.
-    let gone = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone_url = format!(
-        "http://127.0.0.1:{}/b.tar.gz",
-        gone.local_addr().unwrap().port()
-    );
-    drop(gone);
+    let gone_url = format!("http://127.0.0.1:{}/b.tar.gz", free_port());
     configure(
         &home,
         &format!(

@@ -300,3 +300,35 @@ impl Listener {
         self.received.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// A port nobody listens on right now, that no other test in this process is given, and that
+/// the kernel never hands out by itself: two `bind(":0")` calls may return the same port once
+/// the first is closed, and any socket may get an ephemeral port as its own, so a port taken
+/// from that range can be in use again by the time a test's collector comes up.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = ephemeral_ports();
+    let (first, last) = if low > 11_024 {
+        (low - 10_000, low - 1)
+    } else {
+        (high + 1, u32::from(u16::MAX))
+    };
+    let start = first + std::process::id() % 1000;
+    loop {
+        let port = start + NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(port <= last, "no free port left in {first}..={last}");
+        let port = u16::try_from(port).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The range the kernel picks ephemeral ports from.
+fn ephemeral_ports() -> (u32, u32) {
+    let text = fs_err::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".to_owned());
+    let mut bounds = text.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+    (bounds.next().unwrap(), bounds.next().unwrap())
+}

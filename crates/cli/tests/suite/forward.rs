@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
-use super::common::{assert_stderr_has, stderr, Home};
+use super::common::{assert_stderr_has, free_port, stderr, Home};
 
 fn decide(home: &Home, n: usize) {
     for i in 0..n {
@@ -17,15 +17,6 @@ fn decide(home: &Home, n: usize) {
         let out = home.run(&["eval"], &request.to_string());
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for(what: &str, done: impl FnMut() -> bool) {

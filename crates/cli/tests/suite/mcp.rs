@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::common::{
-    default_policy_with, read_or_empty, sandbox_ready, skip, wait_until, Home, KillOnDrop,
+    default_policy_with, free_port, read_or_empty, sandbox_ready, skip, wait_until, Home,
+    KillOnDrop,
 };
 
 /// The Python that has the MCP SDK, and its environment's directory.
@@ -1521,11 +1522,7 @@ fn a_remote_server_is_fronted_every_message_decided_every_connection_through_the
     };
     let home = home_with_the_sdk_programs();
     // The remote server: the SDK's, over Streamable HTTP on a free port of this machine.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let port_text = port.to_string();
     let _server = KillOnDrop(
         Command::new(&python)
@@ -1796,11 +1793,7 @@ fn a_hostile_remote_server_leaks_nothing_holds_nothing_and_cannot_keep_cordon_ru
     };
     let home = Home::new();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _remote = KillOnDrop(
         Command::new(python)
             .arg(fixtures.join("hostile_remote.py"))
