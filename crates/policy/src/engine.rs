@@ -289,16 +289,60 @@ pub fn unwound<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     })
 }
 
+/// At most this much of what one evaluation's `print` calls said is written; the rest is
+/// counted.
+const PRINTS_SHOWN: usize = 64 << 10;
+
 /// Writes what the policy's `print` calls said to standard error, as OPA does, each line
 /// with its file and line; a standard error nobody reads loses them, never the decision.
 pub(crate) fn relay_prints(engine: &mut Engine) {
     use std::io::Write;
-    if let Ok(prints) = engine.take_prints() {
-        let mut err = std::io::stderr().lock();
-        for line in prints {
-            let _ = writeln!(err, "{line}");
-        }
+    let Ok(prints) = engine.take_prints() else {
+        return;
+    };
+    if prints.is_empty() {
+        return;
     }
+    // A terminal in raw mode (a program's own, relayed by `cordon exec`) does not return
+    // to the line's start by itself.
+    let end = if cordon_sys::process::stderr_is_raw_terminal() {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(shown_prints(&prints, end).as_bytes());
+}
+
+/// The lines `relay_prints` writes: each print on one line that starts with its file and
+/// line, whatever it says (what it prints may come from the request: a line break shows as
+/// `\n`, any other control or invisible character as `?`, so it can neither move the
+/// cursor nor start a line of its own), at most [`PRINTS_SHOWN`] bytes in all.
+fn shown_prints(prints: &[String], end: &str) -> String {
+    let mut text = String::new();
+    for (n, print) in prints.iter().enumerate() {
+        let line = print
+            .split('\n')
+            .map(cordon_types::printable)
+            .collect::<Vec<_>>()
+            .join("\\n");
+        if text.len() + line.len() > PRINTS_SHOWN {
+            let cut = (0..=PRINTS_SHOWN.saturating_sub(text.len()).min(line.len()))
+                .rev()
+                .find(|&at| line.is_char_boundary(at))
+                .unwrap_or(0);
+            text.push_str(&line[..cut]);
+            text.push_str(end);
+            text.push_str(&format!(
+                "cordon: {} more bytes of the policy's print output not shown{end}",
+                prints[n..].iter().map(String::len).sum::<usize>() - cut
+            ));
+            break;
+        }
+        text.push_str(&line);
+        text.push_str(end);
+    }
+    text
 }
 
 pub(crate) fn first_line(text: &str) -> String {
@@ -708,5 +752,42 @@ impl Decider for Policy {
 
     fn revision(&self) -> &str {
         &self.revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shown_prints, PRINTS_SHOWN};
+
+    #[test]
+    fn a_print_is_one_line_that_moves_no_cursor() {
+        let said = vec![
+            "p.rego:3: url http://x/\u{1b}[2J\u{1b}]0;owned\u{7}\ncordon: all allowed".to_owned(),
+            "p.rego:4: two".to_owned(),
+        ];
+        assert_eq!(
+            shown_prints(&said, "\n"),
+            "p.rego:3: url http://x/?[2J?]0;owned?\\ncordon: all allowed\np.rego:4: two\n"
+        );
+        assert_eq!(shown_prints(&said[1..], "\r\n"), "p.rego:4: two\r\n");
+    }
+
+    #[test]
+    fn what_prints_say_is_shown_up_to_a_bound() {
+        let said: Vec<String> = (0..100)
+            .map(|n| format!("p.rego:{n}: {}", "é".repeat(5000)))
+            .collect();
+        let shown = shown_prints(&said, "\n");
+        assert!(shown.len() < PRINTS_SHOWN + 200, "{}", shown.len());
+        let total: usize = said.iter().map(String::len).sum();
+        let last = shown.lines().last().unwrap();
+        let hidden: usize = last.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(
+            last,
+            format!("cordon: {hidden} more bytes of the policy's print output not shown")
+        );
+        // What is shown and what is counted add up to what was said, less the line ends.
+        let shown_bytes = shown.len() - last.len() - 1 - shown.lines().count() + 1;
+        assert_eq!(shown_bytes + hidden, total);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -1031,6 +1031,20 @@ pub fn terminal_mode(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
     }
 }
 
+impl TerminalMode {
+    /// Whether the terminal starts a new line at the line's start on output (it turns a
+    /// line feed into a carriage return and a line feed): not in raw mode.
+    pub fn returns_at_line_end(&self) -> bool {
+        self.0.c_oflag & libc::OPOST != 0 && self.0.c_oflag & libc::ONLCR != 0
+    }
+}
+
+/// Whether standard error is a terminal in raw mode (set so by `cordon exec` while it relays
+/// a program's terminal): a line written there ends in a carriage return and a line feed.
+pub fn stderr_is_raw_terminal() -> bool {
+    terminal_mode(io::stderr().as_fd()).is_ok_and(|mode| !mode.returns_at_line_end())
+}
+
 /// Applies saved settings to the terminal `fd`.
 ///
 /// # Errors
@@ -1105,7 +1119,7 @@ pub fn take_inherited_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and was handed to this process by its
     // parent for this purpose; nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_inheritable(std::os::fd::AsFd::as_fd(&owned), false)?;
+    set_inheritable(owned.as_fd(), false)?;
     Ok(owned)
 }
 
