@@ -263,6 +263,68 @@ fn a_denial_and_a_timeout_refuse_the_connection_and_are_recorded() {
 }
 
 #[test]
+fn a_question_still_waiting_when_the_program_ends_is_denied_on_the_record_before_the_end() {
+    if !sandbox_ready() {
+        return;
+    }
+    let home = Home::new();
+    let server = Listener::start();
+    let policy = asking_policy(&home);
+    // The question is left waiting in the background; the program ends once it is asked.
+    let script = format!(
+        "({}) & for i in $(seq 600); do [ -e go ] && exit 7; sleep 0.1; done; exit 1",
+        one_request(server.port, "late")
+    );
+    let exec = spawn_exec(
+        &home,
+        &["--policy", &policy, "--consent", "socket"],
+        &script,
+    );
+    the_question(&home);
+    fs_err::write(home.workspace().join("go"), "").unwrap();
+    let out = finish(exec);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(server.received(), 0);
+    let all = home.cordon(&["audit", "query", "--json"]).output().unwrap();
+    assert!(all.status.success(), "{}", stderr(&all));
+    let records: Vec<serde_json::Value> = stdout(&all)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let what: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["capability"].as_str().unwrap_or(""),
+                r["action"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    // The question is answered "no" by the session's end, the connection refused on that
+    // answer, and both recorded before the session's own last record.
+    let at = |wanted: &str| {
+        what.iter()
+            .position(|w| w.starts_with(wanted))
+            .unwrap_or_else(|| panic!("no `{wanted}` in {what:#?}"))
+    };
+    let ended = at("consent ended");
+    let refused = what
+        .iter()
+        .rposition(|w| w.starts_with("net ") && w.ends_with(" refused"))
+        .unwrap_or_else(|| panic!("no refused connection in {what:#?}"));
+    assert!(at("consent prompt") < ended, "{what:#?}");
+    assert!(
+        ended < what.len() - 1 && refused < what.len() - 1,
+        "{what:#?}"
+    );
+    assert!(what.last().unwrap().starts_with("sandbox "), "{what:#?}");
+    let reason = records[ended]["reasons"][0].as_str().unwrap_or("");
+    assert!(reason.contains("the session ended"), "{:#}", records[ended]);
+}
+
+#[test]
 fn without_anyone_to_ask_the_request_is_denied_with_how_to_answer_next_time() {
     if !sandbox_ready() {
         return;

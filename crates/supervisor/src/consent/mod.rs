@@ -538,6 +538,8 @@ struct State {
     grants: HashMap<String, Grant>,
     passes: HashMap<String, Instant>,
     wrong_codes: std::collections::VecDeque<Instant>,
+    /// The session is over: nothing more is asked.
+    closed: bool,
 }
 
 /// A session's consent broker.
@@ -809,6 +811,22 @@ impl Broker {
             .state
             .lock()
             .map_err(|_| Answer::deny("cordon", "the consent broker failed", None))?;
+        // Checked again here, where `deny_all` takes what waits: a question cannot slip in
+        // between.
+        if state.closed {
+            return Err(Answer::deny(
+                "cordon",
+                "the session is over; denied without asking",
+                None,
+            ));
+        }
+        if self.muted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Answer::deny(
+                "earlier answer",
+                "the person stopped all questions of this session; denied without asking",
+                None,
+            ));
+        }
         // Only the same question is joined: the same key, a code needed or not alike, the
         // same scopes and message (a request that needs a code never rides on an answer
         // given without one).
@@ -1040,28 +1058,49 @@ impl Broker {
     /// (the person had enough of them, or stopped the session: `by` is then `stop`);
     /// recorded, unless a stop found nothing waiting.
     pub fn mute(&self, by: &str) {
-        self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let reason = format!("the person stopped all questions of this session ({by}); denied");
+        // A session stopped with nothing waiting has nothing to record here: its end is.
+        self.deny_all("mute", by, &reason, by == "stop", false);
+    }
+
+    /// The session is over: every question still waiting is denied, recorded (`ended`)
+    /// before the session's last record, and so is every later one, unasked.
+    pub fn close(&self) {
+        self.deny_all(
+            "ended",
+            "session end",
+            "the session ended before the question was answered; denied",
+            true,
+            true,
+        );
+    }
+
+    /// Denies every waiting question and every later one (the session `closing`, or
+    /// muted), recording it as `action` unless nothing waited and `quiet` says so.
+    fn deny_all(&self, action: &str, by: &str, reason: &str, quiet: bool, closing: bool) {
+        if !closing {
+            self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let waiting: Vec<(String, Waiting)> = match self.state.lock() {
-            Ok(mut state) => std::mem::take(&mut state.pending).into_iter().collect(),
+            Ok(mut state) => {
+                state.closed |= closing;
+                std::mem::take(&mut state.pending).into_iter().collect()
+            }
             Err(_) => Vec::new(),
         };
-        let reason = format!("the person stopped all questions of this session ({by}); denied");
         let input = json!({
             "consent": {
                 "denied": waiting.iter().map(|(id, _)| id).collect::<Vec<_>>(),
                 "by": by,
             }
         });
-        // A session stopped with nothing waiting has nothing to record here: its end is.
-        let quiet = waiting.is_empty() && by == "stop";
-        if !quiet {
-            if let Err(why) = self.record("mute", input, Decision::deny(&reason), Outcome::Refused)
-            {
-                tracing::warn!("cannot record that questions were stopped: {why}");
+        if !(quiet && waiting.is_empty()) {
+            if let Err(why) = self.record(action, input, Decision::deny(reason), Outcome::Refused) {
+                tracing::warn!("cannot record that questions were denied ({action}): {why}");
             }
         }
         for (id, waiting) in waiting {
-            self.settle(&id, &waiting, Answer::deny(by, &reason, Some(&id)));
+            self.settle(&id, &waiting, Answer::deny(by, reason, Some(&id)));
         }
     }
 

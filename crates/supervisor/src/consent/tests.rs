@@ -209,6 +209,36 @@ fn stopping_all_questions_denies_what_waits_and_what_comes() {
 }
 
 #[test]
+fn a_closed_session_denies_what_waits_on_the_record_and_asks_nothing_more() {
+    let (broker, records) = broker("socket", 60_000);
+    let waiting = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.ask(&ask("net:a.example:443")))
+    };
+    pending(&broker, 1);
+    broker.close();
+    let answer = waiting.join().unwrap();
+    assert!(!answer.allow);
+    assert!(
+        answer.reason.contains("the session ended"),
+        "{}",
+        answer.reason
+    );
+    let later = broker.ask(&ask("net:b.example:443"));
+    assert!(!later.allow);
+    assert!(
+        later.reason.contains("the session is over"),
+        "{}",
+        later.reason
+    );
+    assert_eq!(actions(&records), ["prompt", "ended"]);
+    // With nothing waiting, a session's end is recorded by the session, not here.
+    let (quiet, records) = self::broker("socket", 60_000);
+    quiet.close();
+    assert!(actions(&records).is_empty());
+}
+
+#[test]
 fn a_burst_of_identical_requests_asks_once() {
     let (broker, records) = broker("socket", 10_000);
     let askers: Vec<_> = (0..8)

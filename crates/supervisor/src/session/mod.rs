@@ -1246,10 +1246,30 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
 
 /// The egress proxy of a session, served on a runtime of its own until this is dropped.
 pub(super) struct ProxyServer {
-    /// Dropped with this: the proxy stops accepting, ends its connections and lets go of
-    /// the session (its audit log, its policy, the sandbox's network namespace, which its
+    /// Dropped first: the proxy stops accepting and ends its connections.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The session's questions: closed first, so that a decision waiting for a person
+    /// ends (denied, on the record) instead of outliving the session.
+    consent: Arc<Broker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long a session's end waits for decisions its proxy still makes (a name being
+/// resolved) before it leaves them behind.
+const PROXY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for ProxyServer {
+    /// Ends the proxy: what waits for a person is denied and recorded, the connections end,
+    /// decisions still being made get [`PROXY_GRACE`] to be recorded; the proxy then lets go
+    /// of the session (its audit log, its policy, the sandbox's network namespace, which its
     /// listening socket keeps).
-    _stop: tokio::sync::oneshot::Sender<()>,
+    fn drop(&mut self) {
+        self.consent.close();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Serves the proxy's listening socket on a runtime of its own, until the returned
@@ -1277,7 +1297,7 @@ fn serve_proxy(
         .build()
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("cordon-proxy".into())
         .spawn(move || {
             runtime.block_on(async move {
@@ -1295,13 +1315,16 @@ fn serve_proxy(
                     _ = stopped => {}
                 }
             });
-            // The connections' tasks are dropped with the runtime; a decision still waiting
-            // for a person on a blocking thread is not waited for (its answer has no one to
-            // reach), and lets go of the session when it returns.
-            runtime.shutdown_background();
+            // The connections' tasks are dropped with the runtime; a decision still being
+            // made on a blocking thread is given a moment to be recorded.
+            runtime.shutdown_timeout(PROXY_GRACE);
         })
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
-    Ok(ProxyServer { _stop: stop })
+    Ok(ProxyServer {
+        stop: Some(stop),
+        consent: Arc::clone(consent),
+        thread: Some(thread),
+    })
 }
 
 /// A program running in its sandbox.
@@ -1438,6 +1461,9 @@ impl Running {
             relay.finish();
         }
         drop(control);
+        // Everything in the sandbox has ended: its proxy ends, and what it was deciding is
+        // recorded before the session's outcome.
+        drop(proxy);
         tracing::debug!("program ended after {:?}", started.elapsed());
         pending.stop();
         let protected = protect::check_protected(&guard, None);
@@ -1468,8 +1494,6 @@ impl Running {
         );
         tracing::debug!("outcome recorded after {:?}", started.elapsed());
         keeper.join();
-        // The sandbox is gone: its proxy lets go of the session.
-        drop(proxy);
         if protected.iter().any(|f| f.action == Action::Unresolved) {
             return Err(LaunchError::new(
                 ErrorKind::ProtectedPathsUnresolved,
