@@ -20,6 +20,12 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey> {
         source,
     };
     match fs_err::read(path) {
+        // An empty file is a key whose creation never finished (written in place before
+        // keys were linked whole): nothing was ever signed with it.
+        Ok(bytes) if bytes.is_empty() => {
+            fs_err::remove_file(path).map_err(key_err)?;
+            load_or_create(path)
+        }
         Ok(bytes) => {
             let bytes: [u8; 32] = bytes.try_into().map_err(|_| StoreError::KeyFormat {
                 path: path.to_path_buf(),
@@ -30,19 +36,47 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey> {
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret)
                 .map_err(|e| key_err(std::io::Error::other(e.to_string())))?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs_err::create_dir_all(dir).map_err(key_err)?;
+            match create_whole(path, &secret) {
+                Ok(()) => Ok(SigningKey::from_bytes(&secret)),
+                // Another process made it first: its key is the one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+                Err(e) => Err(key_err(e)),
             }
-            let mut options = fs_err::OpenOptions::new();
-            options.write(true).create_new(true).mode(0o600);
-            let mut file = options.open(path).map_err(key_err)?;
-            file.write_all(&secret)
-                .and_then(|()| file.sync_all())
-                .map_err(key_err)?;
-            Ok(SigningKey::from_bytes(&secret))
         }
         Err(e) => Err(key_err(e)),
     }
+}
+
+/// Creates the file at `path` holding `bytes`, mode `0600`, never seen with less: written and
+/// synced under a temporary name, then linked into place (which fails with `AlreadyExists`
+/// when the file is there already). A process killed while it writes the key leaves a
+/// temporary file, never a short key that every later start would refuse.
+fn create_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs_err::create_dir_all(dir)?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    let mut unique = [0u8; 8];
+    getrandom::fill(&mut unique).map_err(|e| std::io::Error::other(e.to_string()))?;
+    name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        u64::from_ne_bytes(unique)
+    ));
+    let temporary = dir.join(name);
+    let written = (|| {
+        let mut options = fs_err::OpenOptions::new();
+        options.write(true).create_new(true).mode(0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs_err::hard_link(&temporary, path)?;
+        fs_err::File::open(dir)?.sync_all()
+    })();
+    let _ = fs_err::remove_file(&temporary);
+    written
 }
 
 /// The key file that belongs to the database at `db`: `<db>.key` beside it.
@@ -50,4 +84,42 @@ pub fn key_path_for(db: &Path) -> PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".key");
     db.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_made_once_and_whole_even_by_racing_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("audit.db.key");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+            let makers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| load_or_create(&path).unwrap().to_bytes()))
+                .collect();
+            makers.into_iter().map(|m| m.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(fs_err::read(&path).unwrap(), keys[0]);
+        let left: Vec<_> = fs_err::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["audit.db.key"]);
+    }
+
+    #[test]
+    fn an_unfinished_key_is_made_again_and_a_wrong_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db.key");
+        fs_err::write(&path, b"").unwrap();
+        let key = load_or_create(&path).unwrap();
+        assert_eq!(fs_err::read(&path).unwrap(), key.to_bytes());
+        fs_err::write(&path, [7u8; 31]).unwrap();
+        assert!(matches!(
+            load_or_create(&path),
+            Err(StoreError::KeyFormat { .. })
+        ));
+    }
 }
