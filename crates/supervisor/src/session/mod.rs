@@ -1075,7 +1075,7 @@ fn start(prepared: Prepared) -> Result<Running, LaunchError> {
     tracing::debug!("protected paths recorded after {:?}", started.elapsed());
     // Saved until checked: if cordon is killed before the program's end, the next launch
     // does the check.
-    let pending = protect::Pending::save(&guard);
+    let pending = protect::Pending::save(&guard, &id);
     tracing::debug!("check saved after {:?}", started.elapsed());
     let sent = sent.unwrap_or_else(|| Err(std::io::Error::other("it was never sent")));
     if !audit.commit() {

@@ -149,19 +149,25 @@ pub(super) fn is_zombie(pid: &str) -> bool {
 /// Runs the checks that earlier runs saved and did not live to run (cordon was killed while
 /// its program ran): what such a program left on protected paths is moved aside now.
 pub fn recover_pending() {
-    let Some(dir) = pending_dir() else {
-        return;
-    };
-    let Ok(entries) = fs_err::read_dir(&dir) else {
+    if let Some(dir) = pending_dir() {
+        recover_pending_in(&dir);
+    }
+}
+
+/// [`recover_pending`] for the checks saved in `dir`.
+fn recover_pending_in(dir: &Path) {
+    let Ok(entries) = fs_err::read_dir(dir) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         // A cordon still running does its own check: the same process id started at the
-        // same time (a process id alone may have been reused, or be a zombie's).
+        // same time (a process id alone may have been reused, or be a zombie's). A file is
+        // named `PID-START_SESSION.json` (or `PID-START.json`, as it was before sessions).
         let running = path
             .file_stem()
             .and_then(|s| s.to_str())
+            .map(|stem| stem.split_once('_').map_or(stem, |(key, _)| key))
             .and_then(|key| Some((key, key.split_once('-')?.0)))
             .is_some_and(|(key, pid)| process_key(pid) == key && !is_zombie(pid));
         if running {
@@ -230,10 +236,17 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Saves `guard` under this process's key and starts renewing it.
-    pub(super) fn save(guard: &Guard) -> Self {
+    /// Saves `guard` under this process's key and the session's id, and starts renewing
+    /// it.
+    pub(super) fn save(guard: &Guard, session: &str) -> Self {
+        Self::save_in(pending_dir(), guard, session)
+    }
+
+    /// [`Pending::save`] to `dir`. One process may run several sessions (the MCP gateway),
+    /// each with its own check: each has a file of its own, which its end removes.
+    fn save_in(dir: Option<PathBuf>, guard: &Guard, session: &str) -> Self {
         let alive = Arc::new(AtomicBool::new(true));
-        let path = pending_dir().map(|dir| dir.join(format!("{}.json", process_key("self"))));
+        let path = dir.map(|dir| dir.join(format!("{}_{session}.json", process_key("self"))));
         if let Some(path) = &path {
             let _ = fs_err::remove_file(path);
             match guard.save(path) {
@@ -272,5 +285,47 @@ impl Pending {
         if let Some(path) = &self.path {
             let _ = fs_err::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_one_process_keep_their_own_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Guard::record_with_repositories(&[], &[]);
+        let first = Pending::save_in(Some(dir.path().to_path_buf()), &guard, "aaaaaaaaaaaa");
+        let second = Pending::save_in(Some(dir.path().to_path_buf()), &guard, "bbbbbbbbbbbb");
+        let saved = || {
+            let mut names: Vec<String> = fs_err::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let key = process_key("self");
+        assert_eq!(
+            saved(),
+            [
+                format!("{key}_aaaaaaaaaaaa.json"),
+                format!("{key}_bbbbbbbbbbbb.json")
+            ]
+        );
+        // One session's end leaves the other's check in place, for the next launch to do
+        // should this process be killed.
+        second.done();
+        assert_eq!(saved(), [format!("{key}_aaaaaaaaaaaa.json")]);
+        // A running process's checks are its own to do; a dead one's are done and removed.
+        let dead = dir.path().join("999999999-1_cccccccccccc.json");
+        guard.save(&dead).unwrap();
+        let old = dir.path().join("999999998-1.json");
+        guard.save(&old).unwrap();
+        recover_pending_in(dir.path());
+        assert_eq!(saved(), [format!("{key}_aaaaaaaaaaaa.json")]);
+        first.done();
+        assert!(saved().is_empty());
     }
 }
