@@ -518,11 +518,9 @@ impl Listener {
                 Ok(started) => {
                     // Should the client be gone before its answer, no one knows the
                     // session's id: it ends with the request.
-                    unannounced = Some(Unannounced {
-                        listener: Arc::clone(self),
-                        session: Arc::clone(&started),
-                    });
-                    started
+                    let session = Arc::clone(&started.session);
+                    unannounced = Some(started);
+                    session
                 }
                 Err(refused) => return refused.reply(),
             },
@@ -627,17 +625,9 @@ impl Listener {
     }
 
     /// Starts a session: its server launched on a thread of its own, which then relays.
-    async fn start(self: &Arc<Self>) -> Result<Arc<McpSession>, Refused> {
-        let full = self
-            .sessions
-            .lock()
-            .map_or(true, |sessions| sessions.len() >= MAX_SESSIONS);
-        if full {
-            return Err(Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{MAX_SESSIONS} sessions are open: end one (DELETE) first"),
-            ));
-        }
+    /// The session counts against [`MAX_SESSIONS`] from the start of its launch, and ends
+    /// with the returned guard should its client be gone before the answer.
+    async fn start(self: &Arc<Self>) -> Result<Unannounced, Refused> {
         let (reader, writer) = std::io::pipe()
             .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
         let id = secret().map_err(|why| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, &why))?;
@@ -651,6 +641,25 @@ impl Listener {
             last: Mutex::new(std::time::Instant::now()),
             announced: std::sync::atomic::AtomicBool::new(false),
         });
+        {
+            let mut sessions = self.sessions.lock().map_err(|_| {
+                Refused::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the list of sessions was lost",
+                )
+            })?;
+            if sessions.len() >= MAX_SESSIONS {
+                return Err(Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{MAX_SESSIONS} sessions are open: end one (DELETE) first"),
+                ));
+            }
+            sessions.insert(id, Arc::clone(&session));
+        }
+        let unannounced = Unannounced {
+            listener: Arc::clone(self),
+            session: Arc::clone(&session),
+        };
         let (launched, started) = oneshot::channel::<Result<(), String>>();
         let (listener, relayed) = (Arc::clone(self), Arc::clone(&session));
         let thread = std::thread::Builder::new()
@@ -688,12 +697,7 @@ impl Listener {
             ));
         }
         match started.await {
-            Ok(Ok(())) => {
-                if let Ok(mut sessions) = self.sessions.lock() {
-                    sessions.insert(id, Arc::clone(&session));
-                }
-                Ok(session)
-            }
+            Ok(Ok(())) => Ok(unannounced),
             Ok(Err(why)) => Err(Refused::new(StatusCode::FORBIDDEN, &why)),
             Err(_) => Err(Refused::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
