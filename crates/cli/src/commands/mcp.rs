@@ -357,10 +357,23 @@ impl McpCommand {
         } else {
             token.clone()
         };
-        note!(
-            "cordon: MCP server `{name}` over HTTP at http://{bound}{}; clients send `Authorization: Bearer {shown}`; each session starts its own server",
-            cordon_supervisor::mcp::http::PATH
-        );
+        let told = {
+            use std::io::Write;
+            writeln!(
+                std::io::stderr().lock(),
+                "cordon: MCP server `{name}` over HTTP at http://{bound}{}; clients send `Authorization: Bearer {shown}`; each session starts its own server",
+                cordon_supervisor::mcp::http::PATH
+            )
+        };
+        // A port or a token that cordon chose and could not tell would leave it serving
+        // where no one can reach it.
+        let chosen = address.ends_with(":0") || std::env::var_os("CORDON_MCP_TOKEN").is_none();
+        if let (Err(err), true) = (told, chosen) {
+            return Err(anyhow::anyhow!(
+                "cannot tell the clients' address and token: standard error cannot be written ({err})"
+            )
+            .into());
+        }
         // Each session's server is launched as `cordon mcp` would for stdio.
         let this = self.clone();
         let launch: cordon_supervisor::mcp::http::Launch = Arc::new(move || {

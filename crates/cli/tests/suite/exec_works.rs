@@ -646,7 +646,7 @@ fn a_policys_print_nobody_reads_leaves_the_launch_alone() {
     let sandbox = Path::new(&policy).join("sandbox.rego");
     let text = read(&sandbox).replacen(
         "summary := sprintf(",
-        "summary := s if {\n\tprint(\"deciding the launch of\", input.resource.command[0])\n\ts := summary_text\n}\n\nsummary_text := sprintf(",
+        "summary := s if {\n\tprint(\"deciding the launch of\", input.resource.command[0], \"\\u001b[2J\\ncordon: all allowed\")\n\ts := summary_text\n}\n\nsummary_text := sprintf(",
         1,
     );
     assert!(text.contains("summary_text"));
@@ -655,7 +655,26 @@ fn a_policys_print_nobody_reads_leaves_the_launch_alone() {
     // Read, the print is there: the launch's decision ran it.
     let out = exec_script(&home, &flags, "sh", "exit 3").output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert_stderr_has(&out, "deciding the launch of sh");
+    // On one line, starting with its place in the policy: what it prints (which may come
+    // from the request) neither moves the cursor nor starts a line that reads as cordon's.
+    let said = stderr(&out);
+    let line = said
+        .lines()
+        .find(|l| l.contains("deciding the launch of sh"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        line.starts_with(&format!("{}:", sandbox.display())),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(": deciding the launch of sh ?[2J\\ncordon: all allowed"),
+        "{line}"
+    );
+    assert!(!said.contains('\u{1b}'), "{said}");
+    assert!(
+        !said.lines().any(|l| l.starts_with("cordon: all allowed")),
+        "{said}"
+    );
     let out = with_standard_error_nobody_reads(exec_script(&home, &flags, "sh", "exit 3"));
     assert_eq!(out.status.code(), Some(3));
 

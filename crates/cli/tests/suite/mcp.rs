@@ -1660,6 +1660,30 @@ fn threads_named(pid: u32, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A gateway that cannot say where it listens (its port and token chosen, standard error
+/// gone) does not serve where no one can reach it.
+#[test]
+fn a_listener_that_cannot_tell_its_address_ends() {
+    let home = Home::new();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = KillOnDrop(
+        home.cordon(&["mcp", "--listen", "127.0.0.1:0", "--", "true"])
+            .env_remove("CORDON_MCP_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    wait_until("the gateway to end", 60, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(2));
+}
+
 /// `cordon mcp --listen 127.0.0.1:0 FLAGS -- SERVER...` with `token`, and its port.
 fn listening(home: &Home, token: &str, args: &[&str]) -> (KillOnDrop, u16) {
     let mut all = vec!["mcp", "--listen", "127.0.0.1:0"];
@@ -1711,7 +1735,13 @@ fn over_http_sessions_start_together_and_no_one_holds_what_they_should_not() {
     )
     .unwrap();
     let token = "0f1e2d3c4b5a69788796a5b4";
-    let (gateway, port) = listening(&home, token, &["--", python, "raw_server.py"]);
+    // Six launches decided at once, beside the rest of the suite, by a debug build: each
+    // decision gets more than the default 100 ms of wall-clock time.
+    let (gateway, port) = listening(
+        &home,
+        token,
+        &["--time-limit-ms", "5000", "--", python, "raw_server.py"],
+    );
     let host = format!("127.0.0.1:{port}");
     let bearer = format!("Bearer {token}");
     let headers = [
