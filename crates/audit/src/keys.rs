@@ -12,39 +12,70 @@ use crate::{Result, StoreError};
 ///
 /// # Errors
 ///
-/// [`StoreError::Key`] when the file cannot be read or created, [`StoreError::KeyFormat`]
-/// when it is not 32 bytes.
+/// [`StoreError::Key`] when the file cannot be read or created (or is no regular file: a
+/// link to nothing, a directory, a pipe), [`StoreError::KeyFormat`] when it is not 32 bytes.
 pub fn load_or_create(path: &Path) -> Result<SigningKey> {
     let key_err = |source| StoreError::Key {
         path: path.to_path_buf(),
         source,
     };
-    match fs_err::read(path) {
-        // An empty file is a key whose creation never finished (written in place before
-        // keys were linked whole): nothing was ever signed with it.
-        Ok(bytes) if bytes.is_empty() => {
-            fs_err::remove_file(path).map_err(key_err)?;
-            load_or_create(path)
-        }
-        Ok(bytes) => {
+    // Twice at most: a key found, or made here, or made by another process between this
+    // one's look and its link.
+    for _ in 0..2 {
+        if let Some(bytes) = read_key(path).map_err(key_err)? {
             let bytes: [u8; 32] = bytes.try_into().map_err(|_| StoreError::KeyFormat {
                 path: path.to_path_buf(),
             })?;
-            Ok(SigningKey::from_bytes(&bytes))
+            return Ok(SigningKey::from_bytes(&bytes));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret)
-                .map_err(|e| key_err(std::io::Error::other(e.to_string())))?;
-            match create_whole(path, &secret) {
-                Ok(()) => Ok(SigningKey::from_bytes(&secret)),
-                // Another process made it first: its key is the one.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
-                Err(e) => Err(key_err(e)),
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| key_err(std::io::Error::other(e.to_string())))?;
+        match create_whole(path, &secret) {
+            Ok(()) => return Ok(SigningKey::from_bytes(&secret)),
+            // Something is there that reads as nothing: a link to a file that does not exist.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                return Err(key_err(std::io::Error::other(
+                    "it is a link to a file that does not exist; remove it, or make it point to the key",
+                )));
             }
+            // Another process made it first: its key is the one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(key_err(e)),
         }
-        Err(e) => Err(key_err(e)),
     }
+    Err(key_err(std::io::Error::other(
+        "it keeps appearing and disappearing; is another program changing cordon's state directory?",
+    )))
+}
+
+/// The key file's bytes; `None` when there is none yet, or only an empty one (a key whose
+/// creation never finished, written in place before keys were linked whole: nothing was
+/// ever signed with it), which is removed. Never waits: a pipe or a device at `path` is an
+/// error.
+fn read_key(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut file = match fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    Read::take(&mut file, 1024).read_to_end(&mut bytes)?;
+    if bytes.is_empty() {
+        fs_err::remove_file(path)?;
+        return Ok(None);
+    }
+    Ok(Some(bytes))
 }
 
 /// Creates the file at `path` holding `bytes`, mode `0600`, never seen with less: written and
@@ -121,5 +152,23 @@ mod tests {
             load_or_create(&path),
             Err(StoreError::KeyFormat { .. })
         ));
+    }
+
+    #[test]
+    fn a_link_to_nothing_or_a_pipe_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db.key");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &path).unwrap();
+        let err = load_or_create(&path).unwrap_err().to_string();
+        assert!(err.contains("audit.db.key"), "{err}");
+        assert!(!dir.path().join("nothing").exists());
+        fs_err::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = load_or_create(&path).unwrap_err().to_string();
+        assert!(err.contains("audit.db.key"), "{err}");
     }
 }
