@@ -23,7 +23,12 @@ fn invisible(c: char) -> bool {
         c,
         '\u{00AD}'
             | '\u{034F}'
+            | '\u{0600}'..='\u{0605}'
             | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
             | '\u{115F}'..='\u{1160}'
             | '\u{17B4}'..='\u{17B5}'
             | '\u{180B}'..='\u{180F}'
@@ -36,6 +41,9 @@ fn invisible(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{FFA0}'
             | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
             | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E0FFF}'
@@ -50,5 +58,6 @@ mod tests {
     fn control_and_invisible_characters_are_shown_as_question_marks() {
         assert_eq!(printable("a\nb\u{1b}[2J\u{202E}c"), "a?b?[2J?c");
         assert_eq!(printable("plain text: ok"), "plain text: ok");
+        assert_eq!(printable("\u{0600}1\u{06DD}2\u{110BD}"), "?1?2?");
     }
 }

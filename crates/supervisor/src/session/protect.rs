@@ -161,6 +161,20 @@ fn recover_pending_in(dir: &Path) {
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
+        // Only files cordon wrote are read: a pipe would hang every launch, a link lead
+        // elsewhere.
+        match entry.file_type() {
+            Ok(kind) if kind.is_file() => {}
+            Ok(kind) if kind.is_dir() => {
+                tracing::warn!("`{}` is not a saved check; left as it is", path.display());
+                continue;
+            }
+            _ => {
+                tracing::warn!("`{}` is not a saved check; removed", path.display());
+                let _ = fs_err::remove_file(&path);
+                continue;
+            }
+        }
         // A cordon still running does its own check: the same process id started at the
         // same time (a process id alone may have been reused, or be a zombie's). A file is
         // named `PID-START_SESSION.json` (or `PID-START.json`, as it was before sessions).
@@ -323,6 +337,13 @@ mod tests {
         guard.save(&dead).unwrap();
         let old = dir.path().join("999999998-1.json");
         guard.save(&old).unwrap();
+        // Nor does anything but a file hang or mislead it: a pipe is removed unread.
+        let pipe = dir.path().join("999999997-1_dddddddddddd.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success());
         recover_pending_in(dir.path());
         assert_eq!(saved(), [format!("{key}_aaaaaaaaaaaa.json")]);
         first.done();
