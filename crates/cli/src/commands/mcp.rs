@@ -367,7 +367,11 @@ impl McpCommand {
         };
         // A port or a token that cordon chose and could not tell would leave it serving
         // where no one can reach it.
-        let chosen = address.ends_with(":0") || std::env::var_os("CORDON_MCP_TOKEN").is_none();
+        let chosen = address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none_or(|port| port == 0)
+            || std::env::var_os("CORDON_MCP_TOKEN").is_none();
         if let (Err(err), true) = (told, chosen) {
             return Err(anyhow::anyhow!(
                 "cannot tell the clients' address and token: standard error cannot be written ({err})"

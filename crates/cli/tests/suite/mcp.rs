@@ -1665,23 +1665,30 @@ fn threads_named(pid: u32, name: &str) -> usize {
 #[test]
 fn a_listener_that_cannot_tell_its_address_ends() {
     let home = Home::new();
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let mut child = KillOnDrop(
-        home.cordon(&["mcp", "--listen", "127.0.0.1:0", "--", "true"])
+    // The token chosen; the port chosen (written either way), with the token given.
+    for (address, token) in [
+        ("127.0.0.1:0", None),
+        ("127.0.0.1:00", Some("0f1e2d3c4b5a69788796a5b4")),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut command = home.cordon(&["mcp", "--listen", address, "--", "true"]);
+        command
             .env_remove("CORDON_MCP_TOKEN")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(writer)
-            .spawn()
-            .unwrap(),
-    );
-    let mut status = None;
-    wait_until("the gateway to end", 60, || {
-        status = child.0.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(2));
+            .stderr(writer);
+        if let Some(token) = token {
+            command.env("CORDON_MCP_TOKEN", token);
+        }
+        let mut child = KillOnDrop(command.spawn().unwrap());
+        let mut status = None;
+        wait_until("the gateway to end", 60, || {
+            status = child.0.try_wait().unwrap();
+            status.is_some()
+        });
+        assert_eq!(status.unwrap().code(), Some(2), "{address}");
+    }
 }
 
 /// `cordon mcp --listen 127.0.0.1:0 FLAGS -- SERVER...` with `token`, and its port.
