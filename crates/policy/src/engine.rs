@@ -358,6 +358,10 @@ pub(crate) fn first_line(text: &str) -> String {
 /// Loads `source` into a fresh regorus engine: every module (the tests only when
 /// `with_tests`), then every data document.
 pub(crate) fn load_engine(source: &PolicySource, with_tests: bool) -> Result<Engine> {
+    // Regorus warns about some modules with `eprintln!` as it reads them; with no one to
+    // read standard error that would panic (and refuse the policy, which a cache hit, not
+    // reading the modules, would not).
+    cordon_sys::process::quiet_stderr_once_unread();
     let mut engine = Engine::new();
     // What `print` says is gathered and written by `relay_prints`, which goes on when
     // standard error cannot be written; regorus would panic there.

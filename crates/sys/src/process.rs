@@ -967,6 +967,22 @@ pub fn other_end_gone(fd: BorrowedFd<'_>) -> bool {
     ready > 0 && polled.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// Points standard error at `/dev/null` once its reader has gone (a pipe closed on the
+/// other side can never be read again), so that what libraries write there with
+/// `eprintln!`, which panics on a failed write, is lost quietly, as it would be anyway.
+/// Returns whether it did.
+pub fn quiet_stderr_once_unread() -> bool {
+    if !other_end_gone(io::stderr().as_fd()) {
+        return false;
+    }
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return false;
+    };
+    // SAFETY: both descriptors are open; dup2 replaces descriptor 2 in one step, so no
+    // other thread sees it closed.
+    unsafe { libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) >= 0 }
+}
+
 /// A new pseudo-terminal: the controlling side (kept by cordon) and the terminal side
 /// (given to the sandboxed program as its standard streams).
 ///
