@@ -274,11 +274,15 @@ pub(crate) fn interpreter_failure(err: &(dyn std::error::Error + 'static)) -> Ev
 }
 
 /// Runs `f`, a call into regorus that writes its warnings (a redundant `import input`, a
-/// future keyword used as a name) to standard error itself, and panics when that cannot be
-/// written (a pipe whose reader has gone). The panic becomes an error, and the engine it
-/// left half-built is dropped by the caller: the policy does not load, and decisions deny.
+/// future keyword used as a name) to standard error itself with `eprintln!`, which panics
+/// when the write fails. A standard error whose reader has gone (a pipe that can never be
+/// read again) is pointed at `/dev/null` first, so the warning is lost quietly and the
+/// policy reads as it would from the compiled cache, which does not read the modules. Any
+/// other failed write (a full disk) still panics: the panic becomes an error, and the engine
+/// it left half-built is dropped by the caller: the policy does not load, and decisions deny.
 /// Regorus warns while it reads a module and while it first prepares to evaluate.
 pub fn unwound<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    cordon_sys::process::quiet_stderr_once_unread();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
         let what = panic
             .downcast_ref::<String>()
@@ -293,9 +297,17 @@ pub fn unwound<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
 /// counted.
 const PRINTS_SHOWN: usize = 64 << 10;
 
+/// Evaluates the rule at `path` and writes what its `print` calls said (see
+/// [`relay_prints`]): every evaluation on the interpreter goes through here.
+pub(crate) fn eval_rule(engine: &mut Engine, path: String) -> anyhow::Result<Value> {
+    let result = engine.eval_rule(path);
+    relay_prints(engine);
+    result
+}
+
 /// Writes what the policy's `print` calls said to standard error, as OPA does, each line
 /// with its file and line; a standard error nobody reads loses them, never the decision.
-pub(crate) fn relay_prints(engine: &mut Engine) {
+fn relay_prints(engine: &mut Engine) {
     use std::io::Write;
     let Ok(prints) = engine.take_prints() else {
         return;
@@ -358,10 +370,6 @@ pub(crate) fn first_line(text: &str) -> String {
 /// Loads `source` into a fresh regorus engine: every module (the tests only when
 /// `with_tests`), then every data document.
 pub(crate) fn load_engine(source: &PolicySource, with_tests: bool) -> Result<Engine> {
-    // Regorus warns about some modules with `eprintln!` as it reads them; with no one to
-    // read standard error that would panic (and refuse the policy, which a cache hit, not
-    // reading the modules, would not).
-    cordon_sys::process::quiet_stderr_once_unread();
     let mut engine = Engine::new();
     // What `print` says is gathered and written by `relay_prints`, which goes on when
     // standard error cannot be written; regorus would panic there.
@@ -702,8 +710,7 @@ impl Policy {
             None => self.engine()?,
         };
         engine.set_input(input);
-        let result = engine.eval_rule(path.to_owned());
-        relay_prints(&mut engine);
+        let result = eval_rule(&mut engine, path.to_owned());
         if result.is_ok() {
             self.interpreters.give(engine);
         }

@@ -51,9 +51,10 @@ impl Policy {
         };
         engine.set_input(Value::from(input.clone()));
         engine.set_enable_coverage(true);
-        let decided = engine.eval_rule(capability.decision_path());
-        crate::engine::relay_prints(&mut engine);
-        let decision = decision_from(decided.map_err(|e| interpreter_failure(&*e)));
+        let decision = decision_from(
+            crate::engine::eval_rule(&mut engine, capability.decision_path())
+                .map_err(|e| interpreter_failure(&*e)),
+        );
         let mut evaluated = Vec::new();
         if let Ok(report) = engine.get_coverage_report() {
             for file in report.files {

@@ -149,9 +149,7 @@ pub fn run_tests(source: &PolicySource, options: &TestOptions) -> Result<TestRep
         let outcome = if skip {
             Outcome::Skip
         } else {
-            let result = engine.eval_rule(name.clone());
-            crate::engine::relay_prints(&mut engine);
-            match result {
+            match crate::engine::eval_rule(&mut engine, name.clone()) {
                 Ok(Value::Undefined | Value::Bool(false)) => Outcome::Fail,
                 Ok(_) => Outcome::Pass,
                 Err(e) => Outcome::Error(e.to_string().trim().to_owned()),
