@@ -642,12 +642,8 @@ impl Broker {
         if let Some(answer) = self.take_pass(&pass_key(ask)) {
             return answer;
         }
-        if self.muted.load(std::sync::atomic::Ordering::SeqCst) {
-            return Answer::deny(
-                "earlier answer",
-                "the person stopped all questions of this session; denied without asking",
-                None,
-            );
+        if let Some(answer) = self.muted() {
+            return answer;
         }
         if ask.mfa.is_some() {
             if self.mfa.get().is_none_or(|s| !s.enrolled()) {
@@ -755,6 +751,19 @@ impl Broker {
         }
     }
 
+    /// The denial of every question once the person stopped them all (see [`Broker::mute`]).
+    fn muted(&self) -> Option<Answer> {
+        self.muted
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| {
+                Answer::deny(
+                    "earlier answer",
+                    "the person stopped all questions of this session; denied without asking",
+                    None,
+                )
+            })
+    }
+
     /// The one-time pass for `key`, used up, if one was given within its lifetime.
     fn take_pass(&self, key: &str) -> Option<Answer> {
         let given = self.state.lock().ok()?.passes.remove(key)?;
@@ -820,12 +829,8 @@ impl Broker {
                 None,
             ));
         }
-        if self.muted.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Answer::deny(
-                "earlier answer",
-                "the person stopped all questions of this session; denied without asking",
-                None,
-            ));
+        if let Some(answer) = self.muted() {
+            return Err(answer);
         }
         // Only the same question is joined: the same key, a code needed or not alike, the
         // same scopes and message (a request that needs a code never rides on an answer
