@@ -136,7 +136,7 @@ pub enum Command {
 fn usage(err: &clap::Error) -> ExitCode {
     match err.print() {
         Err(why) if err.exit_code() == 0 => {
-            note!("error: cannot write the output to standard output: {why}");
+            note!("error: {}", report::output_lost_because(&why));
             Exit::Error.into()
         }
         _ => ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)),

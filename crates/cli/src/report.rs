@@ -119,10 +119,12 @@ impl std::io::Write for Output {
 
 fn lost(err: std::io::Error) -> std::io::Error {
     let _ = OUTPUT_LOST.set(err.to_string());
-    std::io::Error::new(
-        err.kind(),
-        format!("cannot write the output to standard output: {err}"),
-    )
+    std::io::Error::new(err.kind(), output_lost_because(&err))
+}
+
+/// What a command says when its output could not be written, and why.
+pub fn output_lost_because(why: &dyn std::fmt::Display) -> String {
+    format!("cannot write the output to standard output: {why}")
 }
 
 /// Writes a command's output to standard output; a write that fails is remembered rather
@@ -157,9 +159,7 @@ pub fn output_written() -> Result<(), CliError> {
     }
     match OUTPUT_LOST.get() {
         None => Ok(()),
-        Some(why) => Err(CliError::from(anyhow::anyhow!(
-            "cannot write the output to standard output: {why}"
-        ))),
+        Some(why) => Err(CliError::from(anyhow::anyhow!(output_lost_because(why)))),
     }
 }
 

@@ -1047,18 +1047,13 @@ pub fn terminal_mode(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
     }
 }
 
-impl TerminalMode {
-    /// Whether the terminal starts a new line at the line's start on output (it turns a
-    /// line feed into a carriage return and a line feed): not in raw mode.
-    pub fn returns_at_line_end(&self) -> bool {
-        self.0.c_oflag & libc::OPOST != 0 && self.0.c_oflag & libc::ONLCR != 0
-    }
-}
-
 /// Whether standard error is a terminal in raw mode (set so by `cordon exec` while it relays
-/// a program's terminal): a line written there ends in a carriage return and a line feed.
+/// a program's terminal), which does not turn a line feed into a carriage return and a line
+/// feed: a line written there ends in both.
 pub fn stderr_is_raw_terminal() -> bool {
-    terminal_mode(io::stderr().as_fd()).is_ok_and(|mode| !mode.returns_at_line_end())
+    terminal_mode(io::stderr().as_fd()).is_ok_and(|TerminalMode(mode)| {
+        mode.c_oflag & libc::OPOST == 0 || mode.c_oflag & libc::ONLCR == 0
+    })
 }
 
 /// Applies saved settings to the terminal `fd`.

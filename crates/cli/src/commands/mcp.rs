@@ -342,17 +342,20 @@ impl McpCommand {
                 "{bound} is not a loopback address: cordon serves MCP over HTTP on 127.0.0.1 or ::1 only"
             )));
         }
-        let token = match std::env::var("CORDON_MCP_TOKEN") {
-            Ok(token) if token.len() >= 16 => token,
+        let (token, given) = match std::env::var("CORDON_MCP_TOKEN") {
+            Ok(token) if token.len() >= 16 => (token, true),
             Ok(_) => {
                 return Err(refused(anyhow::anyhow!(
                     "CORDON_MCP_TOKEN must be at least 16 characters"
                 )))
             }
-            Err(_) => cordon_supervisor::mcp::http::secret()
-                .map_err(|why| refused(anyhow::anyhow!(why)))?,
+            Err(_) => (
+                cordon_supervisor::mcp::http::secret()
+                    .map_err(|why| refused(anyhow::anyhow!(why)))?,
+                false,
+            ),
         };
-        let shown = if std::env::var_os("CORDON_MCP_TOKEN").is_some() {
+        let shown = if given {
             "the token in CORDON_MCP_TOKEN".to_owned()
         } else {
             token.clone()
@@ -371,7 +374,7 @@ impl McpCommand {
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse::<u16>().ok())
             .is_none_or(|port| port == 0)
-            || std::env::var_os("CORDON_MCP_TOKEN").is_none();
+            || !given;
         if let (Err(err), true) = (told, chosen) {
             return Err(anyhow::anyhow!(
                 "cannot tell the clients' address and token: standard error cannot be written ({err})"
